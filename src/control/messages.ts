@@ -14,10 +14,10 @@ export const PROTOCOL_VERSION = 1;
 export const SUBSYSTEM = 'tachyon-v1';
 export const MAX_FRAME_BYTES = 1 << 20;
 
-export const CIPHERS = ['aes-128-gcm', 'aes-192-gcm', 'aes-256-gcm', 'none'] as const;
-export type CipherName = (typeof CIPHERS)[number];
-export const POLICIES = ['fixed', 'high', 'fair', 'low'] as const;
-export type RatePolicy = (typeof POLICIES)[number];
+import { CIPHERS, POLICIES } from '../core/types.js';
+
+export { CIPHERS, POLICIES };
+export type { CipherName, RatePolicy } from '../core/types.js';
 
 const b64 = z.string().max(256).regex(/^[A-Za-z0-9+/=]*$/);
 const relPath = z.string().min(1).max(4096);

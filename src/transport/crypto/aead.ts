@@ -1,0 +1,157 @@
+/**
+ * Datagram protection (AEAD) for one direction of one session.
+ *
+ * Keys: each direction has a random 32-byte secret delivered over the authenticated
+ * control channel. Key and IV of generation g are HKDF-SHA256(secret, info) and
+ * g = floor(packetNumber / KEY_UPDATE_PACKETS), so both sides renew keys at the same
+ * packet, with no extra message, long before AES-GCM's confidentiality limit of
+ * 2^23 packets per key (RFC 9001 §6.6). The nonce is the generation's IV XOR the
+ * 48-bit packet number; packet numbers are never reused, retransmissions included,
+ * so no nonce repeats under a key. The header is the associated data.
+ */
+import { createCipheriv, createDecipheriv, hkdfSync, type CipherGCMTypes } from 'node:crypto';
+import { TachyonError } from '../../core/errors.js';
+
+import type { CipherName } from '../../core/types.js';
+
+export type { CipherName };
+export const TAG_BYTES = 16;
+export const KEY_UPDATE_PACKETS = 2 ** 22;
+export const SECRET_BYTES = 32;
+
+const KEY_LEN: Record<Exclude<CipherName, 'none'>, number> = {
+  'aes-128-gcm': 16,
+  'aes-192-gcm': 24,
+  'aes-256-gcm': 32,
+};
+
+/** AEAD seam: seal and open datagrams in place of their payload. */
+export interface PacketProtection {
+  readonly cipher: CipherName;
+  /** bytes added after the payload (the tag) */
+  readonly overhead: number;
+  /**
+   * Writes the sealed `plain` into `out` at `headerLen`; `out[0:headerLen]` is the
+   * associated data. `out` must have room for plain.length + overhead bytes after it.
+   */
+  seal(out: Buffer, headerLen: number, plain: Uint8Array, packetNumber: number): void;
+  /** Returns the plaintext of `packet[headerLen:]`, or throws if it is not authentic. */
+  open(packet: Buffer, headerLen: number, packetNumber: number): Buffer;
+}
+
+interface Generation {
+  gen: number;
+  key: Buffer;
+  iv: Buffer;
+}
+
+class GcmProtection implements PacketProtection {
+  readonly overhead = TAG_BYTES;
+  private readonly gens: Generation[] = [];
+  private readonly nonce = Buffer.alloc(12);
+
+  constructor(
+    readonly cipher: Exclude<CipherName, 'none'>,
+    private readonly secret: Buffer,
+  ) {}
+
+  private generation(pn: number): Generation {
+    const g = Math.floor(pn / KEY_UPDATE_PACKETS);
+    for (const x of this.gens) if (x.gen === g) return x;
+    const info = (label: string): Buffer => Buffer.from(`tachyon v1 ${this.cipher} ${label} ${g}`);
+    const key = Buffer.from(hkdfSync('sha256', this.secret, 'tachyon-datagram', info('key'), KEY_LEN[this.cipher]));
+    const iv = Buffer.from(hkdfSync('sha256', this.secret, 'tachyon-datagram', info('iv'), 12));
+    const created = { gen: g, key, iv };
+    this.gens.push(created);
+    if (this.gens.length > 3) this.gens.shift();
+    return created;
+  }
+
+  private nonceFor(pn: number, gen: Generation): Buffer {
+    const n = this.nonce;
+    gen.iv.copy(n);
+    // XOR the 48-bit packet number into the last six bytes
+    const hi = Math.floor(pn / 2 ** 24);
+    const lo = pn % 2 ** 24;
+    n[6]! ^= (hi >>> 16) & 0xff;
+    n[7]! ^= (hi >>> 8) & 0xff;
+    n[8]! ^= hi & 0xff;
+    n[9]! ^= (lo >>> 16) & 0xff;
+    n[10]! ^= (lo >>> 8) & 0xff;
+    n[11]! ^= lo & 0xff;
+    return n;
+  }
+
+  seal(out: Buffer, headerLen: number, plain: Uint8Array, pn: number): void {
+    const g = this.generation(pn);
+    const c = createCipheriv(this.cipher as CipherGCMTypes, g.key, this.nonceFor(pn, g), { authTagLength: TAG_BYTES });
+    c.setAAD(out.subarray(0, headerLen));
+    const ct = c.update(plain);
+    ct.copy(out, headerLen);
+    c.final();
+    c.getAuthTag().copy(out, headerLen + ct.length);
+  }
+
+  open(packet: Buffer, headerLen: number, pn: number): Buffer {
+    if (packet.length < headerLen + TAG_BYTES) throw new TachyonError('PROTOCOL', 'datagram shorter than its tag');
+    const g = this.generation(pn);
+    const d = createDecipheriv(this.cipher as CipherGCMTypes, g.key, this.nonceFor(pn, g), { authTagLength: TAG_BYTES });
+    d.setAAD(packet.subarray(0, headerLen));
+    d.setAuthTag(packet.subarray(packet.length - TAG_BYTES));
+    const pt = d.update(packet.subarray(headerLen, packet.length - TAG_BYTES));
+    try {
+      d.final();
+    } catch {
+      throw new TachyonError('PROTOCOL', 'datagram failed authentication');
+    }
+    return pt;
+  }
+}
+
+class NoProtection implements PacketProtection {
+  readonly cipher = 'none' as const;
+  readonly overhead = 0;
+  seal(out: Buffer, headerLen: number, plain: Uint8Array): void {
+    out.set(plain, headerLen);
+  }
+  open(packet: Buffer, headerLen: number): Buffer {
+    return packet.subarray(headerLen);
+  }
+}
+
+/** Creates the protection for one direction from its 32-byte secret. */
+export function createProtection(cipher: CipherName, secret: Buffer): PacketProtection {
+  if (cipher === 'none') return new NoProtection();
+  if (secret.length !== SECRET_BYTES) throw new TachyonError('PROTOCOL', `session secret must be ${SECRET_BYTES} bytes`);
+  return new GcmProtection(cipher, secret);
+}
+
+/**
+ * Sliding replay window over packet numbers: accepts each packet number at most
+ * once, and refuses numbers older than `size` below the highest seen.
+ */
+export class ReplayWindow {
+  private highest = -1;
+  private readonly bits: Uint8Array;
+
+  constructor(private readonly size = 1 << 16) {
+    this.bits = new Uint8Array(size);
+  }
+
+  /** True if pn is fresh; call `accept` only after the packet authenticated. */
+  check(pn: number): boolean {
+    if (pn > this.highest) return true;
+    if (this.highest - pn >= this.size) return false;
+    return this.bits[pn % this.size] === 0;
+  }
+
+  accept(pn: number): void {
+    if (pn > this.highest) {
+      const gap = pn - this.highest;
+      if (gap >= this.size) this.bits.fill(0);
+      else for (let p = this.highest + 1; p < pn; p++) this.bits[p % this.size] = 0;
+      this.highest = pn;
+    }
+    this.bits[pn % this.size] = 1;
+  }
+}

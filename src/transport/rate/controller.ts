@@ -1,0 +1,107 @@
+/**
+ * Rate control. The sender asks the controller how fast to send; every receiver
+ * feedback updates it. Adaptive policies are driven by queueing delay (how far the
+ * path's one-way delay has risen above its measured base), never by loss: random loss
+ * on a long path says nothing about congestion.
+ *
+ * The adaptive law is a rate form of FAST TCP's: each flow aims to keep `alpha` bytes
+ * of its own in the bottleneck queue. With queueing delay q and rate x a flow holds
+ * x*q bytes there, so the update x += gain * (alpha - x*q) / rtt converges to
+ * x*q = alpha: flows with the same alpha share a bottleneck evenly (fair), a flow
+ * with twice the alpha takes about twice the share (high), and one with a small alpha
+ * yields (low). While the queue is empty the rate grows multiplicatively so that a
+ * long fat path fills within a few round trips.
+ */
+import type { RatePolicy } from '../../core/types.js';
+
+export interface FeedbackSample {
+  /** ms, sender clock */
+  now: number;
+  /** queueing delay in ms, or undefined when the interval had no sample */
+  qdelayMs: number | undefined;
+  /** smoothed round-trip time, ms */
+  rttMs: number;
+  /** receive rate over the interval, bits/s */
+  recvRateBps: number;
+}
+
+export interface RateController {
+  onFeedback(f: FeedbackSample): void;
+  /** current sending rate, bits per second */
+  rateBps(): number;
+}
+
+export interface RateOptions {
+  policy: RatePolicy;
+  /** target (ceiling) rate, bits/s */
+  targetBps: number;
+  /** floor, bits/s */
+  minBps: number;
+  /** start rate for adaptive policies, bits/s */
+  initialBps?: number;
+}
+
+/** Bytes a flow aims to keep queued at the bottleneck, per policy. */
+export const POLICY_ALPHA_BYTES: Record<Exclude<RatePolicy, 'fixed'>, number> = {
+  high: 250_000,
+  fair: 125_000,
+  low: 30_000,
+};
+
+export class FixedRateController implements RateController {
+  constructor(private readonly bps: number) {}
+  onFeedback(): void {}
+  rateBps(): number {
+    return this.bps;
+  }
+}
+
+export class DelayBasedRateController implements RateController {
+  private rate: number;
+  private lastUpdate: number | undefined;
+  private readonly alpha: number;
+  /** queueing delay (ms) under which the path counts as empty */
+  private readonly emptyQueueMs = 1.0;
+
+  constructor(private readonly opts: RateOptions & { policy: Exclude<RatePolicy, 'fixed'> }) {
+    this.alpha = POLICY_ALPHA_BYTES[opts.policy];
+    this.rate = clamp(opts.initialBps ?? Math.min(opts.targetBps, 20e6), opts.minBps, opts.targetBps);
+  }
+
+  onFeedback(f: FeedbackSample): void {
+    const last = this.lastUpdate;
+    this.lastUpdate = f.now;
+    if (last === undefined || f.qdelayMs === undefined) return;
+    const rtt = Math.max(f.rttMs, 1);
+    // fraction of a round trip since the last update: the law is stated per RTT
+    const frac = Math.min(1, Math.max(0, (f.now - last) / rtt));
+    const x = this.rate / 8; // bytes per second
+    const q = Math.max(0, f.qdelayMs) / 1000;
+    let next: number;
+    if (f.qdelayMs < this.emptyQueueMs && x * q < this.alpha / 2) {
+      // empty path: grow by up to 50% per round trip, but not far beyond what arrives
+      next = x * (1 + 0.5 * frac);
+      const recv = f.recvRateBps / 8;
+      if (recv > 0) next = Math.min(next, Math.max(x, recv * 2));
+    } else {
+      const err = this.alpha - x * q; // bytes
+      next = x + 0.5 * frac * (err / (rtt / 1000));
+      // never cut by more than half in one round trip
+      next = Math.max(next, x * (1 - 0.5 * frac));
+    }
+    this.rate = clamp(next * 8, this.opts.minBps, this.opts.targetBps);
+  }
+
+  rateBps(): number {
+    return this.rate;
+  }
+}
+
+export function createRateController(opts: RateOptions): RateController {
+  if (opts.policy === 'fixed') return new FixedRateController(opts.targetBps);
+  return new DelayBasedRateController({ ...opts, policy: opts.policy });
+}
+
+function clamp(v: number, lo: number, hi: number): number {
+  return Math.min(hi, Math.max(lo, v));
+}

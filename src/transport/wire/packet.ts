@@ -1,0 +1,203 @@
+/**
+ * Datagram wire format (version 1). All integers big-endian.
+ *
+ *   common header (12 bytes, authenticated as AEAD associated data)
+ *     0  u8   version (high nibble, = 1) | type (low nibble)
+ *     1  u8   flags (bit 0: retransmission; others 0)
+ *     2  u32  session id
+ *     6  u48  packet number (never reused within a session direction; the AEAD nonce)
+ *
+ *   DATA adds (authenticated, not encrypted):
+ *    12  u48  stream sequence number (SSN) of the block
+ *    18  u32  sender timestamp, microseconds mod 2^32
+ *    22  u16  sender's smoothed RTT, milliseconds (so the receiver can time NAK repeats)
+ *   then the encrypted block (length = datagram - 24 - tag)
+ *
+ *   FEEDBACK, STATUS and PROBE carry their body encrypted after the common header.
+ */
+import { TachyonError } from '../../core/errors.js';
+
+export const WIRE_VERSION = 1;
+export const COMMON_HEADER = 12;
+export const DATA_HEADER = 24;
+
+export const PacketType = {
+  DATA: 1,
+  FEEDBACK: 2,
+  STATUS: 3,
+  PROBE: 4,
+} as const;
+export type PacketTypeValue = (typeof PacketType)[keyof typeof PacketType];
+
+export const FLAG_RETRANSMIT = 1;
+
+export interface CommonHeader {
+  type: PacketTypeValue;
+  flags: number;
+  sessionId: number;
+  packetNumber: number;
+}
+
+export interface DataHeader extends CommonHeader {
+  ssn: number;
+  sendTsUs: number;
+  srttMs: number;
+}
+
+/** Reads the session id without validating anything else (for demultiplexing). */
+export function peekSessionId(buf: Uint8Array): number | undefined {
+  if (buf.length < COMMON_HEADER) return undefined;
+  return ((buf[2]! << 24) >>> 0) + (buf[3]! << 16) + (buf[4]! << 8) + buf[5]!;
+}
+
+function readU48(b: Buffer, o: number): number {
+  return b.readUIntBE(o, 6);
+}
+
+export function decodeCommon(buf: Buffer): CommonHeader {
+  if (buf.length < COMMON_HEADER) throw new TachyonError('PROTOCOL', `datagram too short (${buf.length} bytes)`);
+  const vt = buf[0]!;
+  const version = vt >> 4;
+  const type = vt & 0x0f;
+  if (version !== WIRE_VERSION) throw new TachyonError('PROTOCOL', `unknown wire version ${version}`);
+  if (type < PacketType.DATA || type > PacketType.PROBE) throw new TachyonError('PROTOCOL', `unknown packet type ${type}`);
+  const flags = buf[1]!;
+  if ((flags & ~FLAG_RETRANSMIT) !== 0) throw new TachyonError('PROTOCOL', `reserved flags set (${flags})`);
+  return {
+    type: type as PacketTypeValue,
+    flags,
+    sessionId: buf.readUInt32BE(2),
+    packetNumber: readU48(buf, 6),
+  };
+}
+
+export function decodeDataHeader(buf: Buffer, common: CommonHeader): DataHeader {
+  if (buf.length < DATA_HEADER) throw new TachyonError('PROTOCOL', `data datagram too short (${buf.length} bytes)`);
+  return { ...common, ssn: readU48(buf, 12), sendTsUs: buf.readUInt32BE(18), srttMs: buf.readUInt16BE(22) };
+}
+
+export function writeCommon(buf: Buffer, type: PacketTypeValue, flags: number, sessionId: number, pn: number): void {
+  buf[0] = (WIRE_VERSION << 4) | type;
+  buf[1] = flags;
+  buf.writeUInt32BE(sessionId >>> 0, 2);
+  buf.writeUIntBE(pn, 6, 6);
+}
+
+export function writeDataHeader(buf: Buffer, ssn: number, sendTsUs: number, srttMs: number): void {
+  buf.writeUIntBE(ssn, 12, 6);
+  buf.writeUInt32BE(sendTsUs >>> 0, 18);
+  buf.writeUInt16BE(Math.min(0xffff, Math.max(0, Math.round(srttMs))), 22);
+}
+
+// ---- FEEDBACK body -------------------------------------------------------------------
+
+export interface NakRange {
+  start: number;
+  count: number;
+}
+
+export interface Feedback {
+  /** every SSN below this has been received */
+  cumAck: number;
+  /** one more than the highest SSN seen */
+  nextExpected: number;
+  /** unique payload bytes received so far */
+  bytesReceived: number;
+  /** timestamp of the newest data packet received, echoed */
+  echoTsUs: number;
+  /** microseconds between receiving that packet and sending this feedback */
+  holdUs: number;
+  /** queueing delay estimate in microseconds; -1 when no sample */
+  qdelayUs: number;
+  /** receive rate over the last interval, kbit/s */
+  recvRateKbps: number;
+  /** data packets received in the interval (including duplicates) */
+  intervalPackets: number;
+  /** gaps newly detected in the interval */
+  intervalLost: number;
+  naks: NakRange[];
+}
+
+export const FEEDBACK_FIXED = 44;
+export const NAK_RANGE_BYTES = 8;
+
+export function maxNakRanges(bodyCapacity: number): number {
+  return Math.max(0, Math.floor((bodyCapacity - FEEDBACK_FIXED) / NAK_RANGE_BYTES));
+}
+
+export function encodeFeedback(f: Feedback): Buffer {
+  const b = Buffer.allocUnsafe(FEEDBACK_FIXED + f.naks.length * NAK_RANGE_BYTES);
+  b.writeUIntBE(f.cumAck, 0, 6);
+  b.writeUIntBE(f.nextExpected, 6, 6);
+  b.writeUIntBE(Math.min(f.bytesReceived, 2 ** 48 - 1), 12, 6);
+  b.writeUInt32BE(f.echoTsUs >>> 0, 18);
+  b.writeUInt32BE(Math.min(0xffffffff, Math.max(0, Math.round(f.holdUs))), 22);
+  b.writeInt32BE(Math.max(-1, Math.min(0x7fffffff, Math.round(f.qdelayUs))), 26);
+  b.writeUInt32BE(Math.min(0xffffffff, Math.max(0, Math.round(f.recvRateKbps))), 30);
+  b.writeUInt32BE(Math.min(0xffffffff, f.intervalPackets), 34);
+  b.writeUInt32BE(Math.min(0xffffffff, f.intervalLost), 38);
+  b.writeUInt16BE(f.naks.length, 42);
+  let o = FEEDBACK_FIXED;
+  for (const r of f.naks) {
+    b.writeUIntBE(r.start, o, 6);
+    b.writeUInt16BE(r.count, o + 6);
+    o += NAK_RANGE_BYTES;
+  }
+  return b;
+}
+
+export function decodeFeedback(b: Buffer): Feedback {
+  if (b.length < FEEDBACK_FIXED) throw new TachyonError('PROTOCOL', `feedback body too short (${b.length})`);
+  const n = b.readUInt16BE(42);
+  if (b.length !== FEEDBACK_FIXED + n * NAK_RANGE_BYTES) {
+    throw new TachyonError('PROTOCOL', `feedback body length ${b.length} does not match ${n} NAK ranges`);
+  }
+  const cumAck = b.readUIntBE(0, 6);
+  const nextExpected = b.readUIntBE(6, 6);
+  if (cumAck > nextExpected) throw new TachyonError('PROTOCOL', 'feedback acknowledges beyond what it has seen');
+  const naks: NakRange[] = [];
+  let o = FEEDBACK_FIXED;
+  for (let i = 0; i < n; i++) {
+    const start = b.readUIntBE(o, 6);
+    const count = b.readUInt16BE(o + 6);
+    if (count === 0 || start + count > nextExpected) throw new TachyonError('PROTOCOL', 'NAK range outside the stream seen');
+    naks.push({ start, count });
+    o += NAK_RANGE_BYTES;
+  }
+  return {
+    cumAck,
+    nextExpected,
+    bytesReceived: b.readUIntBE(12, 6),
+    echoTsUs: b.readUInt32BE(18),
+    holdUs: b.readUInt32BE(22),
+    qdelayUs: b.readInt32BE(26),
+    recvRateKbps: b.readUInt32BE(30),
+    intervalPackets: b.readUInt32BE(34),
+    intervalLost: b.readUInt32BE(38),
+    naks,
+  };
+}
+
+// ---- STATUS body (sender -> receiver): how far the stream has been sent ----------------
+
+export interface Status {
+  nextSsn: number;
+  sendTsUs: number;
+}
+
+export function encodeStatus(s: Status): Buffer {
+  const b = Buffer.allocUnsafe(10);
+  b.writeUIntBE(s.nextSsn, 0, 6);
+  b.writeUInt32BE(s.sendTsUs >>> 0, 6);
+  return b;
+}
+
+export function decodeStatus(b: Buffer): Status {
+  if (b.length !== 10) throw new TachyonError('PROTOCOL', `status body has ${b.length} bytes, expected 10`);
+  return { nextSsn: b.readUIntBE(0, 6), sendTsUs: b.readUInt32BE(6) };
+}
+
+/** UDP payload size for a link MTU (IPv4 20 + UDP 8 bytes of headers). */
+export function datagramSizeForMtu(mtu: number): number {
+  return mtu - 28;
+}
