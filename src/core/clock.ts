@@ -1,13 +1,16 @@
 /** Time as the transport sees it. Real adapter below; the simulated one lives in testkit. */
 export interface Clock {
-  /** Monotonic milliseconds (fractional allowed). */
+  /**
+   * Milliseconds (fractional allowed), monotonic within a process. The system clock
+   * counts from the Unix epoch so that two processes' timestamps are comparable.
+   */
   now(): number;
   /** Runs fn once after ms; returns a cancel function. */
   setTimer(ms: number, fn: () => void): () => void;
 }
 
 export const systemClock: Clock = {
-  now: () => performance.now(),
+  now: () => performance.timeOrigin + performance.now(),
   setTimer(ms, fn) {
     const t = setTimeout(fn, Math.max(0, ms));
     return () => clearTimeout(t);

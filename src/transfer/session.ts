@@ -1,0 +1,290 @@
+/**
+ * Session setup on both ends: the client's `hello`, the server's `welcome` with fresh
+ * per-direction secrets, then the data plane and the file roles for the direction.
+ */
+import { randomBytes, randomInt } from 'node:crypto';
+import { lstatSync, readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import type { Clock } from '../core/clock.js';
+import { TachyonError, isErrorCode, toTachyonError, type ErrorCode } from '../core/errors.js';
+import type { CipherName, RatePolicy } from '../core/types.js';
+import { PROTOCOL_VERSION, type ControlLink, type ControlMessage, type Hello, type Welcome } from '../control/messages.js';
+import { createProtection, SECRET_BYTES } from '../transport/crypto/aead.js';
+import { createRateController } from '../transport/rate/controller.js';
+import type { Endpoint } from '../transport/session/endpoint.js';
+import { DataReceiver } from '../transport/session/receiver.js';
+import { DataSender } from '../transport/session/sender.js';
+import type { PeerAddress } from '../transport/socket/types.js';
+import type { Jail } from './jail.js';
+import { runReceiverRole, runSenderRole, type OutgoingFile, type RoleEvents, type TransferSummary } from './roles.js';
+
+export const DEFAULT_DATAGRAM_SIZE = 1472; // 1500-byte MTU minus IPv4 and UDP headers
+
+export interface ServerSessionContext {
+  endpoint: Endpoint;
+  udpPort: number;
+  jail: Jail;
+  clock: Clock;
+  allowedCiphers: readonly CipherName[];
+  /** ceiling on any session's rate, bits/s */
+  maxRateBps: number;
+  onEvent?(e: { type: string; [k: string]: unknown }): void;
+}
+
+/** Waits for the first message on a link. */
+function firstMessage(link: ControlLink, clock: Clock, timeoutMs: number): Promise<ControlMessage> {
+  return new Promise((resolve, reject) => {
+    const cancel = clock.setTimer(timeoutMs, () => reject(new TachyonError('PROTOCOL', 'no hello within the time limit')));
+    link.onMessage((m) => {
+      cancel();
+      resolve(m);
+    });
+    link.onClose((err) => {
+      cancel();
+      reject(err ?? new TachyonError('PEER_VANISHED', 'control connection closed'));
+    });
+  });
+}
+
+function newSessionId(endpoint: Endpoint): number {
+  for (;;) {
+    const id = randomInt(1, 0xffffffff);
+    if (!endpoint.has(id)) return id;
+  }
+}
+
+/** Serves one control session (one `tachyon-v1` channel) on the server. */
+export async function serveSession(link: ControlLink, ctx: ServerSessionContext): Promise<TransferSummary | undefined> {
+  let hello: ControlMessage;
+  try {
+    hello = await firstMessage(link, ctx.clock, 30_000);
+  } catch (err) {
+    link.close();
+    throw err;
+  }
+  const refuse = (e: TachyonError): never => {
+    link.send({ t: 'error', code: e.code, message: e.publicMessage });
+    link.close();
+    throw e;
+  };
+  if (hello.t !== 'hello') return refuse(new TachyonError('PROTOCOL', `expected hello, got ${hello.t}`));
+  if (hello.v !== PROTOCOL_VERSION) return refuse(new TachyonError('PROTOCOL', `unsupported protocol version ${hello.v}`));
+  if (!ctx.allowedCiphers.includes(hello.cipher)) {
+    return refuse(
+      new TachyonError('CIPHER_REFUSED', `cipher ${hello.cipher} refused`, {
+        publicMessage: `The server does not allow cipher ${hello.cipher}; allowed: ${ctx.allowedCiphers.join(', ')}.`,
+      }),
+    );
+  }
+  const sessionId = newSessionId(ctx.endpoint);
+  const c2s = randomBytes(SECRET_BYTES);
+  const s2c = randomBytes(SECRET_BYTES);
+  const datagramSize = hello.datagramSize;
+  const targetBps = Math.min(hello.targetRate, ctx.maxRateBps);
+  const welcome: Welcome = {
+    t: 'welcome',
+    v: PROTOCOL_VERSION,
+    sessionId,
+    udpPort: ctx.udpPort,
+    cipher: hello.cipher,
+    datagramSize,
+    keys: { c2s: c2s.toString('base64'), s2c: s2c.toString('base64') },
+    maxRate: ctx.maxRateBps,
+  };
+  const seal = createProtection(hello.cipher, s2c);
+  const open = createProtection(hello.cipher, c2s);
+  ctx.onEvent?.({ type: 'session.start', sessionId, op: hello.op, cipher: hello.cipher });
+  try {
+    if (hello.op === 'send') {
+      // the client uploads: we receive
+      const receiver = new DataReceiver({ endpoint: ctx.endpoint, sessionId, clock: ctx.clock, seal, open, datagramSize });
+      const resolve = uploadResolver(ctx.jail, hello);
+      link.send(welcome);
+      return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve });
+    }
+    // the client downloads: we send
+    let listing: { files: OutgoingFile[]; dirs: string[] };
+    try {
+      listing = listSources(ctx.jail, hello.sources ?? []);
+    } catch (err) {
+      return refuse(toTachyonError(err));
+    }
+    const sender = new DataSender({
+      endpoint: ctx.endpoint,
+      sessionId,
+      clock: ctx.clock,
+      seal,
+      open,
+      datagramSize,
+      rate: createRateController({ policy: hello.policy, targetBps, minBps: Math.min(hello.minRate, targetBps) }),
+    });
+    link.send(welcome);
+    return await runSenderRole({ link, sender, clock: ctx.clock, files: listing.files, dirs: listing.dirs });
+  } finally {
+    ctx.onEvent?.({ type: 'session.end', sessionId });
+    link.close();
+  }
+}
+
+/** Where an upload's files go on the server (see README: destination rules). */
+export function uploadResolver(jail: Jail, hello: Hello): (rel: string, kind: 'file' | 'dir') => string {
+  const dest = jail.resolve(hello.dest ?? '/');
+  const destIsDir = isDir(dest) || (hello.dest ?? '/').endsWith('/');
+  return (rel, kind) => {
+    const comps = jail.components(rel);
+    if (comps.length === 0) throw new TachyonError('PATH_INVALID', `empty path '${rel}'`, { publicMessage: 'Invalid path.' });
+    let target: string;
+    if (hello.single && kind === 'file' && !destIsDir) target = dest;
+    else target = path.join(dest, ...comps);
+    jail.checkInside(target, rel);
+    return target;
+  };
+}
+
+/** Where a download's files go on the client. */
+export function downloadResolver(destDir: string, singleSource: boolean): (rel: string, kind: 'file' | 'dir') => string {
+  const dest = path.resolve(destDir);
+  const destIsDir = isDir(dest) || destDir.endsWith('/') || destDir.endsWith(path.sep);
+  return (rel) => {
+    const comps = rel.split('/').filter((c) => c !== '' && c !== '.');
+    if (comps.length === 0 || comps.includes('..') || rel.includes('\0') || rel.startsWith('/')) {
+      throw new TachyonError('PATH_INVALID', `server sent an unsafe path '${rel.slice(0, 200)}'`);
+    }
+    if (singleSource && comps.length === 1 && !destIsDir) return dest;
+    const target = path.join(dest, ...comps);
+    if (!target.startsWith(dest + path.sep)) throw new TachyonError('PATH_INVALID', `server sent an unsafe path '${rel.slice(0, 200)}'`);
+    return target;
+  };
+}
+
+function isDir(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** Expands local or jailed source paths into files (and empty directories) to send. */
+export function listLocal(sources: readonly string[], resolve: (p: string) => string = (p) => path.resolve(p)): {
+  files: OutgoingFile[];
+  dirs: string[];
+} {
+  const files: OutgoingFile[] = [];
+  const dirs: string[] = [];
+  for (const src of sources) {
+    const abs = resolve(src);
+    let st;
+    try {
+      st = statSync(abs);
+    } catch (err) {
+      throw new TachyonError('NOT_FOUND', `source ${src} does not exist`, { cause: err, publicMessage: `Source ${src} does not exist.` });
+    }
+    const base = path.basename(abs) || 'root';
+    if (st.isFile()) {
+      files.push({ path: base, abs, size: st.size, mtimeMs: st.mtimeMs });
+    } else if (st.isDirectory()) {
+      walk(abs, base, files, dirs);
+    } else {
+      throw new TachyonError('USAGE', `source ${src} is neither a file nor a directory`);
+    }
+  }
+  return { files, dirs };
+}
+
+function walk(absDir: string, rel: string, files: OutgoingFile[], dirs: string[]): void {
+  const entries = readdirSync(absDir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1));
+  if (entries.length === 0) dirs.push(rel);
+  for (const e of entries) {
+    const abs = path.join(absDir, e.name);
+    const r = `${rel}/${e.name}`;
+    if (e.isDirectory()) walk(abs, r, files, dirs);
+    else if (e.isFile()) {
+      const st = lstatSync(abs);
+      files.push({ path: r, abs, size: st.size, mtimeMs: st.mtimeMs });
+    }
+    // symbolic links and special files are not followed
+  }
+}
+
+function listSources(jail: Jail, sources: readonly string[]): { files: OutgoingFile[]; dirs: string[] } {
+  if (sources.length === 0) throw new TachyonError('USAGE', 'no source paths given');
+  return listLocal(sources, (p) => jail.resolve(p));
+}
+
+// ---- client side ---------------------------------------------------------------------
+
+export interface ClientTransferOptions {
+  link: ControlLink;
+  /** the server's address as connected (its UDP port comes from `welcome`) */
+  serverAddress: string;
+  openSocket(remote: PeerAddress): Promise<Endpoint>;
+  clock: Clock;
+  op: 'send' | 'recv';
+  cipher: CipherName;
+  policy: RatePolicy;
+  targetBps: number;
+  minBps: number;
+  datagramSize: number;
+  /** send: local sources; recv: remote sources */
+  sources: string[];
+  /** send: remote destination; recv: local destination */
+  dest: string;
+  events?: RoleEvents;
+  onWelcome?(w: Welcome): void;
+}
+
+export async function clientTransfer(o: ClientTransferOptions): Promise<TransferSummary> {
+  const local = o.op === 'send' ? listLocal(o.sources) : undefined;
+  const hello: Hello = {
+    t: 'hello',
+    v: PROTOCOL_VERSION,
+    op: o.op,
+    cipher: o.cipher,
+    policy: o.policy,
+    targetRate: o.targetBps,
+    minRate: o.minBps,
+    datagramSize: o.datagramSize,
+  };
+  if (o.op === 'send') {
+    hello.dest = o.dest;
+    hello.single = o.sources.length === 1 && local!.files.length === 1 && local!.dirs.length === 0 && local!.files[0]!.path.indexOf('/') < 0;
+  } else {
+    hello.sources = o.sources;
+  }
+  o.link.send(hello);
+  const w = await firstMessage(o.link, o.clock, 30_000);
+  if (w.t === 'error') throw new TachyonError(toCode(w.code), w.message, { publicMessage: w.message });
+  if (w.t !== 'welcome') throw new TachyonError('PROTOCOL', `expected welcome, got ${w.t}`);
+  o.onWelcome?.(w);
+  const peer = { address: o.serverAddress, port: w.udpPort };
+  const endpoint = await o.openSocket(peer);
+  const c2s = Buffer.from(w.keys.c2s, 'base64');
+  const s2c = Buffer.from(w.keys.s2c, 'base64');
+  const seal = createProtection(w.cipher, c2s);
+  const open = createProtection(w.cipher, s2c);
+  try {
+    if (o.op === 'send') {
+      const sender = new DataSender({
+        endpoint,
+        sessionId: w.sessionId,
+        clock: o.clock,
+        seal,
+        open,
+        datagramSize: w.datagramSize,
+        peer,
+        rate: createRateController({ policy: o.policy, targetBps: Math.min(o.targetBps, w.maxRate), minBps: o.minBps }),
+      });
+      return await runSenderRole({ link: o.link, sender, clock: o.clock, files: local!.files, dirs: local!.dirs, ...(o.events ? { events: o.events } : {}) });
+    }
+    const receiver = new DataReceiver({ endpoint, sessionId: w.sessionId, clock: o.clock, seal, open, datagramSize: w.datagramSize, peer });
+    const resolve = downloadResolver(o.dest, o.sources.length === 1);
+    return await runReceiverRole({ link: o.link, receiver, clock: o.clock, resolve, ...(o.events ? { events: o.events } : {}) });
+  } finally {
+    await endpoint.socket.close();
+  }
+}
+
+function toCode(code: string): ErrorCode {
+  return isErrorCode(code) ? code : 'PROTOCOL';
+}

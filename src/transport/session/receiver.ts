@@ -1,0 +1,430 @@
+/**
+ * The data receiver of one session: authenticates every datagram, places blocks by
+ * their stream sequence number, detects gaps and asks for exactly the missing blocks
+ * (selective NAKs), and reports delay and rate so that the sender can pace itself.
+ *
+ * NAK timing: a gap is requested at the first feedback after it is seen, then again
+ * each time a retransmission could have arrived and did not (about one RTT plus a
+ * margin), so a lost request or a lost retransmission costs one round trip, no more.
+ */
+import type { Clock } from '../../core/clock.js';
+import type { PacketProtection } from '../crypto/aead.js';
+import { ReplayWindow } from '../crypto/aead.js';
+import type { PeerAddress } from '../socket/types.js';
+import type { Endpoint, PacketSink } from './endpoint.js';
+import {
+  COMMON_HEADER,
+  DATA_HEADER,
+  PacketType,
+  decodeCommon,
+  decodeDataHeader,
+  decodeStatus,
+  encodeFeedback,
+  maxNakRanges,
+  writeCommon,
+  type NakRange,
+} from '../wire/packet.js';
+
+/** Where a file's blocks go. */
+export interface BlockSink {
+  /** Stores `data` at `offset`; may throw (e.g. disk full): the receiver reports it. */
+  write(offset: number, data: Buffer): void;
+}
+
+export interface ReceiverStats {
+  packets: number;
+  duplicates: number;
+  bytes: number;
+  /** datagrams that failed authentication, were malformed, or replayed */
+  rejected: number;
+  replayed: number;
+  naksSent: number;
+  feedbacksSent: number;
+  lastPacketAt: number;
+}
+
+export interface DataReceiverOptions {
+  endpoint: Endpoint;
+  sessionId: number;
+  clock: Clock;
+  seal: PacketProtection;
+  open: PacketProtection;
+  datagramSize: number;
+  peer?: PeerAddress;
+  /** all blocks of a file have arrived */
+  onFileComplete?: (fileId: number) => void;
+  /** a sink threw while storing a block */
+  onWriteError?: (fileId: number, err: unknown) => void;
+  /** feedback interval in ms (default 5) */
+  feedbackMs?: number;
+}
+
+interface RxFile {
+  id: number;
+  ssn0: number;
+  blocks: number;
+  size: number;
+  sink: BlockSink;
+  have: Uint8Array;
+  count: number;
+  done: boolean;
+  skipped: boolean;
+}
+
+interface Missing {
+  seen: number;
+  naked: number;
+}
+
+export class DataReceiver implements PacketSink {
+  readonly payloadSize: number;
+  readonly stats: ReceiverStats;
+  onFileComplete: ((fileId: number) => void) | undefined;
+  onWriteError: ((fileId: number, err: unknown) => void) | undefined;
+  private readonly files: RxFile[] = [];
+  private lastFile: RxFile | undefined;
+  private nextExpected = 0;
+  private cumAck = 0;
+  private readonly missing = new Map<number, Missing>();
+  private readonly replay = new ReplayWindow();
+  private peer: PeerAddress | undefined;
+  private pn = 0;
+  private closed = false;
+  private cancelTimer: (() => void) | undefined;
+  private senderSrttMs = 0;
+  // delay and rate measurement
+  private owdRef: number | undefined;
+  private intervalMinOwd = Infinity;
+  private baseOwd: number[] = [];
+  private baseSlotAt = 0;
+  private intervalBytes = 0;
+  private intervalPackets = 0;
+  private intervalLost = 0;
+  private intervalStart: number;
+  private lastEchoTs = 0;
+  private lastEchoAt = 0;
+  private lastActivity = 0;
+
+  constructor(private readonly o: DataReceiverOptions) {
+    this.payloadSize = o.datagramSize - DATA_HEADER - o.open.overhead;
+    this.peer = o.peer;
+    this.onFileComplete = o.onFileComplete;
+    this.onWriteError = o.onWriteError;
+    this.intervalStart = o.clock.now();
+    this.stats = { packets: 0, duplicates: 0, bytes: 0, rejected: 0, replayed: 0, naksSent: 0, feedbacksSent: 0, lastPacketAt: o.clock.now() };
+    o.endpoint.register(o.sessionId, this);
+    this.schedule();
+  }
+
+  /** Expects a file of `size` bytes whose blocks start at `ssn0`. */
+  addFile(id: number, ssn0: number, size: number, sink: BlockSink): void {
+    const blocks = Math.ceil(size / this.payloadSize);
+    const f: RxFile = { id, ssn0, blocks, size, sink, have: new Uint8Array(blocks), count: 0, done: false, skipped: false };
+    // keep files in SSN order
+    let i = this.files.length;
+    while (i > 0 && this.files[i - 1]!.ssn0 > ssn0) i--;
+    this.files.splice(i, 0, f);
+    if (blocks === 0) {
+      f.done = true;
+      queueMicrotask(() => this.onFileComplete?.(id));
+    }
+  }
+
+  /** The file's blocks will not be sent (it was refused): never ask for them. */
+  skipFile(id: number, ssn0: number, size: number): void {
+    const blocks = Math.ceil(size / this.payloadSize);
+    const f: RxFile = { id, ssn0, blocks, size, sink: { write() {} }, have: new Uint8Array(0), count: 0, done: true, skipped: true };
+    let i = this.files.length;
+    while (i > 0 && this.files[i - 1]!.ssn0 > ssn0) i--;
+    this.files.splice(i, 0, f);
+    for (let s = ssn0; s < ssn0 + blocks; s++) this.missing.delete(s);
+    this.advanceCumAck();
+  }
+
+  removeFile(id: number): void {
+    const i = this.files.findIndex((f) => f.id === id);
+    if (i >= 0) this.files.splice(i, 1);
+    if (this.lastFile?.id === id) this.lastFile = undefined;
+  }
+
+  get peerAddress(): PeerAddress | undefined {
+    return this.peer;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.cancelTimer?.();
+    this.o.endpoint.unregister(this.o.sessionId);
+  }
+
+  // ---- incoming ------------------------------------------------------------------
+
+  onPacket(packet: Buffer, from: PeerAddress): void {
+    if (this.closed) return;
+    let type: number;
+    let pn: number;
+    try {
+      const h = decodeCommon(packet);
+      type = h.type;
+      pn = h.packetNumber;
+    } catch {
+      this.stats.rejected++;
+      return;
+    }
+    if (!this.replay.check(pn)) {
+      this.stats.replayed++;
+      this.stats.rejected++;
+      return;
+    }
+    if (type === PacketType.DATA) this.onData(packet, pn, from);
+    else if (type === PacketType.STATUS) this.onStatus(packet, pn, from);
+    else this.stats.rejected++;
+  }
+
+  private authentic(packet: Buffer, headerLen: number, pn: number): Buffer | undefined {
+    try {
+      const body = this.o.open.open(packet, headerLen, pn);
+      this.replay.accept(pn);
+      return body;
+    } catch {
+      this.stats.rejected++;
+      return undefined;
+    }
+  }
+
+  private onStatus(packet: Buffer, pn: number, from: PeerAddress): void {
+    const body = this.authentic(packet, COMMON_HEADER, pn);
+    if (!body) return;
+    let nextSsn: number;
+    try {
+      nextSsn = decodeStatus(body).nextSsn;
+    } catch {
+      this.stats.rejected++;
+      return;
+    }
+    this.peer = from;
+    this.lastActivity = this.o.clock.now();
+    this.stats.lastPacketAt = this.lastActivity;
+    if (nextSsn > this.nextExpected) this.markGap(this.nextExpected, nextSsn, this.lastActivity);
+  }
+
+  private onData(packet: Buffer, pn: number, from: PeerAddress): void {
+    let h;
+    try {
+      h = decodeDataHeader(packet, decodeCommon(packet));
+    } catch {
+      this.stats.rejected++;
+      return;
+    }
+    const data = this.authentic(packet, DATA_HEADER, pn);
+    if (!data) return;
+    const now = this.o.clock.now();
+    this.peer = from;
+    this.lastActivity = now;
+    this.stats.lastPacketAt = now;
+    this.stats.packets++;
+    this.intervalPackets++;
+    this.senderSrttMs = h.srttMs;
+    this.sampleDelay(h.sendTsUs, now);
+    const ssn = h.ssn;
+    // stream bookkeeping
+    if (ssn >= this.nextExpected) {
+      if (ssn > this.nextExpected) this.markGap(this.nextExpected, ssn, now);
+      this.nextExpected = ssn + 1;
+    } else if (!this.missing.has(ssn)) {
+      this.stats.duplicates++;
+      return;
+    }
+    const f = this.fileFor(ssn);
+    if (!f) {
+      // not expected (yet): leave it missing so that it is asked for again
+      if (!this.missing.has(ssn)) this.missing.set(ssn, { seen: now, naked: 0 });
+      return;
+    }
+    if (f.skipped) {
+      this.missing.delete(ssn);
+      this.advanceCumAck();
+      return;
+    }
+    const idx = ssn - f.ssn0;
+    if (f.have[idx]) {
+      this.missing.delete(ssn);
+      this.stats.duplicates++;
+      return;
+    }
+    const offset = idx * this.payloadSize;
+    const expectLen = Math.min(this.payloadSize, f.size - offset);
+    if (data.length !== expectLen) {
+      this.stats.rejected++;
+      return;
+    }
+    try {
+      f.sink.write(offset, data);
+    } catch (err) {
+      this.onWriteError?.(f.id, err);
+      return;
+    }
+    f.have[idx] = 1;
+    f.count++;
+    this.missing.delete(ssn);
+    this.stats.bytes += data.length;
+    this.intervalBytes += data.length;
+    this.advanceCumAck();
+    if (f.count === f.blocks && !f.done) {
+      f.done = true;
+      this.onFileComplete?.(f.id);
+    }
+  }
+
+  private markGap(from: number, to: number, now: number): void {
+    const n = to - from;
+    // a sender that claims a huge jump is broken or hostile; cap what we track
+    if (n > 1_000_000) {
+      this.stats.rejected++;
+      return;
+    }
+    for (let s = from; s < to; s++) {
+      if (this.missing.has(s)) continue;
+      const f = this.fileFor(s);
+      if (f?.skipped) continue;
+      this.missing.set(s, { seen: now, naked: 0 });
+    }
+    this.intervalLost += n;
+    this.nextExpected = Math.max(this.nextExpected, to);
+  }
+
+  private advanceCumAck(): void {
+    if (this.missing.size === 0) {
+      this.cumAck = this.nextExpected;
+      return;
+    }
+    while (this.cumAck < this.nextExpected && !this.missing.has(this.cumAck)) this.cumAck++;
+  }
+
+  private fileFor(ssn: number): RxFile | undefined {
+    const l = this.lastFile;
+    if (l && ssn >= l.ssn0 && ssn < l.ssn0 + l.blocks) return l;
+    let lo = 0;
+    let hi = this.files.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const f = this.files[mid]!;
+      if (ssn < f.ssn0) hi = mid - 1;
+      else if (ssn >= f.ssn0 + f.blocks) lo = mid + 1;
+      else {
+        this.lastFile = f;
+        return f;
+      }
+    }
+    return undefined;
+  }
+
+  /** One-way delay relative to the first sample (immune to clock offset and wrap). */
+  private sampleDelay(sendTsUs: number, now: number): void {
+    const arrivalUs = Math.round(now * 1000) >>> 0;
+    const raw = (arrivalUs - sendTsUs) >>> 0;
+    if (this.owdRef === undefined) this.owdRef = raw;
+    const rel = (raw - this.owdRef) | 0;
+    if (rel < this.intervalMinOwd) this.intervalMinOwd = rel;
+    this.lastEchoTs = sendTsUs;
+    this.lastEchoAt = now;
+  }
+
+  // ---- feedback ------------------------------------------------------------------
+
+  private schedule(): void {
+    if (this.closed) return;
+    this.cancelTimer = this.o.clock.setTimer(this.o.feedbackMs ?? 5, () => {
+      this.cancelTimer = undefined;
+      this.sendFeedback();
+      this.schedule();
+    });
+  }
+
+  private baseDelay(sample: number, now: number): number {
+    // windowed minimum: 10 slots of 3 s each
+    if (this.baseOwd.length === 0 || now - this.baseSlotAt >= 3000) {
+      this.baseOwd.push(sample);
+      this.baseSlotAt = now;
+      if (this.baseOwd.length > 10) this.baseOwd.shift();
+    } else if (sample < this.baseOwd[this.baseOwd.length - 1]!) {
+      this.baseOwd[this.baseOwd.length - 1] = sample;
+    }
+    let m = Infinity;
+    for (const v of this.baseOwd) if (v < m) m = v;
+    return m;
+  }
+
+  private sendFeedback(): void {
+    const peer = this.peer;
+    const now = this.o.clock.now();
+    const interval = now - this.intervalStart;
+    if (!peer) return;
+    // when nothing is happening, slow down to a keepalive
+    const quiet = this.intervalPackets === 0 && this.missing.size === 0;
+    if (quiet && now - this.lastActivity > 1000 && interval < 200) return;
+    let qdelayUs = -1;
+    if (this.intervalMinOwd !== Infinity) {
+      const base = this.baseDelay(this.intervalMinOwd, now);
+      qdelayUs = Math.max(0, this.intervalMinOwd - base);
+    }
+    const recvRateKbps = interval > 0 ? (this.intervalBytes * 8) / interval : 0;
+    const naks = this.collectNaks(now);
+    const capacity = this.o.datagramSize - COMMON_HEADER - this.o.seal.overhead;
+    const perPacket = Math.max(1, maxNakRanges(capacity));
+    let first = true;
+    for (let i = 0; first || i < naks.length; i += perPacket) {
+      const chunk = naks.slice(i, i + perPacket);
+      const body = encodeFeedback({
+        cumAck: this.cumAck,
+        nextExpected: this.nextExpected,
+        bytesReceived: this.stats.bytes,
+        echoTsUs: this.lastEchoTs,
+        holdUs: this.lastEchoAt ? (now - this.lastEchoAt) * 1000 : 0,
+        qdelayUs: first ? qdelayUs : -1,
+        recvRateKbps: first ? recvRateKbps : 0,
+        intervalPackets: first ? this.intervalPackets : 0,
+        intervalLost: first ? this.intervalLost : 0,
+        naks: chunk,
+      });
+      const pkt = Buffer.allocUnsafe(COMMON_HEADER + body.length + this.o.seal.overhead);
+      const pn = this.pn++;
+      writeCommon(pkt, PacketType.FEEDBACK, 0, this.o.sessionId, pn);
+      this.o.seal.seal(pkt, COMMON_HEADER, body, pn);
+      this.o.endpoint.send([pkt], peer);
+      this.stats.feedbacksSent++;
+      first = false;
+      if (i / perPacket >= 16) break;
+    }
+    this.intervalStart = now;
+    this.intervalMinOwd = Infinity;
+    this.intervalBytes = 0;
+    this.intervalPackets = 0;
+    this.intervalLost = 0;
+  }
+
+  private collectNaks(now: number): NakRange[] {
+    const naks: NakRange[] = [];
+    if (this.missing.size === 0) return naks;
+    const rtt = this.senderSrttMs > 0 ? this.senderSrttMs : 100;
+    const renak = Math.max(20, rtt * 1.25 + 2 * (this.o.feedbackMs ?? 5));
+    const reorder = 1;
+    let cur: NakRange | undefined;
+    let budget = 4096;
+    for (const [ssn, m] of this.missing) {
+      const due = m.naked === 0 ? now - m.seen >= reorder : now - m.naked >= renak;
+      if (!due) continue;
+      m.naked = now;
+      this.stats.naksSent++;
+      if (cur && ssn === cur.start + cur.count && cur.count < 0xffff) cur.count++;
+      else {
+        cur = { start: ssn, count: 1 };
+        naks.push(cur);
+      }
+      if (--budget === 0) break;
+    }
+    naks.sort((a, b) => a.start - b.start);
+    return naks;
+  }
+}

@@ -1,0 +1,403 @@
+/**
+ * The data sender of one session: paces blocks onto the path at the rate the
+ * controller allows, retransmissions first, and reacts to receiver feedback.
+ *
+ * Blocks: the sender numbers every block it will ever send with a stream sequence
+ * number (SSN). A file announced with `assign(size)` takes the contiguous SSN range
+ * [ssn0, ssn0 + blocks), block i covering bytes [i*payload, (i+1)*payload). So the
+ * sender keeps no per-packet state: an SSN names its file and offset. A
+ * retransmission carries the block's SSN under a fresh packet number.
+ */
+import type { Clock } from '../../core/clock.js';
+import { TachyonError } from '../../core/errors.js';
+import type { PacketProtection } from '../crypto/aead.js';
+import { ReplayWindow } from '../crypto/aead.js';
+import type { RateController } from '../rate/controller.js';
+import type { PeerAddress } from '../socket/types.js';
+import type { Endpoint, PacketSink } from './endpoint.js';
+import {
+  DATA_HEADER,
+  FLAG_RETRANSMIT,
+  PacketType,
+  decodeCommon,
+  decodeFeedback,
+  encodeStatus,
+  writeCommon,
+  writeDataHeader,
+  COMMON_HEADER,
+  type Feedback,
+} from '../wire/packet.js';
+
+/** Reads a file's bytes for sending. */
+export interface BlockSource {
+  /** Copies `len` bytes at `offset` into `out` at `at`. Sequential calls are the common case. */
+  read(offset: number, len: number, out: Buffer, at: number): void;
+}
+
+export interface SenderStats {
+  packetsSent: number;
+  bytesSent: number;
+  retransmits: number;
+  feedbacks: number;
+  badPackets: number;
+  srttMs: number;
+  minRttMs: number;
+  rateBps: number;
+  bytesAcked: number;
+  lastFeedbackAt: number;
+}
+
+export interface DataSenderOptions {
+  endpoint: Endpoint;
+  sessionId: number;
+  clock: Clock;
+  /** protects what this side sends */
+  seal: PacketProtection;
+  /** opens what the peer sends */
+  open: PacketProtection;
+  rate: RateController;
+  /** UDP payload size */
+  datagramSize: number;
+  /** the receiver's address, if known in advance (client side) */
+  peer?: PeerAddress;
+  /** called when every block of a file has been sent once (its digest can follow) */
+  onFileSent?: (fileId: number) => void;
+  /** called on each feedback */
+  onFeedback?: (f: Feedback) => void;
+}
+
+interface FileEntry {
+  id: number;
+  ssn0: number;
+  blocks: number;
+  size: number;
+  source: BlockSource | undefined;
+  ready: boolean;
+  sentAll: boolean;
+  skipped: boolean;
+}
+
+export class DataSender implements PacketSink {
+  readonly payloadSize: number;
+  readonly stats: SenderStats;
+  /** called when every block of a file has been sent once (its digest can follow) */
+  onFileSent: ((fileId: number) => void) | undefined;
+  private readonly files: FileEntry[] = [];
+  private readonly byId = new Map<number, FileEntry>();
+  private nextAssign = 0;
+  private nextNew = 0;
+  private newFileIdx = 0;
+  private cumAck = 0;
+  private readonly retransmitQueue: number[] = [];
+  private retransmitHead = 0;
+  private readonly queued = new Set<number>();
+  private pn = 0;
+  private peer: PeerAddress | undefined;
+  private readonly replay = new ReplayWindow();
+  private tokens = 0;
+  private lastTick: number;
+  private cancelTimer: (() => void) | undefined;
+  private closed = false;
+  private lastStatusAt = 0;
+
+  constructor(private readonly o: DataSenderOptions) {
+    this.payloadSize = o.datagramSize - DATA_HEADER - o.seal.overhead;
+    if (this.payloadSize < 256) throw new TachyonError('USAGE', `datagram size ${o.datagramSize} is too small`);
+    this.peer = o.peer;
+    this.onFileSent = o.onFileSent;
+    this.lastTick = o.clock.now();
+    this.stats = {
+      packetsSent: 0,
+      bytesSent: 0,
+      retransmits: 0,
+      feedbacks: 0,
+      badPackets: 0,
+      srttMs: 0,
+      minRttMs: Infinity,
+      rateBps: o.rate.rateBps(),
+      bytesAcked: 0,
+      lastFeedbackAt: o.clock.now(),
+    };
+    o.endpoint.register(o.sessionId, this);
+    this.schedule(0);
+  }
+
+  /** Reserves the SSN range for a file of `size` bytes; returns its first SSN. */
+  assign(fileId: number, size: number): number {
+    if (this.byId.has(fileId)) throw new TachyonError('PROTOCOL', `file id ${fileId} assigned twice`);
+    const blocks = Math.ceil(size / this.payloadSize);
+    const e: FileEntry = { id: fileId, ssn0: this.nextAssign, blocks, size, source: undefined, ready: false, sentAll: false, skipped: false };
+    this.nextAssign += blocks;
+    this.files.push(e);
+    this.byId.set(fileId, e);
+    return e.ssn0;
+  }
+
+  /** The receiver is ready for the file: its blocks may now be sent. */
+  start(fileId: number, source: BlockSource): void {
+    const e = this.byId.get(fileId);
+    if (!e) throw new TachyonError('PROTOCOL', `ready for unknown file ${fileId}`);
+    e.source = source;
+    e.ready = true;
+    this.kick();
+  }
+
+  /** The receiver refused the file: its blocks are never sent. */
+  skip(fileId: number): void {
+    const e = this.byId.get(fileId);
+    if (!e) return;
+    e.skipped = true;
+    e.sentAll = true;
+    this.kick();
+  }
+
+  /** The file is finished (verified or failed): forget it. */
+  release(fileId: number): void {
+    const e = this.byId.get(fileId);
+    if (!e) return;
+    e.source = undefined;
+    e.ready = false;
+    this.byId.delete(fileId);
+  }
+
+  /** True when every assigned block has been acknowledged. */
+  get allAcked(): boolean {
+    return this.cumAck >= this.nextAssign && this.nextNew >= this.nextAssign;
+  }
+
+  get peerAddress(): PeerAddress | undefined {
+    return this.peer;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.cancelTimer?.();
+    this.o.endpoint.unregister(this.o.sessionId);
+  }
+
+  // ---- incoming ------------------------------------------------------------------
+
+  onPacket(packet: Buffer, from: PeerAddress): void {
+    if (this.closed) return;
+    let body: Buffer;
+    let pn: number;
+    try {
+      const h = decodeCommon(packet);
+      if (h.type !== PacketType.FEEDBACK) throw new TachyonError('PROTOCOL', `unexpected packet type ${h.type} at sender`);
+      pn = h.packetNumber;
+      if (!this.replay.check(pn)) throw new TachyonError('PROTOCOL', 'replayed packet');
+      body = this.o.open.open(packet, COMMON_HEADER, pn);
+      this.replay.accept(pn);
+    } catch {
+      this.stats.badPackets++;
+      return;
+    }
+    let f: Feedback;
+    try {
+      f = decodeFeedback(body);
+    } catch {
+      this.stats.badPackets++;
+      return;
+    }
+    this.peer = from;
+    this.handleFeedback(f);
+  }
+
+  private handleFeedback(f: Feedback): void {
+    const now = this.o.clock.now();
+    this.stats.feedbacks++;
+    this.stats.lastFeedbackAt = now;
+    if (f.nextExpected > this.nextAssign || f.cumAck > this.nextNew) {
+      this.stats.badPackets++;
+      return;
+    }
+    // RTT from the echoed timestamp
+    if (f.echoTsUs !== 0 || f.holdUs !== 0) {
+      const nowUs = this.nowUs();
+      const rttUs = ((nowUs - f.echoTsUs) >>> 0) - f.holdUs;
+      if (rttUs > 0 && rttUs < 60e6) {
+        const r = rttUs / 1000;
+        this.stats.minRttMs = Math.min(this.stats.minRttMs, r);
+        this.stats.srttMs = this.stats.srttMs === 0 ? r : this.stats.srttMs * 0.875 + r * 0.125;
+      }
+    }
+    if (f.cumAck > this.cumAck) this.cumAck = f.cumAck;
+    this.stats.bytesAcked = f.bytesReceived;
+    for (const r of f.naks) {
+      for (let s = r.start; s < r.start + r.count; s++) {
+        if (s < this.cumAck || s >= this.nextNew || this.queued.has(s)) continue;
+        this.queued.add(s);
+        this.retransmitQueue.push(s);
+      }
+    }
+    this.o.rate.onFeedback({
+      now,
+      qdelayMs: f.qdelayUs < 0 ? undefined : f.qdelayUs / 1000,
+      rttMs: this.stats.srttMs || 100,
+      recvRateBps: f.recvRateKbps * 1000,
+    });
+    this.stats.rateBps = this.o.rate.rateBps();
+    this.o.onFeedback?.(f);
+    if (this.retransmitHead < this.retransmitQueue.length) this.kick();
+  }
+
+  // ---- outgoing ------------------------------------------------------------------
+
+  private nowUs(): number {
+    return Math.round(this.o.clock.now() * 1000) >>> 0;
+  }
+
+  private kick(): void {
+    if (this.cancelTimer === undefined) this.schedule(0);
+  }
+
+  private schedule(ms: number): void {
+    if (this.closed) return;
+    this.cancelTimer = this.o.clock.setTimer(ms, () => {
+      this.cancelTimer = undefined;
+      this.tick();
+    });
+  }
+
+  private fileForSsn(ssn: number): FileEntry | undefined {
+    // files are in SSN order; binary search
+    let lo = 0;
+    let hi = this.files.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const f = this.files[mid]!;
+      if (ssn < f.ssn0) hi = mid - 1;
+      else if (ssn >= f.ssn0 + f.blocks) lo = mid + 1;
+      else return f;
+    }
+    return undefined;
+  }
+
+  private nextNewFile(): FileEntry | undefined {
+    while (this.newFileIdx < this.files.length) {
+      const f = this.files[this.newFileIdx]!;
+      if (f.skipped) {
+        this.nextNew = Math.max(this.nextNew, f.ssn0 + f.blocks);
+        this.newFileIdx++;
+        continue;
+      }
+      if (this.nextNew < f.ssn0 + f.blocks || (f.blocks === 0 && !f.ready)) return f;
+      if (!f.sentAll) {
+        f.sentAll = true;
+        this.onFileSent?.(f.id);
+      }
+      this.newFileIdx++;
+    }
+    return undefined;
+  }
+
+  private tick(): void {
+    if (this.closed) return;
+    const now = this.o.clock.now();
+    const rate = this.o.rate.rateBps();
+    this.stats.rateBps = rate;
+    const elapsed = Math.max(0, now - this.lastTick);
+    this.lastTick = now;
+    const bytesPerMs = rate / 8000;
+    // burst allowance: ~2 ms of sending, at least a few datagrams
+    const burst = Math.max(bytesPerMs * 2, this.o.datagramSize * 4);
+    this.tokens = Math.min(burst, this.tokens + bytesPerMs * elapsed);
+    let sentThisTick = 0;
+    const peer = this.peer;
+    let blockedOnReady = false;
+    if (peer) {
+      const batch: Buffer[] = [];
+      while (this.tokens >= this.o.datagramSize && sentThisTick < 512) {
+        let ssn: number | undefined;
+        let retransmit = false;
+        while (this.retransmitHead < this.retransmitQueue.length) {
+          const s = this.retransmitQueue[this.retransmitHead++]!;
+          this.queued.delete(s);
+          if (s >= this.cumAck) {
+            ssn = s;
+            retransmit = true;
+            break;
+          }
+        }
+        if (this.retransmitHead >= this.retransmitQueue.length && this.retransmitHead > 0) {
+          this.retransmitQueue.length = 0;
+          this.retransmitHead = 0;
+        }
+        if (ssn === undefined) {
+          const f = this.nextNewFile();
+          if (!f) break;
+          if (!f.ready) {
+            blockedOnReady = true;
+            break;
+          }
+          ssn = this.nextNew++;
+        }
+        const f = this.fileForSsn(ssn);
+        if (!f || !f.source) continue; // released (already verified): nothing to resend
+        const offset = (ssn - f.ssn0) * this.payloadSize;
+        const len = Math.min(this.payloadSize, f.size - offset);
+        const pkt = this.buildData(ssn, f.source, offset, len, retransmit);
+        batch.push(pkt);
+        this.tokens -= pkt.length;
+        sentThisTick++;
+        this.stats.packetsSent++;
+        this.stats.bytesSent += pkt.length;
+        if (retransmit) this.stats.retransmits++;
+      }
+      if (batch.length) this.o.endpoint.send(batch, peer);
+      // complete the "sent once" bookkeeping for a file whose last block just left
+      this.nextNewFile();
+      // tell the receiver how far the stream goes when we have nothing new to send
+      const idle = this.retransmitHead >= this.retransmitQueue.length && (this.nextNew >= this.nextAssign || blockedOnReady);
+      if (idle && this.nextNew > this.cumAck) {
+        const interval = Math.max(10, Math.min(100, (this.stats.srttMs || 50) / 2));
+        if (now - this.lastStatusAt >= interval) {
+          this.lastStatusAt = now;
+          this.sendStatus(peer);
+        }
+      }
+    }
+    const more = this.retransmitHead < this.retransmitQueue.length || (this.nextNew < this.nextAssign && !blockedOnReady);
+    if (more) {
+      // wait until enough tokens for a datagram have accumulated (timers are ~1 ms coarse)
+      const deficit = this.o.datagramSize - this.tokens;
+      const wait = deficit <= 0 ? 0 : Math.max(1, deficit / bytesPerMs);
+      this.schedule(sentThisTick >= 512 ? 0 : Math.min(wait, 50));
+    } else if (this.nextNew > this.cumAck || blockedOnReady) {
+      this.schedule(10);
+    } else {
+      this.schedule(50);
+    }
+  }
+
+  private buildData(ssn: number, source: BlockSource, offset: number, len: number, retransmit: boolean): Buffer {
+    const pkt = Buffer.allocUnsafe(DATA_HEADER + len + this.o.seal.overhead);
+    const pn = this.pn++;
+    writeCommon(pkt, PacketType.DATA, retransmit ? FLAG_RETRANSMIT : 0, this.o.sessionId, pn);
+    writeDataHeader(pkt, ssn, this.nowUs(), this.stats.srttMs);
+    if (this.o.seal.overhead === 0) {
+      source.read(offset, len, pkt, DATA_HEADER);
+    } else {
+      const plain = this.scratch(len);
+      source.read(offset, len, plain, 0);
+      this.o.seal.seal(pkt, DATA_HEADER, plain.subarray(0, len), pn);
+    }
+    return pkt;
+  }
+
+  private scratchBuf: Buffer = Buffer.alloc(0);
+  private scratch(len: number): Buffer {
+    if (this.scratchBuf.length < len) this.scratchBuf = Buffer.allocUnsafe(Math.max(len, this.payloadSize));
+    return this.scratchBuf;
+  }
+
+  private sendStatus(peer: PeerAddress): void {
+    const body = encodeStatus({ nextSsn: this.nextNew, sendTsUs: this.nowUs() });
+    const pkt = Buffer.allocUnsafe(COMMON_HEADER + body.length + this.o.seal.overhead);
+    const pn = this.pn++;
+    writeCommon(pkt, PacketType.STATUS, 0, this.o.sessionId, pn);
+    this.o.seal.seal(pkt, COMMON_HEADER, body, pn);
+    this.o.endpoint.send([pkt], peer);
+  }
+}
