@@ -49,6 +49,8 @@ export interface TransferSummary {
   bytes: number;
   elapsedMs: number;
   ok: boolean;
+  /** data-plane counters of this side */
+  stats?: Record<string, number>;
 }
 
 const ANNOUNCE_AHEAD_FILES = 256;
@@ -91,7 +93,23 @@ export function runSenderRole(opts: {
     const succeed = (): void => {
       if (finished) return;
       cleanup();
-      const summary = { files: outcomes, bytes: bytesDone, elapsedMs: clock.now() - started, ok: outcomes.every((o) => o.ok) };
+      const st = sender.stats;
+      const summary = {
+        files: outcomes,
+        bytes: bytesDone,
+        elapsedMs: clock.now() - started,
+        ok: outcomes.every((o) => o.ok),
+        stats: {
+          packetsSent: st.packetsSent,
+          retransmits: st.retransmits,
+          bytesSent: st.bytesSent,
+          feedbacks: st.feedbacks,
+          badPackets: st.badPackets,
+          srttMs: st.srttMs,
+          minRttMs: st.minRttMs,
+          rateBps: st.rateBps,
+        },
+      };
       resolve(summary);
     };
 
@@ -276,7 +294,14 @@ export function runReceiverRole(opts: {
       if (endFiles !== undefined && settled === endFiles && announcedFiles === endFiles) {
         opts.events?.onProgress?.(progress());
         cleanup(false);
-        resolve({ files: outcomes, bytes: bytesDone, elapsedMs: clock.now() - started, ok: outcomes.every((o) => o.ok) });
+        const st = receiver.stats;
+        resolve({
+          files: outcomes,
+          bytes: bytesDone,
+          elapsedMs: clock.now() - started,
+          ok: outcomes.every((o) => o.ok),
+          stats: { packets: st.packets, duplicates: st.duplicates, rejected: st.rejected, replayed: st.replayed, naksSent: st.naksSent, feedbacksSent: st.feedbacksSent },
+        });
       }
     };
     const progress = (): Progress => ({

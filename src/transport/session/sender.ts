@@ -34,6 +34,8 @@ export interface BlockSource {
   read(offset: number, len: number, out: Buffer, at: number): void;
 }
 
+const TRACE = process.env.TACHYON_TRACE === '1';
+
 export interface SenderStats {
   packetsSent: number;
   bytesSent: number;
@@ -238,6 +240,11 @@ export class DataSender implements PacketSink {
       recvRateBps: f.recvRateKbps * 1000,
     });
     this.stats.rateBps = this.o.rate.rateBps();
+    if (TRACE) {
+      process.stderr.write(
+        `trace t=${now.toFixed(1)} rate=${(this.stats.rateBps / 1e6).toFixed(1)} q=${(f.qdelayUs / 1000).toFixed(2)} srtt=${this.stats.srttMs.toFixed(1)} recv=${(f.recvRateKbps / 1000).toFixed(1)} naks=${f.naks.length} cum=${f.cumAck} next=${this.nextNew}\n`,
+      );
+    }
     this.o.onFeedback?.(f);
     if (this.retransmitHead < this.retransmitQueue.length) this.kick();
   }

@@ -1,0 +1,328 @@
+/** The `tachyon` command. */
+import { Command, CommanderError, Option } from 'commander';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { systemClock } from '../core/clock.js';
+import { TachyonError, toTachyonError } from '../core/errors.js';
+import { CIPHERS, POLICIES, type CipherName, type RatePolicy } from '../core/types.js';
+import { formatRate, parseRate } from '../core/units.js';
+import { connectControl } from '../control/ssh-client.js';
+import { startTransferServer } from '../server/transfer-server.js';
+import { Endpoint } from '../transport/session/endpoint.js';
+import { openUdpSocket } from '../transport/socket/udp.js';
+import { clientTransfer, DEFAULT_DATAGRAM_SIZE } from '../transfer/session.js';
+import { createReporter } from './progress.js';
+import { requireRemote, parseRemote } from './remote.js';
+
+const DEFAULT_PORT = 33001;
+
+interface TransferOpts {
+  port: string;
+  identity?: string;
+  hostKeyFingerprint?: string;
+  knownHosts?: string;
+  rate: string;
+  minRate: string;
+  policy: RatePolicy;
+  cipher: CipherName;
+  mtu: string;
+  json: boolean;
+}
+
+function addTransferOptions(cmd: Command): Command {
+  return cmd
+    .option('-P, --port <port>', 'server port (SSH on TCP, data on UDP)', String(DEFAULT_PORT))
+    .option('-i, --identity <file>', 'private key for SSH authentication (default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa)')
+    .option('--host-key-fingerprint <SHA256:...>', "the server's pinned host-key fingerprint")
+    .option('--known-hosts <file>', 'known_hosts file that pins the server host key (default: ~/.ssh/known_hosts)')
+    .option('-l, --rate <rate>', 'target rate, e.g. 200m, 1g, 500k (bits/s); a ceiling for adaptive policies', '10g')
+    .option('-m, --min-rate <rate>', 'minimum rate for adaptive policies', '0')
+    .addOption(new Option('--policy <policy>', 'rate policy').choices([...POLICIES]).default('fair'))
+    .addOption(new Option('-c, --cipher <cipher>', 'datagram encryption').choices([...CIPHERS]).default('aes-128-gcm'))
+    .option('--mtu <bytes>', 'path MTU; datagrams are sized to fit it (use 9000 on jumbo-frame networks)', '1500')
+    .option('--json', 'print one JSON object per line (progress events, then a final "done")', false);
+}
+
+function defaultIdentity(): string {
+  const dir = path.join(os.homedir(), '.ssh');
+  for (const n of ['id_ed25519', 'id_ecdsa', 'id_rsa']) {
+    const p = path.join(dir, n);
+    if (existsSync(p)) return p;
+  }
+  throw new TachyonError('USAGE', 'no SSH key found: pass -i KEYFILE (create one with ssh-keygen -t ed25519)');
+}
+
+function parseRateOpt(text: string, allowZero: boolean): number {
+  if (allowZero && /^0+$/.test(text.trim())) return 0;
+  return parseRate(text);
+}
+
+async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts): Promise<number> {
+  if (args.length < 2) throw new TachyonError('USAGE', op === 'send' ? 'usage: tachyon send [options] SOURCE... [user@]host:DEST' : 'usage: tachyon recv [options] [user@]host:SOURCE... DEST');
+  const last = args[args.length - 1]!;
+  const firsts = args.slice(0, -1);
+  let remoteHost: string;
+  let remoteUser: string | undefined;
+  let sources: string[];
+  let dest: string;
+  if (op === 'send') {
+    const r = requireRemote(last, 'destination');
+    remoteHost = r.host;
+    remoteUser = r.user;
+    dest = r.path;
+    sources = firsts;
+    for (const s of sources) if (parseRemote(s) && !existsSync(s)) throw new TachyonError('USAGE', `source '${s}' looks remote: send takes local sources`);
+  } else {
+    const rs = firsts.map((a) => requireRemote(a, 'source'));
+    const hosts = new Set(rs.map((r) => `${r.user ?? ''}@${r.host}`));
+    if (hosts.size !== 1) throw new TachyonError('USAGE', 'all sources must be on the same server');
+    remoteHost = rs[0]!.host;
+    remoteUser = rs[0]!.user;
+    sources = rs.map((r) => r.path);
+    dest = last;
+  }
+  const port = Number(o.port);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new TachyonError('USAGE', `invalid port '${o.port}'`);
+  const mtu = Number(o.mtu);
+  if (!Number.isInteger(mtu) || mtu < 604 || mtu > 65535) throw new TachyonError('USAGE', `invalid MTU '${o.mtu}' (604..65535)`);
+  const datagramSize = mtu >= 65535 ? 65507 : Math.min(65507, mtu - 28);
+  const targetBps = parseRateOpt(o.rate, false);
+  const minBps = parseRateOpt(o.minRate, true);
+  if (minBps > targetBps) throw new TachyonError('USAGE', `minimum rate ${formatRate(minBps)} is above the target ${formatRate(targetBps)}`);
+  const identity = o.identity ?? defaultIdentity();
+  let privateKey: Buffer;
+  try {
+    privateKey = readFileSync(identity);
+  } catch (err) {
+    throw new TachyonError('USAGE', `cannot read key file ${identity}`, { cause: err });
+  }
+  const knownHosts = o.knownHosts ?? (o.hostKeyFingerprint ? undefined : path.join(os.homedir(), '.ssh', 'known_hosts'));
+  const started = performance.now();
+  const cpu0 = process.cpuUsage();
+  const conn = await connectControl({
+    host: remoteHost,
+    port,
+    user: remoteUser ?? 'xfer',
+    privateKey,
+    hostKey: { ...(o.hostKeyFingerprint ? { fingerprint: o.hostKeyFingerprint } : {}), ...(knownHosts ? { knownHostsFile: knownHosts } : {}) },
+    timeoutMs: 20_000,
+  });
+  const reporter = createReporter({ json: o.json, tty: process.stderr.isTTY === true, out: process.stdout, err: process.stderr });
+  let stopping = false;
+  const onSignal = (): void => {
+    if (stopping) process.exit(130);
+    stopping = true;
+    conn.close();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const summary = await clientTransfer({
+      link: conn.link,
+      serverAddress: conn.remoteAddress,
+      clock: systemClock,
+      op,
+      cipher: o.cipher,
+      policy: o.policy,
+      targetBps,
+      minBps,
+      datagramSize: Math.min(datagramSize, DEFAULT_DATAGRAM_SIZE * 64),
+      sources,
+      dest,
+      openSocket: async (remote) => {
+        const v6 = remote.address.includes(':');
+        return new Endpoint(await openUdpSocket({ address: v6 ? '::' : '0.0.0.0', port: 0 }));
+      },
+      events: { onProgress: (p) => reporter.progress(p), onFile: (f) => reporter.file(f) },
+    });
+    reporter.end();
+    const seconds = (performance.now() - started) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    const failed = summary.files.filter((f) => !f.ok);
+    if (o.json) {
+      process.stdout.write(
+        JSON.stringify({
+          event: 'done',
+          ok: failed.length === 0,
+          bytes: summary.bytes,
+          files: summary.files.length,
+          failed: failed.length,
+          seconds: Math.round(seconds * 1000) / 1000,
+          transferSeconds: Math.round(summary.elapsedMs) / 1000,
+          goodputMbps: Math.round(((summary.bytes * 8) / seconds / 1e6) * 100) / 100,
+          cpuSeconds: Math.round(((cpu.user + cpu.system) / 1e6) * 1000) / 1000,
+          cipher: o.cipher,
+          ...(summary.stats ? { stats: summary.stats } : {}),
+        }) + '\n',
+      );
+    } else {
+      const verb = op === 'send' ? 'sent' : 'received';
+      process.stderr.write(
+        `${verb} ${summary.files.length - failed.length} file(s), ${summary.bytes} bytes in ${seconds.toFixed(2)} s (${formatRate((summary.bytes * 8) / seconds)}), SHA-256 verified\n`,
+      );
+      for (const f of failed) process.stderr.write(`failed: ${f.path}: ${f.message ?? f.code}\n`);
+    }
+    return failed.length === 0 ? 0 : 1;
+  } finally {
+    conn.close();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+interface ServeOpts {
+  root: string;
+  authorizedKeys: string;
+  user: string;
+  hostKey: string;
+  listen: string;
+  port: string;
+  allowCipher: CipherName[];
+  maxRate: string;
+  json: boolean;
+}
+
+function defaultHostKeyPath(): string {
+  const base = process.env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config');
+  return path.join(base, 'tachyon', 'ssh_host_ed25519_key');
+}
+
+async function runServe(o: ServeOpts): Promise<number> {
+  const port = Number(o.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new TachyonError('USAGE', `invalid port '${o.port}'`);
+  const log = (e: Record<string, unknown>): void => {
+    if (o.json) process.stdout.write(JSON.stringify({ time: new Date().toISOString(), ...e }) + '\n');
+    else if (e.type === 'config.warning') process.stderr.write(`warning: ${String(e.message)}\n`);
+    else if (e.type === 'transfer.end' || e.type === 'transfer.error') process.stderr.write(`${new Date().toISOString()} ${JSON.stringify(e)}\n`);
+  };
+  const server = await startTransferServer({
+    root: o.root,
+    authorizedKeysFile: o.authorizedKeys,
+    user: o.user,
+    hostKeyFile: o.hostKey,
+    listen: o.listen,
+    port,
+    allowedCiphers: o.allowCipher,
+    maxRateBps: parseRate(o.maxRate),
+    onEvent: log,
+  });
+  const msg = {
+    type: 'server.start',
+    listen: server.address,
+    tcpPort: server.port,
+    udpPort: server.udpPort,
+    user: o.user,
+    root: path.resolve(o.root),
+    keys: server.keyCount,
+    fingerprint: server.hostKeyFingerprint,
+  };
+  if (o.json) log(msg);
+  else {
+    process.stderr.write(`Tachyon transfer server: SSH on TCP ${server.address}:${server.port}, data on UDP ${server.udpPort}, user ${o.user}, root ${msg.root}\n`);
+    process.stderr.write(`host key fingerprint: ${server.hostKeyFingerprint}\n`);
+    process.stderr.write(`clients pin it with: --host-key-fingerprint ${server.hostKeyFingerprint}\n`);
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (): void => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  await server.close();
+  return 0;
+}
+
+async function runStart(o: { data: string; listen: string; port: string }): Promise<number> {
+  const data = path.resolve(o.data);
+  const root = path.join(data, 'files');
+  mkdirSync(root, { recursive: true, mode: 0o700 });
+  const ak = path.join(data, 'authorized_keys');
+  if (!existsSync(ak)) writeFileSync(ak, '# one OpenSSH public key per line, e.g. the contents of ~/.ssh/id_ed25519.pub\n', { mode: 0o600 });
+  process.stderr.write(`Tachyon on embedded defaults: data in ${data}\n`);
+  process.stderr.write(`  files are stored under ${root}; authorize clients by adding public keys to ${ak}\n`);
+  return runServe({
+    root,
+    authorizedKeys: ak,
+    user: 'xfer',
+    hostKey: path.join(data, 'ssh_host_ed25519_key'),
+    listen: o.listen,
+    port: o.port,
+    allowCipher: ['aes-128-gcm', 'aes-192-gcm', 'aes-256-gcm'],
+    maxRate: '10g',
+    json: false,
+  });
+}
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('tachyon')
+    .description('High-speed, secure transfer of large files over long, lossy links (UDP data, SSH control).')
+    .version('0.1.0')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  program
+    .command('start')
+    .description('start Tachyon on embedded defaults (transfer server on loopback, data in ./tachyon-data)')
+    .option('--data <dir>', 'data directory', 'tachyon-data')
+    .option('--listen <addr>', 'address to listen on', '127.0.0.1')
+    .option('--port <port>', 'TCP/UDP port', String(DEFAULT_PORT))
+    .action(async (o: { data: string; listen: string; port: string }) => {
+      process.exitCode = await runStart(o);
+    });
+
+  program
+    .command('serve')
+    .description('run the transfer server: SSH control on TCP PORT, data on UDP PORT')
+    .requiredOption('--root <dir>', 'directory the transfer user sees as /')
+    .requiredOption('--authorized-keys <file>', 'OpenSSH authorized_keys file of the keys allowed to log in')
+    .option('--user <name>', 'the transfer user name', 'xfer')
+    .option('--host-key <file>', 'OpenSSH host key (generated if missing)', defaultHostKeyPath())
+    .option('--listen <addr>', 'address to listen on (0.0.0.0 for all)', '127.0.0.1')
+    .option('--port <port>', 'TCP and UDP port', String(DEFAULT_PORT))
+    .addOption(
+      new Option('--allow-cipher <cipher...>', 'ciphers clients may use').choices([...CIPHERS]).default(['aes-128-gcm', 'aes-192-gcm', 'aes-256-gcm']),
+    )
+    .option('--max-rate <rate>', 'ceiling on any session rate', '10g')
+    .option('--json', 'log events as JSON lines on stdout', false)
+    .action(async (o: ServeOpts) => {
+      process.exitCode = await runServe(o);
+    });
+
+  addTransferOptions(
+    program
+      .command('send')
+      .description('send local files or directories to a server')
+      .argument('<paths...>', 'SOURCE... [user@]host:DEST'),
+  ).action(async (paths: string[], o: TransferOpts) => {
+    process.exitCode = await runTransfer('send', paths, o);
+  });
+
+  addTransferOptions(
+    program
+      .command('recv')
+      .description('receive files or directories from a server')
+      .argument('<paths...>', '[user@]host:SOURCE... DEST'),
+  ).action(async (paths: string[], o: TransferOpts) => {
+    process.exitCode = await runTransfer('recv', paths, o);
+  });
+
+  return program;
+}
+
+/** Runs the CLI; resolves to the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    const e = toTachyonError(err);
+    const json = argv.includes('--json');
+    if (json) process.stdout.write(JSON.stringify({ event: 'error', code: e.code, message: e.message }) + '\n');
+    process.stderr.write(`tachyon: ${e.message}\n`);
+    return e.exitCode;
+  }
+}
