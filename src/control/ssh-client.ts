@@ -1,0 +1,368 @@
+/**
+ * The control-channel SSH client: connects, verifies the server's host key against a
+ * pinned fingerprint or a known_hosts file (never trust-on-first-use), authenticates with
+ * a private key, and opens the `tachyon-v1` subsystem.
+ */
+import { promises as fs } from 'node:fs';
+import net from 'node:net';
+import ssh2 from 'ssh2';
+import type { ClientChannel, ParsedKey } from 'ssh2';
+import { TachyonError } from '../core/errors.js';
+import { linkFromStream } from './framing.js';
+import type { StreamControlLink } from './framing.js';
+import { blobKeyType, checkKnownHosts, fingerprintOf, knownHostsName, normalizeFingerprint } from './hostkeys.js';
+import type { KnownHostsResult } from './hostkeys.js';
+import { SUBSYSTEM } from './messages.js';
+import type { ControlLink } from './messages.js';
+import { SSH_IDENT, controlAlgorithms } from './ssh-server.js';
+
+const { Client, utils } = ssh2;
+
+/** How the server's host key is trusted. At least one field is required. */
+export interface HostKeyPin {
+  /** Expected `SHA256:…` fingerprint (as `ssh-keygen -l` prints it). */
+  fingerprint?: string;
+  /** An OpenSSH known_hosts file to look the server up in (`[host]:port` when port is not 22). */
+  knownHostsFile?: string;
+}
+
+/** Options for {@link connectControl}. */
+export interface ConnectOptions {
+  host: string;
+  port: number;
+  user: string;
+  /** Private key, OpenSSH or PEM format. */
+  privateKey: Buffer;
+  /** Passphrase for an encrypted private key. */
+  passphrase?: string;
+  hostKey: HostKeyPin;
+  /** Limit for TCP connect + SSH handshake + authentication + opening the subsystem. Default 15000 ms. */
+  timeoutMs?: number;
+}
+
+/** An open control connection. */
+export interface ControlConnection {
+  /** The message link over the `tachyon-v1` channel. Closing it also ends the SSH connection. */
+  link: ControlLink;
+  /** The server's IP address as connected (DNS resolved). */
+  remoteAddress: string;
+  /** The verified `SHA256:…` fingerprint of the server's host key. */
+  hostKeyFingerprint: string;
+  /** Closes the link and the SSH connection. */
+  close(): void;
+}
+
+interface Ssh2Error extends Error {
+  level?: string;
+}
+
+function parseClientKey(privateKey: Buffer, passphrase: string | undefined): ParsedKey {
+  const parsed = utils.parseKey(privateKey, passphrase);
+  if (parsed instanceof Error) {
+    if (/encrypted/i.test(parsed.message) && passphrase === undefined) {
+      throw new TachyonError('CONFIG', 'The private key is encrypted; a passphrase is needed', { cause: parsed });
+    }
+    if (/passphrase|decrypt|bad/i.test(parsed.message) && passphrase !== undefined) {
+      throw new TachyonError('CONFIG', `Cannot decrypt the private key: ${parsed.message}`, { cause: parsed });
+    }
+    throw new TachyonError('CONFIG', `Cannot parse the private key: ${parsed.message}`, { cause: parsed });
+  }
+  const key = Array.isArray(parsed) ? (parsed as ParsedKey[])[0] : parsed;
+  if (key === undefined || !key.isPrivateKey()) {
+    throw new TachyonError('CONFIG', 'The key given for authentication is not a private key');
+  }
+  return key;
+}
+
+async function readKnownHosts(file: string): Promise<string | undefined> {
+  try {
+    return await fs.readFile(file, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOENT') return undefined;
+    throw new TachyonError('CONFIG', `Cannot read known_hosts file ${file}: ${e.message}`, { cause: err });
+  }
+}
+
+/**
+ * Connects to a Tachyon control server over SSH and opens the `tachyon-v1` subsystem.
+ *
+ * The host key must match `hostKey.fingerprint` or have a matching known_hosts entry;
+ * there is no way to skip this.
+ *
+ * @throws TachyonError `USAGE` (bad options), `CONFIG` (unusable key or known_hosts file),
+ *   `HOST_KEY_UNKNOWN` / `HOST_KEY_MISMATCH` (message shows the server's fingerprint and how
+ *   to pin it), `AUTH_FAILED`, `CONNECT` (unreachable, refused, timed out), or `PROTOCOL`
+ *   (SSH handshake failure, subsystem refused).
+ */
+export async function connectControl(opts: ConnectOptions): Promise<ControlConnection> {
+  const { host, port, user } = opts;
+  if (typeof host !== 'string' || host.length === 0) throw new TachyonError('USAGE', 'No server host given');
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new TachyonError('USAGE', `Invalid server port ${String(port)}`);
+  }
+  if (typeof user !== 'string' || user.length === 0) throw new TachyonError('USAGE', 'No user name given');
+  const pin = opts.hostKey;
+  if (pin.fingerprint === undefined && pin.knownHostsFile === undefined) {
+    throw new TachyonError(
+      'USAGE',
+      'The server host key must be pinned: give --host-key-fingerprint SHA256:… or a known_hosts file',
+    );
+  }
+  let pinnedFingerprint: string | undefined;
+  if (pin.fingerprint !== undefined) {
+    pinnedFingerprint = normalizeFingerprint(pin.fingerprint);
+    if (pinnedFingerprint === undefined) {
+      throw new TachyonError(
+        'USAGE',
+        'The host key fingerprint must look like SHA256:<43 base64 characters> (as printed by ssh-keygen -l)',
+      );
+    }
+  }
+  const clientKey = parseClientKey(opts.privateKey, opts.passphrase);
+  const knownHostsText = pin.knownHostsFile !== undefined ? await readKnownHosts(pin.knownHostsFile) : undefined;
+  const timeoutMs = opts.timeoutMs ?? 15_000;
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+    throw new TachyonError('USAGE', `Invalid connect timeout ${String(opts.timeoutMs)} ms`);
+  }
+  const target = port === 22 ? host : `${host}:${port}`;
+
+  return new Promise<ControlConnection>((resolve, reject) => {
+    const client = new Client();
+    const socket = new net.Socket();
+    let settled = false;
+    let phase = 'connecting';
+    let verifyError: TachyonError | undefined;
+    let serverFingerprint: string | undefined;
+    let link: StreamControlLink | undefined;
+    let channel: ClientChannel | undefined;
+
+    const fail = (err: TachyonError): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      try {
+        client.end();
+      } catch {
+        /* not connected */
+      }
+      socket.destroy();
+      reject(err);
+    };
+
+    const timer = setTimeout(() => {
+      fail(new TachyonError('CONNECT', `Timed out after ${timeoutMs} ms ${phase} (${target})`));
+    }, timeoutMs);
+
+    const hostVerifier = (key: Buffer): boolean => {
+      const fp = fingerprintOf(key);
+      serverFingerprint = fp;
+      if (pinnedFingerprint !== undefined && fp === pinnedFingerprint) return true;
+      let known: KnownHostsResult = 'unknown';
+      if (knownHostsText !== undefined) known = checkKnownHosts(knownHostsText, host, port, key);
+      if (known === 'match') return true;
+      verifyError = hostKeyError({
+        host,
+        port,
+        keyType: blobKeyType(key) ?? 'unknown',
+        fingerprint: fp,
+        pinnedFingerprint,
+        knownHostsFile: pin.knownHostsFile,
+        knownHostsMissing: pin.knownHostsFile !== undefined && knownHostsText === undefined,
+        known,
+      });
+      return false;
+    };
+
+    const mapError = (err: Ssh2Error): TachyonError => {
+      if (verifyError) return verifyError;
+      switch (err.level) {
+        case 'client-authentication':
+          return new TachyonError(
+            'AUTH_FAILED',
+            `The server ${target} refused public key authentication as "${user}" with key ` +
+              `${fingerprintOf(clientKey.getPublicSSH())} (is the public key in the server's authorized keys? ` +
+              'root logins are always refused)',
+            { cause: err },
+          );
+        case 'client-socket':
+        case 'client-dns':
+          return new TachyonError('CONNECT', `Cannot connect to ${target}: ${err.message}`, { cause: err });
+        case 'client-timeout':
+          return new TachyonError('CONNECT', `Timed out ${phase} (${target}): ${err.message}`, { cause: err });
+        default:
+          return phase === 'authenticating'
+            ? new TachyonError('AUTH_FAILED', `The server ${target} ended the connection during authentication: ${err.message}`, {
+                cause: err,
+              })
+            : new TachyonError('PROTOCOL', `SSH ${phase} with ${target} failed: ${err.message}`, { cause: err });
+      }
+    };
+
+    socket.on('error', (err: Error) => {
+      if (!settled) fail(new TachyonError('CONNECT', `Cannot connect to ${target}: ${err.message}`, { cause: err }));
+    });
+
+    client.on('error', (err: Ssh2Error) => {
+      if (!settled) {
+        fail(mapError(err));
+        return;
+      }
+      link?.abort(new TachyonError('PEER_VANISHED', `The SSH connection to ${target} failed: ${err.message}`, { cause: err }));
+    });
+
+    client.on('close', () => {
+      if (!settled) {
+        fail(verifyError ?? new TachyonError(phase === 'authenticating' ? 'AUTH_FAILED' : 'CONNECT',
+          `The server ${target} closed the connection while ${phase}`));
+        return;
+      }
+      link?.abort(new TachyonError('PEER_VANISHED', `The SSH connection to ${target} closed`));
+    });
+
+    client.on('handshake', () => {
+      if (phase === 'in the SSH handshake') phase = 'authenticating';
+    });
+
+    client.on('ready', () => {
+      if (settled) return;
+      phase = `opening the ${SUBSYSTEM} subsystem`;
+      client.subsys(SUBSYSTEM, (err, ch) => {
+        if (settled) {
+          ch?.destroy();
+          return;
+        }
+        if (err) {
+          fail(
+            new TachyonError(
+              'PROTOCOL',
+              `The server ${target} refused the ${SUBSYSTEM} subsystem (is it a Tachyon server?): ${err.message}`,
+              { cause: err },
+            ),
+          );
+          return;
+        }
+        channel = ch;
+        channel.on('error', () => {});
+        const theLink = linkFromStream(channel);
+        link = theLink;
+        theLink.onClose(() => shutdown());
+        settled = true;
+        clearTimeout(timer);
+        resolve({
+          link: theLink,
+          remoteAddress: socket.remoteAddress ?? host,
+          hostKeyFingerprint: serverFingerprint ?? '',
+          close: () => {
+            theLink.close();
+            shutdown();
+          },
+        });
+      });
+    });
+
+    let shuttingDown = false;
+    /** Ends the SSH connection once the channel is closed (or after a grace period). */
+    const shutdown = (): void => {
+      if (shuttingDown) return;
+      shuttingDown = true;
+      const end = (): void => {
+        try {
+          client.end();
+        } catch {
+          /* already gone */
+        }
+        setTimeout(() => socket.destroy(), 1000).unref();
+      };
+      const ch = channel as (ClientChannel & { destroyed?: boolean }) | undefined;
+      if (ch === undefined || socket.destroyed) {
+        end();
+        return;
+      }
+      const fallback = setTimeout(end, 1000);
+      fallback.unref();
+      ch.once('close', () => {
+        clearTimeout(fallback);
+        end();
+      });
+    };
+
+    socket.once('connect', () => {
+      if (settled) return;
+      socket.setNoDelay(true);
+      phase = 'in the SSH handshake';
+      try {
+        client.connect({
+          sock: socket,
+          username: user,
+          privateKey: opts.privateKey,
+          ...(opts.passphrase !== undefined ? { passphrase: opts.passphrase } : {}),
+          hostVerifier,
+          algorithms: controlAlgorithms({ nistKex: true }),
+          authHandler: ['publickey'],
+          readyTimeout: 0,
+          keepaliveInterval: 15_000,
+          keepaliveCountMax: 3,
+          ident: SSH_IDENT,
+        });
+      } catch (err) {
+        fail(new TachyonError('CONFIG', `Cannot start the SSH client: ${(err as Error).message}`, { cause: err }));
+      }
+    });
+    socket.connect({ host, port });
+  });
+}
+
+interface HostKeyProblem {
+  host: string;
+  port: number;
+  keyType: string;
+  fingerprint: string;
+  pinnedFingerprint: string | undefined;
+  knownHostsFile: string | undefined;
+  knownHostsMissing: boolean;
+  known: KnownHostsResult;
+}
+
+/** Builds the HOST_KEY_UNKNOWN / HOST_KEY_MISMATCH error, with instructions to pin the key. */
+function hostKeyError(p: HostKeyProblem): TachyonError {
+  const name = knownHostsName(p.host, p.port);
+  const mismatch = p.pinnedFingerprint !== undefined || p.known === 'mismatch';
+  const howToPin =
+    `If you have verified out of band that ${p.fingerprint} is the server's key (on the server: ` +
+    '`ssh-keygen -lf <host key>.pub`), pin it with ' +
+    `--host-key-fingerprint ${p.fingerprint}, or add the server's public key to a known_hosts file as ` +
+    `"${name} ${p.keyType} <base64 key>".`;
+  const details = {
+    host: p.host,
+    port: p.port,
+    keyType: p.keyType,
+    fingerprint: p.fingerprint,
+    ...(p.pinnedFingerprint !== undefined ? { expectedFingerprint: p.pinnedFingerprint } : {}),
+  };
+  if (mismatch) {
+    const expected =
+      p.pinnedFingerprint !== undefined
+        ? `the pinned fingerprint ${p.pinnedFingerprint}`
+        : `the key recorded for ${name} in ${p.knownHostsFile ?? 'known_hosts'}`;
+    return new TachyonError(
+      'HOST_KEY_MISMATCH',
+      `HOST KEY MISMATCH for ${name}: the server presented a ${p.keyType} key with fingerprint ` +
+        `${p.fingerprint}, which does not match ${expected}. Someone may be intercepting the connection, ` +
+        `or the server's host key was replaced. ${howToPin}`,
+      { details },
+    );
+  }
+  const where =
+    p.knownHostsFile === undefined
+      ? ''
+      : p.knownHostsMissing
+        ? ` (known_hosts file ${p.knownHostsFile} does not exist)`
+        : ` (no entry for ${name} in ${p.knownHostsFile})`;
+  return new TachyonError(
+    'HOST_KEY_UNKNOWN',
+    `The host key of ${name} is not known${where}: the server presented a ${p.keyType} key with ` +
+      `fingerprint ${p.fingerprint}. Tachyon never trusts a key on first use. ${howToPin}`,
+    { details },
+  );
+}

@@ -1,0 +1,79 @@
+/** Shared helpers for the control-channel tests. */
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Duplex } from 'node:stream';
+
+/** Two connected in-memory duplex streams (what one writes, the other reads). */
+export function duplexPair(): [Duplex, Duplex] {
+  const ends: { a?: Duplex; b?: Duplex } = {};
+  const make = (peer: () => Duplex | undefined): Duplex =>
+    new Duplex({
+      read() {},
+      write(chunk: Buffer, _enc, cb) {
+        peer()?.push(chunk);
+        cb();
+      },
+      final(cb) {
+        peer()?.push(null);
+        cb();
+      },
+    });
+  const a = make(() => ends.b);
+  const b = make(() => ends.a);
+  ends.a = a;
+  ends.b = b;
+  return [a, b];
+}
+
+/** Runs a program; resolves with its exit code and output (never rejects on exit code). */
+export function run(
+  file: string,
+  args: string[],
+  opts: { timeoutMs?: number; input?: string } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(file, args, { timeout: opts.timeoutMs ?? 10_000, encoding: 'utf8' }, (err, stdout, stderr) => {
+      const e = err as (NodeJS.ErrnoException & { code?: unknown }) | null;
+      if (e && typeof e.code === 'string') {
+        reject(err);
+        return;
+      }
+      resolve({ code: child.exitCode, stdout, stderr });
+    });
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
+    else child.stdin?.end();
+  });
+}
+
+/** Makes a temporary directory; returns it and a cleanup function. */
+export async function tempDir(prefix: string): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), `tachyon-${prefix}-`));
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** Generates a key pair with ssh-keygen; returns the private key path. */
+export async function sshKeygen(dir: string, name: string, type = 'ed25519', extra: string[] = []): Promise<string> {
+  const file = join(dir, name);
+  const r = await run('ssh-keygen', ['-q', '-t', type, '-N', '', '-C', name, '-f', file, ...extra]);
+  if (r.code !== 0) throw new Error(`ssh-keygen failed: ${r.stderr}`);
+  return file;
+}
+
+/** Deterministic PRNG (mulberry32) for reproducible fuzzing. */
+export function prng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Resolves after `ms`. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
