@@ -99,6 +99,7 @@ export class LocalFileSource implements BlockSource {
 }
 
 const RUN_MAX = 256 * 1024;
+const HASH_STEP = 256 * 1024;
 
 /**
  * Writes received blocks to a temporary file: contiguous blocks are gathered into
@@ -155,11 +156,17 @@ export class LocalFileSink implements BlockSink {
       this.ranges.set(offset, after ?? end);
       // (ranges that end exactly at `offset` are joined when contiguity reaches them)
     }
-    if (this.contiguous - this.hashed >= 8 * RUN_MAX) this.hashUpTo(this.contiguous);
+    // hash the verified prefix a little at a time so that the event loop never stalls long
+    if (this.contiguous - this.hashed >= 2 * HASH_STEP) this.hashUpTo(this.hashed + HASH_STEP);
   }
 
   private flushRun(): void {
     if (this.runLen === 0) return;
+    if (this.runStart === this.hashed && this.runStart + this.runLen <= this.contiguous) {
+      // in-order data: hash it now, no read-back needed
+      this.hash.update(this.run.subarray(0, this.runLen));
+      this.hashed += this.runLen;
+    }
     let done = 0;
     while (done < this.runLen) {
       done += writeSync(this.fd, this.run, done, this.runLen - done, this.runStart + done);

@@ -43,10 +43,16 @@ export interface RateOptions {
 
 /** Bytes a flow aims to keep queued at the bottleneck, per policy. */
 export const POLICY_ALPHA_BYTES: Record<Exclude<RatePolicy, 'fixed'>, number> = {
-  high: 250_000,
-  fair: 125_000,
-  low: 30_000,
+  high: 500_000,
+  fair: 250_000,
+  low: 60_000,
 };
+
+/**
+ * Start-up ends once a queue of this depth (ms) persists over three feedbacks: end-host
+ * scheduling noise shows up as a few ms that vanish at the next sample.
+ */
+const STARTUP_EXIT_QUEUE_MS = 5;
 
 export class FixedRateController implements RateController {
   constructor(private readonly bps: number) {}
@@ -62,27 +68,42 @@ export class DelayBasedRateController implements RateController {
   private readonly alpha: number;
   /** queueing delay (ms) under which the path counts as empty */
   private readonly emptyQueueMs = 1.0;
+  /** multiplicative start-up until the first queue is seen (like slow start) */
+  private startup = true;
+  /** time the queue has been continuously empty, ms */
+  private emptyFor = 0;
+  /** recent queueing-delay samples: a real queue persists, a receiver hiccup does not */
+  private readonly recentQ: number[] = [];
 
   constructor(private readonly opts: RateOptions & { policy: Exclude<RatePolicy, 'fixed'> }) {
     this.alpha = POLICY_ALPHA_BYTES[opts.policy];
-    this.rate = clamp(opts.initialBps ?? Math.min(opts.targetBps, 20e6), opts.minBps, opts.targetBps);
+    this.rate = clamp(opts.initialBps ?? Math.min(opts.targetBps, 50e6), opts.minBps, opts.targetBps);
   }
 
   onFeedback(f: FeedbackSample): void {
     const last = this.lastUpdate;
     this.lastUpdate = f.now;
     if (last === undefined || f.qdelayMs === undefined) return;
+    this.recentQ.push(Math.max(0, f.qdelayMs));
+    if (this.recentQ.length > 3) this.recentQ.shift();
+    const qMs = Math.min(...this.recentQ);
     const rtt = Math.max(f.rttMs, 1);
+    const dt = Math.max(0, f.now - last);
     // fraction of a round trip since the last update: the law is stated per RTT
-    const frac = Math.min(1, Math.max(0, (f.now - last) / rtt));
+    const frac = Math.min(1, dt / rtt);
     const x = this.rate / 8; // bytes per second
-    const q = Math.max(0, f.qdelayMs) / 1000;
+    const q = qMs / 1000;
+    if (qMs < this.emptyQueueMs) this.emptyFor += dt;
+    else this.emptyFor = 0;
+    if (this.startup && qMs >= STARTUP_EXIT_QUEUE_MS) this.startup = false;
+    // a long-empty path (capacity freed) may be probed multiplicatively again
+    if (!this.startup && this.emptyFor > Math.max(8 * rtt, 200)) this.startup = true;
     let next: number;
-    if (f.qdelayMs < this.emptyQueueMs && x * q < this.alpha / 2) {
-      // empty path: grow by up to 50% per round trip, but not far beyond what arrives
+    if (this.startup) {
+      // grow by up to 50% per round trip, and not far beyond what actually arrives
       next = x * (1 + 0.5 * frac);
       const recv = f.recvRateBps / 8;
-      if (recv > 0) next = Math.min(next, Math.max(x, recv * 2));
+      if (recv > 0) next = Math.min(next, Math.max(x, recv * 1.5));
     } else {
       const err = this.alpha - x * q; // bytes
       next = x + 0.5 * frac * (err / (rtt / 1000));

@@ -307,8 +307,9 @@ export class DataSender implements PacketSink {
     const elapsed = Math.max(0, now - this.lastTick);
     this.lastTick = now;
     const bytesPerMs = rate / 8000;
-    // burst allowance: ~2 ms of sending, at least a few datagrams
-    const burst = Math.max(bytesPerMs * 2, this.o.datagramSize * 4);
+    // burst allowance: timers are coarse and the event loop is shared, so allow up to
+    // ~8 ms of sending to catch up after a late tick (at least a few datagrams)
+    const burst = Math.max(bytesPerMs * 8, this.o.datagramSize * 8);
     this.tokens = Math.min(burst, this.tokens + bytesPerMs * elapsed);
     let sentThisTick = 0;
     const peer = this.peer;
