@@ -21,7 +21,7 @@ export interface FeedbackSample {
   qdelayMs: number | undefined;
   /** smoothed round-trip time, ms */
   rttMs: number;
-  /** receive rate over the interval, bits/s */
+  /** delivery rate measured over the last few tens of ms, bits/s */
   recvRateBps: number;
 }
 
@@ -95,7 +95,15 @@ export class DelayBasedRateController implements RateController {
     const q = qMs / 1000;
     if (qMs < this.emptyQueueMs) this.emptyFor += dt;
     else this.emptyFor = 0;
-    if (this.startup && qMs >= STARTUP_EXIT_QUEUE_MS) this.startup = false;
+    if (this.startup && qMs >= STARTUP_EXIT_QUEUE_MS) {
+      // the path is full: what arrives is its capacity; drop a little below it so that
+      // the queue built while growing drains, then let the delay law take over
+      this.startup = false;
+      if (f.recvRateBps > 0) {
+        this.rate = clamp(Math.min(this.rate, f.recvRateBps), this.opts.minBps, this.opts.targetBps);
+        return;
+      }
+    }
     // a long-empty path (capacity freed) may be probed multiplicatively again
     if (!this.startup && this.emptyFor > Math.max(8 * rtt, 200)) this.startup = true;
     let next: number;

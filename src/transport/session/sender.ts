@@ -237,7 +237,7 @@ export class DataSender implements PacketSink {
       now,
       qdelayMs: f.qdelayUs < 0 ? undefined : f.qdelayUs / 1000,
       rttMs: this.stats.srttMs || 100,
-      recvRateBps: f.recvRateKbps * 1000,
+      recvRateBps: this.deliveryRate(now, f.bytesReceived),
     });
     this.stats.rateBps = this.o.rate.rateBps();
     if (TRACE) {
@@ -248,6 +248,29 @@ export class DataSender implements PacketSink {
     this.o.onFeedback?.(f);
     if (this.retransmitHead < this.retransmitQueue.length) this.kick();
   }
+
+  /**
+   * Delivery rate (bits/s): bytes delivered over 50 ms windows, the largest such
+   * window of the last round trip (a max filter, as BBR does), so that receiver
+   * scheduling hiccups do not read as a slower path.
+   */
+  private deliveryRate(now: number, bytesReceived: number): number {
+    const h = this.deliveryHistory;
+    h.push([now, bytesReceived]);
+    while (h.length > 2 && now - h[1]![0] >= 50) h.shift();
+    const [t0, b0] = h[0]!;
+    if (now - t0 >= 20) {
+      this.deliveryMax.push([now, ((bytesReceived - b0) * 8 * 1000) / (now - t0)]);
+    }
+    const horizon = Math.max(100, this.stats.srttMs || 100);
+    while (this.deliveryMax.length > 0 && now - this.deliveryMax[0]![0] > horizon) this.deliveryMax.shift();
+    let m = 0;
+    for (const [, r] of this.deliveryMax) if (r > m) m = r;
+    return m;
+  }
+
+  private readonly deliveryHistory: [number, number][] = [];
+  private readonly deliveryMax: [number, number][] = [];
 
   // ---- outgoing ------------------------------------------------------------------
 
@@ -308,15 +331,15 @@ export class DataSender implements PacketSink {
     this.lastTick = now;
     const bytesPerMs = rate / 8000;
     // burst allowance: timers are coarse and the event loop is shared, so allow up to
-    // ~8 ms of sending to catch up after a late tick (at least a few datagrams)
-    const burst = Math.max(bytesPerMs * 8, this.o.datagramSize * 8);
+    // ~25 ms of sending to catch up after a late tick or a descheduled process
+    const burst = Math.max(bytesPerMs * 25, this.o.datagramSize * 8);
     this.tokens = Math.min(burst, this.tokens + bytesPerMs * elapsed);
     let sentThisTick = 0;
     const peer = this.peer;
     let blockedOnReady = false;
     if (peer) {
       const batch: Buffer[] = [];
-      while (this.tokens >= this.o.datagramSize && sentThisTick < 512) {
+      while (this.tokens >= this.payloadSize && sentThisTick < 512) {
         let ssn: number | undefined;
         let retransmit = false;
         while (this.retransmitHead < this.retransmitQueue.length) {
@@ -347,7 +370,8 @@ export class DataSender implements PacketSink {
         const len = Math.min(this.payloadSize, f.size - offset);
         const pkt = this.buildData(ssn, f.source, offset, len, retransmit);
         batch.push(pkt);
-        this.tokens -= pkt.length;
+        // the rate counts block bytes (file data, retransmissions included)
+        this.tokens -= len;
         sentThisTick++;
         this.stats.packetsSent++;
         this.stats.bytesSent += pkt.length;
@@ -369,7 +393,7 @@ export class DataSender implements PacketSink {
     const more = this.retransmitHead < this.retransmitQueue.length || (this.nextNew < this.nextAssign && !blockedOnReady);
     if (more) {
       // wait until enough tokens for a datagram have accumulated (timers are ~1 ms coarse)
-      const deficit = this.o.datagramSize - this.tokens;
+      const deficit = this.payloadSize - this.tokens;
       const wait = deficit <= 0 ? 0 : Math.max(1, deficit / bytesPerMs);
       this.schedule(sentThisTick >= 512 ? 0 : Math.min(wait, 50));
     } else if (this.nextNew > this.cumAck || blockedOnReady) {
