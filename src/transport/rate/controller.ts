@@ -68,10 +68,8 @@ export class DelayBasedRateController implements RateController {
   private readonly alpha: number;
   /** queueing delay (ms) under which the path counts as empty */
   private readonly emptyQueueMs = 1.0;
-  /** multiplicative start-up until the first queue is seen (like slow start) */
+  /** fast multiplicative start-up until the first queue is seen (like slow start) */
   private startup = true;
-  /** time the queue has been continuously empty, ms */
-  private emptyFor = 0;
   /** recent queueing-delay samples: a real queue persists, a receiver hiccup does not */
   private readonly recentQ: number[] = [];
 
@@ -93,8 +91,6 @@ export class DelayBasedRateController implements RateController {
     const frac = Math.min(1, dt / rtt);
     const x = this.rate / 8; // bytes per second
     const q = qMs / 1000;
-    if (qMs < this.emptyQueueMs) this.emptyFor += dt;
-    else this.emptyFor = 0;
     if (this.startup && qMs >= STARTUP_EXIT_QUEUE_MS) {
       // the path is full: what arrives is its capacity; drop a little below it so that
       // the queue built while growing drains, then let the delay law take over
@@ -104,12 +100,12 @@ export class DelayBasedRateController implements RateController {
         return;
       }
     }
-    // a long-empty path (capacity freed) may be probed multiplicatively again
-    if (!this.startup && this.emptyFor > Math.max(8 * rtt, 200)) this.startup = true;
     let next: number;
-    if (this.startup) {
-      // grow by up to 50% per round trip, and not far beyond what actually arrives
-      next = x * (1 + 0.5 * frac);
+    if (this.startup || qMs < this.emptyQueueMs) {
+      // empty path: grow multiplicatively (50% per round trip at start-up, 12.5% once
+      // the path has been full: capacity may have been freed), and not far beyond
+      // what actually arrives
+      next = x * (1 + (this.startup ? 0.5 : 0.125) * frac);
       const recv = f.recvRateBps / 8;
       if (recv > 0) next = Math.min(next, Math.max(x, recv * 1.5));
     } else {
