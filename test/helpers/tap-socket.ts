@@ -1,0 +1,37 @@
+/** A DatagramSocket double: records what is sent and lets a test inject datagrams. */
+import type { DatagramSocket, PeerAddress } from '../../src/transport/socket/types.js';
+
+export class TapSocket implements DatagramSocket {
+  readonly sent: { packet: Buffer; to: PeerAddress }[] = [];
+  private handler: ((packet: Buffer, from: PeerAddress) => void) | undefined;
+  closed = false;
+
+  constructor(readonly addr: PeerAddress) {}
+
+  send(packets: readonly Uint8Array[], to: PeerAddress): void {
+    for (const p of packets) this.sent.push({ packet: Buffer.from(p), to });
+  }
+
+  onDatagram(handler: (packet: Buffer, from: PeerAddress) => void): void {
+    this.handler = handler;
+  }
+
+  local(): PeerAddress {
+    return this.addr;
+  }
+
+  close(): Promise<void> {
+    this.closed = true;
+    return Promise.resolve();
+  }
+
+  /** Delivers a datagram as if it had arrived from `from`. */
+  inject(packet: Buffer, from: PeerAddress): void {
+    this.handler?.(packet, from);
+  }
+
+  /** Removes and returns everything sent so far. */
+  drain(): Buffer[] {
+    return this.sent.splice(0).map((s) => s.packet);
+  }
+}

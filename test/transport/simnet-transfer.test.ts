@@ -1,0 +1,468 @@
+/**
+ * Deterministic protocol tests of the data plane (DataSender + DataReceiver) on the
+ * simulated network: integrity under loss, reordering, duplication, corruption and
+ * long delays, and rate control against a drop-tail bottleneck. No control link: the
+ * test wires assign → addFile → start itself (see test/helpers/sim-flow.ts).
+ *
+ * Every figure the rate-control tests measure is printed as a test diagnostic (run
+ * with --test-reporter=spec to see them).
+ */
+import { describe, it, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import type { LinkConfig, LinkStats } from '../../src/testkit/index.js';
+import type { CipherName, RatePolicy } from '../../src/core/types.js';
+import {
+  DATAGRAM,
+  HOST_A,
+  HOST_B,
+  contentFor,
+  createFlow,
+  every,
+  mbps,
+  payloadPerDatagram,
+  runToCompletion,
+  simPath,
+  type Flow,
+} from '../helpers/sim-flow.js';
+
+const MiB = 1 << 20;
+const SENDER = { address: HOST_A, port: 5000 };
+const RECEIVER = { address: HOST_B, port: 6000 };
+/** size of a STATUS datagram with a 16-byte tag; every DATA datagram in these tests is larger */
+const STATUS_BYTES = 12 + 10 + 16;
+
+interface Scenario {
+  seed?: number;
+  forward: LinkConfig;
+  reverse?: LinkConfig;
+  sizes: number[];
+  cipher?: CipherName;
+  policy?: RatePolicy;
+  targetBps?: number;
+  /** virtual time limit */
+  maxMs: number;
+}
+
+interface Outcome {
+  flow: Flow;
+  completed: boolean;
+  /** ms of virtual time from start to the last file's completion */
+  elapsedMs: number;
+  /** true when the sender saw every block acknowledged (within 5 s after completion) */
+  allAcked: boolean;
+  fwd: LinkStats;
+  rev: LinkStats;
+  /** DATA datagrams lost on the forward link (told apart from STATUS by size) */
+  lostData: number;
+  /** corrupted datagrams that were delivered (not still in flight when the run stopped) */
+  corruptDelivered: { fwd: number; rev: number };
+  /** extra copies (beyond the first) that were delivered */
+  dupDelivered: { fwd: number; rev: number };
+}
+
+/** Runs one flow through a scenario and closes it; the flow's counters stay readable. */
+async function transfer(s: Scenario): Promise<Outcome> {
+  const { clock, net } = simPath(s.seed ?? 1, s.forward, s.reverse ?? { delayMs: s.forward.delayMs });
+  const flow = createFlow({
+    net,
+    clock,
+    sender: SENDER,
+    receiver: RECEIVER,
+    files: s.sizes.map((n, i) => contentFor(n, 1000 + i)),
+    ...(s.cipher ? { cipher: s.cipher } : {}),
+    policy: s.policy ?? 'fair',
+    targetBps: s.targetBps ?? 100e6,
+  });
+  let lostData = 0;
+  const corrupted = new Set<number>();
+  const corruptDelivered = { fwd: 0, rev: 0 };
+  const delivered = new Set<number>();
+  const dupDelivered = { fwd: 0, rev: 0 };
+  net.observe((e) => {
+    const dir = e.from.address === HOST_A ? 'fwd' : 'rev';
+    if (e.kind === 'lose' && dir === 'fwd' && e.size > STATUS_BYTES) lostData++;
+    if (e.kind === 'corrupt') corrupted.add(e.id);
+    if (e.kind === 'deliver') {
+      if (corrupted.has(e.id)) corruptDelivered[dir]++;
+      // a duplicate keeps its original's id
+      if (delivered.has(e.id)) dupDelivered[dir]++;
+      else delivered.add(e.id);
+    }
+  });
+  try {
+    flow.start();
+    const completed = runToCompletion(clock, [flow], s.maxMs);
+    const elapsedMs = (flow.completedAt ?? clock.now()) - flow.startedAt;
+    const allAcked = completed && clock.runUntil(() => flow.sender.allAcked, 5_000);
+    return {
+      flow,
+      completed,
+      elapsedMs,
+      allAcked,
+      lostData,
+      corruptDelivered,
+      dupDelivered,
+      fwd: { ...net.stats(HOST_A, HOST_B) },
+      rev: { ...net.stats(HOST_B, HOST_A) },
+    };
+  } finally {
+    await flow.close();
+  }
+}
+
+/**
+ * Every file arrived complete and exact, each block was written exactly once (the
+ * receiver de-duplicates), no write was wrong, and no write failed.
+ */
+function assertIntact(o: Pick<Outcome, 'flow' | 'completed'>): void {
+  const { flow } = o;
+  assert.ok(o.completed, `transfer did not complete within the time limit (${flow.files.map((f) => f.sink.bytes).join('/')} bytes written)`);
+  assert.deepEqual(flow.writeErrors, []);
+  for (const f of flow.files) {
+    assert.equal(f.sink.bad, 0, `wrong bytes reached the sink of file ${f.id}: ${f.sink.firstBad}`);
+    assert.ok(f.sink.out.equals(f.data), `file ${f.id} differs from its source`);
+    const blocks = Math.ceil(f.data.length / flow.sender.payloadSize);
+    assert.equal(f.sink.writes, blocks, `file ${f.id}: ${f.sink.writes} writes for ${blocks} blocks`);
+  }
+}
+
+function describeOutcome(o: Outcome): string {
+  const s = o.flow.sender.stats;
+  const r = o.flow.receiver.stats;
+  return (
+    `${o.elapsedMs.toFixed(0)} ms; sent ${s.packetsSent} (${s.retransmits} retransmits), ` +
+    `lost fwd ${o.fwd.lost} rev ${o.rev.lost}; receiver rejected ${r.rejected}, duplicates ${r.duplicates}`
+  );
+}
+
+describe('data plane on a simulated network: integrity', () => {
+  it('clean path: exact bytes, no retransmission, nothing rejected', async (t: TestContext) => {
+    const o = await transfer({ forward: { delayMs: 10 }, sizes: [4 * MiB + 123], maxMs: 5_000 });
+    t.diagnostic(describeOutcome(o));
+    assertIntact(o);
+    assert.equal(o.flow.sender.stats.retransmits, 0);
+    assert.equal(o.flow.receiver.stats.rejected, 0);
+    assert.equal(o.flow.receiver.stats.duplicates, 0);
+    assert.equal(o.flow.sender.stats.badPackets, 0);
+    assert.ok(o.allAcked, 'the sender saw every block acknowledged');
+  });
+
+  it('several files back to back, with sizes on and off block boundaries', async () => {
+    const p = payloadPerDatagram(DATAGRAM);
+    const o = await transfer({ forward: { delayMs: 5, loss: 0.05 }, reverse: { delayMs: 5, loss: 0.05 }, sizes: [1, p, p + 1, 3 * p - 1, 200_000], maxMs: 10_000 });
+    assertIntact(o);
+  });
+
+  for (const loss of [0.01, 0.1, 0.3]) {
+    // loss in both directions: data, feedback (NAKs) and STATUS packets are all lost
+    // a lost block should cost about one round trip (40 ms) per loss, not a timeout
+    const maxMs = loss < 0.3 ? 3_000 : 5_000;
+    it(`random loss ${loss * 100}% each way: exact bytes, every lost block resent`, async (t: TestContext) => {
+      const o = await transfer({
+        seed: 11,
+        forward: { delayMs: 20, loss },
+        reverse: { delayMs: 20, loss },
+        sizes: [4 * MiB],
+        maxMs,
+      });
+      t.diagnostic(describeOutcome(o));
+      assertIntact(o);
+      assert.ok(o.fwd.lost > 0, 'the link lost packets');
+      assert.ok(o.allAcked, 'the sender saw every block acknowledged');
+      // every lost data packet had to be sent again, and every block arrived once
+      const blocks = Math.ceil((4 * MiB) / o.flow.sender.payloadSize);
+      const st = o.flow.sender.stats;
+      assert.ok(st.retransmits >= o.lostData, `${st.retransmits} retransmits for ${o.lostData} lost data packets`);
+      assert.ok(st.packetsSent - o.lostData >= blocks);
+    });
+  }
+
+  it('reordering: exact bytes, late packets are not counted as data twice', async (t: TestContext) => {
+    const o = await transfer({
+      seed: 5,
+      forward: { delayMs: 20, reorder: 0.05, reorderDelayMs: 4 },
+      reverse: { delayMs: 20, reorder: 0.05, reorderDelayMs: 4 },
+      sizes: [4 * MiB],
+      maxMs: 10_000,
+    });
+    t.diagnostic(describeOutcome(o));
+    assertIntact(o);
+    assert.ok(o.fwd.reordered > 100, `only ${o.fwd.reordered} packets reordered`);
+  });
+
+  it('duplication: every copy is refused by the replay window, exact bytes', async (t: TestContext) => {
+    const o = await transfer({
+      seed: 6,
+      forward: { delayMs: 20, duplicate: 0.05, jitterMs: 2 },
+      reverse: { delayMs: 20, duplicate: 0.05, jitterMs: 2 },
+      sizes: [4 * MiB],
+      maxMs: 10_000,
+    });
+    t.diagnostic(describeOutcome(o));
+    assertIntact(o);
+    assert.ok(o.fwd.duplicated > 100);
+    // a copy carries its original's packet number, so it is a replay
+    assert.equal(o.flow.receiver.stats.replayed, o.dupDelivered.fwd);
+    assert.equal(o.flow.sender.stats.badPackets, o.dupDelivered.rev);
+    assert.equal(o.flow.sender.stats.retransmits, 0, 'duplicates must not cause retransmissions');
+  });
+
+  it('corruption: every corrupted datagram is rejected, no wrong byte is ever written', async (t: TestContext) => {
+    const o = await transfer({
+      seed: 7,
+      forward: { delayMs: 20, corrupt: 0.02 },
+      reverse: { delayMs: 20, corrupt: 0.02 },
+      sizes: [4 * MiB],
+      maxMs: 10_000,
+    });
+    t.diagnostic(`${describeOutcome(o)}; corrupted fwd ${o.fwd.corrupted} rev ${o.rev.corrupted}`);
+    assertIntact(o);
+    assert.ok(o.fwd.corrupted > 20 && o.rev.corrupted > 0, 'the links corrupted packets');
+    // a flipped bit either breaks the header, changes the session id (unknown session),
+    // or fails authentication; each corrupted datagram is counted exactly once
+    const ep = o.flow.receiverEndpoint.stats;
+    assert.equal(o.flow.receiver.stats.rejected + ep.unknownSession + ep.malformed, o.corruptDelivered.fwd);
+    const sep = o.flow.senderEndpoint.stats;
+    assert.equal(o.flow.sender.stats.badPackets + sep.unknownSession + sep.malformed, o.corruptDelivered.rev);
+  });
+
+  it('long delay: 500 ms each way with 30 ms jitter and 1% loss', async (t: TestContext) => {
+    const o = await transfer({
+      seed: 8,
+      forward: { delayMs: 500, jitterMs: 30, loss: 0.01 },
+      reverse: { delayMs: 500, jitterMs: 30, loss: 0.01 },
+      sizes: [4 * MiB],
+      maxMs: 30_000,
+    });
+    t.diagnostic(describeOutcome(o));
+    assertIntact(o);
+    assert.ok(o.flow.sender.stats.minRttMs >= 1000, `min RTT ${o.flow.sender.stats.minRttMs} ms below the 1 s path`);
+  });
+
+  for (const cipher of ['aes-256-gcm', 'none'] as const) {
+    it(`cipher ${cipher}: exact bytes over a lossy path`, async () => {
+      const o = await transfer({ seed: 9, cipher, forward: { delayMs: 10, loss: 0.02 }, reverse: { delayMs: 10, loss: 0.02 }, sizes: [MiB + 5], maxMs: 10_000 });
+      assertIntact(o);
+    });
+  }
+});
+
+// ---- rate control -----------------------------------------------------------------------
+
+const BOTTLENECK_BPS = 200e6;
+/** payload bits per second a 200 Mbit/s link carries with full-size datagrams */
+const PAYLOAD_CAPACITY = (BOTTLENECK_BPS * payloadPerDatagram(DATAGRAM)) / DATAGRAM;
+/** a 200 Mbit/s bottleneck, 50 ms each way (100 ms RTT), drop-tail queue of one BDP (100 ms) */
+const BOTTLENECK: LinkConfig = { delayMs: 50, rateBps: BOTTLENECK_BPS, queueBytes: 2_500_000 };
+
+interface RateRun {
+  /** whole transfer, start-up included, payload bits/s */
+  goodputBps: number;
+  /** payload bits/s between 20% and 90% of the file (after start-up, before the tail) */
+  steadyBps: number;
+  /** average and largest queueing delay at the bottleneck in that window, ms */
+  avgQueueMs: number;
+  maxQueueMs: number;
+  queueDrops: number;
+  retransmits: number;
+  /** sender rate samples (every 100 ms) inside the steady window, bits/s */
+  steadyRates: number[];
+  elapsedMs: number;
+  /** bits/s put on the wire (headers and tags included) in the steady window */
+  steadyWireBps: number;
+}
+
+/** Runs one flow to completion, sampling the bottleneck queue every ms and the sender rate every 100 ms. */
+async function rateRun(o: { forward: LinkConfig; reverse?: LinkConfig; size: number; policy: RatePolicy; targetBps: number; seed?: number }): Promise<RateRun> {
+  const { clock, net } = simPath(o.seed ?? 1, o.forward, o.reverse ?? { delayMs: o.forward.delayMs });
+  const flow = createFlow({ net, clock, sender: SENDER, receiver: RECEIVER, files: [contentFor(o.size, 77)], policy: o.policy, targetBps: o.targetBps });
+  const queue: number[] = []; // queued bytes at t = 1, 2, 3 … ms after start
+  const rates: { t: number; bps: number; wireBytes: number }[] = [];
+  const stopQ = every(clock, 1, () => queue.push(net.stats(HOST_A, HOST_B).queuedBytes));
+  const stopR = every(clock, 100, () => rates.push({ t: clock.now(), bps: flow.sender.stats.rateBps, wireBytes: flow.sender.stats.bytesSent }));
+  try {
+    flow.start();
+    const done = runToCompletion(clock, [flow], 120_000);
+    assert.ok(done, 'transfer did not complete');
+    assertIntact({ flow, completed: done });
+  } finally {
+    stopQ();
+    stopR();
+    await flow.close();
+  }
+  const m = flow.sink.marks;
+  const t20 = m[20]!;
+  const t90 = m[90]!;
+  const rate = o.forward.rateBps ?? 0;
+  const window = queue.slice(Math.ceil(t20), Math.floor(t90));
+  const toMs = (bytes: number): number => (rate > 0 ? (bytes * 8 * 1000) / rate : 0);
+  const inWindow = rates.filter((r) => r.t >= t20 && r.t <= t90);
+  const first = inWindow[0];
+  const last = inWindow[inWindow.length - 1];
+  const elapsedMs = flow.completedAt! - flow.startedAt;
+  return {
+    goodputBps: (o.size * 8 * 1000) / elapsedMs,
+    steadyBps: (0.7 * o.size * 8 * 1000) / (t90 - t20),
+    avgQueueMs: toMs(window.reduce((a, b) => a + b, 0) / Math.max(1, window.length)),
+    maxQueueMs: toMs(Math.max(0, ...window)),
+    queueDrops: net.stats(HOST_A, HOST_B).droppedQueue,
+    retransmits: flow.sender.stats.retransmits,
+    steadyRates: inWindow.map((r) => r.bps),
+    elapsedMs,
+    steadyWireBps: first && last && last.t > first.t ? ((last.wireBytes - first.wireBytes) * 8 * 1000) / (last.t - first.t) : Number.NaN,
+  };
+}
+
+function pct(x: number): string {
+  return `${(x * 100).toFixed(1)}%`;
+}
+
+/** The 64 MiB fair-policy run is shared by several tests (it is the costly one). */
+let fairRun: Promise<RateRun> | undefined;
+function fairBottleneck(): Promise<RateRun> {
+  fairRun ??= rateRun({ forward: BOTTLENECK, size: 64 * MiB, policy: 'fair', targetBps: 1e9 });
+  return fairRun;
+}
+
+function reportFair(t: TestContext, r: RateRun): void {
+  t.diagnostic(
+    `fair, 64 MiB over 200 Mbit/s / 100 ms RTT: whole ${mbps(r.goodputBps)} (${pct(r.goodputBps / PAYLOAD_CAPACITY)} of ${mbps(PAYLOAD_CAPACITY)} payload capacity), ` +
+      `steady ${mbps(r.steadyBps)} (${pct(r.steadyBps / PAYLOAD_CAPACITY)}), queue delay avg ${r.avgQueueMs.toFixed(1)} ms max ${r.maxQueueMs.toFixed(1)} ms, ` +
+      `${r.queueDrops} queue drops, ${r.retransmits} retransmits, ${r.elapsedMs.toFixed(0)} ms`,
+  );
+}
+
+describe('data plane on a simulated network: rate control', () => {
+  it('fair policy fills a 200 Mbit/s, 100 ms RTT bottleneck after start-up (≥ 85% of payload capacity)', async (t: TestContext) => {
+    const r = await fairBottleneck();
+    reportFair(t, r);
+    assert.ok(r.steadyBps >= 0.85 * PAYLOAD_CAPACITY, `steady goodput ${mbps(r.steadyBps)} < 85% of ${mbps(PAYLOAD_CAPACITY)}`);
+  });
+
+  it(
+    'fair policy: a whole 64 MiB transfer, start-up included, averages ≥ 85% of payload capacity',
+    async (t: TestContext) => {
+      const r = await fairBottleneck();
+      reportFair(t, r);
+      assert.ok(r.goodputBps >= 0.85 * PAYLOAD_CAPACITY, `goodput ${mbps(r.goodputBps)} = ${pct(r.goodputBps / PAYLOAD_CAPACITY)} of capacity`);
+    },
+  );
+
+  it(
+    'fair policy keeps the standing queue small (average queueing delay < 25 ms after start-up)',
+    async (t: TestContext) => {
+      const r = await fairBottleneck();
+      reportFair(t, r);
+      // the fair policy aims at 125 kB of its own in the queue: 5 ms at 200 Mbit/s
+      assert.ok(r.avgQueueMs < 25, `average queueing delay ${r.avgQueueMs.toFixed(1)} ms`);
+    },
+  );
+
+  it('fixed policy at 50 Mbit/s on a 200 Mbit/s bottleneck delivers 50 Mbit/s ± 5%', async (t: TestContext) => {
+    const r = await rateRun({ forward: BOTTLENECK, size: 16 * MiB, policy: 'fixed', targetBps: 50e6 });
+    t.diagnostic(`fixed 50 Mbit/s: payload ${mbps(r.steadyBps)}, wire ${mbps(r.steadyWireBps)}, max queue ${r.maxQueueMs.toFixed(2)} ms`);
+    assert.ok(Math.abs(r.steadyBps - 50e6) <= 0.05 * 50e6, `payload goodput ${mbps(r.steadyBps)}`);
+    assert.ok(Math.abs(r.steadyWireBps - 50e6) <= 0.05 * 50e6, `wire rate ${mbps(r.steadyWireBps)}`);
+    assert.ok(r.maxQueueMs < 1, 'a 50 Mbit/s flow builds no queue at a 200 Mbit/s link');
+    assert.equal(r.retransmits, 0);
+  });
+
+  it('random loss is not congestion: 1% loss each way, no queue, the fair rate holds ≥ 85% of a 100 Mbit/s ceiling', async (t: TestContext) => {
+    const path: LinkConfig = { delayMs: 50, loss: 0.01 };
+    const r = await rateRun({ forward: path, reverse: path, size: 32 * MiB, policy: 'fair', targetBps: 100e6 });
+    const minRate = Math.min(...r.steadyRates);
+    t.diagnostic(`1% loss, fair, ceiling 100 Mbit/s: whole ${mbps(r.goodputBps)}, steady ${mbps(r.steadyBps)}, lowest sender rate ${mbps(minRate)}, ${r.retransmits} retransmits`);
+    assert.ok(r.steadyRates.length >= 5);
+    assert.ok(minRate >= 85e6, `the sender rate fell to ${mbps(minRate)}`);
+    assert.ok(r.steadyBps >= 0.85 * 100e6, `steady goodput ${mbps(r.steadyBps)}`);
+  });
+
+  /** Two fair flows through one bottleneck; shares are measured from `measureFrom` ms after the first start until one finishes. */
+  async function share(staggerMs: number, measureFrom: number): Promise<{ a: number; b: number; totalBps: number }> {
+    const { clock, net } = simPath(3, BOTTLENECK);
+    const mk = (port: number, sessionId: number): Flow =>
+      createFlow({
+        net,
+        clock,
+        sender: { address: HOST_A, port },
+        receiver: { address: HOST_B, port: port + 1000 },
+        sessionId,
+        keySeed: sessionId,
+        files: [contentFor(48 * MiB, sessionId)],
+        policy: 'fair',
+        targetBps: 1e9,
+      });
+    const a = mk(5000, 1);
+    const b = mk(5001, 2);
+    try {
+      a.start();
+      clock.advance(staggerMs);
+      b.start();
+      clock.advanceTo(measureFrom);
+      const a0 = a.sink.bytes;
+      const b0 = b.sink.bytes;
+      const t0 = clock.now();
+      clock.runUntil(() => a.completedAt !== undefined || b.completedAt !== undefined, 60_000);
+      const da = a.sink.bytes - a0;
+      const db = b.sink.bytes - b0;
+      assert.ok(clock.now() - t0 > 1000, 'measurement window too short');
+      return { a: da / (da + db), b: db / (da + db), totalBps: ((da + db) * 8 * 1000) / (clock.now() - t0) };
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  }
+
+  it('two fair flows starting together share a bottleneck evenly (each 40–60%)', async (t: TestContext) => {
+    const s = await share(0, 1000);
+    t.diagnostic(`shares ${pct(s.a)} / ${pct(s.b)}, together ${mbps(s.totalBps)} (${pct(s.totalBps / PAYLOAD_CAPACITY)} of capacity)`);
+    for (const x of [s.a, s.b]) assert.ok(x >= 0.4 && x <= 0.6, `share ${pct(x)}`);
+    assert.ok(s.totalBps >= 0.85 * PAYLOAD_CAPACITY, 'together they keep the bottleneck busy');
+  });
+
+  it(
+    'a fair flow joining 1 s later gets an even share too (each 40–60%, measured from 1 s after it joined)',
+    async (t: TestContext) => {
+      const s = await share(1000, 2000);
+      t.diagnostic(`shares ${pct(s.a)} (first) / ${pct(s.b)} (late), together ${mbps(s.totalBps)}`);
+      for (const x of [s.a, s.b]) assert.ok(x >= 0.4 && x <= 0.6, `share ${pct(x)}`);
+    },
+  );
+});
+
+// ---- determinism ------------------------------------------------------------------------
+
+describe('data plane on a simulated network: determinism', () => {
+  /** Everything observable about one lossy run, including a digest of the whole packet trace. */
+  async function fingerprint(seed: number): Promise<Record<string, unknown>> {
+    const { clock, net } = simPath(seed, { delayMs: 20, loss: 0.1, jitterMs: 3, reorder: 0.02 }, { delayMs: 20, loss: 0.1 });
+    const trace = net.record();
+    const flow = createFlow({ net, clock, sender: SENDER, receiver: RECEIVER, files: [contentFor(2 * MiB, 1)] });
+    try {
+      flow.start();
+      assert.ok(runToCompletion(clock, [flow], 10_000));
+    } finally {
+      trace.stop();
+      await flow.close();
+    }
+    let h = 0;
+    for (const e of trace.events) h = (Math.imul(h, 31) + e.id * 7 + e.kind.length + Math.round(e.t * 1000)) | 0;
+    return {
+      completedAt: flow.completedAt,
+      sender: { ...flow.sender.stats },
+      receiver: { ...flow.receiver.stats },
+      fwd: { ...net.stats(HOST_A, HOST_B) },
+      rev: { ...net.stats(HOST_B, HOST_A) },
+      events: trace.events.length,
+      traceHash: h,
+    };
+  }
+
+  it('identical seeds give identical packet counts and traces; another seed does not', async () => {
+    const a = await fingerprint(42);
+    const b = await fingerprint(42);
+    assert.deepEqual(a, b);
+    const c = await fingerprint(43);
+    assert.notDeepEqual(a, c);
+  });
+});
