@@ -96,9 +96,14 @@ export async function serveSession(link: ControlLink, ctx: ServerSessionContext)
   ctx.onEvent?.({ type: 'session.start', sessionId, op: hello.op, cipher: hello.cipher });
   try {
     if (hello.op === 'send') {
-      // the client uploads: we receive
+      // the client uploads: we receive. Check the destination before anything is set up.
+      let resolve: (rel: string, kind: 'file' | 'dir') => string;
+      try {
+        resolve = uploadResolver(ctx.jail, hello);
+      } catch (err) {
+        return refuse(toTachyonError(err));
+      }
       const receiver = new DataReceiver({ endpoint: ctx.endpoint, sessionId, clock: ctx.clock, seal, open, datagramSize });
-      const resolve = uploadResolver(ctx.jail, hello);
       link.send(welcome);
       return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve });
     }

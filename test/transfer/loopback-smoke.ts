@@ -29,7 +29,8 @@ import('node:fs').then(async (fs) => {
     openSocket: async () => new Endpoint(await openUdpSocket({ address: '127.0.0.1', port: 0 })),
   });
   const secs = (performance.now() - t0) / 1000;
-  await server;
+  const srv = await server;
+  console.log(JSON.stringify(res.stats), JSON.stringify(srv?.stats));
   const got = readFileSync(path.join(root, 'src.bin'));
   console.log(JSON.stringify({ ok: res.ok, secs, gbps: (mb * 8 * 1.048576) / 1000 / secs, same: createHash('sha256').update(got).digest('hex') === createHash('sha256').update(data).digest('hex'), ep: ep.stats }));
   await sock.close();

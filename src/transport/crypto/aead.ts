@@ -92,8 +92,17 @@ class GcmProtection implements PacketProtection {
     c.getAuthTag().copy(out, headerLen + ct.length);
   }
 
+  /** newest key generation seen in an authentic packet */
+  private openedGen = 0;
+
   open(packet: Buffer, headerLen: number, pn: number): Buffer {
     if (packet.length < headerLen + TAG_BYTES) throw new TachyonError('PROTOCOL', 'datagram shorter than its tag');
+    // only the current generation and its neighbours are plausible: a forged packet
+    // number must not make us derive keys (or evict the live ones from the cache)
+    const claimed = Math.floor(pn / KEY_UPDATE_PACKETS);
+    if (claimed > this.openedGen + 1 || claimed < this.openedGen - 1) {
+      throw new TachyonError('PROTOCOL', 'datagram claims an implausible key generation');
+    }
     const g = this.generation(pn);
     const d = createDecipheriv(this.cipher as CipherGCMTypes, g.key, this.nonceFor(pn, g), { authTagLength: TAG_BYTES });
     d.setAAD(packet.subarray(0, headerLen));
@@ -104,6 +113,7 @@ class GcmProtection implements PacketProtection {
     } catch {
       throw new TachyonError('PROTOCOL', 'datagram failed authentication');
     }
+    if (claimed > this.openedGen) this.openedGen = claimed;
     return pt;
   }
 }

@@ -409,7 +409,8 @@ export class DataReceiver implements PacketSink {
     if (this.missing.size === 0) return naks;
     const rtt = this.senderSrttMs > 0 ? this.senderSrttMs : 100;
     const renak = Math.max(20, rtt * 1.25 + 2 * (this.o.feedbackMs ?? 5));
-    const reorder = 1;
+    // tolerate a little reordering before asking: a sixteenth of the RTT, 1 to 10 ms
+    const reorder = Math.min(10, Math.max(1, (this.senderSrttMs || 16) / 16));
     let cur: NakRange | undefined;
     let budget = 4096;
     for (const [ssn, m] of this.missing) {
