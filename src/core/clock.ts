@@ -12,7 +12,12 @@ export interface Clock {
 export const systemClock: Clock = {
   now: () => performance.timeOrigin + performance.now(),
   setTimer(ms, fn) {
-    const t = setTimeout(fn, Math.max(0, ms));
+    if (ms <= 0) {
+      // setTimeout(0) waits at least 1 ms in Node; "as soon as possible" must not
+      const i = setImmediate(fn);
+      return () => clearImmediate(i);
+    }
+    const t = setTimeout(fn, ms);
     return () => clearTimeout(t);
   },
 };

@@ -108,6 +108,7 @@ export function runSenderRole(opts: {
           srttMs: st.srttMs,
           minRttMs: st.minRttMs,
           rateBps: st.rateBps,
+          pacingLostBytes: st.pacingLostBytes,
         },
       };
       resolve(summary);

@@ -54,6 +54,9 @@ export const POLICY_ALPHA_BYTES: Record<Exclude<RatePolicy, 'fixed'>, number> = 
  */
 const STARTUP_EXIT_QUEUE_MS = 5;
 
+/** shortest control time scale, ms (the law is applied as if the RTT were at least this) */
+const MIN_CONTROL_MS = 40;
+
 export class FixedRateController implements RateController {
   constructor(private readonly bps: number) {}
   onFeedback(): void {}
@@ -85,7 +88,9 @@ export class DelayBasedRateController implements RateController {
     this.recentQ.push(Math.max(0, f.qdelayMs));
     if (this.recentQ.length > 3) this.recentQ.shift();
     const qMs = Math.min(...this.recentQ);
-    const rtt = Math.max(f.rttMs, 1);
+    // on very short paths end-host hiccups (GC, disk flushes) dominate the delay signal:
+    // react on a time scale of at least MIN_CONTROL_MS rather than the RTT
+    const rtt = Math.max(f.rttMs, MIN_CONTROL_MS);
     const dt = Math.max(0, f.now - last);
     // fraction of a round trip since the last update: the law is stated per RTT
     const frac = Math.min(1, dt / rtt);

@@ -35,6 +35,8 @@ export interface BlockSource {
 }
 
 const TRACE = process.env.TACHYON_TRACE === '1';
+/** most datagram bytes sent in one pacing tick before yielding to the event loop */
+const MAX_TICK_BYTES = 1 << 20;
 
 export interface SenderStats {
   packetsSent: number;
@@ -47,6 +49,8 @@ export interface SenderStats {
   rateBps: number;
   bytesAcked: number;
   lastFeedbackAt: number;
+  /** sending opportunity lost because the event loop was late by more than the burst allowance */
+  pacingLostBytes: number;
 }
 
 export interface DataSenderOptions {
@@ -119,6 +123,7 @@ export class DataSender implements PacketSink {
       rateBps: o.rate.rateBps(),
       bytesAcked: 0,
       lastFeedbackAt: o.clock.now(),
+      pacingLostBytes: 0,
     };
     o.endpoint.register(o.sessionId, this);
     this.schedule(0);
@@ -322,6 +327,10 @@ export class DataSender implements PacketSink {
     return undefined;
   }
 
+  private hasWork(): boolean {
+    return this.retransmitHead < this.retransmitQueue.length || this.nextNew < this.nextAssign;
+  }
+
   private tick(): void {
     if (this.closed) return;
     const now = this.o.clock.now();
@@ -333,13 +342,17 @@ export class DataSender implements PacketSink {
     // burst allowance: timers are coarse and the event loop is shared, so allow up to
     // ~25 ms of sending to catch up after a late tick or a descheduled process
     const burst = Math.max(bytesPerMs * 25, this.o.datagramSize * 8);
-    this.tokens = Math.min(burst, this.tokens + bytesPerMs * elapsed);
+    const refill = this.tokens + bytesPerMs * elapsed;
+    if (refill > burst && this.hasWork()) this.stats.pacingLostBytes += refill - burst;
+    this.tokens = Math.min(burst, refill);
     let sentThisTick = 0;
     const peer = this.peer;
     let blockedOnReady = false;
     if (peer) {
       const batch: Buffer[] = [];
-      while (this.tokens >= this.payloadSize && sentThisTick < 512) {
+      // yield to the event loop (feedback!) after a bounded amount of work per tick
+      let bytesThisTick = 0;
+      while (this.tokens >= this.payloadSize && sentThisTick < 512 && bytesThisTick < MAX_TICK_BYTES) {
         let ssn: number | undefined;
         let retransmit = false;
         while (this.retransmitHead < this.retransmitQueue.length) {
@@ -372,6 +385,7 @@ export class DataSender implements PacketSink {
         batch.push(pkt);
         // the rate counts block bytes (file data, retransmissions included)
         this.tokens -= len;
+        bytesThisTick += pkt.length;
         sentThisTick++;
         this.stats.packetsSent++;
         this.stats.bytesSent += pkt.length;
@@ -395,7 +409,7 @@ export class DataSender implements PacketSink {
       // wait until enough tokens for a datagram have accumulated (timers are ~1 ms coarse)
       const deficit = this.payloadSize - this.tokens;
       const wait = deficit <= 0 ? 0 : Math.max(1, deficit / bytesPerMs);
-      this.schedule(sentThisTick >= 512 ? 0 : Math.min(wait, 50));
+      this.schedule(sentThisTick >= 512 || this.tokens >= this.payloadSize ? 0 : Math.min(wait, 50));
     } else if (this.nextNew > this.cumAck || blockedOnReady) {
       this.schedule(10);
     } else {
