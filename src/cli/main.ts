@@ -2,6 +2,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import path from 'node:path';
 import { systemClock } from '../core/clock.js';
 import { TachyonError, toTachyonError } from '../core/errors.js';
@@ -100,6 +101,8 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
   const knownHosts = o.knownHosts ?? (o.hostKeyFingerprint ? undefined : path.join(os.homedir(), '.ssh', 'known_hosts'));
   const started = performance.now();
   const cpu0 = process.cpuUsage();
+  const loopDelay = process.env.TACHYON_TRACE === '1' ? monitorEventLoopDelay({ resolution: 2 }) : undefined;
+  loopDelay?.enable();
   const conn = await connectControl({
     host: remoteHost,
     port,
@@ -137,6 +140,11 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
       events: { onProgress: (p) => reporter.progress(p), onFile: (f) => reporter.file(f) },
     });
     reporter.end();
+    if (loopDelay) {
+      loopDelay.disable();
+      const ms = (ns: number): string => (ns / 1e6).toFixed(1);
+      process.stderr.write(`event loop delay ms: p50 ${ms(loopDelay.percentile(50))} p99 ${ms(loopDelay.percentile(99))} p99.9 ${ms(loopDelay.percentile(99.9))} max ${ms(loopDelay.max)}\n`);
+    }
     const seconds = (performance.now() - started) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const failed = summary.files.filter((f) => !f.ok);

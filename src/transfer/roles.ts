@@ -109,6 +109,7 @@ export function runSenderRole(opts: {
           minRttMs: st.minRttMs,
           rateBps: st.rateBps,
           pacingLostBytes: st.pacingLostBytes,
+          tailDuplicates: st.tailDuplicates,
         },
       };
       resolve(summary);

@@ -51,6 +51,8 @@ export interface SenderStats {
   lastFeedbackAt: number;
   /** sending opportunity lost because the event loop was late by more than the burst allowance */
   pacingLostBytes: number;
+  /** second copies of retransmissions sent in the tail of the transfer */
+  tailDuplicates: number;
 }
 
 export interface DataSenderOptions {
@@ -124,6 +126,7 @@ export class DataSender implements PacketSink {
       bytesAcked: 0,
       lastFeedbackAt: o.clock.now(),
       pacingLostBytes: 0,
+      tailDuplicates: 0,
     };
     o.endpoint.register(o.sessionId, this);
     this.schedule(0);
@@ -340,8 +343,8 @@ export class DataSender implements PacketSink {
     this.lastTick = now;
     const bytesPerMs = rate / 8000;
     // burst allowance: timers are coarse and the event loop is shared, so allow up to
-    // ~25 ms of sending to catch up after a late tick or a descheduled process
-    const burst = Math.max(bytesPerMs * 25, this.o.datagramSize * 8);
+    // ~50 ms of sending to catch up after a late tick or a descheduled process
+    const burst = Math.max(bytesPerMs * 50, this.o.datagramSize * 8);
     const refill = this.tokens + bytesPerMs * elapsed;
     if (refill > burst && this.hasWork()) this.stats.pacingLostBytes += refill - burst;
     this.tokens = Math.min(burst, refill);
@@ -389,7 +392,21 @@ export class DataSender implements PacketSink {
         sentThisTick++;
         this.stats.packetsSent++;
         this.stats.bytesSent += pkt.length;
-        if (retransmit) this.stats.retransmits++;
+        if (retransmit) {
+          this.stats.retransmits++;
+          // in the tail (no new data left) the path would idle while a lost
+          // retransmission costs another round trip: send a second copy instead
+          if (this.nextNew >= this.nextAssign) {
+            const dup = this.buildData(ssn, f.source, offset, len, true);
+            batch.push(dup);
+            this.tokens -= len;
+            bytesThisTick += dup.length;
+            sentThisTick++;
+            this.stats.packetsSent++;
+            this.stats.bytesSent += dup.length;
+            this.stats.tailDuplicates++;
+          }
+        }
       }
       if (batch.length) this.o.endpoint.send(batch, peer);
       // complete the "sent once" bookkeeping for a file whose last block just left
