@@ -13,9 +13,18 @@ class MemoryLink implements ControlLink {
     if (this.closed) return;
     // validate as the real framing does, and copy so that no object is shared
     const copy = ControlMessageSchema.parse(JSON.parse(JSON.stringify(msg)));
-    const p = this.peer;
-    setImmediate(() => p?.deliver(copy));
+    // messages sent in one turn of the event loop arrive together, in one synchronous
+    // burst, as frames coalesced in one TCP segment do
+    this.outbox.push(copy);
+    if (this.outbox.length === 1) {
+      setImmediate(() => {
+        const batch = this.outbox.splice(0);
+        for (const m of batch) this.peer?.deliver(m);
+      });
+    }
   }
+
+  private outbox: ControlMessage[] = [];
 
   deliver(m: ControlMessage): void {
     if (this.closed) return;

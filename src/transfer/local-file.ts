@@ -27,15 +27,22 @@ export class LocalFileSource implements BlockSource {
     readonly path: string,
     readonly size: number,
   ) {
-    try {
-      this.fd = openSync(path, 'r');
-    } catch (err) {
-      throw toTachyonError(err, 'IO');
-    }
+    // the file is opened on first read, so that many announced files hold no descriptor
+    this.fd = -1;
     if (size === 0) this.digestHex = this.hash.digest('hex');
   }
 
+  private open(): void {
+    if (this.fd >= 0) return;
+    try {
+      this.fd = openSync(this.path, 'r');
+    } catch (err) {
+      throw toTachyonError(err, 'IO');
+    }
+  }
+
   read(offset: number, len: number, out: Buffer, at: number): void {
+    this.open();
     if (offset + len > this.size) throw new TachyonError('IO', `read beyond end of ${this.path}`);
     if (offset >= this.bufStart && offset + len <= this.bufStart + this.bufLen) {
       this.buf.copy(out, at, offset - this.bufStart, offset - this.bufStart + len);
@@ -73,6 +80,7 @@ export class LocalFileSource implements BlockSource {
   /** The SHA-256 of the whole file, available once every byte was read in order. */
   digest(): string {
     if (this.digestHex === undefined) {
+      this.open();
       // not everything was read sequentially (should not happen): hash what remains
       const b = Buffer.allocUnsafe(READ_AHEAD);
       while (this.hashed < this.size) {

@@ -53,7 +53,7 @@ export interface TransferSummary {
   stats?: Record<string, number>;
 }
 
-const ANNOUNCE_AHEAD_FILES = 256;
+const ANNOUNCE_AHEAD_FILES = 128;
 const VANISH_MS = 30_000;
 
 /** Runs the sending role until every file has a verified (or failed) result. */
@@ -120,6 +120,12 @@ export function runSenderRole(opts: {
         const f = files[announced]!;
         const ssn0 = sender.assign(announced, f.size);
         link.send({ t: 'file', id: announced, path: f.path, size: f.size, mtimeMs: f.mtimeMs, ssn0 });
+        // send at once, without waiting a round trip for `ready`: the announcement and
+        // the first blocks travel together; a block that overtakes its announcement is
+        // simply asked for again. A refused file is skipped when its result arrives.
+        const src = new LocalFileSource(f.abs, f.size);
+        sources.set(announced, src);
+        sender.start(announced, src);
         announced++;
       }
       if (announced === files.length && !endSent) {
@@ -165,17 +171,14 @@ export function runSenderRole(opts: {
       try {
         switch (msg.t) {
           case 'ready': {
-            const f = files[msg.id];
-            if (!f || sources.has(msg.id)) throw new TachyonError('PROTOCOL', `ready for unknown file ${msg.id}`);
-            const src = new LocalFileSource(f.abs, f.size);
-            sources.set(msg.id, src);
-            sender.start(msg.id, src);
+            // the receiver accepted the file (sending already started at announcement)
+            if (msg.id >= announced) throw new TachyonError('PROTOCOL', `ready for unknown file ${msg.id}`);
             break;
           }
           case 'result': {
             const f = files[msg.id];
             if (!f) throw new TachyonError('PROTOCOL', `result for unknown file ${msg.id}`);
-            if (!sources.has(msg.id)) sender.skip(msg.id);
+            if (!msg.ok) sender.skip(msg.id);
             sources.get(msg.id)?.close();
             sources.delete(msg.id);
             sender.release(msg.id);
@@ -215,6 +218,15 @@ export function runSenderRole(opts: {
       }
     });
 
+    sender.onSourceError = (_id: number, err: unknown): void => {
+      const e = toTachyonError(err, 'IO');
+      try {
+        link.send({ t: 'error', code: e.code, message: e.publicMessage });
+      } catch {
+        // link already gone
+      }
+      fail(e);
+    };
     sender.onFileSent = (id: number): void => {
       const src = sources.get(id);
       if (src) link.send({ t: 'digest', id, sha256: src.digest() });

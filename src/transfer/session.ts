@@ -31,13 +31,31 @@ export interface ServerSessionContext {
   onEvent?(e: { type: string; [k: string]: unknown }): void;
 }
 
-/** Waits for the first message on a link. */
+/**
+ * Waits for the first message on a link. Messages that arrive right behind it (the
+ * server sends `welcome` and its first announcements back to back) are held until the
+ * next handler is registered on the link, so none is lost in between.
+ */
 function firstMessage(link: ControlLink, clock: Clock, timeoutMs: number): Promise<ControlMessage> {
   return new Promise((resolve, reject) => {
-    const cancel = clock.setTimer(timeoutMs, () => reject(new TachyonError('PROTOCOL', 'no hello within the time limit')));
+    let got = false;
+    const held: ControlMessage[] = [];
+    const cancel = clock.setTimer(timeoutMs, () => reject(new TachyonError('PROTOCOL', 'no answer within the time limit')));
+    const originalOnMessage = link.onMessage.bind(link);
     link.onMessage((m) => {
-      cancel();
-      resolve(m);
+      if (!got) {
+        got = true;
+        cancel();
+        // the next onMessage call receives what arrived meanwhile, in order
+        link.onMessage = (handler: (msg: ControlMessage) => void): void => {
+          link.onMessage = originalOnMessage;
+          originalOnMessage(handler);
+          for (const h of held.splice(0)) handler(h);
+        };
+        resolve(m);
+      } else {
+        held.push(m);
+      }
     });
     link.onClose((err) => {
       cancel();

@@ -90,6 +90,8 @@ export class DataSender implements PacketSink {
   readonly stats: SenderStats;
   /** called when every block of a file has been sent once (its digest can follow) */
   onFileSent: ((fileId: number) => void) | undefined;
+  /** called when reading a file's blocks failed; the file is no longer sent */
+  onSourceError: ((fileId: number, err: unknown) => void) | undefined;
   private readonly files: FileEntry[] = [];
   private readonly byId = new Map<number, FileEntry>();
   private nextAssign = 0;
@@ -384,7 +386,16 @@ export class DataSender implements PacketSink {
         if (!f || !f.source) continue; // released (already verified): nothing to resend
         const offset = (ssn - f.ssn0) * this.payloadSize;
         const len = Math.min(this.payloadSize, f.size - offset);
-        const pkt = this.buildData(ssn, f.source, offset, len, retransmit);
+        let pkt: Buffer;
+        try {
+          pkt = this.buildData(ssn, f.source, offset, len, retransmit);
+        } catch (err) {
+          // the source failed (vanished, shrank, I/O error): stop sending this file
+          f.source = undefined;
+          this.skip(f.id);
+          this.onSourceError?.(f.id, err);
+          continue;
+        }
         batch.push(pkt);
         // the rate counts block bytes (file data, retransmissions included)
         this.tokens -= len;
