@@ -44,20 +44,22 @@ export class LocalFileSource implements BlockSource {
   read(offset: number, len: number, out: Buffer, at: number): void {
     this.open();
     if (offset + len > this.size) throw new TachyonError('IO', `read beyond end of ${this.path}`);
-    if (offset >= this.bufStart && offset + len <= this.bufStart + this.bufLen) {
+    const bufEnd = this.bufStart + this.bufLen;
+    if (offset >= this.bufStart && offset + len <= bufEnd) {
       this.buf.copy(out, at, offset - this.bufStart, offset - this.bufStart + len);
       return;
     }
-    if (offset === this.bufStart + this.bufLen || (offset === 0 && this.bufLen === 0)) {
-      // sequential: refill the read-ahead buffer and hash it
+    // moving forward from the buffer (a block may straddle its end): refill from here
+    if ((offset >= this.bufStart && offset <= bufEnd) || this.bufLen === 0) {
       const want = Math.min(READ_AHEAD, this.size - offset);
       const n = this.readFully(this.buf, want, offset);
       if (n < want) throw new TachyonError('IO', `${this.path} shrank while being sent`);
       this.bufStart = offset;
       this.bufLen = n;
-      if (offset === this.hashed) {
-        this.hash.update(this.buf.subarray(0, n));
-        this.hashed += n;
+      // feed the whole-file digest with the bytes not hashed yet, in order
+      if (this.hashed >= offset && this.hashed < offset + n) {
+        this.hash.update(this.buf.subarray(this.hashed - offset, n));
+        this.hashed = offset + n;
         if (this.hashed === this.size) this.digestHex = this.hash.digest('hex');
       }
       this.buf.copy(out, at, 0, len);

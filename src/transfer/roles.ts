@@ -110,6 +110,8 @@ export function runSenderRole(opts: {
           rateBps: st.rateBps,
           pacingLostBytes: st.pacingLostBytes,
           tailDuplicates: st.tailDuplicates,
+          firstSendMs: st.firstSendAt ? st.firstSendAt - started : -1,
+          allSentMs: st.allSentAt ? st.allSentAt - started : -1,
         },
       };
       resolve(summary);
@@ -336,8 +338,10 @@ export function runReceiverRole(opts: {
       entries.delete(e.id);
       receiver.removeFile(e.id);
       let sha: string;
+      const t0 = clock.now();
       try {
         sha = e.sink.finish();
+        if (process.env.TACHYON_TRACE === '1') process.stderr.write(`trace finalize ${e.path}: finish ${(clock.now() - t0).toFixed(1)} ms\n`);
         e.sink.close();
       } catch (err) {
         e.sink.close();
@@ -372,6 +376,7 @@ export function runReceiverRole(opts: {
     };
 
     receiver.onFileComplete = (id: number): void => {
+      if (process.env.TACHYON_TRACE === '1') process.stderr.write(`trace complete ${id} at ${(clock.now() - started).toFixed(1)} ms, digest ${entries.get(id)?.digest ? 'known' : 'pending'}\n`);
         const e = entries.get(id);
         if (!e || finished) return;
         e.complete = true;
@@ -442,6 +447,7 @@ export function runReceiverRole(opts: {
             break;
           }
           case 'digest': {
+            if (process.env.TACHYON_TRACE === '1') process.stderr.write(`trace digest ${msg.id} at ${(clock.now() - started).toFixed(1)} ms\n`);
             const e = entries.get(msg.id);
             if (!e) break; // refused or already settled
             e.digest = msg.sha256;

@@ -53,6 +53,9 @@ export interface SenderStats {
   pacingLostBytes: number;
   /** second copies of retransmissions sent in the tail of the transfer */
   tailDuplicates: number;
+  /** clock time of the first data datagram, and of the latest first sending of a block */
+  firstSendAt: number;
+  allSentAt: number;
 }
 
 export interface DataSenderOptions {
@@ -129,6 +132,8 @@ export class DataSender implements PacketSink {
       lastFeedbackAt: o.clock.now(),
       pacingLostBytes: 0,
       tailDuplicates: 0,
+      firstSendAt: 0,
+      allSentAt: 0,
     };
     o.endpoint.register(o.sessionId, this);
     this.schedule(0);
@@ -357,6 +362,7 @@ export class DataSender implements PacketSink {
       const batch: Buffer[] = [];
       // yield to the event loop (feedback!) after a bounded amount of work per tick
       let bytesThisTick = 0;
+      let sentNew = false;
       while (this.tokens >= this.payloadSize && sentThisTick < 512 && bytesThisTick < MAX_TICK_BYTES) {
         let ssn: number | undefined;
         let retransmit = false;
@@ -381,6 +387,7 @@ export class DataSender implements PacketSink {
             break;
           }
           ssn = this.nextNew++;
+          sentNew = true;
         }
         const f = this.fileForSsn(ssn);
         if (!f || !f.source) continue; // released (already verified): nothing to resend
@@ -419,7 +426,11 @@ export class DataSender implements PacketSink {
           }
         }
       }
-      if (batch.length) this.o.endpoint.send(batch, peer);
+      if (batch.length) {
+        this.o.endpoint.send(batch, peer);
+        if (this.stats.firstSendAt === 0) this.stats.firstSendAt = now;
+        if (sentNew) this.stats.allSentAt = now;
+      }
       // complete the "sent once" bookkeeping for a file whose last block just left
       this.nextNewFile();
       // tell the receiver how far the stream goes when we have nothing new to send
