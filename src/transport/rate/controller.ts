@@ -54,6 +54,9 @@ export const POLICY_ALPHA_BYTES: Record<Exclude<RatePolicy, 'fixed'>, number> = 
  */
 const STARTUP_EXIT_QUEUE_MS = 5;
 
+/** gain of the delay law per round trip */
+const GAIN = 0.25;
+
 /** shortest control time scale, ms (the law is applied as if the RTT were at least this) */
 const MIN_CONTROL_MS = 40;
 
@@ -73,6 +76,8 @@ export class DelayBasedRateController implements RateController {
   private readonly emptyQueueMs = 1.0;
   /** fast multiplicative start-up until the first queue is seen (like slow start) */
   private startup = true;
+  /** how long the queue has been continuously empty, ms */
+  private emptyFor = 0;
   /** recent queueing-delay samples: a real queue persists, a receiver hiccup does not */
   private readonly recentQ: number[] = [];
 
@@ -105,17 +110,23 @@ export class DelayBasedRateController implements RateController {
         return;
       }
     }
+    if (qMs < this.emptyQueueMs) this.emptyFor += dt;
+    else this.emptyFor = 0;
+    // after start-up, an empty queue for many round trips means capacity was freed
+    // (another flow ended): probe multiplicatively again
+    const probing = this.startup || this.emptyFor > 10 * rtt;
     let next: number;
-    if (this.startup || qMs < this.emptyQueueMs) {
-      // empty path: grow multiplicatively (50% per round trip at start-up, 12.5% once
-      // the path has been full: capacity may have been freed), and not far beyond
+    if (probing) {
+      // grow by up to 50% per round trip (25% when re-probing), and not far beyond
       // what actually arrives
-      next = x * (1 + (this.startup ? 0.5 : 0.125) * frac);
+      next = x * (1 + (this.startup ? 0.5 : 0.25) * frac);
       const recv = f.recvRateBps / 8;
       if (recv > 0) next = Math.min(next, Math.max(x, recv * 1.5));
     } else {
+      // the delay law; gain GAIN per round trip: feedback lags a round trip behind a
+      // rate change and pacing has no ack clock, so a smaller gain avoids a limit cycle
       const err = this.alpha - x * q; // bytes
-      next = x + 0.5 * frac * (err / (rtt / 1000));
+      next = x + GAIN * frac * (err / (rtt / 1000));
       // never cut by more than half in one round trip
       next = Math.max(next, x * (1 - 0.5 * frac));
     }
