@@ -49,13 +49,13 @@ export const POLICY_ALPHA_BYTES: Record<Exclude<RatePolicy, 'fixed'>, number> = 
 };
 
 /**
- * Start-up ends once a queue of this depth (ms) persists over three feedbacks: end-host
- * scheduling noise shows up as a few ms that vanish at the next sample.
+ * Start-up ends once the smoothed queue reaches this depth (ms): end-host scheduling
+ * noise shows up as a few ms that vanish at the next samples.
  */
 const STARTUP_EXIT_QUEUE_MS = 5;
 
 /** gain of the delay law per round trip */
-const GAIN = 0.25;
+const GAIN = 0.4;
 
 /** shortest control time scale, ms (the law is applied as if the RTT were at least this) */
 const MIN_CONTROL_MS = 40;
@@ -78,6 +78,11 @@ export class DelayBasedRateController implements RateController {
   private startup = true;
   /** how long the queue has been continuously empty, ms */
   private emptyFor = 0;
+  /** draining the queue built during start-up */
+  private draining = false;
+  private capacityBps = 0;
+  /** smoothed queueing delay, ms */
+  private qAvg = 0;
   /** recent queueing-delay samples: a real queue persists, a receiver hiccup does not */
   private readonly recentQ: number[] = [];
 
@@ -101,20 +106,34 @@ export class DelayBasedRateController implements RateController {
     const frac = Math.min(1, dt / rtt);
     const x = this.rate / 8; // bytes per second
     const q = qMs / 1000;
-    if (this.startup && qMs >= STARTUP_EXIT_QUEUE_MS) {
-      // the path is full: what arrives is its capacity; drop a little below it so that
-      // the queue built while growing drains, then let the delay law take over
+    // a smoothed queue (time constant: the RTT, at most 100 ms) to tell a standing queue
+    // or a standing empty path from end-host noise
+    const tau = Math.min(rtt, 100);
+    this.qAvg += Math.min(1, dt / tau) * (qMs - this.qAvg);
+    if (this.startup && qMs >= STARTUP_EXIT_QUEUE_MS && this.qAvg >= STARTUP_EXIT_QUEUE_MS / 2) {
+      // the path is full: what arrives is its capacity. Growing for the round trip the
+      // signal took has built a queue: drain it at 3/4 of the capacity, then hold the
+      // capacity and let the delay law take over.
       this.startup = false;
       if (f.recvRateBps > 0) {
-        this.rate = clamp(Math.min(this.rate, f.recvRateBps), this.opts.minBps, this.opts.targetBps);
+        this.capacityBps = f.recvRateBps;
+        this.draining = true;
+        this.rate = clamp(Math.min(this.rate, f.recvRateBps * 0.75), this.opts.minBps, this.opts.targetBps);
         return;
       }
     }
-    if (qMs < this.emptyQueueMs) this.emptyFor += dt;
+    if (this.draining) {
+      if (qMs < STARTUP_EXIT_QUEUE_MS) {
+        this.draining = false;
+        this.rate = clamp(this.capacityBps, this.opts.minBps, this.opts.targetBps);
+      }
+      return;
+    }
+    if (this.qAvg < this.emptyQueueMs) this.emptyFor += dt;
     else this.emptyFor = 0;
-    // after start-up, an empty queue for many round trips means capacity was freed
+    // after start-up, an empty queue for several round trips means capacity was freed
     // (another flow ended): probe multiplicatively again
-    const probing = this.startup || this.emptyFor > 10 * rtt;
+    const probing = this.startup || this.emptyFor > 3 * rtt;
     let next: number;
     if (probing) {
       // grow by up to 50% per round trip (25% when re-probing), and not far beyond

@@ -281,7 +281,10 @@ export class DataSender implements PacketSink {
     while (this.deliveryMax.length > 0 && now - this.deliveryMax[0]![0] > horizon) this.deliveryMax.shift();
     let m = 0;
     for (const [, r] of this.deliveryMax) if (r > m) m = r;
-    return m;
+    // bytesReceived counts each block once; the path also carried the repairs of lost
+    // blocks, so scale by the share of datagrams that were retransmissions
+    const repair = this.stats.packetsSent > 1000 ? Math.min(0.5, this.stats.retransmits / this.stats.packetsSent) : 0;
+    return m / (1 - repair);
   }
 
   private readonly deliveryHistory: [number, number][] = [];
