@@ -159,6 +159,8 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
           seconds: Math.round(seconds * 1000) / 1000,
           transferSeconds: Math.round(summary.elapsedMs) / 1000,
           goodputMbps: Math.round(((summary.bytes * 8) / seconds / 1e6) * 100) / 100,
+          // the data phase alone (after SSH set-up), comparable with iperf3's figure
+          transferGoodputMbps: summary.elapsedMs > 0 ? Math.round(((summary.bytes * 8) / (summary.elapsedMs / 1000) / 1e6) * 100) / 100 : 0,
           cpuSeconds: Math.round(((cpu.user + cpu.system) / 1e6) * 1000) / 1000,
           cipher: o.cipher,
           ...(summary.stats ? { stats: summary.stats } : {}),
