@@ -211,22 +211,14 @@ export function runSenderRole(opts: {
         }
       } catch (err) {
         const e = toTachyonError(err);
-        try {
-          link.send({ t: 'error', code: e.code, message: e.publicMessage });
-        } catch {
-          // link already gone
-        }
+        sendError(link, e);
         fail(e);
       }
     });
 
     sender.onSourceError = (_id: number, err: unknown): void => {
       const e = toTachyonError(err, 'IO');
-      try {
-        link.send({ t: 'error', code: e.code, message: e.publicMessage });
-      } catch {
-        // link already gone
-      }
+      sendError(link, e);
       fail(e);
     };
     sender.onFileSent = (id: number): void => {
@@ -246,6 +238,15 @@ export function runSenderRole(opts: {
 
 export const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
+
+/** Tells the peer about a fatal error (if the link still works). */
+function sendError(link: ControlLink, e: TachyonError): void {
+  try {
+    link.send({ t: 'error', code: e.code, message: e.publicMessage });
+  } catch {
+    // the link is already gone
+  }
+}
 
 function remoteError(code: string, message: string, correlationId?: string): TachyonError {
   const c: ErrorCode = isErrorCode(code) ? code : 'PROTOCOL';
@@ -384,11 +385,7 @@ export function runReceiverRole(opts: {
     };
     receiver.onWriteError = (_id: number, err: unknown): void => {
         const te = toTachyonError(err, 'IO');
-        try {
-          link.send({ t: 'error', code: te.code, message: te.publicMessage });
-        } catch {
-          // ignore
-        }
+        sendError(link, te);
         fail(te);
     };
 
@@ -474,11 +471,7 @@ export function runReceiverRole(opts: {
         }
       } catch (err) {
         const e = toTachyonError(err);
-        try {
-          link.send({ t: 'error', code: e.code, message: e.publicMessage });
-        } catch {
-          // ignore
-        }
+        sendError(link, e);
         fail(e);
       }
     });

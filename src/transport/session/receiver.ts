@@ -12,6 +12,7 @@ import type { PacketProtection } from '../crypto/aead.js';
 import { ReplayWindow } from '../crypto/aead.js';
 import type { PeerAddress } from '../socket/types.js';
 import type { Endpoint, PacketSink } from './endpoint.js';
+import { findBySsn } from './ssn-range.js';
 import {
   COMMON_HEADER,
   DATA_HEADER,
@@ -305,19 +306,9 @@ export class DataReceiver implements PacketSink {
   private fileFor(ssn: number): RxFile | undefined {
     const l = this.lastFile;
     if (l && ssn >= l.ssn0 && ssn < l.ssn0 + l.blocks) return l;
-    let lo = 0;
-    let hi = this.files.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      const f = this.files[mid]!;
-      if (ssn < f.ssn0) hi = mid - 1;
-      else if (ssn >= f.ssn0 + f.blocks) lo = mid + 1;
-      else {
-        this.lastFile = f;
-        return f;
-      }
-    }
-    return undefined;
+    const f = findBySsn(this.files, ssn);
+    if (f) this.lastFile = f;
+    return f;
   }
 
   /** One-way delay relative to the first sample (immune to clock offset and wrap). */

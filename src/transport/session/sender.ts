@@ -15,6 +15,7 @@ import { ReplayWindow } from '../crypto/aead.js';
 import type { RateController } from '../rate/controller.js';
 import type { PeerAddress } from '../socket/types.js';
 import type { Endpoint, PacketSink } from './endpoint.js';
+import { findBySsn } from './ssn-range.js';
 import {
   DATA_HEADER,
   FLAG_RETRANSMIT,
@@ -309,17 +310,7 @@ export class DataSender implements PacketSink {
   }
 
   private fileForSsn(ssn: number): FileEntry | undefined {
-    // files are in SSN order; binary search
-    let lo = 0;
-    let hi = this.files.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      const f = this.files[mid]!;
-      if (ssn < f.ssn0) hi = mid - 1;
-      else if (ssn >= f.ssn0 + f.blocks) lo = mid + 1;
-      else return f;
-    }
-    return undefined;
+    return findBySsn(this.files, ssn);
   }
 
   private nextNewFile(): FileEntry | undefined {
