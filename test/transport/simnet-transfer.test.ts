@@ -382,7 +382,11 @@ describe('data plane on a simulated network: rate control', () => {
   });
 
   /** Two fair flows through one bottleneck; shares are measured from `measureFrom` ms after the first start until one finishes. */
-  async function share(staggerMs: number, measureFrom: number): Promise<{ a: number; b: number; totalBps: number }> {
+  async function share(
+    staggerMs: number,
+    measureFrom: number,
+    policies: readonly [RatePolicy, RatePolicy] = ['fair', 'fair'],
+  ): Promise<{ a: number; b: number; totalBps: number }> {
     const { clock, net } = simPath(3, BOTTLENECK);
     const mk = (port: number, sessionId: number): Flow =>
       createFlow({
@@ -393,7 +397,7 @@ describe('data plane on a simulated network: rate control', () => {
         sessionId,
         keySeed: sessionId,
         files: [contentFor(48 * MiB, sessionId)],
-        policy: 'fair',
+        policy: policies[sessionId - 1]!,
         targetBps: 1e9,
       });
     const a = mk(5000, 1);
@@ -416,6 +420,20 @@ describe('data plane on a simulated network: rate control', () => {
       await b.close();
     }
   }
+
+  it('a high flow takes more than a fair one (alpha 500 kB vs 250 kB: about 2:1)', async (t: TestContext) => {
+    const s = await share(0, 2000, ['high', 'fair']);
+    t.diagnostic(`high ${pct(s.a)} / fair ${pct(s.b)}, together ${mbps(s.totalBps)}`);
+    assert.ok(s.a >= 0.55 && s.a <= 0.8, `high share ${pct(s.a)}`);
+    assert.ok(s.totalBps >= 0.85 * PAYLOAD_CAPACITY, 'together they keep the bottleneck busy');
+  });
+
+  it('a low flow yields to a fair one (alpha 60 kB vs 250 kB)', async (t: TestContext) => {
+    const s = await share(0, 2000, ['low', 'fair']);
+    t.diagnostic(`low ${pct(s.a)} / fair ${pct(s.b)}, together ${mbps(s.totalBps)}`);
+    assert.ok(s.a <= 0.4, `low share ${pct(s.a)}`);
+    assert.ok(s.totalBps >= 0.85 * PAYLOAD_CAPACITY, 'together they keep the bottleneck busy');
+  });
 
   it('two fair flows starting together share a bottleneck evenly (each 40–60%)', async (t: TestContext) => {
     const s = await share(0, 1000);
