@@ -7,11 +7,8 @@
  * each time a retransmission could have arrived and did not (about one RTT plus a
  * margin), so a lost request or a lost retransmission costs one round trip, no more.
  */
-import type { Clock } from '../../core/clock.js';
-import type { PacketProtection } from '../crypto/aead.js';
-import { ReplayWindow } from '../crypto/aead.js';
 import type { PeerAddress } from '../socket/types.js';
-import type { Endpoint, PacketSink } from './endpoint.js';
+import { SessionPeer, type SessionPeerOptions } from './session-peer.js';
 import { findBySsn } from './ssn-range.js';
 import {
   COMMON_HEADER,
@@ -22,7 +19,8 @@ import {
   decodeStatus,
   encodeFeedback,
   maxNakRanges,
-  writeCommon,
+  type CommonHeader,
+  type DataHeader,
   type NakRange,
 } from '../wire/packet.js';
 
@@ -44,14 +42,8 @@ export interface ReceiverStats {
   lastPacketAt: number;
 }
 
-export interface DataReceiverOptions {
-  endpoint: Endpoint;
-  sessionId: number;
-  clock: Clock;
-  seal: PacketProtection;
-  open: PacketProtection;
+export interface DataReceiverOptions extends SessionPeerOptions {
   datagramSize: number;
-  peer?: PeerAddress;
   /** all blocks of a file have arrived */
   onFileComplete?: (fileId: number) => void;
   /** a sink threw while storing a block */
@@ -77,7 +69,7 @@ interface Missing {
   naked: number;
 }
 
-export class DataReceiver implements PacketSink {
+export class DataReceiver extends SessionPeer {
   readonly payloadSize: number;
   readonly stats: ReceiverStats;
   onFileComplete: ((fileId: number) => void) | undefined;
@@ -87,11 +79,6 @@ export class DataReceiver implements PacketSink {
   private nextExpected = 0;
   private cumAck = 0;
   private readonly missing = new Map<number, Missing>();
-  private readonly replay = new ReplayWindow();
-  private peer: PeerAddress | undefined;
-  private pn = 0;
-  private closed = false;
-  private cancelTimer: (() => void) | undefined;
   private senderSrttMs = 0;
   // delay and rate measurement
   private owdRef: number | undefined;
@@ -107,13 +94,12 @@ export class DataReceiver implements PacketSink {
   private lastActivity = 0;
 
   constructor(private readonly o: DataReceiverOptions) {
+    super(o);
     this.payloadSize = o.datagramSize - DATA_HEADER - o.open.overhead;
-    this.peer = o.peer;
     this.onFileComplete = o.onFileComplete;
     this.onWriteError = o.onWriteError;
     this.intervalStart = o.clock.now();
     this.stats = { packets: 0, duplicates: 0, bytes: 0, rejected: 0, replayed: 0, naksSent: 0, feedbacksSent: 0, lastPacketAt: o.clock.now() };
-    o.endpoint.register(o.sessionId, this);
     this.schedule();
   }
 
@@ -148,50 +134,31 @@ export class DataReceiver implements PacketSink {
     if (this.lastFile?.id === id) this.lastFile = undefined;
   }
 
-  get peerAddress(): PeerAddress | undefined {
-    return this.peer;
-  }
-
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.cancelTimer?.();
-    this.o.endpoint.unregister(this.o.sessionId);
-  }
-
   // ---- incoming ------------------------------------------------------------------
 
   onPacket(packet: Buffer, from: PeerAddress): void {
     if (this.closed) return;
-    let type: number;
-    let pn: number;
+    let common: CommonHeader;
     try {
-      const h = decodeCommon(packet);
-      type = h.type;
-      pn = h.packetNumber;
+      common = decodeCommon(packet);
     } catch {
       this.stats.rejected++;
       return;
     }
-    if (!this.replay.check(pn)) {
+    if (!this.isFresh(common.packetNumber)) {
       this.stats.replayed++;
       this.stats.rejected++;
       return;
     }
-    if (type === PacketType.DATA) this.onData(packet, pn, from);
-    else if (type === PacketType.STATUS) this.onStatus(packet, pn, from);
+    if (common.type === PacketType.DATA) this.onData(packet, common, from);
+    else if (common.type === PacketType.STATUS) this.onStatus(packet, common.packetNumber, from);
     else this.stats.rejected++;
   }
 
   private authentic(packet: Buffer, headerLen: number, pn: number): Buffer | undefined {
-    try {
-      const body = this.o.open.open(packet, headerLen, pn);
-      this.replay.accept(pn);
-      return body;
-    } catch {
-      this.stats.rejected++;
-      return undefined;
-    }
+    const body = this.openAuthentic(packet, headerLen, pn);
+    if (!body) this.stats.rejected++;
+    return body;
   }
 
   private onStatus(packet: Buffer, pn: number, from: PeerAddress): void {
@@ -210,15 +177,15 @@ export class DataReceiver implements PacketSink {
     if (nextSsn > this.nextExpected) this.markGap(this.nextExpected, nextSsn, this.lastActivity);
   }
 
-  private onData(packet: Buffer, pn: number, from: PeerAddress): void {
-    let h;
+  private onData(packet: Buffer, common: CommonHeader, from: PeerAddress): void {
+    let h: DataHeader;
     try {
-      h = decodeDataHeader(packet, decodeCommon(packet));
+      h = decodeDataHeader(packet, common);
     } catch {
       this.stats.rejected++;
       return;
     }
-    const data = this.authentic(packet, DATA_HEADER, pn);
+    const data = this.authentic(packet, DATA_HEADER, common.packetNumber);
     if (!data) return;
     const now = this.o.clock.now();
     this.peer = from;
@@ -379,11 +346,7 @@ export class DataReceiver implements PacketSink {
         intervalLost: first ? this.intervalLost : 0,
         naks: chunk,
       });
-      const pkt = Buffer.allocUnsafe(COMMON_HEADER + body.length + this.o.seal.overhead);
-      const pn = this.pn++;
-      writeCommon(pkt, PacketType.FEEDBACK, 0, this.o.sessionId, pn);
-      this.o.seal.seal(pkt, COMMON_HEADER, body, pn);
-      this.o.endpoint.send([pkt], peer);
+      this.sendSealed(PacketType.FEEDBACK, body, peer);
       this.stats.feedbacksSent++;
       first = false;
       if (i / perPacket >= 16) break;

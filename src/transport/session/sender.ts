@@ -8,13 +8,10 @@
  * sender keeps no per-packet state: an SSN names its file and offset. A
  * retransmission carries the block's SSN under a fresh packet number.
  */
-import type { Clock } from '../../core/clock.js';
 import { TachyonError } from '../../core/errors.js';
-import type { PacketProtection } from '../crypto/aead.js';
-import { ReplayWindow } from '../crypto/aead.js';
 import type { RateController } from '../rate/controller.js';
 import type { PeerAddress } from '../socket/types.js';
-import type { Endpoint, PacketSink } from './endpoint.js';
+import { SessionPeer, type SessionPeerOptions } from './session-peer.js';
 import { findBySsn } from './ssn-range.js';
 import {
   DATA_HEADER,
@@ -59,19 +56,10 @@ export interface SenderStats {
   allSentAt: number;
 }
 
-export interface DataSenderOptions {
-  endpoint: Endpoint;
-  sessionId: number;
-  clock: Clock;
-  /** protects what this side sends */
-  seal: PacketProtection;
-  /** opens what the peer sends */
-  open: PacketProtection;
+export interface DataSenderOptions extends SessionPeerOptions {
   rate: RateController;
   /** UDP payload size */
   datagramSize: number;
-  /** the receiver's address, if known in advance (client side) */
-  peer?: PeerAddress;
   /** called when every block of a file has been sent once (its digest can follow) */
   onFileSent?: (fileId: number) => void;
   /** called on each feedback */
@@ -89,7 +77,7 @@ interface FileEntry {
   skipped: boolean;
 }
 
-export class DataSender implements PacketSink {
+export class DataSender extends SessionPeer {
   readonly payloadSize: number;
   readonly stats: SenderStats;
   /** called when every block of a file has been sent once (its digest can follow) */
@@ -105,19 +93,14 @@ export class DataSender implements PacketSink {
   private readonly retransmitQueue: number[] = [];
   private retransmitHead = 0;
   private readonly queued = new Set<number>();
-  private pn = 0;
-  private peer: PeerAddress | undefined;
-  private readonly replay = new ReplayWindow();
   private tokens = 0;
   private lastTick: number;
-  private cancelTimer: (() => void) | undefined;
-  private closed = false;
   private lastStatusAt = 0;
 
   constructor(private readonly o: DataSenderOptions) {
+    super(o);
     this.payloadSize = o.datagramSize - DATA_HEADER - o.seal.overhead;
     if (this.payloadSize < 256) throw new TachyonError('USAGE', `datagram size ${o.datagramSize} is too small`);
-    this.peer = o.peer;
     this.onFileSent = o.onFileSent;
     this.lastTick = o.clock.now();
     this.stats = {
@@ -183,36 +166,23 @@ export class DataSender implements PacketSink {
     return this.cumAck >= this.nextAssign && this.nextNew >= this.nextAssign;
   }
 
-  get peerAddress(): PeerAddress | undefined {
-    return this.peer;
-  }
-
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.cancelTimer?.();
-    this.o.endpoint.unregister(this.o.sessionId);
-  }
-
   // ---- incoming ------------------------------------------------------------------
 
   onPacket(packet: Buffer, from: PeerAddress): void {
     if (this.closed) return;
-    let body: Buffer;
     let pn: number;
     try {
       const h = decodeCommon(packet);
       if (h.type !== PacketType.FEEDBACK) throw new TachyonError('PROTOCOL', `unexpected packet type ${h.type} at sender`);
       pn = h.packetNumber;
-      if (!this.replay.check(pn)) throw new TachyonError('PROTOCOL', 'replayed packet');
-      body = this.o.open.open(packet, COMMON_HEADER, pn);
-      this.replay.accept(pn);
     } catch {
       this.stats.badPackets++;
       return;
     }
+    const body = this.isFresh(pn) ? this.openAuthentic(packet, COMMON_HEADER, pn) : undefined;
     let f: Feedback;
     try {
+      if (!body) throw new TachyonError('PROTOCOL', 'forged, corrupted or replayed feedback');
       f = decodeFeedback(body);
     } catch {
       this.stats.badPackets++;
@@ -452,7 +422,7 @@ export class DataSender implements PacketSink {
 
   private buildData(ssn: number, source: BlockSource, offset: number, len: number, retransmit: boolean): Buffer {
     const pkt = Buffer.allocUnsafe(DATA_HEADER + len + this.o.seal.overhead);
-    const pn = this.pn++;
+    const pn = this.nextPacketNumber();
     writeCommon(pkt, PacketType.DATA, retransmit ? FLAG_RETRANSMIT : 0, this.o.sessionId, pn);
     writeDataHeader(pkt, ssn, this.nowUs(), this.stats.srttMs);
     if (this.o.seal.overhead === 0) {
@@ -472,11 +442,6 @@ export class DataSender implements PacketSink {
   }
 
   private sendStatus(peer: PeerAddress): void {
-    const body = encodeStatus({ nextSsn: this.nextNew, sendTsUs: this.nowUs() });
-    const pkt = Buffer.allocUnsafe(COMMON_HEADER + body.length + this.o.seal.overhead);
-    const pn = this.pn++;
-    writeCommon(pkt, PacketType.STATUS, 0, this.o.sessionId, pn);
-    this.o.seal.seal(pkt, COMMON_HEADER, body, pn);
-    this.o.endpoint.send([pkt], peer);
+    this.sendSealed(PacketType.STATUS, encodeStatus({ nextSsn: this.nextNew, sendTsUs: this.nowUs() }), peer);
   }
 }
