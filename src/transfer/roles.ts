@@ -54,6 +54,7 @@ export interface TransferSummary {
 }
 
 const ANNOUNCE_AHEAD_FILES = 128;
+const TRACE = process.env.TACHYON_TRACE === '1';
 const VANISH_MS = 30_000;
 
 /** Runs the sending role until every file has a verified (or failed) result. */
@@ -78,9 +79,10 @@ export function runSenderRole(opts: {
 
   return new Promise<TransferSummary>((resolve, reject) => {
     let finished = false;
+    const watchdog = { stop: (): void => {} };
     const cleanup = (): void => {
       finished = true;
-      stopTimer?.();
+      watchdog.stop();
       for (const s of sources.values()) s.close();
       sources.clear();
       sender.close();
@@ -148,72 +150,60 @@ export function runSenderRole(opts: {
       });
     };
 
-    let stopTimer: (() => void) | undefined;
-    const watchdog = (): void => {
-      stopTimer = clock.setTimer(250, () => {
-        if (finished) return;
+    superviseRole({
+      stopper: watchdog,
+      link,
+      clock,
+      finished: () => finished,
+      fail,
+      tick: () => {
         report();
         const outstanding = resultsIn < files.length;
         if (outstanding && clock.now() - sender.stats.lastFeedbackAt > (opts.vanishMs ?? VANISH_MS)) {
-          fail(new TachyonError('PEER_VANISHED', 'the receiver stopped answering'));
-          return;
+          return new TachyonError('PEER_VANISHED', 'the receiver stopped answering');
         }
-        watchdog();
-      });
-    };
-    watchdog();
-
-    link.onClose((err) => {
-      if (finished) return;
-      fail(err ?? new TachyonError('PEER_VANISHED', 'the control connection closed before the transfer finished'));
-    });
-
-    link.onMessage((msg: ControlMessage) => {
-      if (finished) return;
-      try {
-        switch (msg.t) {
-          case 'ready': {
-            // the receiver accepted the file (sending already started at announcement)
-            if (msg.id >= announced) throw new TachyonError('PROTOCOL', `ready for unknown file ${msg.id}`);
-            break;
-          }
-          case 'result': {
-            const f = files[msg.id];
-            if (!f) throw new TachyonError('PROTOCOL', `result for unknown file ${msg.id}`);
-            if (!msg.ok) sender.skip(msg.id);
-            sources.get(msg.id)?.close();
-            sources.delete(msg.id);
-            sender.release(msg.id);
-            const o: FileOutcome = { path: f.path, size: f.size, ok: msg.ok };
-            if (msg.sha256) o.sha256 = msg.sha256;
-            if (msg.code) o.code = msg.code;
-            if (msg.message) o.message = msg.message;
-            outcomes.push(o);
-            if (msg.ok) bytesDone += f.size;
-            resultsIn++;
-            opts.events?.onFile?.(o);
-            announce();
-            if (resultsIn === files.length) {
-              report();
-              link.send({ t: 'bye' });
-              succeed();
-            }
-            break;
-          }
-          case 'error':
-            fail(remoteError(msg.code, msg.message, msg.correlationId));
-            break;
-          case 'bye':
-            fail(new TachyonError('PROTOCOL', 'the receiver ended the session early'));
-            break;
-          default:
-            throw new TachyonError('PROTOCOL', `unexpected message '${msg.t}' for the sending side`);
+        return undefined;
+      },
+      handle: (msg: ControlMessage) => {
+      switch (msg.t) {
+        case 'ready': {
+          // the receiver accepted the file (sending already started at announcement)
+          if (msg.id >= announced) throw new TachyonError('PROTOCOL', `ready for unknown file ${msg.id}`);
+          break;
         }
-      } catch (err) {
-        const e = toTachyonError(err);
-        sendError(link, e);
-        fail(e);
+        case 'result': {
+          const f = files[msg.id];
+          if (!f) throw new TachyonError('PROTOCOL', `result for unknown file ${msg.id}`);
+          if (!msg.ok) sender.skip(msg.id);
+          sources.get(msg.id)?.close();
+          sources.delete(msg.id);
+          sender.release(msg.id);
+          const o: FileOutcome = { path: f.path, size: f.size, ok: msg.ok };
+          if (msg.sha256) o.sha256 = msg.sha256;
+          if (msg.code) o.code = msg.code;
+          if (msg.message) o.message = msg.message;
+          outcomes.push(o);
+          if (msg.ok) bytesDone += f.size;
+          resultsIn++;
+          opts.events?.onFile?.(o);
+          announce();
+          if (resultsIn === files.length) {
+            report();
+            link.send({ t: 'bye' });
+            succeed();
+          }
+          break;
+        }
+        case 'error':
+          fail(remoteError(msg.code, msg.message, msg.correlationId));
+          break;
+        case 'bye':
+          fail(new TachyonError('PROTOCOL', 'the receiver ended the session early'));
+          break;
+        default:
+          throw new TachyonError('PROTOCOL', `unexpected message '${msg.t}' for the sending side`);
       }
+      },
     });
 
     sender.onSourceError = (_id: number, err: unknown): void => {
@@ -238,6 +228,47 @@ export function runSenderRole(opts: {
 
 export const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
+
+/**
+ * Wires a file role to its control link: a 250 ms watchdog (`tick` returns an error to
+ * end the role), failure when the link closes early, and incoming messages handled with
+ * any error reported to the peer.
+ */
+function superviseRole(o: {
+  link: ControlLink;
+  clock: Clock;
+  finished: () => boolean;
+  fail: (err: unknown) => void;
+  tick: () => TachyonError | undefined;
+  handle: (msg: ControlMessage) => void;
+  /** receives the function that stops the watchdog, before any message is handled */
+  stopper: { stop: () => void };
+}): void {
+  let cancel: (() => void) | undefined;
+  o.stopper.stop = () => cancel?.();
+  const watchdog = (): void => {
+    cancel = o.clock.setTimer(250, () => {
+      if (o.finished()) return;
+      const err = o.tick();
+      if (err) o.fail(err);
+      else watchdog();
+    });
+  };
+  watchdog();
+  o.link.onClose((err) => {
+    if (!o.finished()) o.fail(err ?? new TachyonError('PEER_VANISHED', 'the control connection closed before the transfer finished'));
+  });
+  o.link.onMessage((msg) => {
+    if (o.finished()) return;
+    try {
+      o.handle(msg);
+    } catch (err) {
+      const e = toTachyonError(err);
+      sendError(o.link, e);
+      o.fail(e);
+    }
+  });
+}
 
 /** Tells the peer about a fatal error (if the link still works). */
 function sendError(link: ControlLink, e: TachyonError): void {
@@ -291,10 +322,10 @@ export function runReceiverRole(opts: {
 
   return new Promise<TransferSummary>((resolve, reject) => {
     let finished = false;
-    let stopTimer: (() => void) | undefined;
+    const watchdog = { stop: (): void => {} };
     const cleanup = (discard: boolean): void => {
       finished = true;
-      stopTimer?.();
+      watchdog.stop();
       receiver.close();
       for (const e of entries.values()) {
         e.sink.close();
@@ -342,7 +373,7 @@ export function runReceiverRole(opts: {
       const t0 = clock.now();
       try {
         sha = e.sink.finish();
-        if (process.env.TACHYON_TRACE === '1') process.stderr.write(`trace finalize ${e.path}: finish ${(clock.now() - t0).toFixed(1)} ms\n`);
+        if (TRACE) process.stderr.write(`trace finalize ${e.path}: finish ${(clock.now() - t0).toFixed(1)} ms\n`);
         e.sink.close();
       } catch (err) {
         e.sink.close();
@@ -377,7 +408,7 @@ export function runReceiverRole(opts: {
     };
 
     receiver.onFileComplete = (id: number): void => {
-      if (process.env.TACHYON_TRACE === '1') process.stderr.write(`trace complete ${id} at ${(clock.now() - started).toFixed(1)} ms, digest ${entries.get(id)?.digest ? 'known' : 'pending'}\n`);
+      if (TRACE) process.stderr.write(`trace complete ${id} at ${(clock.now() - started).toFixed(1)} ms, digest ${entries.get(id)?.digest ? 'known' : 'pending'}\n`);
         const e = entries.get(id);
         if (!e || finished) return;
         e.complete = true;
@@ -389,91 +420,80 @@ export function runReceiverRole(opts: {
         fail(te);
     };
 
-    const watchdog = (): void => {
-      stopTimer = clock.setTimer(250, () => {
-        if (finished) return;
+    superviseRole({
+      stopper: watchdog,
+      link,
+      clock,
+      finished: () => finished,
+      fail,
+      tick: () => {
         opts.events?.onProgress?.(progress());
         if (entries.size > 0 && clock.now() - receiver.stats.lastPacketAt > (opts.vanishMs ?? VANISH_MS)) {
-          fail(new TachyonError('PEER_VANISHED', 'the sender stopped sending'));
-          return;
+          return new TachyonError('PEER_VANISHED', 'the sender stopped sending');
         }
-        watchdog();
-      });
-    };
-    watchdog();
-
-    link.onClose((err) => {
-      if (finished) return;
-      fail(err ?? new TachyonError('PEER_VANISHED', 'the control connection closed before the transfer finished'));
-    });
-
-    link.onMessage((msg: ControlMessage) => {
-      if (finished) return;
-      try {
-        switch (msg.t) {
-          case 'file': {
-            if (entries.has(msg.id)) throw new TachyonError('PROTOCOL', `file id ${msg.id} announced twice`);
-            announcedFiles++;
-            totalBytes += msg.size;
-            let final: string;
-            let sink: LocalFileSink;
-            let temp: string;
-            try {
-              final = opts.resolve(msg.path, 'file');
-              const st = statOrUndefined(final);
-              if (st?.isDirectory()) {
-                throw new TachyonError('IS_DIRECTORY', `destination ${msg.path} exists as a directory`, {
-                  publicMessage: `The destination of ${msg.path} exists as a directory.`,
-                });
-              }
-              mkdirSync(path.dirname(final), { recursive: true });
-              temp = path.join(path.dirname(final), `.${path.basename(final)}.tachyon-partial`);
-              sink = new LocalFileSink(temp, msg.size);
-            } catch (err) {
-              const te = toTachyonError(err, 'IO');
-              receiver.skipFile(msg.id, msg.ssn0, msg.size);
-              link.send({ t: 'result', id: msg.id, ok: false, code: te.code, message: te.publicMessage });
-              settle({ path: msg.path, size: msg.size, ok: false, code: te.code, message: te.publicMessage });
-              maybeDone();
-              break;
+        return undefined;
+      },
+      handle: (msg: ControlMessage) => {
+      switch (msg.t) {
+        case 'file': {
+          if (entries.has(msg.id)) throw new TachyonError('PROTOCOL', `file id ${msg.id} announced twice`);
+          announcedFiles++;
+          totalBytes += msg.size;
+          let final: string;
+          let sink: LocalFileSink;
+          let temp: string;
+          try {
+            final = opts.resolve(msg.path, 'file');
+            const st = statOrUndefined(final);
+            if (st?.isDirectory()) {
+              throw new TachyonError('IS_DIRECTORY', `destination ${msg.path} exists as a directory`, {
+                publicMessage: `The destination of ${msg.path} exists as a directory.`,
+              });
             }
-            const e: RxEntry = { id: msg.id, path: msg.path, final, temp, size: msg.size, mtimeMs: msg.mtimeMs, sink, digest: undefined, complete: false };
-            entries.set(msg.id, e);
-            receiver.addFile(msg.id, msg.ssn0, msg.size, sink);
-            link.send({ t: 'ready', id: msg.id });
-            break;
-          }
-          case 'digest': {
-            if (process.env.TACHYON_TRACE === '1') process.stderr.write(`trace digest ${msg.id} at ${(clock.now() - started).toFixed(1)} ms\n`);
-            const e = entries.get(msg.id);
-            if (!e) break; // refused or already settled
-            e.digest = msg.sha256;
-            if (e.complete) finalize(e);
-            break;
-          }
-          case 'dir': {
-            const d = opts.resolve(msg.path, 'dir');
-            mkdirSync(d, { recursive: true });
-            break;
-          }
-          case 'end':
-            endFiles = msg.files;
+            mkdirSync(path.dirname(final), { recursive: true });
+            temp = path.join(path.dirname(final), `.${path.basename(final)}.tachyon-partial`);
+            sink = new LocalFileSink(temp, msg.size);
+          } catch (err) {
+            const te = toTachyonError(err, 'IO');
+            receiver.skipFile(msg.id, msg.ssn0, msg.size);
+            link.send({ t: 'result', id: msg.id, ok: false, code: te.code, message: te.publicMessage });
+            settle({ path: msg.path, size: msg.size, ok: false, code: te.code, message: te.publicMessage });
             maybeDone();
             break;
-          case 'error':
-            fail(remoteError(msg.code, msg.message, msg.correlationId));
-            break;
-          case 'bye':
-            if (endFiles === undefined || settled < endFiles) fail(new TachyonError('PROTOCOL', 'the sender ended the session early'));
-            break;
-          default:
-            throw new TachyonError('PROTOCOL', `unexpected message '${msg.t}' for the receiving side`);
+          }
+          const e: RxEntry = { id: msg.id, path: msg.path, final, temp, size: msg.size, mtimeMs: msg.mtimeMs, sink, digest: undefined, complete: false };
+          entries.set(msg.id, e);
+          receiver.addFile(msg.id, msg.ssn0, msg.size, sink);
+          link.send({ t: 'ready', id: msg.id });
+          break;
         }
-      } catch (err) {
-        const e = toTachyonError(err);
-        sendError(link, e);
-        fail(e);
+        case 'digest': {
+          if (TRACE) process.stderr.write(`trace digest ${msg.id} at ${(clock.now() - started).toFixed(1)} ms\n`);
+          const e = entries.get(msg.id);
+          if (!e) break; // refused or already settled
+          e.digest = msg.sha256;
+          if (e.complete) finalize(e);
+          break;
+        }
+        case 'dir': {
+          const d = opts.resolve(msg.path, 'dir');
+          mkdirSync(d, { recursive: true });
+          break;
+        }
+        case 'end':
+          endFiles = msg.files;
+          maybeDone();
+          break;
+        case 'error':
+          fail(remoteError(msg.code, msg.message, msg.correlationId));
+          break;
+        case 'bye':
+          if (endFiles === undefined || settled < endFiles) fail(new TachyonError('PROTOCOL', 'the sender ended the session early'));
+          break;
+        default:
+          throw new TachyonError('PROTOCOL', `unexpected message '${msg.t}' for the receiving side`);
       }
+      },
     });
   });
 }

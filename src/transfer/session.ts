@@ -32,36 +32,63 @@ export interface ServerSessionContext {
 }
 
 /**
- * Waits for the first message on a link. Messages that arrive right behind it (the
- * server sends `welcome` and its first announcements back to back) are held until the
- * next handler is registered on the link, so none is lost in between.
+ * A control link whose incoming messages are queued until someone takes them: the
+ * session set-up awaits its first message with `next()`, and the file role registers its
+ * handler afterwards without losing what arrived in between (the server sends `welcome`
+ * and its first announcements back to back).
  */
-function firstMessage(link: ControlLink, clock: Clock, timeoutMs: number): Promise<ControlMessage> {
-  return new Promise((resolve, reject) => {
-    let got = false;
-    const held: ControlMessage[] = [];
-    const cancel = clock.setTimer(timeoutMs, () => reject(new TachyonError('PROTOCOL', 'no answer within the time limit')));
-    const originalOnMessage = link.onMessage.bind(link);
-    link.onMessage((m) => {
-      if (!got) {
-        got = true;
+class QueuedLink implements ControlLink {
+  private readonly queue: ControlMessage[] = [];
+  private handler: ((msg: ControlMessage) => void) | undefined;
+  private waiter: ((msg: ControlMessage) => void) | undefined;
+
+  constructor(private readonly inner: ControlLink) {
+    inner.onMessage((m) => {
+      if (this.waiter) {
+        const w = this.waiter;
+        this.waiter = undefined;
+        w(m);
+      } else if (this.handler) this.handler(m);
+      else this.queue.push(m);
+    });
+  }
+
+  /** The next message, or a rejection when the link closes or the time runs out. */
+  next(clock: Clock, timeoutMs: number): Promise<ControlMessage> {
+    const queued = this.queue.shift();
+    if (queued) return Promise.resolve(queued);
+    return new Promise((resolve, reject) => {
+      const cancel = clock.setTimer(timeoutMs, () => {
+        this.waiter = undefined;
+        reject(new TachyonError('PROTOCOL', 'no answer within the time limit'));
+      });
+      this.waiter = (m) => {
         cancel();
-        // the next onMessage call receives what arrived meanwhile, in order
-        link.onMessage = (handler: (msg: ControlMessage) => void): void => {
-          link.onMessage = originalOnMessage;
-          originalOnMessage(handler);
-          for (const h of held.splice(0)) handler(h);
-        };
         resolve(m);
-      } else {
-        held.push(m);
-      }
+      };
+      this.inner.onClose((err) => {
+        cancel();
+        reject(err ?? new TachyonError('PEER_VANISHED', 'control connection closed'));
+      });
     });
-    link.onClose((err) => {
-      cancel();
-      reject(err ?? new TachyonError('PEER_VANISHED', 'control connection closed'));
-    });
-  });
+  }
+
+  onMessage(handler: (msg: ControlMessage) => void): void {
+    this.handler = handler;
+    for (const m of this.queue.splice(0)) handler(m);
+  }
+
+  send(msg: ControlMessage): void {
+    this.inner.send(msg);
+  }
+
+  onClose(handler: (err?: Error) => void): void {
+    this.inner.onClose(handler);
+  }
+
+  close(): void {
+    this.inner.close();
+  }
 }
 
 function newSessionId(endpoint: Endpoint): number {
@@ -72,10 +99,11 @@ function newSessionId(endpoint: Endpoint): number {
 }
 
 /** Serves one control session (one `tachyon-v1` channel) on the server. */
-export async function serveSession(link: ControlLink, ctx: ServerSessionContext): Promise<TransferSummary | undefined> {
+export async function serveSession(raw: ControlLink, ctx: ServerSessionContext): Promise<TransferSummary | undefined> {
+  const link = new QueuedLink(raw);
   let hello: ControlMessage;
   try {
-    hello = await firstMessage(link, ctx.clock, 30_000);
+    hello = await link.next(ctx.clock, 30_000);
   } catch (err) {
     link.close();
     throw err;
@@ -275,8 +303,9 @@ export async function clientTransfer(o: ClientTransferOptions): Promise<Transfer
   } else {
     hello.sources = o.sources;
   }
-  o.link.send(hello);
-  const w = await firstMessage(o.link, o.clock, 30_000);
+  const link = new QueuedLink(o.link);
+  link.send(hello);
+  const w = await link.next(o.clock, 30_000);
   if (w.t === 'error') throw new TachyonError(toCode(w.code), w.message, { publicMessage: w.message });
   if (w.t !== 'welcome') throw new TachyonError('PROTOCOL', `expected welcome, got ${w.t}`);
   o.onWelcome?.(w);
@@ -298,11 +327,11 @@ export async function clientTransfer(o: ClientTransferOptions): Promise<Transfer
         peer,
         rate: createRateController({ policy: o.policy, targetBps: Math.min(o.targetBps, w.maxRate), minBps: o.minBps }),
       });
-      return await runSenderRole({ link: o.link, sender, clock: o.clock, files: local!.files, dirs: local!.dirs, ...(o.events ? { events: o.events } : {}) });
+      return await runSenderRole({ link, sender, clock: o.clock, files: local!.files, dirs: local!.dirs, ...(o.events ? { events: o.events } : {}) });
     }
     const receiver = new DataReceiver({ endpoint, sessionId: w.sessionId, clock: o.clock, seal, open, datagramSize: w.datagramSize, peer });
     const resolve = downloadResolver(o.dest, o.sources.length === 1);
-    return await runReceiverRole({ link: o.link, receiver, clock: o.clock, resolve, ...(o.events ? { events: o.events } : {}) });
+    return await runReceiverRole({ link, receiver, clock: o.clock, resolve, ...(o.events ? { events: o.events } : {}) });
   } finally {
     await endpoint.socket.close();
   }
