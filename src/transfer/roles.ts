@@ -165,44 +165,44 @@ export function runSenderRole(opts: {
         return undefined;
       },
       handle: (msg: ControlMessage) => {
-      switch (msg.t) {
-        case 'ready': {
-          // the receiver accepted the file (sending already started at announcement)
-          if (msg.id >= announced) throw new TachyonError('PROTOCOL', `ready for unknown file ${msg.id}`);
-          break;
-        }
-        case 'result': {
-          const f = files[msg.id];
-          if (!f) throw new TachyonError('PROTOCOL', `result for unknown file ${msg.id}`);
-          if (!msg.ok) sender.skip(msg.id);
-          sources.get(msg.id)?.close();
-          sources.delete(msg.id);
-          sender.release(msg.id);
-          const o: FileOutcome = { path: f.path, size: f.size, ok: msg.ok };
-          if (msg.sha256) o.sha256 = msg.sha256;
-          if (msg.code) o.code = msg.code;
-          if (msg.message) o.message = msg.message;
-          outcomes.push(o);
-          if (msg.ok) bytesDone += f.size;
-          resultsIn++;
-          opts.events?.onFile?.(o);
-          announce();
-          if (resultsIn === files.length) {
-            report();
-            link.send({ t: 'bye' });
-            succeed();
+        switch (msg.t) {
+          case 'ready': {
+            // the receiver accepted the file (sending already started at announcement)
+            if (msg.id >= announced) throw new TachyonError('PROTOCOL', `ready for unknown file ${msg.id}`);
+            break;
           }
-          break;
+          case 'result': {
+            const f = files[msg.id];
+            if (!f) throw new TachyonError('PROTOCOL', `result for unknown file ${msg.id}`);
+            if (!msg.ok) sender.skip(msg.id);
+            sources.get(msg.id)?.close();
+            sources.delete(msg.id);
+            sender.release(msg.id);
+            const o: FileOutcome = { path: f.path, size: f.size, ok: msg.ok };
+            if (msg.sha256) o.sha256 = msg.sha256;
+            if (msg.code) o.code = msg.code;
+            if (msg.message) o.message = msg.message;
+            outcomes.push(o);
+            if (msg.ok) bytesDone += f.size;
+            resultsIn++;
+            opts.events?.onFile?.(o);
+            announce();
+            if (resultsIn === files.length) {
+              report();
+              link.send({ t: 'bye' });
+              succeed();
+            }
+            break;
+          }
+          case 'error':
+            fail(remoteError(msg.code, msg.message, msg.correlationId));
+            break;
+          case 'bye':
+            fail(new TachyonError('PROTOCOL', 'the receiver ended the session early'));
+            break;
+          default:
+            throw new TachyonError('PROTOCOL', `unexpected message '${msg.t}' for the sending side`);
         }
-        case 'error':
-          fail(remoteError(msg.code, msg.message, msg.correlationId));
-          break;
-        case 'bye':
-          fail(new TachyonError('PROTOCOL', 'the receiver ended the session early'));
-          break;
-        default:
-          throw new TachyonError('PROTOCOL', `unexpected message '${msg.t}' for the sending side`);
-      }
       },
     });
 
@@ -434,65 +434,65 @@ export function runReceiverRole(opts: {
         return undefined;
       },
       handle: (msg: ControlMessage) => {
-      switch (msg.t) {
-        case 'file': {
-          if (entries.has(msg.id)) throw new TachyonError('PROTOCOL', `file id ${msg.id} announced twice`);
-          announcedFiles++;
-          totalBytes += msg.size;
-          let final: string;
-          let sink: LocalFileSink;
-          let temp: string;
-          try {
-            final = opts.resolve(msg.path, 'file');
-            const st = statOrUndefined(final);
-            if (st?.isDirectory()) {
-              throw new TachyonError('IS_DIRECTORY', `destination ${msg.path} exists as a directory`, {
-                publicMessage: `The destination of ${msg.path} exists as a directory.`,
-              });
+        switch (msg.t) {
+          case 'file': {
+            if (entries.has(msg.id)) throw new TachyonError('PROTOCOL', `file id ${msg.id} announced twice`);
+            announcedFiles++;
+            totalBytes += msg.size;
+            let final: string;
+            let sink: LocalFileSink;
+            let temp: string;
+            try {
+              final = opts.resolve(msg.path, 'file');
+              const st = statOrUndefined(final);
+              if (st?.isDirectory()) {
+                throw new TachyonError('IS_DIRECTORY', `destination ${msg.path} exists as a directory`, {
+                  publicMessage: `The destination of ${msg.path} exists as a directory.`,
+                });
+              }
+              mkdirSync(path.dirname(final), { recursive: true });
+              temp = path.join(path.dirname(final), `.${path.basename(final)}.tachyon-partial`);
+              sink = new LocalFileSink(temp, msg.size);
+            } catch (err) {
+              const te = toTachyonError(err, 'IO');
+              receiver.skipFile(msg.id, msg.ssn0, msg.size);
+              link.send({ t: 'result', id: msg.id, ok: false, code: te.code, message: te.publicMessage });
+              settle({ path: msg.path, size: msg.size, ok: false, code: te.code, message: te.publicMessage });
+              maybeDone();
+              break;
             }
-            mkdirSync(path.dirname(final), { recursive: true });
-            temp = path.join(path.dirname(final), `.${path.basename(final)}.tachyon-partial`);
-            sink = new LocalFileSink(temp, msg.size);
-          } catch (err) {
-            const te = toTachyonError(err, 'IO');
-            receiver.skipFile(msg.id, msg.ssn0, msg.size);
-            link.send({ t: 'result', id: msg.id, ok: false, code: te.code, message: te.publicMessage });
-            settle({ path: msg.path, size: msg.size, ok: false, code: te.code, message: te.publicMessage });
-            maybeDone();
+            const e: RxEntry = { id: msg.id, path: msg.path, final, temp, size: msg.size, mtimeMs: msg.mtimeMs, sink, digest: undefined, complete: false };
+            entries.set(msg.id, e);
+            receiver.addFile(msg.id, msg.ssn0, msg.size, sink);
+            link.send({ t: 'ready', id: msg.id });
             break;
           }
-          const e: RxEntry = { id: msg.id, path: msg.path, final, temp, size: msg.size, mtimeMs: msg.mtimeMs, sink, digest: undefined, complete: false };
-          entries.set(msg.id, e);
-          receiver.addFile(msg.id, msg.ssn0, msg.size, sink);
-          link.send({ t: 'ready', id: msg.id });
-          break;
+          case 'digest': {
+            if (TRACE) process.stderr.write(`trace digest ${msg.id} at ${(clock.now() - started).toFixed(1)} ms\n`);
+            const e = entries.get(msg.id);
+            if (!e) break; // refused or already settled
+            e.digest = msg.sha256;
+            if (e.complete) finalize(e);
+            break;
+          }
+          case 'dir': {
+            const d = opts.resolve(msg.path, 'dir');
+            mkdirSync(d, { recursive: true });
+            break;
+          }
+          case 'end':
+            endFiles = msg.files;
+            maybeDone();
+            break;
+          case 'error':
+            fail(remoteError(msg.code, msg.message, msg.correlationId));
+            break;
+          case 'bye':
+            if (endFiles === undefined || settled < endFiles) fail(new TachyonError('PROTOCOL', 'the sender ended the session early'));
+            break;
+          default:
+            throw new TachyonError('PROTOCOL', `unexpected message '${msg.t}' for the receiving side`);
         }
-        case 'digest': {
-          if (TRACE) process.stderr.write(`trace digest ${msg.id} at ${(clock.now() - started).toFixed(1)} ms\n`);
-          const e = entries.get(msg.id);
-          if (!e) break; // refused or already settled
-          e.digest = msg.sha256;
-          if (e.complete) finalize(e);
-          break;
-        }
-        case 'dir': {
-          const d = opts.resolve(msg.path, 'dir');
-          mkdirSync(d, { recursive: true });
-          break;
-        }
-        case 'end':
-          endFiles = msg.files;
-          maybeDone();
-          break;
-        case 'error':
-          fail(remoteError(msg.code, msg.message, msg.correlationId));
-          break;
-        case 'bye':
-          if (endFiles === undefined || settled < endFiles) fail(new TachyonError('PROTOCOL', 'the sender ended the session early'));
-          break;
-        default:
-          throw new TachyonError('PROTOCOL', `unexpected message '${msg.t}' for the receiving side`);
-      }
       },
     });
   });
