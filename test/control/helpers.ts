@@ -4,8 +4,20 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Duplex } from 'node:stream';
+import type { ControlLink } from '../../src/control/messages.js';
 
 /** Two connected in-memory duplex streams (what one writes, the other reads). */
+/** Test server behaviour: answers every `ready` with a `result`, `bye` with `bye`, then closes. */
+export function echoSession(link: ControlLink): void {
+  link.onMessage((m) => {
+    if (m.t === 'ready') link.send({ t: 'result', id: m.id, ok: true });
+    if (m.t === 'bye') {
+      link.send({ t: 'bye' });
+      link.close();
+    }
+  });
+}
+
 export function duplexPair(): [Duplex, Duplex] {
   const ends: { a?: Duplex; b?: Duplex } = {};
   const make = (peer: () => Duplex | undefined): Duplex =>

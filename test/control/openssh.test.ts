@@ -13,7 +13,7 @@ import { findAuthorizedKey, loadOrCreateHostKey, parseAuthorizedKeys } from '../
 import type { AuthorizedKey } from '../../src/control/hostkeys.js';
 import { startControlServer } from '../../src/control/ssh-server.js';
 import type { ControlServer, ControlServerEvent } from '../../src/control/ssh-server.js';
-import { sleep, sshKeygen, tempDir } from './helpers.js';
+import { echoSession, sleep, sshKeygen, tempDir } from './helpers.js';
 
 interface Result {
   code: number | null;
@@ -88,15 +88,7 @@ describe('control server vs OpenSSH ssh', { skip: hasProgram('ssh') ? false : 'O
       port: 0,
       hostKey: hostKey.privateKey,
       authorize: (user, _algo, blob) => user === 'alice' && findAuthorizedKey(authorized, blob) !== undefined,
-      onSession: (link) => {
-        link.onMessage((m) => {
-          if (m.t === 'ready') link.send({ t: 'result', id: m.id, ok: true });
-          if (m.t === 'bye') {
-            link.send({ t: 'bye' });
-            link.close();
-          }
-        });
-      },
+      onSession: (link) => echoSession(link),
       onEvent: (e) => events.push(e),
     });
     knownHosts = join(dir, 'known_hosts');

@@ -11,7 +11,7 @@ import { connectControl } from '../../src/control/ssh-client.js';
 import type { ConnectOptions } from '../../src/control/ssh-client.js';
 import { startControlServer } from '../../src/control/ssh-server.js';
 import type { ControlServer, ControlServerEvent, ControlServerOptions, SessionInfo } from '../../src/control/ssh-server.js';
-import { run, sleep, sshKeygen, tempDir } from './helpers.js';
+import { echoSession, run, sleep, sshKeygen, tempDir } from './helpers.js';
 
 function isCode(code: string, pattern?: RegExp) {
   return (e: unknown): boolean => {
@@ -44,14 +44,7 @@ describe('SSH control channel (ssh2 client <-> server)', () => {
       authorize: (user, _algo, blob) => (user === 'alice' || user === 'root') && findAuthorizedKey(authorized, blob) !== undefined,
       onSession: (link, info) => {
         sessions.push({ link, info });
-        // Echo server: answers every `ready` with a `result`, `bye` with `bye` then closes.
-        link.onMessage((m) => {
-          if (m.t === 'ready') link.send({ t: 'result', id: m.id, ok: true });
-          if (m.t === 'bye') {
-            link.send({ t: 'bye' });
-            link.close();
-          }
-        });
+        echoSession(link);
       },
       onEvent: (e) => events.push(e),
       ...extra,
