@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Duplex } from 'node:stream';
 import type { ControlLink } from '../../src/control/messages.js';
+import { mulberry32 } from '../../src/testkit/simnet.js';
 
 /** Two connected in-memory duplex streams (what one writes, the other reads). */
 /** Test server behaviour: answers every `ready` with a `result`, `bye` with `bye`, then closes. */
@@ -73,17 +74,8 @@ export async function sshKeygen(dir: string, name: string, type = 'ed25519', ext
   return file;
 }
 
-/** Deterministic PRNG (mulberry32) for reproducible fuzzing. */
-export function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG for reproducible fuzzing (the testkit's mulberry32). */
+export const prng = mulberry32;
 
 /** Resolves after `ms`. */
 export function sleep(ms: number): Promise<void> {
