@@ -108,9 +108,7 @@ export class DataReceiver extends SessionPeer {
     const blocks = Math.ceil(size / this.payloadSize);
     const f: RxFile = { id, ssn0, blocks, size, sink, have: new Uint8Array(blocks), count: 0, done: false, skipped: false };
     // keep files in SSN order
-    let i = this.files.length;
-    while (i > 0 && this.files[i - 1]!.ssn0 > ssn0) i--;
-    this.files.splice(i, 0, f);
+    this.insertFile(f);
     if (blocks === 0) {
       f.done = true;
       queueMicrotask(() => this.onFileComplete?.(id));
@@ -121,11 +119,16 @@ export class DataReceiver extends SessionPeer {
   skipFile(id: number, ssn0: number, size: number): void {
     const blocks = Math.ceil(size / this.payloadSize);
     const f: RxFile = { id, ssn0, blocks, size, sink: { write() {} }, have: new Uint8Array(0), count: 0, done: true, skipped: true };
-    let i = this.files.length;
-    while (i > 0 && this.files[i - 1]!.ssn0 > ssn0) i--;
-    this.files.splice(i, 0, f);
+    this.insertFile(f);
     for (let s = ssn0; s < ssn0 + blocks; s++) this.missing.delete(s);
     this.advanceCumAck();
+  }
+
+  /** Keeps `files` sorted by ssn0 (announcements mostly arrive in order: scan from the end). */
+  private insertFile(f: RxFile): void {
+    let i = this.files.length;
+    while (i > 0 && this.files[i - 1]!.ssn0 > f.ssn0) i--;
+    this.files.splice(i, 0, f);
   }
 
   removeFile(id: number): void {
