@@ -358,6 +358,24 @@ class TranslatingDriver implements Driver {
   rollbackTransaction(c: DatabaseConnection): Promise<void> {
     return this.guard(() => this.inner.rollbackTransaction(unwrap(c)));
   }
+  savepoint(c: DatabaseConnection, name: string, compile: QueryCompiler['compileQuery']): Promise<void> {
+    return this.guard(async () => {
+      if (!this.inner.savepoint) throw new Error('the driver does not support savepoints');
+      await this.inner.savepoint(unwrap(c), name, compile);
+    });
+  }
+  rollbackToSavepoint(c: DatabaseConnection, name: string, compile: QueryCompiler['compileQuery']): Promise<void> {
+    return this.guard(async () => {
+      if (!this.inner.rollbackToSavepoint) throw new Error('the driver does not support savepoints');
+      await this.inner.rollbackToSavepoint(unwrap(c), name, compile);
+    });
+  }
+  releaseSavepoint(c: DatabaseConnection, name: string, compile: QueryCompiler['compileQuery']): Promise<void> {
+    return this.guard(async () => {
+      if (!this.inner.releaseSavepoint) throw new Error('the driver does not support savepoints');
+      await this.inner.releaseSavepoint(unwrap(c), name, compile);
+    });
+  }
   releaseConnection(c: DatabaseConnection): Promise<void> {
     return this.inner.releaseConnection(unwrap(c));
   }

@@ -204,6 +204,31 @@ describe('openDatabase (SQLite)', () => {
   });
 });
 
+describe('transactions through the translating driver', () => {
+  it('commit, rollback and savepoints work; a failed transaction leaves nothing behind', async () => {
+    const d = await openDatabase({ url: 'sqlite::memory:' });
+    try {
+      const trx = await d.db.startTransaction().execute();
+      await trx.insertInto('transfer_user').values(userRow('a')).execute();
+      const sp = await trx.savepoint('s1').execute();
+      await sp.insertInto('transfer_user').values(userRow('b')).execute();
+      await sp.rollbackToSavepoint('s1').execute();
+      await trx.commit().execute();
+      assert.deepEqual((await d.db.selectFrom('transfer_user').select('name').execute()).map((r) => r.name), ['a']);
+      await rejectsCode(
+        d.db.transaction().execute(async (tx) => {
+          await tx.insertInto('transfer_user').values(userRow('c')).execute();
+          await tx.insertInto('transfer_user').values(userRow('a')).execute();
+        }),
+        'EXISTS',
+      );
+      assert.deepEqual((await d.db.selectFrom('transfer_user').select('name').execute()).map((r) => r.name), ['a'], 'c rolled back');
+    } finally {
+      await d.close();
+    }
+  });
+});
+
 describe('database URLs', () => {
   it('parses the accepted forms', () => {
     assert.deepEqual(parseDatabaseUrl('sqlite:///var/lib/tachyon/t.db'), { kind: 'sqlite', file: '/var/lib/tachyon/t.db' });
