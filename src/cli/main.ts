@@ -15,6 +15,7 @@ import { openUdpSocket } from '../transport/socket/udp.js';
 import { clientTransfer, DEFAULT_DATAGRAM_SIZE } from '../transfer/session.js';
 import { createReporter } from './progress.js';
 import { requireRemote, parseRemote } from './remote.js';
+import { registerUserCommands } from './user-commands.js';
 
 const DEFAULT_PORT = 33001;
 
@@ -318,6 +319,7 @@ export function buildProgram(): Command {
     process.exitCode = await runTransfer('recv', paths, o);
   });
 
+  registerUserCommands(program);
   return program;
 }
 

@@ -7,6 +7,8 @@ export const ERROR_CODES = {
   // usage and configuration
   USAGE: { exit: 2, retryable: false, summary: 'The command line or a parameter is invalid.' },
   CONFIG: { exit: 78, retryable: false, summary: 'A configuration value is invalid.' },
+  // state
+  DB_UNAVAILABLE: { exit: 69, retryable: true, summary: 'The database is unavailable.' },
   // authentication and trust
   HOST_KEY_UNKNOWN: { exit: 77, retryable: false, summary: "The server's host key is not pinned." },
   HOST_KEY_MISMATCH: { exit: 77, retryable: false, summary: "The server's host key does not match the pinned one." },
