@@ -198,6 +198,17 @@ export class FileAuditSink implements AuditSink {
       return;
     }
     const { lines, complete } = readTail(this.fd, size, TAIL_WINDOW);
+    // A whole record that lost only its newline (a write cut short by one byte): end it.
+    const last = lines[lines.length - 1];
+    if (last !== undefined && !last.terminated) {
+      const d = decodeLine(last.bytes);
+      if (d.ok && d.line.record.alg === this.mac.alg && checkHash(d.line, this.mac)) {
+        this.write(Buffer.from('\n'));
+        this.head = { seq: d.line.record.seq, lineSha: sha256Hex(last.bytes), end: size + 1 };
+        this.needsResync = false;
+        return;
+      }
+    }
     let found: Head | undefined;
     for (let i = lines.length - 1; i >= 0; i--) {
       const l = lines[i];

@@ -159,6 +159,24 @@ describe('FileAuditSink', () => {
     assert.equal(r2.records, 3);
   });
 
+  it('ends a whole record that lost only its newline instead of skipping it', async () => {
+    const f = fresh();
+    let sink = new FileAuditSink(f);
+    recordSamples(sink, 3);
+    await sink.close();
+    writeFileSync(f, readFileSync(f).subarray(0, -1));
+    assert.equal((await verifyAuditLog(f)).failure?.reason, 'partial-line');
+    sink = new FileAuditSink(f);
+    assert.equal(sink.seq, 3);
+    assert.equal(sink.stats.recoveries, 0);
+    recordSamples(sink, 1);
+    await sink.close();
+    const r = await verifyAuditLog(f);
+    assert.equal(r.ok, true, r.failure?.message);
+    assert.equal(r.records, 4);
+    assert.deepEqual(r.recoveries, []);
+  });
+
   it('resumes writing after a failed write by re-reading the tail', async () => {
     const f = fresh();
     const sink = new FileAuditSink(f);
