@@ -13,6 +13,7 @@ import { startTransferServer } from '../server/transfer-server.js';
 import { Endpoint } from '../transport/session/endpoint.js';
 import { openUdpSocket } from '../transport/socket/udp.js';
 import { clientTransfer, DEFAULT_DATAGRAM_SIZE } from '../transfer/session.js';
+import { registerAuditCommands } from './audit-commands.js';
 import { createReporter } from './progress.js';
 import { requireRemote, parseRemote } from './remote.js';
 import { registerUserCommands } from './user-commands.js';
@@ -320,6 +321,7 @@ export function buildProgram(): Command {
   });
 
   registerUserCommands(program);
+  registerAuditCommands(program);
   return program;
 }
 
