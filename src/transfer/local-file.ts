@@ -2,7 +2,7 @@
  * Local-disk block source and sink. (The storage layer will generalise these behind
  * the StorageBackend seam; the transport only sees BlockSource/BlockSink.)
  */
-import { closeSync, fstatSync, openSync, readSync, writeSync, ftruncateSync } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, openSync, readSync, unlinkSync, writeSync, ftruncateSync } from 'node:fs';
 import { createHash, type Hash } from 'node:crypto';
 import type { BlockSink } from '../transport/session/receiver.js';
 import type { BlockSource } from '../transport/session/sender.js';
@@ -108,6 +108,24 @@ export class LocalFileSource implements BlockSource {
   }
 }
 
+/**
+ * Creates a fresh temporary file for writing, mode 0600: a stale file (or a symbolic
+ * link planted) under that name is removed first, then the file is created with
+ * `O_CREAT|O_EXCL|O_NOFOLLOW`, so writing never follows a link to somewhere else.
+ */
+export function createTempFile(tempPath: string): number {
+  try {
+    unlinkSync(tempPath);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toTachyonError(err, 'IO');
+  }
+  try {
+    return openSync(tempPath, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    throw toTachyonError(err, 'IO');
+  }
+}
+
 const RUN_MAX = 256 * 1024;
 const HASH_STEP = 256 * 1024;
 
@@ -127,13 +145,18 @@ export class LocalFileSink implements BlockSink {
   private readonly ranges = new Map<number, number>();
   private contiguous = 0;
 
+  /**
+   * @param open creates the temporary file and returns a read/write descriptor; the
+   *   default is {@link createTempFile}. The server passes its jail's `createTemp`, which
+   *   also pins the file inside the user's root.
+   */
   constructor(
     readonly tempPath: string,
     readonly size: number,
+    open: (tempPath: string) => number = createTempFile,
   ) {
     try {
-      this.fd = openSync(tempPath, 'w+', 0o600);
-      if (size > 0) ftruncateSync(this.fd, 0);
+      this.fd = open(tempPath);
     } catch (err) {
       throw toTachyonError(err, 'IO');
     }

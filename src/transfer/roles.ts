@@ -306,6 +306,8 @@ export function runReceiverRole(opts: {
   receiver: DataReceiver;
   clock: Clock;
   resolve: DestinationResolver;
+  /** Creates a file's temporary file (default: `createTempFile`; the server pins it in its jail). */
+  openTemp?: (tempPath: string) => number;
   events?: RoleEvents;
   vanishMs?: number;
   /** also send the final `bye` (the side that ends the session) */
@@ -452,7 +454,7 @@ export function runReceiverRole(opts: {
               }
               mkdirSync(path.dirname(final), { recursive: true });
               temp = path.join(path.dirname(final), `.${path.basename(final)}.tachyon-partial`);
-              sink = new LocalFileSink(temp, msg.size);
+              sink = new LocalFileSink(temp, msg.size, opts.openTemp);
             } catch (err) {
               const te = toTachyonError(err, 'IO');
               receiver.skipFile(msg.id, msg.ssn0, msg.size);

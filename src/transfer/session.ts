@@ -151,7 +151,7 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       }
       const receiver = new DataReceiver({ endpoint: ctx.endpoint, sessionId, clock: ctx.clock, seal, open, datagramSize });
       link.send(welcome);
-      return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve });
+      return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve, openTemp: (p) => ctx.jail.createTemp(p) });
     }
     // the client downloads: we send
     let listing: { files: OutgoingFile[]; dirs: string[] };
@@ -177,18 +177,23 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
   }
 }
 
-/** Where an upload's files go on the server (see README: destination rules). */
+/**
+ * Where an upload's files go on the server (see README: destination rules). The
+ * directories on the way are made here, through the jail (each one checked after it is
+ * made), so that the role's own `mkdir -p` finds them in place.
+ */
 export function uploadResolver(jail: Jail, hello: Hello): (rel: string, kind: 'file' | 'dir') => string {
   const dest = jail.resolve(hello.dest ?? '/');
   const destIsDir = isDir(dest) || (hello.dest ?? '/').endsWith('/');
   return (rel, kind) => {
     const comps = jail.components(rel);
-    if (comps.length === 0) throw new TachyonError('PATH_INVALID', `empty path '${rel}'`, { publicMessage: 'Invalid path.' });
+    if (comps.length === 0) throw new TachyonError('PATH_INVALID', `empty path '${rel}'`, { publicMessage: 'Invalid path.', details: { reason: 'empty-path' } });
     let target: string;
     if (hello.single && kind === 'file' && !destIsDir) target = dest;
     else target = path.join(dest, ...comps);
     jail.checkInside(target, rel);
-    return target;
+    if (kind === 'dir') return jail.ensureDir(target, rel);
+    return path.join(jail.ensureDir(path.dirname(target), rel), path.basename(target));
   };
 }
 
