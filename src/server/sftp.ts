@@ -309,6 +309,13 @@ export function serveSftp(sftp: SftpServerStream, ctx: SftpContext): SftpSession
       return Promise.resolve();
     });
     void Promise.all(waits).then(() => {
+      // the client sent EOF (or the channel closed): close our side too, as sftp-server
+      // does by exiting; OpenSSH's client waits for it
+      try {
+        sftp.end();
+      } catch {
+        /* already closed */
+      }
       emit({ op: 'session-end', outcome: 'ok', durationMs: clock.now() - started });
       resolveClosed();
     });
