@@ -331,7 +331,20 @@ export class Jail {
    *   `PATH_INVALID` (reasons above, `not-regular-file` for devices, FIFOs, sockets).
    */
   openForRead(clientPath: string, options: { directory?: boolean } = {}): OpenedFile {
-    const abs = this.resolve(clientPath);
+    return this.openResolvedForRead(this.resolve(clientPath), clientPath, options);
+  }
+
+  /**
+   * Opens an absolute path inside the root (e.g. a file a listing of this jail found) for
+   * reading, with the same checks as {@link openForRead}; returns the descriptor.
+   */
+  openAbsForRead(abs: string): number {
+    const shown = this.contains(abs) ? this.display(abs) : abs;
+    const real = this.walk(this.relComponents(abs, shown), shown, 'follow');
+    return this.openResolvedForRead(real, shown, {}).fd;
+  }
+
+  private openResolvedForRead(abs: string, clientPath: string, options: { directory?: boolean }): OpenedFile {
     const flags = fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
     let fd: number;
     try {
@@ -502,6 +515,23 @@ export class Jail {
       this.atParent(abs, shown, (dir, name) => mkdirSync(path.join(dir, name), (mode & 0o755) | 0o700));
     } catch (err) {
       throw err instanceof TachyonError ? err : fsError(err, shown);
+    }
+    if (this.pinned) return; // made inside a verified directory
+    // without pinning: check where the new directory really is, and take it back if a
+    // parent was swapped for a link meanwhile
+    let real = '';
+    try {
+      real = realpathSync(abs);
+    } catch {
+      real = '';
+    }
+    if (real === '' || !this.contains(real)) {
+      try {
+        if (real !== '') rmdirSync(real);
+      } catch {
+        /* best effort: it is empty, we just made it */
+      }
+      throw refusal(shown, 'symlink-escape', 'was moved outside the root while in use', { race: true });
     }
   }
 

@@ -23,9 +23,14 @@ export class LocalFileSource implements BlockSource {
   private readonly hash: Hash = createHash('sha256');
   private digestHex: string | undefined;
 
+  /**
+   * @param openFile opens the file for reading and returns the descriptor (default: a
+   *   plain open); the server passes its jail's `openAbsForRead`.
+   */
   constructor(
     readonly path: string,
     readonly size: number,
+    private readonly openFile: (path: string) => number = (p) => openSync(p, 'r'),
   ) {
     // the file is opened on first read, so that many announced files hold no descriptor
     this.fd = -1;
@@ -35,7 +40,7 @@ export class LocalFileSource implements BlockSource {
   private open(): void {
     if (this.fd >= 0) return;
     try {
-      this.fd = openSync(this.path, 'r');
+      this.fd = this.openFile(this.path);
     } catch (err) {
       throw toTachyonError(err, 'IO');
     }

@@ -64,6 +64,8 @@ export function runSenderRole(opts: {
   clock: Clock;
   files: OutgoingFile[];
   dirs?: string[];
+  /** Opens a file to send (default: a plain open; the server pins it in its jail). */
+  openSource?: (abs: string) => number;
   events?: RoleEvents;
   vanishMs?: number;
 }): Promise<TransferSummary> {
@@ -127,7 +129,7 @@ export function runSenderRole(opts: {
         // send at once, without waiting a round trip for `ready`: the announcement and
         // the first blocks travel together; a block that overtakes its announcement is
         // simply asked for again. A refused file is skipped when its result arrives.
-        const src = new LocalFileSource(f.abs, f.size);
+        const src = new LocalFileSource(f.abs, f.size, opts.openSource);
         sources.set(announced, src);
         sender.start(announced, src);
         announced++;

@@ -170,7 +170,7 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       rate: createRateController({ policy: hello.policy, targetBps, minBps: Math.min(hello.minRate, targetBps) }),
     });
     link.send(welcome);
-    return await runSenderRole({ link, sender, clock: ctx.clock, files: listing.files, dirs: listing.dirs });
+    return await runSenderRole({ link, sender, clock: ctx.clock, files: listing.files, dirs: listing.dirs, openSource: (p) => ctx.jail.openAbsForRead(p) });
   } finally {
     ctx.onEvent?.({ type: 'session.end', sessionId });
     link.close();

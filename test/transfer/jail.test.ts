@@ -247,6 +247,18 @@ describe('jail', () => {
       assert.equal(readFileSync(path.join(outside, 'secret.txt'), 'utf8'), 'secret');
     });
 
+    it('openAbsForRead (files a download sends) refuses paths outside or through links that lead out', () => {
+      refused(() => jail.openAbsForRead(path.join(outside, 'secret.txt')), 'above-root', 'outside file');
+      refused(() => jail.openAbsForRead(path.join(root, 'link-out', 'secret.txt')), 'symlink-escape', 'through link-out');
+      refused(() => jail.openAbsForRead(path.join(root, 'link-out-file')), 'symlink-escape', 'link-out-file');
+      const fd = jail.openAbsForRead(path.join(root, 'sub', 'deep.txt'));
+      try {
+        assert.equal(readAll(fd), 'deep');
+      } finally {
+        closeSync(fd);
+      }
+    });
+
     it('a dangling link inside the root is NOT_FOUND when followed', () => {
       assert.throws(() => jail.openForRead('dangling-in'), (e: unknown) => e instanceof TachyonError && e.code === 'NOT_FOUND');
     });
