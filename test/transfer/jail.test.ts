@@ -292,6 +292,27 @@ describe('jail', () => {
       refused(() => uploadResolver(jail, { ...hello, dest: '/link-out' }), 'symlink-escape', 'upload destination link-out');
     });
 
+    it('without /proc pinning (other systems) the same links are refused and the same writes allowed', () => {
+      const plain = new Jail(root, { pinned: false });
+      assert.equal(plain.pinned, false);
+      refused(() => plain.openForRead('link-out-file'), 'symlink-escape', 'unpinned read link-out-file');
+      refused(() => plain.openForWrite('link-out/new.txt', { create: true }), 'symlink-escape', 'unpinned write into link-out');
+      refused(() => plain.openForWrite('dangling-out', { create: true }), 'final-symlink', 'unpinned write dangling-out');
+      refused(() => plain.mkdir('link-out/d'), 'symlink-escape', 'unpinned mkdir in link-out');
+      refused(() => plain.openAbsForRead(path.join(root, 'link-out', 'secret.txt')), 'symlink-escape', 'unpinned download through link-out');
+      plain.mkdir('plain-dir');
+      const w = plain.openForWrite('plain-dir/f.txt', { create: true, exclusive: true });
+      writeSync(w.fd, 'plain');
+      closeSync(w.fd);
+      assert.equal(readFileSync(path.join(root, 'plain-dir', 'f.txt'), 'utf8'), 'plain');
+      assert.deepEqual(plain.list('plain-dir').map((e) => e.name), ['f.txt']);
+      plain.rename('plain-dir/f.txt', 'plain-dir/g.txt', { overwrite: false });
+      plain.remove('plain-dir/g.txt');
+      plain.rmdir('plain-dir');
+      assert.ok(!existsSync(path.join(root, 'plain-dir')));
+      assert.deepEqual(readdirSync(outside), ['secret.txt']);
+    });
+
     it('refuses a descriptor that is outside the root (post-open check)', { skip: jailPinned() ? false : 'no /proc/self/fd' }, () => {
       const fd = openSync(outside, 'r');
       try {
