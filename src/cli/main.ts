@@ -13,8 +13,10 @@ import { startTransferServer } from '../server/transfer-server.js';
 import { Endpoint } from '../transport/session/endpoint.js';
 import { openUdpSocket } from '../transport/socket/udp.js';
 import { clientTransfer, DEFAULT_DATAGRAM_SIZE } from '../transfer/session.js';
+import { registerAuditCommands } from './audit-commands.js';
 import { createReporter } from './progress.js';
 import { requireRemote, parseRemote } from './remote.js';
+import { registerUserCommands } from './user-commands.js';
 
 const DEFAULT_PORT = 33001;
 
@@ -318,6 +320,8 @@ export function buildProgram(): Command {
     process.exitCode = await runTransfer('recv', paths, o);
   });
 
+  registerUserCommands(program);
+  registerAuditCommands(program);
   return program;
 }
 

@@ -7,6 +7,8 @@ export const ERROR_CODES = {
   // usage and configuration
   USAGE: { exit: 2, retryable: false, summary: 'The command line or a parameter is invalid.' },
   CONFIG: { exit: 78, retryable: false, summary: 'A configuration value is invalid.' },
+  // state
+  DB_UNAVAILABLE: { exit: 69, retryable: true, summary: 'The database is unavailable.' },
   // authentication and trust
   HOST_KEY_UNKNOWN: { exit: 77, retryable: false, summary: "The server's host key is not pinned." },
   HOST_KEY_MISMATCH: { exit: 77, retryable: false, summary: "The server's host key does not match the pinned one." },
@@ -26,6 +28,8 @@ export const ERROR_CODES = {
   PEER_VANISHED: { exit: 69, retryable: true, summary: 'The peer stopped answering.' },
   CONNECT: { exit: 69, retryable: true, summary: 'The server could not be reached.' },
   CANCELLED: { exit: 130, retryable: true, summary: 'The transfer was cancelled.' },
+  // audit
+  AUDIT_TAMPERED: { exit: 1, retryable: false, summary: 'The audit log failed verification.' },
   INTERNAL: { exit: 70, retryable: false, summary: 'An internal error occurred.' },
 } as const;
 

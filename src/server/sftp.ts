@@ -656,7 +656,7 @@ interface Ssh2SftpModule {
  * `extraSubsystems` hook hands over (it accepts the `sftp` subsystem as a plain channel).
  * Uses ssh2's SFTP class (`ssh2/lib/protocol/SFTP.js`) with the channel as transport.
  */
-export function sftpOverChannel(channel: Duplex): SftpServerStream {
+export function sftpOverChannel(channel: Duplex, options: { beforeClose?: () => void } = {}): SftpServerStream {
   const { SFTP } = createRequire(import.meta.url)('ssh2/lib/protocol/SFTP.js') as Ssh2SftpModule;
   const remoteIdent = (channel as unknown as { _client?: { _protocol?: { _remoteIdentRaw?: unknown } } })._client?._protocol?._remoteIdentRaw;
   const transport = {
@@ -666,6 +666,11 @@ export function sftpOverChannel(channel: Duplex): SftpServerStream {
         channel.write(data);
       },
       channelClose: (): void => {
+        try {
+          options.beforeClose?.();
+        } catch {
+          /* the channel is going anyway */
+        }
         channel.end();
       },
     },
@@ -680,10 +685,8 @@ export function sftpOverChannel(channel: Duplex): SftpServerStream {
       channel.destroy();
     }
   });
-  channel.on('end', () => {
-    sftp.push(null);
-    channel.end();
-  });
+  // the client's EOF ends the SFTP session; serveSftp then closes the channel
+  channel.on('end', () => sftp.push(null));
   channel.on('close', () => sftp.emit('close'));
   channel.on('error', () => sftp.emit('close'));
   return sftp;
@@ -696,7 +699,9 @@ export function sftpOverChannel(channel: Duplex): SftpServerStream {
  */
 export function sftpSubsystem(contextFor: (info: SessionInfo) => SftpContext): SubsystemHandler {
   return (channel, info) => {
-    serveSftp(sftpOverChannel(channel), contextFor(info));
+    const ctx = contextFor(info);
+    // exit status 0 before the channel closes, as sftp-server's exit gives it
+    serveSftp(sftpOverChannel(channel, { beforeClose: () => channel.exit(0) }), ctx);
   };
 }
 

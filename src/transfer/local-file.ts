@@ -2,13 +2,15 @@
  * Local-disk block source and sink. (The storage layer will generalise these behind
  * the StorageBackend seam; the transport only sees BlockSource/BlockSink.)
  */
-import { closeSync, constants as fsc, fstatSync, openSync, readSync, unlinkSync, writeSync, ftruncateSync } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, openSync, readSync, unlinkSync, write as fsWrite, writeSync, ftruncateSync } from 'node:fs';
 import { createHash, type Hash } from 'node:crypto';
 import type { BlockSink } from '../transport/session/receiver.js';
 import type { BlockSource } from '../transport/session/sender.js';
 import { TachyonError, toTachyonError } from '../core/errors.js';
 
 const READ_AHEAD = 1 << 20;
+/** blocks at least this large are read straight into the datagram (no read-ahead) */
+const DIRECT_READ_MIN = 16 * 1024;
 
 /**
  * Reads a file for sending. Sequential reads go through a 1 MiB read-ahead buffer and
@@ -49,6 +51,17 @@ export class LocalFileSource implements BlockSource {
   read(offset: number, len: number, out: Buffer, at: number): void {
     this.open();
     if (offset + len > this.size) throw new TachyonError('IO', `read beyond end of ${this.path}`);
+    if (len >= DIRECT_READ_MIN && this.bufLen === 0) {
+      // large blocks (jumbo datagrams): one read straight into the packet, no staging copy
+      const n = this.readFully(out, len, offset, at);
+      if (n !== len) throw new TachyonError('IO', `${this.path} shrank while being sent`);
+      if (offset === this.hashed) {
+        this.hash.update(out.subarray(at, at + len));
+        this.hashed += len;
+        if (this.hashed === this.size) this.digestHex = this.hash.digest('hex');
+      }
+      return;
+    }
     const bufEnd = this.bufStart + this.bufLen;
     if (offset >= this.bufStart && offset + len <= bufEnd) {
       this.buf.copy(out, at, offset - this.bufStart, offset - this.bufStart + len);
@@ -74,10 +87,10 @@ export class LocalFileSource implements BlockSource {
     if (n !== len) throw new TachyonError('IO', `short read from ${this.path}`);
   }
 
-  private readFully(into: Buffer, len: number, pos: number): number {
+  private readFully(into: Buffer, len: number, pos: number, at = 0): number {
     let got = 0;
     while (got < len) {
-      const n = readSync(this.fd, into, got, len - got, pos + got);
+      const n = readSync(this.fd, into, at + got, len - got, pos + got);
       if (n === 0) break;
       got += n;
     }
@@ -131,24 +144,38 @@ export function createTempFile(tempPath: string): number {
   }
 }
 
-const RUN_MAX = 256 * 1024;
-const HASH_STEP = 256 * 1024;
+const RUN_MAX = 1 << 20;
+const HASH_STEP = 1 << 20;
+/** run buffers a sink may have in flight to the thread pool (16 MiB of write-behind) */
+const RUN_POOL = 16;
 
 /**
- * Writes received blocks to a temporary file: contiguous blocks are gathered into
- * runs of up to 256 KiB per write. The SHA-256 is computed over the contiguous
- * prefix as it grows, reading back what was written.
+ * Writes received blocks to a temporary file. Contiguous blocks are gathered into runs
+ * of up to 1 MiB, written behind on libuv's thread pool so that the event loop (which
+ * receives, authenticates and decrypts datagrams) never waits for the file system; when
+ * all run buffers are in flight, a run is written synchronously (back-pressure).
+ * The SHA-256 is computed over the contiguous prefix as it grows: in-order runs are
+ * hashed from memory, anything that arrived out of order is read back once written.
  */
 export class LocalFileSink implements BlockSink {
   private fd: number;
-  private run = Buffer.allocUnsafe(RUN_MAX);
+  private run: Buffer;
   private runStart = 0;
   private runLen = 0;
+  private readonly free: Buffer[] = [];
+  private buffers = 1;
+  /** writes in flight on the thread pool: [start, end) byte ranges */
+  private readonly inflight = new Set<{ start: number; end: number }>();
+  private drained: (() => void) | undefined;
+  private asyncError: unknown;
+  private closeWhenDrained = false;
   private readonly hash: Hash = createHash('sha256');
   private hashed = 0;
   /** received byte ranges beyond the hashed prefix: start -> end */
   private readonly ranges = new Map<number, number>();
   private contiguous = 0;
+  /** runs written synchronously because every run buffer was in flight */
+  syncWrites = 0;
 
   /**
    * @param open creates the temporary file and returns a read/write descriptor; the
@@ -165,17 +192,24 @@ export class LocalFileSink implements BlockSink {
     } catch (err) {
       throw toTachyonError(err, 'IO');
     }
+    this.run = Buffer.allocUnsafeSlow(Math.min(RUN_MAX, Math.max(size, 1)));
   }
 
   write(offset: number, data: Buffer): void {
-    if (this.runLen > 0 && offset === this.runStart + this.runLen && this.runLen + data.length <= RUN_MAX) {
+    if (this.asyncError !== undefined) throw toTachyonError(this.asyncError, 'IO');
+    if (this.runLen > 0 && offset === this.runStart + this.runLen && this.runLen + data.length <= this.run.length) {
       data.copy(this.run, this.runLen);
       this.runLen += data.length;
     } else {
       this.flushRun();
       this.runStart = offset;
-      data.copy(this.run, 0);
-      this.runLen = data.length;
+      if (data.length > this.run.length) {
+        // a block larger than a run (tiny files start with a small run): write it as it is
+        this.writeSyncAll(data, offset);
+      } else {
+        data.copy(this.run, 0);
+        this.runLen = data.length;
+      }
     }
     // track contiguity for hashing
     if (offset === this.contiguous) {
@@ -194,27 +228,76 @@ export class LocalFileSink implements BlockSink {
       this.ranges.set(offset, after ?? end);
       // (ranges that end exactly at `offset` are joined when contiguity reaches them)
     }
+    if (this.runLen === this.run.length) this.flushRun();
     // hash the verified prefix a little at a time so that the event loop never stalls long
-    if (this.contiguous - this.hashed >= 2 * HASH_STEP) this.hashUpTo(this.hashed + HASH_STEP);
+    if (this.contiguous - this.hashed >= 2 * HASH_STEP) this.hashUpTo(this.hashed + HASH_STEP, false);
+  }
+
+  private writeSyncAll(buf: Buffer, pos: number): void {
+    let done = 0;
+    while (done < buf.length) done += writeSync(this.fd, buf, done, buf.length - done, pos + done);
   }
 
   private flushRun(): void {
     if (this.runLen === 0) return;
-    if (this.runStart === this.hashed && this.runStart + this.runLen <= this.contiguous) {
-      // in-order data: hash it now, no read-back needed
-      this.hash.update(this.run.subarray(0, this.runLen));
-      this.hashed += this.runLen;
-    }
-    let done = 0;
-    while (done < this.runLen) {
-      done += writeSync(this.fd, this.run, done, this.runLen - done, this.runStart + done);
-    }
+    const start = this.runStart;
+    const len = this.runLen;
+    const buf = this.run;
     this.runLen = 0;
+    const end = start + len;
+    if (end <= this.contiguous) {
+      // everything before the run is here: catch the digest up (reading back what is
+      // on disk already, if any) and hash the run from memory
+      if (start > this.hashed) this.hashUpTo(start, false);
+      if (start <= this.hashed && this.hashed < end) {
+        this.hash.update(buf.subarray(this.hashed - start, len));
+        this.hashed = end;
+      }
+    }
+    const next = this.free.pop() ?? (this.buffers < RUN_POOL ? (this.buffers++, Buffer.allocUnsafeSlow(buf.length)) : undefined);
+    if (next === undefined) {
+      // every run buffer is in flight: write this one now (the disk is the bottleneck)
+      this.syncWrites++;
+      this.writeSyncAll(buf.subarray(0, len), start);
+      return;
+    }
+    this.run = next;
+    const w = { start, end: start + len };
+    this.inflight.add(w);
+    const submit = (done: number): void => {
+      fsWrite(this.fd, buf, done, len - done, start + done, (err, n) => {
+        if (err === null && done + n < len && n > 0) return submit(done + n);
+        if (err !== null) this.asyncError ??= err;
+        else if (n === 0) this.asyncError ??= new TachyonError('IO', `short write to ${this.tempPath}`);
+        this.inflight.delete(w);
+        this.free.push(buf);
+        if (this.inflight.size === 0) this.onDrained();
+      });
+    };
+    submit(0);
   }
 
-  private hashUpTo(limit: number): void {
+  private onDrained(): void {
+    const d = this.drained;
+    this.drained = undefined;
+    d?.();
+    if (this.closeWhenDrained) this.closeNow();
+  }
+
+  private waitDrained(): Promise<void> {
+    if (this.inflight.size === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.drained = resolve));
+  }
+
+  /**
+   * Hashes [hashed, limit) reading back from the file. Unless `force`, gives up when a
+   * write in flight covers part of that range (it is hashed later, once on disk).
+   */
+  private hashUpTo(limit: number, force: boolean): void {
     // data still in the run buffer is not on disk yet
     if (this.runLen > 0 && this.runStart < limit) this.flushRun();
+    if (this.hashed >= limit) return;
+    if (!force) for (const w of this.inflight) if (w.start < limit && w.end > this.hashed) return;
     const b = Buffer.allocUnsafe(Math.min(1 << 20, Math.max(1, limit - this.hashed)));
     while (this.hashed < limit) {
       const n = readSync(this.fd, b, 0, Math.min(b.length, limit - this.hashed), this.hashed);
@@ -224,32 +307,40 @@ export class LocalFileSink implements BlockSink {
     }
   }
 
-  /** Flushes everything and returns the SHA-256 of the complete file. */
-  finish(): string {
+  /** Flushes everything, waits for the writes behind, and returns the file's SHA-256. */
+  async finish(): Promise<string> {
     this.flushRun();
+    await this.waitDrained();
+    if (this.asyncError !== undefined) throw toTachyonError(this.asyncError, 'IO');
     if (this.contiguous !== this.size) {
       // ranges map may hold pieces not joined yet; they are all present when complete
       this.contiguous = this.size;
     }
-    this.hashUpTo(this.size);
+    this.hashUpTo(this.size, true);
     const st = fstatSync(this.fd);
     if (st.size !== this.size) ftruncateSync(this.fd, this.size);
     return this.hash.digest('hex');
   }
 
+  /** Releases the file; with writes still in flight, the descriptor closes when they end. */
   close(): void {
-    if (this.fd >= 0) {
-      try {
-        this.flushRun();
-      } catch {
-        // the caller is discarding the file
-      }
-      try {
-        closeSync(this.fd);
-      } catch {
-        // already closed
-      }
-      this.fd = -1;
+    if (this.fd < 0) return;
+    try {
+      this.flushRun();
+    } catch {
+      // the caller is discarding the file
     }
+    if (this.inflight.size > 0) this.closeWhenDrained = true;
+    else this.closeNow();
+  }
+
+  private closeNow(): void {
+    if (this.fd < 0) return;
+    try {
+      closeSync(this.fd);
+    } catch {
+      // already closed
+    }
+    this.fd = -1;
   }
 }

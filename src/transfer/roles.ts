@@ -370,22 +370,28 @@ export function runReceiverRole(opts: {
       opts.events?.onFile?.(o);
     };
 
-    const finalize = (e: RxEntry): void => {
+    const finalize = async (e: RxEntry): Promise<void> => {
       entries.delete(e.id);
       receiver.removeFile(e.id);
       let sha: string;
       const t0 = clock.now();
       try {
-        sha = e.sink.finish();
+        sha = await e.sink.finish();
         if (TRACE) process.stderr.write(`trace finalize ${e.path}: finish ${(clock.now() - t0).toFixed(1)} ms\n`);
         e.sink.close();
       } catch (err) {
         e.sink.close();
         safeUnlink(e.temp);
+        if (finished) return;
         const te = toTachyonError(err, 'IO');
         link.send({ t: 'result', id: e.id, ok: false, code: te.code, message: te.publicMessage });
         settle({ path: e.path, size: e.size, ok: false, code: te.code, message: te.publicMessage });
         if (te.code === 'DISK_FULL') fail(te);
+        return;
+      }
+      if (finished) {
+        // the transfer failed while the last writes were landing
+        safeUnlink(e.temp);
         return;
       }
       if (sha !== e.digest) {
@@ -416,7 +422,7 @@ export function runReceiverRole(opts: {
         const e = entries.get(id);
         if (!e || finished) return;
         e.complete = true;
-        if (e.digest !== undefined) finalize(e);
+        if (e.digest !== undefined) void finalize(e);
     };
     receiver.onWriteError = (_id: number, err: unknown): void => {
         const te = toTachyonError(err, 'IO');
@@ -476,7 +482,7 @@ export function runReceiverRole(opts: {
             const e = entries.get(msg.id);
             if (!e) break; // refused or already settled
             e.digest = msg.sha256;
-            if (e.complete) finalize(e);
+            if (e.complete) void finalize(e);
             break;
           }
           case 'dir': {

@@ -25,9 +25,12 @@ export class TapSocket implements DatagramSocket {
     return Promise.resolve();
   }
 
-  /** Delivers a datagram as if it had arrived from `from`. */
+  /**
+   * Delivers a datagram as if it had arrived from `from`. Like a real socket, the
+   * receiver gets its own copy (a receiver may decrypt in place).
+   */
   inject(packet: Buffer, from: PeerAddress): void {
-    this.handler?.(packet, from);
+    this.handler?.(Buffer.from(packet), from);
   }
 
   /** Removes and returns everything sent so far. */

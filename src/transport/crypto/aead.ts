@@ -13,6 +13,7 @@ import { createCipheriv, createDecipheriv, hkdfSync, type CipherGCMTypes } from 
 import { TachyonError } from '../../core/errors.js';
 
 import type { CipherName } from '../../core/types.js';
+import { native as loadedNative, type GcmHandle, type NativeBinding } from '../native/binding.js';
 
 export type { CipherName };
 export const TAG_BYTES = 16;
@@ -35,7 +36,16 @@ export interface PacketProtection {
    * associated data. `out` must have room for plain.length + overhead bytes after it.
    */
   seal(out: Buffer, headerLen: number, plain: Uint8Array, packetNumber: number): void;
-  /** Returns the plaintext of `packet[headerLen:]`, or throws if it is not authentic. */
+  /**
+   * Seals `pkt[headerLen, +plainLen)` where it lies (the plaintext is already in the
+   * packet); the tag is written after it. `pkt` must have room for the overhead.
+   */
+  sealInPlace(pkt: Buffer, headerLen: number, plainLen: number, packetNumber: number): void;
+  /**
+   * Returns the plaintext of `packet[headerLen:]`, or throws if it is not authentic.
+   * The plaintext may be decrypted in place (a view of `packet`): the packet's body is
+   * not ciphertext any more afterwards, authentic or not.
+   */
   open(packet: Buffer, headerLen: number, packetNumber: number): Buffer;
 }
 
@@ -43,6 +53,8 @@ interface Generation {
   gen: number;
   key: Buffer;
   iv: Buffer;
+  /** the native context of this key, when the addon is in use */
+  ctx: GcmHandle | undefined;
 }
 
 class GcmProtection implements PacketProtection {
@@ -53,6 +65,7 @@ class GcmProtection implements PacketProtection {
   constructor(
     readonly cipher: Exclude<CipherName, 'none'>,
     private readonly secret: Buffer,
+    private readonly native: NativeBinding | undefined,
   ) {}
 
   private generation(pn: number): Generation {
@@ -61,7 +74,7 @@ class GcmProtection implements PacketProtection {
     const info = (label: string): Buffer => Buffer.from(`tachyon v1 ${this.cipher} ${label} ${g}`);
     const key = Buffer.from(hkdfSync('sha256', this.secret, 'tachyon-datagram', info('key'), KEY_LEN[this.cipher]));
     const iv = Buffer.from(hkdfSync('sha256', this.secret, 'tachyon-datagram', info('iv'), 12));
-    const created = { gen: g, key, iv };
+    const created = { gen: g, key, iv, ctx: this.native?.gcmCreate(key, iv) };
     this.gens.push(created);
     if (this.gens.length > 3) this.gens.shift();
     return created;
@@ -83,6 +96,11 @@ class GcmProtection implements PacketProtection {
   }
 
   seal(out: Buffer, headerLen: number, plain: Uint8Array, pn: number): void {
+    if (this.native) {
+      out.set(plain, headerLen);
+      this.sealInPlace(out, headerLen, plain.length, pn);
+      return;
+    }
     const g = this.generation(pn);
     const c = createCipheriv(this.cipher as CipherGCMTypes, g.key, this.nonceFor(pn, g), { authTagLength: TAG_BYTES });
     c.setAAD(out.subarray(0, headerLen));
@@ -90,6 +108,20 @@ class GcmProtection implements PacketProtection {
     ct.copy(out, headerLen);
     c.final();
     c.getAuthTag().copy(out, headerLen + ct.length);
+  }
+
+  sealInPlace(pkt: Buffer, headerLen: number, plainLen: number, pn: number): void {
+    const g = this.generation(pn);
+    if (g.ctx !== undefined && this.native) {
+      this.native.gcmSeal(g.ctx, pkt, headerLen, plainLen, pn);
+      return;
+    }
+    const c = createCipheriv(this.cipher as CipherGCMTypes, g.key, this.nonceFor(pn, g), { authTagLength: TAG_BYTES });
+    c.setAAD(pkt.subarray(0, headerLen));
+    const ct = c.update(pkt.subarray(headerLen, headerLen + plainLen));
+    ct.copy(pkt, headerLen);
+    c.final();
+    c.getAuthTag().copy(pkt, headerLen + plainLen);
   }
 
   /** newest key generation seen in an authentic packet */
@@ -104,6 +136,11 @@ class GcmProtection implements PacketProtection {
       throw new TachyonError('PROTOCOL', 'datagram claims an implausible key generation');
     }
     const g = this.generation(pn);
+    if (g.ctx !== undefined && this.native) {
+      if (!this.native.gcmOpen(g.ctx, packet, headerLen, packet.length, pn)) throw new TachyonError('PROTOCOL', 'datagram failed authentication');
+      if (claimed > this.openedGen) this.openedGen = claimed;
+      return packet.subarray(headerLen, packet.length - TAG_BYTES);
+    }
     const d = createDecipheriv(this.cipher as CipherGCMTypes, g.key, this.nonceFor(pn, g), { authTagLength: TAG_BYTES });
     d.setAAD(packet.subarray(0, headerLen));
     d.setAuthTag(packet.subarray(packet.length - TAG_BYTES));
@@ -124,16 +161,22 @@ class NoProtection implements PacketProtection {
   seal(out: Buffer, headerLen: number, plain: Uint8Array): void {
     out.set(plain, headerLen);
   }
+  sealInPlace(): void {}
   open(packet: Buffer, headerLen: number): Buffer {
     return packet.subarray(headerLen);
   }
 }
 
+export interface ProtectionOptions {
+  /** the native addon to use; default: the loaded one (undefined: node:crypto) */
+  native?: NativeBinding | undefined;
+}
+
 /** Creates the protection for one direction from its 32-byte secret. */
-export function createProtection(cipher: CipherName, secret: Buffer): PacketProtection {
+export function createProtection(cipher: CipherName, secret: Buffer, opts: ProtectionOptions = {}): PacketProtection {
   if (cipher === 'none') return new NoProtection();
   if (secret.length !== SECRET_BYTES) throw new TachyonError('PROTOCOL', `session secret must be ${SECRET_BYTES} bytes`);
-  return new GcmProtection(cipher, secret);
+  return new GcmProtection(cipher, secret, 'native' in opts ? opts.native : loadedNative);
 }
 
 /**

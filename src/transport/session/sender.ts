@@ -367,7 +367,7 @@ export class DataSender extends SessionPeer {
           this.onSourceError?.(f.id, err);
           continue;
         }
-        batch.push(pkt);
+        this.emit(batch, pkt, peer);
         // the rate counts block bytes (file data, retransmissions included)
         this.tokens -= len;
         bytesThisTick += pkt.length;
@@ -380,7 +380,7 @@ export class DataSender extends SessionPeer {
           // retransmission costs another round trip: send a second copy instead
           if (this.nextNew >= this.nextAssign) {
             const dup = this.buildData(ssn, f.source, offset, len, true);
-            batch.push(dup);
+            this.emit(batch, dup, peer);
             this.tokens -= len;
             bytesThisTick += dup.length;
             sentThisTick++;
@@ -390,8 +390,8 @@ export class DataSender extends SessionPeer {
           }
         }
       }
-      if (batch.length) {
-        this.o.endpoint.send(batch, peer);
+      if (sentThisTick > 0) {
+        if (batch.length) this.o.endpoint.send(batch, peer);
         if (this.stats.firstSendAt === 0) this.stats.firstSendAt = now;
         if (sentNew) this.stats.allSentAt = now;
       }
@@ -420,25 +420,25 @@ export class DataSender extends SessionPeer {
     }
   }
 
+  /** the one datagram buffer reused for every packet when the socket copies on send */
+  private txBuf: Buffer | undefined;
+
+  /** Sends now into a copying socket (the buffer is reused), else gathers the batch. */
+  private emit(batch: Buffer[], pkt: Buffer, peer: PeerAddress): void {
+    if (this.txBuf !== undefined) this.o.endpoint.send([pkt], peer);
+    else batch.push(pkt);
+  }
+
   private buildData(ssn: number, source: BlockSource, offset: number, len: number, retransmit: boolean): Buffer {
-    const pkt = Buffer.allocUnsafe(DATA_HEADER + len + this.o.seal.overhead);
+    const size = DATA_HEADER + len + this.o.seal.overhead;
+    if (this.txBuf === undefined && this.o.endpoint.socket.copiesOnSend === true) this.txBuf = Buffer.allocUnsafeSlow(this.o.datagramSize);
+    const pkt = this.txBuf !== undefined && size <= this.txBuf.length ? this.txBuf.subarray(0, size) : Buffer.allocUnsafe(size);
     const pn = this.nextPacketNumber();
     writeCommon(pkt, PacketType.DATA, retransmit ? FLAG_RETRANSMIT : 0, this.o.sessionId, pn);
     writeDataHeader(pkt, ssn, this.nowUs(), this.stats.srttMs);
-    if (this.o.seal.overhead === 0) {
-      source.read(offset, len, pkt, DATA_HEADER);
-    } else {
-      const plain = this.scratch(len);
-      source.read(offset, len, plain, 0);
-      this.o.seal.seal(pkt, DATA_HEADER, plain.subarray(0, len), pn);
-    }
+    source.read(offset, len, pkt, DATA_HEADER);
+    this.o.seal.sealInPlace(pkt, DATA_HEADER, len, pn);
     return pkt;
-  }
-
-  private scratchBuf: Buffer = Buffer.alloc(0);
-  private scratch(len: number): Buffer {
-    if (this.scratchBuf.length < len) this.scratchBuf = Buffer.allocUnsafe(Math.max(len, this.payloadSize));
-    return this.scratchBuf;
   }
 
   private sendStatus(peer: PeerAddress): void {

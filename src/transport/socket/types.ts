@@ -10,6 +10,11 @@ export interface PeerAddress {
  */
 export interface DatagramSocket {
   send(packets: readonly Uint8Array[], to: PeerAddress): void;
+  /**
+   * True when `send` copies the packets before it returns (the native socket): the
+   * caller may then reuse its buffers at once, and `send`'s ownership rule is lifted.
+   */
+  readonly copiesOnSend?: boolean;
   onDatagram(handler: (packet: Buffer, from: PeerAddress) => void): void;
   /** The locally bound address. */
   local(): PeerAddress;

@@ -1,0 +1,49 @@
+/**
+ * Numbered schema migrations, applied in order when a database is opened. Names are
+ * `NNNN_what`; a new migration takes the next number and is never edited once released
+ * (a database records the names it has applied in `tachyon_migration`). Each migration
+ * uses only portable DDL so that SQLite and PostgreSQL end up with the same tables.
+ */
+import { sql, type Kysely, type Migration } from 'kysely';
+
+/** The table where applied migrations are recorded (and its lock table). */
+export const MIGRATION_TABLE = 'tachyon_migration';
+export const MIGRATION_LOCK_TABLE = 'tachyon_migration_lock';
+
+/* eslint-disable @typescript-eslint/no-explicit-any -- migrations run against the schema as it was, not TachyonSchema */
+const m0001: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('transfer_user')
+      .addColumn('name', 'text', (c) => c.primaryKey())
+      .addColumn('docroot', 'text', (c) => c.notNull())
+      .addColumn('permissions', 'text', (c) => c.notNull())
+      .addColumn('ciphers', 'text', (c) => c.notNull())
+      .addColumn('policies', 'text', (c) => c.notNull())
+      .addColumn('max_rate_bps', 'bigint')
+      .addColumn('enabled', 'integer', (c) => c.notNull().defaultTo(1))
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema
+      .createTable('user_key')
+      .addColumn('fingerprint', 'text', (c) => c.primaryKey())
+      .addColumn('user_name', 'text', (c) => c.notNull().references('transfer_user.name').onDelete('cascade'))
+      .addColumn('type', 'text', (c) => c.notNull())
+      .addColumn('blob', 'text', (c) => c.notNull())
+      .addColumn('comment', 'text', (c) => c.notNull().defaultTo(sql.lit('')))
+      .addColumn('added_at', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('user_key_user_name').on('user_key').column('user_name').execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('user_key').execute();
+    await db.schema.dropTable('transfer_user').execute();
+  },
+};
+/* eslint-enable @typescript-eslint/no-explicit-any */
+
+/** Every migration, by name. Names sort in the order they apply. */
+export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
+  '0001_transfer_users': m0001,
+});

@@ -1,0 +1,48 @@
+/**
+ * The tables of Tachyon's database, as kysely sees them. Column types are the portable
+ * subset both SQLite and PostgreSQL serve the same way: text, integer, bigint (which
+ * PostgreSQL's driver returns as a string; readers convert), timestamps as ISO-8601 UTC
+ * text, booleans as integer 0/1, short lists as comma-separated text.
+ *
+ * The migrations in migrations.ts create exactly these tables; repositories that own
+ * the data (for example transfer users in src/server/users) query them.
+ */
+
+/** A transfer user (an account that logs in over SSH/SFTP and transfers within its docroot). */
+export interface TransferUserTable {
+  /** Login name; primary key. */
+  name: string;
+  /** Canonical storage URL of the user's root (`file:///…`, `s3://bucket/prefix`). */
+  docroot: string;
+  /** Comma-separated permissions (list,read,write,mkdir,rename,delete). */
+  permissions: string;
+  /** Comma-separated datagram ciphers the user may choose. */
+  ciphers: string;
+  /** Comma-separated rate policies the user may choose. */
+  policies: string;
+  /** Rate cap in bits/s, or null for none beyond the server's. bigint: a string from PostgreSQL. */
+  max_rate_bps: number | string | null;
+  /** 1 enabled, 0 disabled. */
+  enabled: number;
+  created_at: string;
+  updated_at: string;
+}
+
+/** An SSH public key of a transfer user. A key belongs to at most one user. */
+export interface UserKeyTable {
+  /** `SHA256:…` fingerprint of the key blob; primary key (so a key has one owner). */
+  fingerprint: string;
+  user_name: string;
+  /** Key type, e.g. `ssh-ed25519`. */
+  type: string;
+  /** The public key blob (SSH wire format), base64. */
+  blob: string;
+  comment: string;
+  added_at: string;
+}
+
+/** Every table, for `Kysely<TachyonSchema>`. */
+export interface TachyonSchema {
+  transfer_user: TransferUserTable;
+  user_key: UserKeyTable;
+}

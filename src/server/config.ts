@@ -1,0 +1,325 @@
+/**
+ * The transfer server's configuration file (JSON), validated once at start: a wrong file
+ * is refused with the field's path and the reason (`config.json: ssh.maxAuthTries:
+ * expected a positive integer`), unknown fields included. The result is typed and frozen;
+ * relative paths are resolved against the file's directory.
+ *
+ * ```json
+ * {
+ *   "listen": "0.0.0.0",
+ *   "port": 33001,
+ *   "hostKeyFile": "/etc/tachyon/ssh_host_ed25519_key",
+ *   "database": "sqlite:///var/lib/tachyon/tachyon.db",
+ *   "allowedRoots": ["file:///srv/transfers/*"],
+ *   "ciphers": { "allowed": ["aes-128-gcm", "aes-256-gcm"], "minimum": "aes-128-gcm" },
+ *   "maxRate": "10g",
+ *   "ssh": { "maxAuthTries": 3, "loginGraceSeconds": 30, "idleTimeoutSeconds": 900, "banner": "Authorized use only." },
+ *   "auditLog": "/var/log/tachyon/audit.log",
+ *   "users": [{ "name": "alice", "docroot": "file:///srv/transfers/alice", "keys": ["ssh-ed25519 AAAA… alice@laptop"] }]
+ * }
+ * ```
+ */
+import { promises as fs } from 'node:fs';
+import { isIP } from 'node:net';
+import path from 'node:path';
+import { z } from 'zod';
+import { TachyonError } from '../core/errors.js';
+import { CIPHERS, type CipherName } from '../core/types.js';
+import { parseRate } from '../core/units.js';
+import { parseDatabaseUrl, type DatabaseLocation } from '../db/url.js';
+import {
+  DEFAULT_CIPHER_POLICY,
+  parsePublicKeys,
+  permittedCiphers,
+  validateCiphers,
+  validatePermissions,
+  validatePolicies,
+  validateUserName,
+  type CipherPolicy,
+  type NewUser,
+} from './users/model.js';
+import { checkDocroot, parseRootPattern, type RootPattern } from './users/storage-roots.js';
+
+export const DEFAULT_PORT = 33001;
+export const DEFAULT_LISTEN = '127.0.0.1';
+export const DEFAULT_MAX_RATE_BPS = 10e9;
+
+/** SSH service limits. */
+export interface SshLimits {
+  /** Public-key attempts allowed per connection. */
+  readonly maxAuthTries: number;
+  /** Seconds a connection may take to authenticate. */
+  readonly loginGraceSeconds: number;
+  /** Seconds without control or data traffic after which a session is closed. */
+  readonly idleTimeoutSeconds: number;
+  /** Text shown to clients before authentication. */
+  readonly banner?: string;
+}
+
+export const DEFAULT_SSH_LIMITS: SshLimits = Object.freeze({ maxAuthTries: 6, loginGraceSeconds: 30, idleTimeoutSeconds: 900 });
+
+/** A validated server configuration. */
+export interface ServerConfig {
+  /** The file it was read from (absolute). */
+  readonly file: string;
+  readonly listen: string;
+  readonly port: number;
+  /** Absolute path of the SSH host key (generated if missing). Default: next to the file. */
+  readonly hostKeyFile: string;
+  /** Default: `tachyon.db` next to the file. */
+  readonly database: DatabaseLocation;
+  readonly allowedRoots: readonly RootPattern[];
+  readonly cipherPolicy: CipherPolicy;
+  /** Ceiling on any session's rate, bits/s. */
+  readonly maxRateBps: number;
+  readonly ssh: SshLimits;
+  /** Absolute path of the audit log, if configured. */
+  readonly auditLog?: string;
+  /** Users declared inline (validated; docroots canonical). */
+  readonly users: readonly NewUser[];
+}
+
+/** A type error's message: `is required` when the field is missing, else `text`. */
+const expected = (text: string): { error: (iss: { input?: unknown }) => string } => ({
+  error: (iss) => (iss.input === undefined ? 'is required' : text),
+});
+
+const posInt = (max: number): z.ZodNumber =>
+  z
+    .number(expected('expected a positive integer'))
+    .int({ error: 'expected a positive integer' })
+    .min(1, { error: 'expected a positive integer' })
+    .max(max, { error: `expected a positive integer of at most ${max}` });
+
+const cipher = z.enum(CIPHERS, expected(`expected one of ${CIPHERS.join(', ')}`));
+const rate = z.union([z.string(), z.number()], expected('expected a rate such as "200m", "1g" or a number of bits/s'));
+const nonEmpty = z.string(expected('expected a string')).min(1, { error: 'must not be empty' });
+
+const UserSchema = z.strictObject({
+  name: z.string(expected('expected a string')),
+  docroot: z.string(expected('expected a storage URL such as file:///srv/transfers/alice')),
+  keys: z.array(z.string(expected('expected an OpenSSH public key line'))).optional(),
+  permissions: z.array(z.string()).optional(),
+  ciphers: z.array(z.string()).optional(),
+  policies: z.array(z.string()).optional(),
+  maxRate: rate.nullable().optional(),
+  enabled: z.boolean(expected('expected true or false')).optional(),
+});
+
+const ConfigSchema = z.strictObject({
+  listen: nonEmpty.optional(),
+  port: z
+    .number(expected('expected a port number (0-65535)'))
+    .int({ error: 'expected a port number (0-65535)' })
+    .min(0, { error: 'expected a port number (0-65535)' })
+    .max(65535, { error: 'expected a port number (0-65535)' })
+    .optional(),
+  hostKeyFile: nonEmpty.optional(),
+  database: nonEmpty.optional(),
+  allowedRoots: z
+    .array(z.string(expected('expected a root pattern such as file:///srv/transfers/*')), expected('expected a list of root patterns such as ["file:///srv/transfers/*"]'))
+    .min(1, { error: 'list at least one root pattern, such as "file:///srv/transfers/*"' }),
+  ciphers: z
+    .strictObject({
+      allowed: z.array(cipher).min(1, { error: 'allow at least one cipher' }).optional(),
+      minimum: cipher.optional(),
+    })
+    .optional(),
+  maxRate: rate.optional(),
+  ssh: z
+    .strictObject({
+      maxAuthTries: posInt(100).optional(),
+      loginGraceSeconds: posInt(3600).optional(),
+      idleTimeoutSeconds: posInt(7 * 86400).optional(),
+      banner: z.string(expected('expected a string')).max(4096, { error: 'at most 4096 characters' }).optional(),
+    })
+    .optional(),
+  auditLog: nonEmpty.optional(),
+  users: z.array(UserSchema).max(100_000).optional(),
+});
+
+/** `['users', 0, 'docroot']` → `users[0].docroot` */
+function fieldPath(p: readonly PropertyKey[]): string {
+  let out = '';
+  for (const k of p) out += typeof k === 'number' ? `[${k}]` : `${out === '' ? '' : '.'}${String(k)}`;
+  return out;
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  return typeof v === 'object' ? 'an object' : `${typeof v} ${JSON.stringify(v)?.slice(0, 40)}`;
+}
+
+const MAX_REPORTED = 20;
+
+function configError(file: string, problems: string[]): TachyonError {
+  const shown = problems.slice(0, MAX_REPORTED).map((p) => `${file}: ${p}`);
+  if (problems.length > MAX_REPORTED) shown.push(`${file}: … and ${problems.length - MAX_REPORTED} more`);
+  return new TachyonError('CONFIG', shown.join('\n'), { details: { file, problems } });
+}
+
+function rateOf(v: string | number, field: string, problems: string[]): number | undefined {
+  try {
+    if (typeof v === 'number') {
+      if (!Number.isSafeInteger(v) || v < 1 || v > 1e12) throw new Error('x');
+      return v;
+    }
+    return parseRate(v);
+  } catch {
+    problems.push(`${field}: expected a rate such as "200m", "1g" or a whole number of bits/s (1 bit/s to 1 Tbit/s)`);
+    return undefined;
+  }
+}
+
+/** Runs a validator that throws field errors; records its message instead. */
+async function collect<T>(problems: string[], fn: () => T | Promise<T>): Promise<T | undefined> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof TachyonError) {
+      problems.push(err.message);
+      return undefined;
+    }
+    throw err;
+  }
+}
+
+/**
+ * Validates a parsed configuration object. `file` names it in messages; relative paths
+ * resolve against `baseDir`.
+ *
+ * @throws TachyonError `CONFIG` listing every problem as `<file>: <field>: <reason>`.
+ */
+export async function validateServerConfig(raw: unknown, file: string, baseDir: string): Promise<ServerConfig> {
+  const parsed = ConfigSchema.safeParse(raw, {
+    error: (iss) => {
+      if (iss.code === 'invalid_type') return iss.input === undefined ? 'is required' : `expected ${iss.expected}, got ${describe(iss.input)}`;
+      return undefined;
+    },
+  });
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((iss) => {
+      if (iss.code === 'unrecognized_keys') {
+        const where = fieldPath(iss.path);
+        return iss.keys.map((k) => `${where === '' ? '' : `${where}.`}${k}: unknown field`).join('; ');
+      }
+      const where = fieldPath(iss.path);
+      return `${where === '' ? '(top level)' : where}: ${iss.message}`;
+    });
+    throw configError(file, problems);
+  }
+  const c = parsed.data;
+  const problems: string[] = [];
+  const abs = (p: string): string => path.resolve(baseDir, p);
+
+  const listen = c.listen ?? DEFAULT_LISTEN;
+  if (isIP(listen) === 0 && !/^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$/.test(listen)) {
+    problems.push(`listen: expected an IP address or host name, got ${JSON.stringify(listen).slice(0, 60)}`);
+  }
+  const database = await collect(problems, () => {
+    try {
+      return parseDatabaseUrl(c.database ?? 'tachyon.db', { baseDir, allowPath: true });
+    } catch (err) {
+      throw new TachyonError('CONFIG', `database: ${((err as TachyonError).details?.reason as string | undefined) ?? (err as Error).message}`);
+    }
+  });
+  const roots: RootPattern[] = [];
+  for (const [i, text] of c.allowedRoots.entries()) {
+    const r = await collect(problems, () => parseRootPattern(text, `allowedRoots[${i}]`));
+    if (r) roots.push(r);
+  }
+  const cipherPolicy: CipherPolicy = Object.freeze({
+    allowed: Object.freeze([...new Set<CipherName>(c.ciphers?.allowed ?? DEFAULT_CIPHER_POLICY.allowed)]),
+    ...(c.ciphers?.minimum !== undefined ? { minimum: c.ciphers.minimum } : {}),
+  });
+  if (permittedCiphers(cipherPolicy).length === 0) {
+    problems.push(`ciphers: no allowed cipher (${cipherPolicy.allowed.join(', ')}) is as strong as the minimum ${cipherPolicy.minimum ?? ''}`);
+  }
+  const maxRateBps = c.maxRate === undefined ? DEFAULT_MAX_RATE_BPS : rateOf(c.maxRate, 'maxRate', problems);
+  const ssh: SshLimits = Object.freeze({
+    maxAuthTries: c.ssh?.maxAuthTries ?? DEFAULT_SSH_LIMITS.maxAuthTries,
+    loginGraceSeconds: c.ssh?.loginGraceSeconds ?? DEFAULT_SSH_LIMITS.loginGraceSeconds,
+    idleTimeoutSeconds: c.ssh?.idleTimeoutSeconds ?? DEFAULT_SSH_LIMITS.idleTimeoutSeconds,
+    ...(c.ssh?.banner !== undefined ? { banner: c.ssh.banner } : {}),
+  });
+
+  const users: NewUser[] = [];
+  const names = new Map<string, number>();
+  const keyOwners = new Map<string, string>();
+  for (const [i, u] of (c.users ?? []).entries()) {
+    const at = `users[${i}]`;
+    const name = await collect(problems, () => validateUserName(u.name, `${at}.name`));
+    if (name !== undefined) {
+      const prev = names.get(name);
+      if (prev !== undefined) problems.push(`${at}.name: '${name}' is declared twice (also users[${prev}])`);
+      names.set(name, i);
+    }
+    const docroot = roots.length === c.allowedRoots.length ? await collect(problems, () => checkDocroot(u.docroot, roots, `${at}.docroot`)) : undefined;
+    const user: NewUser = { name: u.name, docroot: docroot ?? u.docroot };
+    if (u.permissions !== undefined) user.permissions = (await collect(problems, () => validatePermissions(u.permissions ?? [], `${at}.permissions`))) ?? [];
+    if (u.ciphers !== undefined) user.ciphers = (await collect(problems, () => validateCiphers(u.ciphers ?? [], cipherPolicy, `${at}.ciphers`))) ?? [];
+    if (u.policies !== undefined) user.policies = (await collect(problems, () => validatePolicies(u.policies ?? [], `${at}.policies`))) ?? [];
+    if (u.maxRate !== undefined) user.maxRateBps = u.maxRate === null ? null : (rateOf(u.maxRate, `${at}.maxRate`, problems) ?? null);
+    if (u.enabled !== undefined) user.enabled = u.enabled;
+    if (u.keys !== undefined) {
+      user.keys = u.keys;
+      for (const [j, line] of u.keys.entries()) {
+        const keys = await collect(problems, () => parsePublicKeys(line, `${at}.keys[${j}]`));
+        for (const k of keys ?? []) {
+          const owner = keyOwners.get(k.fingerprint);
+          if (owner !== undefined) problems.push(`${at}.keys[${j}]: the key ${k.fingerprint} is also given to ${owner}; a key may belong to one user only`);
+          else keyOwners.set(k.fingerprint, `${at} (${u.name})`);
+        }
+      }
+    }
+    users.push(Object.freeze(user));
+  }
+
+  if (problems.length > 0 || database === undefined || maxRateBps === undefined) throw configError(file, problems);
+  return Object.freeze({
+    file: path.resolve(file),
+    listen,
+    port: c.port ?? DEFAULT_PORT,
+    hostKeyFile: abs(c.hostKeyFile ?? 'ssh_host_ed25519_key'),
+    database,
+    allowedRoots: Object.freeze(roots),
+    cipherPolicy,
+    maxRateBps,
+    ssh,
+    ...(c.auditLog !== undefined ? { auditLog: abs(c.auditLog) } : {}),
+    users: Object.freeze(users),
+  });
+}
+
+/**
+ * Reads and validates the server configuration file.
+ *
+ * @throws TachyonError `CONFIG`: `<file>: cannot read …`, `<file>: not valid JSON (line L,
+ *   column C): …`, or one line per invalid field (see {@link validateServerConfig}).
+ */
+export async function loadServerConfig(file: string): Promise<ServerConfig> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === 'ENOENT' ? 'no such file' : e.code === 'EISDIR' ? 'it is a directory' : e.code === 'EACCES' ? 'permission denied' : e.message;
+    throw new TachyonError('CONFIG', `${file}: cannot read the configuration file: ${why}`, { cause: err });
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+  } catch (err) {
+    const msg = (err as Error).message;
+    const pos = /position (\d+)/.exec(msg);
+    let where = '';
+    if (pos) {
+      const before = text.slice(0, Number(pos[1]));
+      const line = before.split('\n').length;
+      where = ` (line ${line}, column ${Number(pos[1]) - before.lastIndexOf('\n')})`;
+    }
+    throw new TachyonError('CONFIG', `${file}: not valid JSON${where}: ${msg}`, { cause: err });
+  }
+  return validateServerConfig(raw, file, path.dirname(path.resolve(file)));
+}
