@@ -19,6 +19,7 @@ import type { Duplex } from 'node:stream';
 import type { Attributes, FileEntry, SFTPWrapper } from 'ssh2';
 import { systemClock, type Clock } from '../core/clock.js';
 import { TachyonError, toTachyonError, type ErrorCode } from '../core/errors.js';
+import type { AuditEvent, AuditSink } from '../audit/index.js';
 import type { SessionInfo, SubsystemHandler } from '../control/ssh-server.js';
 import type { Jail, JailEntry } from '../transfer/jail.js';
 import { requirePermission, type Permission, type Permissions } from '../transfer/permissions.js';
@@ -120,7 +121,8 @@ export interface SftpEvent {
 
 export interface SftpContext {
   jail: Jail;
-  permissions: Permissions;
+  /** What the user may do (deny by default). */
+  permissions: Permissions | readonly Permission[];
   /** The authenticated user, for the audit events. */
   user: string;
   onEvent?(e: SftpEvent): void;
@@ -167,7 +169,8 @@ type Handle = FileHandle | DirHandle;
 export function serveSftp(sftp: SftpServerStream, ctx: SftpContext): SftpSession {
   const limits: SftpLimits = { ...DEFAULT_SFTP_LIMITS, ...(ctx.limits ?? {}) };
   const clock = ctx.clock ?? systemClock;
-  const { jail, permissions } = ctx;
+  const { jail } = ctx;
+  const permissions: Permissions = new Set(ctx.permissions);
   const handles = new Map<number, Handle>();
   let nextHandle = 1;
   let ended = false;
@@ -693,15 +696,119 @@ export function sftpOverChannel(channel: Duplex, options: { beforeClose?: () => 
 }
 
 /**
+ * The control server's SubsystemHandler serving SFTP with the context `ctx` (exit
+ * status 0 is sent before the channel closes, as sftp-server's exit gives it).
+ */
+function sftpHandler(ctx: SftpContext): SubsystemHandler {
+  return (channel) => {
+    serveSftp(sftpOverChannel(channel, { beforeClose: () => channel.exit(0) }), ctx);
+  };
+}
+
+/**
  * A handler for the control server's `extraSubsystems.sftp`: serves SFTP on each
  * channel with the context `contextFor` gives for the authenticated session (throw to
  * refuse; the channel is then closed).
  */
 export function sftpSubsystem(contextFor: (info: SessionInfo) => SftpContext): SubsystemHandler {
-  return (channel, info) => {
-    const ctx = contextFor(info);
-    // exit status 0 before the channel closes, as sftp-server's exit gives it
-    serveSftp(sftpOverChannel(channel, { beforeClose: () => channel.exit(0) }), ctx);
+  return (channel, info, control) => sftpHandler(contextFor(info))(channel, info, control);
+}
+
+/**
+ * SFTP for the transfer server's `subsystems` option (`{ sftp: sftpForAccounts({ audit }) }`):
+ * each session gets its account's jail and permissions, and its events go to the audit
+ * sink (see {@link sftpAuditEvent}; the connection id is the correlation id) and to
+ * `onEvent`.
+ */
+export function sftpForAccounts(o: { audit?: AuditSink; onEvent?(e: SftpEvent): void; limits?: Partial<SftpLimits>; clock?: Clock } = {}): (
+  account: { readonly name: string; readonly permissions: readonly Permission[] },
+  jail: Jail,
+  info: SessionInfo,
+) => SubsystemHandler {
+  return (account, jail, info) =>
+    sftpHandler({
+      jail,
+      permissions: account.permissions,
+      user: info.user,
+      ...(o.limits ? { limits: o.limits } : {}),
+      ...(o.clock ? { clock: o.clock } : {}),
+      onEvent: (e) => {
+        o.onEvent?.(e);
+        const a = o.audit === undefined ? undefined : sftpAuditEvent(e, info);
+        if (a !== undefined) {
+          try {
+            o.audit?.record(a);
+          } catch {
+            /* the sink reports its own failures; SFTP carries on */
+          }
+        }
+      },
+    });
+}
+
+const QUIET_OPS: ReadonlySet<SftpOp> = new Set(['session-start', 'session-end', 'open', 'stat', 'lstat', 'fstat', 'realpath', 'opendir']);
+
+/**
+ * The audit record of an SFTP event, or undefined for the ones not worth a record:
+ * refusals by the jail (`refusal.jail`) and by permissions (`refusal.permission`) always;
+ * every file read or written through a handle (`file.transfer`, status `partial` when the
+ * client went away with it open); changes (mkdir, rmdir, remove, rename, setstat) and
+ * listings (`file.operation`); malformed packets (`refusal.channel`). Metadata lookups
+ * that succeed or fail plainly (stat, realpath, a missing file) and session start/end
+ * (the control server records those) are not recorded.
+ */
+export function sftpAuditEvent(e: SftpEvent, peer: { clientAddress: string; clientPort: number; connectionId?: string }): AuditEvent | undefined {
+  const base = {
+    component: 'sftp',
+    ...(peer.connectionId !== undefined ? { correlationId: peer.connectionId } : {}),
+  } as const;
+  const where = { clientAddress: peer.clientAddress, clientPort: peer.clientPort };
+  if (e.op === 'protocol-error') {
+    return { ...base, type: 'refusal.channel', fields: { ...where, user: e.user, what: 'sftp-packet', detail: 'malformed' } };
+  }
+  if (e.outcome === 'refused') {
+    return { ...base, type: 'refusal.jail', fields: { ...where, user: e.user, path: e.path ?? '', reason: e.reason ?? 'refused', op: e.op } };
+  }
+  if (e.outcome === 'denied') {
+    return {
+      ...base,
+      type: 'refusal.permission',
+      fields: { ...where, user: e.user, permission: e.permission ?? 'unknown', ...(e.path !== undefined ? { path: e.path } : {}), op: e.op },
+    };
+  }
+  if ((e.op === 'read' || e.op === 'write') && e.bytes !== undefined) {
+    const seconds = e.durationMs / 1000;
+    return {
+      ...base,
+      type: 'file.transfer',
+      fields: {
+        ...where,
+        user: e.user,
+        direction: e.op === 'read' ? 'download' : 'upload',
+        source: e.op === 'read' ? (e.path ?? '') : 'sftp-client',
+        destination: e.op === 'write' ? (e.path ?? '') : 'sftp-client',
+        bytes: e.bytes,
+        durationMs: Math.round(e.durationMs),
+        rateBps: seconds > 0 ? Math.round((e.bytes * 8) / seconds) : 0,
+        cipher: 'ssh',
+        status: e.outcome === 'ok' ? 'ok' : e.outcome === 'aborted' ? 'partial' : 'failed',
+        ...(e.code !== undefined ? { code: e.code } : {}),
+      },
+    };
+  }
+  if (QUIET_OPS.has(e.op)) return undefined;
+  return {
+    ...base,
+    type: 'file.operation',
+    fields: {
+      ...where,
+      user: e.user,
+      op: e.op,
+      path: e.path ?? '',
+      ...(e.toPath !== undefined ? { target: e.toPath } : {}),
+      status: e.outcome === 'ok' ? 'ok' : 'failed',
+      ...(e.code !== undefined ? { code: e.code } : {}),
+    },
   };
 }
 

@@ -15,10 +15,9 @@
  * - `delete` — remove files and empty directories.
  */
 import { TachyonError } from '../core/errors.js';
+import { PERMISSIONS, type Permission } from '../core/types.js';
 
-export const PERMISSIONS = ['list', 'read', 'write', 'mkdir', 'rename', 'delete'] as const;
-
-export type Permission = (typeof PERMISSIONS)[number];
+export { PERMISSIONS, type Permission };
 
 /** A user's permissions (deny by default: what is not in the set is refused). */
 export type Permissions = ReadonlySet<Permission>;

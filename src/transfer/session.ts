@@ -7,7 +7,7 @@ import { lstatSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Clock } from '../core/clock.js';
 import { TachyonError, isErrorCode, toTachyonError, type ErrorCode } from '../core/errors.js';
-import type { CipherName, RatePolicy } from '../core/types.js';
+import type { CipherName, Permission, RatePolicy } from '../core/types.js';
 import { PROTOCOL_VERSION, type ControlLink, type ControlMessage, type Hello, type Welcome } from '../control/messages.js';
 import { createProtection, SECRET_BYTES } from '../transport/crypto/aead.js';
 import { createRateController } from '../transport/rate/controller.js';
@@ -16,7 +16,7 @@ import { DataReceiver } from '../transport/session/receiver.js';
 import { DataSender } from '../transport/session/sender.js';
 import type { PeerAddress } from '../transport/socket/types.js';
 import type { Jail } from './jail.js';
-import { runReceiverRole, runSenderRole, type OutgoingFile, type RoleEvents, type TransferSummary } from './roles.js';
+import { runReceiverRole, runSenderRole, type FileOutcome, type OutgoingFile, type RoleEvents, type TransferSummary } from './roles.js';
 
 export const DEFAULT_DATAGRAM_SIZE = 1472; // 1500-byte MTU minus IPv4 and UDP headers
 
@@ -28,7 +28,30 @@ export interface ServerSessionContext {
   allowedCiphers: readonly CipherName[];
   /** ceiling on any session's rate, bits/s */
   maxRateBps: number;
+  /** what the session's account may do (default: everything) */
+  permissions?: readonly Permission[];
+  /** rate policies the account may choose (default: all) */
+  policies?: readonly RatePolicy[];
+  /**
+   * Called every KEEPALIVE_MS while the session runs: the data moves over UDP, so the SSH
+   * connection would otherwise look idle to its idle timer.
+   */
+  keepAlive?(): void;
+  /** each file's outcome, as it settles */
+  onFile?(f: FileOutcome, direction: 'upload' | 'download'): void;
   onEvent?(e: { type: string; [k: string]: unknown }): void;
+}
+
+/** how often a running session reports activity to its SSH connection */
+export const KEEPALIVE_MS = 10_000;
+
+function requirePermission(ctx: ServerSessionContext, p: Permission, what: string): void {
+  if (ctx.permissions && !ctx.permissions.includes(p)) {
+    throw new TachyonError('PERMISSION', `permission '${p}' missing for ${what}`, {
+      publicMessage: `Permission denied: your account may not ${what}.`,
+      details: { permission: p },
+    });
+  }
 }
 
 /**
@@ -122,6 +145,17 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       }),
     );
   }
+  try {
+    requirePermission(ctx, hello.op === 'send' ? 'write' : 'read', hello.op === 'send' ? 'upload files' : 'download files');
+    if (ctx.policies && !ctx.policies.includes(hello.policy)) {
+      throw new TachyonError('PERMISSION', `rate policy ${hello.policy} not allowed`, {
+        publicMessage: `Your account may not use the ${hello.policy} rate policy; allowed: ${ctx.policies.join(', ')}.`,
+        details: { permission: 'policy' },
+      });
+    }
+  } catch (err) {
+    return refuse(toTachyonError(err));
+  }
   const sessionId = newSessionId(ctx.endpoint);
   const c2s = randomBytes(SECRET_BYTES);
   const s2c = randomBytes(SECRET_BYTES);
@@ -140,23 +174,42 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
   const seal = createProtection(hello.cipher, s2c);
   const open = createProtection(hello.cipher, c2s);
   ctx.onEvent?.({ type: 'session.start', sessionId, op: hello.op, cipher: hello.cipher });
+  let stopKeepAlive: (() => void) | undefined;
+  if (ctx.keepAlive) {
+    const tick = (): void => {
+      ctx.keepAlive?.();
+      stopKeepAlive = ctx.clock.setTimer(KEEPALIVE_MS, tick);
+    };
+    stopKeepAlive = ctx.clock.setTimer(KEEPALIVE_MS, tick);
+  }
+  const direction = hello.op === 'send' ? 'upload' : 'download';
+  const events = ctx.onFile ? { onFile: (f: FileOutcome) => ctx.onFile?.(f, direction) } : undefined;
   try {
     if (hello.op === 'send') {
       // the client uploads: we receive. Check the destination before anything is set up.
       let resolve: (rel: string, kind: 'file' | 'dir') => string;
       try {
-        resolve = uploadResolver(ctx.jail, hello);
+        const inner = uploadResolver(ctx.jail, hello);
+        resolve = (rel, kind) => {
+          const target = inner(rel, kind);
+          if (kind === 'dir' || !isDir(path.dirname(target))) requirePermission(ctx, 'mkdir', 'create directories');
+          // make the directories here, through the jail (each one checked after it is
+          // made), so that the role's own `mkdir -p` finds them in place
+          if (kind === 'dir') return ctx.jail.ensureDir(target, rel);
+          return path.join(ctx.jail.ensureDir(path.dirname(target), rel), path.basename(target));
+        };
       } catch (err) {
         return refuse(toTachyonError(err));
       }
       const receiver = new DataReceiver({ endpoint: ctx.endpoint, sessionId, clock: ctx.clock, seal, open, datagramSize });
       link.send(welcome);
-      return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve, openTemp: (p) => ctx.jail.createTemp(p) });
+      return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve, openTemp: (p) => ctx.jail.createTemp(p), ...(events ? { events } : {}) });
     }
     // the client downloads: we send
     let listing: { files: OutgoingFile[]; dirs: string[] };
     try {
       listing = listSources(ctx.jail, hello.sources ?? []);
+      if (hello.sources?.some((src) => isDir(ctx.jail.resolve(src)))) requirePermission(ctx, 'list', 'list directories');
     } catch (err) {
       return refuse(toTachyonError(err));
     }
@@ -170,18 +223,23 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       rate: createRateController({ policy: hello.policy, targetBps, minBps: Math.min(hello.minRate, targetBps) }),
     });
     link.send(welcome);
-    return await runSenderRole({ link, sender, clock: ctx.clock, files: listing.files, dirs: listing.dirs, openSource: (p) => ctx.jail.openAbsForRead(p) });
+    return await runSenderRole({
+      link,
+      sender,
+      clock: ctx.clock,
+      files: listing.files,
+      dirs: listing.dirs,
+      openSource: (p) => ctx.jail.openAbsForRead(p),
+      ...(events ? { events } : {}),
+    });
   } finally {
+    stopKeepAlive?.();
     ctx.onEvent?.({ type: 'session.end', sessionId });
     link.close();
   }
 }
 
-/**
- * Where an upload's files go on the server (see README: destination rules). The
- * directories on the way are made here, through the jail (each one checked after it is
- * made), so that the role's own `mkdir -p` finds them in place.
- */
+/** Where an upload's files go on the server (see README: destination rules). */
 export function uploadResolver(jail: Jail, hello: Hello): (rel: string, kind: 'file' | 'dir') => string {
   const dest = jail.resolve(hello.dest ?? '/');
   const destIsDir = isDir(dest) || (hello.dest ?? '/').endsWith('/');
@@ -192,8 +250,7 @@ export function uploadResolver(jail: Jail, hello: Hello): (rel: string, kind: 'f
     if (hello.single && kind === 'file' && !destIsDir) target = dest;
     else target = path.join(dest, ...comps);
     jail.checkInside(target, rel);
-    if (kind === 'dir') return jail.ensureDir(target, rel);
-    return path.join(jail.ensureDir(path.dirname(target), rel), path.basename(target));
+    return target;
   };
 }
 

@@ -7,6 +7,11 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { MemoryAuditSink } from '../../src/audit/index.js';
+import { fingerprintOf, parseAuthorizedKeys } from '../../src/control/hostkeys.js';
+import type { Account, AccountSource } from '../../src/server/accounts.js';
+import { sftpForAccounts } from '../../src/server/sftp.js';
+import { startTransferServer } from '../../src/server/transfer-server.js';
 import { Jail } from '../../src/transfer/jail.js';
 import { ALL_PERMISSIONS, permissionSet } from '../../src/transfer/permissions.js';
 import { sshKeygen, tempDir } from '../control/helpers.js';
@@ -315,3 +320,98 @@ for (const via of ['ssh2', 'control-server'] as const) {
     });
   });
 }
+
+// ---- the transfer server's `subsystems` option, with the audit log --------------------------
+
+describe('SFTP in the transfer server (accounts, audit log) vs OpenSSH sftp', { skip: hasProgram('sftp') ? false : 'OpenSSH sftp is not installed' }, () => {
+  let dir = '';
+  let cleanup: () => Promise<void> = async () => {};
+  const audit = new MemoryAuditSink();
+  let close: () => Promise<void> = async () => {};
+  let f: Fixture;
+
+  before(async () => {
+    const t = await tempDir('sftp-accounts');
+    dir = realpathSync(t.dir);
+    cleanup = t.cleanup;
+    const root = path.join(dir, 'root');
+    const outside = path.join(dir, 'outside');
+    const local = path.join(dir, 'local');
+    for (const d of [root, outside, local]) mkdirSync(d);
+    writeFileSync(path.join(outside, 'secret.txt'), 'secret');
+    writeFileSync(path.join(root, 'hello.txt'), 'hello');
+    symlinkSync(outside, path.join(root, 'link-out'));
+    const big = path.join(local, 'big.bin');
+    writeFileSync(big, new Rng(0xacc).bytes(BIG));
+    const keyFile = await sshKeygen(dir, 'acct');
+    const keys = parseAuthorizedKeys(readFileSync(`${keyFile}.pub`, 'utf8')).keys;
+    const fingerprint = fingerprintOf(keys[0]!.blob);
+    const accounts: Record<string, Account> = {
+      alice: { name: 'alice', root, permissions: ['list', 'read', 'write', 'mkdir', 'rename', 'delete'], ciphers: ['aes-128-gcm'], policies: ['fair'], maxRateBps: null },
+      bob: { name: 'bob', root, permissions: ['list', 'read'], ciphers: ['aes-128-gcm'], policies: ['fair'], maxRateBps: null },
+    };
+    const source: AccountSource = {
+      check: async (user, blob) => (Object.hasOwn(accounts, user) && fingerprintOf(blob) === fingerprint ? { ok: true } : { ok: false, reason: 'not-authorized' }),
+      account: async (user, fp) => (fp === fingerprint ? accounts[user] : undefined),
+    };
+    const server = await startTransferServer({
+      accounts: source,
+      hostKeyFile: path.join(dir, 'host_key'),
+      listen: '127.0.0.1',
+      port: 0,
+      allowedCiphers: ['aes-128-gcm'],
+      maxRateBps: 1e9,
+      audit,
+      subsystems: { sftp: sftpForAccounts({ audit }) },
+    });
+    close = () => server.close();
+    const hostPub = readFileSync(path.join(dir, 'host_key.pub'), 'utf8').trim().split(' ').slice(0, 2).join(' ');
+    const knownHosts = writeKnownHosts(path.join(dir, 'known_hosts'), `[127.0.0.1]:${server.port} ${hostPub}`);
+    f = {
+      dir,
+      root,
+      outside,
+      local,
+      big,
+      knownHosts,
+      server: { port: server.port, knownHostsLine: '', keyFile, events: [], sessions: [], close: async () => {} },
+      cleanup: async () => {},
+    };
+  });
+
+  after(async () => {
+    await close();
+    await cleanup();
+  });
+
+  it('serves each account its root and permissions, and records transfers and refusals in the audit log', async () => {
+    const back = path.join(f.local, 'back.bin');
+    const a = await sftpBatch(f, 'alice', [`put ${f.big} up.bin`, `get up.bin ${back}`, '-get link-out/secret.txt ' + path.join(f.local, 'stolen'), '-cd ..']);
+    assert.equal(a.code, 0, a.stderr);
+    assert.equal(sha256File(back), sha256File(f.big));
+    const b = await sftpBatch(f, 'bob', [`-put ${f.big} bob.bin`, '-rm up.bin', 'ls']);
+    assert.equal(b.code, 0, b.stderr);
+    assert.match(b.stderr, /Permission denied/);
+    assert.ok(existsSync(path.join(f.root, 'up.bin')) && !existsSync(path.join(f.root, 'bob.bin')));
+    assertOutsideUntouched(f);
+
+    const transfers = audit.ofType('file.transfer').filter((r) => r.component === 'sftp');
+    assert.deepEqual(
+      transfers.map((r) => [r.fields['user'], r.fields['direction'], r.fields['bytes'], r.fields['status']]),
+      [
+        ['alice', 'upload', BIG, 'ok'],
+        ['alice', 'download', BIG, 'ok'],
+      ],
+    );
+    const jail = audit.ofType('refusal.jail');
+    assert.ok(jail.some((r) => r.fields['user'] === 'alice' && r.fields['reason'] === 'symlink-escape'), JSON.stringify(jail));
+    assert.ok(jail.some((r) => r.fields['user'] === 'alice' && r.fields['reason'] === 'above-root'));
+    const perm = audit.ofType('refusal.permission');
+    assert.deepEqual([...new Set(perm.map((r) => `${String(r.fields['user'])}:${String(r.fields['permission'])}`))].sort(), ['bob:delete', 'bob:write']);
+    // every SFTP record carries its connection's id, as the SSH session records do
+    const starts = audit.ofType('session.start').filter((r) => r.fields['subsystem'] === 'sftp');
+    assert.equal(starts.length, 2);
+    const ids = new Set(starts.map((r) => r.correlationId));
+    for (const r of audit.records.filter((x) => x.component === 'sftp')) assert.ok(ids.has(r.correlationId), `${r.type} correlation id`);
+  });
+});

@@ -282,13 +282,15 @@ describe('jail', () => {
       assert.equal(readFileSync(path.join(outside, 'secret.txt'), 'utf8'), 'secret');
     });
 
-    it("the upload resolver refuses destinations through links that lead out and makes directories inside", () => {
+    it('the upload resolver refuses destinations through links that lead out; ensureDir makes directories inside', () => {
       const hello = { t: 'hello', v: 1, op: 'send', cipher: 'aes-128-gcm', policy: 'fair', targetRate: 1, minRate: 0, datagramSize: 1472, dest: '/' } as const;
       const resolve = uploadResolver(jail, { ...hello });
       refused(() => resolve('link-out/x.bin', 'file'), 'symlink-escape', 'upload into link-out');
       refused(() => resolve('../x.bin', 'file'), 'above-root', 'upload above the root');
       assert.equal(resolve('made/here/x.bin', 'file'), path.join(root, 'made', 'here', 'x.bin'));
+      assert.equal(jail.ensureDir(path.join(root, 'made', 'here')), path.join(root, 'made', 'here'));
       assert.ok(lstatSync(path.join(root, 'made', 'here')).isDirectory());
+      assert.equal(jail.ensureDir(path.join(root, 'link-in', 'made')), path.join(root, 'sub', 'made'));
       refused(() => uploadResolver(jail, { ...hello, dest: '/link-out' }), 'symlink-escape', 'upload destination link-out');
     });
 
