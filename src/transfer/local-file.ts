@@ -2,7 +2,7 @@
  * Local-disk block source and sink. (The storage layer will generalise these behind
  * the StorageBackend seam; the transport only sees BlockSource/BlockSink.)
  */
-import { closeSync, fstatSync, openSync, readSync, write as fsWrite, writeSync, ftruncateSync } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, openSync, readSync, unlinkSync, write as fsWrite, writeSync, ftruncateSync } from 'node:fs';
 import { createHash, type Hash } from 'node:crypto';
 import type { BlockSink } from '../transport/session/receiver.js';
 import type { BlockSource } from '../transport/session/sender.js';
@@ -25,9 +25,14 @@ export class LocalFileSource implements BlockSource {
   private readonly hash: Hash = createHash('sha256');
   private digestHex: string | undefined;
 
+  /**
+   * @param openFile opens the file for reading and returns the descriptor (default: a
+   *   plain open); the server passes its jail's `openAbsForRead`.
+   */
   constructor(
     readonly path: string,
     readonly size: number,
+    private readonly openFile: (path: string) => number = (p) => openSync(p, 'r'),
   ) {
     // the file is opened on first read, so that many announced files hold no descriptor
     this.fd = -1;
@@ -37,7 +42,7 @@ export class LocalFileSource implements BlockSource {
   private open(): void {
     if (this.fd >= 0) return;
     try {
-      this.fd = openSync(this.path, 'r');
+      this.fd = this.openFile(this.path);
     } catch (err) {
       throw toTachyonError(err, 'IO');
     }
@@ -121,6 +126,24 @@ export class LocalFileSource implements BlockSource {
   }
 }
 
+/**
+ * Creates a fresh temporary file for writing, mode 0600: a stale file (or a symbolic
+ * link planted) under that name is removed first, then the file is created with
+ * `O_CREAT|O_EXCL|O_NOFOLLOW`, so writing never follows a link to somewhere else.
+ */
+export function createTempFile(tempPath: string): number {
+  try {
+    unlinkSync(tempPath);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toTachyonError(err, 'IO');
+  }
+  try {
+    return openSync(tempPath, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    throw toTachyonError(err, 'IO');
+  }
+}
+
 const RUN_MAX = 1 << 20;
 const HASH_STEP = 1 << 20;
 /** run buffers a sink may have in flight to the thread pool (16 MiB of write-behind) */
@@ -154,12 +177,18 @@ export class LocalFileSink implements BlockSink {
   /** runs written synchronously because every run buffer was in flight */
   syncWrites = 0;
 
+  /**
+   * @param open creates the temporary file and returns a read/write descriptor; the
+   *   default is {@link createTempFile}. The server passes its jail's `createTemp`, which
+   *   also pins the file inside the user's root.
+   */
   constructor(
     readonly tempPath: string,
     readonly size: number,
+    open: (tempPath: string) => number = createTempFile,
   ) {
     try {
-      this.fd = openSync(tempPath, 'w+', 0o600);
+      this.fd = open(tempPath);
     } catch (err) {
       throw toTachyonError(err, 'IO');
     }

@@ -64,6 +64,8 @@ export function runSenderRole(opts: {
   clock: Clock;
   files: OutgoingFile[];
   dirs?: string[];
+  /** Opens a file to send (default: a plain open; the server pins it in its jail). */
+  openSource?: (abs: string) => number;
   events?: RoleEvents;
   vanishMs?: number;
 }): Promise<TransferSummary> {
@@ -127,7 +129,7 @@ export function runSenderRole(opts: {
         // send at once, without waiting a round trip for `ready`: the announcement and
         // the first blocks travel together; a block that overtakes its announcement is
         // simply asked for again. A refused file is skipped when its result arrives.
-        const src = new LocalFileSource(f.abs, f.size);
+        const src = new LocalFileSource(f.abs, f.size, opts.openSource);
         sources.set(announced, src);
         sender.start(announced, src);
         announced++;
@@ -306,6 +308,8 @@ export function runReceiverRole(opts: {
   receiver: DataReceiver;
   clock: Clock;
   resolve: DestinationResolver;
+  /** Creates a file's temporary file (default: `createTempFile`; the server pins it in its jail). */
+  openTemp?: (tempPath: string) => number;
   events?: RoleEvents;
   vanishMs?: number;
   /** also send the final `bye` (the side that ends the session) */
@@ -458,7 +462,7 @@ export function runReceiverRole(opts: {
               }
               mkdirSync(path.dirname(final), { recursive: true });
               temp = path.join(path.dirname(final), `.${path.basename(final)}.tachyon-partial`);
-              sink = new LocalFileSink(temp, msg.size);
+              sink = new LocalFileSink(temp, msg.size, opts.openTemp);
             } catch (err) {
               const te = toTachyonError(err, 'IO');
               receiver.skipFile(msg.id, msg.ssn0, msg.size);

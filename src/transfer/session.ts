@@ -193,14 +193,17 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
         resolve = (rel, kind) => {
           const target = inner(rel, kind);
           if (kind === 'dir' || !isDir(path.dirname(target))) requirePermission(ctx, 'mkdir', 'create directories');
-          return target;
+          // make the directories here, through the jail (each one checked after it is
+          // made), so that the role's own `mkdir -p` finds them in place
+          if (kind === 'dir') return ctx.jail.ensureDir(target, rel);
+          return path.join(ctx.jail.ensureDir(path.dirname(target), rel), path.basename(target));
         };
       } catch (err) {
         return refuse(toTachyonError(err));
       }
       const receiver = new DataReceiver({ endpoint: ctx.endpoint, sessionId, clock: ctx.clock, seal, open, datagramSize });
       link.send(welcome);
-      return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve, ...(events ? { events } : {}) });
+      return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve, openTemp: (p) => ctx.jail.createTemp(p), ...(events ? { events } : {}) });
     }
     // the client downloads: we send
     let listing: { files: OutgoingFile[]; dirs: string[] };
@@ -220,7 +223,15 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       rate: createRateController({ policy: hello.policy, targetBps, minBps: Math.min(hello.minRate, targetBps) }),
     });
     link.send(welcome);
-    return await runSenderRole({ link, sender, clock: ctx.clock, files: listing.files, dirs: listing.dirs, ...(events ? { events } : {}) });
+    return await runSenderRole({
+      link,
+      sender,
+      clock: ctx.clock,
+      files: listing.files,
+      dirs: listing.dirs,
+      openSource: (p) => ctx.jail.openAbsForRead(p),
+      ...(events ? { events } : {}),
+    });
   } finally {
     stopKeepAlive?.();
     ctx.onEvent?.({ type: 'session.end', sessionId });
@@ -234,7 +245,7 @@ export function uploadResolver(jail: Jail, hello: Hello): (rel: string, kind: 'f
   const destIsDir = isDir(dest) || (hello.dest ?? '/').endsWith('/');
   return (rel, kind) => {
     const comps = jail.components(rel);
-    if (comps.length === 0) throw new TachyonError('PATH_INVALID', `empty path '${rel}'`, { publicMessage: 'Invalid path.' });
+    if (comps.length === 0) throw new TachyonError('PATH_INVALID', `empty path '${rel}'`, { publicMessage: 'Invalid path.', details: { reason: 'empty-path' } });
     let target: string;
     if (hello.single && kind === 'file' && !destIsDir) target = dest;
     else target = path.join(dest, ...comps);
