@@ -17,6 +17,7 @@ import { databaseAccounts, singleUserAccounts, type AccountSource } from '../ser
 import { loadServerConfig, validateServerConfig, type ServerConfig } from '../server/config.js';
 import { loadAuthorizedKeys, startTransferServer, type TransferServer } from '../server/transfer-server.js';
 import { UserRepository } from '../server/users/repository.js';
+import { sftpForAccounts } from '../server/sftp.js';
 import { permittedCiphers } from '../server/users/model.js';
 
 export interface ServeOpts {
@@ -114,6 +115,8 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
         ...(cfg.ssh.banner ? { banner: cfg.ssh.banner } : {}),
       },
       ...(audit ? { audit } : {}),
+      // SFTP on the same accounts, jail, permissions and audit log, for the tools people have
+      subsystems: { sftp: sftpForAccounts(audit ? { audit } : {}) },
       onEvent: log,
     });
     const count = (await repo.list()).length;
@@ -155,6 +158,7 @@ export async function runServe(o: ServeOpts): Promise<number> {
     maxRateBps: parseRate(o.maxRate),
     // one user whose transfers may run for hours with a quiet control channel
     ssh: { idleTimeoutMs: 0 },
+    subsystems: { sftp: sftpForAccounts() },
     onEvent: log,
   });
   announce(server, { json: o.json, log, users: `${o.user} (${keys.length} key${keys.length === 1 ? '' : 's'})`, root });

@@ -201,6 +201,38 @@ describe('multi-user transfer server (serve --config)', () => {
     assert.equal(e.code, 0, e.stderr);
   });
 
+  it("OpenSSH's sftp reaches the same docroot under the same permissions and audit log", async () => {
+    const kh = path.join(work, 'known_hosts');
+    writeFileSync(kh, `[127.0.0.1]:${port} ${readFileSync(path.join(work, 'ssh_host_ed25519_key.pub'), 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
+    const batch = path.join(work, 'sftp-batch');
+    const local = path.join(work, 'sftp-up.bin');
+    writeFileSync(local, randomBytes(300_000));
+    const sftp = (u: string, cmds: string): { code: number; out: string } => {
+      writeFileSync(batch, cmds);
+      try {
+        const out = execFileSync('sftp', ['-b', batch, '-i', key[u]!, '-P', String(port), '-o', `UserKnownHostsFile=${kh}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'IdentitiesOnly=yes', `${u}@127.0.0.1`], { cwd: work, stdio: ['ignore', 'pipe', 'pipe'] });
+        return { code: 0, out: out.toString() };
+      } catch (err) {
+        const e = err as { status: number; stdout: Buffer; stderr: Buffer };
+        return { code: e.status, out: e.stdout.toString() + e.stderr.toString() };
+      }
+    };
+    const up = sftp('alice', `put ${local} sftp-up.bin\nls -l\n`);
+    assert.equal(up.code, 0, up.out);
+    assert.equal(sha(path.join(files, 'alice', 'sftp-up.bin')), sha(local));
+    assert.match(up.out, /sftp-up\.bin/);
+    // bob may read but not write; nobody leaves the docroot
+    const denied = sftp('bob', `put ${local} nope.bin\n`);
+    assert.notEqual(denied.code, 0);
+    assert.ok(!existsSync(path.join(files, 'bob', 'nope.bin')));
+    const escape = sftp('bob', `get ../alice/sftp-up.bin ${path.join(work, 'stolen.bin')}\n`);
+    assert.notEqual(escape.code, 0);
+    assert.ok(!existsSync(path.join(work, 'stolen.bin')));
+    const recs = auditRecords(auditLog);
+    assert.ok(recs.some((x) => x.fields['user'] === 'alice' && JSON.stringify(x).includes('sftp-up.bin')), 'the SFTP upload is audited');
+    assert.ok(recs.some((x) => x.type === 'refusal.permission' && x.fields['user'] === 'bob' && x.fields['permission'] === 'write'));
+  });
+
   it('the audit log verifies; an edited line is detected with its line number', async () => {
     const ok = await run(['audit', 'verify', auditLog], work);
     assert.equal(ok.code, 0, ok.stdout + ok.stderr);
