@@ -2,7 +2,7 @@
  * Local-disk block source and sink. (The storage layer will generalise these behind
  * the StorageBackend seam; the transport only sees BlockSource/BlockSink.)
  */
-import { closeSync, fstatSync, openSync, readSync, write as fsWrite, writeSync, ftruncateSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, write as fsWrite, writeSync, ftruncateSync } from 'node:fs';
 import { createHash, type Hash } from 'node:crypto';
 import type { BlockSink } from '../transport/session/receiver.js';
 import type { BlockSource } from '../transport/session/sender.js';
@@ -18,11 +18,11 @@ const DIRECT_READ_MIN = 16 * 1024;
  */
 export class LocalFileSource implements BlockSource {
   private fd: number;
-  private buf = Buffer.allocUnsafe(READ_AHEAD);
+  private buf: Buffer;
   private bufStart = 0;
   private bufLen = 0;
   private hashed = 0;
-  private readonly hash: Hash = createHash('sha256');
+  private hash: Hash = createHash('sha256');
   private digestHex: string | undefined;
 
   constructor(
@@ -31,7 +31,20 @@ export class LocalFileSource implements BlockSource {
   ) {
     // the file is opened on first read, so that many announced files hold no descriptor
     this.fd = -1;
+    // a small file needs no more read-ahead than its size (many small files: not 1 MiB each)
+    this.buf = Buffer.allocUnsafe(Math.max(1, Math.min(READ_AHEAD, size)));
     if (size === 0) this.digestHex = this.hash.digest('hex');
+  }
+
+  /**
+   * Resume: the bytes before `offset` are already at the receiver and are not read;
+   * `prefixHash` is the SHA-256 state after them, so that digest() still covers the whole
+   * file. Call before the first read.
+   */
+  resumeAt(offset: number, prefixHash: Hash): void {
+    this.hash = prefixHash;
+    this.hashed = offset;
+    this.digestHex = offset === this.size ? prefixHash.digest('hex') : undefined;
   }
 
   private open(): void {
@@ -146,7 +159,7 @@ export class LocalFileSink implements BlockSink {
   private drained: (() => void) | undefined;
   private asyncError: unknown;
   private closeWhenDrained = false;
-  private readonly hash: Hash = createHash('sha256');
+  private hash: Hash = createHash('sha256');
   private hashed = 0;
   /** received byte ranges beyond the hashed prefix: start -> end */
   private readonly ranges = new Map<number, number>();
@@ -154,16 +167,46 @@ export class LocalFileSink implements BlockSink {
   /** runs written synchronously because every run buffer was in flight */
   syncWrites = 0;
 
+  /**
+   * `resume`: keep the first `offset` bytes of an existing temporary file (the SHA-256
+   * state after them is `hash`) and drop the rest; otherwise the file is created empty.
+   * A symbolic link at `tempPath` is never followed. `fd`: the file is already open
+   * (with `LocalFileSink.openFlags(resume)`, e.g. on the thread pool).
+   */
   constructor(
     readonly tempPath: string,
     readonly size: number,
+    opts: { resume?: { offset: number; hash: Hash }; fd?: number } = {},
   ) {
+    const resume = opts.resume;
     try {
-      this.fd = openSync(tempPath, 'w+', 0o600);
+      this.fd = opts.fd ?? openSync(tempPath, LocalFileSink.openFlags(resume !== undefined), 0o600);
+      if (resume) {
+        ftruncateSync(this.fd, resume.offset);
+        this.hash = resume.hash;
+        this.hashed = this.contiguous = resume.offset;
+      }
     } catch (err) {
+      if (opts.fd !== undefined) closeSync(opts.fd);
       throw toTachyonError(err, 'IO');
     }
     this.run = Buffer.allocUnsafeSlow(Math.min(RUN_MAX, Math.max(size, 1)));
+  }
+
+  /** open(2) flags of a temporary file: created empty, or (resume) an existing one; never through a symbolic link */
+  static openFlags(resume: boolean): number {
+    return (resume ? constants.O_RDWR : constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC) | constants.O_NOFOLLOW;
+  }
+
+  /**
+   * Bytes from the start of the file that are written (what a later run may resume from):
+   * the contiguous prefix, short of any write still in flight.
+   */
+  writtenPrefix(): number {
+    let prefix = this.contiguous;
+    if (this.runLen > 0) prefix = Math.min(prefix, this.runStart);
+    for (const w of this.inflight) prefix = Math.min(prefix, w.start);
+    return prefix;
   }
 
   write(offset: number, data: Buffer): void {

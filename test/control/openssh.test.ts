@@ -101,10 +101,10 @@ describe('control server vs OpenSSH ssh', { skip: hasProgram('ssh') ? false : 'O
   });
 
   it('speaks the tachyon-v1 subsystem with OpenSSH (ssh -s)', async () => {
-    const input = Buffer.concat([encodeFrame({ t: 'ready', id: 3 }), encodeFrame({ t: 'bye' })]);
+    const input = Buffer.concat([encodeFrame({ t: 'digests', files: [{ id: 3, sha256: 'c'.repeat(64) }] }), encodeFrame({ t: 'bye' })]);
     const r = await spawnRun('ssh', sshArgs('-s', 'alice@127.0.0.1', 'tachyon-v1'), input);
     assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(new FrameDecoder().push(r.stdout), [{ t: 'result', id: 3, ok: true }, { t: 'bye' }]);
+    assert.deepEqual(new FrameDecoder().push(r.stdout), [{ t: 'results', files: [{ id: 3, ok: true }] }, { t: 'bye' }]);
   });
 
   it('ends a session that sends a malformed frame with a PROTOCOL error and exit status 76', async () => {
