@@ -130,7 +130,8 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
     remoteHost = rs[0]!.host;
     remoteUser = rs[0]!.user;
     // with --file-list, relative entries are taken relative to the remote directory named
-    sources = listed ? listed.map((p) => (p.startsWith('/') ? p : path.posix.join(rs[0]!.path, p))) : rs.map((r) => r.path);
+    // (joined as text: the server's jail, not the client, judges what `..` means)
+    sources = listed ? listed.map((p) => (p.startsWith('/') ? p : `${rs[0]!.path.replace(/\/+$/, '')}/${p}`)) : rs.map((r) => r.path);
     dest = last;
   }
   const port = Number(o.port);

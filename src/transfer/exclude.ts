@@ -28,8 +28,10 @@ type Token =
   | { k: 'class'; neg: boolean; ranges: [number, number][] }
   | { k: 'star' }
   | { k: 'globstar' }
-  /** `**` followed by `/`: nothing, or anything ending in `/` */
-  | { k: 'globdir' };
+  /** `**` followed by `/` is nothing, or anything ending in `/`: an entry that may skip the loop */
+  | { k: 'globdir' }
+  /** the loop of `**\/`: any character, leaving after a `/` */
+  | { k: 'globloop' };
 
 export interface CompiledPattern {
   readonly source: string;
@@ -77,7 +79,7 @@ export function compilePattern(pattern: string): CompiledPattern {
         if (chars[i + 1] === '/') {
           i++;
           hasSlash = true;
-          tokens.push({ k: 'globdir' });
+          tokens.push({ k: 'globdir' }, { k: 'globloop' });
         } else tokens.push({ k: 'globstar' });
         hasSlash = true;
       } else tokens.push({ k: 'star' });
@@ -142,8 +144,13 @@ function run(tokens: readonly Token[], text: string): boolean {
   let next = new Uint8Array(m + 1);
   const close = (set: Uint8Array): void => {
     for (let i = 0; i < m; i++) {
+      if (!set[i]) continue;
       const k = tokens[i]!.k;
-      if (set[i] && (k === 'star' || k === 'globstar' || k === 'globdir')) set[i + 1] = 1;
+      if (k === 'star' || k === 'globstar') set[i + 1] = 1;
+      else if (k === 'globdir') {
+        set[i + 1] = 1; // into the loop
+        set[i + 2] = 1; // or skip it: `**/` matching nothing
+      }
     }
   };
   cur[0] = 1;
@@ -173,6 +180,8 @@ function run(tokens: readonly Token[], text: string): boolean {
           to = i;
           break;
         case 'globdir':
+          break; // only an entry: its epsilon moves were taken by close()
+        case 'globloop':
           to = i;
           if (ch === '/') next[i + 1] = 1;
           break;

@@ -5,7 +5,7 @@
  * open their file only when data first flows (so that a window of many announced files
  * holds no descriptor and no buffer until then).
  */
-import { closeSync, open as fsOpen, unlinkSync } from 'node:fs';
+import { closeSync, constants, open as fsOpen, unlinkSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import type { Hash } from 'node:crypto';
 import type { Clock } from '../core/clock.js';
@@ -188,6 +188,8 @@ export class RxFile implements BlockSink {
     private readonly ensureDir: (dir: string) => Promise<void>,
     private readonly dir: string,
     private readonly onFatal: (err: TachyonError) => void,
+    /** an earlier partial file was found and started over (not a resume) */
+    private readonly onReplaced?: () => void,
   ) {}
 
   /** The temporary file was (or is being) opened: it may have been created or truncated. */
@@ -205,9 +207,20 @@ export class RxFile implements BlockSink {
       let fd: number;
       try {
         await this.ensureDir(this.dir);
-        fd = await new Promise<number>((resolve, reject) =>
-          fsOpen(this.temp, LocalFileSink.openFlags(this.prefixHash !== undefined), 0o600, (err, n) => (err ? reject(err) : resolve(n))),
-        );
+        const open = (flags: number): Promise<number> =>
+          new Promise<number>((resolve, reject) => fsOpen(this.temp, flags, 0o600, (err, n) => (err ? reject(err) : resolve(n))));
+        if (this.prefixHash) fd = await open(LocalFileSink.openFlags(true));
+        else {
+          // exclusive first: a partial file of an earlier run is the rare case, and its
+          // resume record must go with it
+          try {
+            fd = await open(LocalFileSink.openFlags(false) | constants.O_EXCL);
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+            fd = await open(LocalFileSink.openFlags(false));
+            this.onReplaced?.();
+          }
+        }
       } catch (err) {
         this.error = toTachyonError(err, 'IO');
         this.pending = [];

@@ -913,10 +913,21 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
         }
         temp = partialPath(final);
       }
-      const file = new RxFile(temp, a.size, offset, prefix?.hash, ensureDir, path.dirname(final), (err) => {
-        sendError(opts.link, err);
-        fail(err);
-      });
+      const file = new RxFile(
+        temp,
+        a.size,
+        offset,
+        prefix?.hash,
+        ensureDir,
+        path.dirname(final),
+        (err) => {
+          sendError(opts.link, err);
+          fail(err);
+        },
+        () => {
+          if (!record) removeRecord(final);
+        },
+      );
       const e: RxEntry = {
         id: a.id,
         path: a.path,

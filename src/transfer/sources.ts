@@ -1,5 +1,6 @@
 /**
- * Expands source paths into the files (and empty directories) a sender announces, with
+ * Expands source paths into the files (and directories with nothing to send in them: empty,
+ * or all excluded) a sender announces, with
  * the relative paths the destination will see: each source keeps its last component
  * (`tree/a/b.txt` for source `tree`), or, with a source base, its path below the base
  * (`a/b.txt` for `/data/a/b.txt` and base `/data`). Exclude patterns prune files and
@@ -69,7 +70,7 @@ function outgoing(rel: string, abs: string, st: Stats): OutgoingFile {
 
 function walk(absDir: string, rel: string, files: OutgoingFile[], dirs: string[], exclude: ExcludeSet | undefined): void {
   const entries = readdirSync(absDir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1));
-  if (entries.length === 0 && rel !== '') dirs.push(rel);
+  const before = files.length + dirs.length;
   for (const e of entries) {
     const abs = path.join(absDir, e.name);
     const r = rel === '' ? e.name : `${rel}/${e.name}`;
@@ -82,6 +83,8 @@ function walk(absDir: string, rel: string, files: OutgoingFile[], dirs: string[]
     }
     // symbolic links and special files are not followed
   }
+  // a directory with nothing to send in it (empty, or all excluded) is created empty
+  if (files.length + dirs.length === before && rel !== '') dirs.push(rel);
 }
 
 /**
