@@ -96,6 +96,8 @@ const ANNOUNCE_AHEAD_FILES = 1024;
 const PROBE_AHEAD_FILES = 4096;
 /** per-file entries (results, digests) wait this long for company before they are sent */
 const BATCH_MS = 5;
+/** files a receiver accepts in flight (probed or announced, not settled) before it calls the sender broken */
+const MAX_RECEIVER_IN_FLIGHT = 4 * PROBE_AHEAD_FILES;
 /** concurrent digest computations (resume and compare) */
 const HASH_JOBS = 2;
 const TRACE = process.env.TACHYON_TRACE === '1';
@@ -777,6 +779,8 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
 
     const newId = (id: number): void => {
       if (seen.has(id)) throw new TachyonError('PROTOCOL', `file id ${id} announced twice`);
+      // an honest sender keeps at most PROBE_AHEAD_FILES in flight; bound what a hostile one can pile up
+      if (planned.size + entries.size >= MAX_RECEIVER_IN_FLIGHT) throw new TachyonError('PROTOCOL', 'too many files in flight');
       seen.add(id);
     };
 

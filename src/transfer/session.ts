@@ -29,6 +29,7 @@ import {
   type RoleEvents,
   type TransferSummary,
 } from './roles.js';
+import { partialPath } from './resume.js';
 import { listSources, type Listing } from './sources.js';
 
 export const DEFAULT_DATAGRAM_SIZE = 1472; // 1500-byte MTU minus IPv4 and UDP headers
@@ -321,12 +322,16 @@ function listJailed(jail: Jail, hello: Hello): Listing {
   });
 }
 
-/** True when `dir` does not exist or is an empty directory: nothing there to plan around. */
-function isFresh(dir: string): boolean {
+/**
+ * True when a download's destination holds nothing to plan around: an empty directory,
+ * or a path that does not exist and has no partial file of an earlier run beside it.
+ */
+function isFresh(dest: string): boolean {
   try {
-    return readdirSync(dir).length === 0;
+    return readdirSync(dest).length === 0;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ENOENT';
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return false;
+    return statOrUndefined(partialPath(dest)) === undefined;
   }
 }
 

@@ -284,6 +284,14 @@ describe('overwrite, resume, selection and many files over loopback', () => {
       assert.ok(r.server!.stats!.bytesSent! < (size - 4 * MiB) * 1.15, `the server sent ${r.server!.stats!.bytesSent}`);
       assert.ok(readFileSync(final).equals(data));
       assert.ok(!exists(recordPath(final)) && !exists(partialPath(final)));
+
+      // the same to a new name: the destination does not exist, its partial file does
+      const renamed = path.join(dl, 'renamed.bin');
+      write(partialPath(renamed), data.subarray(0, 3 * MiB));
+      writeFileSync(recordPath(renamed), formatRecord({ size, mtimeMs: T0 * 1000, verified: 3 * MiB }));
+      const again = await transferOk(server, { op: 'recv', sources: ['/dl/file.bin'], dest: renamed, resume: 'attrs' });
+      assert.equal(again.client.files[0]!.skippedBytes, 3 * MiB);
+      assert.ok(readFileSync(renamed).equals(data));
     });
 
     it('a download interrupted with -k full keeps the partial file on the client and resumes from it', async () => {
