@@ -1,6 +1,6 @@
 /** The `tachyon` command. */
 import { Command, CommanderError, Option } from 'commander';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import path from 'node:path';
@@ -9,15 +9,16 @@ import { TachyonError, toTachyonError } from '../core/errors.js';
 import { CIPHERS, OVERWRITE_POLICIES, POLICIES, RESUME_LEVELS, type CipherName, type OverwritePolicy, type RatePolicy, type ResumeLevel } from '../core/types.js';
 import { formatRate, parseRate } from '../core/units.js';
 import { connectControl } from '../control/ssh-client.js';
-import { startTransferServer } from '../server/transfer-server.js';
 import { Endpoint } from '../transport/session/endpoint.js';
 import { openUdpSocket } from '../transport/socket/udp.js';
 import { clientTransfer, DEFAULT_DATAGRAM_SIZE } from '../transfer/session.js';
 import { parseFileList } from '../transfer/sources.js';
+import { registerAuditCommands } from './audit-commands.js';
 import { ManifestWriter } from './manifest.js';
 import { createReporter } from './progress.js';
 import { requireRemote, parseRemote } from './remote.js';
 import { registerUserCommands } from './user-commands.js';
+import { defaultHostKeyPath, runServe, runStart, type ServeOpts } from './serve.js';
 
 const DEFAULT_PORT = 33001;
 
@@ -259,88 +260,6 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
   }
 }
 
-interface ServeOpts {
-  root: string;
-  authorizedKeys: string;
-  user: string;
-  hostKey: string;
-  listen: string;
-  port: string;
-  allowCipher: CipherName[];
-  maxRate: string;
-  json: boolean;
-}
-
-function defaultHostKeyPath(): string {
-  const base = process.env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config');
-  return path.join(base, 'tachyon', 'ssh_host_ed25519_key');
-}
-
-async function runServe(o: ServeOpts): Promise<number> {
-  const port = Number(o.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new TachyonError('USAGE', `invalid port '${o.port}'`);
-  const log = (e: Record<string, unknown>): void => {
-    if (o.json) process.stdout.write(JSON.stringify({ time: new Date().toISOString(), ...e }) + '\n');
-    else if (e.type === 'config.warning') process.stderr.write(`warning: ${String(e.message)}\n`);
-    else if (e.type === 'transfer.end' || e.type === 'transfer.error') process.stderr.write(`${new Date().toISOString()} ${JSON.stringify(e)}\n`);
-  };
-  const server = await startTransferServer({
-    root: o.root,
-    authorizedKeysFile: o.authorizedKeys,
-    user: o.user,
-    hostKeyFile: o.hostKey,
-    listen: o.listen,
-    port,
-    allowedCiphers: o.allowCipher,
-    maxRateBps: parseRate(o.maxRate),
-    onEvent: log,
-  });
-  const msg = {
-    type: 'server.start',
-    listen: server.address,
-    tcpPort: server.port,
-    udpPort: server.udpPort,
-    user: o.user,
-    root: path.resolve(o.root),
-    keys: server.keyCount,
-    fingerprint: server.hostKeyFingerprint,
-  };
-  if (o.json) log(msg);
-  else {
-    process.stderr.write(`Tachyon transfer server: SSH on TCP ${server.address}:${server.port}, data on UDP ${server.udpPort}, user ${o.user}, root ${msg.root}\n`);
-    process.stderr.write(`host key fingerprint: ${server.hostKeyFingerprint}\n`);
-    process.stderr.write(`clients pin it with: --host-key-fingerprint ${server.hostKeyFingerprint}\n`);
-  }
-  await new Promise<void>((resolve) => {
-    const stop = (): void => resolve();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
-  await server.close();
-  return 0;
-}
-
-async function runStart(o: { data: string; listen: string; port: string }): Promise<number> {
-  const data = path.resolve(o.data);
-  const root = path.join(data, 'files');
-  mkdirSync(root, { recursive: true, mode: 0o700 });
-  const ak = path.join(data, 'authorized_keys');
-  if (!existsSync(ak)) writeFileSync(ak, '# one OpenSSH public key per line, e.g. the contents of ~/.ssh/id_ed25519.pub\n', { mode: 0o600 });
-  process.stderr.write(`Tachyon on embedded defaults: data in ${data}\n`);
-  process.stderr.write(`  files are stored under ${root}; authorize clients by adding public keys to ${ak}\n`);
-  return runServe({
-    root,
-    authorizedKeys: ak,
-    user: 'xfer',
-    hostKey: path.join(data, 'ssh_host_ed25519_key'),
-    listen: o.listen,
-    port: o.port,
-    allowCipher: ['aes-128-gcm', 'aes-192-gcm', 'aes-256-gcm'],
-    maxRate: '10g',
-    json: false,
-  });
-}
-
 export function buildProgram(): Command {
   const program = new Command();
   program
@@ -352,7 +271,7 @@ export function buildProgram(): Command {
 
   program
     .command('start')
-    .description('start Tachyon on embedded defaults (transfer server on loopback, data in ./tachyon-data)')
+    .description('start Tachyon on embedded defaults (multi-user transfer server on loopback; database, files and audit log in ./tachyon-data)')
     .option('--data <dir>', 'data directory', 'tachyon-data')
     .option('--listen <addr>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'TCP/UDP port', String(DEFAULT_PORT))
@@ -363,9 +282,10 @@ export function buildProgram(): Command {
   program
     .command('serve')
     .description('run the transfer server: SSH control on TCP PORT, data on UDP PORT')
-    .requiredOption('--root <dir>', 'directory the transfer user sees as /')
-    .requiredOption('--authorized-keys <file>', 'OpenSSH authorized_keys file of the keys allowed to log in')
-    .option('--user <name>', 'the transfer user name', 'xfer')
+    .option('--config <file>', 'server configuration file (users in the database, audit log, SSH limits; see docs/users.md)')
+    .option('--root <dir>', 'single-user form: directory the transfer user sees as /')
+    .option('--authorized-keys <file>', 'single-user form: OpenSSH authorized_keys file of the keys allowed to log in')
+    .option('--user <name>', 'single-user form: the transfer user name', 'xfer')
     .option('--host-key <file>', 'OpenSSH host key (generated if missing)', defaultHostKeyPath())
     .option('--listen <addr>', 'address to listen on (0.0.0.0 for all)', '127.0.0.1')
     .option('--port <port>', 'TCP and UDP port', String(DEFAULT_PORT))
@@ -397,6 +317,7 @@ export function buildProgram(): Command {
   });
 
   registerUserCommands(program);
+  registerAuditCommands(program);
   return program;
 }
 

@@ -1,11 +1,14 @@
 /**
- * The control-channel SSH server: public-key authentication only, a single subsystem
- * (`tachyon-v1`), and nothing else — no shell, exec, pty, agent/X11 or TCP forwarding.
+ * The control-channel SSH server: public-key authentication only, the `tachyon-v1`
+ * subsystem (plus the subsystems a caller plugs in, e.g. `sftp`), and nothing else — no
+ * shell, exec, pty, agent/X11 or TCP forwarding; only strong algorithms; limits on
+ * authentication attempts, login grace time, idle time and unauthenticated connections.
+ * See docs/ssh-hardening.md.
  */
+import { createPublicKey } from 'node:crypto';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
 import type {
   Algorithms,
@@ -21,10 +24,11 @@ import type {
   ServerChannel,
   Session,
 } from 'ssh2';
+import { newCorrelationId } from '../core/correlation.js';
 import { TachyonError, toTachyonError } from '../core/errors.js';
 import { linkFromStream } from './framing.js';
 import type { StreamControlLink } from './framing.js';
-import { fingerprintOf } from './hostkeys.js';
+import { fingerprintOf, MIN_RSA_BITS } from './hostkeys.js';
 import { SUBSYSTEM } from './messages.js';
 import type { ControlLink } from './messages.js';
 
@@ -114,26 +118,104 @@ export interface SessionInfo {
   keyFingerprint: string;
   /** The local address the client connected to (useful to pick the UDP address to offer). */
   localAddress: string;
+  /** Id of the SSH connection (a ULID), shared by all its events: use it as the audit correlation id. */
+  connectionId: string;
 }
+
+/** What a session handler may do to its connection. */
+export interface SessionControl {
+  /**
+   * Marks the connection as active (restarts its idle timer). Frames on `tachyon-v1` and
+   * data arriving on a subsystem channel count by themselves; call this for activity the
+   * SSH server cannot see, such as progress of the UDP data plane during a long transfer.
+   */
+  keepAlive(): void;
+}
+
+/** Where an event's connection comes from. */
+export type EventPeer = { clientAddress: string; clientPort: number; connectionId: string };
+
+/** Why an authentication attempt was refused. */
+export type AuthRefusalReason =
+  | 'method-not-allowed'
+  | 'root-refused'
+  | 'invalid-user'
+  | 'unusable-key'
+  | 'rsa-sha1-signature'
+  | 'authorize-error'
+  | 'not-authorized'
+  | 'bad-signature';
+
+/** What was refused: a channel, a request on a session, or the connection itself. */
+export type RefusedWhat =
+  | 'connection'
+  | 'session'
+  | 'shell'
+  | 'exec'
+  | 'pty'
+  | 'env'
+  | 'x11'
+  | 'auth-agent'
+  | 'signal'
+  | 'window-change'
+  | 'subsystem'
+  | 'direct-tcpip'
+  | 'streamlocal'
+  | 'global-request';
+
+/** Why the server ended a connection (`closed`: the client went away). */
+export type DisconnectReason =
+  | 'closed'
+  | 'login-grace-timeout'
+  | 'max-auth-tries'
+  | 'idle-timeout'
+  | 'server-close'
+  | 'internal-error';
 
 /**
- * An audit-style event. Types:
- * - `connect` {clientAddress, clientPort, localAddress}
- * - `auth` {user, method, outcome: 'accepted' | 'key-ok' | 'refused', reason?, keyType?, keyFingerprint?, clientAddress, clientPort, failures?}
- * - `refused` {what: 'session' | 'shell' | 'exec' | 'pty' | 'env' | 'x11' | 'auth-agent' | 'signal' | 'subsystem' | 'direct-tcpip' | 'streamlocal' | 'global-request', detail?, user?, clientAddress, clientPort}
- * - `session-start` / `session-end` {user, keyFingerprint, clientAddress, clientPort, code? (error code on abnormal end)}
- * - `disconnect` {reason, user?, clientAddress, clientPort}
- * - `client-error` {message, level?, clientAddress, clientPort}
- *
- * Events never contain secrets (no passwords, exec commands or environment values).
+ * What the control server reports, for the audit log. Every event of one connection
+ * carries its `connectionId`. Events never contain secrets: no signatures, no exec
+ * commands, no environment values (only their names), no key material (only
+ * fingerprints).
  */
-export interface ControlServerEvent {
-  type: string;
-  [k: string]: unknown;
-}
+export type ControlServerEvent =
+  | ({ type: 'connect'; localAddress: string } & EventPeer)
+  /**
+   * One authentication attempt: `accepted` (the client proved possession of an authorized
+   * key), `key-ok` (an authorized key was offered; the signed attempt follows) or `refused`
+   * (with `reason` and the number of `failures` so far on this connection).
+   */
+  | ({
+      type: 'auth';
+      outcome: 'accepted' | 'key-ok' | 'refused';
+      user: string;
+      method: string;
+      reason?: AuthRefusalReason;
+      keyType?: string;
+      keyFingerprint?: string;
+      failures?: number;
+    } & EventPeer)
+  /**
+   * A channel, request or connection was refused. `detail` is a name only: the subsystem,
+   * the environment variable's name, the forwarding target, the global request, or the
+   * limit that refused a connection (`per-source`, `max-startups`).
+   */
+  | ({ type: 'refused'; what: RefusedWhat; detail?: string; user?: string } & EventPeer)
+  /** A session channel started (`subsystem`: `tachyon-v1`, or a caller-provided one such as `sftp`). */
+  | ({ type: 'session-start'; user: string; keyFingerprint: string; subsystem: string } & EventPeer)
+  /** A session channel ended; `code` is the error code of an abnormal end. */
+  | ({ type: 'session-end'; user: string; keyFingerprint: string; subsystem: string; durationMs: number; code?: string } & EventPeer)
+  | ({ type: 'disconnect'; reason: DisconnectReason; user?: string } & EventPeer)
+  | ({ type: 'client-error'; message: string; level?: string } & EventPeer)
+  | { type: 'server-error'; message: string };
 
-/** A handler for an additional SSH subsystem (hook for e.g. `sftp`; none are registered by default). */
-export type SubsystemHandler = (channel: Duplex, info: SessionInfo) => void;
+/**
+ * A handler for an additional SSH subsystem, e.g. `sftp`. It gets the accepted channel (a
+ * duplex byte stream; `exit(status)` sends the exit status before ending it), the
+ * authenticated user's session info, and {@link SessionControl}. Throwing destroys the
+ * channel. The control server ends the channel when the connection ends.
+ */
+export type SubsystemHandler = (channel: ServerChannel, info: SessionInfo, control: SessionControl) => void;
 
 /** Options for {@link startControlServer}. */
 export interface ControlServerOptions {
@@ -141,8 +223,13 @@ export interface ControlServerOptions {
   listen: string;
   /** TCP port; 0 = ephemeral. */
   port: number;
-  /** OpenSSH (or PEM) private host key, unencrypted. */
-  hostKey: Buffer;
+  /**
+   * Host key(s): unencrypted OpenSSH or PEM private keys, at most one per type. Allowed:
+   * ed25519 (offered first) and RSA of at least 2048 bits (3072 recommended), which is
+   * offered with rsa-sha2-512 and rsa-sha2-256 signatures only, never ssh-rsa (SHA-1).
+   * ECDSA and DSA keys are refused.
+   */
+  hostKey: Buffer | readonly Buffer[];
   /**
    * Decides whether `user` may log in with this public key (`keyAlgo` e.g. `ssh-ed25519`,
    * `keyBlob` in SSH wire format). Return false to refuse. It is asked before the client
@@ -150,19 +237,26 @@ export interface ControlServerOptions {
    * refused before this is asked. Throwing (or rejecting) counts as a refusal.
    */
   authorize(user: string, keyAlgo: string, keyBlob: Buffer): boolean | Promise<boolean>;
-  /** Text shown to clients before authentication. */
+  /** Text shown to clients before authentication (at most 4096 characters, no control characters but tab and newline). */
   banner?: string;
-  /** Failed authentication attempts allowed per connection before disconnecting. Default 6. */
+  /** Failed authentication attempts allowed per connection; the connection is closed at the last one. Default 6. */
   maxAuthTries?: number;
   /** Time allowed from TCP accept to successful authentication. Default 30000 ms. */
   loginGraceMs?: number;
   /**
-   * Disconnect after this long without control-channel traffic. Default 0 = never (a
-   * transfer may be quiet on TCP while the UDP data plane runs). SSH keepalives do not count.
+   * Close an authenticated connection after this long without channel traffic (frames on
+   * `tachyon-v1`, data arriving on a subsystem channel) or {@link SessionControl.keepAlive}.
+   * SSH-level keepalives do not count. Default 600000 (10 minutes); 0 = never.
+   * A transfer whose control channel is quiet while the UDP data plane runs must call
+   * `keepAlive` (or the server must pass 0).
    */
   idleTimeoutMs?: number;
+  /** Connections from one address that may be open and not yet authenticated. Default 10; 0 = no limit. */
+  maxUnauthenticatedPerSource?: number;
+  /** Connections in all that may be open and not yet authenticated (as OpenSSH's MaxStartups). Default 100; 0 = no limit. */
+  maxUnauthenticated?: number;
   /** Called for each opened `tachyon-v1` subsystem channel. Throwing aborts that session. */
-  onSession(link: ControlLink, info: SessionInfo): void;
+  onSession(link: ControlLink, info: SessionInfo, control: SessionControl): void;
   /** Audit events; see {@link ControlServerEvent}. Exceptions thrown here are ignored. */
   onEvent?(e: ControlServerEvent): void;
   /** Session channels a connection may have open at once. Default 10 (as OpenSSH's MaxSessions). */
@@ -172,8 +266,23 @@ export interface ControlServerOptions {
    * clients that lack curve25519. Default false: ssh-audit rates these curves as weak.
    */
   allowNistKex?: boolean;
-  /** Additional subsystems by name (hook; `tachyon-v1` cannot be overridden). */
+  /**
+   * Additional subsystems by name, e.g. `{ sftp: handler }` (`tachyon-v1` cannot be
+   * overridden). A subsystem not listed is refused.
+   */
   extraSubsystems?: Readonly<Record<string, SubsystemHandler>>;
+}
+
+/** A host key the server offers. */
+export interface OfferedHostKey {
+  /** Key type: `ssh-ed25519` or `ssh-rsa`. */
+  type: string;
+  /** Signature algorithms offered for it. */
+  algorithms: string[];
+  /** `SHA256:…`, as clients pin it. */
+  fingerprint: string;
+  /** RSA modulus size. */
+  bits?: number;
 }
 
 /** A running control server. */
@@ -182,6 +291,10 @@ export interface ControlServer {
   address: string;
   /** The bound port (the real one when 0 was asked). */
   port: number;
+  /** The host keys offered, in order. */
+  hostKeys: OfferedHostKey[];
+  /** The algorithms offered in key exchange. */
+  algorithms: { kex: string[]; serverHostKey: string[]; cipher: string[]; mac: string[] };
   /** Stops listening, ends all connections (their links end with `CANCELLED`) and resolves when done. */
   close(): Promise<void>;
 }
@@ -190,8 +303,10 @@ export interface ControlServer {
 // Implementation
 
 const MAX_USER_LENGTH = 256;
+const MAX_BANNER_LENGTH = 4096;
 
 interface ConnRecord {
+  id: string;
   socket: net.Socket;
   clientAddress: string;
   clientPort: number;
@@ -202,9 +317,12 @@ interface ConnRecord {
   failures: number;
   /** Open session channels. */
   sessions: number;
+  /** Counted in the unauthenticated totals (until authenticated or closed). */
+  unauthenticated: boolean;
   graceTimer: NodeJS.Timeout | undefined;
   idleTimer: NodeJS.Timeout | undefined;
   links: Set<StreamControlLink>;
+  channels: Set<ServerChannel>;
   hungUp: boolean;
 }
 
@@ -220,31 +338,103 @@ function clip(text: string, max = 64): string {
   return text.length <= max ? text : `${text.slice(0, max)}…`;
 }
 
-function parseHostKey(hostKey: Buffer): ParsedKey {
-  const parsed = utils.parseKey(hostKey);
-  if (parsed instanceof Error) {
-    throw new TachyonError('CONFIG', `Cannot use the host key: ${parsed.message}`, { cause: parsed });
+/** `::ffff:192.0.2.1` → `192.0.2.1`, so that one client counts once per address. */
+function normalizeAddress(address: string | undefined): string {
+  const a = address ?? '';
+  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
+}
+
+interface LoadedHostKey {
+  key: ParsedKey;
+  offered: OfferedHostKey;
+}
+
+/** RSA host keys are offered with SHA-2 signatures only. */
+const RSA_HOST_KEY_ALGOS: readonly ServerHostKeyAlgorithm[] = ['rsa-sha2-512', 'rsa-sha2-256'];
+
+function loadHostKeys(input: Buffer | readonly Buffer[]): LoadedHostKey[] {
+  const list: readonly Buffer[] = Buffer.isBuffer(input) ? [input] : input;
+  if (list.length === 0) throw new TachyonError('CONFIG', 'No host key given');
+  const out: LoadedHostKey[] = [];
+  for (const [i, data] of list.entries()) {
+    if (!Buffer.isBuffer(data)) throw new TachyonError('CONFIG', `Host key ${i + 1} is not a Buffer`);
+    const parsed = utils.parseKey(data);
+    if (parsed instanceof Error) {
+      throw new TachyonError('CONFIG', `Cannot use host key ${i + 1}: ${parsed.message}`, { cause: parsed });
+    }
+    const key = Array.isArray(parsed) ? (parsed as ParsedKey[])[0] : parsed;
+    if (key === undefined || !key.isPrivateKey()) throw new TachyonError('CONFIG', `Host key ${i + 1} is not a private key`);
+    const fingerprint = fingerprintOf(key.getPublicSSH());
+    if (key.type === 'ssh-ed25519') {
+      out.push({ key, offered: { type: key.type, algorithms: ['ssh-ed25519'], fingerprint } });
+    } else if (key.type === 'ssh-rsa') {
+      const bits = createPublicKey(key.getPublicPEM()).asymmetricKeyDetails?.modulusLength ?? 0;
+      if (bits < MIN_RSA_BITS) {
+        throw new TachyonError('CONFIG', `RSA host key ${i + 1} has ${bits} bits; at least ${MIN_RSA_BITS} are required (3072 recommended)`);
+      }
+      out.push({ key, offered: { type: key.type, algorithms: [...RSA_HOST_KEY_ALGOS], fingerprint, bits } });
+    } else {
+      throw new TachyonError(
+        'CONFIG',
+        `Host key ${i + 1} is ${key.type}: only ed25519 and RSA host keys are offered (ssh-audit rates ECDSA's NIST curves weak, DSA is broken)`,
+      );
+    }
   }
-  const key = Array.isArray(parsed) ? (parsed as ParsedKey[])[0] : parsed;
-  if (key === undefined || !key.isPrivateKey()) {
-    throw new TachyonError('CONFIG', 'The host key is not a private key');
+  const types = out.map((k) => k.offered.type);
+  if (new Set(types).size !== types.length) throw new TachyonError('CONFIG', `Two host keys of the same type (${types.join(', ')})`);
+  // ed25519 first: clients that know it prefer it anyway, but the order is the server's offer.
+  return out.sort((a, b) => (a.offered.type === 'ssh-ed25519' ? -1 : 0) - (b.offered.type === 'ssh-ed25519' ? -1 : 0));
+}
+
+/**
+ * The host keys as handed to ssh2. ssh2 offers an RSA key under `ssh-rsa` (SHA-1
+ * signatures) whatever `algorithms.serverHostKey` says (ssh2 1.17, lib/server.js); so each
+ * RSA key is handed over twice, as views whose `type` is `rsa-sha2-512` and
+ * `rsa-sha2-256`, which ssh2 then offers as those names only and signs with SHA-512 and
+ * SHA-256. Checked by the ssh-audit and `HostKeyAlgorithms=ssh-rsa` tests.
+ */
+function ssh2HostKeys(keys: readonly LoadedHostKey[]): { key: ParsedKey }[] {
+  const out: { key: ParsedKey }[] = [];
+  for (const { key, offered } of keys) {
+    if (offered.type !== 'ssh-rsa') {
+      out.push({ key });
+      continue;
+    }
+    for (const algo of RSA_HOST_KEY_ALGOS) {
+      out.push({ key: Object.create(key, { type: { value: algo, enumerable: true } }) as ParsedKey });
+    }
   }
-  return key;
+  return out;
 }
 
 function checkOptions(opts: ControlServerOptions): void {
   if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) {
     throw new TachyonError('CONFIG', `Invalid control port ${String(opts.port)}`);
   }
-  const positiveInt = (v: number | undefined, name: string, min: number): void => {
+  const atLeast = (v: number | undefined, name: string, min: number): void => {
     if (v !== undefined && (!Number.isFinite(v) || v < min)) {
       throw new TachyonError('CONFIG', `${name} must be a number >= ${min}, got ${String(v)}`);
     }
   };
-  positiveInt(opts.maxAuthTries, 'maxAuthTries', 1);
-  positiveInt(opts.loginGraceMs, 'loginGraceMs', 1);
-  positiveInt(opts.idleTimeoutMs, 'idleTimeoutMs', 0);
-  positiveInt(opts.maxSessions, 'maxSessions', 1);
+  atLeast(opts.maxAuthTries, 'maxAuthTries', 1);
+  atLeast(opts.loginGraceMs, 'loginGraceMs', 1);
+  atLeast(opts.idleTimeoutMs, 'idleTimeoutMs', 0);
+  atLeast(opts.maxSessions, 'maxSessions', 1);
+  atLeast(opts.maxUnauthenticatedPerSource, 'maxUnauthenticatedPerSource', 0);
+  atLeast(opts.maxUnauthenticated, 'maxUnauthenticated', 0);
+  if (opts.banner !== undefined) {
+    if (typeof opts.banner !== 'string' || opts.banner.length > MAX_BANNER_LENGTH) {
+      throw new TachyonError('CONFIG', `The banner must be a string of at most ${MAX_BANNER_LENGTH} characters`);
+    }
+    if (hasControlChars(opts.banner.replace(/[\t\n]|\r\n/g, ''))) {
+      throw new TachyonError('CONFIG', 'The banner may not hold control characters (other than tab and newline)');
+    }
+  }
+  for (const name of Object.keys(opts.extraSubsystems ?? {})) {
+    if (name === SUBSYSTEM || name.length === 0 || name.length > 64 || hasControlChars(name)) {
+      throw new TachyonError('CONFIG', `Invalid extra subsystem name ${JSON.stringify(clip(name))}`);
+    }
+  }
 }
 
 /**
@@ -254,11 +444,13 @@ function checkOptions(opts: ControlServerOptions): void {
  */
 export async function startControlServer(opts: ControlServerOptions): Promise<ControlServer> {
   checkOptions(opts);
-  const hostKey = parseHostKey(opts.hostKey);
+  const hostKeys = loadHostKeys(opts.hostKey);
   const maxAuthTries = opts.maxAuthTries ?? 6;
   const loginGraceMs = opts.loginGraceMs ?? 30_000;
-  const idleTimeoutMs = opts.idleTimeoutMs ?? 0;
+  const idleTimeoutMs = opts.idleTimeoutMs ?? 600_000;
   const maxSessions = opts.maxSessions ?? 10;
+  const maxPerSource = opts.maxUnauthenticatedPerSource ?? 10;
+  const maxUnauthenticated = opts.maxUnauthenticated ?? 100;
   const extraSubsystems = opts.extraSubsystems ?? {};
 
   const emit = (e: ControlServerEvent): void => {
@@ -269,15 +461,13 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     }
   };
 
+  const base = controlAlgorithms({ nistKex: opts.allowNistKex === true });
+  const serverHostKey = hostKeys.flatMap((k) => k.offered.algorithms) as ServerHostKeyAlgorithm[];
   const sshServer = new ssh2.Server({
-    hostKeys: [opts.hostKey],
-    algorithms: {
-      ...controlAlgorithms({ nistKex: opts.allowNistKex === true }),
-      // Offer only algorithms usable with the key we have.
-      serverHostKey: hostKeyAlgorithmsFor(hostKey.type),
-    },
+    hostKeys: ssh2HostKeys(hostKeys),
+    algorithms: { ...base, serverHostKey },
     ident: SSH_IDENT,
-    ...(opts.banner !== undefined ? { banner: opts.banner } : {}),
+    ...(opts.banner !== undefined && opts.banner !== '' ? { banner: opts.banner } : {}),
   });
   sshServer.on('error', () => {
     /* the internal net server is never used */
@@ -285,19 +475,40 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
 
   const records = new Map<string, ConnRecord>();
   const recordKey = (address: string | undefined, port: number | undefined): string => `${address ?? ''}|${port ?? 0}`;
+  const unauthBySource = new Map<string, number>();
+  let unauthTotal = 0;
   let closing = false;
 
-  const where = (rec: ConnRecord): { clientAddress: string; clientPort: number } => ({
+  const where = (rec: ConnRecord): EventPeer => ({
     clientAddress: rec.clientAddress,
     clientPort: rec.clientPort,
+    connectionId: rec.id,
   });
 
+  /** Takes `rec` out of the unauthenticated counts (on authentication or close). */
+  const releaseUnauthenticated = (rec: ConnRecord): void => {
+    if (!rec.unauthenticated) return;
+    rec.unauthenticated = false;
+    unauthTotal--;
+    const n = (unauthBySource.get(rec.clientAddress) ?? 1) - 1;
+    if (n <= 0) unauthBySource.delete(rec.clientAddress);
+    else unauthBySource.set(rec.clientAddress, n);
+  };
+
+  const clearTimers = (rec: ConnRecord): void => {
+    if (rec.graceTimer) clearTimeout(rec.graceTimer);
+    if (rec.idleTimer) clearTimeout(rec.idleTimer);
+    rec.graceTimer = undefined;
+    rec.idleTimer = undefined;
+  };
+
   /** Ends an SSH connection: disconnect message, then destroy if the client lingers. */
-  const hangUp = (rec: ConnRecord, reason: string, linkError: TachyonError | undefined, graceMs = 1000): void => {
+  const hangUp = (rec: ConnRecord, reason: DisconnectReason, linkError: TachyonError | undefined, graceMs = 1000): void => {
     if (rec.hungUp) return;
     rec.hungUp = true;
-    emit({ type: 'disconnect', reason, user: rec.user, ...where(rec) });
+    emit({ type: 'disconnect', reason, ...(rec.user !== undefined ? { user: rec.user } : {}), ...where(rec) });
     if (linkError) for (const link of rec.links) link.abort(linkError);
+    for (const ch of rec.channels) ch.destroy();
     clearTimers(rec);
     try {
       rec.conn?.end();
@@ -308,16 +519,11 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     setTimeout(() => rec.socket.destroy(), graceMs).unref();
   };
 
-  const clearTimers = (rec: ConnRecord): void => {
-    if (rec.graceTimer) clearTimeout(rec.graceTimer);
-    if (rec.idleTimer) clearTimeout(rec.idleTimer);
-    rec.graceTimer = undefined;
-    rec.idleTimer = undefined;
-  };
-
   const touch = (rec: ConnRecord): void => {
     rec.idleTimer?.refresh();
   };
+
+  const control = (rec: ConnRecord): SessionControl => ({ keepAlive: () => touch(rec) });
 
   const tcp = net.createServer((socket) => {
     socket.on('error', () => {
@@ -327,22 +533,38 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       socket.destroy();
       return;
     }
+    const clientAddress = normalizeAddress(socket.remoteAddress);
+    const clientPort = socket.remotePort ?? 0;
+    const id = newCorrelationId();
+    // Limits on connections that have not authenticated yet (before any SSH byte is sent).
+    const fromSource = unauthBySource.get(clientAddress) ?? 0;
+    const limit = maxPerSource > 0 && fromSource >= maxPerSource ? 'per-source' : maxUnauthenticated > 0 && unauthTotal >= maxUnauthenticated ? 'max-startups' : undefined;
+    if (limit !== undefined) {
+      emit({ type: 'refused', what: 'connection', detail: limit, clientAddress, clientPort, connectionId: id });
+      socket.destroy();
+      return;
+    }
     socket.setNoDelay(true);
     const rec: ConnRecord = {
+      id,
       socket,
-      clientAddress: socket.remoteAddress ?? '',
-      clientPort: socket.remotePort ?? 0,
-      localAddress: socket.localAddress ?? '',
+      clientAddress,
+      clientPort,
+      localAddress: normalizeAddress(socket.localAddress),
       conn: undefined,
       user: undefined,
       keyFingerprint: undefined,
       failures: 0,
       sessions: 0,
+      unauthenticated: true,
       graceTimer: undefined,
       idleTimer: undefined,
       links: new Set(),
+      channels: new Set(),
       hungUp: false,
     };
+    unauthTotal++;
+    unauthBySource.set(clientAddress, fromSource + 1);
     const key = recordKey(socket.remoteAddress, socket.remotePort);
     records.set(key, rec);
     emit({ type: 'connect', ...where(rec), localAddress: rec.localAddress });
@@ -352,10 +574,12 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     rec.graceTimer.unref();
     socket.once('close', () => {
       clearTimers(rec);
+      releaseUnauthenticated(rec);
       records.delete(key);
       const vanished = new TachyonError('PEER_VANISHED', 'The SSH connection closed');
       for (const link of rec.links) link.abort(vanished);
-      if (!rec.hungUp) emit({ type: 'disconnect', reason: 'closed', user: rec.user, ...where(rec) });
+      for (const ch of rec.channels) ch.destroy();
+      if (!rec.hungUp) emit({ type: 'disconnect', reason: 'closed', ...(rec.user !== undefined ? { user: rec.user } : {}), ...where(rec) });
     });
     sshServer.injectSocket(socket);
   });
@@ -369,7 +593,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     }
     rec.conn = conn;
     conn.on('error', (err: Error & { level?: string }) => {
-      emit({ type: 'client-error', message: clip(err.message, 200), level: err.level, ...where(rec) });
+      emit({ type: 'client-error', message: clip(err.message, 200), ...(err.level !== undefined ? { level: err.level } : {}), ...where(rec) });
     });
     conn.on('authentication', (ctx: AuthContext) => {
       handleAuth(rec, ctx).catch((err: unknown) => {
@@ -380,6 +604,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     conn.on('ready', () => {
       if (rec.graceTimer) clearTimeout(rec.graceTimer);
       rec.graceTimer = undefined;
+      releaseUnauthenticated(rec);
       if (idleTimeoutMs > 0) {
         rec.idleTimer = setTimeout(() => {
           const msg = `Idle timeout: no control traffic for ${idleTimeoutMs} ms`;
@@ -409,31 +634,33 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
         type: 'refused',
         what: 'direct-tcpip',
         detail: `${clip(String(tinfo.destIP))}:${tinfo.destPort}`,
-        user: rec.user,
+        ...(rec.user !== undefined ? { user: rec.user } : {}),
         ...where(rec),
       });
     });
     conn.on('openssh.streamlocal', (_accept, reject) => {
       reject();
-      emit({ type: 'refused', what: 'streamlocal', user: rec.user, ...where(rec) });
+      emit({ type: 'refused', what: 'streamlocal', ...(rec.user !== undefined ? { user: rec.user } : {}), ...where(rec) });
     });
     conn.on('request', (_accept: unknown, reject: (() => void) | undefined, name: string) => {
       reject?.();
-      emit({ type: 'refused', what: 'global-request', detail: clip(String(name)), user: rec.user, ...where(rec) });
+      emit({ type: 'refused', what: 'global-request', detail: clip(String(name)), ...(rec.user !== undefined ? { user: rec.user } : {}), ...where(rec) });
     });
   });
 
-  const refuseAuth = (rec: ConnRecord, ctx: AuthContext, event: Record<string, unknown>, reason: string): void => {
+  const refuseAuth = (rec: ConnRecord, ctx: AuthContext, event: AuthFields, reason: AuthRefusalReason): void => {
     rec.failures++;
     emit({ type: 'auth', outcome: 'refused', reason, failures: rec.failures, ...event });
     ctx.reject(['publickey']);
     if (rec.failures >= maxAuthTries) hangUp(rec, 'max-auth-tries', undefined);
   };
 
+  type AuthFields = EventPeer & { user: string; method: string; keyType?: string; keyFingerprint?: string };
+
   const handleAuth = async (rec: ConnRecord, ctx: AuthContext): Promise<void> => {
     if (rec.hungUp) return;
     const user = ctx.username;
-    const event: Record<string, unknown> = { user: clip(user), method: ctx.method, ...where(rec) };
+    const event: AuthFields = { user: clip(user), method: clip(String(ctx.method)), ...where(rec) };
     if (ctx.method === 'none') {
       // Clients ask which methods exist this way; it is not an attempt.
       ctx.reject(['publickey']);
@@ -445,8 +672,8 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     }
     const pk: PublicKeyAuthContext = ctx;
     const blob = pk.key.data;
-    event['keyType'] = clip(pk.key.algo);
-    event['keyFingerprint'] = fingerprintOf(blob);
+    event.keyType = clip(pk.key.algo);
+    event.keyFingerprint = fingerprintOf(blob);
     if (user === 'root') return refuseAuth(rec, ctx, event, 'root-refused');
     if (user.length === 0 || user.length > MAX_USER_LENGTH || hasControlChars(user)) {
       return refuseAuth(rec, ctx, event, 'invalid-user');
@@ -486,14 +713,14 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
 
   const wireSession = (rec: ConnRecord, session: Session): void => {
     const refuse =
-      (what: string, detail?: (info: unknown) => string) =>
+      (what: RefusedWhat, detail?: (info: unknown) => string) =>
       (_accept: unknown, reject: (() => void) | undefined, info?: unknown): void => {
         reject?.();
         emit({
           type: 'refused',
           what,
           ...(detail ? { detail: detail(info) } : {}),
-          user: rec.user,
+          ...(rec.user !== undefined ? { user: rec.user } : {}),
           ...where(rec),
         });
       };
@@ -516,6 +743,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
         clientPort: rec.clientPort,
         keyFingerprint: rec.keyFingerprint ?? '',
         localAddress: rec.localAddress,
+        connectionId: rec.id,
       };
       if (name === SUBSYSTEM) {
         startLink(rec, accept(), sessionInfo);
@@ -523,46 +751,72 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       }
       const hook = Object.prototype.hasOwnProperty.call(extraSubsystems, name) ? extraSubsystems[name] : undefined;
       if (hook !== undefined) {
-        const channel = accept();
-        channel.on('error', () => {});
-        emit({ type: 'subsystem-start', name: clip(name), ...sessionInfo });
-        try {
-          hook(channel, sessionInfo);
-        } catch {
-          channel.destroy();
-        }
+        startSubsystem(rec, accept(), sessionInfo, name, hook);
         return;
       }
       reject?.();
-      emit({ type: 'refused', what: 'subsystem', detail: clip(name), user: rec.user, ...where(rec) });
+      emit({ type: 'refused', what: 'subsystem', detail: clip(name), ...(rec.user !== undefined ? { user: rec.user } : {}), ...where(rec) });
     });
   };
 
-  const startLink = (rec: ConnRecord, channel: Duplex, info: SessionInfo): void => {
+  const sessionBase = (rec: ConnRecord, info: SessionInfo, subsystem: string) => ({
+    user: info.user,
+    keyFingerprint: info.keyFingerprint,
+    subsystem,
+    ...where(rec),
+  });
+
+  const startSubsystem = (rec: ConnRecord, channel: ServerChannel, info: SessionInfo, name: string, hook: SubsystemHandler): void => {
+    channel.on('error', () => {});
+    rec.channels.add(channel);
+    // Data arriving from the client is activity. ssh2 delivers it with push(); a 'data'
+    // listener here would take the stream out of the handler's hands.
+    const push = channel.push.bind(channel);
+    channel.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
+      if (chunk !== null) touch(rec);
+      return push(chunk, encoding);
+    };
+    touch(rec);
+    const started = performance.now();
+    const ev = sessionBase(rec, info, clip(name));
+    emit({ type: 'session-start', ...ev });
+    channel.once('close', () => {
+      rec.channels.delete(channel);
+      emit({ type: 'session-end', ...ev, durationMs: Math.round(performance.now() - started) });
+    });
+    try {
+      hook(channel, info, control(rec));
+    } catch {
+      channel.destroy();
+    }
+  };
+
+  const startLink = (rec: ConnRecord, channel: ServerChannel, info: SessionInfo): void => {
     channel.on('error', () => {});
     const link = linkFromStream(channel, { onActivity: () => touch(rec) });
     rec.links.add(link);
     touch(rec);
-    const base = {
-      user: info.user,
-      keyFingerprint: info.keyFingerprint,
-      clientAddress: info.clientAddress,
-      clientPort: info.clientPort,
-    };
-    emit({ type: 'session-start', ...base });
+    const started = performance.now();
+    const ev = sessionBase(rec, info, SUBSYSTEM);
+    emit({ type: 'session-start', ...ev });
     link.onClose((err?: Error) => {
       rec.links.delete(link);
       // Runs before the link ends the channel. OpenSSH's client reports 255 when a session
       // closes without an exit status; send 0, or the error's exit code.
       try {
-        (channel as ServerChannel).exit(err === undefined ? 0 : toTachyonError(err).exitCode);
+        channel.exit(err === undefined ? 0 : toTachyonError(err).exitCode);
       } catch {
         /* channel already gone */
       }
-      emit({ type: 'session-end', ...base, ...(err ? { code: toTachyonError(err).code } : {}) });
+      emit({
+        type: 'session-end',
+        ...ev,
+        durationMs: Math.round(performance.now() - started),
+        ...(err ? { code: toTachyonError(err).code } : {}),
+      });
     });
     try {
-      opts.onSession(link, info);
+      opts.onSession(link, info, control(rec));
     } catch (err) {
       link.abort(toTachyonError(err, 'INTERNAL'));
     }
@@ -588,6 +842,13 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   return {
     address: bound.address,
     port: bound.port,
+    hostKeys: hostKeys.map((k) => ({ ...k.offered, algorithms: [...k.offered.algorithms] })),
+    algorithms: {
+      kex: [...(base.kex as string[])],
+      serverHostKey: [...serverHostKey],
+      cipher: [...(base.cipher as string[])],
+      mac: [...(base.hmac as string[])],
+    },
     close(): Promise<void> {
       if (closed) return closed;
       closing = true;
@@ -600,11 +861,4 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       return closed;
     },
   };
-}
-
-/** Host key signature algorithms to offer for a host key of type `type`. */
-function hostKeyAlgorithmsFor(type: string): ServerHostKeyAlgorithm[] {
-  const all = controlAlgorithms().serverHostKey as ServerHostKeyAlgorithm[];
-  if (type === 'ssh-rsa') return all.filter((a) => a === 'rsa-sha2-512' || a === 'rsa-sha2-256');
-  return all.filter((a) => a === type);
 }

@@ -1,29 +1,47 @@
 /**
  * The transfer server's composition root: the SSH control service on TCP PORT and the
- * shared UDP data endpoint on UDP PORT, one jail, one transfer user (issue #2's
- * single-user form; multi-user accounts come with the user database).
+ * shared UDP data endpoint on UDP PORT. Accounts come from an `AccountSource` (the user
+ * database, or the single user of `serve --root`); each session is confined to its
+ * account's docroot (transfer's jail) with its permissions, ciphers, policies and rate
+ * cap. Everything that happens is recorded in the audit sink, when there is one.
  */
 import { readFileSync } from 'node:fs';
 import { systemClock, type Clock } from '../core/clock.js';
-import { TachyonError } from '../core/errors.js';
+import { TachyonError, toTachyonError } from '../core/errors.js';
 import type { CipherName } from '../core/types.js';
-import { findAuthorizedKey, loadOrCreateHostKey, parseAuthorizedKeys, type AuthorizedKey } from '../control/hostkeys.js';
-import { startControlServer, type ControlServer } from '../control/ssh-server.js';
+import type { AuditEvent, AuditSink } from '../audit/index.js';
+import { fingerprintOf, loadOrCreateHostKey, parseAuthorizedKeys, type AuthorizedKey } from '../control/hostkeys.js';
+import { startControlServer, type ControlServer, type ControlServerEvent, type SessionInfo, type SubsystemHandler } from '../control/ssh-server.js';
 import { Endpoint } from '../transport/session/endpoint.js';
 import { openUdpSocket } from '../transport/socket/udp.js';
 import { Jail } from '../transfer/jail.js';
+import type { FileOutcome } from '../transfer/roles.js';
 import { serveSession } from '../transfer/session.js';
+import type { Account, AccountSource } from './accounts.js';
+
+export interface SshServiceLimits {
+  maxAuthTries?: number;
+  loginGraceMs?: number;
+  idleTimeoutMs?: number;
+  banner?: string;
+}
 
 export interface TransferServerOptions {
-  root: string;
-  authorizedKeysFile: string;
-  user: string;
+  accounts: AccountSource;
   hostKeyFile: string;
   listen: string;
   port: number;
+  /** ciphers the server allows at all (accounts narrow this further) */
   allowedCiphers: readonly CipherName[];
+  /** ceiling on any session's rate, bits/s */
   maxRateBps: number;
-  banner?: string;
+  ssh?: SshServiceLimits;
+  audit?: AuditSink;
+  /**
+   * Extra SSH subsystems given the account of the session (e.g. `sftp`): built by the
+   * caller, so that the server layer does not depend on how SFTP is served.
+   */
+  subsystems?: Readonly<Record<string, (account: Account, jail: Jail, info: SessionInfo) => SubsystemHandler>>;
   clock?: Clock;
   onEvent?(e: { type: string; [k: string]: unknown }): void;
 }
@@ -34,8 +52,6 @@ export interface TransferServer {
   port: number;
   /** UDP (data) port */
   udpPort: number;
-  /** number of authorized keys loaded */
-  keyCount: number;
   hostKeyFingerprint: string;
   endpoint: Endpoint;
   close(): Promise<void>;
@@ -53,47 +69,218 @@ export function loadAuthorizedKeys(file: string): { keys: AuthorizedKey[]; warni
   return { keys: parsed.keys, warnings: parsed.errors.map((e) => `${file}:${e.line}: ${e.message}`) };
 }
 
+/** The audit record of an SSH service event (undefined: not worth a record); `refusalReason` refines a refused login's reason. */
+export function auditOfControlEvent(e: ControlServerEvent, refusalReason?: string): AuditEvent | undefined {
+  if (e.type === 'server-error') return undefined;
+  const peer = { clientAddress: e.clientAddress, clientPort: e.clientPort };
+  const correlationId = e.connectionId;
+  switch (e.type) {
+    case 'auth':
+      if (e.outcome === 'accepted') {
+        return { type: 'auth.success', component: 'ssh', correlationId, fields: { ...peer, user: e.user, method: e.method, keyFingerprint: e.keyFingerprint ?? '', ...(e.keyType ? { keyType: e.keyType } : {}) } };
+      }
+      if (e.outcome === 'refused') {
+        return {
+          type: 'auth.failure',
+          component: 'ssh',
+          correlationId,
+          fields: {
+            ...peer,
+            user: e.user,
+            method: e.method,
+            reason: refusalReason ?? e.reason ?? 'refused',
+            ...(e.keyType ? { keyType: e.keyType } : {}),
+            ...(e.keyFingerprint ? { keyFingerprint: e.keyFingerprint } : {}),
+            ...(e.failures !== undefined ? { failures: e.failures } : {}),
+          },
+        };
+      }
+      return undefined; // key-ok: the signed attempt follows and is recorded
+    case 'refused':
+      if (e.what === 'connection') {
+        // a connection limit (per-source, max-startups) refused it before SSH began
+        return { type: 'refusal.limit', component: 'ssh', correlationId, fields: { ...peer, limit: e.detail ?? 'connection', ...(e.user ? { user: e.user } : {}) } };
+      }
+      return { type: 'refusal.channel', component: 'ssh', correlationId, fields: { ...peer, what: e.what, ...(e.detail ? { detail: e.detail } : {}), ...(e.user ? { user: e.user } : {}) } };
+    case 'session-start':
+      return { type: 'session.start', component: 'ssh', correlationId, fields: { ...peer, user: e.user, keyFingerprint: e.keyFingerprint, subsystem: e.subsystem } };
+    case 'session-end':
+      return {
+        type: 'session.end',
+        component: 'ssh',
+        correlationId,
+        fields: { ...peer, user: e.user, keyFingerprint: e.keyFingerprint, subsystem: e.subsystem, durationMs: e.durationMs, ...(e.code ? { code: e.code } : {}) },
+      };
+    case 'disconnect':
+      if (e.reason === 'login-grace-timeout' || e.reason === 'max-auth-tries' || e.reason === 'idle-timeout') {
+        return { type: 'refusal.limit', component: 'ssh', correlationId, fields: { ...peer, limit: e.reason, ...(e.user ? { user: e.user } : {}) } };
+      }
+      return { type: 'connection.close', component: 'ssh', correlationId, fields: { ...peer, reason: e.reason, ...(e.user ? { user: e.user } : {}) } };
+    default:
+      return undefined;
+  }
+}
+
 export async function startTransferServer(o: TransferServerOptions): Promise<TransferServer> {
   const clock = o.clock ?? systemClock;
-  const jail = new Jail(o.root);
-  if (o.user === 'root') throw new TachyonError('CONFIG', 'the transfer user may not be root');
-  const { keys, warnings } = loadAuthorizedKeys(o.authorizedKeysFile);
-  for (const w of warnings) o.onEvent?.({ type: 'config.warning', message: w });
-  if (keys.length === 0) o.onEvent?.({ type: 'config.warning', message: `${o.authorizedKeysFile} holds no usable key: nobody can log in` });
   const hostKey = await loadOrCreateHostKey(o.hostKeyFile);
+  const record = (e: AuditEvent): string | undefined => {
+    try {
+      return o.audit?.record(e);
+    } catch (err) {
+      o.onEvent?.({ type: 'audit.error', message: (err as Error).message });
+      return undefined;
+    }
+  };
+  const jails = new Map<string, Jail>();
+  const jailFor = (root: string): Jail => {
+    let j = jails.get(root);
+    if (!j) {
+      j = new Jail(root);
+      jails.set(root, j);
+    }
+    return j;
+  };
+  /** the account and jail of an authenticated session, or a refusal (audited) */
+  const sessionAccount = async (info: SessionInfo): Promise<{ account: Account; jail: Jail }> => {
+    let account: Account | undefined;
+    try {
+      account = await o.accounts.account(info.user, info.keyFingerprint);
+    } catch (err) {
+      const te = toTachyonError(err, 'INTERNAL');
+      o.onEvent?.({ type: 'session.error', user: info.user, code: te.code, message: te.message });
+      throw te;
+    }
+    if (!account) {
+      record({ type: 'auth.failure', component: 'ssh', correlationId: info.connectionId, fields: { clientAddress: info.clientAddress, clientPort: info.clientPort, user: info.user, method: 'publickey', reason: 'account-changed', keyFingerprint: info.keyFingerprint } });
+      throw new TachyonError('AUTH_FAILED', `account ${info.user} is no longer allowed this key`);
+    }
+    return { account, jail: jailFor(account.root) };
+  };
+
   let control: ControlServer | undefined;
-  // bind TCP first (port 0 picks one), then UDP on the same number
+  // the UDP side binds after TCP (port 0 picks the TCP port; UDP takes the same number)
+  const data: { endpoint?: Endpoint; udpPort: number } = { udpPort: 0 };
+  /** why the account source refused a key, until the SSH layer reports the refusal */
+  const refusals = new Map<string, string>();
+  const subsystems: Record<string, SubsystemHandler> = {};
+  for (const [name, make] of Object.entries(o.subsystems ?? {})) {
+    subsystems[name] = (channel, info, ctl) => {
+      sessionAccount(info).then(
+        ({ account, jail }) => make(account, jail, info)(channel, info, ctl),
+        () => channel.destroy(),
+      );
+    };
+  }
   control = await startControlServer({
     listen: o.listen,
     port: o.port,
     hostKey: hostKey.privateKey,
-    authorize: (user, _algo, blob) => user === o.user && findAuthorizedKey(keys, blob) !== undefined,
-    ...(o.banner ? { banner: o.banner } : {}),
-    onSession: (link, info) => {
-      serveSession(link, {
-        endpoint,
-        udpPort,
-        jail,
-        clock,
-        allowedCiphers: o.allowedCiphers,
-        maxRateBps: o.maxRateBps,
-        onEvent: (e) => o.onEvent?.({ ...e, user: info.user, client: info.clientAddress }),
-      }).then(
-        (summary) =>
+    authorize: async (user, _algo, blob) => {
+      const r = await o.accounts.check(user, blob);
+      if (!r.ok) {
+        // the SSH layer reports the refusal; the account source knows why (for the audit)
+        if (refusals.size > 1000) refusals.clear();
+        refusals.set(`${user}|${fingerprintOf(blob)}`, r.reason);
+      }
+      return r.ok;
+    },
+    ...(o.ssh?.banner ? { banner: o.ssh.banner } : {}),
+    ...(o.ssh?.maxAuthTries !== undefined ? { maxAuthTries: o.ssh.maxAuthTries } : {}),
+    ...(o.ssh?.loginGraceMs !== undefined ? { loginGraceMs: o.ssh.loginGraceMs } : {}),
+    ...(o.ssh?.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.ssh.idleTimeoutMs } : {}),
+    extraSubsystems: subsystems,
+    onSession: (link, info, ctl) => {
+      const peer = { clientAddress: info.clientAddress, clientPort: info.clientPort };
+      const correlationId = info.connectionId;
+      let cipher: CipherName | undefined;
+      const started = clock.now();
+      void (async () => {
+        let account: Account;
+        let jail: Jail;
+        try {
+          ({ account, jail } = await sessionAccount(info));
+        } catch {
+          link.close();
+          return;
+        }
+        const allowed = o.allowedCiphers.filter((c) => account.ciphers.includes(c));
+        const maxRateBps = Math.min(o.maxRateBps, account.maxRateBps ?? Infinity);
+        try {
+          const summary = await serveSession(link, {
+            endpoint: data.endpoint!,
+            udpPort: data.udpPort,
+            jail,
+            clock,
+            allowedCiphers: allowed,
+            maxRateBps,
+            permissions: account.permissions,
+            policies: account.policies,
+            keepAlive: () => ctl.keepAlive(),
+            onFile: (f: FileOutcome, direction) => {
+              const seconds = (clock.now() - started) / 1000;
+              record({
+                type: 'file.transfer',
+                component: 'transfer',
+                correlationId,
+                fields: {
+                  ...peer,
+                  user: account.name,
+                  serverAddress: info.localAddress,
+                  direction,
+                  source: direction === 'upload' ? `client:${f.path}` : f.path,
+                  destination: direction === 'upload' ? f.path : `client:${f.path}`,
+                  bytes: f.ok ? f.size : 0,
+                  durationMs: Math.round(seconds * 1000),
+                  rateBps: f.ok && seconds > 0 ? Math.round((f.size * 8) / seconds) : 0,
+                  cipher: cipher ?? 'unknown',
+                  status: f.ok ? 'ok' : 'failed',
+                  ...(f.code ? { code: f.code } : {}),
+                  ...(f.sha256 ? { sha256: f.sha256 } : {}),
+                },
+              });
+              if (f.code === 'PATH_INVALID') record({ type: 'refusal.jail', component: 'transfer', correlationId, fields: { ...peer, user: account.name, path: f.path, reason: f.message ?? 'invalid path', op: direction } });
+              if (f.code === 'PERMISSION') record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: 'mkdir', path: f.path, op: direction } });
+            },
+            onEvent: (e) => {
+              if (e.type === 'session.start') cipher = e.cipher as CipherName;
+              o.onEvent?.({ ...e, user: account.name, client: info.clientAddress });
+            },
+          });
           o.onEvent?.({
             type: 'transfer.end',
-            user: info.user,
+            user: account.name,
             client: info.clientAddress,
             ok: summary?.ok ?? false,
             bytes: summary?.bytes ?? 0,
             files: summary?.files.length ?? 0,
             seconds: (summary?.elapsedMs ?? 0) / 1000,
-          }),
-        (err: unknown) =>
-          o.onEvent?.({ type: 'transfer.error', user: info.user, client: info.clientAddress, code: (err as TachyonError).code ?? 'INTERNAL', message: (err as Error).message }),
-      );
+          });
+        } catch (err) {
+          const te = toTachyonError(err, 'INTERNAL');
+          const details = (te.details ?? {}) as Record<string, unknown>;
+          if (te.code === 'CIPHER_REFUSED') {
+            record({ type: 'refusal.cipher', component: 'transfer', correlationId, fields: { ...peer, user: account.name, cipher: String(details['cipher'] ?? te.message.replace(/^cipher (\S+).*$/, '$1')), allowed } });
+          } else if (te.code === 'PERMISSION') {
+            record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: String(details['permission'] ?? 'unknown'), op: 'session' } });
+          } else if (te.code === 'PATH_INVALID') {
+            record({ type: 'refusal.jail', component: 'transfer', correlationId, fields: { ...peer, user: account.name, path: String(details['path'] ?? ''), reason: String(details['reason'] ?? te.message) } });
+          }
+          o.onEvent?.({ type: 'transfer.error', user: account.name, client: info.clientAddress, code: te.code, message: te.message });
+        }
+      })();
     },
-    ...(o.onEvent ? { onEvent: o.onEvent } : {}),
+    onEvent: (e) => {
+      let why: string | undefined;
+      if (e.type === 'auth' && e.outcome === 'refused' && e.keyFingerprint) {
+        const k = `${e.user}|${e.keyFingerprint}`;
+        why = refusals.get(k);
+        refusals.delete(k);
+      }
+      const a = auditOfControlEvent(e, why);
+      if (a) record(a);
+      o.onEvent?.(e as unknown as { type: string; [k: string]: unknown });
+    },
   });
   let socket;
   try {
@@ -103,15 +290,18 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
     throw err;
   }
   const endpoint = new Endpoint(socket);
+  data.endpoint = endpoint;
   const udpPort = socket.local().port;
+  data.udpPort = udpPort;
+  record({ type: 'server.start', component: 'server', fields: { listen: o.listen, port: control.port, hostKeyFingerprints: [hostKey.fingerprint] } });
   return {
     address: control.address,
     port: control.port,
     udpPort,
-    keyCount: keys.length,
     hostKeyFingerprint: hostKey.fingerprint,
     endpoint,
     async close() {
+      record({ type: 'server.stop', component: 'server', fields: { reason: 'shutdown' } });
       await control?.close();
       control = undefined;
       await socket.close();

@@ -2,7 +2,7 @@
  * Local-disk block source and sink. (The storage layer will generalise these behind
  * the StorageBackend seam; the transport only sees BlockSource/BlockSink.)
  */
-import { closeSync, constants, fstatSync, openSync, readSync, write as fsWrite, writeSync, ftruncateSync } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, openSync, readSync, unlinkSync, write as fsWrite, writeSync, ftruncateSync } from 'node:fs';
 import { createHash, type Hash } from 'node:crypto';
 import type { BlockSink } from '../transport/session/receiver.js';
 import type { BlockSource } from '../transport/session/sender.js';
@@ -25,9 +25,14 @@ export class LocalFileSource implements BlockSource {
   private hash: Hash = createHash('sha256');
   private digestHex: string | undefined;
 
+  /**
+   * @param openFile opens the file for reading and returns the descriptor (default: a
+   *   plain open); the server passes its jail's `openAbsForRead`.
+   */
   constructor(
     readonly path: string,
     readonly size: number,
+    private readonly openFile: (path: string) => number = (p) => openSync(p, 'r'),
   ) {
     // the file is opened on first read, so that many announced files hold no descriptor
     this.fd = -1;
@@ -50,7 +55,7 @@ export class LocalFileSource implements BlockSource {
   private open(): void {
     if (this.fd >= 0) return;
     try {
-      this.fd = openSync(this.path, 'r');
+      this.fd = this.openFile(this.path);
     } catch (err) {
       throw toTachyonError(err, 'IO');
     }
@@ -134,6 +139,24 @@ export class LocalFileSource implements BlockSource {
   }
 }
 
+/**
+ * Creates a fresh temporary file for writing, mode 0600: a stale file (or a symbolic
+ * link planted) under that name is removed first, then the file is created with
+ * `O_CREAT|O_EXCL|O_NOFOLLOW`, so writing never follows a link to somewhere else.
+ */
+export function createTempFile(tempPath: string): number {
+  try {
+    unlinkSync(tempPath);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw toTachyonError(err, 'IO');
+  }
+  try {
+    return openSync(tempPath, fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    throw toTachyonError(err, 'IO');
+  }
+}
+
 const RUN_MAX = 1 << 20;
 const HASH_STEP = 1 << 20;
 /** run buffers a sink may have in flight to the thread pool (16 MiB of write-behind) */
@@ -168,34 +191,35 @@ export class LocalFileSink implements BlockSink {
   syncWrites = 0;
 
   /**
-   * `resume`: keep the first `offset` bytes of an existing temporary file (the SHA-256
-   * state after them is `hash`) and drop the rest; otherwise the file is created empty.
-   * A symbolic link at `tempPath` is never followed. `fd`: the file is already open
-   * (with `LocalFileSink.openFlags(resume)`, e.g. on the thread pool).
+   * @param open creates the temporary file and returns a read/write descriptor; the
+   *   default is {@link createTempFile}. The server passes its jail's `createTemp`, which
+   *   also pins the file inside the user's root.
+   * @param resume keep the first `offset` bytes of an existing temporary file (the SHA-256
+   *   state after them is `hash`) and drop the rest; `open` then opens that file (read and
+   *   write, no truncation, never through a symbolic link) instead of creating one.
    */
   constructor(
     readonly tempPath: string,
     readonly size: number,
-    opts: { resume?: { offset: number; hash: Hash }; fd?: number } = {},
+    open: (tempPath: string) => number = createTempFile,
+    resume?: { offset: number; hash: Hash },
   ) {
-    const resume = opts.resume;
     try {
-      this.fd = opts.fd ?? openSync(tempPath, LocalFileSink.openFlags(resume !== undefined), 0o600);
-      if (resume) {
-        ftruncateSync(this.fd, resume.offset);
-        this.hash = resume.hash;
-        this.hashed = this.contiguous = resume.offset;
-      }
+      this.fd = open(tempPath);
     } catch (err) {
-      if (opts.fd !== undefined) closeSync(opts.fd);
       throw toTachyonError(err, 'IO');
     }
+    if (resume) {
+      try {
+        ftruncateSync(this.fd, resume.offset);
+      } catch (err) {
+        closeSync(this.fd);
+        throw toTachyonError(err, 'IO');
+      }
+      this.hash = resume.hash;
+      this.hashed = this.contiguous = resume.offset;
+    }
     this.run = Buffer.allocUnsafeSlow(Math.min(RUN_MAX, Math.max(size, 1)));
-  }
-
-  /** open(2) flags of a temporary file: created empty, or (resume) an existing one; never through a symbolic link */
-  static openFlags(resume: boolean): number {
-    return (resume ? constants.O_RDWR : constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC) | constants.O_NOFOLLOW;
   }
 
   /**

@@ -11,11 +11,11 @@
  * the whole-file SHA-256 is still compared at the end, so a wrong record costs a
  * retransfer, never a wrong file.
  */
-import { constants, openSync, closeSync, readSync, writeSync, ftruncateSync, unlinkSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { constants, openSync, closeSync, read as fsRead, readSync, writeSync, unlinkSync } from 'node:fs';
 import { createHash, type Hash } from 'node:crypto';
 import path from 'node:path';
 import { toTachyonError } from '../core/errors.js';
+import { createTempFile } from './local-file.js';
 import type { ResumeRecord } from './policy.js';
 
 export const PARTIAL_SUFFIX = '.tachyon-partial';
@@ -56,11 +56,16 @@ export function formatRecord(r: ResumeRecord): string {
   return JSON.stringify({ v: 1, size: r.size, mtimeMs: r.mtimeMs, verified: r.verified });
 }
 
+/** Opens a file for reading, never through a symbolic link (the server passes its jail's pinned open). */
+export type ReadOpener = (abs: string) => number;
+
+export const openNoFollow: ReadOpener = (abs) => openSync(abs, constants.O_RDONLY | constants.O_NOFOLLOW);
+
 /** Reads the record beside `final` (never through a symbolic link); undefined if absent or invalid. */
-export function readRecord(final: string): ResumeRecord | undefined {
+export function readRecord(final: string, open: ReadOpener = openNoFollow): ResumeRecord | undefined {
   let fd: number;
   try {
-    fd = openSync(recordPath(final), constants.O_RDONLY | constants.O_NOFOLLOW);
+    fd = open(recordPath(final));
   } catch {
     return undefined;
   }
@@ -75,14 +80,17 @@ export function readRecord(final: string): ResumeRecord | undefined {
   }
 }
 
-/** Writes the record beside `final` (mode 0600, never through a symbolic link). Best effort. */
-export function writeRecord(final: string, r: ResumeRecord): boolean {
+/**
+ * Writes the record beside `final` as a fresh file (mode 0600; whatever had that name,
+ * a link included, is replaced, never followed). `create` is how temporary files are
+ * created (the server's jail pins it). Best effort: false when it could not be written.
+ */
+export function writeRecord(final: string, r: ResumeRecord, create: (p: string) => number = createTempFile): boolean {
   try {
-    const fd = openSync(recordPath(final), constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+    const fd = create(recordPath(final));
     try {
       const b = Buffer.from(formatRecord(r));
       writeSync(fd, b, 0, b.length, 0);
-      ftruncateSync(fd, b.length);
     } finally {
       closeSync(fd);
     }
@@ -110,25 +118,33 @@ export interface HashedRanges {
 const CHUNK = 1 << 20;
 
 /**
- * Hashes a file asynchronously, 1 MiB per read: with `prefix`, all of [0, end) in order
+ * Hashes a file asynchronously (reads on the thread pool), 1 MiB per read: with `prefix`, all of [0, end) in order
  * (the SHA-256 state that a resumed transfer continues) and the ranges on the way;
  * without, only the ranges (positioned reads). Ranges must lie within [0, end), sorted and
  * not overlapping (see policy.checkRanges). Never follows a symbolic link. Fails with a
  * TachyonError (IO, NOT_FOUND, …), also when the file is shorter than `end`.
  */
-export async function hashRanges(file: string, end: number, ranges: readonly { at: number; len: number }[], prefix: boolean): Promise<HashedRanges> {
-  let fh;
+export async function hashRanges(
+  file: string,
+  end: number,
+  ranges: readonly { at: number; len: number }[],
+  prefix: boolean,
+  open: ReadOpener = openNoFollow,
+): Promise<HashedRanges> {
+  let fd: number;
   try {
-    fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW);
+    fd = open(file);
   } catch (err) {
     throw toTachyonError(err, 'IO');
   }
+  const readSome = (b: Buffer, at: number, len: number, pos: number): Promise<number> =>
+    new Promise((resolve, reject) => fsRead(fd, b, at, len, pos, (err, n) => (err ? reject(toTachyonError(err, 'IO')) : resolve(n))));
   try {
     const buf = Buffer.allocUnsafe(Math.max(1, Math.min(CHUNK, end)));
     const readAt = async (pos: number, len: number): Promise<Buffer> => {
       let got = 0;
       while (got < len) {
-        const { bytesRead } = await fh.read(buf, got, len - got, pos + got);
+        const bytesRead = await readSome(buf, got, len - got, pos + got);
         if (bytesRead === 0) throw toTachyonError(Object.assign(new Error(`${file} is shorter than ${end} bytes`), { code: 'EIO' }), 'IO');
         got += bytesRead;
       }
@@ -172,7 +188,7 @@ export async function hashRanges(file: string, end: number, ranges: readonly { a
     }
     return { prefix: whole, sums };
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
 }
 

@@ -5,8 +5,7 @@
  * open their file only when data first flows (so that a window of many announced files
  * holds no descriptor and no buffer until then).
  */
-import { closeSync, constants, open as fsOpen, unlinkSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdirSync } from 'node:fs';
 import type { Hash } from 'node:crypto';
 import type { Clock } from '../core/clock.js';
 import { TachyonError, toTachyonError } from '../core/errors.js';
@@ -128,7 +127,8 @@ export class WorkQueue {
 
 /**
  * The blocks of a file to send, from `offset` on (the receiver holds what is before it;
- * `prefixHash` is the SHA-256 state after those bytes). The file is opened at the first read.
+ * `prefixHash` is the SHA-256 state after those bytes). The file is opened at the first
+ * read, with `openFile` (the server's jail pins it).
  */
 export class TxSource implements BlockSource {
   private src: LocalFileSource | undefined;
@@ -138,11 +138,12 @@ export class TxSource implements BlockSource {
     readonly size: number,
     readonly offset: number,
     private readonly prefixHash: Hash | undefined,
+    private readonly openFile?: (abs: string) => number,
   ) {}
 
   private get(): LocalFileSource {
     if (!this.src) {
-      this.src = new LocalFileSource(this.abs, this.size);
+      this.src = new LocalFileSource(this.abs, this.size, this.openFile);
       if (this.prefixHash) this.src.resumeAt(this.offset, this.prefixHash);
     }
     return this.src;
@@ -162,22 +163,31 @@ export class TxSource implements BlockSource {
   }
 }
 
+/** How a receiver opens its temporary files (the server's jail pins both). */
+export interface TempFiles {
+  /** creates a fresh temporary file (a stale entry of that name is removed); read/write descriptor */
+  create(temp: string): number;
+  /** opens an existing temporary file to resume it: read/write, not truncated, never through a link */
+  reopen(temp: string): number;
+}
+
 /**
  * Where a received file's blocks go: a temporary file, opened (created, or for a resume
- * the existing partial file) on libuv's thread pool when the first block arrives, so that
- * creating thousands of small files never stalls the event loop that receives the
- * datagrams; blocks that arrive before it is open wait in memory. A file with no block to
- * receive is opened when it is finished. Offsets from the data receiver count from the
- * resume offset.
+ * the existing partial file) when the first block arrives. The opening runs through
+ * `defer` (the role's queue of file work, a few milliseconds at a time) rather than inside
+ * the datagram handler, so that creating thousands of small files never stalls the
+ * datagram path; blocks that arrive before the file is open wait in memory. A file with
+ * no block to receive is opened when it is finished. Offsets from the data receiver count
+ * from the resume offset.
  *
  * An error opening the file is kept and reported when the file is finished (the file
- * fails, the session goes on); a write error, or a full disk, goes to `onFatal`.
+ * fails, the session goes on); a full disk, or a write error, goes to `onFatal`.
  */
 export class RxFile implements BlockSink {
   private sink: LocalFileSink | undefined;
-  private opening: Promise<void> | undefined;
+  private state: 'idle' | 'queued' | 'open' | 'failed' | 'closed' = 'idle';
   private pending: { offset: number; data: Buffer }[] = [];
-  private closed = false;
+  private waiters: (() => void)[] = [];
   error: TachyonError | undefined;
 
   constructor(
@@ -185,16 +195,14 @@ export class RxFile implements BlockSink {
     readonly size: number,
     readonly offset: number,
     private readonly prefixHash: Hash | undefined,
-    private readonly ensureDir: (dir: string) => Promise<void>,
-    private readonly dir: string,
+    private readonly files: TempFiles,
+    private readonly defer: (job: () => void) => void,
     private readonly onFatal: (err: TachyonError) => void,
-    /** an earlier partial file was found and started over (not a resume) */
-    private readonly onReplaced?: () => void,
   ) {}
 
-  /** The temporary file was (or is being) opened: it may have been created or truncated. */
+  /** An open was attempted: the temporary file may have been created, or cut to its kept prefix. */
   get touched(): boolean {
-    return this.opening !== undefined;
+    return this.state === 'open' || this.state === 'failed';
   }
 
   /** The temporary file is open (its resumed prefix, if any, kept and the rest dropped). */
@@ -202,50 +210,27 @@ export class RxFile implements BlockSink {
     return this.sink !== undefined;
   }
 
-  private open(): Promise<void> {
-    this.opening ??= (async () => {
-      let fd: number;
-      try {
-        await this.ensureDir(this.dir);
-        const open = (flags: number): Promise<number> =>
-          new Promise<number>((resolve, reject) => fsOpen(this.temp, flags, 0o600, (err, n) => (err ? reject(err) : resolve(n))));
-        if (this.prefixHash) fd = await open(LocalFileSink.openFlags(true));
-        else {
-          // exclusive first: a partial file of an earlier run is the rare case, and its
-          // resume record must go with it
-          try {
-            fd = await open(LocalFileSink.openFlags(false) | constants.O_EXCL);
-          } catch (err) {
-            if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-            fd = await open(LocalFileSink.openFlags(false));
-            this.onReplaced?.();
-          }
-        }
-      } catch (err) {
-        this.error = toTachyonError(err, 'IO');
-        this.pending = [];
-        if (this.error.code === 'DISK_FULL' && !this.closed) this.onFatal(this.error);
-        return;
-      }
-      if (this.closed) {
-        // abandoned while opening: leave nothing behind that was not there
-        closeSync(fd);
-        if (!this.prefixHash) rmQuiet(this.temp);
-        return;
-      }
-      try {
-        this.sink = new LocalFileSink(this.temp, this.size, {
-          fd,
-          ...(this.prefixHash ? { resume: { offset: this.offset, hash: this.prefixHash } } : {}),
-        });
-        for (const p of this.pending) this.sink.write(this.offset + p.offset, p.data);
-      } catch (err) {
-        this.error = toTachyonError(err, 'IO');
-        this.onFatal(this.error);
-      }
-      this.pending = [];
-    })();
-    return this.opening;
+  private request(): void {
+    if (this.state !== 'idle') return;
+    this.state = 'queued';
+    this.defer(() => this.openNow());
+  }
+
+  private openNow(): void {
+    if (this.state !== 'queued') return; // closed meanwhile
+    try {
+      this.sink = this.prefixHash
+        ? new LocalFileSink(this.temp, this.size, (p) => this.files.reopen(p), { offset: this.offset, hash: this.prefixHash })
+        : new LocalFileSink(this.temp, this.size, (p) => this.files.create(p));
+      this.state = 'open';
+      for (const p of this.pending) this.sink.write(this.offset + p.offset, p.data);
+    } catch (err) {
+      this.error = toTachyonError(err, 'IO');
+      if (this.state !== 'open') this.state = 'failed';
+      if (this.state === 'open' || this.error.code === 'DISK_FULL') this.onFatal(this.error);
+    }
+    this.pending = [];
+    for (const w of this.waiters.splice(0)) w();
   }
 
   write(offset: number, data: Buffer): void {
@@ -253,51 +238,42 @@ export class RxFile implements BlockSink {
       this.sink.write(this.offset + offset, data);
       return;
     }
-    if (this.error) return;
+    if (this.state === 'failed' || this.state === 'closed') return;
     // the datagram buffer is reused: keep a copy until the file is open
     this.pending.push({ offset, data: Buffer.from(data) });
-    void this.open();
+    this.request();
   }
 
   /** Flushes, waits for the writes behind, and returns the SHA-256 of the whole file. */
   async finish(): Promise<string> {
-    await this.open();
+    if (this.state === 'idle' || this.state === 'queued') {
+      const opened = new Promise<void>((resolve) => this.waiters.push(resolve));
+      this.request();
+      await opened;
+    }
     if (!this.sink) throw this.error ?? new TachyonError('IO', `cannot open ${this.temp}`);
     return this.sink.finish();
   }
 
   /** Bytes from the start of the file that are on disk (or kept from before, if untouched). */
   writtenPrefix(): number {
-    return this.sink ? this.sink.writtenPrefix() : this.opening ? 0 : this.offset;
+    return this.sink ? this.sink.writtenPrefix() : this.touched ? 0 : this.offset;
   }
 
   close(): void {
-    this.closed = true;
+    if (this.state !== 'open' && this.state !== 'failed') this.state = 'closed';
     this.sink?.close();
+    this.pending = [];
+    for (const w of this.waiters.splice(0)) w();
   }
 }
 
-/**
- * mkdir -p on the thread pool, remembering what exists (or is being made) so that many
- * files in one directory cost one call.
- */
-export function directoryMaker(): (dir: string) => Promise<void> {
-  const made = new Map<string, Promise<void>>();
-  return (dir: string): Promise<void> => {
-    let p = made.get(dir);
-    if (!p) {
-      p = mkdir(dir, { recursive: true }).then(() => undefined);
-      made.set(dir, p);
-      p.catch(() => made.delete(dir));
-    }
-    return p;
+/** mkdir -p, remembering what exists so that many files in one directory cost one call. */
+export function directoryMaker(): (dir: string) => void {
+  const made = new Set<string>();
+  return (dir: string): void => {
+    if (made.has(dir)) return;
+    mkdirSync(dir, { recursive: true });
+    made.add(dir);
   };
-}
-
-function rmQuiet(p: string): void {
-  try {
-    unlinkSync(p);
-  } catch {
-    // already gone
-  }
 }

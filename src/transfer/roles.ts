@@ -12,7 +12,7 @@
  * answer per file: many small files flow through one session with no round trip each.
  */
 import type { Hash } from 'node:crypto';
-import { lstatSync, mkdirSync, statSync, unlinkSync, type Stats } from 'node:fs';
+import { constants, lstatSync, openSync, statSync, unlinkSync, type Stats } from 'node:fs';
 import { lutimes, rename } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../core/clock.js';
@@ -21,8 +21,9 @@ import type { Announce, ControlLink, ControlMessage, Decline, PlanEntry, ProbeEn
 import type { DataReceiver } from '../transport/session/receiver.js';
 import type { DataSender } from '../transport/session/sender.js';
 import { checkRanges, decide, sampleRanges, type SkipReason, type TransferPolicy } from './policy.js';
-import { hashRanges, JobQueue, partialPath, readRecord, removeRecord, writeRecord } from './resume.js';
-import { Batcher, BATCH_BYTES, BATCH_ENTRIES, directoryMaker, pathCost, RxFile, TxSource, WorkQueue } from './role-kit.js';
+import { hashRanges, JobQueue, openNoFollow, partialPath, readRecord, removeRecord, writeRecord, type ReadOpener } from './resume.js';
+import { Batcher, BATCH_BYTES, BATCH_ENTRIES, directoryMaker, pathCost, RxFile, TxSource, WorkQueue, type TempFiles } from './role-kit.js';
+import { createTempFile } from './local-file.js';
 
 export interface OutgoingFile {
   /** relative path with '/' separators, as the receiver will see it */
@@ -189,6 +190,8 @@ export interface SenderRoleOptions {
   planned: boolean;
   /** probes already sent before the role started (pipelined behind hello) */
   probed?: ProbesSent;
+  /** Opens a file to send or to hash (default: a plain open; the server pins it in its jail). */
+  openSource?: (abs: string) => number;
   events?: RoleEvents;
   vanishMs?: number;
 }
@@ -315,7 +318,7 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
         if (policy.preserveTimes && f.atimeMs !== undefined) a.atimeMs = f.atimeMs;
         if (t.offset > 0) a.offset = t.offset;
         files$.push(a, pathCost(f.path));
-        t.source = new TxSource(f.abs, f.size, t.offset, t.prefix);
+        t.source = new TxSource(f.abs, f.size, t.offset, t.prefix, opts.openSource);
         t.prefix = undefined;
         t.state = Tx.Announced;
         t.since = now;
@@ -353,7 +356,7 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
       const sums = e.do === 'check' ? e.sums : [];
       const then = e.do === 'check' ? e.then : 'resume';
       jobs
-        .run(() => hashRanges(f.abs, e.offset, sums, then === 'resume'))
+        .run(() => hashRanges(f.abs, e.offset, sums, then === 'resume', opts.openSource ?? openNoFollow))
         .then(
           (h) => {
             if (finished) return;
@@ -601,6 +604,14 @@ export interface ReceiverRoleOptions {
   policy: TransferPolicy;
   /** files are probed and planned before they are announced */
   planned: boolean;
+  /** Creates a fresh temporary file, a stale one removed (default: `createTempFile`; the server pins it in its jail). */
+  openTemp?: (tempPath: string) => number;
+  /** Opens an existing partial file to resume it: read/write, no truncation, never through a link (the server's jail pins it). */
+  openPartial?: (tempPath: string) => number;
+  /** Opens a partial or destination file to hash it, or a resume record to read it (the server's jail pins it). */
+  openRead?: ReadOpener;
+  /** Makes the parent directory of a temporary file (default `mkdir -p`; the server's resolver already made it through the jail). */
+  makeDir?: (dir: string) => void;
   events?: RoleEvents;
   vanishMs?: number;
 }
@@ -615,7 +626,16 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
   const seen = new Set<number>();
   const outcomes: FileOutcome[] = [];
   const resumeOn = policy.resume !== 'none';
-  const ensureDir = directoryMaker();
+  const makeDir = opts.makeDir ?? directoryMaker();
+  const openRead = opts.openRead ?? openNoFollow;
+  const createTemp = opts.openTemp ?? createTempFile;
+  const tempFiles: TempFiles = {
+    create: (p) => {
+      makeDir(path.dirname(p));
+      return createTemp(p);
+    },
+    reopen: opts.openPartial ?? ((p) => openSync(p, constants.O_RDWR | constants.O_NOFOLLOW)),
+  };
   const jobs = new JobQueue(HASH_JOBS);
   let endFiles: number | undefined;
   let totalBytes = 0;
@@ -634,6 +654,12 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       sendError(opts.link, e);
       fail(e);
     });
+    // opening temporary files: its own queue, so that it never waits behind a batch of probes
+    const fileWork = new WorkQueue(clock, (err) => {
+      const e = toTachyonError(err);
+      sendError(opts.link, e);
+      fail(e);
+    });
 
     /** Keeps (with a resume record) or removes the partial file of an unfinished entry. */
     const park = (e: RxEntry): void => {
@@ -641,7 +667,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       if (!e.file.touched) return; // never touched: whatever was there stays as it was
       if (!e.file.opened && e.offset > 0) return; // still opening: the kept prefix was not cut yet
       const kept = e.file.writtenPrefix();
-      if (resumeOn && e.mtimeMs !== undefined && kept > 0 && writeRecord(e.final, { size: e.size, mtimeMs: e.mtimeMs, verified: kept })) return;
+      if (resumeOn && e.mtimeMs !== undefined && kept > 0 && writeRecord(e.final, { size: e.size, mtimeMs: e.mtimeMs, verified: kept }, createTemp)) return;
       safeUnlink(e.temp);
       if (e.record) removeRecord(e.final);
     };
@@ -649,6 +675,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       finished = true;
       watchdog.stop();
       work.stop();
+      fileWork.stop();
       results.discard();
       plans.discard();
       receiver.close();
@@ -816,7 +843,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       if (resumeOn) {
         const pst = lstatOrUndefined(temp);
         if (pst?.isFile()) {
-          const record = readRecord(final);
+          const record = readRecord(final, openRead);
           partial = record ? { size: pst.size, record } : { size: pst.size };
         }
       }
@@ -849,7 +876,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
         case 'compare': {
           planned.set(pe.id, p);
           const ranges = d.mode === 'full' ? [{ at: 0, len: d.length }] : sampleRanges(d.length);
-          jobs.run(() => hashRanges(final, d.length, ranges, false)).then(
+          jobs.run(() => hashRanges(final, d.length, ranges, false, openRead)).then(
             (h) => !finished && answer({ id: pe.id, do: 'check', offset: d.length, sums: h.sums, then: 'skip' }),
             () => !finished && answer({ id: pe.id, do: 'send' }),
           );
@@ -858,7 +885,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
         case 'resume': {
           planned.set(pe.id, p);
           const ranges = d.verify === 'sparse' ? sampleRanges(d.offset) : [];
-          jobs.run(() => hashRanges(temp, d.offset, ranges, true)).then(
+          jobs.run(() => hashRanges(temp, d.offset, ranges, true, openRead)).then(
             (h) => {
               if (finished) return;
               p.prefix = { offset: d.offset, hash: h.prefix! };
@@ -917,21 +944,10 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
         }
         temp = partialPath(final);
       }
-      const file = new RxFile(
-        temp,
-        a.size,
-        offset,
-        prefix?.hash,
-        ensureDir,
-        path.dirname(final),
-        (err) => {
-          sendError(opts.link, err);
-          fail(err);
-        },
-        () => {
-          if (!record) removeRecord(final);
-        },
-      );
+      const file = new RxFile(temp, a.size, offset, prefix?.hash, tempFiles, (job) => fileWork.push(job), (err) => {
+        sendError(opts.link, err);
+        fail(err);
+      });
       const e: RxEntry = {
         id: a.id,
         path: a.path,
@@ -951,7 +967,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       entries.set(a.id, e);
       // a record that no longer describes the partial file must not outlive this start
       if (record) {
-        if (offset > 0 && a.mtimeMs !== undefined) e.recorded = writeRecord(final, { size: a.size, mtimeMs: a.mtimeMs, verified: offset }) ? offset : -1;
+        if (offset > 0 && a.mtimeMs !== undefined) e.recorded = writeRecord(final, { size: a.size, mtimeMs: a.mtimeMs, verified: offset }, createTemp) ? offset : -1;
         else removeRecord(final);
       }
       opts.events?.onFileStart?.({ path: a.path, size: a.size, offset });
@@ -964,7 +980,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
         if (!e.file.opened || e.mtimeMs === undefined) continue;
         const kept = e.file.writtenPrefix();
         if (kept <= 0 || kept === e.recorded) continue;
-        if (writeRecord(e.final, { size: e.size, mtimeMs: e.mtimeMs, verified: kept })) {
+        if (writeRecord(e.final, { size: e.size, mtimeMs: e.mtimeMs, verified: kept }, createTemp)) {
           e.recorded = kept;
           e.record = true;
         }
@@ -1011,7 +1027,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
             }
             break;
           case 'dirs':
-            for (const p of msg.paths) work.push(() => mkdirSync(opts.resolve(p, 'dir'), { recursive: true }));
+            for (const p of msg.paths) work.push(() => makeDir(opts.resolve(p, 'dir')));
             break;
           case 'end':
             work.push(() => {

@@ -7,7 +7,7 @@ import { mkdirSync, readdirSync, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import type { Clock } from '../core/clock.js';
 import { TachyonError, isErrorCode, toTachyonError, type ErrorCode } from '../core/errors.js';
-import type { CipherName, OverwritePolicy, RatePolicy, ResumeLevel } from '../core/types.js';
+import type { CipherName, OverwritePolicy, Permission, RatePolicy, ResumeLevel } from '../core/types.js';
 import { PROTOCOL_VERSION, type ControlLink, type ControlMessage, type Hello, type Welcome } from '../control/messages.js';
 import { createProtection, SECRET_BYTES } from '../transport/crypto/aead.js';
 import { createRateController } from '../transport/rate/controller.js';
@@ -42,7 +42,30 @@ export interface ServerSessionContext {
   allowedCiphers: readonly CipherName[];
   /** ceiling on any session's rate, bits/s */
   maxRateBps: number;
+  /** what the session's account may do (default: everything) */
+  permissions?: readonly Permission[];
+  /** rate policies the account may choose (default: all) */
+  policies?: readonly RatePolicy[];
+  /**
+   * Called every KEEPALIVE_MS while the session runs: the data moves over UDP, so the SSH
+   * connection would otherwise look idle to its idle timer.
+   */
+  keepAlive?(): void;
+  /** each file's outcome, as it settles */
+  onFile?(f: FileOutcome, direction: 'upload' | 'download'): void;
   onEvent?(e: { type: string; [k: string]: unknown }): void;
+}
+
+/** how often a running session reports activity to its SSH connection */
+export const KEEPALIVE_MS = 10_000;
+
+function requirePermission(ctx: ServerSessionContext, p: Permission, what: string): void {
+  if (ctx.permissions && !ctx.permissions.includes(p)) {
+    throw new TachyonError('PERMISSION', `permission '${p}' missing for ${what}`, {
+      publicMessage: `Permission denied: your account may not ${what}.`,
+      details: { permission: p },
+    });
+  }
 }
 
 /**
@@ -136,6 +159,17 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       }),
     );
   }
+  try {
+    requirePermission(ctx, hello.op === 'send' ? 'write' : 'read', hello.op === 'send' ? 'upload files' : 'download files');
+    if (ctx.policies && !ctx.policies.includes(hello.policy)) {
+      throw new TachyonError('PERMISSION', `rate policy ${hello.policy} not allowed`, {
+        publicMessage: `Your account may not use the ${hello.policy} rate policy; allowed: ${ctx.policies.join(', ')}.`,
+        details: { permission: 'policy' },
+      });
+    }
+  } catch (err) {
+    return refuse(toTachyonError(err));
+  }
   const sessionId = newSessionId(ctx.endpoint);
   const c2s = randomBytes(SECRET_BYTES);
   const s2c = randomBytes(SECRET_BYTES);
@@ -155,42 +189,56 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
   const open = createProtection(hello.cipher, c2s);
   const policy = policyOf(hello);
   const planned = sessionPlanned(hello);
-  const events: RoleEvents | undefined = ctx.onEvent
-    ? {
-        onFile: (f: FileOutcome) =>
-          ctx.onEvent?.({
-            type: f.status === 'failed' ? 'file.error' : 'file.done',
-            sessionId,
-            op: hello.op,
-            path: f.path,
-            size: f.size,
-            status: f.status,
-            bytes: f.sentBytes,
-            skippedBytes: f.skippedBytes,
-            seconds: f.elapsedMs / 1000,
-            ...(f.reason ? { reason: f.reason } : {}),
-            ...(f.code ? { code: f.code } : {}),
-          }),
-      }
-    : undefined;
+  const direction = hello.op === 'send' ? 'upload' : 'download';
+  const events: RoleEvents | undefined = ctx.onFile ? { onFile: (f: FileOutcome) => ctx.onFile?.(f, direction) } : undefined;
   ctx.onEvent?.({ type: 'session.start', sessionId, op: hello.op, cipher: hello.cipher, overwrite: policy.overwrite, resume: policy.resume });
+  let stopKeepAlive: (() => void) | undefined;
+  if (ctx.keepAlive) {
+    const tick = (): void => {
+      ctx.keepAlive?.();
+      stopKeepAlive = ctx.clock.setTimer(KEEPALIVE_MS, tick);
+    };
+    stopKeepAlive = ctx.clock.setTimer(KEEPALIVE_MS, tick);
+  }
+  // every file the server touches goes through the jail (pinned to verified directories)
+  const jailFiles = {
+    openTemp: (p: string) => ctx.jail.createTemp(p),
+    openPartial: (p: string) => ctx.jail.openForWrite(ctx.jail.display(p), { create: false, read: true }).fd,
+    openRead: (p: string) => ctx.jail.openAbsForRead(p),
+    makeDir: () => {
+      // the resolver made the directories, through the jail
+    },
+  };
   try {
     if (hello.op === 'send') {
       // the client uploads: we receive. Check the destination before anything is set up.
       let resolve: DestinationResolver;
       try {
-        resolve = uploadResolver(ctx.jail, hello);
+        const makeDest = (abs: string, shown: string): void => {
+          requirePermission(ctx, 'mkdir', 'create directories');
+          ctx.jail.ensureDir(abs, shown);
+        };
+        const inner = uploadResolver(ctx.jail, hello, makeDest);
+        resolve = (rel, kind) => {
+          const target = inner(rel, kind);
+          if (kind === 'dir' || !isDir(path.dirname(target))) requirePermission(ctx, 'mkdir', 'create directories');
+          // make the directories here, through the jail (each one checked after it is
+          // made), so that the role finds them in place
+          if (kind === 'dir') return ctx.jail.ensureDir(target, rel);
+          return path.join(ctx.jail.ensureDir(path.dirname(target), rel), path.basename(target));
+        };
       } catch (err) {
         return refuse(toTachyonError(err));
       }
       const receiver = new DataReceiver({ endpoint: ctx.endpoint, sessionId, clock: ctx.clock, seal, open, datagramSize });
       link.send(welcome);
-      return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve, policy, planned, ...(events ? { events } : {}) });
+      return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve, policy, planned, ...jailFiles, ...(events ? { events } : {}) });
     }
     // the client downloads: we send
     let listing: Listing;
     try {
       listing = listJailed(ctx.jail, hello);
+      if (hello.sources?.some((src) => isDir(ctx.jail.resolve(src)))) requirePermission(ctx, 'list', 'list directories');
     } catch (err) {
       return refuse(toTachyonError(err));
     }
@@ -205,10 +253,29 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       rate: createRateController({ policy: hello.policy, targetBps, minBps: Math.min(hello.minRate, targetBps) }),
     });
     link.send(welcome);
-    return await runSenderRole({ link, sender, clock: ctx.clock, files: listing.files, dirs: listing.dirs, policy, planned, ...(events ? { events } : {}) });
+    return await runSenderRole({
+      link,
+      sender,
+      clock: ctx.clock,
+      files: listing.files,
+      dirs: listing.dirs,
+      policy,
+      planned,
+      openSource: (p) => ctx.jail.openAbsForRead(p),
+      ...(events ? { events } : {}),
+    });
   } finally {
+    stopKeepAlive?.();
     ctx.onEvent?.({ type: 'session.end', sessionId });
     link.close();
+  }
+}
+
+function isDir(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
   }
 }
 
@@ -251,33 +318,49 @@ function notADir(shown: string): TachyonError {
  * parent must exist. Otherwise DEST is a directory that must exist. `--create-dir`
  * creates what is missing.
  */
-function prepareDestination(dest: string, shown: string, endsInSlash: boolean, single: boolean, createDir: boolean): boolean {
+function prepareDestination(
+  dest: string,
+  shown: string,
+  endsInSlash: boolean,
+  single: boolean,
+  createDir: boolean,
+  mkdirp: (abs: string, shown: string) => void,
+): boolean {
   const st = statOrUndefined(dest);
   const destIsDir = st?.isDirectory() === true || endsInSlash || !single;
   if (destIsDir) {
     if (!st) {
       if (!createDir) throw missingDir(shown);
-      mkdirSync(dest, { recursive: true });
+      mkdirp(dest, shown);
     } else if (!st.isDirectory()) throw notADir(shown);
   } else {
     const parent = path.dirname(dest);
+    const parentShown = path.posix.dirname(shown.replace(/\/+$/, '')) || '/';
     const pst = statOrUndefined(parent);
     if (!pst) {
-      if (!createDir) throw missingDir(path.posix.dirname(shown.replace(/\/+$/, '')) || '/');
-      mkdirSync(parent, { recursive: true });
-    } else if (!pst.isDirectory()) throw notADir(path.posix.dirname(shown));
+      if (!createDir) throw missingDir(parentShown);
+      mkdirp(parent, parentShown);
+    } else if (!pst.isDirectory()) throw notADir(parentShown);
   }
   return destIsDir;
 }
 
-/** Where an upload's files go on the server. */
-export function uploadResolver(jail: Jail, hello: Hello): DestinationResolver {
+const plainMkdirp = (abs: string): void => {
+  mkdirSync(abs, { recursive: true });
+};
+
+/**
+ * Where an upload's files go on the server. `mkdirp` creates a missing destination
+ * directory when the client asked for it (`createDir`); the server passes one that checks
+ * the account's permission and makes it through the jail.
+ */
+export function uploadResolver(jail: Jail, hello: Hello, mkdirp: (abs: string, shown: string) => void = plainMkdirp): DestinationResolver {
   const shown = hello.dest ?? '/';
   const dest = jail.resolve(shown);
-  const destIsDir = prepareDestination(dest, shown, shown.endsWith('/'), hello.single === true, hello.createDir === true);
+  const destIsDir = prepareDestination(dest, shown, shown.endsWith('/'), hello.single === true, hello.createDir === true, mkdirp);
   return (rel, kind) => {
     const comps = jail.components(rel);
-    if (comps.length === 0) throw new TachyonError('PATH_INVALID', `empty path '${rel}'`, { publicMessage: 'Invalid path.' });
+    if (comps.length === 0) throw new TachyonError('PATH_INVALID', `empty path '${rel}'`, { publicMessage: 'Invalid path.', details: { reason: 'empty-path' } });
     let target: string;
     if (kind === 'file' && !destIsDir) target = dest;
     else target = path.join(dest, ...comps);
@@ -289,7 +372,7 @@ export function uploadResolver(jail: Jail, hello: Hello): DestinationResolver {
 /** Where a download's files go on the client (`single`: the server sends one file named by itself). */
 export function downloadResolver(destDir: string, single: boolean, createDir = false): DestinationResolver {
   const dest = path.resolve(destDir);
-  const destIsDir = prepareDestination(dest, destDir, destDir.endsWith('/') || destDir.endsWith(path.sep), single, createDir);
+  const destIsDir = prepareDestination(dest, destDir, destDir.endsWith('/') || destDir.endsWith(path.sep), single, createDir, plainMkdirp);
   return (rel) => {
     const comps = rel.split('/').filter((c) => c !== '' && c !== '.');
     if (comps.length === 0 || comps.includes('..') || rel.includes('\0') || rel.startsWith('/')) {

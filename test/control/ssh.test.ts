@@ -3,6 +3,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { ClientChannel } from 'ssh2';
 import { TachyonError } from '../../src/core/errors.js';
 import { loadOrCreateHostKey, parseAuthorizedKeys, findAuthorizedKey } from '../../src/control/hostkeys.js';
 import type { AuthorizedKey, HostKeyInfo } from '../../src/control/hostkeys.js';
@@ -32,7 +33,7 @@ describe('SSH control channel (ssh2 client <-> server)', () => {
   let rsaKey: Buffer;
   let authorized: AuthorizedKey[] = [];
   const servers: ControlServer[] = [];
-  const events: ControlServerEvent[] = [];
+  const events: (ControlServerEvent & Record<string, unknown>)[] = [];
   const sessions: { link: ControlLink; info: SessionInfo }[] = [];
   let server: ControlServer;
 
@@ -46,7 +47,7 @@ describe('SSH control channel (ssh2 client <-> server)', () => {
         sessions.push({ link, info });
         echoSession(link);
       },
-      onEvent: (e) => events.push(e),
+      onEvent: (e) => events.push(e as ControlServerEvent & Record<string, unknown>),
       ...extra,
     });
     servers.push(s);
@@ -305,5 +306,142 @@ describe('SSH control channel (ssh2 client <-> server)', () => {
     assert.ok(err instanceof TachyonError && err.code === 'PEER_VANISHED', String(err));
     assert.match(err.message, /Idle timeout/);
     assert.ok(events.some((e) => e.type === 'disconnect' && e['reason'] === 'idle-timeout'));
+  });
+
+  it('enforces the login grace time on a client that sends its version string and stalls', async () => {
+    const strict = await start({ loginGraceMs: 300 });
+    const sock = net.connect(strict.port, '127.0.0.1');
+    sock.on('error', () => {});
+    let got = '';
+    const opened = Date.now();
+    sock.on('data', (c: Buffer) => {
+      if (got === '') sock.write('SSH-2.0-Stalling_1.0\r\n');
+      got += c.toString('latin1');
+    });
+    const closedAt = await new Promise<number>((r) => sock.on('close', () => r(Date.now())));
+    assert.match(got, /^SSH-2\.0-Tachyon_1/, 'the server spoke first');
+    const elapsed = closedAt - opened;
+    assert.ok(elapsed >= 280 && elapsed < 3000, `closed after ${elapsed} ms`);
+    await sleep(10);
+    assert.ok(events.some((e) => e.type === 'disconnect' && e['reason'] === 'login-grace-timeout'));
+  });
+
+  it('limits unauthenticated connections per source address and in all', async () => {
+    const open = async (port: number): Promise<{ sock: net.Socket; ident: Promise<string> }> => {
+      const sock = net.connect(port, '127.0.0.1');
+      sock.on('error', () => {});
+      const ident = new Promise<string>((r) => {
+        let got = '';
+        sock.on('data', (c: Buffer) => (got += c.toString('latin1')));
+        sock.on('close', () => r(got));
+        setTimeout(() => r(got), 400);
+      });
+      await new Promise<void>((r) => sock.on('connect', () => r()));
+      return { sock, ident };
+    };
+    for (const [limits, detail] of [
+      [{ maxUnauthenticatedPerSource: 2 }, 'per-source'],
+      [{ maxUnauthenticatedPerSource: 0, maxUnauthenticated: 2 }, 'max-startups'],
+    ] as const) {
+      const s = await start(limits);
+      const a = await open(s.port);
+      const b = await open(s.port);
+      const c = await open(s.port);
+      assert.match(await a.ident, /^SSH-2\.0-Tachyon_1/);
+      assert.match(await b.ident, /^SSH-2\.0-Tachyon_1/);
+      assert.equal(await c.ident, '', `${detail}: the third connection is dropped before the version exchange`);
+      assert.ok(events.some((e) => e.type === 'refused' && e['what'] === 'connection' && e['detail'] === detail));
+      // A closed connection frees its place, and so does one that authenticates.
+      a.sock.destroy();
+      await sleep(50);
+      const conn = await connectControl(opts({ port: s.port }));
+      const d = await open(s.port);
+      assert.match(await d.ident, /^SSH-2\.0-Tachyon_1/, `${detail}: a place freed up`);
+      conn.close();
+      for (const x of [b, c, d]) x.sock.destroy();
+    }
+  });
+
+  it('authenticated connections do not count against the unauthenticated limit', async () => {
+    const s = await start({ maxUnauthenticatedPerSource: 1 });
+    const conns = [];
+    for (let i = 0; i < 3; i++) conns.push(await connectControl(opts({ port: s.port })));
+    for (const c of conns) c.close();
+  });
+
+  it('keepAlive() and data on a plugged-in subsystem keep a connection from idling out', async () => {
+    let keepAliveTimer: NodeJS.Timeout | undefined;
+    const s = await start({
+      idleTimeoutMs: 300,
+      onSession: (_link, _info, control) => {
+        keepAliveTimer = setInterval(() => control.keepAlive(), 100);
+      },
+      extraSubsystems: { echo: (channel) => channel.pipe(channel) },
+    });
+    try {
+      const conn = await connectControl(opts({ port: s.port }));
+      const state: { closedWith: Error | undefined | 'open' } = { closedWith: 'open' };
+      conn.link.onClose((e) => (state.closedWith = e));
+      await sleep(900);
+      assert.equal(state.closedWith, 'open', 'keepAlive() every 100 ms holds a 300 ms idle timeout off');
+      clearInterval(keepAliveTimer);
+      await sleep(700);
+      const closedWith = state.closedWith as Error | undefined | 'open';
+      assert.ok(closedWith instanceof TachyonError && closedWith.code === 'PEER_VANISHED', String(closedWith));
+
+      const { Client } = (await import('ssh2')).default;
+      const client = new Client();
+      client.on('error', () => {});
+      await new Promise<void>((resolve, reject) => {
+        client.on('ready', () => resolve());
+        client.on('error', reject);
+        client.connect({ host: '127.0.0.1', port: s.port, username: 'alice', privateKey: aliceKey });
+      });
+      const channel = await new Promise<ClientChannel>((resolve, reject) =>
+        client.subsys('echo', (err, ch) => (err ? reject(err) : resolve(ch))),
+      );
+      let echoed = '';
+      channel.on('data', (c: Buffer) => (echoed += c.toString()));
+      const ended = new Promise<number>((r) => client.on('close', () => r(Date.now())));
+      let quietFrom = 0;
+      for (let i = 0; i < 8; i++) {
+        channel.write(`${i}`);
+        quietFrom = Date.now();
+        await sleep(100);
+      }
+      assert.equal(echoed, '01234567', 'the subsystem ran 800 ms past a 300 ms idle timeout while data flowed');
+      const at = await ended;
+      assert.ok(at - quietFrom >= 250 && at - quietFrom < 3000, `idle close ${at - quietFrom} ms after the data stopped`);
+    } finally {
+      clearInterval(keepAliveTimer);
+    }
+  });
+
+  it('validates host keys, banner and subsystem names', async () => {
+    const ecdsa = await readFile(await sshKeygen(dir, 'ecdsa_host', 'ecdsa', ['-b', '256']));
+    const rsa1024 = await readFile(await sshKeygen(dir, 'rsa1024_host', 'rsa', ['-b', '1024']));
+    const rsa2048 = await readFile(await sshKeygen(dir, 'rsa2048_host', 'rsa', ['-b', '2048']));
+    const bad: [Partial<ControlServerOptions>, RegExp][] = [
+      [{ hostKey: ecdsa }, /ecdsa-sha2-nistp256: only ed25519 and RSA/],
+      [{ hostKey: rsa1024 }, /1024 bits; at least 2048/],
+      [{ hostKey: [hostKey.privateKey, hostKey.privateKey] }, /Two host keys of the same type/],
+      [{ hostKey: [] }, /No host key/],
+      [{ hostKey: Buffer.from('not a key') }, /Cannot use host key 1/],
+      [{ banner: 'hello\u001b[2Jworld' }, /control characters/],
+      [{ banner: 'x'.repeat(5000) }, /at most 4096/],
+      [{ extraSubsystems: { 'tachyon-v1': () => {} } }, /Invalid extra subsystem name/],
+      [{ maxUnauthenticatedPerSource: -1 }, /maxUnauthenticatedPerSource/],
+      [{ idleTimeoutMs: Number.NaN }, /idleTimeoutMs/],
+    ];
+    for (const [over, pattern] of bad) {
+      await assert.rejects(start(over), isCode('CONFIG', pattern), pattern.source);
+    }
+    const ok = await start({ hostKey: [rsa2048, hostKey.privateKey], banner: 'Line one\r\nLine\ttwo\n' });
+    assert.deepEqual(ok.hostKeys.map((k) => k.type), ['ssh-ed25519', 'ssh-rsa']);
+    assert.deepEqual(ok.algorithms.serverHostKey, ['ssh-ed25519', 'rsa-sha2-512', 'rsa-sha2-256']);
+    assert.deepEqual(ok.algorithms.kex, ['curve25519-sha256', 'curve25519-sha256@libssh.org']);
+    assert.ok(!ok.algorithms.mac.some((m) => !m.endsWith('-etm@openssh.com')));
+    const conn = await connectControl(opts({ port: ok.port }));
+    conn.close();
   });
 });

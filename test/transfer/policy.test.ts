@@ -8,7 +8,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { constants, lstatSync, openSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { TachyonError } from '../../src/core/errors.js';
 import { OVERWRITE_POLICIES, RESUME_LEVELS } from '../../src/core/types.js';
@@ -182,7 +182,7 @@ describe('resume records', () => {
     }
   });
 
-  it('are written mode 0600 beside the final name and never read or written through a symbolic link', () => {
+  it('are written mode 0600 beside the final name, and never read or written through a symbolic link', () => {
     const dir = tempDir('record');
     try {
       const final = path.join(dir, 'f.bin');
@@ -194,8 +194,10 @@ describe('resume records', () => {
       writeFileSync(target, formatRecord({ size: 5, mtimeMs: 1, verified: 5 }));
       symlinkSync(target, recordPath(other));
       assert.equal(readRecord(other), undefined, 'a symlinked record is not read');
-      assert.equal(writeRecord(other, { size: 9, mtimeMs: 9, verified: 9 }), false, 'nor written through');
-      assert.equal(readFileSync(target, 'utf8'), formatRecord({ size: 5, mtimeMs: 1, verified: 5 }));
+      assert.ok(writeRecord(other, { size: 9, mtimeMs: 9, verified: 9 }), 'writing replaces the link...');
+      assert.equal(readFileSync(target, 'utf8'), formatRecord({ size: 5, mtimeMs: 1, verified: 5 }), '...and never writes through it');
+      assert.ok(lstatSync(recordPath(other)).isFile());
+      assert.equal(lstatSync(recordPath(other)).mode & 0o777, 0o600);
     } finally {
       removeDir(dir);
     }
@@ -326,7 +328,7 @@ describe('resumed sinks and sources, and prefix hashing', () => {
       // a partial file: the prefix, then garbage that must not survive
       writeFileSync(temp, Buffer.concat([data.subarray(0, offset), rng.bytes(5000)]));
       const h = await hashRanges(temp, offset, [], true);
-      const sink = new LocalFileSink(temp, data.length, { resume: { offset, hash: h.prefix! } });
+      const sink = new LocalFileSink(temp, data.length, (p) => openSync(p, constants.O_RDWR | constants.O_NOFOLLOW), { offset, hash: h.prefix! });
       assert.equal(sink.writtenPrefix(), offset);
       for (let o = offset; o < data.length; o += 1400) sink.write(o, data.subarray(o, Math.min(o + 1400, data.length)));
       assert.equal(await sink.finish(), sha(data));

@@ -54,6 +54,12 @@ export const POLICY_ALPHA_BYTES: Record<Exclude<RatePolicy, 'fixed'>, number> = 
  */
 const STARTUP_EXIT_QUEUE_MS = 5;
 
+/** largest re-probe step per round trip (it starts at 5% and doubles every two round trips) */
+const PROBE_MAX_STEP = 0.25;
+
+/** when a re-probe meets a queue, the rate returns to this share of the delivery rate */
+const PROBE_BACKOFF = 0.95;
+
 /** gain of the delay law per round trip */
 const GAIN = 0.4;
 
@@ -136,11 +142,15 @@ export class DelayBasedRateController implements RateController {
     const probing = this.startup || this.emptyFor > 3 * rtt;
     let next: number;
     if (probing) {
-      // grow by up to 50% per round trip (25% when re-probing), and not far beyond
-      // what actually arrives
-      next = x * (1 + (this.startup ? 0.5 : 0.25) * frac);
+      // start-up grows by 50% per round trip. A re-probe starts gently (5% per round
+      // trip: the queue it builds shows only a round trip later, and on a long path a
+      // bold probe overflows the bottleneck before it is seen) and doubles its step
+      // every two round trips the queue stays empty, up to 25%: freed capacity is found
+      // in a few round trips, a full path is hardly disturbed.
+      const step = this.startup ? 0.5 : Math.min(PROBE_MAX_STEP, 0.05 * 2 ** Math.floor((this.emptyFor - 3 * rtt) / (2 * rtt)));
+      next = x * (1 + step * frac);
       const recv = f.recvRateBps / 8;
-      if (recv > 0) next = Math.min(next, Math.max(x, recv * 1.5));
+      if (recv > 0) next = Math.min(next, Math.max(x, recv * (1 + Math.max(step, 0.1))));
     } else {
       // the delay law; gain GAIN per round trip: feedback lags a round trip behind a
       // rate change and pacing has no ack clock, so a smaller gain avoids a limit cycle
@@ -148,9 +158,18 @@ export class DelayBasedRateController implements RateController {
       next = x + GAIN * frac * (err / (rtt / 1000));
       // never cut by more than half in one round trip
       next = Math.max(next, x * (1 - 0.5 * frac));
+      // a re-probe that found the path full: back to just under what the path
+      // delivers at once (the queue it built shows a round trip late; waiting for the
+      // law to undo a round trip of growth overshoots, then undershoots)
+      const recv = f.recvRateBps / 8;
+      if (this.wasProbing && recv > 0) next = Math.min(next, recv * PROBE_BACKOFF);
     }
+    this.wasProbing = probing && !this.startup;
     this.rate = clamp(next * 8, this.opts.minBps, this.opts.targetBps);
   }
+
+  /** the last update was a re-probe (not start-up) */
+  private wasProbing = false;
 
   rateBps(): number {
     return this.rate;

@@ -228,7 +228,7 @@ export class DataSender extends SessionPeer {
     this.stats.rateBps = this.o.rate.rateBps();
     if (TRACE) {
       process.stderr.write(
-        `trace t=${now.toFixed(1)} rate=${(this.stats.rateBps / 1e6).toFixed(1)} q=${(f.qdelayUs / 1000).toFixed(2)} srtt=${this.stats.srttMs.toFixed(1)} recv=${(f.recvRateKbps / 1000).toFixed(1)} naks=${f.naks.length} cum=${f.cumAck} next=${this.nextNew}\n`,
+        `trace t=${now.toFixed(1)} rel=${(now - this.stats.firstSendAt).toFixed(0)} sent=${this.stats.packetsSent} rtxq=${this.retransmitQueue.length - this.retransmitHead} allSent=${this.stats.allSentAt > 0 ? (this.stats.allSentAt - this.stats.firstSendAt).toFixed(0) : '-'} rate=${(this.stats.rateBps / 1e6).toFixed(1)} q=${(f.qdelayUs / 1000).toFixed(2)} srtt=${this.stats.srttMs.toFixed(1)} recv=${(f.recvRateKbps / 1000).toFixed(1)} naks=${f.naks.length} cum=${f.cumAck} next=${this.nextNew}\n`,
       );
     }
     this.o.onFeedback?.(f);

@@ -1,0 +1,212 @@
+/**
+ * The audit vocabulary: what an audit event is, its severities, its types and the typed
+ * fields of each type. Events never hold secrets: the sinks pass every event through the
+ * redaction guard (redact.ts) before it is stored.
+ *
+ * To add an event type, add a row to {@link AuditFieldsByType} (and, if `info` is not
+ * right for it, to {@link DEFAULT_SEVERITY}).
+ */
+
+/** Severities, in increasing order (the syslog names from `info` up). */
+export const AUDIT_SEVERITIES = ['info', 'notice', 'warning', 'error', 'critical'] as const;
+export type AuditSeverity = (typeof AUDIT_SEVERITIES)[number];
+
+/** Rank of a severity: info 0 … critical 4. */
+export function severityRank(s: AuditSeverity): number {
+  return AUDIT_SEVERITIES.indexOf(s);
+}
+
+/** Which part of Tachyon reports the event. Free-form (a dotted lower-case name); these are the usual ones. */
+export type AuditComponent = 'ssh' | 'transfer' | 'sftp' | 'config' | 'api' | 'server' | 'audit' | (string & {});
+
+/** A value an audit field may hold (JSON). */
+export type AuditValue = string | number | boolean | null | readonly AuditValue[] | { readonly [k: string]: AuditValue | undefined };
+
+/** Where a connection comes from. */
+export interface AuditPeer {
+  clientAddress: string;
+  clientPort?: number;
+}
+
+/**
+ * The typed fields of each event type. Paths are as the client named them (clipped), or
+ * as resolved inside the user's root; never a secret, a key, a password or a token.
+ */
+export interface AuditFieldsByType {
+  /** A client proved possession of an authorized key. */
+  'auth.success': AuditPeer & { user: string; method: string; keyType?: string; keyFingerprint: string };
+  /** An authentication attempt was refused (`reason`: not-authorized, root-refused, bad-signature, method-not-allowed, …). */
+  'auth.failure': AuditPeer & {
+    user: string;
+    method: string;
+    reason: string;
+    keyType?: string;
+    keyFingerprint?: string;
+    /** Failures so far on this connection. */
+    failures?: number;
+  };
+  /** A session (an SSH channel running `tachyon-v1`, `sftp`, …) started. */
+  'session.start': AuditPeer & { user: string; keyFingerprint?: string; subsystem?: string; sessionId?: string | number; localAddress?: string };
+  /** A session ended; `code` is the error code of an abnormal end. */
+  'session.end': AuditPeer & {
+    user: string;
+    keyFingerprint?: string;
+    subsystem?: string;
+    sessionId?: string | number;
+    durationMs?: number;
+    code?: string;
+    reason?: string;
+  };
+  /** A connection was closed by the server for a limit, or by the client. */
+  'connection.close': AuditPeer & { user?: string; reason: string };
+  /** One file moved (or failed to). */
+  'file.transfer': AuditPeer & {
+    user: string;
+    serverAddress?: string;
+    direction: 'upload' | 'download';
+    source: string;
+    destination: string;
+    bytes: number;
+    durationMs: number;
+    rateBps: number;
+    cipher: string;
+    status: 'ok' | 'failed' | 'skipped' | 'partial';
+    code?: string;
+    sha256?: string;
+    sessionId?: string | number;
+  };
+  /** A file-system operation other than a transfer (SFTP mkdir, rename, remove, …). */
+  'file.operation': AuditPeer & { user: string; op: string; path: string; target?: string; status: 'ok' | 'failed'; code?: string };
+  /** A path was refused by the jail (`reason`: dot-dot, symlink, nul, too-long, unicode, …). */
+  'refusal.jail': AuditPeer & { user: string; path: string; reason: string; op?: string };
+  /** The user lacks a permission (list, read, write, mkdir, rename, delete). */
+  'refusal.permission': AuditPeer & { user: string; permission: string; path?: string; op?: string };
+  /** The requested data cipher is not allowed for this user or server. */
+  'refusal.cipher': AuditPeer & { user: string; cipher: string; allowed?: readonly string[] };
+  /**
+   * An SSH channel or request was refused (`what`: shell, exec, pty, x11, env, auth-agent,
+   * subsystem, direct-tcpip, global-request, session, …). `detail` is a name (a subsystem,
+   * an environment variable's name, a forwarding target), never a command or a value.
+   */
+  'refusal.channel': AuditPeer & { user?: string; what: string; detail?: string };
+  /** A connection was refused or cut by a limit (`limit`: max-auth-tries, login-grace, idle, per-source, max-startups, …). */
+  'refusal.limit': AuditPeer & { user?: string; limit: string; value?: number };
+  /** A configuration change: who, what, on what; the names of changed settings, not secret values. */
+  'config.change': {
+    actor: string;
+    action: string;
+    target: string;
+    changed?: readonly string[];
+    clientAddress?: string;
+  };
+  /** A configuration was refused (file, field, reason). */
+  'config.error': { source: string; field?: string; reason: string };
+  /** The server started or stopped. */
+  'server.start': { listen: string; port: number; hostKeyFingerprints?: readonly string[]; version?: string };
+  'server.stop': { reason: string };
+  /**
+   * Written by the file sink itself when it found bytes after the last valid record at
+   * open (a write cut short by a crash or a full disk): those bytes are skipped, and this
+   * record says how many and their SHA-256, so that `verify` can tell the gap apart from
+   * tampering.
+   */
+  'audit.recovery': { reason: string; skippedBytes: number; skippedLines: number; skippedSha256: string };
+}
+
+export type AuditEventType = keyof AuditFieldsByType;
+
+/** Every known event type. */
+export const AUDIT_EVENT_TYPES = [
+  'auth.success',
+  'auth.failure',
+  'session.start',
+  'session.end',
+  'connection.close',
+  'file.transfer',
+  'file.operation',
+  'refusal.jail',
+  'refusal.permission',
+  'refusal.cipher',
+  'refusal.channel',
+  'refusal.limit',
+  'config.change',
+  'config.error',
+  'server.start',
+  'server.stop',
+  'audit.recovery',
+] as const satisfies readonly AuditEventType[];
+
+// Compile-time check that the list above names every type of the map.
+type MissingTypes = Exclude<AuditEventType, (typeof AUDIT_EVENT_TYPES)[number]>;
+const _allTypesListed: MissingTypes extends never ? true : never = true;
+void _allTypesListed;
+
+/** Severity used when an event does not say. */
+export const DEFAULT_SEVERITY: Readonly<Record<AuditEventType, AuditSeverity>> = {
+  'auth.success': 'notice',
+  'auth.failure': 'warning',
+  'session.start': 'info',
+  'session.end': 'info',
+  'connection.close': 'info',
+  'file.transfer': 'info',
+  'file.operation': 'info',
+  'refusal.jail': 'warning',
+  'refusal.permission': 'warning',
+  'refusal.cipher': 'warning',
+  'refusal.channel': 'warning',
+  'refusal.limit': 'warning',
+  'config.change': 'notice',
+  'config.error': 'error',
+  'server.start': 'notice',
+  'server.stop': 'notice',
+  'audit.recovery': 'critical',
+};
+
+/** One audit event as a caller hands it to {@link AuditSink.record}. */
+export type AuditEvent = {
+  [T in AuditEventType]: {
+    type: T;
+    component: AuditComponent;
+    /** Default: {@link DEFAULT_SEVERITY} of the type. */
+    severity?: AuditSeverity;
+    /** Groups the events of one connection, session or request (a ULID from `newCorrelationId`). */
+    correlationId?: string;
+    fields: AuditFieldsByType[T];
+  };
+}[AuditEventType];
+
+/** An event as stored: with its sequence number, time and id, fields sanitized. */
+export interface AuditRecord {
+  /** 1 for the first record of a file, then +1 per record. */
+  seq: number;
+  /** UTC, ISO 8601 with milliseconds. */
+  ts: string;
+  /** This record's id (a ULID); what error messages quote as `ref`. */
+  id: string;
+  severity: AuditSeverity;
+  component: string;
+  type: string;
+  correlationId?: string;
+  fields: Record<string, AuditValue>;
+  /** Paths of fields whose values the redaction guard replaced (e.g. `password`). */
+  redacted?: string[];
+}
+
+/**
+ * The audit seam: where events go. `record` stores the event synchronously (as far as
+ * the sink's durability policy says) and returns the new record's id, to quote to the
+ * client as a correlation id. It throws a `TachyonError` (`IO`, `DISK_FULL`) if the
+ * record cannot be stored; callers decide whether that stops the operation.
+ */
+export interface AuditSink {
+  record(event: AuditEvent): string;
+  /** Flushes (fsync) and releases the sink; `record` throws afterwards. */
+  close(): Promise<void>;
+}
+
+const NAME = /^[a-z][a-z0-9-]*(?:\.[a-z0-9-]+)*$/;
+
+/** Whether `s` is a well-formed component or event-type name (dotted lower case, ≤ 64 chars). */
+export function isAuditName(s: unknown): s is string {
+  return typeof s === 'string' && s.length <= 64 && NAME.test(s);
+}

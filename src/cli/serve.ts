@@ -1,0 +1,195 @@
+/**
+ * `tachyon serve` and `tachyon start`: the transfer server in its two forms.
+ *  - multi-user: `serve --config FILE` (users in the database, audit log, SSH limits)
+ *    and `start` (the same on embedded defaults under ./tachyon-data);
+ *  - single-user: `serve --root DIR --authorized-keys FILE [--user xfer]` (one transfer
+ *    user from an OpenSSH authorized_keys file, every permission; what the benchmarks use).
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { TachyonError } from '../core/errors.js';
+import type { CipherName } from '../core/types.js';
+import { parseRate } from '../core/units.js';
+import { FileAuditSink, type AuditSink } from '../audit/index.js';
+import { openDatabase, type Database } from '../db/database.js';
+import { databaseAccounts, singleUserAccounts, type AccountSource } from '../server/accounts.js';
+import { loadServerConfig, validateServerConfig, type ServerConfig } from '../server/config.js';
+import { loadAuthorizedKeys, startTransferServer, type TransferServer } from '../server/transfer-server.js';
+import { UserRepository } from '../server/users/repository.js';
+import { sftpForAccounts } from '../server/sftp.js';
+import { permittedCiphers } from '../server/users/model.js';
+
+export interface ServeOpts {
+  config?: string;
+  root?: string;
+  authorizedKeys?: string;
+  user: string;
+  hostKey: string;
+  listen: string;
+  port: string;
+  allowCipher: CipherName[];
+  maxRate: string;
+  json: boolean;
+}
+
+export function defaultHostKeyPath(): string {
+  const base = process.env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config');
+  return path.join(base, 'tachyon', 'ssh_host_ed25519_key');
+}
+
+type Log = (e: Record<string, unknown>) => void;
+
+function logger(json: boolean): Log {
+  return (e) => {
+    if (json) process.stdout.write(JSON.stringify({ time: new Date().toISOString(), ...e }) + '\n');
+    else if (e.type === 'config.warning') process.stderr.write(`warning: ${String(e.message)}\n`);
+    else if (e.type === 'transfer.end' || e.type === 'transfer.error' || e.type === 'audit.error') process.stderr.write(`${new Date().toISOString()} ${JSON.stringify(e)}\n`);
+  };
+}
+
+async function untilSignal(): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const stop = (): void => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+}
+
+function announce(server: TransferServer, o: { json: boolean; log: Log; users: string; root?: string; audit?: string }): void {
+  const msg = {
+    type: 'server.start',
+    listen: server.address,
+    tcpPort: server.port,
+    udpPort: server.udpPort,
+    users: o.users,
+    ...(o.root ? { root: o.root } : {}),
+    ...(o.audit ? { auditLog: o.audit } : {}),
+    fingerprint: server.hostKeyFingerprint,
+  };
+  if (o.json) o.log(msg);
+  else {
+    process.stderr.write(`Tachyon transfer server: SSH on TCP ${server.address}:${server.port}, data on UDP ${server.udpPort}; users: ${o.users}${o.root ? `, root ${o.root}` : ''}\n`);
+    if (o.audit) process.stderr.write(`audit log: ${o.audit} (check it with: tachyon audit verify ${o.audit})\n`);
+    process.stderr.write(`host key fingerprint: ${server.hostKeyFingerprint}\n`);
+    process.stderr.write(`clients pin it with: --host-key-fingerprint ${server.hostKeyFingerprint}\n`);
+  }
+}
+
+function parsePort(text: string): number {
+  const port = Number(text);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new TachyonError('USAGE', `invalid port '${text}'`);
+  return port;
+}
+
+/** Runs the multi-user server of a validated configuration until SIGINT/SIGTERM. */
+export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (users: number) => void): Promise<number> {
+  const log = logger(json);
+  let database: Database | undefined;
+  let audit: AuditSink | undefined;
+  let server: TransferServer | undefined;
+  try {
+    audit = cfg.auditLog ? new FileAuditSink(cfg.auditLog) : undefined;
+    database = await openDatabase({ url: cfg.database, create: true });
+    const repo = new UserRepository(database, {
+      allowedRoots: cfg.allowedRoots,
+      cipherPolicy: cfg.cipherPolicy,
+      onChange: (e) => audit?.record({ type: 'config.change', component: 'config', fields: { actor: 'config-file', action: e.type, target: e.user, ...(e.fields ? { changed: e.fields } : {}) } }),
+    });
+    if (cfg.users.length > 0) {
+      const applied = await repo.applyDeclared(cfg.users);
+      log({ type: 'config.users', ...applied });
+    }
+    const accounts: AccountSource = databaseAccounts(repo, cfg.cipherPolicy);
+    server = await startTransferServer({
+      accounts,
+      hostKeyFile: cfg.hostKeyFile,
+      listen: cfg.listen,
+      port: cfg.port,
+      allowedCiphers: permittedCiphers(cfg.cipherPolicy),
+      maxRateBps: cfg.maxRateBps,
+      ssh: {
+        maxAuthTries: cfg.ssh.maxAuthTries,
+        loginGraceMs: cfg.ssh.loginGraceSeconds * 1000,
+        idleTimeoutMs: cfg.ssh.idleTimeoutSeconds * 1000,
+        ...(cfg.ssh.banner ? { banner: cfg.ssh.banner } : {}),
+      },
+      ...(audit ? { audit } : {}),
+      // SFTP on the same accounts, jail, permissions and audit log, for the tools people have
+      subsystems: { sftp: sftpForAccounts(audit ? { audit } : {}) },
+      onEvent: log,
+    });
+    const count = (await repo.list()).length;
+    announce(server, { json, log, users: `${count} in ${database.location}`, ...(cfg.auditLog ? { audit: cfg.auditLog } : {}) });
+    hint?.(count);
+    await untilSignal();
+    return 0;
+  } finally {
+    await server?.close();
+    await database?.close();
+    await audit?.close();
+  }
+}
+
+export async function runServe(o: ServeOpts): Promise<number> {
+  if (o.config !== undefined) {
+    if (o.root !== undefined || o.authorizedKeys !== undefined) {
+      throw new TachyonError('USAGE', '--config names the users (in the database): leave out --root and --authorized-keys');
+    }
+    return runConfigured(await loadServerConfig(o.config), o.json);
+  }
+  if (o.root === undefined || o.authorizedKeys === undefined) {
+    throw new TachyonError('USAGE', 'give --config FILE (users in the database), or --root DIR and --authorized-keys FILE (one transfer user)');
+  }
+  const port = parsePort(o.port);
+  const log = logger(o.json);
+  if (o.user === 'root') throw new TachyonError('CONFIG', 'the transfer user may not be root');
+  if (!existsSync(o.root)) throw new TachyonError('CONFIG', `root directory ${o.root} does not exist`);
+  const { keys, warnings } = loadAuthorizedKeys(o.authorizedKeys);
+  for (const w of warnings) log({ type: 'config.warning', message: w });
+  if (keys.length === 0) log({ type: 'config.warning', message: `${o.authorizedKeys} holds no usable key: nobody can log in` });
+  const root = path.resolve(o.root);
+  const server = await startTransferServer({
+    accounts: singleUserAccounts({ user: o.user, root, keys, ciphers: o.allowCipher }),
+    hostKeyFile: o.hostKey,
+    listen: o.listen,
+    port,
+    allowedCiphers: o.allowCipher,
+    maxRateBps: parseRate(o.maxRate),
+    // one user whose transfers may run for hours with a quiet control channel
+    ssh: { idleTimeoutMs: 0 },
+    subsystems: { sftp: sftpForAccounts() },
+    onEvent: log,
+  });
+  announce(server, { json: o.json, log, users: `${o.user} (${keys.length} key${keys.length === 1 ? '' : 's'})`, root });
+  await untilSignal();
+  await server.close();
+  return 0;
+}
+
+/** `tachyon start`: the multi-user server on embedded defaults (SQLite, local disk, audit log) under DIR. */
+export async function runStart(o: { data: string; listen: string; port: string }): Promise<number> {
+  const data = path.resolve(o.data);
+  const files = path.join(data, 'files');
+  mkdirSync(files, { recursive: true, mode: 0o700 });
+  const cfg = await validateServerConfig(
+    {
+      listen: o.listen,
+      port: parsePort(o.port),
+      hostKeyFile: path.join(data, 'ssh_host_ed25519_key'),
+      database: path.join(data, 'tachyon.db'),
+      allowedRoots: [`file://${files}/*`],
+      auditLog: path.join(data, 'audit.log'),
+    },
+    '(embedded defaults)',
+    data,
+  );
+  process.stderr.write(`Tachyon on embedded defaults: data in ${data}\n`);
+  return runConfigured(cfg, false, (users) => {
+    if (users === 0) {
+      const rel = path.relative(process.cwd(), files) || files;
+      process.stderr.write(`no transfer users yet; add one (docroots live under ${rel}/):\n`);
+      process.stderr.write(`  mkdir -p ${rel}/alice && npx tachyon user add alice --docroot ${rel}/alice --key ~/.ssh/id_ed25519.pub\n`);
+    }
+  });
+}
