@@ -6,13 +6,15 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import path from 'node:path';
 import { systemClock } from '../core/clock.js';
 import { TachyonError, toTachyonError } from '../core/errors.js';
-import { CIPHERS, POLICIES, type CipherName, type RatePolicy } from '../core/types.js';
+import { CIPHERS, OVERWRITE_POLICIES, POLICIES, RESUME_LEVELS, type CipherName, type OverwritePolicy, type RatePolicy, type ResumeLevel } from '../core/types.js';
 import { formatRate, parseRate } from '../core/units.js';
 import { connectControl } from '../control/ssh-client.js';
 import { Endpoint } from '../transport/session/endpoint.js';
 import { openUdpSocket } from '../transport/socket/udp.js';
 import { clientTransfer, DEFAULT_DATAGRAM_SIZE } from '../transfer/session.js';
+import { parseFileList } from '../transfer/sources.js';
 import { registerAuditCommands } from './audit-commands.js';
+import { ManifestWriter } from './manifest.js';
 import { createReporter } from './progress.js';
 import { requireRemote, parseRemote } from './remote.js';
 import { registerUserCommands } from './user-commands.js';
@@ -31,6 +33,24 @@ interface TransferOpts {
   cipher: CipherName;
   mtu: string;
   json: boolean;
+  resume: ResumeLevel;
+  overwrite: OverwritePolicy;
+  preserveTimes: boolean;
+  createDir: boolean;
+  srcBase?: string;
+  exclude: string[];
+  fileList?: string;
+  manifest?: string;
+}
+
+/** ascp's numeric resume levels are accepted too: 0 none, 1 attrs, 2 sparse, 3 full. */
+function parseResume(v: string): ResumeLevel {
+  const byDigit: Record<string, ResumeLevel> = { '0': 'none', '1': 'attrs', '2': 'sparse', '3': 'full' };
+  const level = byDigit[v] ?? v;
+  if (!(RESUME_LEVELS as readonly string[]).includes(level)) {
+    throw new TachyonError('USAGE', `invalid resume level '${v}': one of ${RESUME_LEVELS.join(', ')} (or 0-3)`);
+  }
+  return level as ResumeLevel;
 }
 
 function addTransferOptions(cmd: Command): Command {
@@ -44,7 +64,27 @@ function addTransferOptions(cmd: Command): Command {
     .addOption(new Option('--policy <policy>', 'rate policy').choices([...POLICIES]).default('fair'))
     .addOption(new Option('-c, --cipher <cipher>', 'datagram encryption').choices([...CIPHERS]).default('aes-128-gcm'))
     .option('--mtu <bytes>', 'path MTU; datagrams are sized to fit it (use 9000 on jumbo-frame networks)', '1500')
-    .option('--json', 'print one JSON object per line (progress events, then a final "done")', false);
+    .option('--json', 'print one JSON object per line (progress and per-file events, then a final "done")', false)
+    .option('-k, --resume <level>', 'resume partial files: none, attrs (size and time), sparse (sampled digests), full (whole digest); 0-3 as in ascp', parseResume, 'none')
+    .addOption(new Option('--overwrite <policy>', 'existing destination files: never, always, diff (replace if different), diff+older, older').choices([...OVERWRITE_POLICIES]).default('diff'))
+    .option('-p, --preserve-times', "also set each file's access time to the source's (the modification time is always kept)", false)
+    .option('-d, --create-dir', 'create the destination directory if it does not exist', false)
+    .option('--src-base <prefix>', 'strip this prefix from source paths to form destination paths (recv: a path on the server)')
+    .option('-E, --exclude <pattern>', 'skip files and directories matching the glob (repeatable; see README)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option('--file-list <file>', 'read the sources from FILE, one path per line')
+    .option('--manifest <file>', 'write one JSON line per file (path, size, sha256, status) to FILE');
+}
+
+function readFileList(file: string): string[] {
+  let content: Buffer;
+  try {
+    content = readFileSync(file);
+  } catch (err) {
+    throw new TachyonError('USAGE', `cannot read the file list ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const list = parseFileList(content, `file list ${file}`);
+  if (list.length === 0) throw new TachyonError('USAGE', `the file list ${file} names no file`);
+  return list;
 }
 
 function defaultIdentity(): string {
@@ -62,7 +102,15 @@ function parseRateOpt(text: string, allowZero: boolean): number {
 }
 
 async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts): Promise<number> {
-  if (args.length < 2) throw new TachyonError('USAGE', op === 'send' ? 'usage: tachyon send [options] SOURCE... [user@]host:DEST' : 'usage: tachyon recv [options] [user@]host:SOURCE... DEST');
+  const listed = o.fileList !== undefined ? readFileList(o.fileList) : undefined;
+  if (listed) {
+    const want = op === 'send' ? 1 : 2;
+    if (args.length !== want) {
+      throw new TachyonError('USAGE', op === 'send' ? 'with --file-list: tachyon send --file-list FILE [options] [user@]host:DEST' : 'with --file-list: tachyon recv --file-list FILE [options] [user@]host:[DIR] DEST');
+    }
+  } else if (args.length < 2) {
+    throw new TachyonError('USAGE', op === 'send' ? 'usage: tachyon send [options] SOURCE... [user@]host:DEST' : 'usage: tachyon recv [options] [user@]host:SOURCE... DEST');
+  }
   const last = args[args.length - 1]!;
   const firsts = args.slice(0, -1);
   let remoteHost: string;
@@ -74,7 +122,7 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
     remoteHost = r.host;
     remoteUser = r.user;
     dest = r.path;
-    sources = firsts;
+    sources = listed ?? firsts;
     for (const s of sources) if (parseRemote(s) && !existsSync(s)) throw new TachyonError('USAGE', `source '${s}' looks remote: send takes local sources`);
   } else {
     const rs = firsts.map((a) => requireRemote(a, 'source'));
@@ -82,7 +130,9 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
     if (hosts.size !== 1) throw new TachyonError('USAGE', 'all sources must be on the same server');
     remoteHost = rs[0]!.host;
     remoteUser = rs[0]!.user;
-    sources = rs.map((r) => r.path);
+    // with --file-list, relative entries are taken relative to the remote directory named
+    // (joined as text: the server's jail, not the client, judges what `..` means)
+    sources = listed ? listed.map((p) => (p.startsWith('/') ? p : `${rs[0]!.path.replace(/\/+$/, '')}/${p}`)) : rs.map((r) => r.path);
     dest = last;
   }
   const port = Number(o.port);
@@ -114,6 +164,13 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
     timeoutMs: 20_000,
   });
   const reporter = createReporter({ json: o.json, tty: process.stderr.isTTY === true, out: process.stdout, err: process.stderr });
+  let manifest: ManifestWriter | undefined;
+  try {
+    manifest = o.manifest !== undefined ? new ManifestWriter(o.manifest) : undefined;
+  } catch (err) {
+    conn.close();
+    throw err;
+  }
   let stopping = false;
   const onSignal = (): void => {
     if (stopping) process.exit(130);
@@ -135,13 +192,27 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
       datagramSize: Math.min(datagramSize, DEFAULT_DATAGRAM_SIZE * 64),
       sources,
       dest,
+      overwrite: o.overwrite,
+      resume: o.resume,
+      preserveTimes: o.preserveTimes,
+      createDir: o.createDir,
+      ...(o.srcBase !== undefined ? { srcBase: o.srcBase } : {}),
+      exclude: o.exclude,
       openSocket: async (remote) => {
         const v6 = remote.address.includes(':');
         return new Endpoint(await openUdpSocket({ address: v6 ? '::' : '0.0.0.0', port: 0 }));
       },
-      events: { onProgress: (p) => reporter.progress(p), onFile: (f) => reporter.file(f) },
+      events: {
+        onProgress: (p) => reporter.progress(p),
+        onFileStart: (f) => reporter.fileStart(f),
+        onFile: (f) => {
+          reporter.file(f);
+          manifest?.add(f);
+        },
+      },
     });
     reporter.end();
+    manifest?.close();
     if (loopDelay) {
       loopDelay.disable();
       const ms = (ns: number): string => (ns / 1e6).toFixed(1);
@@ -150,6 +221,7 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
     const seconds = (performance.now() - started) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const failed = summary.files.filter((f) => !f.ok);
+    const skipped = summary.files.filter((f) => f.status === 'skipped').length;
     if (o.json) {
       process.stdout.write(
         JSON.stringify({
@@ -158,6 +230,8 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
           bytes: summary.bytes,
           files: summary.files.length,
           failed: failed.length,
+          skipped,
+          skippedBytes: summary.skippedBytes,
           seconds: Math.round(seconds * 1000) / 1000,
           transferSeconds: Math.round(summary.elapsedMs) / 1000,
           goodputMbps: Math.round(((summary.bytes * 8) / seconds / 1e6) * 100) / 100,
@@ -170,13 +244,16 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
       );
     } else {
       const verb = op === 'send' ? 'sent' : 'received';
+      const done = summary.files.length - failed.length - skipped;
+      const extra = [skipped ? `${skipped} skipped` : '', summary.skippedBytes ? `${summary.skippedBytes} bytes already there` : ''].filter(Boolean).join(', ');
       process.stderr.write(
-        `${verb} ${summary.files.length - failed.length} file(s), ${summary.bytes} bytes in ${seconds.toFixed(2)} s (${formatRate((summary.bytes * 8) / seconds)}), SHA-256 verified\n`,
+        `${verb} ${done} file(s), ${summary.bytes} bytes in ${seconds.toFixed(2)} s (${formatRate((summary.bytes * 8) / seconds)}), SHA-256 verified${extra ? ` (${extra})` : ''}\n`,
       );
       for (const f of failed) process.stderr.write(`failed: ${f.path}: ${f.message ?? f.code}\n`);
     }
     return failed.length === 0 ? 0 : 1;
   } finally {
+    manifest?.close();
     conn.close();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

@@ -1,11 +1,32 @@
 /** Progress output: a bar on a terminal, JSON lines with --json, nothing otherwise. */
-import type { Progress, FileOutcome } from '../transfer/roles.js';
+import type { FileOutcome, FileStart, Progress } from '../transfer/roles.js';
 import { formatBytes, formatRate } from '../core/units.js';
 
 export interface ProgressReporter {
   progress(p: Progress): void;
+  fileStart(f: FileStart): void;
   file(f: FileOutcome): void;
   end(): void;
+}
+
+/** The `file.done` / `file.error` event of a settled file (JSON lines). */
+export function fileEvent(f: FileOutcome): Record<string, unknown> {
+  if (f.status === 'failed') {
+    return { event: 'file.error', path: f.path, size: f.size, code: f.code ?? 'IO', message: f.message ?? '', ...(f.sha256 ? { sha256: f.sha256 } : {}) };
+  }
+  const seconds = f.elapsedMs / 1000;
+  return {
+    event: 'file.done',
+    path: f.path,
+    size: f.size,
+    status: f.status,
+    ...(f.reason ? { reason: f.reason } : {}),
+    ...(f.sha256 ? { sha256: f.sha256 } : {}),
+    bytes: f.sentBytes,
+    skippedBytes: f.skippedBytes,
+    seconds: Math.round(seconds * 1000) / 1000,
+    rateMbps: seconds > 0 ? round((f.sentBytes * 8) / seconds / 1e6) : 0,
+  };
 }
 
 export function createReporter(opts: { json: boolean; tty: boolean; out: NodeJS.WritableStream; err: NodeJS.WritableStream }): ProgressReporter {
@@ -29,13 +50,16 @@ export function createReporter(opts: { json: boolean; tty: boolean; out: NodeJS.
           }) + '\n',
         );
       },
+      fileStart(f) {
+        opts.out.write(JSON.stringify({ event: 'file.start', path: f.path, size: f.size, offset: f.offset }) + '\n');
+      },
       file(f) {
-        opts.out.write(JSON.stringify({ event: 'file', ...f }) + '\n');
+        opts.out.write(JSON.stringify(fileEvent(f)) + '\n');
       },
       end() {},
     };
   }
-  if (!opts.tty) return { progress() {}, file() {}, end() {} };
+  if (!opts.tty) return { progress() {}, fileStart() {}, file() {}, end() {} };
   let lastLen = 0;
   let lastDraw = 0;
   let prevBytes = 0;
@@ -61,6 +85,7 @@ export function createReporter(opts: { json: boolean; tty: boolean; out: NodeJS.
       opts.err.write('\r' + line + ' '.repeat(Math.max(0, lastLen - line.length)));
       lastLen = line.length;
     },
+    fileStart() {},
     file(f) {
       if (!f.ok) {
         opts.err.write(`\r${' '.repeat(lastLen)}\r${f.path}: ${f.message ?? f.code ?? 'failed'}\n`);

@@ -6,23 +6,33 @@
  * Roles: the SSH client opens the session with `hello`; the server answers `welcome`
  * (session id, UDP port, fresh per-direction secrets) or `error`. After that the party
  * that sends file data (the "sender": client on `send`, server on `recv`) announces
- * files; the other party (the "receiver") accepts them and reports verified results.
+ * files; the other party (the "receiver") reports verified results. When the receiver's
+ * policy depends on what it already holds (overwrite, resume), the sender first asks
+ * (`probe`) and the receiver answers with a `plan`. Per-file messages travel in batches
+ * of many entries, so that many small files cost no round trip each (docs/protocol.md).
  */
 import { z } from 'zod';
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const SUBSYSTEM = 'tachyon-v1';
 export const MAX_FRAME_BYTES = 1 << 20;
+/** most entries in one batched message (`probe`, `plan`, `files`, `digests`, `results`, `dirs`) */
+export const MAX_BATCH = 4096;
 
-import { CIPHERS, POLICIES } from '../core/types.js';
+import { CIPHERS, OVERWRITE_POLICIES, POLICIES, RESUME_LEVELS } from '../core/types.js';
 
-export { CIPHERS, POLICIES };
-export type { CipherName, RatePolicy } from '../core/types.js';
+export { CIPHERS, OVERWRITE_POLICIES, POLICIES, RESUME_LEVELS };
+export type { CipherName, OverwritePolicy, RatePolicy, ResumeLevel } from '../core/types.js';
 
 const b64 = z.string().max(256).regex(/^[A-Za-z0-9+/=]*$/);
 const relPath = z.string().min(1).max(4096);
 const u53 = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const fileId = z.number().int().min(0).max(0xffffffff);
 const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
+const timeMs = z.number().min(0).max(1e15);
+const errorCode = z.string().max(64);
+const errorText = z.string().max(1024);
+const batch = <T extends z.ZodType>(entry: T) => z.array(entry).min(1).max(MAX_BATCH);
 
 export const HelloSchema = z.strictObject({
   t: z.literal('hello'),
@@ -41,6 +51,20 @@ export const HelloSchema = z.strictObject({
   single: z.boolean().optional(),
   /** recv: paths inside the server root to download */
   sources: z.array(relPath).max(10000).optional(),
+  /** the receiver's policy for an existing destination file (default `diff`) */
+  overwrite: z.enum(OVERWRITE_POLICIES).optional(),
+  /** how the receiver resumes partial files and compares existing ones (default `none`) */
+  resume: z.enum(RESUME_LEVELS).optional(),
+  /** the receiver also sets the access time of each file to the source's */
+  preserveTimes: z.boolean().optional(),
+  /** send: create the destination directory (and its parents) if it is missing */
+  createDir: z.boolean().optional(),
+  /** recv: strip this prefix (a server path) from the sources to form destination paths */
+  srcBase: z.string().min(1).max(4096).optional(),
+  /** recv: exclude patterns, matched by the server against the relative paths it lists */
+  exclude: z.array(z.string().min(1).max(1024)).max(256).optional(),
+  /** recv: the client's destination holds nothing yet, so no file needs a plan */
+  fresh: z.boolean().optional(),
 });
 
 export const WelcomeSchema = z.strictObject({
@@ -54,35 +78,73 @@ export const WelcomeSchema = z.strictObject({
   keys: z.strictObject({ c2s: b64, s2c: b64 }),
   /** rate limits the server imposes (bits per second) */
   maxRate: z.number().positive().max(1e12),
+  /** recv: the server sends exactly one regular file (the client's DEST may name it) */
+  single: z.boolean().optional(),
 });
 
-export const FileSchema = z.strictObject({
-  t: z.literal('file'),
-  id: z.number().int().min(0).max(0xffffffff),
+/** sender: "what do you have for these files?" (planned sessions only) */
+export const ProbeEntrySchema = z.strictObject({ id: fileId, path: relPath, size: u53, mtimeMs: timeMs.optional() });
+export const ProbeSchema = z.strictObject({ t: z.literal('probe'), files: batch(ProbeEntrySchema) });
+
+/** A byte range of a file and the SHA-256 of its bytes. */
+export const RangeSumSchema = z.strictObject({ at: u53, len: u53, sha256: sha256Hex });
+
+/** receiver: its decision for probed files */
+export const PlanEntrySchema = z.discriminatedUnion('do', [
+  /** transfer the whole file */
+  z.strictObject({ id: fileId, do: z.literal('send') }),
+  /** transfer from `offset` (a partial file whose attributes match) */
+  z.strictObject({ id: fileId, do: z.literal('resume'), offset: u53 }),
+  /**
+   * compare these digests of the receiver's bytes with the source: equal -> `then`
+   * (resume at `offset`, or skip a complete file that is the same); different -> send all
+   */
+  z.strictObject({ id: fileId, do: z.literal('check'), offset: u53, sums: z.array(RangeSumSchema).min(1).max(64), then: z.enum(['resume', 'skip']) }),
+  /** do not transfer: the destination exists (`never`), is not older, or is the same */
+  z.strictObject({ id: fileId, do: z.literal('skip'), reason: z.enum(['exists', 'newer', 'same']) }),
+  /** refused (e.g. the destination is a directory) */
+  z.strictObject({ id: fileId, do: z.literal('refuse'), code: errorCode, message: errorText }),
+]);
+export const PlanSchema = z.strictObject({ t: z.literal('plan'), files: batch(PlanEntrySchema) });
+
+/** sender: a file whose blocks are the SSN range [ssn0, ssn0 + ceil((size - offset) / payload)) */
+export const AnnounceSchema = z.strictObject({
+  id: fileId,
   /** relative path with '/' separators; the receiver resolves and confines it */
   path: relPath,
   size: u53,
-  mtimeMs: z.number().min(0).optional(),
+  mtimeMs: timeMs.optional(),
+  /** only when the receiver asked to preserve times */
+  atimeMs: timeMs.optional(),
+  /** bytes already at the receiver (resume); blocks start here */
+  offset: u53.optional(),
   /** first stream sequence number of this file's blocks */
   ssn0: u53,
 });
+/** sender: a probed file it will not send (the receiver's digests matched, or reading it failed) */
+export const DeclineSchema = z.strictObject({
+  id: fileId,
+  skip: z.enum(['same', 'failed']),
+  code: errorCode.optional(),
+  message: errorText.optional(),
+});
+export const FilesSchema = z.strictObject({ t: z.literal('files'), files: batch(z.union([AnnounceSchema, DeclineSchema])) });
 
-export const DirSchema = z.strictObject({ t: z.literal('dir'), path: relPath });
-export const DigestSchema = z.strictObject({ t: z.literal('digest'), id: z.number().int().min(0), sha256: sha256Hex });
+export const DirsSchema = z.strictObject({ t: z.literal('dirs'), paths: batch(relPath) });
+export const DigestsSchema = z.strictObject({ t: z.literal('digests'), files: batch(z.strictObject({ id: fileId, sha256: sha256Hex })) });
 export const EndSchema = z.strictObject({ t: z.literal('end'), files: u53, bytes: u53 });
-export const ReadySchema = z.strictObject({ t: z.literal('ready'), id: z.number().int().min(0) });
-export const ResultSchema = z.strictObject({
-  t: z.literal('result'),
-  id: z.number().int().min(0),
+export const ResultEntrySchema = z.strictObject({
+  id: fileId,
   ok: z.boolean(),
   sha256: sha256Hex.optional(),
-  code: z.string().max(64).optional(),
-  message: z.string().max(1024).optional(),
+  code: errorCode.optional(),
+  message: errorText.optional(),
 });
+export const ResultsSchema = z.strictObject({ t: z.literal('results'), files: batch(ResultEntrySchema) });
 export const ErrorSchema = z.strictObject({
   t: z.literal('error'),
-  code: z.string().max(64),
-  message: z.string().max(1024),
+  code: errorCode,
+  message: errorText,
   correlationId: z.string().max(64).optional(),
 });
 export const ByeSchema = z.strictObject({ t: z.literal('bye') });
@@ -90,19 +152,25 @@ export const ByeSchema = z.strictObject({ t: z.literal('bye') });
 export const ControlMessageSchema = z.discriminatedUnion('t', [
   HelloSchema,
   WelcomeSchema,
-  FileSchema,
-  DirSchema,
-  DigestSchema,
+  ProbeSchema,
+  PlanSchema,
+  FilesSchema,
+  DirsSchema,
+  DigestsSchema,
   EndSchema,
-  ReadySchema,
-  ResultSchema,
+  ResultsSchema,
   ErrorSchema,
   ByeSchema,
 ]);
 
 export type Hello = z.infer<typeof HelloSchema>;
 export type Welcome = z.infer<typeof WelcomeSchema>;
-export type FileAnnounce = z.infer<typeof FileSchema>;
+export type ProbeEntry = z.infer<typeof ProbeEntrySchema>;
+export type PlanEntry = z.infer<typeof PlanEntrySchema>;
+export type RangeSum = z.infer<typeof RangeSumSchema>;
+export type Announce = z.infer<typeof AnnounceSchema>;
+export type Decline = z.infer<typeof DeclineSchema>;
+export type ResultEntry = z.infer<typeof ResultEntrySchema>;
 export type ControlMessage = z.infer<typeof ControlMessageSchema>;
 
 /** A reliable, ordered, authenticated message channel between the two parties. */

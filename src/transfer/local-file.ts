@@ -18,11 +18,11 @@ const DIRECT_READ_MIN = 16 * 1024;
  */
 export class LocalFileSource implements BlockSource {
   private fd: number;
-  private buf = Buffer.allocUnsafe(READ_AHEAD);
+  private buf: Buffer;
   private bufStart = 0;
   private bufLen = 0;
   private hashed = 0;
-  private readonly hash: Hash = createHash('sha256');
+  private hash: Hash = createHash('sha256');
   private digestHex: string | undefined;
 
   /**
@@ -36,7 +36,20 @@ export class LocalFileSource implements BlockSource {
   ) {
     // the file is opened on first read, so that many announced files hold no descriptor
     this.fd = -1;
+    // a small file needs no more read-ahead than its size (many small files: not 1 MiB each)
+    this.buf = Buffer.allocUnsafe(Math.max(1, Math.min(READ_AHEAD, size)));
     if (size === 0) this.digestHex = this.hash.digest('hex');
+  }
+
+  /**
+   * Resume: the bytes before `offset` are already at the receiver and are not read;
+   * `prefixHash` is the SHA-256 state after them, so that digest() still covers the whole
+   * file. Call before the first read.
+   */
+  resumeAt(offset: number, prefixHash: Hash): void {
+    this.hash = prefixHash;
+    this.hashed = offset;
+    this.digestHex = offset === this.size ? prefixHash.digest('hex') : undefined;
   }
 
   private open(): void {
@@ -169,7 +182,7 @@ export class LocalFileSink implements BlockSink {
   private drained: (() => void) | undefined;
   private asyncError: unknown;
   private closeWhenDrained = false;
-  private readonly hash: Hash = createHash('sha256');
+  private hash: Hash = createHash('sha256');
   private hashed = 0;
   /** received byte ranges beyond the hashed prefix: start -> end */
   private readonly ranges = new Map<number, number>();
@@ -181,18 +194,43 @@ export class LocalFileSink implements BlockSink {
    * @param open creates the temporary file and returns a read/write descriptor; the
    *   default is {@link createTempFile}. The server passes its jail's `createTemp`, which
    *   also pins the file inside the user's root.
+   * @param resume keep the first `offset` bytes of an existing temporary file (the SHA-256
+   *   state after them is `hash`) and drop the rest; `open` then opens that file (read and
+   *   write, no truncation, never through a symbolic link) instead of creating one.
    */
   constructor(
     readonly tempPath: string,
     readonly size: number,
     open: (tempPath: string) => number = createTempFile,
+    resume?: { offset: number; hash: Hash },
   ) {
     try {
       this.fd = open(tempPath);
     } catch (err) {
       throw toTachyonError(err, 'IO');
     }
+    if (resume) {
+      try {
+        ftruncateSync(this.fd, resume.offset);
+      } catch (err) {
+        closeSync(this.fd);
+        throw toTachyonError(err, 'IO');
+      }
+      this.hash = resume.hash;
+      this.hashed = this.contiguous = resume.offset;
+    }
     this.run = Buffer.allocUnsafeSlow(Math.min(RUN_MAX, Math.max(size, 1)));
+  }
+
+  /**
+   * Bytes from the start of the file that are written (what a later run may resume from):
+   * the contiguous prefix, short of any write still in flight.
+   */
+  writtenPrefix(): number {
+    let prefix = this.contiguous;
+    if (this.runLen > 0) prefix = Math.min(prefix, this.runStart);
+    for (const w of this.inflight) prefix = Math.min(prefix, w.start);
+    return prefix;
   }
 
   write(offset: number, data: Buffer): void {

@@ -1,17 +1,29 @@
 /**
- * The file-level protocol on top of the data plane: the sending role announces
- * files and digests over the control link and feeds blocks to the DataSender; the
- * receiving role accepts files, stores blocks under a temporary name, verifies the
- * whole-file SHA-256 and only then renames the file to its final name.
+ * The file-level protocol on top of the data plane (docs/protocol.md, "Files").
+ *
+ * The sending role lists files, asks the receiver what it holds when the policy needs
+ * that (`probe` → `plan`), announces files (`files`, each with its SSN range, which
+ * starts at the resume offset) and feeds their blocks to the DataSender, then sends each
+ * file's whole SHA-256 (`digests`). The receiving role decides per file (overwrite
+ * policy, resume), stores blocks under a temporary name, verifies the SHA-256 and only
+ * then renames the file to its final name (`results`).
+ *
+ * Every per-file message is an entry of a batched message, and nothing waits for an
+ * answer per file: many small files flow through one session with no round trip each.
  */
-import { mkdirSync, renameSync, statSync, unlinkSync, utimesSync } from 'node:fs';
+import type { Hash } from 'node:crypto';
+import { constants, lstatSync, openSync, statSync, unlinkSync, type Stats } from 'node:fs';
+import { lutimes, rename } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../core/clock.js';
 import { TachyonError, isErrorCode, toTachyonError, type ErrorCode } from '../core/errors.js';
-import type { ControlLink, ControlMessage } from '../control/messages.js';
+import type { Announce, ControlLink, ControlMessage, Decline, PlanEntry, ProbeEntry, ResultEntry } from '../control/messages.js';
 import type { DataReceiver } from '../transport/session/receiver.js';
 import type { DataSender } from '../transport/session/sender.js';
-import { LocalFileSink, LocalFileSource } from './local-file.js';
+import { checkRanges, decide, sampleRanges, type SkipReason, type TransferPolicy } from './policy.js';
+import { hashRanges, JobQueue, openNoFollow, partialPath, readRecord, removeRecord, writeRecord, type ReadOpener } from './resume.js';
+import { Batcher, BATCH_BYTES, BATCH_ENTRIES, directoryMaker, pathCost, RxFile, TxSource, WorkQueue, type TempFiles } from './role-kit.js';
+import { createTempFile } from './local-file.js';
 
 export interface OutgoingFile {
   /** relative path with '/' separators, as the receiver will see it */
@@ -19,15 +31,35 @@ export interface OutgoingFile {
   abs: string;
   size: number;
   mtimeMs: number;
+  atimeMs?: number;
 }
+
+export type FileStatus = 'done' | 'skipped' | 'failed';
 
 export interface FileOutcome {
   path: string;
   size: number;
+  /** verified and in place, or skipped by policy */
   ok: boolean;
+  status: FileStatus;
   sha256?: string;
   code?: string;
   message?: string;
+  /** why a file was skipped: the destination exists (`never`), is not older, or is the same */
+  reason?: SkipReason;
+  /** file bytes carried over UDP: what follows the resume offset (0 when skipped) */
+  sentBytes: number;
+  /** file bytes not carried: the resumed prefix, or the whole file when skipped */
+  skippedBytes: number;
+  /** from the file's announcement (or decision) to its result */
+  elapsedMs: number;
+}
+
+export interface FileStart {
+  path: string;
+  size: number;
+  /** resume offset: bytes the receiver already holds */
+  offset: number;
 }
 
 export interface Progress {
@@ -41,52 +73,163 @@ export interface Progress {
 
 export interface RoleEvents {
   onProgress?(p: Progress): void;
+  /** a file's data starts to flow */
+  onFileStart?(f: FileStart): void;
+  /** a file is settled: verified, skipped or failed */
   onFile?(f: FileOutcome): void;
 }
 
 export interface TransferSummary {
   files: FileOutcome[];
+  /** file bytes carried over UDP for the files that were verified */
   bytes: number;
+  /** file bytes not carried: skipped files and resumed prefixes */
+  skippedBytes: number;
   elapsedMs: number;
   ok: boolean;
-  /** data-plane counters of this side */
+  /** data-plane counters of this side, and control messages sent and received */
   stats?: Record<string, number>;
 }
 
-const ANNOUNCE_AHEAD_FILES = 128;
+/** files announced ahead of their results (their sources open only when read) */
+const ANNOUNCE_AHEAD_FILES = 1024;
+/** files probed ahead of their results */
+const PROBE_AHEAD_FILES = 4096;
+/** per-file entries (results, digests) wait this long for company before they are sent */
+const BATCH_MS = 5;
+/** files a receiver accepts in flight (probed or announced, not settled) before it calls the sender broken */
+const MAX_RECEIVER_IN_FLIGHT = 4 * PROBE_AHEAD_FILES;
+/** concurrent digest computations (resume and compare) */
+const HASH_JOBS = 2;
 const TRACE = process.env.TACHYON_TRACE === '1';
 const VANISH_MS = 30_000;
+/** the receiver refreshes resume records of files in progress this often */
+const RECORD_EVERY_MS = 1000;
 
-/** Runs the sending role until every file has a verified (or failed) result. */
-export function runSenderRole(opts: {
+export const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+
+/** Counts the messages a role sends and handles (reported in the summary's stats). */
+class CountingLink {
+  sent = 0;
+  received = 0;
+  constructor(readonly inner: ControlLink) {}
+  send(m: ControlMessage): void {
+    this.sent++;
+    this.inner.send(m);
+  }
+}
+
+/** Probes sent before the sending role started (pipelined behind `hello`). */
+export interface ProbesSent {
+  /** files [0, files) are probed */
+  files: number;
+  messages: number;
+}
+
+/**
+ * Sends probes for files [from, until) in batches; returns the new probe frontier and
+ * the number of messages. The client calls it right behind `hello` so that the first
+ * plan comes back with `welcome`.
+ */
+export function sendProbes(link: Pick<ControlLink, 'send'>, files: readonly OutgoingFile[], from: number, until: number): ProbesSent {
+  let batch: ProbeEntry[] = [];
+  let bytes = 0;
+  let messages = 0;
+  const flush = (): void => {
+    if (batch.length) {
+      link.send({ t: 'probe', files: batch });
+      messages++;
+    }
+    batch = [];
+    bytes = 0;
+  };
+  const end = Math.min(files.length, until);
+  for (let id = from; id < end; id++) {
+    const f = files[id]!;
+    batch.push({ id, path: f.path, size: f.size, mtimeMs: f.mtimeMs });
+    bytes += pathCost(f.path);
+    if (batch.length >= BATCH_ENTRIES || bytes >= BATCH_BYTES) flush();
+  }
+  flush();
+  return { files: Math.max(from, end), messages };
+}
+
+export function initialProbeCount(files: number): number {
+  return Math.min(files, PROBE_AHEAD_FILES);
+}
+
+// ---- sending role --------------------------------------------------------------------
+
+const enum Tx {
+  Listed,
+  Probed,
+  Checking,
+  Queued,
+  Announced,
+  Settled,
+}
+
+interface TxFile {
+  id: number;
+  f: OutgoingFile;
+  state: Tx;
+  offset: number;
+  prefix: Hash | undefined;
+  source: TxSource | undefined;
+  since: number;
+}
+
+export interface SenderRoleOptions {
   link: ControlLink;
   sender: DataSender;
   clock: Clock;
   files: OutgoingFile[];
   dirs?: string[];
-  /** Opens a file to send (default: a plain open; the server pins it in its jail). */
+  policy: TransferPolicy;
+  /** the receiver plans each file (probe/plan) before it is announced */
+  planned: boolean;
+  /** probes already sent before the role started (pipelined behind hello) */
+  probed?: ProbesSent;
+  /** Opens a file to send or to hash (default: a plain open; the server pins it in its jail). */
   openSource?: (abs: string) => number;
   events?: RoleEvents;
   vanishMs?: number;
-}): Promise<TransferSummary> {
-  const { link, sender, clock, files } = opts;
+}
+
+/** Runs the sending role until every file has a result (verified, skipped or failed). */
+export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary> {
+  const { sender, clock, files, policy } = opts;
+  const link = new CountingLink(opts.link);
   const started = clock.now();
+  const n = files.length;
   const totalBytes = files.reduce((a, f) => a + f.size, 0);
+  const tx: TxFile[] = files.map((f, id) => ({ id, f, state: Tx.Listed, offset: 0, prefix: undefined, source: undefined, since: started }));
   const outcomes: FileOutcome[] = [];
-  const sources = new Map<number, LocalFileSource>();
-  let announced = 0;
-  let resultsIn = 0;
-  let bytesDone = 0;
+  const queue: number[] = [];
+  let queueHead = 0;
+  let probed = opts.probed?.files ?? 0;
+  let decided = 0;
+  let settled = 0;
+  let inflight = 0;
+  let sentDone = 0;
+  let skippedBytes = 0;
   let endSent = false;
+  const jobs = new JobQueue(HASH_JOBS);
+  for (let i = 0; i < probed; i++) tx[i]!.state = Tx.Probed;
 
   return new Promise<TransferSummary>((resolve, reject) => {
     let finished = false;
     const watchdog = { stop: (): void => {} };
+    const files$ = new Batcher<Announce | Decline>((items) => link.send({ t: 'files', files: items }), clock);
+    const digests = new Batcher<{ id: number; sha256: string }>((items) => link.send({ t: 'digests', files: items }), clock, BATCH_MS);
+    const work = new WorkQueue(clock, (err) => failWith(err));
     const cleanup = (): void => {
       finished = true;
       watchdog.stop();
-      for (const s of sources.values()) s.close();
-      sources.clear();
+      work.stop();
+      files$.discard();
+      digests.discard();
+      for (const t of tx) t.source?.close();
       sender.close();
     };
     const fail = (err: unknown): void => {
@@ -94,13 +237,19 @@ export function runSenderRole(opts: {
       cleanup();
       reject(toTachyonError(err));
     };
+    const failWith = (err: unknown): void => {
+      const e = toTachyonError(err);
+      sendError(opts.link, e);
+      fail(e);
+    };
     const succeed = (): void => {
       if (finished) return;
       cleanup();
       const st = sender.stats;
-      const summary = {
+      resolve({
         files: outcomes,
-        bytes: bytesDone,
+        bytes: sentDone,
+        skippedBytes,
         elapsedMs: clock.now() - started,
         ok: outcomes.every((o) => o.ok),
         stats: {
@@ -116,37 +265,169 @@ export function runSenderRole(opts: {
           tailDuplicates: st.tailDuplicates,
           firstSendMs: st.firstSendAt ? st.firstSendAt - started : -1,
           allSentMs: st.allSentAt ? st.allSentAt - started : -1,
+          controlSent: link.sent + (opts.probed?.messages ?? 0),
+          controlReceived: link.received,
         },
-      };
-      resolve(summary);
+      });
+    };
+
+    const settle = (t: TxFile, o: Omit<FileOutcome, 'path' | 'size' | 'elapsedMs'>): void => {
+      if (t.state === Tx.Announced) inflight--;
+      t.state = Tx.Settled;
+      t.source?.close();
+      t.source = undefined;
+      t.prefix = undefined;
+      settled++;
+      const outcome: FileOutcome = { path: t.f.path, size: t.f.size, ...o, elapsedMs: clock.now() - t.since };
+      outcomes.push(outcome);
+      if (outcome.status === 'done') sentDone += outcome.sentBytes;
+      skippedBytes += outcome.skippedBytes;
+      opts.events?.onFile?.(outcome);
+    };
+
+    /** the sender will not send this probed file: tell the receiver */
+    const decline = (t: TxFile, d: Omit<Decline, 'id'>, o: Omit<FileOutcome, 'path' | 'size' | 'elapsedMs'>): void => {
+      files$.push({ id: t.id, ...d }, 96 + (d.message?.length ?? 0) * 6);
+      decided++;
+      settle(t, o);
+    };
+
+    const enqueue = (t: TxFile, offset: number, prefix: TxFile['prefix']): void => {
+      t.state = Tx.Queued;
+      t.offset = offset;
+      t.prefix = prefix;
+      queue.push(t.id);
+    };
+
+    const probe = (): void => {
+      if (!opts.planned) return;
+      const until = Math.min(n, settled + PROBE_AHEAD_FILES);
+      if (probed >= until) return;
+      const from = probed;
+      probed = sendProbes(link, files, from, until).files;
+      for (let i = from; i < probed; i++) tx[i]!.state = Tx.Probed;
     };
 
     const announce = (): void => {
-      while (announced < files.length && announced - resultsIn < ANNOUNCE_AHEAD_FILES) {
-        const f = files[announced]!;
-        const ssn0 = sender.assign(announced, f.size);
-        link.send({ t: 'file', id: announced, path: f.path, size: f.size, mtimeMs: f.mtimeMs, ssn0 });
-        // send at once, without waiting a round trip for `ready`: the announcement and
-        // the first blocks travel together; a block that overtakes its announcement is
-        // simply asked for again. A refused file is skipped when its result arrives.
-        const src = new LocalFileSource(f.abs, f.size, opts.openSource);
-        sources.set(announced, src);
-        sender.start(announced, src);
-        announced++;
+      const now = clock.now();
+      while (queueHead < queue.length && inflight < ANNOUNCE_AHEAD_FILES) {
+        const t = tx[queue[queueHead++]!]!;
+        const f = t.f;
+        const ssn0 = sender.assign(t.id, f.size - t.offset);
+        const a: Announce = { id: t.id, path: f.path, size: f.size, mtimeMs: f.mtimeMs, ssn0 };
+        if (policy.preserveTimes && f.atimeMs !== undefined) a.atimeMs = f.atimeMs;
+        if (t.offset > 0) a.offset = t.offset;
+        files$.push(a, pathCost(f.path));
+        t.source = new TxSource(f.abs, f.size, t.offset, t.prefix, opts.openSource);
+        t.prefix = undefined;
+        t.state = Tx.Announced;
+        t.since = now;
+        inflight++;
+        decided++;
+        opts.events?.onFileStart?.({ path: f.path, size: f.size, offset: t.offset });
+        sender.start(t.id, t.source);
       }
-      if (announced === files.length && !endSent) {
+      if (queueHead === queue.length && queueHead > 0) {
+        queue.length = 0;
+        queueHead = 0;
+      }
+      if (decided === n && !endSent) {
         endSent = true;
-        link.send({ t: 'end', files: files.length, bytes: totalBytes });
+        files$.flush();
+        link.send({ t: 'end', files: n, bytes: totalBytes });
+      } else files$.flush();
+    };
+
+    const afterChange = (): void => {
+      if (finished) return;
+      announce();
+      probe();
+      if (settled === n) {
+        report();
+        link.send({ t: 'bye' });
+        succeed();
       }
     };
 
+    /** Compares the receiver's digests with ours and decides (asynchronously). */
+    const check = (t: TxFile, e: Extract<PlanEntry, { do: 'check' | 'resume' }>): void => {
+      t.state = Tx.Checking;
+      const f = t.f;
+      const sums = e.do === 'check' ? e.sums : [];
+      const then = e.do === 'check' ? e.then : 'resume';
+      jobs
+        .run(() => hashRanges(f.abs, e.offset, sums, then === 'resume', opts.openSource ?? openNoFollow))
+        .then(
+          (h) => {
+            if (finished) return;
+            const same = h.sums.length === sums.length && h.sums.every((s, i) => s.sha256 === sums[i]!.sha256);
+            if (TRACE) process.stderr.write(`trace check ${f.path}: ${e.do} at ${e.offset}: ${same ? 'same' : 'different'}\n`);
+            if (!same) enqueue(t, 0, undefined);
+            else if (then === 'resume') enqueue(t, e.offset, h.prefix);
+            else decline(t, { skip: 'same' }, { ok: true, status: 'skipped', reason: 'same', sentBytes: 0, skippedBytes: f.size });
+            afterChange();
+          },
+          (err: unknown) => {
+            if (finished) return;
+            const te = toTachyonError(err, 'IO');
+            decline(t, { skip: 'failed', code: te.code, message: te.publicMessage }, { ok: false, status: 'failed', code: te.code, message: te.publicMessage, sentBytes: 0, skippedBytes: 0 });
+            afterChange();
+          },
+        );
+    };
+
+    const onPlan = (e: PlanEntry): void => {
+      const t = tx[e.id];
+      if (!t || t.state !== Tx.Probed) throw new TachyonError('PROTOCOL', `plan for a file that was not probed or is already planned (${e.id})`);
+      const size = t.f.size;
+      switch (e.do) {
+        case 'send':
+          enqueue(t, 0, undefined);
+          break;
+        case 'skip':
+          decided++;
+          settle(t, { ok: true, status: 'skipped', reason: e.reason, sentBytes: 0, skippedBytes: size });
+          break;
+        case 'refuse':
+          decided++;
+          settle(t, { ok: false, status: 'failed', code: e.code, message: e.message, sentBytes: 0, skippedBytes: 0 });
+          break;
+        case 'resume':
+          if (policy.resume === 'none' || e.offset > size) throw new TachyonError('PROTOCOL', `resume of file ${e.id} at ${e.offset} not allowed`);
+          check(t, e);
+          break;
+        case 'check': {
+          const bad = checkRanges(e.sums, e.offset, size);
+          if (bad || policy.resume === 'none' || (e.then === 'skip' && e.offset !== size)) {
+            throw new TachyonError('PROTOCOL', `invalid check for file ${e.id}: ${bad ?? e.then}`);
+          }
+          check(t, e);
+          break;
+        }
+      }
+    };
+
+    const onResult = (r: ResultEntry): void => {
+      const t = tx[r.id];
+      if (!t || t.state !== Tx.Announced) throw new TachyonError('PROTOCOL', `result for a file that is not in flight (${r.id})`);
+      if (!r.ok) sender.skip(r.id);
+      sender.release(r.id);
+      const o: Omit<FileOutcome, 'path' | 'size' | 'elapsedMs'> = r.ok
+        ? { ok: true, status: 'done', sentBytes: t.f.size - t.offset, skippedBytes: t.offset }
+        : { ok: false, status: 'failed', sentBytes: 0, skippedBytes: 0 };
+      if (r.sha256) o.sha256 = r.sha256;
+      if (r.code) o.code = r.code;
+      if (r.message) o.message = r.message;
+      settle(t, o);
+    };
+
     const report = (): void => {
-      const acked = Math.min(totalBytes, Math.max(bytesDone, sender.stats.bytesAcked));
+      const acked = Math.min(totalBytes, skippedBytes + Math.max(sentDone, sender.stats.bytesAcked));
       opts.events?.onProgress?.({
         bytes: acked,
         totalBytes,
-        files: resultsIn,
-        totalFiles: files.length,
+        files: settled,
+        totalFiles: n,
         rateBps: sender.stats.rateBps,
         elapsedMs: clock.now() - started,
       });
@@ -154,48 +435,29 @@ export function runSenderRole(opts: {
 
     superviseRole({
       stopper: watchdog,
-      link,
+      link: opts.link,
       clock,
       finished: () => finished,
       fail,
       tick: () => {
         report();
-        const outstanding = resultsIn < files.length;
-        if (outstanding && clock.now() - sender.stats.lastFeedbackAt > (opts.vanishMs ?? VANISH_MS)) {
+        if (inflight > 0 && clock.now() - sender.stats.lastFeedbackAt > (opts.vanishMs ?? VANISH_MS)) {
           return new TachyonError('PEER_VANISHED', 'the receiver stopped answering');
         }
         return undefined;
       },
       handle: (msg: ControlMessage) => {
+        link.received++;
         switch (msg.t) {
-          case 'ready': {
-            // the receiver accepted the file (sending already started at announcement)
-            if (msg.id >= announced) throw new TachyonError('PROTOCOL', `ready for unknown file ${msg.id}`);
+          case 'plan':
+            if (!opts.planned) throw new TachyonError('PROTOCOL', 'plan in a session without probes');
+            for (const e of msg.files) work.push(() => onPlan(e));
+            work.push(afterChange);
             break;
-          }
-          case 'result': {
-            const f = files[msg.id];
-            if (!f) throw new TachyonError('PROTOCOL', `result for unknown file ${msg.id}`);
-            if (!msg.ok) sender.skip(msg.id);
-            sources.get(msg.id)?.close();
-            sources.delete(msg.id);
-            sender.release(msg.id);
-            const o: FileOutcome = { path: f.path, size: f.size, ok: msg.ok };
-            if (msg.sha256) o.sha256 = msg.sha256;
-            if (msg.code) o.code = msg.code;
-            if (msg.message) o.message = msg.message;
-            outcomes.push(o);
-            if (msg.ok) bytesDone += f.size;
-            resultsIn++;
-            opts.events?.onFile?.(o);
-            announce();
-            if (resultsIn === files.length) {
-              report();
-              link.send({ t: 'bye' });
-              succeed();
-            }
+          case 'results':
+            for (const r of msg.files) work.push(() => onResult(r));
+            work.push(afterChange);
             break;
-          }
           case 'error':
             fail(remoteError(msg.code, msg.message, msg.correlationId));
             break;
@@ -208,28 +470,35 @@ export function runSenderRole(opts: {
       },
     });
 
-    sender.onSourceError = (_id: number, err: unknown): void => {
-      const e = toTachyonError(err, 'IO');
-      sendError(link, e);
-      fail(e);
-    };
+    sender.onSourceError = (_id: number, err: unknown): void => failWith(toTachyonError(err, 'IO'));
     sender.onFileSent = (id: number): void => {
-      const src = sources.get(id);
-      if (src) link.send({ t: 'digest', id, sha256: src.digest() });
-      else if (files[id]?.size === 0) link.send({ t: 'digest', id, sha256: EMPTY_SHA256 });
+      const t = tx[id];
+      if (!t || t.state !== Tx.Announced || !t.source) return;
+      let sha: string;
+      try {
+        sha = t.source.digest();
+      } catch (err) {
+        failWith(toTachyonError(err, 'IO'));
+        return;
+      }
+      digests.push({ id, sha256: sha });
     };
 
-    for (const d of opts.dirs ?? []) link.send({ t: 'dir', path: d });
+    const dirs = opts.dirs ?? [];
+    if (dirs.length) {
+      const dirBatch = new Batcher<string>((paths) => link.send({ t: 'dirs', paths }), clock);
+      for (const d of dirs) dirBatch.push(d, pathCost(d));
+      dirBatch.flush();
+    }
+    if (!opts.planned) for (const t of tx) enqueue(t, 0, undefined);
+    probe();
     announce();
-    if (files.length === 0) {
+    if (n === 0) {
       link.send({ t: 'bye' });
       succeed();
     }
   });
 }
-
-export const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
-
 
 /**
  * Wires a file role to its control link: a 250 ms watchdog (`tick` returns an error to
@@ -287,8 +556,27 @@ function remoteError(code: string, message: string, correlationId?: string): Tac
   return new TachyonError(c, `${message}${suffix}`, { publicMessage: message });
 }
 
+// ---- receiving role ------------------------------------------------------------------
+
 /** Decides where an announced file goes; throws a TachyonError to refuse it. */
 export type DestinationResolver = (relPath: string, kind: 'file' | 'dir') => string;
+
+/** A probed file waiting for the sender's decision (planned sessions). */
+interface RxPlanned {
+  id: number;
+  path: string;
+  size: number;
+  mtimeMs: number | undefined;
+  final: string;
+  temp: string;
+  /** the SHA-256 state of the kept prefix, when a resume was offered */
+  prefix: { offset: number; hash: Hash } | undefined;
+  /** a resume record existed beside the partial file */
+  hadRecord: boolean;
+  /** the plan entry was sent (a digest computation may delay it) */
+  answered: boolean;
+  since: number;
+}
 
 interface RxEntry {
   id: number;
@@ -296,46 +584,107 @@ interface RxEntry {
   final: string;
   temp: string;
   size: number;
+  offset: number;
   mtimeMs: number | undefined;
-  sink: LocalFileSink;
+  atimeMs: number | undefined;
+  file: RxFile;
   digest: string | undefined;
   complete: boolean;
+  since: number;
+  /** a resume record beside the partial file may exist (remove it when done) */
+  record: boolean;
+  recorded: number;
 }
 
-/** Runs the receiving role until the sender's `end` and every file is settled. */
-export function runReceiverRole(opts: {
+export interface ReceiverRoleOptions {
   link: ControlLink;
   receiver: DataReceiver;
   clock: Clock;
   resolve: DestinationResolver;
-  /** Creates a file's temporary file (default: `createTempFile`; the server pins it in its jail). */
+  policy: TransferPolicy;
+  /** files are probed and planned before they are announced */
+  planned: boolean;
+  /** Creates a fresh temporary file, a stale one removed (default: `createTempFile`; the server pins it in its jail). */
   openTemp?: (tempPath: string) => number;
+  /** Opens an existing partial file to resume it: read/write, no truncation, never through a link (the server's jail pins it). */
+  openPartial?: (tempPath: string) => number;
+  /** Opens a partial or destination file to hash it, or a resume record to read it (the server's jail pins it). */
+  openRead?: ReadOpener;
+  /** Makes the parent directory of a temporary file (default `mkdir -p`; the server's resolver already made it through the jail). */
+  makeDir?: (dir: string) => void;
   events?: RoleEvents;
   vanishMs?: number;
-  /** also send the final `bye` (the side that ends the session) */
-}): Promise<TransferSummary> {
-  const { link, receiver, clock } = opts;
+}
+
+/** Runs the receiving role until the sender's `end` and every file is settled. */
+export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSummary> {
+  const { receiver, clock, policy } = opts;
+  const link = new CountingLink(opts.link);
   const started = clock.now();
+  const planned = new Map<number, RxPlanned>();
   const entries = new Map<number, RxEntry>();
+  const seen = new Set<number>();
   const outcomes: FileOutcome[] = [];
+  const resumeOn = policy.resume !== 'none';
+  const makeDir = opts.makeDir ?? directoryMaker();
+  const openRead = opts.openRead ?? openNoFollow;
+  const createTemp = opts.openTemp ?? createTempFile;
+  const tempFiles: TempFiles = {
+    create: (p) => {
+      makeDir(path.dirname(p));
+      return createTemp(p);
+    },
+    reopen: opts.openPartial ?? ((p) => openSync(p, constants.O_RDWR | constants.O_NOFOLLOW)),
+  };
+  const jobs = new JobQueue(HASH_JOBS);
   let endFiles: number | undefined;
   let totalBytes = 0;
-  let announcedFiles = 0;
   let settled = 0;
   let bytesDone = 0;
+  let skippedBytes = 0;
+  let lastRecords = started;
 
   return new Promise<TransferSummary>((resolve, reject) => {
     let finished = false;
     const watchdog = { stop: (): void => {} };
+    const results = new Batcher<ResultEntry>((items) => link.send({ t: 'results', files: items }), clock, BATCH_MS);
+    const plans = new Batcher<PlanEntry>((items) => link.send({ t: 'plan', files: items }), clock, 0);
+    const work = new WorkQueue(clock, (err) => {
+      const e = toTachyonError(err);
+      sendError(opts.link, e);
+      fail(e);
+    });
+    // opening temporary files: its own queue, so that it never waits behind a batch of probes
+    const fileWork = new WorkQueue(clock, (err) => {
+      const e = toTachyonError(err);
+      sendError(opts.link, e);
+      fail(e);
+    });
+
+    /** Keeps (with a resume record) or removes the partial file of an unfinished entry. */
+    const park = (e: RxEntry): void => {
+      e.file.close();
+      if (!e.file.touched) return; // never touched: whatever was there stays as it was
+      if (!e.file.opened && e.offset > 0) return; // still opening: the kept prefix was not cut yet
+      const kept = e.file.writtenPrefix();
+      if (resumeOn && e.mtimeMs !== undefined && kept > 0 && writeRecord(e.final, { size: e.size, mtimeMs: e.mtimeMs, verified: kept }, createTemp)) return;
+      safeUnlink(e.temp);
+      if (e.record) removeRecord(e.final);
+    };
     const cleanup = (discard: boolean): void => {
       finished = true;
       watchdog.stop();
+      work.stop();
+      fileWork.stop();
+      results.discard();
+      plans.discard();
       receiver.close();
       for (const e of entries.values()) {
-        e.sink.close();
-        if (discard) safeUnlink(e.temp);
+        if (discard) park(e);
+        else e.file.close();
       }
       entries.clear();
+      planned.clear();
     };
     const fail = (err: unknown): void => {
       if (finished) return;
@@ -343,31 +692,52 @@ export function runReceiverRole(opts: {
       reject(toTachyonError(err));
     };
     const maybeDone = (): void => {
-      if (endFiles !== undefined && settled === endFiles && announcedFiles === endFiles) {
-        opts.events?.onProgress?.(progress());
-        cleanup(false);
-        const st = receiver.stats;
-        resolve({
-          files: outcomes,
-          bytes: bytesDone,
-          elapsedMs: clock.now() - started,
-          ok: outcomes.every((o) => o.ok),
-          stats: { packets: st.packets, duplicates: st.duplicates, rejected: st.rejected, replayed: st.replayed, naksSent: st.naksSent, feedbacksSent: st.feedbacksSent },
-        });
-      }
+      if (finished || endFiles === undefined || settled !== endFiles || seen.size !== endFiles) return;
+      results.flush();
+      plans.flush();
+      opts.events?.onProgress?.(progress());
+      cleanup(false);
+      const st = receiver.stats;
+      resolve({
+        files: outcomes,
+        bytes: bytesDone,
+        skippedBytes,
+        elapsedMs: clock.now() - started,
+        ok: outcomes.every((o) => o.ok),
+        stats: {
+          packets: st.packets,
+          duplicates: st.duplicates,
+          rejected: st.rejected,
+          replayed: st.replayed,
+          naksSent: st.naksSent,
+          feedbacksSent: st.feedbacksSent,
+          controlSent: link.sent,
+          controlReceived: link.received,
+        },
+      });
     };
     const progress = (): Progress => ({
-      bytes: receiver.stats.bytes,
+      bytes: Math.min(totalBytes, receiver.stats.bytes + skippedBytes),
       totalBytes,
       files: settled,
-      totalFiles: endFiles ?? announcedFiles,
+      totalFiles: endFiles ?? seen.size,
       rateBps: 0,
       elapsedMs: clock.now() - started,
     });
     const settle = (o: FileOutcome): void => {
       outcomes.push(o);
       settled++;
+      if (o.status === 'done') bytesDone += o.sentBytes;
+      skippedBytes += o.skippedBytes;
       opts.events?.onFile?.(o);
+    };
+    const fileFailed = (id: number, p: string, size: number, since: number, te: TachyonError, sha256?: string): void => {
+      const r: ResultEntry = { id, ok: false, code: te.code, message: te.publicMessage };
+      if (sha256) r.sha256 = sha256;
+      results.push(r, 96 + te.publicMessage.length * 6);
+      const o: FileOutcome = { path: p, size, ok: false, status: 'failed', code: te.code, message: te.publicMessage, sentBytes: 0, skippedBytes: 0, elapsedMs: clock.now() - since };
+      if (sha256) o.sha256 = sha256;
+      settle(o);
     };
 
     const finalize = async (e: RxEntry): Promise<void> => {
@@ -376,129 +746,302 @@ export function runReceiverRole(opts: {
       let sha: string;
       const t0 = clock.now();
       try {
-        sha = await e.sink.finish();
+        sha = await e.file.finish();
         if (TRACE) process.stderr.write(`trace finalize ${e.path}: finish ${(clock.now() - t0).toFixed(1)} ms\n`);
-        e.sink.close();
+        e.file.close();
       } catch (err) {
-        e.sink.close();
-        safeUnlink(e.temp);
+        e.file.close();
+        if (e.file.touched) safeUnlink(e.temp);
         if (finished) return;
         const te = toTachyonError(err, 'IO');
-        link.send({ t: 'result', id: e.id, ok: false, code: te.code, message: te.publicMessage });
-        settle({ path: e.path, size: e.size, ok: false, code: te.code, message: te.publicMessage });
+        fileFailed(e.id, e.path, e.size, e.since, te);
         if (te.code === 'DISK_FULL') fail(te);
+        else maybeDone();
         return;
       }
       if (finished) {
-        // the transfer failed while the last writes were landing
-        safeUnlink(e.temp);
+        // the transfer failed while the last writes were landing: keep what resume can use
+        park(e);
         return;
       }
       if (sha !== e.digest) {
         safeUnlink(e.temp);
+        if (e.record) removeRecord(e.final);
         const message = 'The received file does not match the sender digest; it was discarded.';
-        link.send({ t: 'result', id: e.id, ok: false, sha256: sha, code: 'DIGEST_MISMATCH', message });
-        settle({ path: e.path, size: e.size, ok: false, sha256: sha, code: 'DIGEST_MISMATCH', message });
+        fileFailed(e.id, e.path, e.size, e.since, new TachyonError('DIGEST_MISMATCH', message, { publicMessage: message }), sha);
+        maybeDone();
         return;
       }
       try {
-        if (e.mtimeMs !== undefined) utimesSync(e.temp, new Date(), new Date(e.mtimeMs));
-        renameSync(e.temp, e.final);
+        const now = Date.now() / 1000;
+        const atime = policy.preserveTimes && e.atimeMs !== undefined ? e.atimeMs / 1000 : now;
+        // on the thread pool: metadata writes must not stall the datagram path
+        await lutimes(e.temp, atime, e.mtimeMs !== undefined ? e.mtimeMs / 1000 : now);
+        await rename(e.temp, e.final);
       } catch (err) {
+        if (finished) return;
         safeUnlink(e.temp);
-        const te = toTachyonError(err, 'IO');
-        link.send({ t: 'result', id: e.id, ok: false, code: te.code, message: te.publicMessage });
-        settle({ path: e.path, size: e.size, ok: false, code: te.code, message: te.publicMessage });
+        fileFailed(e.id, e.path, e.size, e.since, toTachyonError(err, 'IO'));
+        maybeDone();
         return;
       }
-      bytesDone += e.size;
-      link.send({ t: 'result', id: e.id, ok: true, sha256: sha });
-      settle({ path: e.path, size: e.size, ok: true, sha256: sha });
+      if (e.record) removeRecord(e.final);
+      results.push({ id: e.id, ok: true, sha256: sha });
+      settle({ path: e.path, size: e.size, ok: true, status: 'done', sha256: sha, sentBytes: e.size - e.offset, skippedBytes: e.offset, elapsedMs: clock.now() - e.since });
       maybeDone();
     };
 
     receiver.onFileComplete = (id: number): void => {
       if (TRACE) process.stderr.write(`trace complete ${id} at ${(clock.now() - started).toFixed(1)} ms, digest ${entries.get(id)?.digest ? 'known' : 'pending'}\n`);
-        const e = entries.get(id);
-        if (!e || finished) return;
-        e.complete = true;
-        if (e.digest !== undefined) void finalize(e);
+      const e = entries.get(id);
+      if (!e || finished) return;
+      e.complete = true;
+      if (e.digest !== undefined) void finalize(e);
     };
     receiver.onWriteError = (_id: number, err: unknown): void => {
+      const te = toTachyonError(err, 'IO');
+      sendError(opts.link, te);
+      fail(te);
+    };
+
+    const newId = (id: number): void => {
+      if (seen.has(id)) throw new TachyonError('PROTOCOL', `file id ${id} announced twice`);
+      // an honest sender keeps at most PROBE_AHEAD_FILES in flight; bound what a hostile one can pile up
+      if (planned.size + entries.size >= MAX_RECEIVER_IN_FLIGHT) throw new TachyonError('PROTOCOL', 'too many files in flight');
+      seen.add(id);
+    };
+
+    /** Resolves the destination of a file and checks that it can be written there. */
+    const destination = (p: string): { final: string; st: Stats | undefined } => {
+      const final = opts.resolve(p, 'file');
+      const st = statOrUndefined(final);
+      if (st?.isDirectory()) {
+        throw new TachyonError('IS_DIRECTORY', `destination ${p} exists as a directory`, { publicMessage: `The destination of ${p} exists as a directory.` });
+      }
+      if (st && !st.isFile()) {
+        throw new TachyonError('EXISTS', `destination ${p} exists and is not a regular file`, { publicMessage: `The destination of ${p} exists and is not a regular file.` });
+      }
+      return { final, st };
+    };
+
+    const onProbe = (pe: ProbeEntry): void => {
+      newId(pe.id);
+      totalBytes += pe.size;
+      const now = clock.now();
+      let final: string;
+      let st: Stats | undefined;
+      try {
+        ({ final, st } = destination(pe.path));
+      } catch (err) {
         const te = toTachyonError(err, 'IO');
-        sendError(link, te);
-        fail(te);
+        plans.push({ id: pe.id, do: 'refuse', code: te.code, message: te.publicMessage }, 96 + te.publicMessage.length * 6);
+        settle({ path: pe.path, size: pe.size, ok: false, status: 'failed', code: te.code, message: te.publicMessage, sentBytes: 0, skippedBytes: 0, elapsedMs: 0 });
+        return;
+      }
+      const temp = partialPath(final);
+      let partial: { size: number; record?: ReturnType<typeof readRecord> } | undefined;
+      if (resumeOn) {
+        const pst = lstatOrUndefined(temp);
+        if (pst?.isFile()) {
+          const record = readRecord(final, openRead);
+          partial = record ? { size: pst.size, record } : { size: pst.size };
+        }
+      }
+      const p: RxPlanned = {
+        id: pe.id,
+        path: pe.path,
+        size: pe.size,
+        mtimeMs: pe.mtimeMs,
+        final,
+        temp,
+        prefix: undefined,
+        hadRecord: partial?.record !== undefined,
+        answered: false,
+        since: now,
+      };
+      const d = decide(policy, { size: pe.size, mtimeMs: pe.mtimeMs }, { ...(st ? { final: { size: st.size, mtimeMs: st.mtimeMs } } : {}), ...(partial ? { partial } : {}) });
+      const answer = (e: PlanEntry): void => {
+        p.answered = true;
+        plans.push(e, e.do === 'check' ? 200 + e.sums.length * 150 : 96);
+      };
+      switch (d.do) {
+        case 'skip':
+          plans.push({ id: pe.id, do: 'skip', reason: d.reason });
+          settle({ path: pe.path, size: pe.size, ok: true, status: 'skipped', reason: d.reason, sentBytes: 0, skippedBytes: pe.size, elapsedMs: 0 });
+          return;
+        case 'send':
+          planned.set(pe.id, p);
+          answer({ id: pe.id, do: 'send' });
+          return;
+        case 'compare': {
+          planned.set(pe.id, p);
+          const ranges = d.mode === 'full' ? [{ at: 0, len: d.length }] : sampleRanges(d.length);
+          jobs.run(() => hashRanges(final, d.length, ranges, false, openRead)).then(
+            (h) => !finished && answer({ id: pe.id, do: 'check', offset: d.length, sums: h.sums, then: 'skip' }),
+            () => !finished && answer({ id: pe.id, do: 'send' }),
+          );
+          return;
+        }
+        case 'resume': {
+          planned.set(pe.id, p);
+          const ranges = d.verify === 'sparse' ? sampleRanges(d.offset) : [];
+          jobs.run(() => hashRanges(temp, d.offset, ranges, true, openRead)).then(
+            (h) => {
+              if (finished) return;
+              p.prefix = { offset: d.offset, hash: h.prefix! };
+              if (d.verify === 'none') answer({ id: pe.id, do: 'resume', offset: d.offset });
+              else {
+                const sums = d.verify === 'full' ? [{ at: 0, len: d.offset, sha256: h.prefix!.copy().digest('hex') }] : h.sums;
+                answer({ id: pe.id, do: 'check', offset: d.offset, sums, then: 'resume' });
+              }
+            },
+            () => !finished && answer({ id: pe.id, do: 'send' }),
+          );
+          return;
+        }
+      }
+    };
+
+    const onDecline = (d: Decline): void => {
+      const p = planned.get(d.id);
+      if (!p || !p.answered) throw new TachyonError('PROTOCOL', `decision for a file that was not planned (${d.id})`);
+      planned.delete(d.id);
+      if (d.skip === 'same') {
+        settle({ path: p.path, size: p.size, ok: true, status: 'skipped', reason: 'same', sentBytes: 0, skippedBytes: p.size, elapsedMs: clock.now() - p.since });
+      } else {
+        const code = d.code && isErrorCode(d.code) ? d.code : 'IO';
+        settle({ path: p.path, size: p.size, ok: false, status: 'failed', code, message: d.message ?? 'The sender could not read the file.', sentBytes: 0, skippedBytes: 0, elapsedMs: clock.now() - p.since });
+      }
+    };
+
+    const onAnnounce = (a: Announce): void => {
+      const offset = a.offset ?? 0;
+      if (offset > a.size) throw new TachyonError('PROTOCOL', `file ${a.id}: offset beyond its size`);
+      const now = clock.now();
+      let final: string;
+      let temp: string;
+      let prefix: RxPlanned['prefix'];
+      let record = false;
+      if (opts.planned) {
+        const p = planned.get(a.id);
+        if (!p || !p.answered) throw new TachyonError('PROTOCOL', `file ${a.id} announced without a plan`);
+        if (p.path !== a.path || p.size !== a.size) throw new TachyonError('PROTOCOL', `file ${a.id} announced differently from its probe`);
+        if (offset > 0 && p.prefix?.offset !== offset) throw new TachyonError('PROTOCOL', `file ${a.id} resumed at an offset that was not offered`);
+        planned.delete(a.id);
+        ({ final, temp } = p);
+        prefix = offset > 0 ? p.prefix : undefined;
+        record = p.hadRecord;
+      } else {
+        newId(a.id);
+        totalBytes += a.size;
+        if (offset > 0) throw new TachyonError('PROTOCOL', `file ${a.id} resumed in a session without plans`);
+        try {
+          final = destination(a.path).final;
+        } catch (err) {
+          receiver.skipFile(a.id, a.ssn0, a.size);
+          fileFailed(a.id, a.path, a.size, now, toTachyonError(err, 'IO'));
+          return;
+        }
+        temp = partialPath(final);
+      }
+      const file = new RxFile(temp, a.size, offset, prefix?.hash, tempFiles, (job) => fileWork.push(job), (err) => {
+        sendError(opts.link, err);
+        fail(err);
+      });
+      const e: RxEntry = {
+        id: a.id,
+        path: a.path,
+        final,
+        temp,
+        size: a.size,
+        offset,
+        mtimeMs: a.mtimeMs,
+        atimeMs: a.atimeMs,
+        file,
+        digest: undefined,
+        complete: false,
+        since: now,
+        record,
+        recorded: -1,
+      };
+      entries.set(a.id, e);
+      // a record that no longer describes the partial file must not outlive this start
+      if (record) {
+        if (offset > 0 && a.mtimeMs !== undefined) e.recorded = writeRecord(final, { size: a.size, mtimeMs: a.mtimeMs, verified: offset }, createTemp) ? offset : -1;
+        else removeRecord(final);
+      }
+      opts.events?.onFileStart?.({ path: a.path, size: a.size, offset });
+      receiver.addFile(a.id, a.ssn0, a.size - offset, file);
+    };
+
+    /** Refreshes the resume records of files in progress (a crash then loses little). */
+    const refreshRecords = (): void => {
+      for (const e of entries.values()) {
+        if (!e.file.opened || e.mtimeMs === undefined) continue;
+        const kept = e.file.writtenPrefix();
+        if (kept <= 0 || kept === e.recorded) continue;
+        if (writeRecord(e.final, { size: e.size, mtimeMs: e.mtimeMs, verified: kept }, createTemp)) {
+          e.recorded = kept;
+          e.record = true;
+        }
+      }
     };
 
     superviseRole({
       stopper: watchdog,
-      link,
+      link: opts.link,
       clock,
       finished: () => finished,
       fail,
       tick: () => {
         opts.events?.onProgress?.(progress());
+        if (resumeOn && clock.now() - lastRecords >= RECORD_EVERY_MS) {
+          lastRecords = clock.now();
+          refreshRecords();
+        }
         if (entries.size > 0 && clock.now() - receiver.stats.lastPacketAt > (opts.vanishMs ?? VANISH_MS)) {
           return new TachyonError('PEER_VANISHED', 'the sender stopped sending');
         }
         return undefined;
       },
       handle: (msg: ControlMessage) => {
+        link.received++;
         switch (msg.t) {
-          case 'file': {
-            if (entries.has(msg.id)) throw new TachyonError('PROTOCOL', `file id ${msg.id} announced twice`);
-            announcedFiles++;
-            totalBytes += msg.size;
-            let final: string;
-            let sink: LocalFileSink;
-            let temp: string;
-            try {
-              final = opts.resolve(msg.path, 'file');
-              const st = statOrUndefined(final);
-              if (st?.isDirectory()) {
-                throw new TachyonError('IS_DIRECTORY', `destination ${msg.path} exists as a directory`, {
-                  publicMessage: `The destination of ${msg.path} exists as a directory.`,
-                });
-              }
-              mkdirSync(path.dirname(final), { recursive: true });
-              temp = path.join(path.dirname(final), `.${path.basename(final)}.tachyon-partial`);
-              sink = new LocalFileSink(temp, msg.size, opts.openTemp);
-            } catch (err) {
-              const te = toTachyonError(err, 'IO');
-              receiver.skipFile(msg.id, msg.ssn0, msg.size);
-              link.send({ t: 'result', id: msg.id, ok: false, code: te.code, message: te.publicMessage });
-              settle({ path: msg.path, size: msg.size, ok: false, code: te.code, message: te.publicMessage });
-              maybeDone();
-              break;
+          case 'probe':
+            if (!opts.planned) throw new TachyonError('PROTOCOL', 'probe in a session without plans');
+            for (const pe of msg.files) work.push(() => onProbe(pe));
+            break;
+          case 'files':
+            for (const f of msg.files) work.push(() => ('skip' in f ? onDecline(f) : onAnnounce(f)));
+            work.push(maybeDone);
+            break;
+          case 'digests':
+            for (const d of msg.files) {
+              work.push(() => {
+                if (TRACE) process.stderr.write(`trace digest ${d.id} at ${(clock.now() - started).toFixed(1)} ms\n`);
+                const e = entries.get(d.id);
+                if (!e) return; // refused or already settled
+                e.digest = d.sha256;
+                if (e.complete) void finalize(e);
+              });
             }
-            const e: RxEntry = { id: msg.id, path: msg.path, final, temp, size: msg.size, mtimeMs: msg.mtimeMs, sink, digest: undefined, complete: false };
-            entries.set(msg.id, e);
-            receiver.addFile(msg.id, msg.ssn0, msg.size, sink);
-            link.send({ t: 'ready', id: msg.id });
             break;
-          }
-          case 'digest': {
-            if (TRACE) process.stderr.write(`trace digest ${msg.id} at ${(clock.now() - started).toFixed(1)} ms\n`);
-            const e = entries.get(msg.id);
-            if (!e) break; // refused or already settled
-            e.digest = msg.sha256;
-            if (e.complete) void finalize(e);
+          case 'dirs':
+            for (const p of msg.paths) work.push(() => makeDir(opts.resolve(p, 'dir')));
             break;
-          }
-          case 'dir': {
-            const d = opts.resolve(msg.path, 'dir');
-            mkdirSync(d, { recursive: true });
-            break;
-          }
           case 'end':
-            endFiles = msg.files;
-            maybeDone();
+            work.push(() => {
+              endFiles = msg.files;
+              maybeDone();
+            });
             break;
           case 'error':
             fail(remoteError(msg.code, msg.message, msg.correlationId));
             break;
           case 'bye':
-            if (endFiles === undefined || settled < endFiles) fail(new TachyonError('PROTOCOL', 'the sender ended the session early'));
+            work.push(() => {
+              if (endFiles === undefined || settled < endFiles) fail(new TachyonError('PROTOCOL', 'the sender ended the session early'));
+            });
             break;
           default:
             throw new TachyonError('PROTOCOL', `unexpected message '${msg.t}' for the receiving side`);
@@ -508,10 +1051,17 @@ export function runReceiverRole(opts: {
   });
 }
 
-
-function statOrUndefined(p: string): ReturnType<typeof statSync> | undefined {
+function statOrUndefined(p: string): Stats | undefined {
   try {
     return statSync(p);
+  } catch {
+    return undefined;
+  }
+}
+
+function lstatOrUndefined(p: string): Stats | undefined {
+  try {
+    return lstatSync(p);
   } catch {
     return undefined;
   }

@@ -3,11 +3,11 @@
  * per-direction secrets, then the data plane and the file roles for the direction.
  */
 import { randomBytes, randomInt } from 'node:crypto';
-import { lstatSync, readdirSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import type { Clock } from '../core/clock.js';
 import { TachyonError, isErrorCode, toTachyonError, type ErrorCode } from '../core/errors.js';
-import type { CipherName, Permission, RatePolicy } from '../core/types.js';
+import type { CipherName, OverwritePolicy, Permission, RatePolicy, ResumeLevel } from '../core/types.js';
 import { PROTOCOL_VERSION, type ControlLink, type ControlMessage, type Hello, type Welcome } from '../control/messages.js';
 import { createProtection, SECRET_BYTES } from '../transport/crypto/aead.js';
 import { createRateController } from '../transport/rate/controller.js';
@@ -15,8 +15,22 @@ import type { Endpoint } from '../transport/session/endpoint.js';
 import { DataReceiver } from '../transport/session/receiver.js';
 import { DataSender } from '../transport/session/sender.js';
 import type { PeerAddress } from '../transport/socket/types.js';
+import { ExcludeSet } from './exclude.js';
 import type { Jail } from './jail.js';
-import { runReceiverRole, runSenderRole, type FileOutcome, type OutgoingFile, type RoleEvents, type TransferSummary } from './roles.js';
+import { DEFAULT_POLICY, needsPlan, type TransferPolicy } from './policy.js';
+import {
+  initialProbeCount,
+  runReceiverRole,
+  runSenderRole,
+  sendProbes,
+  type DestinationResolver,
+  type FileOutcome,
+  type ProbesSent,
+  type RoleEvents,
+  type TransferSummary,
+} from './roles.js';
+import { partialPath } from './resume.js';
+import { listSources, type Listing } from './sources.js';
 
 export const DEFAULT_DATAGRAM_SIZE = 1472; // 1500-byte MTU minus IPv4 and UDP headers
 
@@ -173,7 +187,11 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
   };
   const seal = createProtection(hello.cipher, s2c);
   const open = createProtection(hello.cipher, c2s);
-  ctx.onEvent?.({ type: 'session.start', sessionId, op: hello.op, cipher: hello.cipher });
+  const policy = policyOf(hello);
+  const planned = sessionPlanned(hello);
+  const direction = hello.op === 'send' ? 'upload' : 'download';
+  const events: RoleEvents | undefined = ctx.onFile ? { onFile: (f: FileOutcome) => ctx.onFile?.(f, direction) } : undefined;
+  ctx.onEvent?.({ type: 'session.start', sessionId, op: hello.op, cipher: hello.cipher, overwrite: policy.overwrite, resume: policy.resume });
   let stopKeepAlive: (() => void) | undefined;
   if (ctx.keepAlive) {
     const tick = (): void => {
@@ -182,19 +200,30 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
     };
     stopKeepAlive = ctx.clock.setTimer(KEEPALIVE_MS, tick);
   }
-  const direction = hello.op === 'send' ? 'upload' : 'download';
-  const events = ctx.onFile ? { onFile: (f: FileOutcome) => ctx.onFile?.(f, direction) } : undefined;
+  // every file the server touches goes through the jail (pinned to verified directories)
+  const jailFiles = {
+    openTemp: (p: string) => ctx.jail.createTemp(p),
+    openPartial: (p: string) => ctx.jail.openForWrite(ctx.jail.display(p), { create: false, read: true }).fd,
+    openRead: (p: string) => ctx.jail.openAbsForRead(p),
+    makeDir: () => {
+      // the resolver made the directories, through the jail
+    },
+  };
   try {
     if (hello.op === 'send') {
       // the client uploads: we receive. Check the destination before anything is set up.
-      let resolve: (rel: string, kind: 'file' | 'dir') => string;
+      let resolve: DestinationResolver;
       try {
-        const inner = uploadResolver(ctx.jail, hello);
+        const makeDest = (abs: string, shown: string): void => {
+          requirePermission(ctx, 'mkdir', 'create directories');
+          ctx.jail.ensureDir(abs, shown);
+        };
+        const inner = uploadResolver(ctx.jail, hello, makeDest);
         resolve = (rel, kind) => {
           const target = inner(rel, kind);
           if (kind === 'dir' || !isDir(path.dirname(target))) requirePermission(ctx, 'mkdir', 'create directories');
           // make the directories here, through the jail (each one checked after it is
-          // made), so that the role's own `mkdir -p` finds them in place
+          // made), so that the role finds them in place
           if (kind === 'dir') return ctx.jail.ensureDir(target, rel);
           return path.join(ctx.jail.ensureDir(path.dirname(target), rel), path.basename(target));
         };
@@ -203,16 +232,17 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       }
       const receiver = new DataReceiver({ endpoint: ctx.endpoint, sessionId, clock: ctx.clock, seal, open, datagramSize });
       link.send(welcome);
-      return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve, openTemp: (p) => ctx.jail.createTemp(p), ...(events ? { events } : {}) });
+      return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve, policy, planned, ...jailFiles, ...(events ? { events } : {}) });
     }
     // the client downloads: we send
-    let listing: { files: OutgoingFile[]; dirs: string[] };
+    let listing: Listing;
     try {
-      listing = listSources(ctx.jail, hello.sources ?? []);
+      listing = listJailed(ctx.jail, hello);
       if (hello.sources?.some((src) => isDir(ctx.jail.resolve(src)))) requirePermission(ctx, 'list', 'list directories');
     } catch (err) {
       return refuse(toTachyonError(err));
     }
+    welcome.single = isSingle(hello.sources?.length ?? 0, listing);
     const sender = new DataSender({
       endpoint: ctx.endpoint,
       sessionId,
@@ -229,6 +259,8 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       clock: ctx.clock,
       files: listing.files,
       dirs: listing.dirs,
+      policy,
+      planned,
       openSource: (p) => ctx.jail.openAbsForRead(p),
       ...(events ? { events } : {}),
     });
@@ -239,37 +271,6 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
   }
 }
 
-/** Where an upload's files go on the server (see README: destination rules). */
-export function uploadResolver(jail: Jail, hello: Hello): (rel: string, kind: 'file' | 'dir') => string {
-  const dest = jail.resolve(hello.dest ?? '/');
-  const destIsDir = isDir(dest) || (hello.dest ?? '/').endsWith('/');
-  return (rel, kind) => {
-    const comps = jail.components(rel);
-    if (comps.length === 0) throw new TachyonError('PATH_INVALID', `empty path '${rel}'`, { publicMessage: 'Invalid path.', details: { reason: 'empty-path' } });
-    let target: string;
-    if (hello.single && kind === 'file' && !destIsDir) target = dest;
-    else target = path.join(dest, ...comps);
-    jail.checkInside(target, rel);
-    return target;
-  };
-}
-
-/** Where a download's files go on the client. */
-export function downloadResolver(destDir: string, singleSource: boolean): (rel: string, kind: 'file' | 'dir') => string {
-  const dest = path.resolve(destDir);
-  const destIsDir = isDir(dest) || destDir.endsWith('/') || destDir.endsWith(path.sep);
-  return (rel) => {
-    const comps = rel.split('/').filter((c) => c !== '' && c !== '.');
-    if (comps.length === 0 || comps.includes('..') || rel.includes('\0') || rel.startsWith('/')) {
-      throw new TachyonError('PATH_INVALID', `server sent an unsafe path '${rel.slice(0, 200)}'`);
-    }
-    if (singleSource && comps.length === 1 && !destIsDir) return dest;
-    const target = path.join(dest, ...comps);
-    if (!target.startsWith(dest + path.sep)) throw new TachyonError('PATH_INVALID', `server sent an unsafe path '${rel.slice(0, 200)}'`);
-    return target;
-  };
-}
-
 function isDir(p: string): boolean {
   try {
     return statSync(p).isDirectory();
@@ -278,51 +279,143 @@ function isDir(p: string): boolean {
   }
 }
 
-/** Expands local or jailed source paths into files (and empty directories) to send. */
-export function listLocal(sources: readonly string[], resolve: (p: string) => string = (p) => path.resolve(p)): {
-  files: OutgoingFile[];
-  dirs: string[];
-} {
-  const files: OutgoingFile[] = [];
-  const dirs: string[] = [];
-  for (const src of sources) {
-    const abs = resolve(src);
-    let st;
-    try {
-      st = statSync(abs);
-    } catch (err) {
-      throw new TachyonError('NOT_FOUND', `source ${src} does not exist`, { cause: err, publicMessage: `Source ${src} does not exist.` });
-    }
-    const base = path.basename(abs) || 'root';
-    if (st.isFile()) {
-      files.push({ path: base, abs, size: st.size, mtimeMs: st.mtimeMs });
-    } else if (st.isDirectory()) {
-      walk(abs, base, files, dirs);
-    } else {
-      throw new TachyonError('USAGE', `source ${src} is neither a file nor a directory`);
-    }
-  }
-  return { files, dirs };
+/** The receiver's policy as the hello states it (absent fields: ascp's defaults). */
+export function policyOf(hello: Hello): TransferPolicy {
+  return {
+    overwrite: hello.overwrite ?? DEFAULT_POLICY.overwrite,
+    resume: hello.resume ?? DEFAULT_POLICY.resume,
+    preserveTimes: hello.preserveTimes ?? false,
+    createDir: hello.createDir ?? false,
+  };
 }
 
-function walk(absDir: string, rel: string, files: OutgoingFile[], dirs: string[]): void {
-  const entries = readdirSync(absDir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1));
-  if (entries.length === 0) dirs.push(rel);
-  for (const e of entries) {
-    const abs = path.join(absDir, e.name);
-    const r = `${rel}/${e.name}`;
-    if (e.isDirectory()) walk(abs, r, files, dirs);
-    else if (e.isFile()) {
-      const st = lstatSync(abs);
-      files.push({ path: r, abs, size: st.size, mtimeMs: st.mtimeMs });
+/** Whether files are probed and planned before they are sent (both ends compute it alike). */
+export function sessionPlanned(hello: Hello): boolean {
+  return needsPlan(policyOf(hello)) && !(hello.op === 'recv' && hello.fresh === true);
+}
+
+/** True when a transfer is exactly one regular file named by itself (DEST may then name the file). */
+function isSingle(sourceCount: number, l: Listing): boolean {
+  return sourceCount === 1 && l.files.length === 1 && l.dirs.length === 0 && !l.files[0]!.path.includes('/');
+}
+
+function missingDir(shown: string): TachyonError {
+  return new TachyonError('NOT_FOUND', `destination directory ${shown} does not exist (--create-dir creates it)`, {
+    publicMessage: `The destination directory ${shown} does not exist; pass --create-dir to create it.`,
+  });
+}
+
+function notADir(shown: string): TachyonError {
+  return new TachyonError('EXISTS', `destination ${shown} exists and is not a directory`, {
+    publicMessage: `The destination ${shown} exists and is not a directory.`,
+  });
+}
+
+/**
+ * Checks a destination before anything is transferred (README: destinations) and
+ * returns whether it is a directory. DEST names the file when one regular file is
+ * transferred and DEST is not an existing directory and does not end in '/'; then its
+ * parent must exist. Otherwise DEST is a directory that must exist. `--create-dir`
+ * creates what is missing.
+ */
+function prepareDestination(
+  dest: string,
+  shown: string,
+  endsInSlash: boolean,
+  single: boolean,
+  createDir: boolean,
+  mkdirp: (abs: string, shown: string) => void,
+): boolean {
+  const st = statOrUndefined(dest);
+  const destIsDir = st?.isDirectory() === true || endsInSlash || !single;
+  if (destIsDir) {
+    if (!st) {
+      if (!createDir) throw missingDir(shown);
+      mkdirp(dest, shown);
+    } else if (!st.isDirectory()) throw notADir(shown);
+  } else {
+    const parent = path.dirname(dest);
+    const parentShown = path.posix.dirname(shown.replace(/\/+$/, '')) || '/';
+    const pst = statOrUndefined(parent);
+    if (!pst) {
+      if (!createDir) throw missingDir(parentShown);
+      mkdirp(parent, parentShown);
+    } else if (!pst.isDirectory()) throw notADir(parentShown);
+  }
+  return destIsDir;
+}
+
+const plainMkdirp = (abs: string): void => {
+  mkdirSync(abs, { recursive: true });
+};
+
+/**
+ * Where an upload's files go on the server. `mkdirp` creates a missing destination
+ * directory when the client asked for it (`createDir`); the server passes one that checks
+ * the account's permission and makes it through the jail.
+ */
+export function uploadResolver(jail: Jail, hello: Hello, mkdirp: (abs: string, shown: string) => void = plainMkdirp): DestinationResolver {
+  const shown = hello.dest ?? '/';
+  const dest = jail.resolve(shown);
+  const destIsDir = prepareDestination(dest, shown, shown.endsWith('/'), hello.single === true, hello.createDir === true, mkdirp);
+  return (rel, kind) => {
+    const comps = jail.components(rel);
+    if (comps.length === 0) throw new TachyonError('PATH_INVALID', `empty path '${rel}'`, { publicMessage: 'Invalid path.', details: { reason: 'empty-path' } });
+    let target: string;
+    if (kind === 'file' && !destIsDir) target = dest;
+    else target = path.join(dest, ...comps);
+    jail.checkInside(target, rel);
+    return target;
+  };
+}
+
+/** Where a download's files go on the client (`single`: the server sends one file named by itself). */
+export function downloadResolver(destDir: string, single: boolean, createDir = false): DestinationResolver {
+  const dest = path.resolve(destDir);
+  const destIsDir = prepareDestination(dest, destDir, destDir.endsWith('/') || destDir.endsWith(path.sep), single, createDir, plainMkdirp);
+  return (rel) => {
+    const comps = rel.split('/').filter((c) => c !== '' && c !== '.');
+    if (comps.length === 0 || comps.includes('..') || rel.includes('\0') || rel.startsWith('/')) {
+      throw new TachyonError('PATH_INVALID', `server sent an unsafe path '${rel.slice(0, 200)}'`);
     }
-    // symbolic links and special files are not followed
+    if (!destIsDir && comps.length === 1) return dest;
+    const target = path.join(dest, ...comps);
+    if (!target.startsWith(dest + path.sep)) throw new TachyonError('PATH_INVALID', `server sent an unsafe path '${rel.slice(0, 200)}'`);
+    return target;
+  };
+}
+
+function statOrUndefined(p: string): Stats | undefined {
+  try {
+    return statSync(p);
+  } catch {
+    return undefined;
   }
 }
 
-function listSources(jail: Jail, sources: readonly string[]): { files: OutgoingFile[]; dirs: string[] } {
-  if (sources.length === 0) throw new TachyonError('USAGE', 'no source paths given');
-  return listLocal(sources, (p) => jail.resolve(p));
+/** The files a download sends, from paths (and a source base) inside the jail. */
+function listJailed(jail: Jail, hello: Hello): Listing {
+  const sources = hello.sources ?? [];
+  if (sources.length === 0) throw new TachyonError('USAGE', 'no source paths given', { publicMessage: 'No source paths given.' });
+  const exclude = new ExcludeSet(hello.exclude ?? []);
+  return listSources(sources, {
+    resolve: (p) => jail.resolve(p),
+    ...(hello.srcBase !== undefined ? { srcBase: jail.resolve(hello.srcBase) } : {}),
+    exclude,
+  });
+}
+
+/**
+ * True when a download's destination holds nothing to plan around: an empty directory,
+ * or a path that does not exist and has no partial file of an earlier run beside it.
+ */
+function isFresh(dest: string): boolean {
+  try {
+    return readdirSync(dest).length === 0;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return false;
+    return statOrUndefined(partialPath(dest)) === undefined;
+  }
 }
 
 // ---- client side ---------------------------------------------------------------------
@@ -343,12 +436,20 @@ export interface ClientTransferOptions {
   sources: string[];
   /** send: remote destination; recv: local destination */
   dest: string;
+  /** the receiver's overwrite policy (default `diff`) */
+  overwrite?: OverwritePolicy;
+  /** resume level (default `none`) */
+  resume?: ResumeLevel;
+  preserveTimes?: boolean;
+  createDir?: boolean;
+  /** strip this prefix from source paths (send: a local path; recv: a path on the server) */
+  srcBase?: string;
+  exclude?: string[];
   events?: RoleEvents;
   onWelcome?(w: Welcome): void;
 }
 
 export async function clientTransfer(o: ClientTransferOptions): Promise<TransferSummary> {
-  const local = o.op === 'send' ? listLocal(o.sources) : undefined;
   const hello: Hello = {
     t: 'hello',
     v: PROTOCOL_VERSION,
@@ -358,27 +459,57 @@ export async function clientTransfer(o: ClientTransferOptions): Promise<Transfer
     targetRate: o.targetBps,
     minRate: o.minBps,
     datagramSize: o.datagramSize,
+    overwrite: o.overwrite ?? DEFAULT_POLICY.overwrite,
+    resume: o.resume ?? DEFAULT_POLICY.resume,
   };
+  if (o.preserveTimes) hello.preserveTimes = true;
+  let local: Listing | undefined;
   if (o.op === 'send') {
+    const exclude = new ExcludeSet(o.exclude ?? []);
+    local = listSources(o.sources, { ...(o.srcBase !== undefined ? { srcBase: path.resolve(o.srcBase) } : {}), exclude });
     hello.dest = o.dest;
-    hello.single = o.sources.length === 1 && local!.files.length === 1 && local!.dirs.length === 0 && local!.files[0]!.path.indexOf('/') < 0;
+    hello.single = isSingle(o.sources.length, local);
+    if (o.createDir) hello.createDir = true;
   } else {
+    if (o.sources.length > 10_000) throw new TachyonError('USAGE', 'at most 10000 sources per download');
+    new ExcludeSet(o.exclude ?? []); // refuse a bad pattern here, before connecting
     hello.sources = o.sources;
+    if (o.srcBase !== undefined) hello.srcBase = o.srcBase;
+    if (o.exclude?.length) hello.exclude = o.exclude;
+    if (isFresh(path.resolve(o.dest))) hello.fresh = true;
   }
+  const planned = sessionPlanned(hello);
   const link = new QueuedLink(o.link);
   link.send(hello);
+  // the first probes travel right behind hello: their plan comes back with welcome
+  let probed: ProbesSent | undefined;
+  if (local && planned) probed = sendProbes(link, local.files, 0, initialProbeCount(local.files.length));
   const w = await link.next(o.clock, 30_000);
   if (w.t === 'error') throw new TachyonError(toCode(w.code), w.message, { publicMessage: w.message });
   if (w.t !== 'welcome') throw new TachyonError('PROTOCOL', `expected welcome, got ${w.t}`);
   o.onWelcome?.(w);
+  let resolve: DestinationResolver | undefined;
+  if (o.op === 'recv') {
+    try {
+      resolve = downloadResolver(o.dest, w.single === true, o.createDir === true);
+    } catch (err) {
+      const e = toTachyonError(err);
+      link.send({ t: 'error', code: e.code, message: e.publicMessage });
+      link.close();
+      throw e;
+    }
+  }
+  const policy = policyOf(hello);
+  if (o.createDir) policy.createDir = true;
   const peer = { address: o.serverAddress, port: w.udpPort };
   const endpoint = await o.openSocket(peer);
   const c2s = Buffer.from(w.keys.c2s, 'base64');
   const s2c = Buffer.from(w.keys.s2c, 'base64');
   const seal = createProtection(w.cipher, c2s);
   const open = createProtection(w.cipher, s2c);
+  const events = o.events ? { events: o.events } : {};
   try {
-    if (o.op === 'send') {
+    if (local) {
       const sender = new DataSender({
         endpoint,
         sessionId: w.sessionId,
@@ -389,11 +520,10 @@ export async function clientTransfer(o: ClientTransferOptions): Promise<Transfer
         peer,
         rate: createRateController({ policy: o.policy, targetBps: Math.min(o.targetBps, w.maxRate), minBps: o.minBps }),
       });
-      return await runSenderRole({ link, sender, clock: o.clock, files: local!.files, dirs: local!.dirs, ...(o.events ? { events: o.events } : {}) });
+      return await runSenderRole({ link, sender, clock: o.clock, files: local.files, dirs: local.dirs, policy, planned, ...(probed ? { probed } : {}), ...events });
     }
     const receiver = new DataReceiver({ endpoint, sessionId: w.sessionId, clock: o.clock, seal, open, datagramSize: w.datagramSize, peer });
-    const resolve = downloadResolver(o.dest, o.sources.length === 1);
-    return await runReceiverRole({ link, receiver, clock: o.clock, resolve, ...(o.events ? { events: o.events } : {}) });
+    return await runReceiverRole({ link, receiver, clock: o.clock, resolve: resolve!, policy, planned, ...events });
   } finally {
     await endpoint.socket.close();
   }

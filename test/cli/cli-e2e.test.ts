@@ -113,7 +113,7 @@ describe('tachyon CLI end to end (serve, send, recv)', () => {
     writeFileSync(path.join(tree, 'a', 'one.txt'), 'one');
     writeFileSync(path.join(tree, 'a', 'b', 'two.bin'), randomBytes(300_000));
     writeFileSync(path.join(tree, 'zero'), '');
-    const r = await run(['send', ...common(), '--json', '-l', '500m', src, tree, `xfer@127.0.0.1:/up/`]);
+    const r = await run(['send', ...common(), '--json', '-l', '500m', '--create-dir', src, tree, `xfer@127.0.0.1:/up/`]);
     assert.equal(r.code, 0, r.stderr);
     const events = jsonLines(r.stdout);
     const done = events.at(-1)!;

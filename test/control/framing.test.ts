@@ -31,11 +31,25 @@ const welcome: ControlMessage = {
 const samples: ControlMessage[] = [
   hello,
   welcome,
-  { t: 'file', id: 0, path: 'dir/ünïcødé 文件.bin', size: 123456789, mtimeMs: 1700000000000, ssn0: 0 },
-  { t: 'dir', path: 'dir' },
-  { t: 'digest', id: 0, sha256: 'a'.repeat(64) },
-  { t: 'ready', id: 0 },
-  { t: 'result', id: 0, ok: true, sha256: 'b'.repeat(64) },
+  { t: 'probe', files: [{ id: 0, path: 'dir/ünïcødé 文件.bin', size: 123456789, mtimeMs: 1700000000000.5 }] },
+  {
+    t: 'plan',
+    files: [
+      { id: 0, do: 'check', offset: 65536, sums: [{ at: 0, len: 65536, sha256: 'd'.repeat(64) }], then: 'resume' },
+      { id: 1, do: 'skip', reason: 'same' },
+      { id: 2, do: 'refuse', code: 'IS_DIRECTORY', message: 'no' },
+    ],
+  },
+  {
+    t: 'files',
+    files: [
+      { id: 0, path: 'dir/ünïcødé 文件.bin', size: 123456789, mtimeMs: 1700000000000, offset: 65536, ssn0: 0 },
+      { id: 3, skip: 'same' },
+    ],
+  },
+  { t: 'dirs', paths: ['dir'] },
+  { t: 'digests', files: [{ id: 0, sha256: 'a'.repeat(64) }] },
+  { t: 'results', files: [{ id: 0, ok: true, sha256: 'b'.repeat(64) }] },
   { t: 'end', files: 1, bytes: 123456789 },
   { t: 'error', code: 'NOT_FOUND', message: 'nope' },
   { t: 'bye' },
@@ -77,7 +91,7 @@ describe('framing', () => {
 
   it('refuses to encode invalid or oversized messages', () => {
     assert.throws(
-      () => encodeFrame({ t: 'ready', id: -1 } as ControlMessage),
+      () => encodeFrame({ t: 'results', files: [{ id: -1, ok: true }] } as ControlMessage),
       (e: unknown) => e instanceof TachyonError && e.code === 'INTERNAL' && /id/.test(e.message),
     );
     const huge: ControlMessage = { ...hello, sources: Array.from({ length: 400 }, () => 'x'.repeat(4000)) } as ControlMessage;
@@ -138,9 +152,9 @@ describe('framing', () => {
   it('returns the messages before a bad frame through decode()', () => {
     const d = new FrameDecoder();
     const got: ControlMessage[] = [];
-    const bytes = Buffer.concat([encodeFrame({ t: 'bye' }), encodeFrame({ t: 'ready', id: 1 }), rawFrame('{')]);
+    const bytes = Buffer.concat([encodeFrame({ t: 'bye' }), encodeFrame({ t: 'end', files: 1, bytes: 0 }), rawFrame('{')]);
     assert.throws(() => d.decode(bytes, (m) => got.push(m)), TachyonError);
-    assert.deepEqual(got, [{ t: 'bye' }, { t: 'ready', id: 1 }]);
+    assert.deepEqual(got, [{ t: 'bye' }, { t: 'end', files: 1, bytes: 0 }]);
     assert.ok(d.failed);
   });
 
@@ -233,8 +247,8 @@ describe('linkFromStream', () => {
     const [a, b] = duplexPair();
     const la = linkFromStream(a);
     const lb = linkFromStream(b);
-    la.send({ t: 'ready', id: 1 });
-    la.send({ t: 'ready', id: 2 });
+    la.send({ t: 'end', files: 1, bytes: 0 });
+    la.send({ t: 'end', files: 2, bytes: 0 });
     la.close();
     await sleep(20);
     const got: ControlMessage[] = [];
@@ -242,8 +256,8 @@ describe('linkFromStream', () => {
     lb.onMessage((m) => got.push(m));
     assert.equal(await closed, undefined);
     assert.deepEqual(got, [
-      { t: 'ready', id: 1 },
-      { t: 'ready', id: 2 },
+      { t: 'end', files: 1, bytes: 0 },
+      { t: 'end', files: 2, bytes: 0 },
     ]);
   });
 
@@ -286,7 +300,7 @@ describe('linkFromStream', () => {
       throw new TachyonError('PATH_INVALID', 'bad path');
     });
     const closed = new Promise<Error | undefined>((r) => lb.onClose(r));
-    la.send({ t: 'dir', path: '../x' });
+    la.send({ t: 'dirs', paths: ['../x'] });
     const err = await closed;
     assert.ok(err instanceof TachyonError && err.code === 'PATH_INVALID');
   });

@@ -8,10 +8,10 @@ import type { ControlLink } from '../../src/control/messages.js';
 import { mulberry32 } from '../../src/testkit/simnet.js';
 
 /** Two connected in-memory duplex streams (what one writes, the other reads). */
-/** Test server behaviour: answers every `ready` with a `result`, `bye` with `bye`, then closes. */
+/** Test server behaviour: answers every `digests` with `results` (same ids), `bye` with `bye`, then closes. */
 export function echoSession(link: ControlLink): void {
   link.onMessage((m) => {
-    if (m.t === 'ready') link.send({ t: 'result', id: m.id, ok: true });
+    if (m.t === 'digests') link.send({ t: 'results', files: m.files.map((f) => ({ id: f.id, ok: true })) });
     if (m.t === 'bye') {
       link.send({ t: 'bye' });
       link.close();

@@ -172,10 +172,10 @@ describe('control server vs OpenSSH ssh', { skip: hasProgram('ssh') ? false : 'O
   });
 
   it('speaks the tachyon-v1 subsystem with OpenSSH (ssh -s)', async () => {
-    const input = Buffer.concat([encodeFrame({ t: 'ready', id: 3 }), encodeFrame({ t: 'bye' })]);
+    const input = Buffer.concat([encodeFrame({ t: 'digests', files: [{ id: 3, sha256: 'c'.repeat(64) }] }), encodeFrame({ t: 'bye' })]);
     const r = await spawnRun('ssh', sshArgs('-s', 'alice@127.0.0.1', 'tachyon-v1'), input);
     assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(new FrameDecoder().push(r.stdout), [{ t: 'result', id: 3, ok: true }, { t: 'bye' }]);
+    assert.deepEqual(new FrameDecoder().push(r.stdout), [{ t: 'results', files: [{ id: 3, ok: true }] }, { t: 'bye' }]);
   });
 
   it('ends a session that sends a malformed frame with a PROTOCOL error and exit status 76', async () => {
@@ -297,11 +297,11 @@ describe('control server vs OpenSSH ssh', { skip: hasProgram('ssh') ? false : 'O
 
   it('offers the RSA host key with rsa-sha2-512 and rsa-sha2-256 signatures that OpenSSH verifies', async () => {
     for (const algo of ['rsa-sha2-512', 'rsa-sha2-256']) {
-      const input = Buffer.concat([encodeFrame({ t: 'ready', id: 1 }), encodeFrame({ t: 'bye' })]);
+      const input = Buffer.concat([encodeFrame({ t: 'digests', files: [{ id: 1, sha256: 'c'.repeat(64) }] }), encodeFrame({ t: 'bye' })]);
       const r = await spawnRun('ssh', sshArgs('-v', '-o', `HostKeyAlgorithms=${algo}`, '-s', 'alice@127.0.0.1', 'tachyon-v1'), input);
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stderr, new RegExp(`kex: host key algorithm: ${algo}`));
-      assert.deepEqual(new FrameDecoder().push(r.stdout), [{ t: 'result', id: 1, ok: true }, { t: 'bye' }]);
+      assert.deepEqual(new FrameDecoder().push(r.stdout), [{ t: 'results', files: [{ id: 1, ok: true }] }, { t: 'bye' }]);
     }
     assert.deepEqual(server.hostKeys.map((k) => [k.type, k.algorithms.join(','), k.bits]), [
       ['ssh-ed25519', 'ssh-ed25519', undefined],

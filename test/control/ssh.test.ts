@@ -97,11 +97,11 @@ describe('SSH control channel (ssh2 client <-> server)', () => {
     const got: ControlMessage[] = [];
     const closed = new Promise<Error | undefined>((r) => conn.link.onClose(r));
     conn.link.onMessage((m) => got.push(m));
-    for (let id = 0; id < 50; id++) conn.link.send({ t: 'ready', id });
+    for (let id = 0; id < 50; id++) conn.link.send({ t: 'digests', files: [{ id, sha256: 'c'.repeat(64) }] });
     conn.link.send({ t: 'bye' });
     assert.equal(await closed, undefined);
     assert.equal(got.length, 51);
-    assert.deepEqual(got[7], { t: 'result', id: 7, ok: true });
+    assert.deepEqual(got[7], { t: 'results', files: [{ id: 7, ok: true }] });
     assert.deepEqual(got[50], { t: 'bye' });
     conn.close();
 
@@ -139,8 +139,8 @@ describe('SSH control channel (ssh2 client <-> server)', () => {
   it('accepts an RSA (PEM) client key with rsa-sha2 signatures', async () => {
     const conn = await connectControl(opts({ privateKey: rsaKey }));
     const reply = new Promise<ControlMessage>((r) => conn.link.onMessage(r));
-    conn.link.send({ t: 'ready', id: 9 });
-    assert.deepEqual(await reply, { t: 'result', id: 9, ok: true });
+    conn.link.send({ t: 'digests', files: [{ id: 9, sha256: 'c'.repeat(64) }] });
+    assert.deepEqual(await reply, { t: 'results', files: [{ id: 9, ok: true }] });
     conn.close();
   });
 

@@ -8,8 +8,8 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:f
 import os from 'node:os';
 import path from 'node:path';
 import { systemClock, type Clock } from '../../src/core/clock.js';
-import type { CipherName, RatePolicy } from '../../src/core/types.js';
-import type { ControlLink, Welcome } from '../../src/control/messages.js';
+import type { CipherName, OverwritePolicy, RatePolicy, ResumeLevel } from '../../src/core/types.js';
+import type { ControlLink, ControlMessage, Welcome } from '../../src/control/messages.js';
 import { memoryLinkPair } from '../../src/testkit/memory-link.js';
 import { Jail } from '../../src/transfer/jail.js';
 import type { RoleEvents, TransferSummary } from '../../src/transfer/roles.js';
@@ -128,6 +128,14 @@ export interface TransferOptions {
   onWelcome?(w: Welcome): void;
   /** called with the client's UDP socket once it is open */
   onSocket?(s: CapturingSocket): void;
+  overwrite?: OverwritePolicy;
+  resume?: ResumeLevel;
+  preserveTimes?: boolean;
+  createDir?: boolean;
+  srcBase?: string;
+  exclude?: string[];
+  /** sees every control message the client sends and receives */
+  onControl?(direction: 'sent' | 'received', m: ControlMessage): void;
 }
 
 export interface RunningTransfer {
@@ -142,9 +150,24 @@ export function startTransfer(server: Server, o: TransferOptions): RunningTransf
   const [clientLink, serverLink] = memoryLinkPair();
   const clientClock = new TrackingClock();
   const served = settle(server.serve(serverLink));
+  const watched: ControlLink = o.onControl
+    ? {
+        send: (m) => {
+          o.onControl?.('sent', m);
+          clientLink.send(m);
+        },
+        onMessage: (h) =>
+          clientLink.onMessage((m) => {
+            o.onControl?.('received', m);
+            h(m);
+          }),
+        onClose: (h) => clientLink.onClose(h),
+        close: () => clientLink.close(),
+      }
+    : clientLink;
   const client = settle(
     clientTransfer({
-      link: clientLink,
+      link: watched,
       serverAddress: '127.0.0.1',
       clock: clientClock,
       op: o.op,
@@ -155,6 +178,12 @@ export function startTransfer(server: Server, o: TransferOptions): RunningTransf
       datagramSize: 1472,
       sources: o.sources,
       dest: o.dest,
+      ...(o.overwrite ? { overwrite: o.overwrite } : {}),
+      ...(o.resume ? { resume: o.resume } : {}),
+      ...(o.preserveTimes ? { preserveTimes: true } : {}),
+      ...(o.createDir ? { createDir: true } : {}),
+      ...(o.srcBase !== undefined ? { srcBase: o.srcBase } : {}),
+      ...(o.exclude ? { exclude: o.exclude } : {}),
       ...(o.events ? { events: o.events } : {}),
       ...(o.onWelcome ? { onWelcome: o.onWelcome } : {}),
       openSocket: async () => {
@@ -216,7 +245,7 @@ export function treeListing(dir: string): string[] {
   return out.sort();
 }
 
-/** Paths of leftover temporary files (`*.tachyon-partial`) below `dir`. */
+/** Paths of leftover temporary files (`*.tachyon-partial`, and resume records) below `dir`. */
 export function partials(dir: string): string[] {
   return treeListing(dir).filter((l) => l.includes('.tachyon-partial'));
 }

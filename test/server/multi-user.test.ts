@@ -116,7 +116,7 @@ describe('multi-user transfer server (serve --config)', () => {
   it('a user uploads into their own docroot (and only there); the audit log records the login, session and file', async () => {
     const src = path.join(work, 'up.bin');
     writeFileSync(src, randomBytes(2_000_000));
-    const r = await run(['send', ...common('alice', '-c', 'aes-256-gcm'), src, 'alice@127.0.0.1:/in/'], work);
+    const r = await run(['send', ...common('alice', '-c', 'aes-256-gcm'), '--create-dir', src, 'alice@127.0.0.1:/in/'], work);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(sha(path.join(files, 'alice', 'in', 'up.bin')), sha(src));
     const recs = auditRecords(auditLog);

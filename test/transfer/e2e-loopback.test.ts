@@ -13,7 +13,7 @@ import dgram from 'node:dgram';
 import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { TachyonError } from '../../src/core/errors.js';
-import type { ControlMessage } from '../../src/control/messages.js';
+import { PROTOCOL_VERSION, type ControlMessage } from '../../src/control/messages.js';
 import { memoryLinkPair } from '../../src/testkit/memory-link.js';
 import { downloadResolver } from '../../src/transfer/session.js';
 import { PacketType, writeCommon } from '../../src/transport/wire/packet.js';
@@ -118,7 +118,7 @@ describe('end to end over loopback', () => {
     });
 
     it('uploads a tree with nested directories, an empty file and an empty directory, and downloads it back', async () => {
-      const up = await transferOk(server, { op: 'send', sources: [tree], dest: '/up' });
+      const up = await transferOk(server, { op: 'send', sources: [tree], dest: '/up', createDir: true });
       assert.ok(up.client.ok, JSON.stringify(up.client.files));
       assert.equal(up.client.files.length, 5);
       const expected = treeListing(tree);
@@ -294,23 +294,27 @@ describe('end to end over loopback', () => {
     });
 
     it("a file path with '..' announced by a hostile client is refused per file with PATH_INVALID", async () => {
-      const [cl, sl] = memoryLinkPair();
-      const served = server.serve(sl);
-      const got: ControlMessage[] = [];
-      cl.onMessage((m) => got.push(m));
-      cl.send({ t: 'hello', v: 1, op: 'send', cipher: 'aes-128-gcm', policy: 'fair', targetRate: 1e8, minRate: 0, datagramSize: 1472, dest: '/' });
-      await waitFor(() => got.length > 0, 5_000, 'welcome');
-      assert.equal(got[0]?.t, 'welcome');
       const evil = ['../escape.bin', 'a/../../escape.bin', 'a/b/../../../escape.bin'];
-      evil.forEach((p, id) => cl.send({ t: 'file', id, path: p, size: 10, ssn0: id }));
-      cl.send({ t: 'end', files: evil.length, bytes: 10 * evil.length });
-      await waitFor(() => got.filter((m) => m.t === 'result').length === evil.length, 5_000, 'results');
-      for (const m of got.filter((x) => x.t === 'result')) {
-        assert.ok(m.t === 'result' && !m.ok && m.code === 'PATH_INVALID', JSON.stringify(m));
+      // unplanned (files announced at once) and planned (probed first): both refuse each path
+      for (const overwrite of ['always', 'diff'] as const) {
+        const [cl, sl] = memoryLinkPair();
+        const served = server.serve(sl);
+        const got: ControlMessage[] = [];
+        cl.onMessage((m) => got.push(m));
+        cl.send({ t: 'hello', v: PROTOCOL_VERSION, op: 'send', cipher: 'aes-128-gcm', policy: 'fair', targetRate: 1e8, minRate: 0, datagramSize: 1472, dest: '/', overwrite, resume: 'none' });
+        await waitFor(() => got.length > 0, 5_000, 'welcome');
+        assert.equal(got[0]?.t, 'welcome');
+        if (overwrite === 'always') cl.send({ t: 'files', files: evil.map((p, id) => ({ id, path: p, size: 10, ssn0: id })) });
+        else cl.send({ t: 'probe', files: evil.map((p, id) => ({ id, path: p, size: 10 })) });
+        cl.send({ t: 'end', files: evil.length, bytes: 10 * evil.length });
+        const refusals = (): { code?: string }[] =>
+          got.flatMap((m): { code?: string }[] => (m.t === 'results' ? m.files.filter((r) => !r.ok) : m.t === 'plan' ? m.files.filter((e) => e.do === 'refuse') : []));
+        await waitFor(() => refusals().length === evil.length, 5_000, 'refusals');
+        for (const r of refusals()) assert.equal(r.code, 'PATH_INVALID', JSON.stringify(r));
+        const summary = await served;
+        assert.equal(summary?.ok, false);
+        cl.close();
       }
-      const summary = await served;
-      assert.equal(summary?.ok, false);
-      cl.close();
       assert.ok(!exists(path.join(server.root, '..', 'escape.bin')));
       assert.ok(!exists(path.join(path.dirname(server.root), 'escape.bin')));
       await assertNoLeaks(server, 'hostile paths');
