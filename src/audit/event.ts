@@ -71,6 +71,10 @@ export interface AuditFieldsByType {
     rateBps: number;
     cipher: string;
     status: 'ok' | 'failed' | 'skipped' | 'partial';
+    /** bytes not carried: a resumed prefix, or the whole file when skipped by policy */
+    skippedBytes?: number;
+    /** why a file was skipped (overwrite policy) */
+    reason?: string;
     code?: string;
     sha256?: string;
     sessionId?: string | number;

@@ -218,7 +218,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
             policies: account.policies,
             keepAlive: () => ctl.keepAlive(),
             onFile: (f: FileOutcome, direction) => {
-              const seconds = (clock.now() - started) / 1000;
+              const seconds = (f.elapsedMs > 0 ? f.elapsedMs : clock.now() - started) / 1000;
               record({
                 type: 'file.transfer',
                 component: 'transfer',
@@ -230,11 +230,13 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
                   direction,
                   source: direction === 'upload' ? `client:${f.path}` : f.path,
                   destination: direction === 'upload' ? f.path : `client:${f.path}`,
-                  bytes: f.ok ? f.size : 0,
+                  bytes: f.sentBytes,
+                  ...(f.skippedBytes > 0 ? { skippedBytes: f.skippedBytes } : {}),
                   durationMs: Math.round(seconds * 1000),
-                  rateBps: f.ok && seconds > 0 ? Math.round((f.size * 8) / seconds) : 0,
+                  rateBps: f.sentBytes > 0 && seconds > 0 ? Math.round((f.sentBytes * 8) / seconds) : 0,
                   cipher: cipher ?? 'unknown',
-                  status: f.ok ? 'ok' : 'failed',
+                  status: f.status === 'skipped' ? 'skipped' : f.ok ? 'ok' : 'failed',
+                  ...(f.reason ? { reason: f.reason } : {}),
                   ...(f.code ? { code: f.code } : {}),
                   ...(f.sha256 ? { sha256: f.sha256 } : {}),
                 },
