@@ -217,6 +217,19 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
             permissions: account.permissions,
             policies: account.policies,
             keepAlive: () => ctl.keepAlive(),
+            onRefuse: (te) => {
+              const details = (te.details ?? {}) as Record<string, unknown>;
+              if (te.code === 'CIPHER_REFUSED') {
+                return record({ type: 'refusal.cipher', component: 'transfer', correlationId, fields: { ...peer, user: account.name, cipher: String(details['cipher'] ?? te.message.replace(/^cipher (\S+).*$/, '$1')), allowed } });
+              }
+              if (te.code === 'PERMISSION') {
+                return record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: String(details['permission'] ?? 'unknown'), op: 'session' } });
+              }
+              if (te.code === 'PATH_INVALID') {
+                return record({ type: 'refusal.jail', component: 'transfer', correlationId, fields: { ...peer, user: account.name, path: String(details['path'] ?? ''), reason: String(details['reason'] ?? te.message) } });
+              }
+              return record({ type: 'session.end', component: 'transfer', correlationId, severity: 'warning', fields: { ...peer, user: account.name, code: te.code, reason: te.message } });
+            },
             onFile: (f: FileOutcome, direction) => {
               const seconds = (f.elapsedMs > 0 ? f.elapsedMs : clock.now() - started) / 1000;
               record({
@@ -260,14 +273,6 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
           });
         } catch (err) {
           const te = toTachyonError(err, 'INTERNAL');
-          const details = (te.details ?? {}) as Record<string, unknown>;
-          if (te.code === 'CIPHER_REFUSED') {
-            record({ type: 'refusal.cipher', component: 'transfer', correlationId, fields: { ...peer, user: account.name, cipher: String(details['cipher'] ?? te.message.replace(/^cipher (\S+).*$/, '$1')), allowed } });
-          } else if (te.code === 'PERMISSION') {
-            record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: String(details['permission'] ?? 'unknown'), op: 'session' } });
-          } else if (te.code === 'PATH_INVALID') {
-            record({ type: 'refusal.jail', component: 'transfer', correlationId, fields: { ...peer, user: account.name, path: String(details['path'] ?? ''), reason: String(details['reason'] ?? te.message) } });
-          }
           o.onEvent?.({ type: 'transfer.error', user: account.name, client: info.clientAddress, code: te.code, message: te.message });
         }
       })();

@@ -6,6 +6,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { mkdirSync, readdirSync, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import type { Clock } from '../core/clock.js';
+import { withCorrelationId } from '../core/correlation.js';
 import { TachyonError, isErrorCode, toTachyonError, type ErrorCode } from '../core/errors.js';
 import type { CipherName, OverwritePolicy, Permission, RatePolicy, ResumeLevel } from '../core/types.js';
 import { PROTOCOL_VERSION, type ControlLink, type ControlMessage, type Hello, type Welcome } from '../control/messages.js';
@@ -51,6 +52,11 @@ export interface ServerSessionContext {
    * connection would otherwise look idle to its idle timer.
    */
   keepAlive?(): void;
+  /**
+   * A session is refused (cipher, permission, path, protocol): records it and returns
+   * the record's id, which the client's sanitized message then quotes as `(ref …)`.
+   */
+  onRefuse?(e: TachyonError): string | undefined;
   /** each file's outcome, as it settles */
   onFile?(f: FileOutcome, direction: 'upload' | 'download'): void;
   onEvent?(e: { type: string; [k: string]: unknown }): void;
@@ -146,9 +152,12 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
     throw err;
   }
   const refuse = (e: TachyonError): never => {
-    link.send({ t: 'error', code: e.code, message: e.publicMessage });
+    // the refusal is recorded first, so that the client's message can name its record
+    const ref = ctx.onRefuse?.(e);
+    const shown = ref !== undefined ? withCorrelationId(e, ref) : e;
+    link.send({ t: 'error', code: shown.code, message: shown.publicMessage });
     link.close();
-    throw e;
+    throw shown;
   };
   if (hello.t !== 'hello') return refuse(new TachyonError('PROTOCOL', `expected hello, got ${hello.t}`));
   if (hello.v !== PROTOCOL_VERSION) return refuse(new TachyonError('PROTOCOL', `unsupported protocol version ${hello.v}`));
