@@ -18,8 +18,10 @@
  * DIR/files/*; DIR defaults to ./tachyon-data).
  */
 import { readFileSync, existsSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
+import { FileAuditSink } from '../audit/index.js';
 import { TachyonError } from '../core/errors.js';
 import { CIPHERS, PERMISSIONS, POLICIES, type CipherName, type Permission, type RatePolicy } from '../core/types.js';
 import { formatRate, parseRate } from '../core/units.js';
@@ -101,6 +103,8 @@ function addSettingOptions(cmd: Command, forSet: boolean): Command {
 interface Store {
   repo: UserRepository;
   database: Database;
+  /** the server's audit log, when there is one: every change is recorded there */
+  audit: FileAuditSink | undefined;
   roots: readonly RootPattern[];
   policy: CipherPolicy;
 }
@@ -109,12 +113,14 @@ async function openStore(o: StoreOpts, create: boolean): Promise<Store> {
   let location: DatabaseLocation;
   let roots: RootPattern[];
   let policy: CipherPolicy = DEFAULT_CIPHER_POLICY;
+  let auditLog: string | undefined;
   const cwd = process.cwd();
   if (o.config !== undefined) {
     if (o.db !== undefined || o.allowedRoot.length > 0 || o.data !== undefined) {
       throw new TachyonError('USAGE', '--config gives the database and the allowed roots: leave out --db, --allowed-root and --data');
     }
     const cfg = await loadServerConfig(o.config);
+    auditLog = cfg.auditLog;
     location = cfg.database;
     roots = [...cfg.allowedRoots];
     policy = cfg.cipherPolicy;
@@ -123,6 +129,8 @@ async function openStore(o: StoreOpts, create: boolean): Promise<Store> {
       throw new TachyonError('USAGE', '--data sets the database and the allowed root: leave out --db and --allowed-root, or --data');
     }
     const data = path.resolve(cwd, o.data ?? DEFAULT_DATA_DIR);
+    // the audit log of `tachyon start` on the same data directory
+    if (o.db === undefined) auditLog = path.join(data, 'audit.log');
     try {
       location = parseDatabaseUrl(o.db ?? path.join(data, 'tachyon.db'), { allowPath: true, baseDir: cwd });
     } catch (err) {
@@ -132,7 +140,21 @@ async function openStore(o: StoreOpts, create: boolean): Promise<Store> {
     roots = patterns.map((p) => parseRootPattern(p, '--allowed-root'));
   }
   const database = await openDatabase({ url: location, create });
-  return { repo: new UserRepository(database, { allowedRoots: roots, cipherPolicy: policy }), database, roots, policy };
+  let audit: FileAuditSink | undefined;
+  try {
+    audit = auditLog !== undefined && (existsSync(auditLog) || create) ? new FileAuditSink(auditLog) : undefined;
+  } catch (err) {
+    await database.close();
+    throw err;
+  }
+  const actor = `cli:${userInfo().username}`;
+  const repo = new UserRepository(database, {
+    allowedRoots: roots,
+    cipherPolicy: policy,
+    onChange: (e) =>
+      audit?.record({ type: 'config.change', component: 'config', fields: { actor, action: e.type, target: e.user, ...(e.fields ? { changed: e.fields } : {}), ...(e.fingerprint ? { changed: [e.fingerprint] } : {}) } }),
+  });
+  return { repo, database, audit, roots, policy };
 }
 
 /** Runs fn with an open store; closes it; names command-line flags in field errors. */
@@ -151,6 +173,7 @@ async function withStore<T>(o: StoreOpts, create: boolean, fn: (s: Store) => Pro
     throw err;
   } finally {
     await store.database.close();
+    await store.audit?.close();
   }
 }
 

@@ -206,6 +206,9 @@ describe('multi-user transfer server (serve --config)', () => {
     assert.ok(!existsSync(path.join(files, 'alice', 'late.bin')));
     const e = await run(['user', 'set', 'alice', '--enable', '--config', cfgFile], work);
     assert.equal(e.code, 0, e.stderr);
+    // both changes are in the server's audit log, with who made them
+    const changes = auditRecords(auditLog).filter((x) => x.type === 'config.change' && x.fields['target'] === 'alice' && String(x.fields['actor']).startsWith('cli:'));
+    assert.equal(changes.length, 2, JSON.stringify(changes));
   });
 
   it("OpenSSH's sftp reaches the same docroot under the same permissions and audit log", async () => {
