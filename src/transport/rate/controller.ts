@@ -142,12 +142,12 @@ export class DelayBasedRateController implements RateController {
     const probing = this.startup || this.emptyFor > 3 * rtt;
     let next: number;
     if (probing) {
-      // start-up grows by 50% per round trip. A re-probe starts gently (5% per round
+      // start-up doubles the rate every round trip. A re-probe starts gently (5% per round
       // trip: the queue it builds shows only a round trip later, and on a long path a
       // bold probe overflows the bottleneck before it is seen) and doubles its step
       // every two round trips the queue stays empty, up to 25%: freed capacity is found
       // in a few round trips, a full path is hardly disturbed.
-      const step = this.startup ? 0.5 : Math.min(PROBE_MAX_STEP, 0.05 * 2 ** Math.floor((this.emptyFor - 3 * rtt) / (2 * rtt)));
+      const step = this.startup ? 1.0 : Math.min(PROBE_MAX_STEP, 0.05 * 2 ** Math.floor((this.emptyFor - 3 * rtt) / (2 * rtt)));
       next = x * (1 + step * frac);
       const recv = f.recvRateBps / 8;
       if (recv > 0) next = Math.min(next, Math.max(x, recv * (1 + Math.max(step, 0.1))));
