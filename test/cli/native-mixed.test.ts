@@ -10,29 +10,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { native, nativeStatus } from '../../src/transport/native/binding.js';
+import { bin, runCli, type RunResult } from '../helpers/cli.js';
 
-const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/tachyon.js');
 const skip = native || process.env['TACHYON_REQUIRE_NATIVE'] === '1' ? false : `native addon not loaded (${nativeStatus})`;
 
-function run(args: string[], env: NodeJS.ProcessEnv, cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [bin, ...args], { cwd, env: { ...process.env, ...env, HOME: cwd } });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const t = setTimeout(() => {
-      p.kill('SIGKILL');
-      reject(new Error(`tachyon ${args.join(' ')} timed out\n${stderr}`));
-    }, 60_000);
-    p.on('close', (code) => {
-      clearTimeout(t);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
-}
+const run = (args: string[], env: NodeJS.ProcessEnv, cwd: string): Promise<RunResult> => runCli(args, cwd, 60_000, env);
 
 const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex');
 

@@ -86,8 +86,8 @@ export async function startCliServer(work: string): Promise<CliServer> {
 }
 
 /** Starts a `tachyon` command; `done` resolves with its exit code and output. */
-export function startCli(args: string[], cwd: string, timeoutMs = 60_000): { child: ChildProcessWithoutNullStreams; done: Promise<RunResult> } {
-  const child = spawn(process.execPath, [bin, ...args], { cwd, env: { ...process.env, HOME: cwd } });
+export function startCli(args: string[], cwd: string, timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}): { child: ChildProcessWithoutNullStreams; done: Promise<RunResult> } {
+  const child = spawn(process.execPath, [bin, ...args], { cwd, env: { ...process.env, ...env, HOME: cwd } });
   const done = new Promise<RunResult>((resolve, reject) => {
     let stdout = '';
     let stderr = '';
@@ -105,6 +105,6 @@ export function startCli(args: string[], cwd: string, timeoutMs = 60_000): { chi
   return { child, done };
 }
 
-export function runCli(args: string[], cwd: string, timeoutMs = 60_000): Promise<RunResult> {
-  return startCli(args, cwd, timeoutMs).done;
+export function runCli(args: string[], cwd: string, timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}): Promise<RunResult> {
+  return startCli(args, cwd, timeoutMs, env).done;
 }
