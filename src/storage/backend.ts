@@ -7,6 +7,7 @@
  * DISK_FULL, IO, PATH_INVALID (with `details.reason`), USAGE for bad options and
  * INTERNAL for misuse of a closed writer.
  */
+import { Readable } from 'node:stream';
 import { TachyonError } from '../core/errors.js';
 
 /** What a backend can do natively; callers adapt (for example buffer parts) when it cannot. */
@@ -238,6 +239,43 @@ export class CoverageSet {
     if (size === 0) return true;
     return this.starts.length === 1 && this.starts[0] === 0 && (this.ends[0] as number) >= size;
   }
+}
+
+/**
+ * A Node Readable over `length` bytes of an open handle from `offset` (default: to the
+ * end), read `chunkBytes` at a time on demand. It does not close the handle.
+ */
+export function readRange(
+  handle: ReadHandle,
+  options: { readonly offset?: number; readonly length?: number; readonly chunkBytes?: number } = {},
+): Readable {
+  const start = options.offset ?? 0;
+  const end = options.length === undefined ? handle.size : Math.min(handle.size, start + options.length);
+  const chunk = options.chunkBytes ?? 256 * 1024;
+  checkRange('range', start, end > start ? end - start : 0);
+  if (!Number.isSafeInteger(chunk) || chunk <= 0) throw new TachyonError('USAGE', `readRange: bad chunk size ${String(chunk)}`);
+  let pos = start;
+  return new Readable({
+    highWaterMark: chunk,
+    read(): void {
+      if (pos >= end) {
+        this.push(null);
+        return;
+      }
+      const n = Math.min(chunk, end - pos);
+      handle.read(pos, n).then(
+        (buf) => {
+          if (buf.length === 0) {
+            this.push(null); // the file shrank
+            return;
+          }
+          pos += buf.length;
+          this.push(buf);
+        },
+        (err: unknown) => this.destroy(err instanceof Error ? err : new Error(String(err))),
+      );
+    },
+  });
 }
 
 /** The error a commit with unwritten bytes fails with. */

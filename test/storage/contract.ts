@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { TachyonError } from '../../src/core/errors.js';
-import { normalizeStoragePath, type StorageBackend } from '../../src/storage/index.js';
+import { normalizeStoragePath, readRange, type StorageBackend } from '../../src/storage/index.js';
 import { rejectsCode } from '../helpers/errors.js';
 import { Rng } from '../helpers/rng.js';
 
@@ -127,6 +127,27 @@ export function storageContract(name: string, makeBackend: MakeBackend): void {
         assert.equal((await h.read(5, 0)).length, 0);
         await rejectsCode(h.read(-1, 10), 'USAGE', 'negative offset');
         await rejectsCode(h.read(0, 1.5), 'USAGE', 'fractional length');
+      } finally {
+        await h.close();
+      }
+    }));
+
+    it('streams byte ranges through readRange', withBackend(async (s) => {
+      const data = new Rng(5).bytes(100_000);
+      await putFile(s, 'f', data);
+      const h = await s.openRead('f');
+      try {
+        const collect = async (opts: Parameters<typeof readRange>[1]) => {
+          const parts: Buffer[] = [];
+          for await (const part of readRange(h, opts)) parts.push(part as Buffer);
+          return Buffer.concat(parts);
+        };
+        assert.equal(sha256(await collect({ chunkBytes: 7_000 })), sha256(data), 'whole file');
+        assert.deepEqual(await collect({ offset: 12_345, length: 50_000, chunkBytes: 4096 }), data.subarray(12_345, 62_345));
+        assert.deepEqual(await collect({ offset: 99_990, length: 100 }), data.subarray(99_990), 'clipped at the end');
+        assert.equal((await collect({ offset: 200_000 })).length, 0, 'past the end');
+        assert.throws(() => readRange(h, { offset: -1 }), (e: unknown) => e instanceof TachyonError && e.code === 'USAGE');
+        assert.throws(() => readRange(h, { chunkBytes: 0 }), (e: unknown) => e instanceof TachyonError && e.code === 'USAGE');
       } finally {
         await h.close();
       }
