@@ -1,0 +1,4 @@
+/** The storage layer: the StorageBackend seam and its adapters. */
+export * from './backend.js';
+export { LocalStorage, translateFsError } from './local.js';
+export { MemoryStorage, type MemoryStorageOptions } from './memory.js';
