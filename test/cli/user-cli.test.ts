@@ -7,43 +7,22 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import BetterSqlite3 from 'better-sqlite3';
 import ssh2 from 'ssh2';
 import { fingerprintOf } from '../../src/control/hostkeys.js';
+import { startCli, type RunResult } from '../helpers/cli.js';
 
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const bin = path.join(repo, 'bin', 'tachyon.js');
-
-interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 let work: string;
 
+/** Runs `tachyon ARGS` in the work directory, with `stdin` as its standard input. */
 function tachyon(args: string[], stdin?: string): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [bin, ...args], { cwd: work, env: { ...process.env, HOME: work } });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const t = setTimeout(() => {
-      p.kill('SIGKILL');
-      reject(new Error(`tachyon ${args.join(' ')} timed out\n${stderr}`));
-    }, 30_000);
-    p.on('close', (code) => {
-      clearTimeout(t);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-    p.stdin.end(stdin ?? '');
-  });
+  const { child, done } = startCli(args, work, 30_000);
+  child.stdin.end(stdin ?? '');
+  return done;
 }
 
 async function ok(args: string[], stdin?: string): Promise<string> {
