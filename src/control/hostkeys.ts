@@ -2,7 +2,7 @@
  * SSH key handling for the control channel: the server's host key (load or create),
  * OpenSSH fingerprints, authorized_keys parsing and known_hosts checking.
  */
-import { createHash, createHmac, createPublicKey, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, createPublicKey, randomBytes, timingSafeEqual } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
@@ -134,22 +134,29 @@ export async function loadOrCreateHostKey(file: string): Promise<HostKeyInfo> {
 
   const pair = utils.generateKeyPairSync('ed25519', { comment: `tachyon-host@${hostname()}` });
   const privateKey = Buffer.from(pair.private, 'utf8');
+  // written in full under a temporary name, then linked into place: a process that
+  // starts at the same moment sees either no key or a complete one, never a partial file
+  const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
   try {
     await fs.mkdir(dirname(file), { recursive: true, mode: 0o700 });
-    const handle = await fs.open(file, 'wx', 0o600);
+    const handle = await fs.open(tmp, 'wx', 0o600);
     try {
       await handle.writeFile(privateKey);
       await handle.sync();
     } finally {
       await handle.close();
     }
+    await fs.link(tmp, file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
       // Another process created it in the meantime: use that one.
+      await fs.rm(tmp, { force: true });
       return loadOrCreateHostKey(file);
     }
+    await fs.rm(tmp, { force: true });
     throw ioError(err, `create host key ${file}`);
   }
+  await fs.rm(tmp, { force: true });
   try {
     await fs.writeFile(`${file}.pub`, `${pair.public}\n`, { mode: 0o644 });
   } catch (err) {
