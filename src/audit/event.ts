@@ -103,6 +103,12 @@ export interface AuditFieldsByType {
     changed?: readonly string[];
     clientAddress?: string;
   };
+  /**
+   * A node API request ended in an error other than an authentication, permission or path
+   * refusal (those have their own types): the route (its pattern, not the raw URL), the
+   * HTTP status and the error code; `principal` is the access key id or admin, if known.
+   */
+  'api.error': AuditPeer & { method: string; route: string; status: number; code: string; principal?: string; reason?: string };
   /** A configuration was refused (file, field, reason). */
   'config.error': { source: string; field?: string; reason: string };
   /** The server started or stopped. */
@@ -134,6 +140,7 @@ export const AUDIT_EVENT_TYPES = [
   'refusal.channel',
   'refusal.limit',
   'config.change',
+  'api.error',
   'config.error',
   'server.start',
   'server.stop',
@@ -160,6 +167,7 @@ export const DEFAULT_SEVERITY: Readonly<Record<AuditEventType, AuditSeverity>> =
   'refusal.channel': 'warning',
   'refusal.limit': 'warning',
   'config.change': 'notice',
+  'api.error': 'warning',
   'config.error': 'error',
   'server.start': 'notice',
   'server.stop': 'notice',

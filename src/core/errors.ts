@@ -6,6 +6,7 @@
 export const ERROR_CODES = {
   // usage and configuration
   USAGE: { exit: 2, retryable: false, summary: 'The command line or a parameter is invalid.' },
+  TOO_LARGE: { exit: 65, retryable: false, summary: 'The request is too large.' },
   CONFIG: { exit: 78, retryable: false, summary: 'A configuration value is invalid.' },
   // state
   DB_UNAVAILABLE: { exit: 69, retryable: true, summary: 'The database is unavailable.' },

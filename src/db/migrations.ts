@@ -41,9 +41,34 @@ const m0001: Migration = {
     await db.schema.dropTable('transfer_user').execute();
   },
 };
+
+/** Access keys of the node API (src/node-api/access-keys.ts); secrets only as argon2id hashes. */
+const m0002: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('access_key')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('kind', 'text', (c) => c.notNull())
+      .addColumn('storage_root', 'text')
+      .addColumn('permissions', 'text', (c) => c.notNull())
+      .addColumn('description', 'text', (c) => c.notNull().defaultTo(sql.lit('')))
+      .addColumn('secret_hash', 'text', (c) => c.notNull())
+      .addColumn('secret_version', 'integer', (c) => c.notNull())
+      .addColumn('previous_secret_hash', 'text')
+      .addColumn('previous_valid_until', 'text')
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .addColumn('revoked_at', 'text')
+      .execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('access_key').execute();
+  },
+};
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 /** Every migration, by name. Names sort in the order they apply. */
 export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   '0001_transfer_users': m0001,
+  '0002_access_keys': m0002,
 });

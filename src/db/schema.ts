@@ -41,8 +41,33 @@ export interface UserKeyTable {
   added_at: string;
 }
 
+/** An access key of the node API (or a node administrator's key: kind 'admin'). */
+export interface AccessKeyTable {
+  /** Public id (`AK…`); primary key. */
+  id: string;
+  /** 'access' (bound to a storage root) or 'admin' (manages keys; no storage). */
+  kind: string;
+  /** Canonical storage URL the key is confined to (null for admin keys). */
+  storage_root: string | null;
+  /** Comma-separated permissions (list,read,write,mkdir,rename,delete). */
+  permissions: string;
+  description: string;
+  /** argon2id hash (PHC string) of the current secret. */
+  secret_hash: string;
+  /** 1 at creation, +1 per rotation (bearer tokens remember the version they were made from). */
+  secret_version: number;
+  /** The secret before the last rotation, valid until previous_valid_until. */
+  previous_secret_hash: string | null;
+  previous_valid_until: string | null;
+  created_at: string;
+  updated_at: string;
+  /** Set once revoked; a revoked key never authenticates again. */
+  revoked_at: string | null;
+}
+
 /** Every table, for `Kysely<TachyonSchema>`. */
 export interface TachyonSchema {
   transfer_user: TransferUserTable;
   user_key: UserKeyTable;
+  access_key: AccessKeyTable;
 }

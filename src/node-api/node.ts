@@ -1,0 +1,82 @@
+/**
+ * The node API's composition root: access-key repository, authenticator, storage factory,
+ * the built-in plugins (access keys, files) plus any others, and the HTTPS application.
+ * `tachyon serve --config` (with a `nodeApi` section) and `tachyon start` call
+ * {@link startNodeApiServer}.
+ */
+import type { AuditSink } from '../audit/index.js';
+import type { Clock } from '../core/clock.js';
+import type { Database } from '../db/database.js';
+import type { RootPattern } from '../server/users/storage-roots.js';
+import { accessKeyRoutes } from './access-key-routes.js';
+import { AccessKeyRepository, type HashCost } from './access-keys.js';
+import { createNodeApi, type NodeApi } from './app.js';
+import { Authenticator, type StorageFactory } from './auth.js';
+import type { NodeApiPlugin } from './context.js';
+import { filesRoutes } from './files.js';
+import { storageFactory } from './storage-factory.js';
+
+export const NODE_API_VERSION = '0.1.0';
+
+export interface NodeApiServerOptions {
+  readonly database: Database;
+  readonly allowedRoots: readonly RootPattern[];
+  readonly audit: AuditSink;
+  readonly tls: { readonly cert: string; readonly key: string };
+  readonly listen?: string;
+  readonly port?: number;
+  /** Plugins beyond the built-in ones (transfer set-up, monitoring …). */
+  readonly plugins?: readonly NodeApiPlugin[];
+  readonly capabilities?: readonly string[];
+  readonly storage?: StorageFactory;
+  readonly clock?: Clock;
+  readonly hashCost?: HashCost;
+  readonly tokenTtlSeconds?: number;
+  readonly keyRecheckMs?: number;
+  readonly bodyLimit?: number;
+}
+
+export interface NodeApiServer {
+  readonly api: NodeApi;
+  readonly keys: AccessKeyRepository;
+  readonly authenticator: Authenticator;
+  readonly address: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** Builds the node API without listening (tests, the OpenAPI generator). */
+export async function buildNodeApi(o: NodeApiServerOptions): Promise<Omit<NodeApiServer, 'address' | 'port' | 'close'>> {
+  const keys = new AccessKeyRepository(o.database, { allowedRoots: o.allowedRoots, ...(o.clock ? { clock: o.clock } : {}), ...(o.hashCost ? { hashCost: o.hashCost } : {}) });
+  const authenticator = new Authenticator({
+    keys,
+    storage: o.storage ?? storageFactory(),
+    ...(o.clock ? { clock: o.clock } : {}),
+    ...(o.tokenTtlSeconds !== undefined ? { tokenTtlSeconds: o.tokenTtlSeconds } : {}),
+    ...(o.keyRecheckMs !== undefined ? { keyRecheckMs: o.keyRecheckMs } : {}),
+  });
+  const api = await createNodeApi({
+    tls: o.tls,
+    ...(o.listen !== undefined ? { listen: o.listen } : {}),
+    ...(o.port !== undefined ? { port: o.port } : {}),
+    ...(o.bodyLimit !== undefined ? { bodyLimit: o.bodyLimit } : {}),
+    audit: o.audit,
+    authenticator,
+    info: { version: NODE_API_VERSION, storageRootKinds: [...new Set(o.allowedRoots.map((r) => r.scheme))].sort(), ...(o.capabilities ? { capabilities: o.capabilities } : {}) },
+    plugins: [accessKeyRoutes({ keys, authenticator }), filesRoutes(), ...(o.plugins ?? [])],
+  });
+  return { api, keys, authenticator };
+}
+
+/** Builds and starts the node API. */
+export async function startNodeApiServer(o: NodeApiServerOptions): Promise<NodeApiServer> {
+  const built = await buildNodeApi(o);
+  let bound: { address: string; port: number };
+  try {
+    bound = await built.api.listen();
+  } catch (err) {
+    await built.api.close();
+    throw err;
+  }
+  return { ...built, address: bound.address, port: bound.port, close: () => built.api.close() };
+}

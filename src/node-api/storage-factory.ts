@@ -1,0 +1,24 @@
+/**
+ * Which `StorageBackend` serves a key's storage root URL. `file://` roots are
+ * `LocalStorage`; `s3://` roots go to the S3 factory the node is configured with (the S3
+ * backend, src/storage/s3.ts, plugs in here: `s3: (url) => S3Storage.open(…)`). Storage
+ * credentials come from the node's environment or configuration, never from a caller.
+ */
+import { TachyonError } from '../core/errors.js';
+import { LocalStorage, type StorageBackend } from '../storage/index.js';
+import { fileUrlPath, parseStorageUrl, type StorageUrl } from '../server/users/storage-roots.js';
+import type { StorageFactory } from './auth.js';
+
+export interface StorageFactoryOptions {
+  /** Opens an S3 root (`s3://bucket/prefix`); without it, S3 roots are refused. */
+  readonly s3?: (url: StorageUrl & { scheme: 's3' }) => Promise<StorageBackend>;
+}
+
+export function storageFactory(o: StorageFactoryOptions = {}): StorageFactory {
+  return async (rootUrl) => {
+    const url = parseStorageUrl(rootUrl, { field: 'storage_root' });
+    if (url.scheme === 'file') return LocalStorage.open(fileUrlPath(url));
+    if (o.s3) return o.s3(url);
+    throw new TachyonError('CONFIG', `no S3 backend is configured for ${rootUrl}`, { publicMessage: 'The storage of this access key is not available.' });
+  };
+}
