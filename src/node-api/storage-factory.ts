@@ -5,19 +5,22 @@
  * credentials come from the node's environment or configuration, never from a caller.
  */
 import { TachyonError } from '../core/errors.js';
-import { LocalStorage, type StorageBackend } from '../storage/index.js';
+import { ListingCache, LocalStorage, type StorageBackend } from '../storage/index.js';
 import { fileUrlPath, parseStorageUrl, type StorageUrl } from '../server/users/storage-roots.js';
 import type { StorageFactory } from './auth.js';
 
 export interface StorageFactoryOptions {
   /** Opens an S3 root (`s3://bucket/prefix`); without it, S3 roots are refused. */
   readonly s3?: (url: StorageUrl & { scheme: 's3' }) => Promise<StorageBackend>;
+  /** Shared by the local backends it opens. Default: a new cache (1M entries, 2 s). */
+  readonly listCache?: ListingCache;
 }
 
 export function storageFactory(o: StorageFactoryOptions = {}): StorageFactory {
+  const listCache = o.listCache ?? new ListingCache();
   return async (rootUrl) => {
     const url = parseStorageUrl(rootUrl, { field: 'storage_root' });
-    if (url.scheme === 'file') return LocalStorage.open(fileUrlPath(url));
+    if (url.scheme === 'file') return LocalStorage.open(fileUrlPath(url), { listCache });
     if (o.s3) return o.s3(url);
     throw new TachyonError('CONFIG', `no S3 backend is configured for ${rootUrl}`, { publicMessage: 'The storage of this access key is not available.' });
   };
