@@ -18,6 +18,7 @@ import { ManifestWriter } from './manifest.js';
 import { createReporter } from './progress.js';
 import { requireRemote, parseRemote } from './remote.js';
 import { registerUserCommands } from './user-commands.js';
+import { registerNodeApiCommands } from './node-api-commands.js';
 import { defaultHostKeyPath, runServe, runStart, type ServeOpts } from './serve.js';
 
 const DEFAULT_PORT = 33001;
@@ -275,7 +276,9 @@ export function buildProgram(): Command {
     .option('--data <dir>', 'data directory', 'tachyon-data')
     .option('--listen <addr>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'TCP/UDP port', String(DEFAULT_PORT))
-    .action(async (o: { data: string; listen: string; port: string }) => {
+    .option('--api-port <port>', 'TCP port of the node API (HTTPS)', '9092')
+    .option('--no-api', 'do not run the node API')
+    .action(async (o: { data: string; listen: string; port: string; apiPort: string; api: boolean }) => {
       process.exitCode = await runStart(o);
     });
 
@@ -318,6 +321,7 @@ export function buildProgram(): Command {
 
   registerUserCommands(program);
   registerAuditCommands(program);
+  registerNodeApiCommands(program);
   return program;
 }
 

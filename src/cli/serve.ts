@@ -19,6 +19,8 @@ import { loadAuthorizedKeys, startTransferServer, type TransferServer } from '..
 import { UserRepository } from '../server/users/repository.js';
 import { sftpForAccounts } from '../server/sftp.js';
 import { permittedCiphers } from '../server/users/model.js';
+import { startNodeApiServer, type NodeApiServer } from '../node-api/node.js';
+import { ensureLocalCertificate, loadServerTls } from '../node-api/pki.js';
 
 export interface ServeOpts {
   config?: string;
@@ -76,6 +78,15 @@ function announce(server: TransferServer, o: { json: boolean; log: Log; users: s
   }
 }
 
+function announceApi(api: NodeApiServer, o: { json: boolean; log: Log; caFile?: string }): void {
+  const host = api.address.includes(':') ? `[${api.address}]` : api.address;
+  const url = `https://${host}:${api.port}`;
+  if (o.json) o.log({ type: 'node-api.start', url, listen: api.address, port: api.port, ...(o.caFile ? { caFile: o.caFile } : {}) });
+  else {
+    process.stderr.write(`node API: ${url}${o.caFile ? ` (clients trust the CA ${o.caFile}, e.g. curl --cacert ${o.caFile})` : ''}\n`);
+  }
+}
+
 function parsePort(text: string): number {
   const port = Number(text);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new TachyonError('USAGE', `invalid port '${text}'`);
@@ -83,11 +94,12 @@ function parsePort(text: string): number {
 }
 
 /** Runs the multi-user server of a validated configuration until SIGINT/SIGTERM. */
-export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (users: number) => void): Promise<number> {
+export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (users: number) => void, caFile?: string): Promise<number> {
   const log = logger(json);
   let database: Database | undefined;
   let audit: AuditSink | undefined;
   let server: TransferServer | undefined;
+  let api: NodeApiServer | undefined;
   try {
     audit = cfg.auditLog ? new FileAuditSink(cfg.auditLog) : undefined;
     database = await openDatabase({ url: cfg.database, create: true });
@@ -119,12 +131,26 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
       subsystems: { sftp: sftpForAccounts(audit ? { audit } : {}) },
       onEvent: log,
     });
+    if (cfg.nodeApi && audit) {
+      const n = cfg.nodeApi;
+      api = await startNodeApiServer({
+        database,
+        allowedRoots: cfg.allowedRoots,
+        audit,
+        tls: loadServerTls({ certFile: n.certFile, keyFile: n.keyFile, ...(n.chainFile ? { chainFile: n.chainFile } : {}) }),
+        listen: n.listen,
+        port: n.port,
+        ...(n.tokenTtlSeconds !== undefined ? { tokenTtlSeconds: n.tokenTtlSeconds } : {}),
+      });
+    }
     const count = (await repo.list()).length;
     announce(server, { json, log, users: `${count} in ${database.location}`, ...(cfg.auditLog ? { audit: cfg.auditLog } : {}) });
+    if (api) announceApi(api, { json, log, ...(caFile ? { caFile } : {}) });
     hint?.(count);
     await untilSignal();
     return 0;
   } finally {
+    await api?.close();
     await server?.close();
     await database?.close();
     await audit?.close();
@@ -168,10 +194,12 @@ export async function runServe(o: ServeOpts): Promise<number> {
 }
 
 /** `tachyon start`: the multi-user server on embedded defaults (SQLite, local disk, audit log) under DIR. */
-export async function runStart(o: { data: string; listen: string; port: string }): Promise<number> {
+export async function runStart(o: { data: string; listen: string; port: string; apiPort: string; api: boolean }): Promise<number> {
   const data = path.resolve(o.data);
   const files = path.join(data, 'files');
   mkdirSync(files, { recursive: true, mode: 0o700 });
+  // the node API's private CA and a localhost certificate, made on first start
+  const pki = o.api ? await ensureLocalCertificate({ caDir: path.join(data, 'ca'), prefix: path.join(data, 'tls', 'node') }) : undefined;
   const cfg = await validateServerConfig(
     {
       listen: o.listen,
@@ -180,16 +208,24 @@ export async function runStart(o: { data: string; listen: string; port: string }
       database: path.join(data, 'tachyon.db'),
       allowedRoots: [`file://${files}/*`],
       auditLog: path.join(data, 'audit.log'),
+      ...(pki ? { nodeApi: { listen: o.listen, port: parsePort(o.apiPort), certFile: pki.certFile, keyFile: pki.keyFile } } : {}),
     },
     '(embedded defaults)',
     data,
   );
   process.stderr.write(`Tachyon on embedded defaults: data in ${data}\n`);
-  return runConfigured(cfg, false, (users) => {
-    if (users === 0) {
+  for (const f of pki?.created ?? []) process.stderr.write(`created ${f}\n`);
+  return runConfigured(
+    cfg,
+    false,
+    (users) => {
       const rel = path.relative(process.cwd(), files) || files;
-      process.stderr.write(`no transfer users yet; add one (docroots live under ${rel}/):\n`);
-      process.stderr.write(`  mkdir -p ${rel}/alice && npx tachyon user add alice --docroot ${rel}/alice --key ~/.ssh/id_ed25519.pub\n`);
-    }
-  });
+      if (users === 0) {
+        process.stderr.write(`no transfer users yet; add one (docroots live under ${rel}/):\n`);
+        process.stderr.write(`  mkdir -p ${rel}/alice && npx tachyon user add alice --docroot ${rel}/alice --key ~/.ssh/id_ed25519.pub\n`);
+      }
+      if (pki) process.stderr.write(`node API administrator key (shown once): npx tachyon access-key create --admin${o.data === 'tachyon-data' ? '' : ` --data ${o.data}`}\n`);
+    },
+    pki?.caFile,
+  );
 }

@@ -35,7 +35,7 @@ import { parseRootPattern, parseStorageUrl, fileUrlPath, type RootPattern } from
 /** The data directory of `tachyon start` (keep in step with runStart in main.ts). */
 const DEFAULT_DATA_DIR = 'tachyon-data';
 
-interface StoreOpts {
+export interface StoreOpts {
   config?: string;
   db?: string;
   allowedRoot: string[];
@@ -84,7 +84,7 @@ function listOf(values: string[] | undefined): string[] | undefined {
     .filter((v) => v !== '');
 }
 
-function addStoreOptions(cmd: Command): Command {
+export function addStoreOptions(cmd: Command): Command {
   return cmd
     .option('--config <file>', 'server configuration file (gives the database and the allowed storage roots)')
     .option('--db <url>', 'database: sqlite:///path/file.db, postgres://…, or a file path')
@@ -100,7 +100,7 @@ function addSettingOptions(cmd: Command, forSet: boolean): Command {
     .option('--max-rate <rate>', forSet ? "rate cap, e.g. 100m, 1g; 'none' removes it" : 'rate cap, e.g. 100m, 1g (default: only the server ceiling)');
 }
 
-interface Store {
+export interface Store {
   repo: UserRepository;
   database: Database;
   /** the server's audit log, when there is one: every change is recorded there */
@@ -109,7 +109,7 @@ interface Store {
   policy: CipherPolicy;
 }
 
-async function openStore(o: StoreOpts, create: boolean): Promise<Store> {
+export async function openStore(o: StoreOpts, create: boolean): Promise<Store> {
   let location: DatabaseLocation;
   let roots: RootPattern[];
   let policy: CipherPolicy = DEFAULT_CIPHER_POLICY;

@@ -344,3 +344,35 @@ export function clientTlsOptions(trust: ClientTrust): ConnectionOptions {
 export function clientAgent(trust: ClientTrust & { keepAlive?: boolean }): HttpsAgent {
   return new HttpsAgent({ ...clientTlsOptions(trust), keepAlive: trust.keepAlive ?? true });
 }
+
+/**
+ * What `tachyon start` does on every start: a CA in `caDir` if there is none, and a
+ * certificate for localhost, 127.0.0.1 and ::1 at `prefix` (.crt/.key) if there is none or
+ * it expires within `renewDays` (the old files are kept under `<file>.old-<time>`).
+ */
+export async function ensureLocalCertificate(o: { caDir: string; prefix: string; renewDays?: number; now?: Date }): Promise<{ caFile: string; certFile: string; keyFile: string; created: string[] }> {
+  const created: string[] = [];
+  const ca = caFiles(o.caDir);
+  const exists = (f: string): Promise<boolean> => fs.lstat(f).then(() => true, () => false);
+  if (!(await exists(ca.cert)) && !(await exists(ca.key))) {
+    await initCa({ dir: o.caDir, ...(o.now ? { now: o.now } : {}) });
+    created.push(ca.cert);
+  }
+  const certFile = `${o.prefix}.crt`;
+  const keyFile = `${o.prefix}.key`;
+  const now = o.now ?? new Date();
+  let renew = !(await exists(certFile)) || !(await exists(keyFile));
+  if (!renew) {
+    const leaf = new NodeX509(await fs.readFile(certFile));
+    renew = Date.parse(leaf.validTo) - now.getTime() < (o.renewDays ?? 30) * DAY_MS;
+    if (renew) {
+      const stamp = now.toISOString().replace(/[:.]/g, '-');
+      for (const f of [certFile, keyFile]) await fs.rename(f, `${f}.old-${stamp}`).catch(() => undefined);
+    }
+  }
+  if (renew) {
+    await issueServerCert({ caDir: o.caDir, dnsNames: ['localhost'], ipAddresses: ['127.0.0.1', '::1'], outPrefix: o.prefix, ...(o.now ? { now: o.now } : {}) });
+    created.push(certFile);
+  }
+  return { caFile: ca.cert, certFile, keyFile, created };
+}

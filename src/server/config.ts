@@ -58,6 +58,21 @@ export interface SshLimits {
 
 export const DEFAULT_SSH_LIMITS: SshLimits = Object.freeze({ maxAuthTries: 6, loginGraceSeconds: 30, idleTimeoutSeconds: 900 });
 
+/** The node API (HTTPS, docs/node-api.md) run by the same process, when configured. */
+export interface NodeApiConfig {
+  readonly listen: string;
+  readonly port: number;
+  /** PEM certificate (with its chain, or see chainFile), absolute path. */
+  readonly certFile: string;
+  /** PEM private key, absolute path. */
+  readonly keyFile: string;
+  readonly chainFile?: string;
+  /** Lifetime of bearer tokens from POST /auth/token, seconds. */
+  readonly tokenTtlSeconds?: number;
+}
+
+export const DEFAULT_NODE_API_PORT = 9092;
+
 /** A validated server configuration. */
 export interface ServerConfig {
   /** The file it was read from (absolute). */
@@ -77,6 +92,8 @@ export interface ServerConfig {
   readonly auditLog?: string;
   /** Users declared inline (validated; docroots canonical). */
   readonly users: readonly NewUser[];
+  /** The node API, if the file has a `nodeApi` section. */
+  readonly nodeApi?: NodeApiConfig;
 }
 
 /** A type error's message: `is required` when the field is missing, else `text`. */
@@ -136,6 +153,21 @@ const ConfigSchema = z.strictObject({
     .optional(),
   auditLog: nonEmpty.optional(),
   users: z.array(UserSchema).max(100_000).optional(),
+  nodeApi: z
+    .strictObject({
+      listen: nonEmpty.optional(),
+      port: z
+        .number(expected('expected a port number (0-65535)'))
+        .int({ error: 'expected a port number (0-65535)' })
+        .min(0, { error: 'expected a port number (0-65535)' })
+        .max(65535, { error: 'expected a port number (0-65535)' })
+        .optional(),
+      certFile: nonEmpty,
+      keyFile: nonEmpty,
+      chainFile: nonEmpty.optional(),
+      tokenTtlSeconds: posInt(12 * 3600).optional(),
+    })
+    .optional(),
 });
 
 /** `['users', 0, 'docroot']` → `users[0].docroot` */
@@ -276,6 +308,11 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
     users.push(Object.freeze(user));
   }
 
+  if (c.nodeApi !== undefined && c.auditLog === undefined) problems.push('nodeApi: needs auditLog (the node API audits every refusal and change)');
+  const apiListen = c.nodeApi?.listen ?? DEFAULT_LISTEN;
+  if (c.nodeApi !== undefined && isIP(apiListen) === 0 && !/^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$/.test(apiListen)) {
+    problems.push(`nodeApi.listen: expected an IP address or host name, got ${JSON.stringify(apiListen).slice(0, 60)}`);
+  }
   if (problems.length > 0 || database === undefined || maxRateBps === undefined) throw configError(file, problems);
   return Object.freeze({
     file: path.resolve(file),
@@ -289,6 +326,18 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
     ssh,
     ...(c.auditLog !== undefined ? { auditLog: abs(c.auditLog) } : {}),
     users: Object.freeze(users),
+    ...(c.nodeApi !== undefined
+      ? {
+          nodeApi: Object.freeze({
+            listen: apiListen,
+            port: c.nodeApi.port ?? DEFAULT_NODE_API_PORT,
+            certFile: abs(c.nodeApi.certFile),
+            keyFile: abs(c.nodeApi.keyFile),
+            ...(c.nodeApi.chainFile !== undefined ? { chainFile: abs(c.nodeApi.chainFile) } : {}),
+            ...(c.nodeApi.tokenTtlSeconds !== undefined ? { tokenTtlSeconds: c.nodeApi.tokenTtlSeconds } : {}),
+          }),
+        }
+      : {}),
   });
 }
 
