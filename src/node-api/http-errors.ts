@@ -7,7 +7,11 @@
 import type { TachyonError} from '../core/errors.js';
 import { ERROR_CODES, type ErrorCode } from '../core/errors.js';
 
-export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = Object.freeze({
+/**
+ * Status per code. A code missing here (one added to the catalogue later) gets 503 when
+ * it is retryable and 500 otherwise; add its row.
+ */
+export const HTTP_STATUS: Readonly<Partial<Record<ErrorCode, number>>> = Object.freeze({
   USAGE: 400,
   PATH_INVALID: 400,
   CIPHER_REFUSED: 400,
@@ -37,7 +41,7 @@ export interface ErrorBody {
 }
 
 export function httpStatusOf(code: ErrorCode): number {
-  return HTTP_STATUS[code];
+  return HTTP_STATUS[code] ?? (ERROR_CODES[code]?.retryable ? 503 : 500);
 }
 
 /** The sanitized body of an error. INTERNAL (and anything not a TachyonError) says only the summary. */
