@@ -80,3 +80,37 @@ export async function startNodeApiServer(o: NodeApiServerOptions): Promise<NodeA
   }
   return { ...built, address: bound.address, port: bound.port, close: () => built.api.close() };
 }
+
+/**
+ * The OpenAPI document of the node API with the built-in routes and `plugins`, built on
+ * throwaway TLS material and an in-memory database (for docs/node-api.openapi.json: see
+ * scripts/node-api-openapi.mjs and its test).
+ */
+export async function openApiDocument(plugins: readonly NodeApiPlugin[] = []): Promise<Record<string, unknown>> {
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const path = await import('node:path');
+  const { MemoryAuditSink } = await import('../audit/index.js');
+  const { openDatabase } = await import('../db/database.js');
+  const { initCa, issueServerCert, loadServerTls } = await import('./pki.js');
+  const { parseRootPattern } = await import('../server/users/storage-roots.js');
+  const dir = await mkdtemp(path.join(tmpdir(), 'tachyon-openapi-'));
+  const database = await openDatabase({ url: 'sqlite::memory:' });
+  try {
+    await initCa({ dir: path.join(dir, 'ca') });
+    const c = await issueServerCert({ caDir: path.join(dir, 'ca'), dnsNames: ['localhost'], outPrefix: path.join(dir, 'node') });
+    const built = await buildNodeApi({
+      database,
+      allowedRoots: [parseRootPattern('file:///srv/*'), parseRootPattern('s3://*')],
+      audit: new MemoryAuditSink(),
+      tls: loadServerTls({ certFile: c.certFile, keyFile: c.keyFile }),
+      plugins,
+    });
+    const doc = built.api.openApi();
+    await built.api.close();
+    return doc;
+  } finally {
+    await database.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
