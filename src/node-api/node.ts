@@ -10,7 +10,8 @@ import type { Database } from '../db/database.js';
 import type { RootPattern } from '../server/users/storage-roots.js';
 import { accessKeyRoutes } from './access-key-routes.js';
 import { AccessKeyRepository, type HashCost } from './access-keys.js';
-import { createNodeApi, type NodeApi } from './app.js';
+import { createNodeApi, DEFAULT_NODE_API_LISTEN, DEFAULT_NODE_API_PORT, type NodeApi } from './app.js';
+import { TachyonError } from '../core/errors.js';
 import { Authenticator, type StorageFactory } from './auth.js';
 import type { NodeApiPlugin } from './context.js';
 import { filesRoutes } from './files.js';
@@ -76,6 +77,10 @@ export async function startNodeApiServer(o: NodeApiServerOptions): Promise<NodeA
     bound = await built.api.listen();
   } catch (err) {
     await built.api.close();
+    const code = (err as NodeJS.ErrnoException).code;
+    const where = `${o.listen ?? DEFAULT_NODE_API_LISTEN}:${o.port ?? DEFAULT_NODE_API_PORT}`;
+    if (code === 'EADDRINUSE') throw new TachyonError('CONFIG', `the node API cannot listen on ${where}: the port is in use (choose another: --api-port, or nodeApi.port in the configuration)`, { cause: err });
+    if (code === 'EACCES' || code === 'EADDRNOTAVAIL') throw new TachyonError('CONFIG', `the node API cannot listen on ${where}: ${code}`, { cause: err });
     throw err;
   }
   return { ...built, address: bound.address, port: bound.port, close: () => built.api.close() };

@@ -15,7 +15,7 @@ import { connect, type ConnectionOptions } from 'node:tls';
 import { MemoryAuditSink } from '../../src/audit/index.js';
 import { openDatabase, type Database } from '../../src/db/database.js';
 import { startNodeApiServer, type NodeApiServer } from '../../src/node-api/node.js';
-import { clientAgent, clientTlsOptions, initCa, issueServerCert, loadServerTls, MAX_SERVER_CERT_DAYS } from '../../src/node-api/pki.js';
+import { clientAgent, clientTlsOptions, ensureLocalCertificate, initCa, issueServerCert, loadServerTls, MAX_SERVER_CERT_DAYS } from '../../src/node-api/pki.js';
 import { parseRootPattern } from '../../src/server/users/storage-roots.js';
 import { rejectsCode, throwsCode } from '../helpers/errors.js';
 import { httpsCall, TEST_HASH_COST } from './helpers.js';
@@ -155,6 +155,28 @@ describe('node API TLS', () => {
     const a = clientAgent({ caFile, keepAlive: false });
     await assert.rejects(httpsCall(a, expiredPort, 'GET', '/openapi.json'), (err: NodeJS.ErrnoException) => err.code === 'CERT_HAS_EXPIRED');
     a.destroy();
+  });
+
+  it('ensureLocalCertificate (tachyon start): makes CA and certificate once, keeps them, renews a certificate close to expiry', async () => {
+    const caDir2 = path.join(work, 'start-ca');
+    const prefix = path.join(work, 'start-tls', 'node');
+    const first = await ensureLocalCertificate({ caDir: caDir2, prefix });
+    assert.equal(first.created.length, 2);
+    const fp = new X509Certificate(readFileSync(first.certFile)).fingerprint256;
+    const again = await ensureLocalCertificate({ caDir: caDir2, prefix });
+    assert.deepEqual(again.created, []);
+    assert.equal(new X509Certificate(readFileSync(again.certFile)).fingerprint256, fp);
+    const later = await ensureLocalCertificate({ caDir: caDir2, prefix, now: new Date(Date.now() + 380 * 86_400_000) });
+    assert.deepEqual(later.created, [`${prefix}.crt`]);
+    const renewed = new X509Certificate(readFileSync(later.certFile));
+    assert.notEqual(renewed.fingerprint256, fp);
+    assert.match(String(renewed.subjectAltName), /IP Address:::1|IP Address:0:0:0:0:0:0:0:1/);
+  });
+
+  it('a port in use is a CONFIG error that says what to do', async () => {
+    const tls = loadServerTls({ certFile: path.join(work, 'node.crt'), keyFile: path.join(work, 'node.key') });
+    const err = await rejectsCode(startNodeApiServer({ database, allowedRoots: [], audit: new MemoryAuditSink(), tls, listen: '127.0.0.1', port }), 'CONFIG');
+    assert.match(err.message, /port is in use/);
   });
 
   it('the client trusts only the given CA unless the system store is asked for', () => {
