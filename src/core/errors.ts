@@ -10,6 +10,7 @@ export const ERROR_CODES = {
   CONFIG: { exit: 78, retryable: false, summary: 'A configuration value is invalid.' },
   // state
   DB_UNAVAILABLE: { exit: 69, retryable: true, summary: 'The database is unavailable.' },
+  BUSY: { exit: 75, retryable: true, summary: 'The server is busy; try again later.' },
   // authentication and trust
   HOST_KEY_UNKNOWN: { exit: 77, retryable: false, summary: "The server's host key is not pinned." },
   HOST_KEY_MISMATCH: { exit: 77, retryable: false, summary: "The server's host key does not match the pinned one." },

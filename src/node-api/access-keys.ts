@@ -87,6 +87,13 @@ export interface NewAccessKey {
 
 export interface AccessKeyRepositoryOptions {
   readonly allowedRoots: readonly RootPattern[];
+  /**
+   * argon2id verifications run at once (default 2), so that a flood of Basic attempts
+   * leaves libuv's thread pool to file I/O; at most `maxQueuedVerifications` (default 64)
+   * wait, beyond that a verification is refused with `BUSY` (503).
+   */
+  readonly maxConcurrentVerifications?: number;
+  readonly maxQueuedVerifications?: number;
   readonly clock?: Clock;
   readonly hashCost?: HashCost;
   /** Called after each committed change (for the audit log; never holds a secret). */
@@ -140,6 +147,8 @@ export class AccessKeyRepository {
   private readonly cost: HashCost;
   /** A hash to verify against when the key is unknown, so that timing does not tell. */
   private dummyHash: Promise<string> | undefined;
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
 
   constructor(
     private readonly database: Database,
@@ -155,6 +164,27 @@ export class AccessKeyRepository {
 
   private hash(secret: string): Promise<string> {
     return argon2.hash(secret, { type: argon2.argon2id, ...this.cost });
+  }
+
+  /** Runs one argon2 verification within the concurrency limit. */
+  private async limited(hash: string, secret: string): Promise<boolean> {
+    const max = this.options.maxConcurrentVerifications ?? 2;
+    if (this.running >= max) {
+      if (this.waiting.length >= (this.options.maxQueuedVerifications ?? 64)) {
+        throw new TachyonError('BUSY', 'too many credential verifications waiting', { details: { reason: 'verification-queue-full' } });
+      }
+      // the finishing verification hands its slot over: `running` stays counted
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    } else {
+      this.running++;
+    }
+    try {
+      return await argon2.verify(hash, secret).catch(() => false);
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running--;
+    }
   }
 
   /**
@@ -287,15 +317,15 @@ export class AccessKeyRepository {
     const row = ACCESS_KEY_ID_PATTERN.test(id) ? await this.database.db.selectFrom('access_key').selectAll().where('id', '=', id).executeTakeFirst() : undefined;
     if (!row) {
       this.dummyHash ??= this.hash(newSecret());
-      await argon2.verify(await this.dummyHash, secret).catch(() => false);
+      await this.limited(await this.dummyHash, secret);
       return { ok: false, reason: 'unknown-key' };
     }
     const key = toKey(row);
-    if (await argon2.verify(row.secret_hash, secret).catch(() => false)) {
+    if (await this.limited(row.secret_hash, secret)) {
       return row.revoked_at !== null ? { ok: false, reason: 'revoked', key } : { ok: true, key, version: key.secretVersion };
     }
     if (row.previous_secret_hash !== null && row.previous_valid_until !== null && Date.parse(row.previous_valid_until) > this.clock.now()) {
-      if (await argon2.verify(row.previous_secret_hash, secret).catch(() => false)) {
+      if (await this.limited(row.previous_secret_hash, secret)) {
         return row.revoked_at !== null ? { ok: false, reason: 'revoked', key } : { ok: true, key, version: key.secretVersion - 1 };
       }
     }

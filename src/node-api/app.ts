@@ -170,6 +170,7 @@ export async function createNodeApi(o: NodeApiOptions): Promise<NodeApi> {
     const status = httpStatusOf(err.code);
     auditError(request, err, status);
     if (status === 401) reply.header('www-authenticate', 'Basic realm="tachyon-node", charset="UTF-8", Bearer realm="tachyon-node"');
+    if (status === 503) reply.header('retry-after', '1');
     return reply.code(status).type('application/json; charset=utf-8').send(errorBody(err, request.id));
   };
 

@@ -29,6 +29,7 @@ export const HTTP_STATUS: Readonly<Partial<Record<ErrorCode, number>>> = Object.
   DISK_FULL: 507,
   IO: 503,
   DB_UNAVAILABLE: 503,
+  BUSY: 503,
   CONNECT: 502,
   PEER_VANISHED: 502,
   CONFIG: 500,

@@ -35,6 +35,9 @@ export interface NodeApiServerOptions {
   readonly tokenTtlSeconds?: number;
   readonly keyRecheckMs?: number;
   readonly bodyLimit?: number;
+  /** argon2id verifications at once and waiting (see AccessKeyRepositoryOptions). */
+  readonly maxConcurrentVerifications?: number;
+  readonly maxQueuedVerifications?: number;
 }
 
 export interface NodeApiServer {
@@ -48,7 +51,13 @@ export interface NodeApiServer {
 
 /** Builds the node API without listening (tests, the OpenAPI generator). */
 export async function buildNodeApi(o: NodeApiServerOptions): Promise<Omit<NodeApiServer, 'address' | 'port' | 'close'>> {
-  const keys = new AccessKeyRepository(o.database, { allowedRoots: o.allowedRoots, ...(o.clock ? { clock: o.clock } : {}), ...(o.hashCost ? { hashCost: o.hashCost } : {}) });
+  const keys = new AccessKeyRepository(o.database, {
+    allowedRoots: o.allowedRoots,
+    ...(o.clock ? { clock: o.clock } : {}),
+    ...(o.hashCost ? { hashCost: o.hashCost } : {}),
+    ...(o.maxConcurrentVerifications !== undefined ? { maxConcurrentVerifications: o.maxConcurrentVerifications } : {}),
+    ...(o.maxQueuedVerifications !== undefined ? { maxQueuedVerifications: o.maxQueuedVerifications } : {}),
+  });
   const authenticator = new Authenticator({
     keys,
     storage: o.storage ?? storageFactory(),

@@ -228,3 +228,23 @@ describe('node API over HTTPS', () => {
     }
   });
 });
+
+describe('node API under a flood of Basic attempts', () => {
+  it('bounds argon2id verifications: beyond the queue, 503 BUSY (sanitized, audited), never a 500; bearer requests still pass', async () => {
+    const node = await startTestNode({ maxConcurrentVerifications: 1, maxQueuedVerifications: 2 });
+    try {
+      const k = await node.createKey('flood', ['list']);
+      const tok = ((await node.request('POST', '/auth/token', { auth: k.basic, body: {} })).json as { access_token: string }).access_token;
+      const bad = basic(k.id, `tsk_${'A'.repeat(43)}`);
+      const rs = await Promise.all(Array.from({ length: 24 }, () => node.request('GET', '/files/browse', { auth: bad })));
+      const statuses = rs.map((r) => r.status);
+      assert.ok(statuses.every((s) => s === 401 || s === 503), statuses.join(','));
+      assert.ok(statuses.includes(503) && statuses.includes(401), statuses.join(','));
+      const busy = rs.find((r) => r.status === 503) as Response;
+      assertError(node, busy, 503, 'BUSY', 'api.error');
+      assert.equal((await node.request('GET', '/files/browse', { auth: `Bearer ${tok}` })).status, 200);
+    } finally {
+      await node.close();
+    }
+  });
+});

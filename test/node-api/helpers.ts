@@ -88,7 +88,9 @@ export async function makePki(work: string): Promise<{ caDir: string; caFile: st
   return { caDir, caFile: ca.certFile, certFile: cert.certFile, keyFile: cert.keyFile };
 }
 
-export async function startTestNode(o: { plugins?: NodeApiPlugin[]; tokenTtlSeconds?: number; keyRecheckMs?: number; bodyLimit?: number } = {}): Promise<TestNode> {
+export async function startTestNode(
+  o: { plugins?: NodeApiPlugin[]; tokenTtlSeconds?: number; keyRecheckMs?: number; bodyLimit?: number; maxConcurrentVerifications?: number; maxQueuedVerifications?: number } = {},
+): Promise<TestNode> {
   const work = mkdtempSync(path.join(os.tmpdir(), 'tachyon-nodeapi-'));
   const files = path.join(work, 'files');
   mkdirSync(files, { recursive: true });
@@ -109,6 +111,8 @@ export async function startTestNode(o: { plugins?: NodeApiPlugin[]; tokenTtlSeco
     ...(o.tokenTtlSeconds !== undefined ? { tokenTtlSeconds: o.tokenTtlSeconds } : {}),
     ...(o.keyRecheckMs !== undefined ? { keyRecheckMs: o.keyRecheckMs } : {}),
     ...(o.bodyLimit !== undefined ? { bodyLimit: o.bodyLimit } : {}),
+    ...(o.maxConcurrentVerifications !== undefined ? { maxConcurrentVerifications: o.maxConcurrentVerifications } : {}),
+    ...(o.maxQueuedVerifications !== undefined ? { maxQueuedVerifications: o.maxQueuedVerifications } : {}),
   });
   const adminKey = await server.keys.create({ kind: 'admin', description: 'test admin' });
   const agent = clientAgent({ caFile: pki.caFile });
