@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { verifyAuditLog } from '../../src/audit/index.js';
 import { SECURITY_HEADERS } from '../../src/node-api/app.js';
+import { Rng } from '../helpers/rng.js';
 import { basic, startTestNode, type Response, type TestNode } from './helpers.js';
 
 const ULID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
@@ -151,6 +152,20 @@ describe('node API over HTTPS', () => {
       messages.add((r.json as { error: { message: string } }).error.message);
     }
     assert.equal(messages.size, 1, 'the reason is not disclosed');
+  });
+
+  it('fuzz: random Authorization headers are 401 (or 400/403), never a 5xx, never accepted', async () => {
+    const rng = new Rng(0xa17);
+    const k = await node.createKey('fuzzauth', ['list']);
+    const pieces = ['Basic ', 'Bearer ', 'basic ', 'BEARER ', 'tbt_', 'tsk_', k.id, ':', '=', '==', 'A', 'z', '+', '/', '-', '_', ' ', '\t', '\u00e9', k.secret.slice(0, 10)];
+    for (let i = 0; i < 150; i++) {
+      let h = Array.from({ length: rng.range(1, 8) }, () => rng.pick(pieces)).join('');
+      if (rng.chance(0.3)) h = `Basic ${Buffer.from(Array.from({ length: rng.range(0, 6) }, () => rng.pick(pieces)).join('')).toString('base64')}`;
+      h = h.replace(/[^\t\x20-\x7e]/g, '');
+      const r = await node.request('GET', '/files/browse', { auth: h });
+      assert.ok([400, 401, 403].includes(r.status), `${JSON.stringify(h)} → ${r.status} ${r.text}`);
+      assert.equal((r.json as { error: { correlation_id: string } }).error.correlation_id, r.headers['x-correlation-id']);
+    }
   });
 
   it('bearer tokens: POST /auth/token exchanges a key for a token that works until it expires; Basic is required to get one', async () => {
