@@ -13,12 +13,11 @@ import { Endpoint } from '../transport/session/endpoint.js';
 import { openUdpSocket } from '../transport/socket/udp.js';
 import { clientTransfer, DEFAULT_DATAGRAM_SIZE } from '../transfer/session.js';
 import { parseFileList } from '../transfer/sources.js';
-import { registerAuditCommands } from './audit-commands.js';
 import { ManifestWriter } from './manifest.js';
 import { createReporter } from './progress.js';
 import { requireRemote, parseRemote } from './remote.js';
-import { registerUserCommands } from './user-commands.js';
-import { defaultHostKeyPath, runServe, runStart, type ServeOpts } from './serve.js';
+import { defaultHostKeyPath } from './defaults.js';
+import type { ServeOpts } from './serve.js';
 
 const DEFAULT_PORT = 33001;
 
@@ -260,7 +259,7 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
   }
 }
 
-export function buildProgram(): Command {
+export function buildProgram(argv: readonly string[] = process.argv): Command {
   const program = new Command();
   program
     .name('tachyon')
@@ -276,6 +275,7 @@ export function buildProgram(): Command {
     .option('--listen <addr>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'TCP/UDP port', String(DEFAULT_PORT))
     .action(async (o: { data: string; listen: string; port: string }) => {
+      const { runStart } = await import('./serve.js');
       process.exitCode = await runStart(o);
     });
 
@@ -295,6 +295,7 @@ export function buildProgram(): Command {
     .option('--max-rate <rate>', 'ceiling on any session rate', '10g')
     .option('--json', 'log events as JSON lines on stdout', false)
     .action(async (o: ServeOpts) => {
+      const { runServe } = await import('./serve.js');
       process.exitCode = await runServe(o);
     });
 
@@ -316,14 +317,41 @@ export function buildProgram(): Command {
     process.exitCode = await runTransfer('recv', paths, o);
   });
 
-  registerUserCommands(program);
-  registerAuditCommands(program);
+  // Administration commands load their implementation (database, audit, HTTP, S3 …)
+  // only when they run: `send` and `recv` start faster, which a short transfer on a
+  // long path feels (each 100 ms of start-up is a round trip).
+  lazyGroup(program, argv, 'user', 'manage transfer users in the server database (add, list, show, set, disable, remove, key)', async () =>
+    (await import('./user-commands.js')).registerUserCommands,
+  );
+  lazyGroup(program, argv, 'audit', 'read and verify audit logs', async () => (await import('./audit-commands.js')).registerAuditCommands);
   return program;
+}
+
+/**
+ * Registers a command group by name and description only; when it is invoked, its
+ * module is imported, registers the real commands on a fresh program, and that program
+ * parses the command line (so `tachyon GROUP --help` and every option behave as if the
+ * group were registered up front).
+ */
+function lazyGroup(program: Command, argv: readonly string[], name: string, description: string, load: () => Promise<(p: Command) => void>): void {
+  program
+    .command(name)
+    .description(description)
+    .helpOption(false)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .argument('[args...]')
+    .action(async () => {
+      const register = await load();
+      const real = new Command().name('tachyon').exitOverride().configureOutput({ writeErr: (s) => process.stderr.write(s) });
+      register(real);
+      await real.parseAsync(argv as string[]);
+    });
 }
 
 /** Runs the CLI; resolves to the process exit code. */
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  const program = buildProgram(argv);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;

@@ -33,10 +33,7 @@ export interface ServeOpts {
   json: boolean;
 }
 
-export function defaultHostKeyPath(): string {
-  const base = process.env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config');
-  return path.join(base, 'tachyon', 'ssh_host_ed25519_key');
-}
+export { defaultHostKeyPath } from './defaults.js';
 
 type Log = (e: Record<string, unknown>) => void;
 
