@@ -18,6 +18,7 @@ import { ManifestWriter } from './manifest.js';
 import { createReporter } from './progress.js';
 import { requireRemote, parseRemote } from './remote.js';
 import { registerUserCommands } from './user-commands.js';
+import { registerTokenCommands } from './token-commands.js';
 import { defaultHostKeyPath, runServe, runStart, type ServeOpts } from './serve.js';
 import { readTransferSpec, specTransfer, type SpecTransfer } from './transfer-spec.js';
 
@@ -341,6 +342,7 @@ export function buildProgram(): Command {
 
   registerUserCommands(program);
   registerAuditCommands(program);
+  registerTokenCommands(program);
   return program;
 }
 

@@ -20,7 +20,7 @@ import { UserRepository } from '../server/users/repository.js';
 import { sftpForAccounts } from '../server/sftp.js';
 import { permittedCiphers } from '../server/users/model.js';
 import { fileAccessKeyStatus, staticAccessKeyStatus, TokenLogin } from '../server/token-login.js';
-import { loadTokenKeyring, TransferTokenCodec } from '../server/transfer-token.js';
+import { fileTokenKeys, TransferTokenCodec } from '../server/transfer-token.js';
 import { systemClock } from '../core/clock.js';
 
 export interface ServeOpts {
@@ -108,7 +108,7 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
     const tokens = tt
       ? new TokenLogin({
           user: tt.user,
-          codec: new TransferTokenCodec({ nodeId: tt.nodeId, keys: loadTokenKeyring(tt.keyFile, { graceMs: tt.keyGraceSeconds * 1000 }), clock: systemClock }),
+          codec: new TransferTokenCodec({ nodeId: tt.nodeId, keys: fileTokenKeys(tt.keyFile, { graceMs: tt.keyGraceSeconds * 1000 }), clock: systemClock }),
           accessKeys: tt.accessKeysFile !== undefined ? fileAccessKeyStatus(tt.accessKeysFile) : staticAccessKeyStatus({}),
           ciphers: permittedCiphers(cfg.cipherPolicy),
           allowedRoots: cfg.allowedRoots,

@@ -146,6 +146,48 @@ export function loadTokenKeyring(file: string, o: { clock?: Clock; graceMs?: num
   return Object.freeze({ current, previous: Object.freeze({ ...tokenKeyOf(prev), acceptUntil }) });
 }
 
+/** Where a codec gets its keys: a fixed keyring, or one that follows a key file. */
+export interface TokenKeySource {
+  keyring(): TokenKeyring;
+}
+
+/**
+ * The keyring of a key file, reloaded when the file or its `.previous` changes (checked
+ * at most once a second), so that a rotation reaches running servers and node APIs
+ * without a restart.
+ */
+export function fileTokenKeys(file: string, o: { clock?: Clock; graceMs?: number; checkEveryMs?: number } = {}): TokenKeySource {
+  const stamp = (): string => {
+    const one = (f: string): string => {
+      try {
+        const st = statSync(f);
+        return `${st.ino}:${st.mtimeMs}:${st.size}`;
+      } catch {
+        return '-';
+      }
+    };
+    return `${one(file)}|${one(`${file}.previous`)}`;
+  };
+  let ring = loadTokenKeyring(file, o);
+  let seen = stamp();
+  let checkedAt = Date.now();
+  const every = o.checkEveryMs ?? 1000;
+  return {
+    keyring() {
+      const now = Date.now();
+      if (now - checkedAt >= every) {
+        checkedAt = now;
+        const st = stamp();
+        if (st !== seen) {
+          ring = loadTokenKeyring(file, o);
+          seen = stamp();
+        }
+      }
+      return ring;
+    },
+  };
+}
+
 /** Rotates the token key: the current one becomes `<file>.previous`, a new one is made. */
 export function rotateTokenKey(file: string): TokenKeyring {
   if (readKeyFile(file) === undefined) return loadTokenKeyring(file);
@@ -197,28 +239,25 @@ function header(keyId: string, nodeId: string): Buffer {
 
 export interface TokenCodecOptions {
   nodeId: string;
-  keys: TokenKeyring;
+  keys: TokenKeyring | TokenKeySource;
   clock: Clock;
 }
 
 /** Seals and opens the transfer tokens of one node. */
 export class TransferTokenCodec {
   private readonly nodeId: string;
-  private readonly keys: TokenKeyring;
+  private readonly source: TokenKeySource;
+  /** the header and additional data of tokens sealed under the current key (the same for all) */
+  private sealing: { keyId: string; head: Buffer; aad: Buffer } | undefined;
   private readonly clock: Clock;
   private readonly aadPrefix = Buffer.from('tachyon transfer token\0', 'utf8');
   private readonly random = new RandomPool();
-  /** the header and additional data of tokens sealed under the current key (the same for all) */
-  private readonly head: Buffer;
-  private readonly aad: Buffer;
 
   constructor(o: TokenCodecOptions) {
-    header(o.keys.current.id, o.nodeId); // validates the node id
+    this.source = 'keyring' in o.keys ? o.keys : { keyring: () => o.keys as TokenKeyring };
+    header(this.source.keyring().current.id, o.nodeId); // validates the node id
     this.nodeId = o.nodeId;
-    this.keys = o.keys;
     this.clock = o.clock;
-    this.head = header(o.keys.current.id, o.nodeId);
-    this.aad = Buffer.concat([this.aadPrefix, this.head]);
   }
 
   /** Issues a token for these grants (`ttlMs` from now). */
@@ -242,10 +281,15 @@ export class TransferTokenCodec {
     if (bad) throw new TachyonError('USAGE', 'cannot issue a token for these grants (no, too many or too long paths, or a bad lifetime)', { publicMessage: 'The transfer request cannot be expressed as a token (too many or too long paths).' });
     const wire = { n: claims.nodeId, a: claims.accessKeyId, r: claims.storageRoot, d: claims.direction === 'upload' ? 'u' : 'd', p: claims.paths, iat: claims.issuedAt, exp: claims.expiresAt, j: claims.id };
     const nonce = this.random.take(NONCE_BYTES);
-    const cipher = createCipheriv('aes-256-gcm', this.keys.current.key, nonce);
-    cipher.setAAD(this.aad);
+    const current = this.source.keyring().current;
+    if (this.sealing?.keyId !== current.id) {
+      const head = header(current.id, this.nodeId);
+      this.sealing = { keyId: current.id, head, aad: Buffer.concat([this.aadPrefix, head]) };
+    }
+    const cipher = createCipheriv('aes-256-gcm', current.key, nonce);
+    cipher.setAAD(this.sealing.aad);
     const body = Buffer.concat([cipher.update(JSON.stringify(wire), 'utf8'), cipher.final()]);
-    const token = TOKEN_PREFIX + Buffer.concat([this.head, nonce, body, cipher.getAuthTag()]).toString('base64url');
+    const token = TOKEN_PREFIX + Buffer.concat([this.sealing.head, nonce, body, cipher.getAuthTag()]).toString('base64url');
     if (token.length > MAX_TOKEN_CHARS) throw new TachyonError('USAGE', `token of ${token.length} characters exceeds ${MAX_TOKEN_CHARS}`, { publicMessage: 'The transfer request names too many or too long paths.' });
     return { token, claims };
   }
@@ -275,8 +319,9 @@ export class TransferTokenCodec {
     if (nodeId !== this.nodeId) throw tokenError('wrong-node', `issued by node ${JSON.stringify(nodeId.slice(0, 64))}`);
     const now = this.clock.now();
     let key: TokenKey | undefined;
-    if (keyId === this.keys.current.id) key = this.keys.current;
-    else if (this.keys.previous && keyId === this.keys.previous.id && now <= this.keys.previous.acceptUntil) key = this.keys.previous;
+    const keys = this.source.keyring();
+    if (keyId === keys.current.id) key = keys.current;
+    else if (keys.previous && keyId === keys.previous.id && now <= keys.previous.acceptUntil) key = keys.previous;
     if (!key) throw tokenError('unknown-key', `key ${keyId} is not accepted`);
     const head = raw.subarray(0, headLen);
     const nonce = raw.subarray(headLen, headLen + NONCE_BYTES);

@@ -258,6 +258,25 @@ describe('transfer specs and tokens end to end (serve --config, send/recv --tran
     assert.equal(r3.code, 0, r3.stderr);
   });
 
+  it('tachyon token rotate-key: tokens of the previous key still work, the new key works on the running server', async () => {
+    const before = specFor('download', { paths: [{ source: 'out/report.bin' }] });
+    const rot = await tachyon(['token', 'rotate-key', '--config', path.join(work, 'tachyon.json'), '--json']);
+    assert.equal(rot.code, 0, rot.stderr);
+    const out = JSON.parse(rot.stdout) as { keyId: string; previousKeyId: string };
+    assert.notEqual(out.keyId, out.previousKeyId);
+    assert.ok(existsSync(path.join(work, 'token.key.previous')));
+    const fresh = new TransferTokenCodec({ nodeId: 'node-e2e', keys: loadTokenKeyring(path.join(work, 'token.key')), clock: systemClock });
+    const after = specFor('download', { paths: [{ source: 'out/report.bin' }] }, { codec: fresh });
+    await new Promise((r) => setTimeout(r, 1100)); // the server looks at the key file at most once a second
+    for (const [what, spec] of [['previous key', before], ['new key', after]] as const) {
+      const dest = path.join(work, `rot-${what.replace(' ', '-')}`);
+      const r = await tachyon(['recv', '--transfer-spec', writeSpec(spec), dest]);
+      assert.equal(r.code, 0, `${what}: ${r.stderr}`);
+    }
+    assert.ok(auditRecords(auditLog).some((x) => x.type === 'config.change' && x.fields['action'] === 'token.rotate-key'));
+    codec = fresh;
+  });
+
   it('pins the host key from the spec: a wrong fingerprint is refused before the token is sent', async () => {
     const spec = specFor('download', { paths: [{ source: 'out/report.bin' }] });
     const since = count();
