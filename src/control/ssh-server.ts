@@ -1,5 +1,6 @@
 /**
- * The control-channel SSH server: public-key authentication only, the `tachyon-v1`
+ * The control-channel SSH server: public-key authentication only (except the users of
+ * `credentialLogin`, e.g. the transfer-token user, who use `password` and nothing else), the `tachyon-v1`
  * subsystem (plus the subsystems a caller plugs in, e.g. `sftp`), and nothing else — no
  * shell, exec, pty, agent/X11 or TCP forwarding; only strong algorithms; limits on
  * authentication attempts, login grace time, idle time and unauthenticated connections.
