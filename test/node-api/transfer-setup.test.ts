@@ -10,6 +10,7 @@ import { systemClock } from '../../src/core/clock.js';
 import { MemoryAuditSink } from '../../src/audit/index.js';
 import { tokenKeyOf, TransferTokenCodec } from '../../src/server/transfer-token.js';
 import { transferSetupPlugin, type TransferSpec } from '../../src/node-api/transfer-setup.js';
+import { Rng } from '../helpers/rng.js';
 import { startPluginApp, TEST_KEY_ID, TEST_SECRET } from './setup-helpers.js';
 
 const FP = 'SHA256:' + 'A'.repeat(43);
@@ -138,5 +139,44 @@ describe('POST /files/upload_setup and /files/download_setup', () => {
       const droot = await post('/files/upload_setup', { transfer_requests: [{ transfer_request: { paths: [{ source: 'x' }], destination_root: p } }] });
       assert.equal(droot.status, 400, `destination_root ${JSON.stringify(p)}`);
     }
+  });
+
+  it('fuzz: mutated bodies only ever get 200 with valid tokens or a 4xx with a code and message, never a 5xx', async () => {
+    const seed = 0x5e7a9;
+    const r = new Rng(seed);
+    const strings = ['a', '', '..', '../x', 'a/b', '/abs', 'x'.repeat(300), '\u0000', 'é', '.tachyon.part.1', 'a//b', ' '];
+    const good = ['a', 'a/b', '/in', 'clip.mov', 'dir/'];
+    const values = (): unknown => r.pick<unknown>([r.pick(strings), r.int(1e6), -1, 1.5, null, true, [], {}, [r.pick(strings)], { source: r.pick(strings) }]);
+    const base = (): Record<string, unknown> => ({
+      transfer_requests: [{ transfer_request: { paths: [{ source: r.pick(good), destination: r.pick(good) }], destination_root: r.pick(good), source_root: r.pick(good) } }],
+    });
+    const keys = ['transfer_requests', 'transfer_request', 'paths', 'source', 'destination', 'destination_root', 'source_root', 'cipher', 'rate_policy', 'target_rate_kbps', 'min_rate_kbps', 'extra'];
+    const mutateDeep = (v: unknown, depth: number): unknown => {
+      if (depth > 4 || v === null || typeof v !== 'object') return r.chance(0.3) ? values() : v;
+      if (Array.isArray(v)) return r.chance(0.1) ? [] : v.map((x) => mutateDeep(x, depth + 1));
+      const o: Record<string, unknown> = {};
+      for (const [k, x] of Object.entries(v as Record<string, unknown>)) if (!r.chance(0.1)) o[k] = mutateDeep(x, depth + 1);
+      if (r.chance(0.15)) o[r.pick(keys)] = values();
+      return o;
+    };
+    let ok = 0;
+    for (let i = 0; i < 400; i++) {
+      const route = r.chance(0.5) ? '/files/upload_setup' : '/files/download_setup';
+      const body = mutateDeep(base(), 0);
+      const res = await app.inject({ method: 'POST', url: route, headers: { authorization: `Bearer ${TEST_SECRET}`, 'content-type': 'application/json' }, payload: JSON.stringify(body) });
+      assert.ok(res.statusCode === 200 || (res.statusCode >= 400 && res.statusCode < 500), `seed ${seed} case ${i}: ${res.statusCode} ${res.body} for ${JSON.stringify(body)}`);
+      const j = JSON.parse(res.body) as Record<string, unknown>;
+      if (res.statusCode === 200) {
+        ok++;
+        for (const { transfer_spec } of j.transfer_specs as { transfer_spec: TransferSpec }[]) {
+          const c = codec.verify(transfer_spec.token);
+          for (const p of c.paths) assert.ok(p.startsWith('/') && !p.split('/').includes('..') && !p.includes('\0'), `seed ${seed} case ${i}: granted ${p}`);
+        }
+      } else {
+        assert.equal(typeof j.code, 'string');
+        assert.equal(typeof j.message, 'string');
+      }
+    }
+    assert.ok(ok > 40, `some valid bodies got through (${ok})`);
   });
 });
