@@ -6,7 +6,7 @@
  *    user from an OpenSSH authorized_keys file, every permission; what the benchmarks use).
  */
 import { existsSync, mkdirSync } from 'node:fs';
-import os from 'node:os';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { TachyonError } from '../core/errors.js';
 import type { CipherName } from '../core/types.js';
@@ -19,7 +19,12 @@ import { loadAuthorizedKeys, startTransferServer, type TransferServer } from '..
 import { UserRepository } from '../server/users/repository.js';
 import { sftpForAccounts } from '../server/sftp.js';
 import { permittedCiphers } from '../server/users/model.js';
+import { fileAccessKeyStatus, TokenLogin } from '../server/token-login.js';
+import { fileTokenKeys, TransferTokenCodec } from '../server/transfer-token.js';
+import { systemClock } from '../core/clock.js';
 import { startNodeApiServer, type NodeApiServer } from '../node-api/node.js';
+import { AccessKeyRepository, databaseAccessKeyStatus } from '../node-api/access-keys.js';
+import { transferSetupPlugin } from '../node-api/transfer-setup.js';
 import { ensureLocalCertificate, loadServerTls } from '../node-api/pki.js';
 
 export interface ServeOpts {
@@ -35,10 +40,7 @@ export interface ServeOpts {
   json: boolean;
 }
 
-export function defaultHostKeyPath(): string {
-  const base = process.env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config');
-  return path.join(base, 'tachyon', 'ssh_host_ed25519_key');
-}
+export { defaultHostKeyPath } from './defaults.js';
 
 type Log = (e: Record<string, unknown>) => void;
 
@@ -113,7 +115,21 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
       log({ type: 'config.users', ...applied });
     }
     const accounts: AccountSource = databaseAccounts(repo, cfg.cipherPolicy);
+    const tt = cfg.transferTokens;
+    const codec = tt ? new TransferTokenCodec({ nodeId: tt.nodeId, keys: fileTokenKeys(tt.keyFile, { graceMs: tt.keyGraceSeconds * 1000 }), clock: systemClock }) : undefined;
+    const tokens = tt && codec
+      ? new TokenLogin({
+          user: tt.user,
+          codec,
+          // the node API's access keys (table access_key), unless a file of states is configured
+          accessKeys: tt.accessKeysFile !== undefined ? fileAccessKeyStatus(tt.accessKeysFile) : databaseAccessKeyStatus(new AccessKeyRepository(database, { allowedRoots: cfg.allowedRoots })),
+          ciphers: permittedCiphers(cfg.cipherPolicy),
+          allowedRoots: cfg.allowedRoots,
+          clock: systemClock,
+        })
+      : undefined;
     server = await startTransferServer({
+      ...(tokens ? { tokens } : {}),
       accounts,
       hostKeyFile: cfg.hostKeyFile,
       listen: cfg.listen,
@@ -141,6 +157,21 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
         listen: n.listen,
         port: n.port,
         ...(n.tokenTtlSeconds !== undefined ? { tokenTtlSeconds: n.tokenTtlSeconds } : {}),
+        capabilities: tt ? ['transfer_setup'] : [],
+        plugins:
+          tt && codec
+            ? [
+                transferSetupPlugin({
+                  codec,
+                  // what clients connect to: the SSH listen address, or this host's name when it listens on every address
+                  host: cfg.listen === '0.0.0.0' || cfg.listen === '::' ? hostname() : cfg.listen,
+                  sshPort: server.port,
+                  udpPort: server.udpPort,
+                  user: tt.user,
+                  hostKeyFingerprint: server.hostKeyFingerprint,
+                }),
+              ]
+            : [],
       });
     }
     const count = (await repo.list()).length;

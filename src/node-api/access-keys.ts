@@ -18,6 +18,7 @@ import { TachyonError } from '../core/errors.js';
 import { PERMISSIONS, type Permission } from '../core/types.js';
 import type { Database } from '../db/database.js';
 import type { AccessKeyTable } from '../db/schema.js';
+import type { AccessKeyStatus } from '../server/token-login.js';
 import { checkDocroot, type RootPattern } from '../server/users/storage-roots.js';
 
 export type AccessKeyKind = 'access' | 'admin';
@@ -341,4 +342,19 @@ export class AccessKeyRepository {
     if (version === key.secretVersion) return true;
     return version === key.secretVersion - 1 && key.previousSecretValidUntil !== null && Date.parse(key.previousSecretValidUntil) > nowMs;
   }
+}
+
+/**
+ * The transfer server's view of access keys (`AccessKeyStatus` of server/token-login.ts)
+ * from this table: `active` unless revoked, `unknown` for ids it does not hold. Read at
+ * each check, so a revocation stops new token logins and sessions at once.
+ */
+export function databaseAccessKeyStatus(keys: AccessKeyRepository): AccessKeyStatus {
+  return {
+    async status(id) {
+      const k = await keys.find(id);
+      if (!k || k.kind !== 'access') return 'unknown';
+      return k.revokedAt === null ? 'active' : 'revoked';
+    },
+  };
 }

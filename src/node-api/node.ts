@@ -100,7 +100,23 @@ export async function startNodeApiServer(o: NodeApiServerOptions): Promise<NodeA
  * throwaway TLS material and an in-memory database (for docs/node-api.openapi.json: see
  * scripts/node-api-openapi.mjs and its test).
  */
-export async function openApiDocument(plugins: readonly NodeApiPlugin[] = []): Promise<Record<string, unknown>> {
+export async function openApiDocument(extra: readonly NodeApiPlugin[] = []): Promise<Record<string, unknown>> {
+  const { randomBytes } = await import('node:crypto');
+  const { systemClock } = await import('../core/clock.js');
+  const { TransferTokenCodec, tokenKeyOf } = await import('../server/transfer-token.js');
+  const { transferSetupPlugin } = await import('./transfer-setup.js');
+  // every route group the node can serve (transfer set-up with a throwaway key)
+  const plugins = [
+    transferSetupPlugin({
+      codec: new TransferTokenCodec({ nodeId: 'openapi', keys: { current: tokenKeyOf(randomBytes(32)) }, clock: systemClock }),
+      host: 'node.example',
+      sshPort: 33001,
+      udpPort: 33001,
+      user: 'xfer',
+      hostKeyFingerprint: 'SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA',
+    }),
+    ...extra,
+  ];
   const { mkdtemp, rm } = await import('node:fs/promises');
   const { tmpdir } = await import('node:os');
   const path = await import('node:path');

@@ -14,10 +14,12 @@ import { fingerprintOf, loadOrCreateHostKey, parseAuthorizedKeys, type Authorize
 import { startControlServer, type ControlServer, type ControlServerEvent, type SessionInfo, type SubsystemHandler } from '../control/ssh-server.js';
 import { Endpoint } from '../transport/session/endpoint.js';
 import { openUdpSocket } from '../transport/socket/udp.js';
+import { pathGrant, type SessionRestriction } from '../transfer/grant.js';
 import { Jail } from '../transfer/jail.js';
 import type { FileOutcome } from '../transfer/roles.js';
 import { serveSession } from '../transfer/session.js';
 import type { Account, AccountSource } from './accounts.js';
+import type { TokenLogin } from './token-login.js';
 
 export interface SshServiceLimits {
   maxAuthTries?: number;
@@ -37,6 +39,11 @@ export interface TransferServerOptions {
   maxRateBps: number;
   ssh?: SshServiceLimits;
   audit?: AuditSink;
+  /**
+   * The shared transfer user that logs in with transfer tokens (password method, that
+   * user only); its sessions are confined to the token's root, direction and paths.
+   */
+  tokens?: TokenLogin;
   /**
    * Extra SSH subsystems given the account of the session (e.g. `sftp`): built by the
    * caller, so that the server layer does not depend on how SFTP is served.
@@ -88,7 +95,7 @@ export function auditOfControlEvent(e: ControlServerEvent, refusalReason?: strin
             ...peer,
             user: e.user,
             method: e.method,
-            reason: refusalReason ?? e.reason ?? 'refused',
+            reason: refusalReason ?? e.detail ?? e.reason ?? 'refused',
             ...(e.keyType ? { keyType: e.keyType } : {}),
             ...(e.keyFingerprint ? { keyFingerprint: e.keyFingerprint } : {}),
             ...(e.failures !== undefined ? { failures: e.failures } : {}),
@@ -142,7 +149,26 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
     return j;
   };
   /** the account and jail of an authenticated session, or a refusal (audited) */
-  const sessionAccount = async (info: SessionInfo): Promise<{ account: Account; jail: Jail }> => {
+  const tokens = o.tokens;
+  const isTokenSession = (info: SessionInfo): boolean => tokens !== undefined && info.user === tokens.user;
+  const sessionAccount = async (info: SessionInfo): Promise<{ account: Account; jail: Jail; restriction?: SessionRestriction }> => {
+    if (tokens !== undefined && info.user === tokens.user) {
+      let s: Awaited<ReturnType<TokenLogin['session']>>;
+      try {
+        s = await tokens.session(info.keyFingerprint);
+      } catch (err) {
+        const te = toTachyonError(err, 'INTERNAL');
+        o.onEvent?.({ type: 'session.error', user: info.user, code: te.code, message: te.message });
+        throw te;
+      }
+      if ('refused' in s) {
+        record({ type: 'auth.failure', component: 'ssh', correlationId: info.connectionId, fields: { clientAddress: info.clientAddress, clientPort: info.clientPort, user: info.user, method: 'password', reason: s.refused, keyFingerprint: info.keyFingerprint } });
+        throw new TachyonError('AUTH_FAILED', `token session ${info.keyFingerprint} refused: ${s.refused}`);
+      }
+      const jail = jailFor(s.account.root);
+      const restriction = pathGrant({ jail, direction: s.claims.direction, paths: s.claims.paths, expiresAt: s.claims.expiresAt, clock, label: info.keyFingerprint });
+      return { account: s.account, jail, restriction };
+    }
     let account: Account | undefined;
     try {
       account = await o.accounts.account(info.user, info.keyFingerprint);
@@ -166,6 +192,12 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
   const subsystems: Record<string, SubsystemHandler> = {};
   for (const [name, make] of Object.entries(o.subsystems ?? {})) {
     subsystems[name] = (channel, info, ctl) => {
+      if (isTokenSession(info)) {
+        // a token grants transfers of its paths only: no SFTP (or other subsystem) session
+        record({ type: 'refusal.channel', component: 'ssh', correlationId: info.connectionId, fields: { clientAddress: info.clientAddress, clientPort: info.clientPort, user: info.user, what: 'subsystem', detail: name } });
+        channel.destroy();
+        return;
+      }
       sessionAccount(info).then(
         ({ account, jail }) => make(account, jail, info)(channel, info, ctl),
         () => channel.destroy(),
@@ -176,6 +208,14 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
     listen: o.listen,
     port: o.port,
     hostKey: hostKey.privateKey,
+    ...(tokens
+      ? {
+          credentialLogin: {
+            users: (user: string) => user === tokens.user,
+            check: (_user: string, token: string) => tokens.check(token),
+          },
+        }
+      : {}),
     authorize: async (user, _algo, blob) => {
       const r = await o.accounts.check(user, blob);
       if (!r.ok) {
@@ -198,8 +238,9 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       void (async () => {
         let account: Account;
         let jail: Jail;
+        let restriction: SessionRestriction | undefined;
         try {
-          ({ account, jail } = await sessionAccount(info));
+          ({ account, jail, restriction } = await sessionAccount(info));
         } catch {
           link.close();
           return;
@@ -216,9 +257,13 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
             maxRateBps,
             permissions: account.permissions,
             policies: account.policies,
+            ...(restriction ? { restriction } : {}),
             keepAlive: () => ctl.keepAlive(),
             onRefuse: (te) => {
               const details = (te.details ?? {}) as Record<string, unknown>;
+              if (te.code === 'PERMISSION' && details['permission'] === 'token') {
+                return record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: 'token', op: String(details['reason'] ?? 'token'), path: String(details['path'] ?? ''), ...(restriction ? { grant: restriction.label } : {}) } });
+              }
               if (te.code === 'CIPHER_REFUSED') {
                 return record({ type: 'refusal.cipher', component: 'transfer', correlationId, fields: { ...peer, user: account.name, cipher: String(details['cipher'] ?? te.message.replace(/^cipher (\S+).*$/, '$1')), allowed } });
               }
@@ -255,7 +300,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
                 },
               });
               if (f.code === 'PATH_INVALID') record({ type: 'refusal.jail', component: 'transfer', correlationId, fields: { ...peer, user: account.name, path: f.path, reason: f.message ?? 'invalid path', op: direction } });
-              if (f.code === 'PERMISSION') record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: 'mkdir', path: f.path, op: direction } });
+              if (f.code === 'PERMISSION') record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: restriction ? 'token' : 'mkdir', path: f.path, op: direction, ...(restriction ? { grant: restriction.label, reason: f.message ?? '' } : {}) } });
             },
             onEvent: (e) => {
               if (e.type === 'session.start') cipher = e.cipher as CipherName;

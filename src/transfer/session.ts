@@ -17,6 +17,7 @@ import { DataReceiver } from '../transport/session/receiver.js';
 import { DataSender } from '../transport/session/sender.js';
 import type { PeerAddress } from '../transport/socket/types.js';
 import { ExcludeSet } from './exclude.js';
+import type { SessionRestriction } from './grant.js';
 import type { Jail } from './jail.js';
 import { DEFAULT_POLICY, needsPlan, type TransferPolicy } from './policy.js';
 import {
@@ -47,6 +48,11 @@ export interface ServerSessionContext {
   permissions?: readonly Permission[];
   /** rate policies the account may choose (default: all) */
   policies?: readonly RatePolicy[];
+  /**
+   * A session limited to one direction and some paths until an expiry (a transfer
+   * token): checked at session start and before each file and directory.
+   */
+  restriction?: SessionRestriction;
   /**
    * Called every KEEPALIVE_MS while the session runs: the data moves over UDP, so the SSH
    * connection would otherwise look idle to its idle timer.
@@ -169,6 +175,7 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
     );
   }
   try {
+    ctx.restriction?.checkSession(hello.op === 'send' ? 'upload' : 'download');
     requirePermission(ctx, hello.op === 'send' ? 'write' : 'read', hello.op === 'send' ? 'upload files' : 'download files');
     if (ctx.policies && !ctx.policies.includes(hello.policy)) {
       throw new TachyonError('PERMISSION', `rate policy ${hello.policy} not allowed`, {
@@ -210,6 +217,7 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
     stopKeepAlive = ctx.clock.setTimer(KEEPALIVE_MS, tick);
   }
   // every file the server touches goes through the jail (pinned to verified directories)
+  const restrict = ctx.restriction;
   const jailFiles = {
     openTemp: (p: string) => ctx.jail.createTemp(p),
     openPartial: (p: string) => ctx.jail.openForWrite(ctx.jail.display(p), { create: false, read: true }).fd,
@@ -225,11 +233,14 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       try {
         const makeDest = (abs: string, shown: string): void => {
           requirePermission(ctx, 'mkdir', 'create directories');
+          restrict?.check('mkdir', abs, shown);
           ctx.jail.ensureDir(abs, shown);
         };
         const inner = uploadResolver(ctx.jail, hello, makeDest);
         resolve = (rel, kind) => {
           const target = inner(rel, kind);
+          // each file (and directory) is checked as it starts: path granted, token not expired
+          restrict?.check(kind === 'dir' ? 'mkdir' : 'write', target, ctx.jail.display(target));
           if (kind === 'dir' || !isDir(path.dirname(target))) requirePermission(ctx, 'mkdir', 'create directories');
           // make the directories here, through the jail (each one checked after it is
           // made), so that the role finds them in place
@@ -246,6 +257,7 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
     // the client downloads: we send
     let listing: Listing;
     try {
+      if (restrict) for (const src of hello.sources ?? []) restrict.check('read', ctx.jail.resolve(src), src);
       listing = listJailed(ctx.jail, hello);
       if (hello.sources?.some((src) => isDir(ctx.jail.resolve(src)))) requirePermission(ctx, 'list', 'list directories');
     } catch (err) {
@@ -270,7 +282,10 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       dirs: listing.dirs,
       policy,
       planned,
-      openSource: (p) => ctx.jail.openAbsForRead(p),
+      openSource: (p) => {
+        restrict?.check('read', p, ctx.jail.display(p));
+        return ctx.jail.openAbsForRead(p);
+      },
       ...(events ? { events } : {}),
     });
   } finally {
