@@ -48,8 +48,13 @@ function timeParam(v: string | undefined, name: string): string | undefined {
   if (v.length > 40 || !/^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?$/.test(v)) {
     throw usage(`${name} must be an ISO-8601 date or date-time such as 2026-01-31T12:00:00Z.`);
   }
+  // Date.parse rolls over (February 30 becomes March 2): check every field's range first
+  const [y, mo, d, h = 0, mi = 0, se = 0] = v.split(/[-T:.Z+]/).slice(0, 6).map(Number) as number[];
+  const day = new Date(Date.UTC(y!, mo! - 1, d!));
   const ms = Date.parse(v);
-  if (!Number.isFinite(ms)) throw usage(`${name} is not a valid date.`);
+  if (day.getUTCFullYear() !== y || day.getUTCMonth() !== mo! - 1 || day.getUTCDate() !== d || h > 23 || mi > 59 || se > 59 || !Number.isFinite(ms)) {
+    throw usage(`${name} is not a valid date.`);
+  }
   return new Date(ms).toISOString();
 }
 

@@ -239,6 +239,11 @@ export class TransferMonitor implements TransferReporter {
     return () => this.listeners.delete(listener);
   }
 
+  /** Live subscribers now (event streams). */
+  subscriberCount(): number {
+    return this.listeners.size;
+  }
+
   private emit(e: MonitorEvent): void {
     for (const l of this.listeners) {
       try {
