@@ -127,6 +127,12 @@ export function opsRoutes(o: OpsRoutesOptions): NodeApiPlugin {
   const metrics = o.metrics ?? createTransferMetrics(o.monitor);
   const heartbeatMs = o.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
   return (app, context) => {
+    /** open event streams: ended when the application closes (they would hold its server open) */
+    const streams = new Set<() => void>();
+    app.addHook('preClose', (done) => {
+      for (const close of [...streams]) close();
+      done();
+    });
     const visible = async (request: FastifyRequest): Promise<{ scope: string | undefined; id: string }> => {
       const scope = scopeOf(await principalOf(context, request));
       return { scope, id: transferId(request.params) };
@@ -206,10 +212,12 @@ export function opsRoutes(o: OpsRoutesOptions): NodeApiPlugin {
       const close = (): void => {
         if (closed) return;
         closed = true;
+        streams.delete(close);
         clearInterval(heartbeat);
         unsubscribe();
         res.end();
       };
+      streams.add(close);
       // the response closes when the client goes away (the request's own 'close' fires once its body is read)
       res.on('close', close);
       write(`retry: 2000\n: connected\n\n`);

@@ -263,6 +263,20 @@ describe('transfer monitoring through the ops routes', { timeout: 120_000 }, () 
     assert.equal(again.json().code, 'CONFLICT');
     const listed = await request(api, 'GET', `/ops/transfers?user=${user}&status=cancelled`);
     assert.equal(listed.headers['x-total-count'], '1');
+    // a download cancelled the same way: the client keeps nothing under the final name
+    const dlDir = path.join(work, 'dl');
+    mkdirSync(dlDir);
+    const down = startCli(['recv', ...common, '-l', '4m', `${user}@127.0.0.1:/a.bin`, dlDir], work);
+    const d = await until('the slow download', async () => {
+      const x = ((await request(api, 'GET', `/ops/transfers?status=active&direction=download&user=${user}`)).json().transfers as TransferRecord[])[0];
+      return x && x.bytes > 0 ? x : undefined;
+    });
+    assert.equal((await request(api, 'POST', `/ops/transfers/${d.id}/cancel`)).status, 202);
+    const dr = await down.done;
+    assert.equal(dr.code, ERROR_CODES.CANCELLED.exit, dr.stderr);
+    assert.match(dr.stderr, /cancelled on the server/);
+    assert.equal(existsSync(path.join(dlDir, 'a.bin')), false);
+    assert.equal(((await request(api, 'GET', `/ops/transfers/${d.id}`)).json() as TransferDetail).status, 'cancelled');
     // the server goes on serving
     const small = path.join(work, 'small.bin');
     writeFileSync(small, randomBytes(10_000));
@@ -292,6 +306,8 @@ describe('transfer monitoring through the ops routes', { timeout: 120_000 }, () 
     });
     const d = (k: string): number => (m1.get(k) ?? 0) - (m0.get(k) ?? 0);
     assert.equal(d('tachyon_transfer_bytes_total{direction="download"}'), 2_500_000);
+    const cancelledDownload = m0.get('tachyon_transfer_bytes_total{direction="download"}')!;
+    assert.ok(cancelledDownload > 0 && cancelledDownload < 2_500_000, `the cancelled download's bytes: ${cancelledDownload}`);
     assert.equal(d('tachyon_transfer_bytes_total{direction="upload"}'), 0);
     assert.equal(d('tachyon_transfer_sessions_total{outcome="completed"}'), 1);
     assert.ok(d('tachyon_transfer_datagrams_sent_total') >= Math.ceil(2_500_000 / 1472), 'datagrams sent');
@@ -299,7 +315,7 @@ describe('transfer monitoring through the ops routes', { timeout: 120_000 }, () 
     // the totals match what the earlier tests did: 5 MB + part of the cancelled + 10 kB uploaded
     const up = m1.get('tachyon_transfer_bytes_total{direction="upload"}')!;
     assert.ok(up >= 5_010_000 && up < 11_010_000, `upload bytes ${up}`);
-    assert.equal(m1.get('tachyon_transfer_sessions_total{outcome="cancelled"}'), 1);
+    assert.equal(m1.get('tachyon_transfer_sessions_total{outcome="cancelled"}'), 2);
     assert.equal(m1.get('tachyon_transfer_sessions_active'), 0);
     const ratio = m1.get('tachyon_transfer_retransmission_ratio')!;
     assert.ok(ratio >= 0 && ratio < 1);
@@ -326,7 +342,7 @@ describe('transfer monitoring through the ops routes', { timeout: 120_000 }, () 
     // paging: offset/limit over this run's transfers, the total in X-Total-Count
     const all = await request(api, 'GET', `/ops/transfers?user=${user}&limit=1000`);
     const total = Number(all.headers['x-total-count']);
-    assert.ok(total >= 4, `total ${total}`);
+    assert.ok(total >= 5, `total ${total}`);
     const ids: string[] = [];
     for (let off = 0; off < total; off += 2) {
       const p = await request(api, 'GET', `/ops/transfers?user=${user}&offset=${off}&limit=2`);
@@ -339,7 +355,24 @@ describe('transfer monitoring through the ops routes', { timeout: 120_000 }, () 
     const now = new Date().toISOString();
     assert.equal((await request(api, 'GET', `/ops/transfers?user=${user}&until=${now}`)).headers['x-total-count'], String(total));
     assert.equal((await request(api, 'GET', `/ops/transfers?user=${user}&since=${now}`)).headers['x-total-count'], '0');
-    assert.equal((await request(api, 'GET', `/ops/transfers?user=${user}&direction=download`)).headers['x-total-count'], '1');
+    assert.equal((await request(api, 'GET', `/ops/transfers?user=${user}&direction=download`)).headers['x-total-count'], '2');
+  });
+
+  it('an application with open event streams still closes (the streams end)', async () => {
+    const other = Fastify();
+    await other.register(async (scope) => opsRoutes({ monitor, heartbeatMs: 60_000 })(scope, testContext()));
+    await other.listen({ host: '127.0.0.1', port: 0 });
+    const feed = await openEvents((other.server.address() as { port: number }).port);
+    assert.equal(feed.status, 200);
+    const n = monitor.subscriberCount();
+    assert.ok(n >= 1);
+    try {
+      const closed = await Promise.race([other.close().then(() => true), new Promise((r) => setTimeout(() => r(false), 5_000))]);
+      assert.equal(closed, true, 'close() returned');
+      assert.equal(monitor.subscriberCount(), n - 1);
+    } finally {
+      feed.close();
+    }
   });
 
   it('an access key sees and cancels only the transfers made with its tokens', async () => {
