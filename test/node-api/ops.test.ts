@@ -29,7 +29,9 @@ import { MemoryStorage } from '../../src/storage/memory.js';
 import { startCli } from '../helpers/cli.js';
 
 const ADMIN = 'Bearer admin-token';
-const KEY = 'Bearer key-AK1';
+// an access key id of this run (a PostgreSQL database may hold earlier runs' transfers)
+const AK = `AK${randomBytes(4).toString('hex')}`;
+const KEY = `Bearer key-${AK}`;
 
 /** The HTTP status the node API gives each code (the application's mapping; docs/architecture.md). */
 const STATUS: Partial<Record<keyof typeof ERROR_CODES, number>> = { USAGE: 400, PATH_INVALID: 400, AUTH_FAILED: 401, PERMISSION: 403, NOT_FOUND: 404, CONFLICT: 409, EXISTS: 409 };
@@ -37,7 +39,7 @@ const STATUS: Partial<Record<keyof typeof ERROR_CODES, number>> = { USAGE: 400, 
 function testContext(): NodeApiContext {
   const audit = new MemoryAuditSink();
   const admin: NodeAdminPrincipal = { kind: 'node-admin', name: 'root' };
-  const key: AccessKeyPrincipal = { kind: 'access-key', accessKeyId: 'AK1', storageRoot: 'file:///nowhere', permissions: ['read'], storage: new MemoryStorage() };
+  const key: AccessKeyPrincipal = { kind: 'access-key', accessKeyId: AK, storageRoot: 'file:///nowhere', permissions: ['read'], storage: new MemoryStorage() };
   return {
     audit,
     requireAdmin: (r: FastifyRequest) => {
@@ -382,13 +384,13 @@ describe('transfer monitoring through the ops routes', { timeout: 120_000 }, () 
     assert.equal(r.headers['x-total-count'], '0');
     assert.equal((await request(api, 'GET', `/ops/transfers/${firstId}`, KEY)).status, 404);
     assert.equal((await request(api, 'POST', `/ops/transfers/${firstId}/cancel`, KEY)).status, 404);
-    // a session started with a token of AK1 (reported as the token layer will report it)
+    // a session started with a token of the key (reported as the token layer will report it)
     let cancelled = false;
-    const s = monitor.begin({ correlationId: 'c1', user, accessKeyId: 'AK1', clientAddress: '127.0.0.1', direction: 'download', cipher: 'aes-128-gcm', cancel: () => (cancelled = true) });
+    const s = monitor.begin({ correlationId: 'c1', user, accessKeyId: AK, clientAddress: '127.0.0.1', direction: 'download', cipher: 'aes-128-gcm', cancel: () => (cancelled = true) });
     const mine = await request(api, 'GET', '/ops/transfers', KEY);
     assert.equal(mine.headers['x-total-count'], '1');
     assert.equal(mine.json().transfers[0].id, s.id);
-    assert.equal(mine.json().transfers[0].accessKeyId, 'AK1');
+    assert.equal(mine.json().transfers[0].accessKeyId, AK);
     assert.equal((await request(api, 'POST', `/ops/transfers/${s.id}/cancel`, KEY)).status, 202);
     assert.ok(cancelled);
     s.ended({ ok: false, error: new TachyonError('CANCELLED', 'cancelled') });
