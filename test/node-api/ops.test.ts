@@ -22,7 +22,11 @@ import { CIPHERS } from '../../src/core/types.js';
 import { openDatabase, type Database } from '../../src/db/database.js';
 import type { AccessKeyPrincipal, NodeAdminPrincipal, NodeApiContext } from '../../src/node-api/context.js';
 import { opsRoutes } from '../../src/node-api/ops.js';
+import { buildTransferSpec } from '../../src/node-api/transfer-setup.js';
 import { singleUserAccounts } from '../../src/server/accounts.js';
+import { staticAccessKeyStatus, TokenLogin } from '../../src/server/token-login.js';
+import { loadTokenKeyring, TransferTokenCodec } from '../../src/server/transfer-token.js';
+import { systemClock } from '../../src/core/clock.js';
 import { TransferMonitor, type MonitorEvent, type TransferDetail, type TransferRecord } from '../../src/server/monitor.js';
 import { startTransferServer, type TransferServer } from '../../src/server/transfer-server.js';
 import { MemoryStorage } from '../../src/storage/memory.js';
@@ -138,6 +142,7 @@ describe('transfer monitoring through the ops routes', { timeout: 120_000 }, () 
   const user = `u${randomBytes(4).toString('hex')}`;
   let common: string[];
   let firstId: string;
+  let codec: TransferTokenCodec;
 
   before(async () => {
     work = mkdtempSync(path.join(os.tmpdir(), 'tachyon-ops-'));
@@ -148,7 +153,9 @@ describe('transfer monitoring through the ops routes', { timeout: 120_000 }, () 
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path.join(work, 'stranger')]);
     database = await openDatabase({ url: pgUrl ?? `sqlite://${path.join(work, 'db', 'tachyon.db')}` });
     monitor = new TransferMonitor({ database });
+    codec = new TransferTokenCodec({ nodeId: 'node-ops', keys: loadTokenKeyring(path.join(work, 'token.key')), clock: systemClock });
     server = await startTransferServer({
+      tokens: new TokenLogin({ user: 'xfer', codec, accessKeys: staticAccessKeyStatus({ [AK]: 'active' }), ciphers: CIPHERS, clock: systemClock }),
       accounts: singleUserAccounts({ user, root, keys: parseAuthorizedKeys(readFileSync(`${key}.pub`, 'utf8')).keys, ciphers: CIPHERS }),
       hostKeyFile: path.join(work, 'host_key'),
       listen: '127.0.0.1',
@@ -378,17 +385,38 @@ describe('transfer monitoring through the ops routes', { timeout: 120_000 }, () 
   });
 
   it('an access key sees and cancels only the transfers made with its tokens', async () => {
-    // the server's own sessions have no access key: invisible to the key
+    // sessions of SSH-key users have no access key: invisible to the key
     const r = await request(api, 'GET', '/ops/transfers', KEY);
     assert.equal(r.status, 200);
     assert.equal(r.headers['x-total-count'], '0');
     assert.equal((await request(api, 'GET', `/ops/transfers/${firstId}`, KEY)).status, 404);
     assert.equal((await request(api, 'POST', `/ops/transfers/${firstId}/cancel`, KEY)).status, 404);
-    // a session started with a token of the key (reported as the token layer will report it)
+    // a download with a transfer spec whose token the key's setup issued: attributed to the key
+    const { spec } = buildTransferSpec(
+      { codec, host: '127.0.0.1', sshPort: server.port, udpPort: server.port, user: 'xfer', hostKeyFingerprint: server.hostKeyFingerprint },
+      { accessKeyId: AK, storageRoot: `file://${root}`, permissions: ['read', 'list'] },
+      'download',
+      { paths: [{ source: 'small.bin' }] },
+    );
+    const specFile = path.join(work, 'spec.json');
+    writeFileSync(specFile, JSON.stringify({ transfer_spec: spec }));
+    const got = path.join(work, 'got');
+    mkdirSync(got);
+    const dl = await startCli(['recv', '--transfer-spec', specFile, got], work).done;
+    assert.equal(dl.code, 0, dl.stderr);
+    const byToken = await until('the token transfer', async () => {
+      const x = (await request(api, 'GET', '/ops/transfers', KEY)).json() as { total: number; transfers: TransferRecord[] };
+      return x.total === 1 && x.transfers[0]!.status === 'completed' ? x.transfers[0]! : undefined;
+    });
+    assert.equal(byToken.accessKeyId, AK);
+    assert.equal(byToken.user, 'xfer');
+    assert.equal(byToken.bytes, 10_000);
+    assert.equal(((await request(api, 'GET', `/ops/transfers/${byToken.id}`, KEY)).json() as TransferDetail).fileList[0]!.path, 'small.bin');
+    // a running session of the key (reported directly to the monitor) can be cancelled by it
     let cancelled = false;
     const s = monitor.begin({ correlationId: 'c1', user, accessKeyId: AK, clientAddress: '127.0.0.1', direction: 'download', cipher: 'aes-128-gcm', cancel: () => (cancelled = true) });
     const mine = await request(api, 'GET', '/ops/transfers', KEY);
-    assert.equal(mine.headers['x-total-count'], '1');
+    assert.equal(mine.headers['x-total-count'], '2');
     assert.equal(mine.json().transfers[0].id, s.id);
     assert.equal(mine.json().transfers[0].accessKeyId, AK);
     assert.equal((await request(api, 'POST', `/ops/transfers/${s.id}/cancel`, KEY)).status, 202);
