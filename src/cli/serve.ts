@@ -25,6 +25,8 @@ import { systemClock } from '../core/clock.js';
 import { startNodeApiServer, type NodeApiServer } from '../node-api/node.js';
 import { AccessKeyRepository, databaseAccessKeyStatus } from '../node-api/access-keys.js';
 import { transferSetupPlugin } from '../node-api/transfer-setup.js';
+import { opsRoutes } from '../node-api/ops.js';
+import { TransferMonitor } from '../server/monitor.js';
 import { ensureLocalCertificate, loadServerTls } from '../node-api/pki.js';
 
 export interface ServeOpts {
@@ -128,8 +130,11 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
           clock: systemClock,
         })
       : undefined;
+    // active and past transfers, for the node API's monitoring routes (when it runs)
+    const monitor = cfg.nodeApi ? new TransferMonitor({ database, onError: (e) => log({ type: 'monitor.error', code: e.code, message: e.message }) }) : undefined;
     server = await startTransferServer({
       ...(tokens ? { tokens } : {}),
+      ...(monitor ? { monitor } : {}),
       accounts,
       hostKeyFile: cfg.hostKeyFile,
       listen: cfg.listen,
@@ -157,9 +162,10 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
         listen: n.listen,
         port: n.port,
         ...(n.tokenTtlSeconds !== undefined ? { tokenTtlSeconds: n.tokenTtlSeconds } : {}),
-        capabilities: tt ? ['transfer_setup'] : [],
-        plugins:
-          tt && codec
+        capabilities: [...(tt ? ['transfer_setup'] : []), ...(monitor ? ['monitoring'] : [])],
+        plugins: [
+          ...(monitor ? [opsRoutes({ monitor })] : []),
+          ...(tt && codec
             ? [
                 transferSetupPlugin({
                   codec,
@@ -171,7 +177,8 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
                   hostKeyFingerprint: server.hostKeyFingerprint,
                 }),
               ]
-            : [],
+            : []),
+        ],
       });
     }
     const count = (await repo.list()).length;

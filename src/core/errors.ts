@@ -30,6 +30,8 @@ export const ERROR_CODES = {
   PEER_VANISHED: { exit: 69, retryable: true, summary: 'The peer stopped answering.' },
   CONNECT: { exit: 69, retryable: true, summary: 'The server could not be reached.' },
   CANCELLED: { exit: 130, retryable: true, summary: 'The transfer was cancelled.' },
+  /** the resource is not in a state that allows the operation (node API: 409), e.g. cancelling a finished transfer */
+  CONFLICT: { exit: 75, retryable: false, summary: 'The operation conflicts with the current state.' },
   // audit
   AUDIT_TAMPERED: { exit: 1, retryable: false, summary: 'The audit log failed verification.' },
   INTERNAL: { exit: 70, retryable: false, summary: 'An internal error occurred.' },

@@ -105,8 +105,11 @@ export async function openApiDocument(extra: readonly NodeApiPlugin[] = []): Pro
   const { systemClock } = await import('../core/clock.js');
   const { TransferTokenCodec, tokenKeyOf } = await import('../server/transfer-token.js');
   const { transferSetupPlugin } = await import('./transfer-setup.js');
-  // every route group the node can serve (transfer set-up with a throwaway key)
+  const { opsRoutes } = await import('./ops.js');
+  const { TransferMonitor } = await import('../server/monitor.js');
+  // every route group the node can serve (transfer set-up with a throwaway key, monitoring of an idle monitor)
   const plugins = [
+    opsRoutes({ monitor: new TransferMonitor() }),
     transferSetupPlugin({
       codec: new TransferTokenCodec({ nodeId: 'openapi', keys: { current: tokenKeyOf(randomBytes(32)) }, clock: systemClock }),
       host: 'node.example',

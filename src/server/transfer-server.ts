@@ -19,6 +19,7 @@ import { Jail } from '../transfer/jail.js';
 import type { FileOutcome } from '../transfer/roles.js';
 import { serveSession } from '../transfer/session.js';
 import type { Account, AccountSource } from './accounts.js';
+import type { MonitoredSession, TransferReporter } from './monitor.js';
 import type { TokenLogin } from './token-login.js';
 
 export interface SshServiceLimits {
@@ -50,6 +51,8 @@ export interface TransferServerOptions {
    */
   subsystems?: Readonly<Record<string, (account: Account, jail: Jail, info: SessionInfo) => SubsystemHandler>>;
   clock?: Clock;
+  /** reports sessions, files, progress and refusals (the transfer monitor), and may cancel a session */
+  monitor?: TransferReporter;
   onEvent?(e: { type: string; [k: string]: unknown }): void;
 }
 
@@ -128,10 +131,24 @@ export function auditOfControlEvent(e: ControlServerEvent, refusalReason?: strin
   }
 }
 
+/** The monitor's refusal reason of an audit event (undefined: not a refusal). */
+export function refusalReason(e: AuditEvent): string | undefined {
+  if (e.type === 'auth.failure') return 'auth';
+  if (e.type.startsWith('refusal.')) return e.type.slice('refusal.'.length);
+  const code = (e.fields as Record<string, unknown>)['code'];
+  if (e.type === 'session.end' && e.component === 'transfer' && e.severity === 'warning' && typeof code === 'string' && code !== 'CANCELLED') return code.toLowerCase();
+  return undefined;
+}
+
 export async function startTransferServer(o: TransferServerOptions): Promise<TransferServer> {
   const clock = o.clock ?? systemClock;
   const hostKey = await loadOrCreateHostKey(o.hostKeyFile);
   const record = (e: AuditEvent): string | undefined => {
+    const refusal = refusalReason(e);
+    if (refusal !== undefined) {
+      const user = (e.fields as Record<string, unknown>)['user'];
+      o.monitor?.refused(refusal, typeof user === 'string' ? user : undefined);
+    }
     try {
       return o.audit?.record(e);
     } catch (err) {
@@ -151,7 +168,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
   /** the account and jail of an authenticated session, or a refusal (audited) */
   const tokens = o.tokens;
   const isTokenSession = (info: SessionInfo): boolean => tokens !== undefined && info.user === tokens.user;
-  const sessionAccount = async (info: SessionInfo): Promise<{ account: Account; jail: Jail; restriction?: SessionRestriction }> => {
+  const sessionAccount = async (info: SessionInfo): Promise<{ account: Account; jail: Jail; restriction?: SessionRestriction; accessKeyId?: string }> => {
     if (tokens !== undefined && info.user === tokens.user) {
       let s: Awaited<ReturnType<TokenLogin['session']>>;
       try {
@@ -167,7 +184,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       }
       const jail = jailFor(s.account.root);
       const restriction = pathGrant({ jail, direction: s.claims.direction, paths: s.claims.paths, expiresAt: s.claims.expiresAt, clock, label: info.keyFingerprint });
-      return { account: s.account, jail, restriction };
+      return { account: s.account, jail, restriction, accessKeyId: s.claims.accessKeyId };
     }
     let account: Account | undefined;
     try {
@@ -239,14 +256,17 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
         let account: Account;
         let jail: Jail;
         let restriction: SessionRestriction | undefined;
+        let accessKeyId: string | undefined;
         try {
-          ({ account, jail, restriction } = await sessionAccount(info));
+          ({ account, jail, restriction, accessKeyId } = await sessionAccount(info));
         } catch {
           link.close();
           return;
         }
         const allowed = o.allowedCiphers.filter((c) => account.ciphers.includes(c));
         const maxRateBps = Math.min(o.maxRateBps, account.maxRateBps ?? Infinity);
+        const abort = new AbortController();
+        let monitored: MonitoredSession | undefined;
         try {
           const summary = await serveSession(link, {
             endpoint: data.endpoint!,
@@ -259,6 +279,9 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
             policies: account.policies,
             ...(restriction ? { restriction } : {}),
             keepAlive: () => ctl.keepAlive(),
+            signal: abort.signal,
+            onFileStart: (f) => monitored?.fileStarted(f),
+            onProgress: (p) => monitored?.progress(p),
             onRefuse: (te) => {
               const details = (te.details ?? {}) as Record<string, unknown>;
               if (te.code === 'PERMISSION' && details['permission'] === 'token') {
@@ -276,6 +299,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
               return record({ type: 'session.end', component: 'transfer', correlationId, severity: 'warning', fields: { ...peer, user: account.name, code: te.code, reason: te.message } });
             },
             onFile: (f: FileOutcome, direction) => {
+              monitored?.fileSettled(f);
               const seconds = (f.elapsedMs > 0 ? f.elapsedMs : clock.now() - started) / 1000;
               record({
                 type: 'file.transfer',
@@ -303,10 +327,22 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
               if (f.code === 'PERMISSION') record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: restriction ? 'token' : 'mkdir', path: f.path, op: direction, ...(restriction ? { grant: restriction.label, reason: f.message ?? '' } : {}) } });
             },
             onEvent: (e) => {
-              if (e.type === 'session.start') cipher = e.cipher as CipherName;
+              if (e.type === 'session.start') {
+                cipher = e.cipher as CipherName;
+                monitored = o.monitor?.begin({
+                  correlationId,
+                  user: account.name,
+                  ...(accessKeyId !== undefined ? { accessKeyId } : {}),
+                  clientAddress: info.clientAddress,
+                  direction: e.op === 'send' ? 'upload' : 'download',
+                  cipher,
+                  cancel: () => abort.abort(),
+                });
+              }
               o.onEvent?.({ ...e, user: account.name, client: info.clientAddress });
             },
           });
+          monitored?.ended({ ok: summary?.ok ?? false, ...(summary ? { bytes: summary.bytes } : {}) });
           o.onEvent?.({
             type: 'transfer.end',
             user: account.name,
@@ -318,6 +354,8 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
           });
         } catch (err) {
           const te = toTachyonError(err, 'INTERNAL');
+          monitored?.ended({ ok: false, error: te });
+          if (te.code === 'CANCELLED') record({ type: 'session.end', component: 'transfer', correlationId, severity: 'warning', fields: { ...peer, user: account.name, code: te.code, reason: 'cancelled by an operator' } });
           o.onEvent?.({ type: 'transfer.error', user: account.name, client: info.clientAddress, code: te.code, message: te.message });
         }
       })();

@@ -3,7 +3,7 @@
  * (a CA and certificate from `ca init` / `cert issue`) and `transferTokens` (no access-key
  * file: the node API's own table decides); an admin key from the CLI, an access key and a
  * bearer token from the API, `POST /files/upload_setup`, then `tachyon send
- * --transfer-spec` with the returned spec. After the key is revoked through the API, the
+ * --transfer-spec` with the returned spec, seen by `GET /ops/transfers`. After the key is revoked through the API, the
  * same spec is refused by the transfer server.
  */
 import { after, before, describe, it } from 'node:test';
@@ -100,6 +100,12 @@ describe('node API + transfer tokens end to end (serve --config with nodeApi and
     const sent = await runCli(['send', '--transfer-spec', specFile], work);
     assert.equal(sent.code, 0, sent.stderr);
     assert.deepEqual(readFileSync(path.join(files, 'media', 'incoming', 'clip.bin')), readFileSync(local));
+    // the monitoring routes on the same node API see the transfer, for this key
+    const ops = await call('GET', '/ops/transfers', { auth: `Bearer ${tok}` });
+    assert.equal(ops.status, 200, ops.text);
+    const list = ops.json as { total: number; transfers: { accessKeyId?: string; access_key_id?: string; status: string }[] };
+    assert.equal(list.total, 1, ops.text);
+    assert.equal((await call('GET', '/metrics', { auth: basic(a.id, a.secret) })).status, 200);
 
     assert.equal((await call('DELETE', `/access_keys/${k.id}`, { auth: basic(a.id, a.secret) })).status, 204);
     writeFileSync(local, randomBytes(1000));
