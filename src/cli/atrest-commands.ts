@@ -4,10 +4,14 @@
  * TACHYON_FILE_PASSPHRASE or a prompt; each file is written under a temporary name and
  * appears under its final name only once every segment authenticated.
  */
+import { unlinkSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { TachyonError, toTachyonError } from '../core/errors.js';
 import { decryptFile, ENVELOPE_EXTENSION, KekCache, type EnvelopeHeader } from '../storage/envelope/index.js';
+import { directoryHeaderStore, encryptingContent, type SendContent } from '../transfer/encrypted-content.js';
+import type { FileOutcome, OutgoingFile } from '../transfer/roles.js';
 import { readPassphrase } from './passphrase.js';
 
 interface DecryptOpts {
@@ -82,4 +86,63 @@ export function registerAtRestCommands(program: Command): void {
     .action(async (files: string[], o: DecryptOpts) => {
       process.exitCode = await runDecrypt(files, o);
     });
+}
+
+/** Where a sender remembers the headers of files it encrypts, so that `-k` can resume them. */
+export function headerStateDir(): string {
+  const explicit = process.env.TACHYON_STATE_DIR;
+  if (explicit) return path.join(explicit, 'at-rest-headers');
+  const xdg = process.env.XDG_STATE_HOME;
+  return path.join(xdg ? xdg : path.join(os.homedir(), '.local', 'state'), 'tachyon', 'at-rest-headers');
+}
+
+/** The encryption-at-rest part of a `send` or `recv`, prepared before connecting (the passphrase is asked first). */
+export interface AtRestPlan {
+  content?: (files: readonly OutgoingFile[]) => Promise<SendContent>;
+  /** recv --decrypt: decrypts what was received; returns how many files failed */
+  afterReceive?: (files: readonly FileOutcome[], json: boolean) => Promise<number>;
+}
+
+export async function prepareAtRest(
+  op: 'send' | 'recv',
+  o: { encryptAtRest?: boolean; decrypt?: boolean; resume: string; overwrite: string },
+  scope: string,
+): Promise<AtRestPlan> {
+  if (o.encryptAtRest && op !== 'send') throw new TachyonError('USAGE', '--encrypt-at-rest is an option of send (recv takes --decrypt)');
+  if (o.decrypt && op !== 'recv') throw new TachyonError('USAGE', '--decrypt is an option of recv (send takes --encrypt-at-rest)');
+  if (o.encryptAtRest) {
+    const passphrase = await readPassphrase({ confirm: true });
+    const headers = o.resume !== 'none' ? directoryHeaderStore(headerStateDir()) : undefined;
+    return { content: (files) => encryptingContent(files, { passphrase, scope, ...(headers ? { headers } : {}) }) };
+  }
+  if (o.decrypt) {
+    const pw = await readPassphrase({ confirm: false });
+    const keks = new KekCache(pw);
+    const keys = async (h: EnvelopeHeader): Promise<Buffer> => {
+      if (h.slot.kind !== 'passphrase') throw new TachyonError('KEY_MISSING', `encrypted with the server's master key '${h.slot.keyId}', not a passphrase`);
+      return keks.get(h.slot.kdf);
+    };
+    return {
+      afterReceive: async (files, json) => {
+        let failed = 0;
+        for (const f of files) {
+          if (f.status !== 'done' || f.local === undefined || !f.local.endsWith(ENVELOPE_EXTENSION)) continue;
+          const out = f.local.slice(0, -ENVELOPE_EXTENSION.length);
+          try {
+            const r = await decryptFile(f.local, out, keys, { overwrite: o.overwrite !== 'never' });
+            unlinkSync(f.local);
+            if (json) process.stdout.write(JSON.stringify({ event: 'file.decrypted', path: f.path, out, bytes: r.bytes }) + '\n');
+          } catch (err) {
+            failed++;
+            const e = toTachyonError(err, 'IO');
+            const reason = typeof e.details?.reason === 'string' ? e.details.reason : undefined;
+            if (json) process.stdout.write(JSON.stringify({ event: 'file.error', stage: 'decrypt', path: f.path, code: e.code, ...(reason ? { reason } : {}), message: e.message }) + '\n');
+            else process.stderr.write(`tachyon: ${f.path}: received, but not decrypted (kept as ${f.local}): ${e.message}\n`);
+          }
+        }
+        return failed;
+      },
+    };
+  }
+  return {};
 }

@@ -13,7 +13,7 @@ import { Endpoint } from '../transport/session/endpoint.js';
 import { openUdpSocket } from '../transport/socket/udp.js';
 import { clientTransfer, DEFAULT_DATAGRAM_SIZE } from '../transfer/session.js';
 import { parseFileList } from '../transfer/sources.js';
-import { registerAtRestCommands } from './atrest-commands.js';
+import { prepareAtRest, registerAtRestCommands } from './atrest-commands.js';
 import { registerAuditCommands } from './audit-commands.js';
 import { ManifestWriter } from './manifest.js';
 import { createReporter } from './progress.js';
@@ -42,6 +42,8 @@ interface TransferOpts {
   exclude: string[];
   fileList?: string;
   manifest?: string;
+  encryptAtRest?: boolean;
+  decrypt?: boolean;
 }
 
 /** ascp's numeric resume levels are accepted too: 0 none, 1 attrs, 2 sparse, 3 full. */
@@ -151,6 +153,7 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
   } catch (err) {
     throw new TachyonError('USAGE', `cannot read key file ${identity}`, { cause: err });
   }
+  const atRest = await prepareAtRest(op, o, `${remoteUser ?? 'xfer'}@${remoteHost}:${port}:${dest}`);
   const knownHosts = o.knownHosts ?? (o.hostKeyFingerprint ? undefined : path.join(os.homedir(), '.ssh', 'known_hosts'));
   const started = performance.now();
   const cpu0 = process.cpuUsage();
@@ -199,6 +202,7 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
       createDir: o.createDir,
       ...(o.srcBase !== undefined ? { srcBase: o.srcBase } : {}),
       exclude: o.exclude,
+      ...(atRest.content ? { content: atRest.content } : {}),
       openSocket: async (remote) => {
         const v6 = remote.address.includes(':');
         return new Endpoint(await openUdpSocket({ address: v6 ? '::' : '0.0.0.0', port: 0 }));
@@ -222,12 +226,13 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
     const seconds = (performance.now() - started) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const failed = summary.files.filter((f) => !f.ok);
+    const notDecrypted = atRest.afterReceive ? await atRest.afterReceive(summary.files, o.json) : 0;
     const skipped = summary.files.filter((f) => f.status === 'skipped').length;
     if (o.json) {
       process.stdout.write(
         JSON.stringify({
           event: 'done',
-          ok: failed.length === 0,
+          ok: failed.length === 0 && notDecrypted === 0,
           bytes: summary.bytes,
           files: summary.files.length,
           failed: failed.length,
@@ -252,7 +257,7 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
       );
       for (const f of failed) process.stderr.write(`failed: ${f.path}: ${f.message ?? f.code}\n`);
     }
-    return failed.length === 0 ? 0 : 1;
+    return failed.length === 0 && notDecrypted === 0 ? 0 : 1;
   } finally {
     manifest?.close();
     conn.close();
@@ -304,7 +309,9 @@ export function buildProgram(): Command {
       .command('send')
       .description('send local files or directories to a server')
       .argument('<paths...>', 'SOURCE... [user@]host:DEST'),
-  ).action(async (paths: string[], o: TransferOpts) => {
+  )
+    .option('--encrypt-at-rest', 'store the files encrypted as NAME.tachyon-enc with a passphrase the server never sees (TACHYON_FILE_PASSPHRASE or a prompt)', false)
+    .action(async (paths: string[], o: TransferOpts) => {
     process.exitCode = await runTransfer('send', paths, o);
   });
 
@@ -313,7 +320,9 @@ export function buildProgram(): Command {
       .command('recv')
       .description('receive files or directories from a server')
       .argument('<paths...>', '[user@]host:SOURCE... DEST'),
-  ).action(async (paths: string[], o: TransferOpts) => {
+  )
+    .option('--decrypt', 'decrypt received .tachyon-enc files (TACHYON_FILE_PASSPHRASE or a prompt); the plaintext replaces the envelope once verified', false)
+    .action(async (paths: string[], o: TransferOpts) => {
     process.exitCode = await runTransfer('recv', paths, o);
   });
 

@@ -24,6 +24,7 @@ import { checkRanges, decide, sampleRanges, type SkipReason, type TransferPolicy
 import { hashRanges, JobQueue, openNoFollow, partialPath, readRecord, removeRecord, writeRecord, type ReadOpener } from './resume.js';
 import { Batcher, BATCH_BYTES, BATCH_ENTRIES, directoryMaker, pathCost, RxFile, TxSource, WorkQueue, type TempFiles } from './role-kit.js';
 import { createTempFile } from './local-file.js';
+import type { SendContent, TxBlocks } from './encrypted-content.js';
 
 export interface OutgoingFile {
   /** relative path with '/' separators, as the receiver will see it */
@@ -32,6 +33,8 @@ export interface OutgoingFile {
   size: number;
   mtimeMs: number;
   atimeMs?: number;
+  /** the local file's size when what is sent is derived from it (`--encrypt-at-rest`: `size` is the envelope's) */
+  plainSize?: number;
 }
 
 export type FileStatus = 'done' | 'skipped' | 'failed';
@@ -45,6 +48,8 @@ export interface FileOutcome {
   sha256?: string;
   code?: string;
   message?: string;
+  /** the receiver's local path of a file it stored (set on the receiving side) */
+  local?: string;
   /** why a file was skipped: the destination exists (`never`), is not older, or is the same */
   reason?: SkipReason;
   /** file bytes carried over UDP: what follows the resume offset (0 when skipped) */
@@ -175,7 +180,7 @@ interface TxFile {
   state: Tx;
   offset: number;
   prefix: Hash | undefined;
-  source: TxSource | undefined;
+  source: TxBlocks | undefined;
   since: number;
 }
 
@@ -192,6 +197,8 @@ export interface SenderRoleOptions {
   probed?: ProbesSent;
   /** Opens a file to send or to hash (default: a plain open; the server pins it in its jail). */
   openSource?: (abs: string) => number;
+  /** what is sent for each file (default: its own bytes; `--encrypt-at-rest`: its envelope, see encrypted-content.ts) */
+  content?: SendContent;
   events?: RoleEvents;
   vanishMs?: number;
 }
@@ -318,7 +325,7 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
         if (policy.preserveTimes && f.atimeMs !== undefined) a.atimeMs = f.atimeMs;
         if (t.offset > 0) a.offset = t.offset;
         files$.push(a, pathCost(f.path));
-        t.source = new TxSource(f.abs, f.size, t.offset, t.prefix, opts.openSource);
+        t.source = opts.content ? opts.content.open(f, t.offset, t.prefix, opts.openSource) : new TxSource(f.abs, f.size, t.offset, t.prefix, opts.openSource);
         t.prefix = undefined;
         t.state = Tx.Announced;
         t.since = now;
@@ -356,7 +363,11 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
       const sums = e.do === 'check' ? e.sums : [];
       const then = e.do === 'check' ? e.then : 'resume';
       jobs
-        .run(() => hashRanges(f.abs, e.offset, sums, then === 'resume', opts.openSource ?? openNoFollow))
+        .run(() =>
+          opts.content
+            ? opts.content.hash(f, e.offset, sums, then === 'resume', opts.openSource ?? openNoFollow)
+            : hashRanges(f.abs, e.offset, sums, then === 'resume', opts.openSource ?? openNoFollow),
+        )
         .then(
           (h) => {
             if (finished) return;
@@ -787,7 +798,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       }
       if (e.record) removeRecord(e.final);
       results.push({ id: e.id, ok: true, sha256: sha });
-      settle({ path: e.path, size: e.size, ok: true, status: 'done', sha256: sha, sentBytes: e.size - e.offset, skippedBytes: e.offset, elapsedMs: clock.now() - e.since });
+      settle({ path: e.path, size: e.size, ok: true, status: 'done', sha256: sha, sentBytes: e.size - e.offset, skippedBytes: e.offset, elapsedMs: clock.now() - e.since, local: e.final });
       maybeDone();
     };
 

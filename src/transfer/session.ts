@@ -26,12 +26,14 @@ import {
   sendProbes,
   type DestinationResolver,
   type FileOutcome,
+  type OutgoingFile,
   type ProbesSent,
   type RoleEvents,
   type TransferSummary,
 } from './roles.js';
 import { partialPath } from './resume.js';
 import { listSources, type Listing } from './sources.js';
+import type { SendContent } from './encrypted-content.js';
 
 export const DEFAULT_DATAGRAM_SIZE = 1472; // 1500-byte MTU minus IPv4 and UDP headers
 
@@ -456,6 +458,8 @@ export interface ClientTransferOptions {
   exclude?: string[];
   events?: RoleEvents;
   onWelcome?(w: Welcome): void;
+  /** send: what to send for the listed files instead of their bytes (`--encrypt-at-rest`; see encrypted-content.ts) */
+  content?(files: readonly OutgoingFile[]): Promise<SendContent>;
 }
 
 export async function clientTransfer(o: ClientTransferOptions): Promise<TransferSummary> {
@@ -473,9 +477,14 @@ export async function clientTransfer(o: ClientTransferOptions): Promise<Transfer
   };
   if (o.preserveTimes) hello.preserveTimes = true;
   let local: Listing | undefined;
+  let content: SendContent | undefined;
   if (o.op === 'send') {
     const exclude = new ExcludeSet(o.exclude ?? []);
     local = listSources(o.sources, { ...(o.srcBase !== undefined ? { srcBase: path.resolve(o.srcBase) } : {}), exclude });
+    if (o.content) {
+      content = await o.content(local.files);
+      local = { ...local, files: local.files.map((f) => content!.announced(f)) };
+    }
     hello.dest = o.dest;
     hello.single = isSingle(o.sources.length, local);
     if (o.createDir) hello.createDir = true;
@@ -529,7 +538,7 @@ export async function clientTransfer(o: ClientTransferOptions): Promise<Transfer
         peer,
         rate: createRateController({ policy: o.policy, targetBps: Math.min(o.targetBps, w.maxRate), minBps: o.minBps }),
       });
-      return await runSenderRole({ link, sender, clock: o.clock, files: local.files, dirs: local.dirs, policy, planned, ...(probed ? { probed } : {}), ...events });
+      return await runSenderRole({ link, sender, clock: o.clock, files: local.files, dirs: local.dirs, policy, planned, ...(probed ? { probed } : {}), ...(content ? { content } : {}), ...events });
     }
     const receiver = new DataReceiver({ endpoint, sessionId: w.sessionId, clock: o.clock, seal, open, datagramSize: w.datagramSize, peer });
     return await runReceiverRole({ link, receiver, clock: o.clock, resolve: resolve!, policy, planned, ...events });
