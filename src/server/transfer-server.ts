@@ -216,6 +216,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
             maxRateBps,
             permissions: account.permissions,
             policies: account.policies,
+            ...(account.requireEncryptedAtRest ? { requireEncryptedAtRest: true } : {}),
             keepAlive: () => ctl.keepAlive(),
             onRefuse: (te) => {
               const details = (te.details ?? {}) as Record<string, unknown>;
@@ -255,6 +256,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
                 },
               });
               if (f.code === 'PATH_INVALID') record({ type: 'refusal.jail', component: 'transfer', correlationId, fields: { ...peer, user: account.name, path: f.path, reason: f.message ?? 'invalid path', op: direction } });
+              if (f.code === 'ENCRYPTION_REQUIRED') record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: 'plaintext-upload', path: f.path, op: direction } });
               if (f.code === 'PERMISSION') record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: 'mkdir', path: f.path, op: direction } });
             },
             onEvent: (e) => {

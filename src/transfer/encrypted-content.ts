@@ -23,6 +23,7 @@ import {
   EnvelopeEncryptor,
   HEADER_BYTES,
   KekCache,
+  plaintextSize,
   openEnvelope,
   sealHeader,
   type KdfParams,
@@ -240,6 +241,51 @@ export async function encryptingContent(files: readonly ContentFile[], opts: Enc
         return { prefix: whole, sums };
       } finally {
         blocks.close();
+      }
+    },
+  };
+}
+
+const encryptionRequired = (what: string, detail: string): TachyonError =>
+  new TachyonError('ENCRYPTION_REQUIRED', `${what}: ${detail}`, {
+    publicMessage: `Refused: this account accepts only files encrypted by the client (send them with --encrypt-at-rest, as NAME${ENVELOPE_EXTENSION}); ${detail}.`,
+    details: { reason: detail, path: what },
+  });
+
+/**
+ * The receiving side of an account that requires client-side encryption: a file whose
+ * name lacks `.tachyon-enc` or whose size no envelope can have is refused before any
+ * data flows; a received file is refused (and removed) unless it starts with a valid
+ * version-1 passphrase header. The server needs no key for either check.
+ */
+export function envelopeOnlyUploads(display: (abs: string) => string = (p) => path.basename(p)): {
+  admit: (final: string, size: number) => void;
+  checkStored: (temp: string, size: number, open: ReadOpener) => void;
+} {
+  return {
+    admit(final, size) {
+      if (!final.endsWith(ENVELOPE_EXTENSION)) throw encryptionRequired(display(final), `the name does not end in ${ENVELOPE_EXTENSION}`);
+      if (plaintextSize(size) === undefined) throw encryptionRequired(display(final), `${size} bytes is not the size of an encrypted file`);
+    },
+    checkStored(temp, _size, open) {
+      let fd: number;
+      try {
+        fd = open(temp);
+      } catch (err) {
+        throw toTachyonError(err, 'IO');
+      }
+      try {
+        const b = Buffer.alloc(HEADER_BYTES);
+        const n = readSync(fd, b, 0, HEADER_BYTES, 0);
+        let ok = false;
+        try {
+          ok = decodeHeader(b.subarray(0, n)).slot.kind === 'passphrase';
+        } catch {
+          ok = false;
+        }
+        if (!ok) throw encryptionRequired(display(temp).replace(/^\.(.*)\.tachyon-partial$/, '$1'), 'the content has no valid encryption header');
+      } finally {
+        closeSync(fd);
       }
     },
   };

@@ -623,6 +623,10 @@ export interface ReceiverRoleOptions {
   openRead?: ReadOpener;
   /** Makes the parent directory of a temporary file (default `mkdir -p`; the server's resolver already made it through the jail). */
   makeDir?: (dir: string) => void;
+  /** Refuses a file before any data flows (a TachyonError), e.g. a plaintext name where only envelopes are accepted. */
+  admit?: (final: string, size: number) => void;
+  /** Checks a received, verified file before it is renamed into place (a TachyonError refuses it; the file is removed). */
+  checkStored?: (temp: string, size: number, open: ReadOpener) => void;
   events?: RoleEvents;
   vanishMs?: number;
 }
@@ -784,6 +788,15 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
         return;
       }
       try {
+        opts.checkStored?.(e.temp, e.size, openRead);
+      } catch (err) {
+        safeUnlink(e.temp);
+        if (e.record) removeRecord(e.final);
+        fileFailed(e.id, e.path, e.size, e.since, toTachyonError(err, 'IO'), sha);
+        maybeDone();
+        return;
+      }
+      try {
         const now = Date.now() / 1000;
         const atime = policy.preserveTimes && e.atimeMs !== undefined ? e.atimeMs / 1000 : now;
         // on the thread pool: metadata writes must not stall the datagram path
@@ -823,8 +836,9 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
     };
 
     /** Resolves the destination of a file and checks that it can be written there. */
-    const destination = (p: string): { final: string; st: Stats | undefined } => {
+    const destination = (p: string, size: number): { final: string; st: Stats | undefined } => {
       const final = opts.resolve(p, 'file');
+      opts.admit?.(final, size);
       const st = statOrUndefined(final);
       if (st?.isDirectory()) {
         throw new TachyonError('IS_DIRECTORY', `destination ${p} exists as a directory`, { publicMessage: `The destination of ${p} exists as a directory.` });
@@ -842,7 +856,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       let final: string;
       let st: Stats | undefined;
       try {
-        ({ final, st } = destination(pe.path));
+        ({ final, st } = destination(pe.path, pe.size));
       } catch (err) {
         const te = toTachyonError(err, 'IO');
         plans.push({ id: pe.id, do: 'refuse', code: te.code, message: te.publicMessage }, 96 + te.publicMessage.length * 6);
@@ -947,7 +961,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
         totalBytes += a.size;
         if (offset > 0) throw new TachyonError('PROTOCOL', `file ${a.id} resumed in a session without plans`);
         try {
-          final = destination(a.path).final;
+          final = destination(a.path, a.size).final;
         } catch (err) {
           receiver.skipFile(a.id, a.ssn0, a.size);
           fileFailed(a.id, a.path, a.size, now, toTachyonError(err, 'IO'));

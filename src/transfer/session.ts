@@ -33,7 +33,7 @@ import {
 } from './roles.js';
 import { partialPath } from './resume.js';
 import { listSources, type Listing } from './sources.js';
-import type { SendContent } from './encrypted-content.js';
+import { envelopeOnlyUploads, type SendContent } from './encrypted-content.js';
 
 export const DEFAULT_DATAGRAM_SIZE = 1472; // 1500-byte MTU minus IPv4 and UDP headers
 
@@ -49,6 +49,8 @@ export interface ServerSessionContext {
   permissions?: readonly Permission[];
   /** rate policies the account may choose (default: all) */
   policies?: readonly RatePolicy[];
+  /** uploads must be client-side encrypted envelopes (`.tachyon-enc`); plaintext is refused (ENCRYPTION_REQUIRED) */
+  requireEncryptedAtRest?: boolean;
   /**
    * Called every KEEPALIVE_MS while the session runs: the data moves over UDP, so the SSH
    * connection would otherwise look idle to its idle timer.
@@ -243,7 +245,8 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       }
       const receiver = new DataReceiver({ endpoint: ctx.endpoint, sessionId, clock: ctx.clock, seal, open, datagramSize });
       link.send(welcome);
-      return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve, policy, planned, ...jailFiles, ...(events ? { events } : {}) });
+      const envelopeOnly = ctx.requireEncryptedAtRest ? envelopeOnlyUploads((abs) => ctx.jail.display(abs)) : {};
+      return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve, policy, planned, ...jailFiles, ...envelopeOnly, ...(events ? { events } : {}) });
     }
     // the client downloads: we send
     let listing: Listing;
