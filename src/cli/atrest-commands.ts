@@ -4,17 +4,29 @@
  * TACHYON_FILE_PASSPHRASE or a prompt; each file is written under a temporary name and
  * appears under its final name only once every segment authenticated.
  */
-import { unlinkSync } from 'node:fs';
+import { closeSync, constants as fsc, lstatSync, openSync, readdirSync, readSync, unlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { TachyonError, toTachyonError } from '../core/errors.js';
-import { decryptFile, ENVELOPE_EXTENSION, KekCache, type EnvelopeHeader } from '../storage/envelope/index.js';
+import {
+  addKeyToKeyringFile,
+  decryptFile,
+  ENVELOPE_EXTENSION,
+  KekCache,
+  keyringFromEnv,
+  loadKeyringFile,
+  MAGIC,
+  rewrapEnvelopeFile,
+  type EnvelopeHeader,
+  type KeyProvider,
+} from '../storage/envelope/index.js';
 import { directoryHeaderStore, encryptingContent, type SendContent } from '../transfer/encrypted-content.js';
 import type { FileOutcome, OutgoingFile } from '../transfer/roles.js';
 import { readPassphrase } from './passphrase.js';
 
 interface DecryptOpts {
+  keyring?: string;
   out?: string;
   force: boolean;
   json: boolean;
@@ -30,11 +42,12 @@ export function decryptedName(file: string): string {
 }
 
 /** Resolves key-encryption keys for headers, asking for the passphrase once, when first needed. */
-export function passphraseKeys(): (h: EnvelopeHeader) => Promise<Buffer> {
+export function passphraseKeys(master?: KeyProvider): (h: EnvelopeHeader) => Promise<Buffer> {
   let cache: Promise<KekCache> | undefined;
   return async (h) => {
     if (h.slot.kind !== 'passphrase') {
-      throw new TachyonError('KEY_MISSING', `encrypted by a server with master key '${h.slot.keyId}', not with a passphrase: the server decrypts it on download`);
+      if (master) return master.key(h.slot.keyId);
+      throw new TachyonError('KEY_MISSING', `encrypted by a server with master key '${h.slot.keyId}', not with a passphrase: give the server's --keyring (the server decrypts it on download)`);
     }
     cache ??= readPassphrase({ confirm: false }).then((pw) => new KekCache(pw));
     return (await cache).get(h.slot.kdf);
@@ -42,7 +55,7 @@ export function passphraseKeys(): (h: EnvelopeHeader) => Promise<Buffer> {
 }
 
 async function runDecrypt(files: string[], o: DecryptOpts): Promise<number> {
-  const keys = passphraseKeys();
+  const keys = passphraseKeys(o.keyring !== undefined ? loadKeyringFile(o.keyring) : undefined);
   let failed = 0;
   let lastExit = 0;
   let bytes = 0;
@@ -82,6 +95,7 @@ export function registerAtRestCommands(program: Command): void {
     .argument('<files...>', `${ENVELOPE_EXTENSION} files`)
     .option('--out <dir>', 'write the plaintext files into DIR (default: beside each file)')
     .option('--force', 'replace an existing plaintext file', false)
+    .option('--keyring <file>', "server-side encrypted files: the server's master keyring")
     .option('--json', 'print one JSON object per file, then a final "done"', false)
     .action(async (files: string[], o: DecryptOpts) => {
       process.exitCode = await runDecrypt(files, o);
@@ -145,4 +159,85 @@ export async function prepareAtRest(
     };
   }
   return {};
+}
+
+/** The master keys of server-side encryption: a keyring file, else TACHYON_MASTER_KEY. */
+function masterKeys(keyring: string | undefined): KeyProvider {
+  return keyring !== undefined ? loadKeyringFile(keyring) : keyringFromEnv(process.env.TACHYON_MASTER_KEY);
+}
+
+/** Regular files under the given paths (directories walked, symbolic links never followed). */
+function* walkFiles(paths: readonly string[]): Generator<string> {
+  for (const p of paths) {
+    const st = lstatSync(p);
+    if (st.isFile()) yield p;
+    else if (st.isDirectory()) {
+      for (const e of readdirSync(p, { withFileTypes: true })) {
+        if (e.isDirectory() || e.isFile()) yield* walkFiles([path.join(p, e.name)]);
+      }
+    }
+  }
+}
+
+function startsWithMagic(file: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(file, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  } catch {
+    return false;
+  }
+  try {
+    const b = Buffer.alloc(MAGIC.length);
+    return readSync(fd, b, 0, b.length, 0) === b.length && b.equals(MAGIC);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+async function runRotate(paths: string[], o: { keyring?: string; json: boolean }): Promise<number> {
+  const keys = masterKeys(o.keyring);
+  const counts = { rewrapped: 0, current: 0, passphrase: 0, failed: 0 };
+  for (const file of walkFiles(paths)) {
+    if (!startsWithMagic(file)) continue;
+    try {
+      const r = await rewrapEnvelopeFile(file, keys);
+      if (r === 'not-master') counts.passphrase++;
+      else counts[r]++;
+      if (o.json && r === 'rewrapped') process.stdout.write(JSON.stringify({ event: 'file.rewrapped', path: file, keyId: keys.currentKeyId() }) + '\n');
+    } catch (err) {
+      counts.failed++;
+      const e = toTachyonError(err, 'IO');
+      if (o.json) process.stdout.write(JSON.stringify({ event: 'file.error', path: file, code: e.code, message: e.message }) + '\n');
+      else process.stderr.write(`tachyon: ${file}: ${e.message}\n`);
+    }
+  }
+  if (o.json) process.stdout.write(JSON.stringify({ event: 'done', ok: counts.failed === 0, keyId: keys.currentKeyId(), ...counts }) + '\n');
+  else {
+    process.stderr.write(
+      `re-wrapped ${counts.rewrapped} file(s) under master key '${keys.currentKeyId()}' (${counts.current} already current, ${counts.passphrase} client-side encrypted left alone, ${counts.failed} failed)\n`,
+    );
+  }
+  return counts.failed === 0 ? 0 : 1;
+}
+
+export function registerKeyCommands(program: Command): void {
+  const keys = program.command('keys').description('master keys of server-side encryption at rest');
+  keys
+    .command('new')
+    .description('add a fresh random master key to a keyring file (created 0600) and make it the current one')
+    .requiredOption('--keyring <file>', 'keyring file: {"current": ID, "keys": {ID: HEX}}')
+    .option('--id <id>', 'key id (default: k + the UTC time)')
+    .action((o: { keyring: string; id?: string }) => {
+      const id = addKeyToKeyringFile(o.keyring, o.id);
+      process.stdout.write(`${id}\n`);
+    });
+  keys
+    .command('rotate')
+    .description("re-wrap the content keys of server-side encrypted files under the keyring's current master key (headers only; content is not rewritten)")
+    .argument('<paths...>', 'files or directories (walked; symbolic links are not followed)')
+    .option('--keyring <file>', 'keyring file holding the old and the new keys (default: TACHYON_MASTER_KEY=ID:HEX64)')
+    .option('--json', 'one JSON object per re-wrapped file, then "done"', false)
+    .action(async (paths: string[], o: { keyring?: string; json: boolean }) => {
+      process.exitCode = await runRotate(paths, o);
+    });
 }

@@ -13,7 +13,7 @@ import { Endpoint } from '../transport/session/endpoint.js';
 import { openUdpSocket } from '../transport/socket/udp.js';
 import { clientTransfer, DEFAULT_DATAGRAM_SIZE } from '../transfer/session.js';
 import { parseFileList } from '../transfer/sources.js';
-import { prepareAtRest, registerAtRestCommands } from './atrest-commands.js';
+import { prepareAtRest, registerAtRestCommands, registerKeyCommands } from './atrest-commands.js';
 import { registerAuditCommands } from './audit-commands.js';
 import { ManifestWriter } from './manifest.js';
 import { createReporter } from './progress.js';
@@ -329,6 +329,7 @@ export function buildProgram(): Command {
   registerUserCommands(program);
   registerAuditCommands(program);
   registerAtRestCommands(program);
+  registerKeyCommands(program);
   return program;
 }
 

@@ -2,3 +2,4 @@
 export * from './backend.js';
 export { LocalStorage, translateFsError } from './local.js';
 export { MemoryStorage, type MemoryStorageOptions } from './memory.js';
+export { EncryptedStorage } from './encrypted.js';

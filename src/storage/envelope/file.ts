@@ -6,12 +6,13 @@
  * under the final name. Reads and writes are large (about 4 MiB) and overlap with the
  * decryption (double-buffered, on libuv's thread pool).
  */
-import { closeSync, constants as fsc, fdatasyncSync, fstatSync, linkSync, openSync, read as fsRead, readSync, renameSync, unlinkSync, writev as fsWritev } from 'node:fs';
+import { closeSync, constants as fsc, fdatasyncSync, fstatSync, linkSync, openSync, read as fsRead, readSync, renameSync, unlinkSync, writeSync, writev as fsWritev } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { TachyonError, toTachyonError } from '../../core/errors.js';
 import { checkedPlainSize, diagnoseSegment, openEnvelope, type OpenedEnvelope } from './codec.js';
 import { BOUND_HEADER_BYTES, decodeHeader, envelopeError, HEADER_BYTES, SEGMENT_BYTES, SEGMENT_PLAIN, segmentCount, segmentOffset, segmentPlainLength, type EnvelopeHeader } from './format.js';
+import { rewrapHeader } from './keys.js';
 import { openSegment } from './segment.js';
 
 /** segments per read: 64 × 64 KiB ≈ 4 MiB */
@@ -173,5 +174,42 @@ export async function decryptFile(src: string, dest: string, kek: KekResolver, o
         // never created
       }
     }
+  }
+}
+
+/** What re-wrapping one file did. */
+export type RewrapOutcome = 'rewrapped' | 'current' | 'not-master';
+
+/**
+ * Re-wraps the content key of a server-side (master-key) envelope file under the
+ * provider's current key, in place: only the 128-byte header is rewritten (one positioned
+ * write at offset 0, then fdatasync); the segments are untouched, since they bind the file
+ * id, not the wrapped key. A file already under the current key is left alone; a
+ * passphrase (client-side) envelope is not the server's to re-key.
+ */
+export async function rewrapEnvelopeFile(
+  file: string,
+  keys: { currentKeyId(): string; key(id: string): Promise<Buffer> },
+): Promise<RewrapOutcome> {
+  let fd: number;
+  try {
+    fd = openSync(file, fsc.O_RDWR | fsc.O_NOFOLLOW);
+  } catch (err) {
+    throw toTachyonError(err, 'IO');
+  }
+  try {
+    const hb = Buffer.alloc(HEADER_BYTES);
+    const n = readFully(fd, hb, HEADER_BYTES, 0);
+    const h = decodeHeader(hb.subarray(0, n));
+    if (h.slot.kind !== 'master') return 'not-master';
+    const current = keys.currentKeyId();
+    if (h.slot.keyId === current) return 'current';
+    const next = rewrapHeader(hb, h, await keys.key(h.slot.keyId), await keys.key(current), { kind: 'master', keyId: current });
+    let done = 0;
+    while (done < next.length) done += writeSync(fd, next, done, next.length - done, done);
+    fdatasyncSync(fd);
+    return 'rewrapped';
+  } finally {
+    closeSync(fd);
   }
 }

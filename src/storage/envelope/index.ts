@@ -4,3 +4,4 @@ export * from './keys.js';
 export * from './segment.js';
 export * from './codec.js';
 export * from './file.js';
+export * from './keyring.js';
