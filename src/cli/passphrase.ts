@@ -12,10 +12,11 @@ const MIN_LENGTH = 8;
 function promptHidden(prompt: string): Promise<string> {
   const stdin = process.stdin;
   return new Promise((resolve, reject) => {
-    process.stderr.write(prompt);
     let text = '';
     const wasRaw = stdin.isRaw;
+    // echo off before the prompt shows, so that nothing typed after it is ever echoed
     stdin.setRawMode(true);
+    process.stderr.write(prompt);
     stdin.resume();
     const done = (err?: Error): void => {
       stdin.off('data', onData);

@@ -10,7 +10,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSy
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { deriveKek, encryptBuffer, HEADER_BYTES, openEnvelope, sealHeader, segmentOffset, SEGMENT_PLAIN, type KdfParams } from '../../src/storage/envelope/index.js';
-import { jsonLines, runCli } from '../helpers/cli.js';
+import { spawn } from 'node:child_process';
+import { bin, jsonLines, runCli } from '../helpers/cli.js';
 import { Rng } from '../helpers/rng.js';
 
 const PW = 'a file passphrase';
@@ -54,6 +55,37 @@ describe('tachyon decrypt', () => {
     const r = await runCli(['decrypt', path.join(dir, 'np.tachyon-enc')], dir, 30_000, { TACHYON_FILE_PASSPHRASE: '' });
     assert.equal(r.code, 2);
     assert.match(r.stderr, /TACHYON_FILE_PASSPHRASE/);
+  });
+
+  it('asks for the passphrase on a terminal with echo off (a real pty through script(1))', async () => {
+    const sub = mkdtempSync(path.join(dir, 'tty-'));
+    writeFileSync(path.join(sub, 't.bin.tachyon-enc'), good);
+    const cmd = `${JSON.stringify(process.execPath)} ${JSON.stringify(bin)} decrypt ${JSON.stringify(path.join(sub, 't.bin.tachyon-enc'))}`;
+    const env: NodeJS.ProcessEnv = { ...process.env, HOME: sub };
+    delete env.TACHYON_FILE_PASSPHRASE;
+    const child = spawn('script', ['-q', '-e', '-c', cmd, '/dev/null'], { cwd: sub, env });
+    let out = '';
+    let typed = false;
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const t = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`no prompt: ${out}`));
+      }, 30_000);
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (!typed && out.includes('File passphrase:')) {
+          typed = true;
+          child.stdin.write(`${PW}\r`);
+        }
+      });
+      child.on('close', (c) => {
+        clearTimeout(t);
+        resolve(c);
+      });
+    });
+    assert.equal(code, 0, out);
+    assert.ok(!out.includes(PW), `the passphrase was echoed: ${JSON.stringify(out)}`);
+    assert.ok(readFileSync(path.join(sub, 't.bin')).equals(plain));
   });
 
   const seg = (b: Buffer, i: number): Buffer => b.subarray(segmentOffset(i), segmentOffset(i + 1));

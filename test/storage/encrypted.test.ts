@@ -128,4 +128,29 @@ describe('EncryptedStorage specifics', () => {
     assert.throws(() => keyringFromEnv(undefined), /no master key/);
     assert.throws(() => keyringFromEnv('main:abcd'), /ID:HEX64/);
   });
+
+  it('fuzz: keyring files and TACHYON_MASTER_KEY values are parsed or refused with CONFIG/KEY_MISSING, never anything else (seeded)', async () => {
+    const rng = new Rng(77);
+    const dir = await mkdtemp(join(tmpdir(), 'tachyon-keyfuzz-'));
+    const pieces = ['{', '}', '"current"', '"keys"', ':', ',', '"k1"', `"${'ab'.repeat(32)}"`, '"zz"', 'null', '[]', '1', '"', ' ', 'main', 'ab'.repeat(32), '\u0000'];
+    try {
+      for (let k = 0; k < 400; k++) {
+        const text = Array.from({ length: rng.range(0, 12) }, () => rng.pick(pieces)).join('');
+        for (const attempt of [() => keyringFromEnv(text), () => {
+          const f = join(dir, `k${k}.json`);
+          writeFileSync(f, text, { mode: 0o600 });
+          return loadKeyringFile(f);
+        }]) {
+          try {
+            const r = attempt();
+            assert.equal((await r.key(r.currentKeyId())).length, 32);
+          } catch (err) {
+            assert.ok(err instanceof Error && 'code' in err && ['CONFIG', 'KEY_MISSING'].includes(String((err as { code: string }).code)), `${JSON.stringify(text)}: ${String(err)}`);
+          }
+        }
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });
