@@ -283,7 +283,7 @@ export function envelopeOnlyUploads(display: (abs: string) => string = (p) => pa
         } catch {
           ok = false;
         }
-        if (!ok) throw encryptionRequired(display(temp).replace(/^\.(.*)\.tachyon-partial$/, '$1'), 'the content has no valid encryption header');
+        if (!ok) throw encryptionRequired(display(temp).replace(/(^|\/)\.([^/]*)\.tachyon-partial$/, '$1$2'), 'the content has no valid encryption header');
       } finally {
         closeSync(fd);
       }

@@ -4,11 +4,11 @@
  * child process and real `tachyon send` processes: a plaintext name is refused before any
  * data flows, a `.tachyon-enc` name over plaintext content is refused after the upload
  * and removed, an encrypted upload is accepted; each refusal is a clear message to the
- * client and an audit record; another user is unaffected.
+ * client and an audit record; another user is unaffected; SFTP cannot write for it.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, spawnSync, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -130,5 +130,23 @@ describe('requireEncryptedAtRest: plaintext uploads are refused', () => {
     const e = await runCli(['send', ...common('eve'), path.join(work, 'plain.bin'), 'eve@127.0.0.1:/'], work);
     assert.equal(e.code, 0, e.stderr);
     assert.deepEqual(readdirSync(path.join(files, 'eve')), ['plain.bin']);
+  });
+
+  it('SFTP cannot write for such an account (no point to check the content before it is visible); reading still works', async () => {
+    const batch = path.join(work, 'sftp-batch');
+    writeFileSync(batch, `put ${path.join(work, 'plain.bin')} /sneaky.bin\n`);
+    const args = (b: string): string[] => [
+      '-b', b, '-F', '/dev/null', '-i', key['dana']!, '-o', 'IdentitiesOnly=yes', '-o', 'IdentityAgent=none', '-o', 'BatchMode=yes',
+      '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-P', String(port), 'dana@127.0.0.1',
+    ];
+    const r = spawnSync('sftp', args(batch), { encoding: 'utf8', timeout: 30_000 });
+    assert.notEqual(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stderr, /[Pp]ermission denied/);
+    assert.ok(!readdirSync(path.join(files, 'dana')).includes('sneaky.bin'));
+    const get = path.join(work, 'sftp-get');
+    writeFileSync(get, `get /plain.bin.tachyon-enc ${path.join(work, 'fetched.tachyon-enc')}\n`);
+    const g = spawnSync('sftp', args(get), { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(g.status, 0, g.stdout + g.stderr);
+    assert.ok(readFileSync(path.join(work, 'fetched.tachyon-enc')).equals(readFileSync(path.join(files, 'dana', 'plain.bin.tachyon-enc'))));
   });
 });
