@@ -144,6 +144,21 @@ describe('envelope format: sizes and positions', () => {
     e.read(whole.length - 1000, 1000, b, 0);
     e.read(5000, 1000, b, 0);
     assert.equal(e.digest(), sha256(whole));
+    // a small cache evicts and re-encrypts (the final, short segment included) with the same result
+    const small = new EnvelopeEncryptor(env, plain.length, (pos, len, out, at) => plain.copy(out, at, pos, pos + len), 2);
+    for (let k = 0; k < 100; k++) {
+      const off = rng.int(whole.length);
+      const len = rng.range(0, Math.min(whole.length - off, 70_000));
+      const out = Buffer.alloc(len);
+      small.read(off, len, out, 0);
+      assert.ok(out.equals(whole.subarray(off, off + len)), `small cache: range ${off}+${len}`);
+    }
+    // sequential reads, then retransmissions of recent blocks: each segment is encrypted once
+    const seq = new EnvelopeEncryptor(env, plain.length, (pos, len, out, at) => plain.copy(out, at, pos, pos + len));
+    const blk = Buffer.alloc(1400);
+    for (let off = 0; off < whole.length; off += 1400) seq.read(off, Math.min(1400, whole.length - off), blk, 0);
+    for (let k = 0; k < 50; k++) seq.read(rng.int(whole.length - 1400), 1400, blk, 0);
+    assert.equal(seq.sealedSegments, 4);
     // re-encryption is deterministic for the same header (what resume relies on)
     assert.ok(encryptBuffer(env, plain).equals(whole));
   });

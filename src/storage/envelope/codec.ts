@@ -43,19 +43,26 @@ export function openEnvelope(headerBytes: Buffer, kek: Buffer | ((h: EnvelopeHea
   return { headerBytes: hb, header, keys: segmentKeys(contentKey, header.fileId) };
 }
 
+/** sealed segments an encryptor keeps (4 MiB): a retransmission about one RTT behind finds its segment */
+export const ENCRYPTOR_CACHE_SEGMENTS = 64;
+
 /**
  * The envelope of a plaintext, readable at any offset: the header, then each segment
- * encrypted when first needed (the latest one is kept, so sequential block reads
- * encrypt each segment once). The SHA-256 of the whole envelope is computed as bytes
- * are produced in order; `digest()` completes it if needed.
+ * encrypted when first needed. The most recently used sealed segments are kept (up to
+ * `cacheSegments`), so sequential block reads encrypt each segment once and a
+ * retransmission of a recent block does not encrypt its segment again. The SHA-256 of
+ * the whole envelope is computed as bytes are produced in order; `digest()` completes it
+ * if needed.
  */
 export class EnvelopeEncryptor {
   readonly size: number;
   readonly segments: number;
-  private readonly seg: Buffer = Buffer.allocUnsafe(SEGMENT_BYTES);
   private readonly plain: Buffer = Buffer.allocUnsafe(SEGMENT_PLAIN);
-  private segIndex = -1;
-  private segLen = 0;
+  /** sealed segments by index (whole SEGMENT_BYTES buffers), least recently used first (a Map keeps insertion order) */
+  private readonly cache = new Map<number, Buffer>();
+  private readonly cacheSegments: number;
+  /** segments encrypted so far (a retransmission that missed the cache costs one more) */
+  sealedSegments = 0;
   private hash: Hash = createHash('sha256');
   private hashed = 0;
   private digestHex: string | undefined;
@@ -64,9 +71,11 @@ export class EnvelopeEncryptor {
     private readonly env: OpenedEnvelope,
     readonly plainSize: number,
     private readonly readPlain: PlainReader,
+    cacheSegments = ENCRYPTOR_CACHE_SEGMENTS,
   ) {
     this.size = envelopeSize(plainSize);
     this.segments = segmentCount(plainSize);
+    this.cacheSegments = Math.max(1, Math.min(cacheSegments, this.segments));
   }
 
   /** Resume: `prefix` is the SHA-256 state after the first `offset` envelope bytes. */
@@ -76,14 +85,27 @@ export class EnvelopeEncryptor {
     this.digestHex = offset === this.size ? prefix.digest('hex') : undefined;
   }
 
-  private load(i: number): void {
-    if (this.segIndex === i) return;
+  private load(i: number): Buffer {
     const len = segmentPlainLength(i, this.plainSize);
+    const sealedLen = len + SEGMENT_BYTES - SEGMENT_PLAIN;
+    const hit = this.cache.get(i);
+    if (hit) {
+      this.cache.delete(i);
+      this.cache.set(i, hit);
+      return hit.subarray(0, sealedLen);
+    }
+    let buf: Buffer;
+    if (this.cache.size >= this.cacheSegments) {
+      const [old, b] = this.cache.entries().next().value as [number, Buffer];
+      this.cache.delete(old);
+      buf = b;
+    } else buf = Buffer.allocUnsafe(SEGMENT_BYTES);
     const p = this.plain.subarray(0, len);
     if (len > 0) this.readPlain(i * SEGMENT_PLAIN, len, p, 0);
-    sealSegment(this.env.keys, this.env.headerBytes, i, i === this.segments - 1, p, this.seg, 0);
-    this.segIndex = i;
-    this.segLen = len + SEGMENT_BYTES - SEGMENT_PLAIN;
+    sealSegment(this.env.keys, this.env.headerBytes, i, i === this.segments - 1, p, buf, 0);
+    this.sealedSegments++;
+    this.cache.set(i, buf);
+    return buf.subarray(0, sealedLen);
   }
 
   /** Copies envelope bytes [offset, offset+len) into `out` at `at`. */
@@ -101,10 +123,10 @@ export class EnvelopeEncryptor {
     }
     while (pos < end) {
       const i = Math.floor((pos - HEADER_BYTES) / SEGMENT_BYTES);
-      this.load(i);
+      const seg = this.load(i);
       const within = pos - segmentOffset(i);
-      const n = Math.min(end - pos, this.segLen - within);
-      this.seg.copy(out, at, within, within + n);
+      const n = Math.min(end - pos, seg.length - within);
+      seg.copy(out, at, within, within + n);
       pos += n;
       at += n;
     }
