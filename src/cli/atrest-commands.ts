@@ -140,11 +140,15 @@ export async function prepareAtRest(
       afterReceive: async (files, json) => {
         let failed = 0;
         for (const f of files) {
-          if (f.status !== 'done' || f.local === undefined || !f.local.endsWith(ENVELOPE_EXTENSION)) continue;
-          const out = f.local.slice(0, -ENVELOPE_EXTENSION.length);
+          if (f.status !== 'done' || f.local === undefined) continue;
+          // NAME.tachyon-enc becomes NAME; a single file received under a name of the user's
+          // choosing (DEST without the extension) is decrypted in place, under that name
+          const inPlace = !f.local.endsWith(ENVELOPE_EXTENSION);
+          if (inPlace && !f.path.endsWith(ENVELOPE_EXTENSION)) continue;
+          const out = inPlace ? f.local : f.local.slice(0, -ENVELOPE_EXTENSION.length);
           try {
-            const r = await decryptFile(f.local, out, keys, { overwrite: o.overwrite !== 'never' });
-            unlinkSync(f.local);
+            const r = await decryptFile(f.local, out, keys, { overwrite: inPlace || o.overwrite !== 'never' });
+            if (!inPlace) unlinkSync(f.local);
             if (json) process.stdout.write(JSON.stringify({ event: 'file.decrypted', path: f.path, out, bytes: r.bytes }) + '\n');
           } catch (err) {
             failed++;

@@ -101,6 +101,14 @@ describe('send --encrypt-at-rest / recv --decrypt', () => {
     assert.deepEqual(readdirSync(got), ['mid.bin.tachyon-enc']);
   });
 
+  it('recv --decrypt of one file to a DEST name without the extension decrypts it in place, under that name', async () => {
+    const out = path.join(work, 'chosen-name.bin');
+    const rr = await runCli(['recv', ...server.common(), '--decrypt', '--json', remote('/enc/src/page.bin.tachyon-enc'), out], work, 60_000, PW);
+    assert.equal(rr.code, 0, rr.stderr + rr.stdout);
+    assert.ok(readFileSync(out).equals(files['page.bin']!));
+    assert.equal(readdirSync(work).filter((n) => n.includes('chosen-name')).length, 1, 'no temporary file left');
+  });
+
   it('refuses --encrypt-at-rest without a passphrase, and on recv', async () => {
     const a = await runCli(['send', ...server.common(), '--encrypt-at-rest', path.join(work, 'src', 'one.txt'), remote('/enc/')], work, 30_000, { TACHYON_FILE_PASSPHRASE: '' });
     assert.equal(a.code, 2);
