@@ -34,6 +34,7 @@ import {
 import { partialPath } from './resume.js';
 import { listSources, type Listing } from './sources.js';
 import { envelopeOnlyUploads, type SendContent } from './encrypted-content.js';
+import { ENVELOPE_EXTENSION } from '../storage/envelope/format.js';
 
 export const DEFAULT_DATAGRAM_SIZE = 1472; // 1500-byte MTU minus IPv4 and UDP headers
 
@@ -376,7 +377,9 @@ export function uploadResolver(jail: Jail, hello: Hello, mkdirp: (abs: string, s
     const comps = jail.components(rel);
     if (comps.length === 0) throw new TachyonError('PATH_INVALID', `empty path '${rel}'`, { publicMessage: 'Invalid path.', details: { reason: 'empty-path' } });
     let target: string;
-    if (kind === 'file' && !destIsDir) target = dest;
+    // one file to a DEST that names it: DEST, except that an envelope keeps its extension
+    // (so that `send --encrypt-at-rest f host:/dir/name` stores name.tachyon-enc)
+    if (kind === 'file' && !destIsDir) target = rel.endsWith(ENVELOPE_EXTENSION) && !dest.endsWith(ENVELOPE_EXTENSION) ? dest + ENVELOPE_EXTENSION : dest;
     else target = path.join(dest, ...comps);
     jail.checkInside(target, rel);
     return target;

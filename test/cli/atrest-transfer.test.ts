@@ -90,6 +90,13 @@ describe('send --encrypt-at-rest / recv --decrypt', () => {
     for (const [n, b] of Object.entries(files)) assert.ok(readFileSync(path.join(got, 'src', n)).equals(b), n);
   });
 
+  it('one file sent to a DEST that names it keeps the extension: DEST.tachyon-enc', async () => {
+    const r = await runCli(['send', ...server.common(), '--encrypt-at-rest', path.join(work, 'src', 'one.txt'), remote('/enc/renamed')], work, 60_000, PW);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(readdirSync(path.join(server.root, 'enc')).includes('renamed.tachyon-enc'));
+    assert.ok(!readdirSync(path.join(server.root, 'enc')).includes('renamed'));
+  });
+
   it('recv --decrypt with a wrong passphrase keeps the verified envelope and writes no plaintext', async () => {
     const got = path.join(work, 'got-wrong');
     mkdirSync(got);
