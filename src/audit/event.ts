@@ -95,6 +95,14 @@ export interface AuditFieldsByType {
   'refusal.channel': AuditPeer & { user?: string; what: string; detail?: string };
   /** A connection was refused or cut by a limit (`limit`: max-auth-tries, login-grace, idle, per-source, max-startups, …). */
   'refusal.limit': AuditPeer & { user?: string; limit: string; value?: number };
+  /** The node API issued a transfer token (`grantId` is its random id, as in `token:<id>` of the sessions that use it; the token itself is never stored). */
+  'transfer.authorize': AuditPeer & {
+    accessKeyId: string;
+    direction: 'upload' | 'download';
+    paths: readonly string[];
+    grantId: string;
+    expiresAt: string;
+  };
   /** A configuration change: who, what, on what; the names of changed settings, not secret values. */
   'config.change': {
     actor: string;
@@ -133,6 +141,7 @@ export const AUDIT_EVENT_TYPES = [
   'refusal.cipher',
   'refusal.channel',
   'refusal.limit',
+  'transfer.authorize',
   'config.change',
   'config.error',
   'server.start',
@@ -159,6 +168,7 @@ export const DEFAULT_SEVERITY: Readonly<Record<AuditEventType, AuditSeverity>> =
   'refusal.cipher': 'warning',
   'refusal.channel': 'warning',
   'refusal.limit': 'warning',
+  'transfer.authorize': 'info',
   'config.change': 'notice',
   'config.error': 'error',
   'server.start': 'notice',

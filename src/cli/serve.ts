@@ -6,7 +6,6 @@
  *    user from an OpenSSH authorized_keys file, every permission; what the benchmarks use).
  */
 import { existsSync, mkdirSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { TachyonError } from '../core/errors.js';
 import type { CipherName } from '../core/types.js';
@@ -19,6 +18,9 @@ import { loadAuthorizedKeys, startTransferServer, type TransferServer } from '..
 import { UserRepository } from '../server/users/repository.js';
 import { sftpForAccounts } from '../server/sftp.js';
 import { permittedCiphers } from '../server/users/model.js';
+import { fileAccessKeyStatus, staticAccessKeyStatus, TokenLogin } from '../server/token-login.js';
+import { fileTokenKeys, TransferTokenCodec } from '../server/transfer-token.js';
+import { systemClock } from '../core/clock.js';
 
 export interface ServeOpts {
   config?: string;
@@ -33,10 +35,7 @@ export interface ServeOpts {
   json: boolean;
 }
 
-export function defaultHostKeyPath(): string {
-  const base = process.env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config');
-  return path.join(base, 'tachyon', 'ssh_host_ed25519_key');
-}
+export { defaultHostKeyPath } from './defaults.js';
 
 type Log = (e: Record<string, unknown>) => void;
 
@@ -101,7 +100,19 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
       log({ type: 'config.users', ...applied });
     }
     const accounts: AccountSource = databaseAccounts(repo, cfg.cipherPolicy);
+    const tt = cfg.transferTokens;
+    const tokens = tt
+      ? new TokenLogin({
+          user: tt.user,
+          codec: new TransferTokenCodec({ nodeId: tt.nodeId, keys: fileTokenKeys(tt.keyFile, { graceMs: tt.keyGraceSeconds * 1000 }), clock: systemClock }),
+          accessKeys: tt.accessKeysFile !== undefined ? fileAccessKeyStatus(tt.accessKeysFile) : staticAccessKeyStatus({}),
+          ciphers: permittedCiphers(cfg.cipherPolicy),
+          allowedRoots: cfg.allowedRoots,
+          clock: systemClock,
+        })
+      : undefined;
     server = await startTransferServer({
+      ...(tokens ? { tokens } : {}),
       accounts,
       hostKeyFile: cfg.hostKeyFile,
       listen: cfg.listen,

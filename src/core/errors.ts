@@ -28,6 +28,8 @@ export const ERROR_CODES = {
   PEER_VANISHED: { exit: 69, retryable: true, summary: 'The peer stopped answering.' },
   CONNECT: { exit: 69, retryable: true, summary: 'The server could not be reached.' },
   CANCELLED: { exit: 130, retryable: true, summary: 'The transfer was cancelled.' },
+  /** the resource is not in a state that allows the operation (node API: 409), e.g. cancelling a finished transfer */
+  CONFLICT: { exit: 75, retryable: false, summary: 'The operation conflicts with the current state.' },
   // encryption at rest
   ENVELOPE_INVALID: { exit: 65, retryable: false, summary: 'An encrypted file is damaged or not in the expected format.' },
   WRONG_KEY: { exit: 77, retryable: false, summary: 'The passphrase or key does not open the encrypted file.' },

@@ -42,6 +42,41 @@ const m0001: Migration = {
   },
 };
 
+/** Finished transfers, as the transfer monitor (src/server/monitor.ts) records them. */
+const m0003: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('transfer')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('correlation_id', 'text', (c) => c.notNull())
+      .addColumn('user_name', 'text', (c) => c.notNull())
+      .addColumn('access_key_id', 'text')
+      .addColumn('direction', 'text', (c) => c.notNull())
+      .addColumn('status', 'text', (c) => c.notNull())
+      .addColumn('code', 'text')
+      .addColumn('message', 'text')
+      .addColumn('client_address', 'text', (c) => c.notNull())
+      .addColumn('cipher', 'text', (c) => c.notNull())
+      .addColumn('started_at', 'text', (c) => c.notNull())
+      .addColumn('ended_at', 'text', (c) => c.notNull())
+      .addColumn('files', 'integer', (c) => c.notNull())
+      .addColumn('bytes', 'bigint', (c) => c.notNull())
+      .addColumn('total_bytes', 'bigint', (c) => c.notNull())
+      .addColumn('skipped_bytes', 'bigint', (c) => c.notNull())
+      .addColumn('duration_ms', 'bigint', (c) => c.notNull())
+      .addColumn('datagrams', 'bigint', (c) => c.notNull())
+      .addColumn('retransmits', 'bigint')
+      .addColumn('detail', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('transfer_started_at').on('transfer').column('started_at').execute();
+    await db.schema.createIndex('transfer_user_name').on('transfer').column('user_name').execute();
+    await db.schema.createIndex('transfer_access_key_id').on('transfer').column('access_key_id').execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('transfer').execute();
+  },
+};
+
 /** A transfer user may be required to upload only client-side encrypted files (issue #5). */
 const m0004: Migration = {
   async up(db: Kysely<any>) {
@@ -59,5 +94,6 @@ const m0004: Migration = {
 /** Every migration, by name. Names sort in the order they apply. */
 export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   '0001_transfer_users': m0001,
+  '0003_transfers': m0003,
   '0004_user_encryption_policy': m0004,
 });

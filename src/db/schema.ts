@@ -45,8 +45,43 @@ export interface UserKeyTable {
   added_at: string;
 }
 
+/** A finished transfer session (src/server/monitor.ts); active ones live in memory. */
+export interface TransferTable {
+  /** The monitor's transfer id (a UUID); primary key. */
+  id: string;
+  /** The SSH connection id, which the audit records of the session carry. */
+  correlation_id: string;
+  user_name: string;
+  /** The access key whose transfer token started it, or null. */
+  access_key_id: string | null;
+  /** `upload` | `download` (as the client sees it). */
+  direction: string;
+  /** `completed` | `failed` | `cancelled`. */
+  status: string;
+  /** Error code of a failed or cancelled session. */
+  code: string | null;
+  /** Its public message. */
+  message: string | null;
+  client_address: string;
+  cipher: string;
+  /** ISO-8601 UTC. */
+  started_at: string;
+  ended_at: string;
+  files: number;
+  /** File bytes carried over UDP. bigint columns: strings from PostgreSQL. */
+  bytes: number | string;
+  total_bytes: number | string;
+  skipped_bytes: number | string;
+  duration_ms: number | string;
+  datagrams: number | string;
+  retransmits: number | string | null;
+  /** JSON: the per-file records (at most the monitor's per-transfer file limit). */
+  detail: string;
+}
+
 /** Every table, for `Kysely<TachyonSchema>`. */
 export interface TachyonSchema {
   transfer_user: TransferUserTable;
   user_key: UserKeyTable;
+  transfer: TransferTable;
 }

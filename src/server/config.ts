@@ -21,6 +21,7 @@
  */
 import { promises as fs } from 'node:fs';
 import { isIP } from 'node:net';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { TachyonError } from '../core/errors.js';
@@ -77,6 +78,22 @@ export interface ServerConfig {
   readonly auditLog?: string;
   /** Users declared inline (validated; docroots canonical). */
   readonly users: readonly NewUser[];
+  /** The shared transfer user that logs in with transfer tokens (docs/transfer-tokens.md); absent: off. */
+  readonly transferTokens?: TransferTokenSettings;
+}
+
+/** `transferTokens` in the configuration file. */
+export interface TransferTokenSettings {
+  /** The shared transfer user's name (default `xfer`). */
+  readonly user: string;
+  /** This node's id, sealed into every token (default: the host name). */
+  readonly nodeId: string;
+  /** The 32-byte token key (created 0600 if missing; default `token.key` next to the file). */
+  readonly keyFile: string;
+  /** How long a rotated-out key is still accepted, seconds (default 3600). */
+  readonly keyGraceSeconds: number;
+  /** Access-key states until the node API's table is joined (JSON `{"active":[…],"revoked":[…]}`); absent: every key unknown (denied). */
+  readonly accessKeysFile?: string;
 }
 
 /** A type error's message: `is required` when the field is missing, else `text`. */
@@ -137,6 +154,15 @@ const ConfigSchema = z.strictObject({
     .optional(),
   auditLog: nonEmpty.optional(),
   users: z.array(UserSchema).max(100_000).optional(),
+  transferTokens: z
+    .strictObject({
+      user: nonEmpty.optional(),
+      nodeId: z.string(expected('expected a string')).min(1, { error: 'must not be empty' }).max(64, { error: 'at most 64 characters' }).optional(),
+      keyFile: nonEmpty.optional(),
+      keyGraceSeconds: posInt(30 * 86400).optional(),
+      accessKeysFile: nonEmpty.optional(),
+    })
+    .optional(),
 });
 
 /** `['users', 0, 'docroot']` → `users[0].docroot` */
@@ -278,6 +304,20 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
     users.push(Object.freeze(user));
   }
 
+  let transferTokens: TransferTokenSettings | undefined;
+  if (c.transferTokens !== undefined) {
+    const t = c.transferTokens;
+    const user = (await collect(problems, () => validateUserName(t.user ?? 'xfer', 'transferTokens.user'))) ?? 'xfer';
+    if (names.has(user)) problems.push(`transferTokens.user: '${user}' is also a declared user; the token user must be a name of its own`);
+    transferTokens = Object.freeze({
+      user,
+      nodeId: t.nodeId ?? hostname(),
+      keyFile: abs(t.keyFile ?? 'token.key'),
+      keyGraceSeconds: t.keyGraceSeconds ?? 3600,
+      ...(t.accessKeysFile !== undefined ? { accessKeysFile: abs(t.accessKeysFile) } : {}),
+    });
+  }
+
   if (problems.length > 0 || database === undefined || maxRateBps === undefined) throw configError(file, problems);
   return Object.freeze({
     file: path.resolve(file),
@@ -291,6 +331,7 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
     ssh,
     ...(c.auditLog !== undefined ? { auditLog: abs(c.auditLog) } : {}),
     users: Object.freeze(users),
+    ...(transferTokens ? { transferTokens } : {}),
   });
 }
 

@@ -14,10 +14,13 @@ import { fingerprintOf, loadOrCreateHostKey, parseAuthorizedKeys, type Authorize
 import { startControlServer, type ControlServer, type ControlServerEvent, type SessionInfo, type SubsystemHandler } from '../control/ssh-server.js';
 import { Endpoint } from '../transport/session/endpoint.js';
 import { openUdpSocket } from '../transport/socket/udp.js';
+import { pathGrant, type SessionRestriction } from '../transfer/grant.js';
 import { Jail } from '../transfer/jail.js';
 import type { FileOutcome } from '../transfer/roles.js';
 import { serveSession } from '../transfer/session.js';
 import type { Account, AccountSource } from './accounts.js';
+import type { MonitoredSession, TransferReporter } from './monitor.js';
+import type { TokenLogin } from './token-login.js';
 
 export interface SshServiceLimits {
   maxAuthTries?: number;
@@ -38,11 +41,18 @@ export interface TransferServerOptions {
   ssh?: SshServiceLimits;
   audit?: AuditSink;
   /**
+   * The shared transfer user that logs in with transfer tokens (password method, that
+   * user only); its sessions are confined to the token's root, direction and paths.
+   */
+  tokens?: TokenLogin;
+  /**
    * Extra SSH subsystems given the account of the session (e.g. `sftp`): built by the
    * caller, so that the server layer does not depend on how SFTP is served.
    */
   subsystems?: Readonly<Record<string, (account: Account, jail: Jail, info: SessionInfo) => SubsystemHandler>>;
   clock?: Clock;
+  /** reports sessions, files, progress and refusals (the transfer monitor), and may cancel a session */
+  monitor?: TransferReporter;
   onEvent?(e: { type: string; [k: string]: unknown }): void;
 }
 
@@ -88,7 +98,7 @@ export function auditOfControlEvent(e: ControlServerEvent, refusalReason?: strin
             ...peer,
             user: e.user,
             method: e.method,
-            reason: refusalReason ?? e.reason ?? 'refused',
+            reason: refusalReason ?? e.detail ?? e.reason ?? 'refused',
             ...(e.keyType ? { keyType: e.keyType } : {}),
             ...(e.keyFingerprint ? { keyFingerprint: e.keyFingerprint } : {}),
             ...(e.failures !== undefined ? { failures: e.failures } : {}),
@@ -121,10 +131,24 @@ export function auditOfControlEvent(e: ControlServerEvent, refusalReason?: strin
   }
 }
 
+/** The monitor's refusal reason of an audit event (undefined: not a refusal). */
+export function refusalReason(e: AuditEvent): string | undefined {
+  if (e.type === 'auth.failure') return 'auth';
+  if (e.type.startsWith('refusal.')) return e.type.slice('refusal.'.length);
+  const code = (e.fields as Record<string, unknown>)['code'];
+  if (e.type === 'session.end' && e.component === 'transfer' && e.severity === 'warning' && typeof code === 'string' && code !== 'CANCELLED') return code.toLowerCase();
+  return undefined;
+}
+
 export async function startTransferServer(o: TransferServerOptions): Promise<TransferServer> {
   const clock = o.clock ?? systemClock;
   const hostKey = await loadOrCreateHostKey(o.hostKeyFile);
   const record = (e: AuditEvent): string | undefined => {
+    const refusal = refusalReason(e);
+    if (refusal !== undefined) {
+      const user = (e.fields as Record<string, unknown>)['user'];
+      o.monitor?.refused(refusal, typeof user === 'string' ? user : undefined);
+    }
     try {
       return o.audit?.record(e);
     } catch (err) {
@@ -142,7 +166,26 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
     return j;
   };
   /** the account and jail of an authenticated session, or a refusal (audited) */
-  const sessionAccount = async (info: SessionInfo): Promise<{ account: Account; jail: Jail }> => {
+  const tokens = o.tokens;
+  const isTokenSession = (info: SessionInfo): boolean => tokens !== undefined && info.user === tokens.user;
+  const sessionAccount = async (info: SessionInfo): Promise<{ account: Account; jail: Jail; restriction?: SessionRestriction; accessKeyId?: string }> => {
+    if (tokens !== undefined && info.user === tokens.user) {
+      let s: Awaited<ReturnType<TokenLogin['session']>>;
+      try {
+        s = await tokens.session(info.keyFingerprint);
+      } catch (err) {
+        const te = toTachyonError(err, 'INTERNAL');
+        o.onEvent?.({ type: 'session.error', user: info.user, code: te.code, message: te.message });
+        throw te;
+      }
+      if ('refused' in s) {
+        record({ type: 'auth.failure', component: 'ssh', correlationId: info.connectionId, fields: { clientAddress: info.clientAddress, clientPort: info.clientPort, user: info.user, method: 'password', reason: s.refused, keyFingerprint: info.keyFingerprint } });
+        throw new TachyonError('AUTH_FAILED', `token session ${info.keyFingerprint} refused: ${s.refused}`);
+      }
+      const jail = jailFor(s.account.root);
+      const restriction = pathGrant({ jail, direction: s.claims.direction, paths: s.claims.paths, expiresAt: s.claims.expiresAt, clock, label: info.keyFingerprint });
+      return { account: s.account, jail, restriction, accessKeyId: s.claims.accessKeyId };
+    }
     let account: Account | undefined;
     try {
       account = await o.accounts.account(info.user, info.keyFingerprint);
@@ -166,6 +209,12 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
   const subsystems: Record<string, SubsystemHandler> = {};
   for (const [name, make] of Object.entries(o.subsystems ?? {})) {
     subsystems[name] = (channel, info, ctl) => {
+      if (isTokenSession(info)) {
+        // a token grants transfers of its paths only: no SFTP (or other subsystem) session
+        record({ type: 'refusal.channel', component: 'ssh', correlationId: info.connectionId, fields: { clientAddress: info.clientAddress, clientPort: info.clientPort, user: info.user, what: 'subsystem', detail: name } });
+        channel.destroy();
+        return;
+      }
       sessionAccount(info).then(
         ({ account, jail }) => make(account, jail, info)(channel, info, ctl),
         () => channel.destroy(),
@@ -176,6 +225,14 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
     listen: o.listen,
     port: o.port,
     hostKey: hostKey.privateKey,
+    ...(tokens
+      ? {
+          credentialLogin: {
+            users: (user: string) => user === tokens.user,
+            check: (_user: string, token: string) => tokens.check(token),
+          },
+        }
+      : {}),
     authorize: async (user, _algo, blob) => {
       const r = await o.accounts.check(user, blob);
       if (!r.ok) {
@@ -198,14 +255,18 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       void (async () => {
         let account: Account;
         let jail: Jail;
+        let restriction: SessionRestriction | undefined;
+        let accessKeyId: string | undefined;
         try {
-          ({ account, jail } = await sessionAccount(info));
+          ({ account, jail, restriction, accessKeyId } = await sessionAccount(info));
         } catch {
           link.close();
           return;
         }
         const allowed = o.allowedCiphers.filter((c) => account.ciphers.includes(c));
         const maxRateBps = Math.min(o.maxRateBps, account.maxRateBps ?? Infinity);
+        const abort = new AbortController();
+        let monitored: MonitoredSession | undefined;
         try {
           const summary = await serveSession(link, {
             endpoint: data.endpoint!,
@@ -216,10 +277,17 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
             maxRateBps,
             permissions: account.permissions,
             policies: account.policies,
+            ...(restriction ? { restriction } : {}),
             ...(account.requireEncryptedAtRest ? { requireEncryptedAtRest: true } : {}),
             keepAlive: () => ctl.keepAlive(),
+            signal: abort.signal,
+            onFileStart: (f) => monitored?.fileStarted(f),
+            onProgress: (p) => monitored?.progress(p),
             onRefuse: (te) => {
               const details = (te.details ?? {}) as Record<string, unknown>;
+              if (te.code === 'PERMISSION' && details['permission'] === 'token') {
+                return record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: 'token', op: String(details['reason'] ?? 'token'), path: String(details['path'] ?? ''), ...(restriction ? { grant: restriction.label } : {}) } });
+              }
               if (te.code === 'CIPHER_REFUSED') {
                 return record({ type: 'refusal.cipher', component: 'transfer', correlationId, fields: { ...peer, user: account.name, cipher: String(details['cipher'] ?? te.message.replace(/^cipher (\S+).*$/, '$1')), allowed } });
               }
@@ -232,6 +300,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
               return record({ type: 'session.end', component: 'transfer', correlationId, severity: 'warning', fields: { ...peer, user: account.name, code: te.code, reason: te.message } });
             },
             onFile: (f: FileOutcome, direction) => {
+              monitored?.fileSettled(f);
               const seconds = (f.elapsedMs > 0 ? f.elapsedMs : clock.now() - started) / 1000;
               record({
                 type: 'file.transfer',
@@ -257,13 +326,25 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
               });
               if (f.code === 'PATH_INVALID') record({ type: 'refusal.jail', component: 'transfer', correlationId, fields: { ...peer, user: account.name, path: f.path, reason: f.message ?? 'invalid path', op: direction } });
               if (f.code === 'ENCRYPTION_REQUIRED') record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: 'plaintext-upload', path: f.path, op: direction } });
-              if (f.code === 'PERMISSION') record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: 'mkdir', path: f.path, op: direction } });
+              if (f.code === 'PERMISSION') record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: restriction ? 'token' : 'mkdir', path: f.path, op: direction, ...(restriction ? { grant: restriction.label, reason: f.message ?? '' } : {}) } });
             },
             onEvent: (e) => {
-              if (e.type === 'session.start') cipher = e.cipher as CipherName;
+              if (e.type === 'session.start') {
+                cipher = e.cipher as CipherName;
+                monitored = o.monitor?.begin({
+                  correlationId,
+                  user: account.name,
+                  ...(accessKeyId !== undefined ? { accessKeyId } : {}),
+                  clientAddress: info.clientAddress,
+                  direction: e.op === 'send' ? 'upload' : 'download',
+                  cipher,
+                  cancel: () => abort.abort(),
+                });
+              }
               o.onEvent?.({ ...e, user: account.name, client: info.clientAddress });
             },
           });
+          monitored?.ended({ ok: summary?.ok ?? false, ...(summary ? { bytes: summary.bytes } : {}) });
           o.onEvent?.({
             type: 'transfer.end',
             user: account.name,
@@ -275,6 +356,8 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
           });
         } catch (err) {
           const te = toTachyonError(err, 'INTERNAL');
+          monitored?.ended({ ok: false, error: te });
+          if (te.code === 'CANCELLED') record({ type: 'session.end', component: 'transfer', correlationId, severity: 'warning', fields: { ...peer, user: account.name, code: te.code, reason: 'cancelled by an operator' } });
           o.onEvent?.({ type: 'transfer.error', user: account.name, client: info.clientAddress, code: te.code, message: te.message });
         }
       })();

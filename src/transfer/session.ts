@@ -17,6 +17,7 @@ import { DataReceiver } from '../transport/session/receiver.js';
 import { DataSender } from '../transport/session/sender.js';
 import type { PeerAddress } from '../transport/socket/types.js';
 import { ExcludeSet } from './exclude.js';
+import type { SessionRestriction } from './grant.js';
 import type { Jail } from './jail.js';
 import { DEFAULT_POLICY, needsPlan, type TransferPolicy } from './policy.js';
 import {
@@ -26,7 +27,9 @@ import {
   sendProbes,
   type DestinationResolver,
   type FileOutcome,
+  type FileStart,
   type OutgoingFile,
+  type Progress,
   type ProbesSent,
   type RoleEvents,
   type TransferSummary,
@@ -53,6 +56,11 @@ export interface ServerSessionContext {
   /** uploads must be client-side encrypted envelopes (`.tachyon-enc`); plaintext is refused (ENCRYPTION_REQUIRED) */
   requireEncryptedAtRest?: boolean;
   /**
+   * A session limited to one direction and some paths until an expiry (a transfer
+   * token): checked at session start and before each file and directory.
+   */
+  restriction?: SessionRestriction;
+  /**
    * Called every KEEPALIVE_MS while the session runs: the data moves over UDP, so the SSH
    * connection would otherwise look idle to its idle timer.
    */
@@ -64,7 +72,82 @@ export interface ServerSessionContext {
   onRefuse?(e: TachyonError): string | undefined;
   /** each file's outcome, as it settles */
   onFile?(f: FileOutcome, direction: 'upload' | 'download'): void;
+  /** a file's data starts to flow */
+  onFileStart?(f: FileStart, direction: 'upload' | 'download'): void;
+  /** the session's progress with its data-plane counters, sampled by the role's 250 ms watchdog (never per datagram) */
+  onProgress?(p: SessionProgress): void;
+  /**
+   * Aborting it cancels the session: the client is told `CANCELLED` (with a clear message),
+   * the role stops as if the link had closed (a receiver keeps or removes its partial
+   * files, never publishes one), and `serveSession` rejects with `CANCELLED`.
+   */
+  signal?: AbortSignal;
   onEvent?(e: { type: string; [k: string]: unknown }): void;
+}
+
+/** Data-plane counters of the server's end of a session (cumulative). */
+export interface DataPlaneCounters {
+  /** datagrams sent (download) or accepted (upload) */
+  datagrams: number;
+  /** retransmitted datagrams: known on the sending end only (downloads) */
+  retransmits?: number;
+  /** duplicate datagrams received (uploads) */
+  duplicates?: number;
+  /** NAK feedback messages sent (uploads) */
+  naksSent?: number;
+}
+
+export interface SessionProgress extends Progress {
+  direction: 'upload' | 'download';
+  data: DataPlaneCounters;
+}
+
+export const CANCELLED_MESSAGE = 'The transfer was cancelled on the server.';
+
+/**
+ * The link a role runs on, with one more way to close: `cancel()` tells the peer
+ * `CANCELLED`, then ends the role through its close handlers (as if the link had closed,
+ * with a CANCELLED error) and closes the link.
+ */
+class CancellableLink implements ControlLink {
+  private readonly closeHandlers: ((err?: Error) => void)[] = [];
+  private cancelled = false;
+
+  constructor(private readonly inner: ControlLink) {}
+
+  send(msg: ControlMessage): void {
+    if (!this.cancelled) this.inner.send(msg);
+  }
+
+  onMessage(handler: (msg: ControlMessage) => void): void {
+    this.inner.onMessage((m) => {
+      if (!this.cancelled) handler(m);
+    });
+  }
+
+  onClose(handler: (err?: Error) => void): void {
+    this.closeHandlers.push(handler);
+    this.inner.onClose((err) => {
+      if (!this.cancelled) handler(err);
+    });
+  }
+
+  close(): void {
+    this.inner.close();
+  }
+
+  cancel(): void {
+    if (this.cancelled) return;
+    try {
+      this.inner.send({ t: 'error', code: 'CANCELLED', message: CANCELLED_MESSAGE });
+    } catch {
+      // the link is already gone
+    }
+    this.cancelled = true;
+    const err = new TachyonError('CANCELLED', 'the transfer was cancelled on the server', { publicMessage: CANCELLED_MESSAGE });
+    for (const h of this.closeHandlers.splice(0)) h(err);
+    this.inner.close();
+  }
 }
 
 /** how often a running session reports activity to its SSH connection */
@@ -174,6 +257,7 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
     );
   }
   try {
+    ctx.restriction?.checkSession(hello.op === 'send' ? 'upload' : 'download');
     requirePermission(ctx, hello.op === 'send' ? 'write' : 'read', hello.op === 'send' ? 'upload files' : 'download files');
     if (ctx.policies && !ctx.policies.includes(hello.policy)) {
       throw new TachyonError('PERMISSION', `rate policy ${hello.policy} not allowed`, {
@@ -204,7 +288,14 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
   const policy = policyOf(hello);
   const planned = sessionPlanned(hello);
   const direction = hello.op === 'send' ? 'upload' : 'download';
-  const events: RoleEvents | undefined = ctx.onFile ? { onFile: (f: FileOutcome) => ctx.onFile?.(f, direction) } : undefined;
+  let counters: () => DataPlaneCounters = () => ({ datagrams: 0 });
+  const events: RoleEvents = {
+    ...(ctx.onFile ? { onFile: (f: FileOutcome) => ctx.onFile?.(f, direction) } : {}),
+    ...(ctx.onFileStart ? { onFileStart: (f: FileStart) => ctx.onFileStart?.(f, direction) } : {}),
+    ...(ctx.onProgress ? { onProgress: (p: Progress) => ctx.onProgress?.({ ...p, direction, data: counters() }) } : {}),
+  };
+  const roleLink = new CancellableLink(link);
+  const onAbort = (): void => roleLink.cancel();
   ctx.onEvent?.({ type: 'session.start', sessionId, op: hello.op, cipher: hello.cipher, overwrite: policy.overwrite, resume: policy.resume });
   let stopKeepAlive: (() => void) | undefined;
   if (ctx.keepAlive) {
@@ -215,6 +306,7 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
     stopKeepAlive = ctx.clock.setTimer(KEEPALIVE_MS, tick);
   }
   // every file the server touches goes through the jail (pinned to verified directories)
+  const restrict = ctx.restriction;
   const jailFiles = {
     openTemp: (p: string) => ctx.jail.createTemp(p),
     openPartial: (p: string) => ctx.jail.openForWrite(ctx.jail.display(p), { create: false, read: true }).fd,
@@ -230,11 +322,14 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       try {
         const makeDest = (abs: string, shown: string): void => {
           requirePermission(ctx, 'mkdir', 'create directories');
+          restrict?.check('mkdir', abs, shown);
           ctx.jail.ensureDir(abs, shown);
         };
         const inner = uploadResolver(ctx.jail, hello, makeDest);
         resolve = (rel, kind) => {
           const target = inner(rel, kind);
+          // each file (and directory) is checked as it starts: path granted, token not expired
+          restrict?.check(kind === 'dir' ? 'mkdir' : 'write', target, ctx.jail.display(target));
           if (kind === 'dir' || !isDir(path.dirname(target))) requirePermission(ctx, 'mkdir', 'create directories');
           // make the directories here, through the jail (each one checked after it is
           // made), so that the role finds them in place
@@ -245,13 +340,17 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
         return refuse(toTachyonError(err));
       }
       const receiver = new DataReceiver({ endpoint: ctx.endpoint, sessionId, clock: ctx.clock, seal, open, datagramSize });
+      const rs = receiver.stats;
+      counters = () => ({ datagrams: rs.packets, duplicates: rs.duplicates, naksSent: rs.naksSent });
       link.send(welcome);
+      watchAbort(ctx.signal, onAbort);
       const envelopeOnly = ctx.requireEncryptedAtRest ? envelopeOnlyUploads((abs) => ctx.jail.display(abs)) : {};
-      return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve, policy, planned, ...jailFiles, ...envelopeOnly, ...(events ? { events } : {}) });
+      return await runReceiverRole({ link: roleLink, receiver, clock: ctx.clock, resolve, policy, planned, ...jailFiles, ...envelopeOnly, events });
     }
     // the client downloads: we send
     let listing: Listing;
     try {
+      if (restrict) for (const src of hello.sources ?? []) restrict.check('read', ctx.jail.resolve(src), src);
       listing = listJailed(ctx.jail, hello);
       if (hello.sources?.some((src) => isDir(ctx.jail.resolve(src)))) requirePermission(ctx, 'list', 'list directories');
     } catch (err) {
@@ -267,23 +366,37 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       datagramSize,
       rate: createRateController({ policy: hello.policy, targetBps, minBps: Math.min(hello.minRate, targetBps) }),
     });
+    const ss = sender.stats;
+    counters = () => ({ datagrams: ss.packetsSent, retransmits: ss.retransmits });
     link.send(welcome);
+    watchAbort(ctx.signal, onAbort);
     return await runSenderRole({
-      link,
+      link: roleLink,
       sender,
       clock: ctx.clock,
       files: listing.files,
       dirs: listing.dirs,
       policy,
       planned,
-      openSource: (p) => ctx.jail.openAbsForRead(p),
-      ...(events ? { events } : {}),
+      openSource: (p) => {
+        restrict?.check('read', p, ctx.jail.display(p));
+        return ctx.jail.openAbsForRead(p);
+      },
+      events,
     });
   } finally {
+    ctx.signal?.removeEventListener('abort', onAbort);
     stopKeepAlive?.();
     ctx.onEvent?.({ type: 'session.end', sessionId });
     link.close();
   }
+}
+
+/** Calls `onAbort` when the signal aborts (at once if it already has). */
+function watchAbort(signal: AbortSignal | undefined, onAbort: () => void): void {
+  if (!signal) return;
+  if (signal.aborted) queueMicrotask(onAbort);
+  else signal.addEventListener('abort', onAbort, { once: true });
 }
 
 function isDir(p: string): boolean {

@@ -77,16 +77,16 @@ describe('openDatabase (SQLite)', () => {
     const extra: Record<string, Migration> = {
       ...MIGRATIONS,
       // eslint-disable-next-line @typescript-eslint/no-explicit-any
-      '9001_test_extra': { up: async (db: Kysely<any>) => void (ran.push('9001'), await db.schema.createTable('extra').addColumn('x', 'text').execute()) },
+      '0097_test_extra': { up: async (db: Kysely<any>) => void (ran.push('0002'), await db.schema.createTable('extra').addColumn('x', 'text').execute()) },
       // eslint-disable-next-line @typescript-eslint/no-explicit-any
-      '9002_test_more': { up: async (db: Kysely<any>) => void (ran.push('9002'), await db.schema.alterTable('extra').addColumn('y', 'integer').execute()) },
+      '0098_test_more': { up: async (db: Kysely<any>) => void (ran.push('0003'), await db.schema.alterTable('extra').addColumn('y', 'integer').execute()) },
     };
     const d = await openDatabase({ url: `sqlite://${file}`, migrations: extra });
-    assert.deepEqual(ran, ['9001', '9002']);
-    assert.deepEqual(d.migrations, [...Object.keys(MIGRATIONS).sort(), '9001_test_extra', '9002_test_more']);
+    assert.deepEqual(ran, ['0002', '0003']);
+    assert.deepEqual(d.migrations, [...Object.keys(MIGRATIONS).sort(), '0097_test_extra', '0098_test_more']);
     await d.close();
     const d2 = await openDatabase({ url: `sqlite://${file}`, migrations: extra });
-    assert.deepEqual(ran, ['9001', '9002'], 'nothing runs twice');
+    assert.deepEqual(ran, ['0002', '0003'], 'nothing runs twice');
     await d2.close();
   });
 
@@ -94,10 +94,10 @@ describe('openDatabase (SQLite)', () => {
     const file = path.join(dir, 'newer.db');
     await (await openDatabase({ url: `sqlite://${file}` })).close();
     const raw = new BetterSqlite3(file);
-    raw.prepare('insert into tachyon_migration (name, timestamp) values (?, ?)').run('9999_from_the_future', new Date().toISOString());
+    raw.prepare('insert into tachyon_migration (name, timestamp) values (?, ?)').run('0099_from_the_future', new Date().toISOString());
     raw.close();
     const err = await rejectsCode(openDatabase({ url: `sqlite://${file}` }), 'CONFIG');
-    assert.match(err.message, new RegExp(`has schema 9999_from_the_future, newer than this Tachyon knows \\(${Object.keys(MIGRATIONS).sort().at(-1)}\\): upgrade Tachyon`));
+    assert.match(err.message, new RegExp(`has schema 0099_from_the_future, newer than this Tachyon knows \\(${Object.keys(MIGRATIONS).sort().at(-1)!}\\): upgrade Tachyon`));
     const check = new BetterSqlite3(file);
     assert.equal((check.prepare('select count(*) as n from tachyon_migration').get() as { n: number }).n, Object.keys(MIGRATIONS).length + 1);
     check.close();

@@ -4,7 +4,6 @@
  * per-file segment keys derived from the content key.
  */
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, scrypt } from 'node:crypto';
-import argon2 from 'argon2';
 import { TachyonError } from '../../core/errors.js';
 import { encodeHeader, envelopeError, FILE_ID_BYTES, FORMAT_VERSION, NONCE_BYTES, SALT_BYTES, WRAP_AAD_BYTES, type EnvelopeHeader, type KdfParams, type KeySlot } from './format.js';
 
@@ -19,6 +18,8 @@ export function defaultKdf(salt: Buffer = randomBytes(SALT_BYTES)): KdfParams {
 export async function deriveKek(passphrase: string | Buffer, kdf: KdfParams): Promise<Buffer> {
   const pw = typeof passphrase === 'string' ? Buffer.from(passphrase.normalize('NFC'), 'utf8') : passphrase;
   if (kdf.id === 'argon2id') {
+    // loaded when first needed: the CLI's start-up (send, recv) does not pull in the native addon
+    const argon2 = (await import('argon2')).default;
     return argon2.hash(pw, {
       raw: true,
       type: argon2.argon2id,
