@@ -50,6 +50,7 @@ interface SettingOpts {
   maxRate?: string;
   enable?: boolean;
   disable?: boolean;
+  requireEncryptedAtRest?: string;
 }
 
 interface AddOpts extends StoreOpts, SettingOpts {
@@ -97,7 +98,8 @@ function addSettingOptions(cmd: Command, forSet: boolean): Command {
     .option('--perm <list>', `permissions, comma-separated: ${PERMISSIONS.join(',')} (default for a new user: list,read,write,mkdir)`, repeatable)
     .option('--cipher <list>', `ciphers the user may choose: ${CIPHERS.join(',')} (default: all the server allows)`, repeatable)
     .option('--policy <list>', `rate policies the user may choose: ${POLICIES.join(',')} (default: all)`, repeatable)
-    .option('--max-rate <rate>', forSet ? "rate cap, e.g. 100m, 1g; 'none' removes it" : 'rate cap, e.g. 100m, 1g (default: only the server ceiling)');
+    .option('--max-rate <rate>', forSet ? "rate cap, e.g. 100m, 1g; 'none' removes it" : 'rate cap, e.g. 100m, 1g (default: only the server ceiling)')
+    .option('--require-encrypted-at-rest <yes|no>', 'accept only client-side encrypted uploads (send --encrypt-at-rest, NAME.tachyon-enc); plaintext is refused' + (forSet ? '' : ' (default: no)'));
 }
 
 export interface Store {
@@ -215,6 +217,11 @@ function settingsFrom(o: SettingOpts, allowNone: boolean): UserSettings {
   if (rate !== undefined) s.maxRateBps = rate;
   if (o.enable === true) s.enabled = true;
   if (o.disable === true) s.enabled = false;
+  if (o.requireEncryptedAtRest !== undefined) {
+    const v = o.requireEncryptedAtRest.trim().toLowerCase();
+    if (!['yes', 'no', 'true', 'false'].includes(v)) throw new TachyonError('USAGE', `--require-encrypted-at-rest: yes or no, not '${o.requireEncryptedAtRest}'`);
+    s.requireEncryptedAtRest = v === 'yes' || v === 'true';
+  }
   return s;
 }
 
@@ -228,6 +235,7 @@ function userJson(u: TransferUser, policy: CipherPolicy): Record<string, unknown
     effectiveCiphers: effectiveCiphers(u, policy),
     policies: u.policies,
     maxRateBps: u.maxRateBps,
+    requireEncryptedAtRest: u.requireEncryptedAtRest,
     createdAt: u.createdAt,
     updatedAt: u.updatedAt,
     keys: u.keys.map((k) => ({ type: k.type, fingerprint: k.fingerprint, comment: k.comment, addedAt: k.addedAt, publicKey: publicKeyLine(k) })),
@@ -259,6 +267,7 @@ function describeUser(u: TransferUser, policy: CipherPolicy): string[] {
     `ciphers:      ${u.ciphers.join(', ')}${eff.length !== u.ciphers.length ? `  (the server's policy leaves: ${eff.join(', ') || 'none'})` : ''}`,
     `policies:     ${u.policies.join(', ')}`,
     `max rate:     ${u.maxRateBps === null ? 'server ceiling' : formatRate(u.maxRateBps)}`,
+    `encryption:   ${u.requireEncryptedAtRest ? 'uploads must be client-side encrypted (.tachyon-enc)' : 'any file'}`,
     `created:      ${u.createdAt}`,
     `updated:      ${u.updatedAt}`,
     `keys:         ${u.keys.length === 0 ? '(none)' : ''}`,

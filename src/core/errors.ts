@@ -32,6 +32,11 @@ export const ERROR_CODES = {
   CANCELLED: { exit: 130, retryable: true, summary: 'The transfer was cancelled.' },
   /** the resource is not in a state that allows the operation (node API: 409), e.g. cancelling a finished transfer */
   CONFLICT: { exit: 75, retryable: false, summary: 'The operation conflicts with the current state.' },
+  // encryption at rest
+  ENVELOPE_INVALID: { exit: 65, retryable: false, summary: 'An encrypted file is damaged or not in the expected format.' },
+  WRONG_KEY: { exit: 77, retryable: false, summary: 'The passphrase or key does not open the encrypted file.' },
+  KEY_MISSING: { exit: 78, retryable: false, summary: 'The key needed to encrypt or decrypt is not available.' },
+  ENCRYPTION_REQUIRED: { exit: 77, retryable: false, summary: 'This account accepts only files encrypted by the client (.tachyon-enc).' },
   // audit
   AUDIT_TAMPERED: { exit: 1, retryable: false, summary: 'The audit log failed verification.' },
   INTERNAL: { exit: 70, retryable: false, summary: 'An internal error occurred.' },

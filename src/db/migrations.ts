@@ -100,6 +100,19 @@ const m0003: Migration = {
     await db.schema.dropTable('transfer').execute();
   },
 };
+
+/** A transfer user may be required to upload only client-side encrypted files (issue #5). */
+const m0004: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .alterTable('transfer_user')
+      .addColumn('require_encrypted_at_rest', 'integer', (c) => c.notNull().defaultTo(0))
+      .execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.alterTable('transfer_user').dropColumn('require_encrypted_at_rest').execute();
+  },
+};
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 /** Every migration, by name. Names sort in the order they apply. */
@@ -107,4 +120,5 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   '0001_transfer_users': m0001,
   '0002_access_keys': m0002,
   '0003_transfers': m0003,
+  '0004_user_encryption_policy': m0004,
 });

@@ -8,6 +8,8 @@
  * the data (for example transfer users in src/server/users) query them.
  */
 
+import type { Generated } from 'kysely';
+
 /** A transfer user (an account that logs in over SSH/SFTP and transfers within its docroot). */
 export interface TransferUserTable {
   /** Login name; primary key. */
@@ -24,6 +26,8 @@ export interface TransferUserTable {
   max_rate_bps: number | string | null;
   /** 1 enabled, 0 disabled. */
   enabled: number;
+  /** 1: uploads must be client-side encrypted envelopes (`.tachyon-enc`); 0: any file (migration 0004). */
+  require_encrypted_at_rest: Generated<number>;
   created_at: string;
   updated_at: string;
 }

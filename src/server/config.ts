@@ -138,6 +138,7 @@ const UserSchema = z.strictObject({
   policies: z.array(z.string()).optional(),
   maxRate: rate.nullable().optional(),
   enabled: z.boolean(expected('expected true or false')).optional(),
+  requireEncryptedAtRest: z.boolean(expected('expected true or false')).optional(),
 });
 
 const ConfigSchema = z.strictObject({
@@ -320,6 +321,7 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
     if (u.policies !== undefined) user.policies = (await collect(problems, () => validatePolicies(u.policies ?? [], `${at}.policies`))) ?? [];
     if (u.maxRate !== undefined) user.maxRateBps = u.maxRate === null ? null : (rateOf(u.maxRate, `${at}.maxRate`, problems) ?? null);
     if (u.enabled !== undefined) user.enabled = u.enabled;
+    if (u.requireEncryptedAtRest !== undefined) user.requireEncryptedAtRest = u.requireEncryptedAtRest;
     if (u.keys !== undefined) {
       user.keys = u.keys;
       for (const [j, line] of u.keys.entries()) {

@@ -278,6 +278,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
             permissions: account.permissions,
             policies: account.policies,
             ...(restriction ? { restriction } : {}),
+            ...(account.requireEncryptedAtRest ? { requireEncryptedAtRest: true } : {}),
             keepAlive: () => ctl.keepAlive(),
             signal: abort.signal,
             onFileStart: (f) => monitored?.fileStarted(f),
@@ -324,6 +325,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
                 },
               });
               if (f.code === 'PATH_INVALID') record({ type: 'refusal.jail', component: 'transfer', correlationId, fields: { ...peer, user: account.name, path: f.path, reason: f.message ?? 'invalid path', op: direction } });
+              if (f.code === 'ENCRYPTION_REQUIRED') record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: 'plaintext-upload', path: f.path, op: direction } });
               if (f.code === 'PERMISSION') record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: restriction ? 'token' : 'mkdir', path: f.path, op: direction, ...(restriction ? { grant: restriction.label, reason: f.message ?? '' } : {}) } });
             },
             onEvent: (e) => {

@@ -24,6 +24,7 @@ import { checkRanges, decide, sampleRanges, type SkipReason, type TransferPolicy
 import { hashRanges, JobQueue, openNoFollow, partialPath, readRecord, removeRecord, writeRecord, type ReadOpener } from './resume.js';
 import { Batcher, BATCH_BYTES, BATCH_ENTRIES, directoryMaker, pathCost, RxFile, TxSource, WorkQueue, type TempFiles } from './role-kit.js';
 import { createTempFile } from './local-file.js';
+import type { SendContent, TxBlocks } from './encrypted-content.js';
 
 export interface OutgoingFile {
   /** relative path with '/' separators, as the receiver will see it */
@@ -32,6 +33,8 @@ export interface OutgoingFile {
   size: number;
   mtimeMs: number;
   atimeMs?: number;
+  /** the local file's size when what is sent is derived from it (`--encrypt-at-rest`: `size` is the envelope's) */
+  plainSize?: number;
 }
 
 export type FileStatus = 'done' | 'skipped' | 'failed';
@@ -45,6 +48,8 @@ export interface FileOutcome {
   sha256?: string;
   code?: string;
   message?: string;
+  /** the receiver's local path of a file it stored (set on the receiving side) */
+  local?: string;
   /** why a file was skipped: the destination exists (`never`), is not older, or is the same */
   reason?: SkipReason;
   /** file bytes carried over UDP: what follows the resume offset (0 when skipped) */
@@ -175,7 +180,7 @@ interface TxFile {
   state: Tx;
   offset: number;
   prefix: Hash | undefined;
-  source: TxSource | undefined;
+  source: TxBlocks | undefined;
   since: number;
 }
 
@@ -192,6 +197,8 @@ export interface SenderRoleOptions {
   probed?: ProbesSent;
   /** Opens a file to send or to hash (default: a plain open; the server pins it in its jail). */
   openSource?: (abs: string) => number;
+  /** what is sent for each file (default: its own bytes; `--encrypt-at-rest`: its envelope, see encrypted-content.ts) */
+  content?: SendContent;
   events?: RoleEvents;
   vanishMs?: number;
 }
@@ -318,7 +325,7 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
         if (policy.preserveTimes && f.atimeMs !== undefined) a.atimeMs = f.atimeMs;
         if (t.offset > 0) a.offset = t.offset;
         files$.push(a, pathCost(f.path));
-        t.source = new TxSource(f.abs, f.size, t.offset, t.prefix, opts.openSource);
+        t.source = opts.content ? opts.content.open(f, t.offset, t.prefix, opts.openSource) : new TxSource(f.abs, f.size, t.offset, t.prefix, opts.openSource);
         t.prefix = undefined;
         t.state = Tx.Announced;
         t.since = now;
@@ -356,7 +363,11 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
       const sums = e.do === 'check' ? e.sums : [];
       const then = e.do === 'check' ? e.then : 'resume';
       jobs
-        .run(() => hashRanges(f.abs, e.offset, sums, then === 'resume', opts.openSource ?? openNoFollow))
+        .run(() =>
+          opts.content
+            ? opts.content.hash(f, e.offset, sums, then === 'resume', opts.openSource ?? openNoFollow)
+            : hashRanges(f.abs, e.offset, sums, then === 'resume', opts.openSource ?? openNoFollow),
+        )
         .then(
           (h) => {
             if (finished) return;
@@ -612,6 +623,10 @@ export interface ReceiverRoleOptions {
   openRead?: ReadOpener;
   /** Makes the parent directory of a temporary file (default `mkdir -p`; the server's resolver already made it through the jail). */
   makeDir?: (dir: string) => void;
+  /** Refuses a file before any data flows (a TachyonError), e.g. a plaintext name where only envelopes are accepted. */
+  admit?: (final: string, size: number) => void;
+  /** Checks a received, verified file before it is renamed into place (a TachyonError refuses it; the file is removed). */
+  checkStored?: (temp: string, size: number, open: ReadOpener) => void;
   events?: RoleEvents;
   vanishMs?: number;
 }
@@ -773,6 +788,15 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
         return;
       }
       try {
+        opts.checkStored?.(e.temp, e.size, openRead);
+      } catch (err) {
+        safeUnlink(e.temp);
+        if (e.record) removeRecord(e.final);
+        fileFailed(e.id, e.path, e.size, e.since, toTachyonError(err, 'IO'), sha);
+        maybeDone();
+        return;
+      }
+      try {
         const now = Date.now() / 1000;
         const atime = policy.preserveTimes && e.atimeMs !== undefined ? e.atimeMs / 1000 : now;
         // on the thread pool: metadata writes must not stall the datagram path
@@ -787,7 +811,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       }
       if (e.record) removeRecord(e.final);
       results.push({ id: e.id, ok: true, sha256: sha });
-      settle({ path: e.path, size: e.size, ok: true, status: 'done', sha256: sha, sentBytes: e.size - e.offset, skippedBytes: e.offset, elapsedMs: clock.now() - e.since });
+      settle({ path: e.path, size: e.size, ok: true, status: 'done', sha256: sha, sentBytes: e.size - e.offset, skippedBytes: e.offset, elapsedMs: clock.now() - e.since, local: e.final });
       maybeDone();
     };
 
@@ -812,8 +836,9 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
     };
 
     /** Resolves the destination of a file and checks that it can be written there. */
-    const destination = (p: string): { final: string; st: Stats | undefined } => {
+    const destination = (p: string, size: number): { final: string; st: Stats | undefined } => {
       const final = opts.resolve(p, 'file');
+      opts.admit?.(final, size);
       const st = statOrUndefined(final);
       if (st?.isDirectory()) {
         throw new TachyonError('IS_DIRECTORY', `destination ${p} exists as a directory`, { publicMessage: `The destination of ${p} exists as a directory.` });
@@ -831,7 +856,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       let final: string;
       let st: Stats | undefined;
       try {
-        ({ final, st } = destination(pe.path));
+        ({ final, st } = destination(pe.path, pe.size));
       } catch (err) {
         const te = toTachyonError(err, 'IO');
         plans.push({ id: pe.id, do: 'refuse', code: te.code, message: te.publicMessage }, 96 + te.publicMessage.length * 6);
@@ -936,7 +961,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
         totalBytes += a.size;
         if (offset > 0) throw new TachyonError('PROTOCOL', `file ${a.id} resumed in a session without plans`);
         try {
-          final = destination(a.path).final;
+          final = destination(a.path, a.size).final;
         } catch (err) {
           receiver.skipFile(a.id, a.ssn0, a.size);
           fileFailed(a.id, a.path, a.size, now, toTachyonError(err, 'IO'));

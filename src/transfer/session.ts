@@ -28,6 +28,7 @@ import {
   type DestinationResolver,
   type FileOutcome,
   type FileStart,
+  type OutgoingFile,
   type Progress,
   type ProbesSent,
   type RoleEvents,
@@ -35,6 +36,8 @@ import {
 } from './roles.js';
 import { partialPath } from './resume.js';
 import { listSources, type Listing } from './sources.js';
+import { envelopeOnlyUploads, type SendContent } from './encrypted-content.js';
+import { ENVELOPE_EXTENSION } from '../storage/envelope/format.js';
 
 export const DEFAULT_DATAGRAM_SIZE = 1472; // 1500-byte MTU minus IPv4 and UDP headers
 
@@ -50,6 +53,8 @@ export interface ServerSessionContext {
   permissions?: readonly Permission[];
   /** rate policies the account may choose (default: all) */
   policies?: readonly RatePolicy[];
+  /** uploads must be client-side encrypted envelopes (`.tachyon-enc`); plaintext is refused (ENCRYPTION_REQUIRED) */
+  requireEncryptedAtRest?: boolean;
   /**
    * A session limited to one direction and some paths until an expiry (a transfer
    * token): checked at session start and before each file and directory.
@@ -339,7 +344,8 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       counters = () => ({ datagrams: rs.packets, duplicates: rs.duplicates, naksSent: rs.naksSent });
       link.send(welcome);
       watchAbort(ctx.signal, onAbort);
-      return await runReceiverRole({ link: roleLink, receiver, clock: ctx.clock, resolve, policy, planned, ...jailFiles, events });
+      const envelopeOnly = ctx.requireEncryptedAtRest ? envelopeOnlyUploads((abs) => ctx.jail.display(abs)) : {};
+      return await runReceiverRole({ link: roleLink, receiver, clock: ctx.clock, resolve, policy, planned, ...jailFiles, ...envelopeOnly, events });
     }
     // the client downloads: we send
     let listing: Listing;
@@ -484,7 +490,9 @@ export function uploadResolver(jail: Jail, hello: Hello, mkdirp: (abs: string, s
     const comps = jail.components(rel);
     if (comps.length === 0) throw new TachyonError('PATH_INVALID', `empty path '${rel}'`, { publicMessage: 'Invalid path.', details: { reason: 'empty-path' } });
     let target: string;
-    if (kind === 'file' && !destIsDir) target = dest;
+    // one file to a DEST that names it: DEST, except that an envelope keeps its extension
+    // (so that `send --encrypt-at-rest f host:/dir/name` stores name.tachyon-enc)
+    if (kind === 'file' && !destIsDir) target = rel.endsWith(ENVELOPE_EXTENSION) && !dest.endsWith(ENVELOPE_EXTENSION) ? dest + ENVELOPE_EXTENSION : dest;
     else target = path.join(dest, ...comps);
     jail.checkInside(target, rel);
     return target;
@@ -569,6 +577,8 @@ export interface ClientTransferOptions {
   exclude?: string[];
   events?: RoleEvents;
   onWelcome?(w: Welcome): void;
+  /** send: what to send for the listed files instead of their bytes (`--encrypt-at-rest`; see encrypted-content.ts) */
+  content?(files: readonly OutgoingFile[]): Promise<SendContent>;
 }
 
 export async function clientTransfer(o: ClientTransferOptions): Promise<TransferSummary> {
@@ -586,9 +596,14 @@ export async function clientTransfer(o: ClientTransferOptions): Promise<Transfer
   };
   if (o.preserveTimes) hello.preserveTimes = true;
   let local: Listing | undefined;
+  let content: SendContent | undefined;
   if (o.op === 'send') {
     const exclude = new ExcludeSet(o.exclude ?? []);
     local = listSources(o.sources, { ...(o.srcBase !== undefined ? { srcBase: path.resolve(o.srcBase) } : {}), exclude });
+    if (o.content) {
+      content = await o.content(local.files);
+      local = { ...local, files: local.files.map((f) => content!.announced(f)) };
+    }
     hello.dest = o.dest;
     hello.single = isSingle(o.sources.length, local);
     if (o.createDir) hello.createDir = true;
@@ -642,7 +657,7 @@ export async function clientTransfer(o: ClientTransferOptions): Promise<Transfer
         peer,
         rate: createRateController({ policy: o.policy, targetBps: Math.min(o.targetBps, w.maxRate), minBps: o.minBps }),
       });
-      return await runSenderRole({ link, sender, clock: o.clock, files: local.files, dirs: local.dirs, policy, planned, ...(probed ? { probed } : {}), ...events });
+      return await runSenderRole({ link, sender, clock: o.clock, files: local.files, dirs: local.dirs, policy, planned, ...(probed ? { probed } : {}), ...(content ? { content } : {}), ...events });
     }
     const receiver = new DataReceiver({ endpoint, sessionId: w.sessionId, clock: o.clock, seal, open, datagramSize: w.datagramSize, peer });
     return await runReceiverRole({ link, receiver, clock: o.clock, resolve: resolve!, policy, planned, ...events });
