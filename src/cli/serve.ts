@@ -246,7 +246,13 @@ export async function runStart(o: { data: string; listen: string; port: string; 
       database: path.join(data, 'tachyon.db'),
       allowedRoots: [`file://${files}/*`],
       auditLog: path.join(data, 'audit.log'),
-      ...(pki ? { nodeApi: { listen: o.listen, port: parsePort(o.apiPort), certFile: pki.certFile, keyFile: pki.keyFile } } : {}),
+      ...(pki
+        ? {
+            nodeApi: { listen: o.listen, port: parsePort(o.apiPort), certFile: pki.certFile, keyFile: pki.keyFile },
+            // applications get transfer specs from the node API: the shared token user
+            transferTokens: { keyFile: path.join(data, 'token.key') },
+          }
+        : {}),
     },
     '(embedded defaults)',
     data,
