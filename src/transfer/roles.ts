@@ -24,6 +24,7 @@ import { checkRanges, decide, sampleRanges, type SkipReason, type TransferPolicy
 import { hashRanges, JobQueue, openNoFollow, partialPath, readRecord, removeRecord, writeRecord, type ReadOpener } from './resume.js';
 import { Batcher, BATCH_BYTES, BATCH_ENTRIES, directoryMaker, pathCost, RxFile, TxSource, WorkQueue, type TempFiles } from './role-kit.js';
 import { createTempFile } from './local-file.js';
+import { StoreSink, hashStoredRanges, type ReceiverStore } from './store-file.js';
 
 export interface OutgoingFile {
   /** relative path with '/' separators, as the receiver will see it */
@@ -594,6 +595,8 @@ interface RxEntry {
   /** a resume record beside the partial file may exist (remove it when done) */
   record: boolean;
   recorded: number;
+  /** store mode: the sink into the storage backend (`file` is then unused) */
+  sink?: StoreSink;
 }
 
 export interface ReceiverRoleOptions {
@@ -612,6 +615,13 @@ export interface ReceiverRoleOptions {
   openRead?: ReadOpener;
   /** Makes the parent directory of a temporary file (default `mkdir -p`; the server's resolver already made it through the jail). */
   makeDir?: (dir: string) => void;
+  /**
+   * Receive into a storage backend instead of local files: the resolver then returns
+   * backend paths, files are written through the backend's writer (committed after the
+   * digest matched) and there are no partial files, so only complete files are compared
+   * (`-k attrs` skips a file whose size and mtime match; a partial resume starts over).
+   */
+  store?: ReceiverStore;
   events?: RoleEvents;
   vanishMs?: number;
 }
@@ -663,6 +673,10 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
 
     /** Keeps (with a resume record) or removes the partial file of an unfinished entry. */
     const park = (e: RxEntry): void => {
+      if (e.sink) {
+        void e.sink.abort();
+        return;
+      }
       e.file.close();
       if (!e.file.touched) return; // never touched: whatever was there stays as it was
       if (!e.file.opened && e.offset > 0) return; // still opening: the kept prefix was not cut yet
@@ -681,6 +695,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       receiver.close();
       for (const e of entries.values()) {
         if (discard) park(e);
+        else if (e.sink) void e.sink.abort();
         else e.file.close();
       }
       entries.clear();
@@ -740,7 +755,48 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       settle(o);
     };
 
+    const finalizeStored = async (e: RxEntry, sink: StoreSink): Promise<void> => {
+      entries.delete(e.id);
+      receiver.removeFile(e.id);
+      let sha: string;
+      try {
+        sha = await sink.finish();
+      } catch (err) {
+        await sink.abort();
+        if (finished) return;
+        const te = toTachyonError(err, 'IO');
+        fileFailed(e.id, e.path, e.size, e.since, te);
+        if (te.code === 'DISK_FULL' || te.code === 'STORAGE_UNAVAILABLE') fail(te);
+        else maybeDone();
+        return;
+      }
+      if (finished) {
+        await sink.abort();
+        return;
+      }
+      if (sha !== e.digest) {
+        await sink.abort();
+        const message = 'The received file does not match the sender digest; it was discarded.';
+        fileFailed(e.id, e.path, e.size, e.since, new TachyonError('DIGEST_MISMATCH', message, { publicMessage: message }), sha);
+        maybeDone();
+        return;
+      }
+      try {
+        await sink.commit(); // the object becomes visible only now
+      } catch (err) {
+        await sink.abort();
+        if (finished) return;
+        fileFailed(e.id, e.path, e.size, e.since, toTachyonError(err, 'IO'));
+        maybeDone();
+        return;
+      }
+      results.push({ id: e.id, ok: true, sha256: sha });
+      settle({ path: e.path, size: e.size, ok: true, status: 'done', sha256: sha, sentBytes: e.size - e.offset, skippedBytes: e.offset, elapsedMs: clock.now() - e.since });
+      maybeDone();
+    };
+
     const finalize = async (e: RxEntry): Promise<void> => {
+      if (e.sink) return finalizeStored(e, e.sink);
       entries.delete(e.id);
       receiver.removeFile(e.id);
       let sha: string;
@@ -824,9 +880,82 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       return { final, st };
     };
 
+    /** Store mode: the destination is looked up in the backend (asynchronously); no partial files. */
+    const onProbeStored = (pe: ProbeEntry, store: ReceiverStore): void => {
+      const now = clock.now();
+      const refuse = (te: TachyonError): void => {
+        plans.push({ id: pe.id, do: 'refuse', code: te.code, message: te.publicMessage }, 96 + te.publicMessage.length * 6);
+        settle({ path: pe.path, size: pe.size, ok: false, status: 'failed', code: te.code, message: te.publicMessage, sentBytes: 0, skippedBytes: 0, elapsedMs: 0 });
+      };
+      let final: string;
+      try {
+        final = opts.resolve(pe.path, 'file');
+      } catch (err) {
+        refuse(toTachyonError(err, 'IO'));
+        return;
+      }
+      const p: RxPlanned = { id: pe.id, path: pe.path, size: pe.size, mtimeMs: pe.mtimeMs, final, temp: '', prefix: undefined, hadRecord: false, answered: false, since: now };
+      planned.set(pe.id, p);
+      const answer = (e: PlanEntry): void => {
+        p.answered = true;
+        plans.push(e, e.do === 'check' ? 200 + e.sums.length * 150 : 96);
+      };
+      jobs
+        .run(async () => {
+          try {
+            return await store.backend.stat(final);
+          } catch (err) {
+            if (err instanceof TachyonError && err.code === 'NOT_FOUND') return undefined;
+            throw err;
+          }
+        })
+        .then(
+          (st) => {
+            if (finished) return;
+            if (st?.kind === 'directory') {
+              planned.delete(pe.id);
+              refuse(new TachyonError('IS_DIRECTORY', `destination ${pe.path} exists as a directory`, { publicMessage: `The destination of ${pe.path} exists as a directory.` }));
+              return;
+            }
+            const d = decide(policy, { size: pe.size, mtimeMs: pe.mtimeMs }, st ? { final: { size: st.size, mtimeMs: st.mtimeMs } } : {});
+            switch (d.do) {
+              case 'skip':
+                planned.delete(pe.id);
+                plans.push({ id: pe.id, do: 'skip', reason: d.reason });
+                settle({ path: pe.path, size: pe.size, ok: true, status: 'skipped', reason: d.reason, sentBytes: 0, skippedBytes: pe.size, elapsedMs: 0 });
+                return;
+              case 'compare': {
+                const ranges = d.mode === 'full' ? [{ at: 0, len: d.length }] : sampleRanges(d.length);
+                jobs.run(() => hashStoredRanges(store.backend, final, ranges)).then(
+                  (sums) => !finished && answer({ id: pe.id, do: 'check', offset: d.length, sums, then: 'skip' }),
+                  () => !finished && answer({ id: pe.id, do: 'send' }),
+                );
+                return;
+              }
+              default: // send ('resume' needs a partial file, which a store does not keep)
+                answer({ id: pe.id, do: 'send' });
+            }
+          },
+          (err: unknown) => {
+            if (finished) return;
+            planned.delete(pe.id);
+            const te = toTachyonError(err, 'IO');
+            refuse(te);
+            if (te.code === 'STORAGE_UNAVAILABLE') {
+              sendError(opts.link, te);
+              fail(te);
+            } else maybeDone();
+          },
+        );
+    };
+
     const onProbe = (pe: ProbeEntry): void => {
       newId(pe.id);
       totalBytes += pe.size;
+      if (opts.store) {
+        onProbeStored(pe, opts.store);
+        return;
+      }
       const now = clock.now();
       let final: string;
       let st: Stats | undefined;
@@ -936,13 +1065,38 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
         totalBytes += a.size;
         if (offset > 0) throw new TachyonError('PROTOCOL', `file ${a.id} resumed in a session without plans`);
         try {
-          final = destination(a.path).final;
+          final = opts.store ? opts.resolve(a.path, 'file') : destination(a.path).final;
         } catch (err) {
           receiver.skipFile(a.id, a.ssn0, a.size);
           fileFailed(a.id, a.path, a.size, now, toTachyonError(err, 'IO'));
           return;
         }
         temp = partialPath(final);
+      }
+      if (opts.store) {
+        if (offset > 0) throw new TachyonError('PROTOCOL', `file ${a.id}: a resume into storage was not offered`);
+        const sink = new StoreSink(opts.store, final, a.size, a.mtimeMs);
+        const e: RxEntry = {
+          id: a.id,
+          path: a.path,
+          final,
+          temp,
+          size: a.size,
+          offset: 0,
+          mtimeMs: a.mtimeMs,
+          atimeMs: a.atimeMs,
+          file: undefined as unknown as RxFile,
+          sink,
+          digest: undefined,
+          complete: false,
+          since: now,
+          record: false,
+          recorded: -1,
+        };
+        entries.set(a.id, e);
+        opts.events?.onFileStart?.({ path: a.path, size: a.size, offset: 0 });
+        receiver.addFile(a.id, a.ssn0, a.size, sink);
+        return;
       }
       const file = new RxFile(temp, a.size, offset, prefix?.hash, tempFiles, (job) => fileWork.push(job), (err) => {
         sendError(opts.link, err);
@@ -977,7 +1131,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
     /** Refreshes the resume records of files in progress (a crash then loses little). */
     const refreshRecords = (): void => {
       for (const e of entries.values()) {
-        if (!e.file.opened || e.mtimeMs === undefined) continue;
+        if (e.sink || !e.file.opened || e.mtimeMs === undefined) continue;
         const kept = e.file.writtenPrefix();
         if (kept <= 0 || kept === e.recorded) continue;
         if (writeRecord(e.final, { size: e.size, mtimeMs: e.mtimeMs, verified: kept }, createTemp)) {
@@ -1027,7 +1181,11 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
             }
             break;
           case 'dirs':
-            for (const p of msg.paths) work.push(() => makeDir(opts.resolve(p, 'dir')));
+            for (const p of msg.paths) {
+              const store = opts.store;
+              if (store) work.push(() => void store.ensureDir(opts.resolve(p, 'dir')).catch(fail));
+              else work.push(() => makeDir(opts.resolve(p, 'dir')));
+            }
             break;
           case 'end':
             work.push(() => {

@@ -17,7 +17,9 @@ import { DataReceiver } from '../transport/session/receiver.js';
 import { DataSender } from '../transport/session/sender.js';
 import type { PeerAddress } from '../transport/socket/types.js';
 import { ExcludeSet } from './exclude.js';
-import type { Jail } from './jail.js';
+import { clientPathComponents, type Jail } from './jail.js';
+import { normalizeStoragePath } from '../storage/backend.js';
+import type { ReceiverStore } from './store-file.js';
 import { DEFAULT_POLICY, needsPlan, type TransferPolicy } from './policy.js';
 import {
   initialProbeCount,
@@ -38,7 +40,13 @@ export const DEFAULT_DATAGRAM_SIZE = 1472; // 1500-byte MTU minus IPv4 and UDP h
 export interface ServerSessionContext {
   endpoint: Endpoint;
   udpPort: number;
-  jail: Jail;
+  /** The account's local root (every file the session touches goes through it); absent when `store` is set. */
+  jail?: Jail;
+  /**
+   * The account's storage when it is not a local directory (an s3:// docroot): uploads
+   * are written into it; downloads from it are refused (not implemented yet).
+   */
+  store?: ReceiverStore;
   clock: Clock;
   allowedCiphers: readonly CipherName[];
   /** ceiling on any session's rate, bits/s */
@@ -209,11 +217,39 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
     };
     stopKeepAlive = ctx.clock.setTimer(KEEPALIVE_MS, tick);
   }
+  if (ctx.store) {
+    try {
+      if (hello.op !== 'send') {
+        return refuse(
+          new TachyonError('USAGE', 'downloads from object storage are not implemented yet', {
+            publicMessage: 'Downloads from this account\'s storage are not available on this server yet.',
+          }),
+        );
+      }
+      let resolve: DestinationResolver;
+      try {
+        const store = ctx.store;
+        resolve = await storageUploadResolver(store, hello, () => requirePermission(ctx, 'mkdir', 'create directories'));
+      } catch (err) {
+        return refuse(toTachyonError(err));
+      }
+      const receiver = new DataReceiver({ endpoint: ctx.endpoint, sessionId, clock: ctx.clock, seal, open, datagramSize });
+      link.send(welcome);
+      return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve, policy, planned, store: ctx.store, ...(events ? { events } : {}) });
+    } finally {
+      stopKeepAlive?.();
+      ctx.onEvent?.({ type: 'session.end', sessionId });
+      link.close();
+    }
+  }
+  const jailOrNone = ctx.jail;
+  if (jailOrNone === undefined) return refuse(new TachyonError('INTERNAL', 'session without a root'));
+  const jail: Jail = jailOrNone;
   // every file the server touches goes through the jail (pinned to verified directories)
   const jailFiles = {
-    openTemp: (p: string) => ctx.jail.createTemp(p),
-    openPartial: (p: string) => ctx.jail.openForWrite(ctx.jail.display(p), { create: false, read: true }).fd,
-    openRead: (p: string) => ctx.jail.openAbsForRead(p),
+    openTemp: (p: string) => jail.createTemp(p),
+    openPartial: (p: string) => jail.openForWrite(jail.display(p), { create: false, read: true }).fd,
+    openRead: (p: string) => jail.openAbsForRead(p),
     makeDir: () => {
       // the resolver made the directories, through the jail
     },
@@ -225,16 +261,16 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       try {
         const makeDest = (abs: string, shown: string): void => {
           requirePermission(ctx, 'mkdir', 'create directories');
-          ctx.jail.ensureDir(abs, shown);
+          jail.ensureDir(abs, shown);
         };
-        const inner = uploadResolver(ctx.jail, hello, makeDest);
+        const inner = uploadResolver(jail, hello, makeDest);
         resolve = (rel, kind) => {
           const target = inner(rel, kind);
           if (kind === 'dir' || !isDir(path.dirname(target))) requirePermission(ctx, 'mkdir', 'create directories');
           // make the directories here, through the jail (each one checked after it is
           // made), so that the role finds them in place
-          if (kind === 'dir') return ctx.jail.ensureDir(target, rel);
-          return path.join(ctx.jail.ensureDir(path.dirname(target), rel), path.basename(target));
+          if (kind === 'dir') return jail.ensureDir(target, rel);
+          return path.join(jail.ensureDir(path.dirname(target), rel), path.basename(target));
         };
       } catch (err) {
         return refuse(toTachyonError(err));
@@ -246,8 +282,8 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
     // the client downloads: we send
     let listing: Listing;
     try {
-      listing = listJailed(ctx.jail, hello);
-      if (hello.sources?.some((src) => isDir(ctx.jail.resolve(src)))) requirePermission(ctx, 'list', 'list directories');
+      listing = listJailed(jail, hello);
+      if (hello.sources?.some((src) => isDir(jail.resolve(src)))) requirePermission(ctx, 'list', 'list directories');
     } catch (err) {
       return refuse(toTachyonError(err));
     }
@@ -270,7 +306,7 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       dirs: listing.dirs,
       policy,
       planned,
-      openSource: (p) => ctx.jail.openAbsForRead(p),
+      openSource: (p) => jail.openAbsForRead(p),
       ...(events ? { events } : {}),
     });
   } finally {
@@ -375,6 +411,43 @@ export function uploadResolver(jail: Jail, hello: Hello, mkdirp: (abs: string, s
     else target = path.join(dest, ...comps);
     jail.checkInside(target, rel);
     return target;
+  };
+}
+
+/**
+ * Where an upload's files go in a storage backend (an s3:// docroot): the same rules as
+ * {@link uploadResolver} (a destination ending in '/', an existing directory or several
+ * files: a directory; `createDir` makes a missing one, after `mkdirAllowed` checked the
+ * permission). Client paths pass the jail's checks ({@link clientPathComponents}) and then
+ * the storage path rules; nothing can name a key outside the account's prefix.
+ */
+export async function storageUploadResolver(store: ReceiverStore, hello: Hello, mkdirAllowed: () => void): Promise<DestinationResolver> {
+  const shown = hello.dest ?? '/';
+  const storagePath = (clientPath: string): string => normalizeStoragePath(clientPathComponents(clientPath).join('/'));
+  const dest = storagePath(shown);
+  const kindOf = async (p: string): Promise<'file' | 'directory' | undefined> => {
+    try {
+      return (await store.backend.stat(p)).kind;
+    } catch (err) {
+      if (err instanceof TachyonError && err.code === 'NOT_FOUND') return undefined;
+      throw err;
+    }
+  };
+  const kind = await kindOf(dest);
+  const destIsDir = kind === 'directory' || shown.endsWith('/') || hello.single !== true;
+  const dirToHave = destIsDir ? dest : dest.slice(0, Math.max(0, dest.lastIndexOf('/')));
+  const dirShown = destIsDir ? shown : path.posix.dirname(shown.replace(/\/+$/, '')) || '/';
+  const dirKind = destIsDir ? kind : await kindOf(dirToHave);
+  if (dirKind === undefined) {
+    if (hello.createDir !== true) throw missingDir(dirShown);
+    mkdirAllowed();
+    await store.ensureDir(dirToHave);
+  } else if (dirKind !== 'directory') throw notADir(dirShown);
+  return (rel, k) => {
+    const comps = storagePath(rel);
+    if (comps === '') throw new TachyonError('PATH_INVALID', `empty path '${rel}'`, { publicMessage: 'Invalid path.', details: { reason: 'empty-path' } });
+    if (k === 'file' && !destIsDir) return dest;
+    return dest === '' ? comps : `${dest}/${comps}`;
   };
 }
 
