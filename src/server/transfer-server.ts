@@ -18,6 +18,11 @@ import { Jail } from '../transfer/jail.js';
 import type { FileOutcome } from '../transfer/roles.js';
 import { serveSession } from '../transfer/session.js';
 import type { Account, AccountSource } from './accounts.js';
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { StorageBackend } from '../storage/backend.js';
+// type-only: the AWS SDK is loaded (dynamic import) when an s3:// account starts a session
+import type { S3ConnectionConfig } from '../storage/s3.js';
+import type { ReceiverStore } from '../transfer/store-file.js';
 
 export interface SshServiceLimits {
   maxAuthTries?: number;
@@ -43,7 +48,20 @@ export interface TransferServerOptions {
    */
   subsystems?: Readonly<Record<string, (account: Account, jail: Jail, info: SessionInfo) => SubsystemHandler>>;
   clock?: Clock;
+  /**
+   * Object storage for accounts whose docroot is an s3:// URL (endpoint, region, path
+   * style, timeouts; credentials from the server's environment). The AWS SDK is loaded
+   * only when such an account starts a session.
+   */
+  s3?: S3ServiceOptions;
   onEvent?(e: { type: string; [k: string]: unknown }): void;
+}
+
+/** How the transfer server reaches S3 for s3:// docroots. */
+export interface S3ServiceOptions {
+  readonly connection: S3ConnectionConfig;
+  /** Multipart part size (default 8 MiB). */
+  readonly partBytes?: number;
 }
 
 export interface TransferServer {
@@ -141,6 +159,50 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
     }
     return j;
   };
+  // storage of s3:// accounts: one client per server, one backend per docroot, made on first use
+  let s3Client: Promise<{ client: S3Client; make: (url: string) => StorageBackend }> | undefined;
+  const stores = new Map<string, Promise<ReceiverStore>>();
+  const storeFor = (account: Account, url: string): Promise<ReceiverStore> => {
+    let st = stores.get(url);
+    if (!st) {
+      s3Client ??= import('../storage/s3.js').then((m) => {
+        const client = m.createS3Client(o.s3?.connection ?? {});
+        return {
+          client,
+          make: (u: string) => new m.S3Storage({ client, location: u, ...(o.s3?.partBytes !== undefined ? { partBytes: o.s3.partBytes } : {}) }),
+        };
+      });
+      st = s3Client.then(({ make }) => {
+        const backend = make(url);
+        const made = new Set<string>(['']);
+        return {
+          backend,
+          async ensureDir(dir: string): Promise<void> {
+            if (made.has(dir)) return;
+            try {
+              const e = await backend.stat(dir);
+              if (e.kind !== 'directory') throw new TachyonError('EXISTS', `${dir} exists and is not a directory`, { publicMessage: 'A destination directory exists as a file.' });
+            } catch (err) {
+              if (!(err instanceof TachyonError && err.code === 'NOT_FOUND')) throw err;
+              if (!account.permissions.includes('mkdir')) {
+                throw new TachyonError('PERMISSION', "permission 'mkdir' missing for create directories", {
+                  publicMessage: 'Permission denied: your account may not create directories.',
+                  details: { permission: 'mkdir' },
+                });
+              }
+              await backend.mkdir(dir, { recursive: true }).catch((e2: unknown) => {
+                if (!(e2 instanceof TachyonError && e2.code === 'EXISTS')) throw e2;
+              });
+            }
+            made.add(dir);
+          },
+        };
+      });
+      stores.set(url, st);
+      st.catch(() => stores.delete(url));
+    }
+    return st;
+  };
   /** the account and jail of an authenticated session, or a refusal (audited) */
   const sessionAccount = async (info: SessionInfo): Promise<{ account: Account; jail: Jail }> => {
     let account: Account | undefined;
@@ -155,6 +217,20 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       record({ type: 'auth.failure', component: 'ssh', correlationId: info.connectionId, fields: { clientAddress: info.clientAddress, clientPort: info.clientPort, user: info.user, method: 'publickey', reason: 'account-changed', keyFingerprint: info.keyFingerprint } });
       throw new TachyonError('AUTH_FAILED', `account ${info.user} is no longer allowed this key`);
     }
+    if (account.storage !== undefined) throw new TachyonError('USAGE', `account ${info.user}: no local root (storage ${account.storage.replace(/^(s3:\/\/[^/]+).*$/, '$1/…')})`);
+    return { account, jail: jailFor(account.root) };
+  };
+  const transferAccount = async (info: SessionInfo): Promise<{ account: Account; jail?: Jail; store?: ReceiverStore }> => {
+    let account: Account | undefined;
+    try {
+      account = await o.accounts.account(info.user, info.keyFingerprint);
+    } catch (err) {
+      const te = toTachyonError(err, 'INTERNAL');
+      o.onEvent?.({ type: 'session.error', user: info.user, code: te.code, message: te.message });
+      throw te;
+    }
+    if (!account) return sessionAccount(info); // records the refusal
+    if (account.storage !== undefined) return { account, store: await storeFor(account, account.storage) };
     return { account, jail: jailFor(account.root) };
   };
 
@@ -197,9 +273,10 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       const started = clock.now();
       void (async () => {
         let account: Account;
-        let jail: Jail;
+        let jail: Jail | undefined;
+        let store: ReceiverStore | undefined;
         try {
-          ({ account, jail } = await sessionAccount(info));
+          ({ account, jail, store } = await transferAccount(info));
         } catch {
           link.close();
           return;
@@ -210,7 +287,8 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
           const summary = await serveSession(link, {
             endpoint: data.endpoint!,
             udpPort: data.udpPort,
-            jail,
+            ...(jail ? { jail } : {}),
+            ...(store ? { store } : {}),
             clock,
             allowedCiphers: allowed,
             maxRateBps,
@@ -312,6 +390,8 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       await control?.close();
       control = undefined;
       await socket.close();
+      const c = await s3Client?.catch(() => undefined);
+      c?.client.destroy();
     },
   };
 }

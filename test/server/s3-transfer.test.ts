@@ -1,0 +1,161 @@
+/**
+ * Transfers into S3 end to end: `tachyon serve --config FILE` as a child process with a
+ * user whose docroot is `s3://bucket/prefix` in a real s3rver (started here), driven by
+ * real `tachyon send` / `tachyon recv` processes. Files of several MiB (several multipart
+ * parts) are verified by SHA-256 in the bucket, the sender's mtime lands in the object's
+ * metadata so `-k attrs` skips an unchanged file, and a client killed mid-upload leaves
+ * neither an object nor a pending multipart upload.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { S3Storage } from '../../src/storage/s3.js';
+import { bin, jsonLines, runCli, startCli } from '../helpers/cli.js';
+import { S3RVER_CREDENTIALS, startS3rver, type S3rverFixture } from '../helpers/s3rver.js';
+
+const BUCKET = 'tachyon-e2e';
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
+  let work: string;
+  let s3: S3rverFixture;
+  let client: S3Client;
+  let dave: S3Storage;
+  let server: ChildProcessWithoutNullStreams;
+  let serverErr = '';
+  let port: number;
+  let fingerprint: string;
+  let key: string;
+
+  before(async () => {
+    work = mkdtempSync(path.join(os.tmpdir(), 'tachyon-s3e2e-'));
+    s3 = await startS3rver([BUCKET]);
+    client = s3.client();
+    dave = new S3Storage({ client, location: `s3://${BUCKET}/tenants/dave` });
+    key = path.join(work, 'id_dave');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'dave', '-f', key]);
+    const cfgFile = path.join(work, 'tachyon.json');
+    writeFileSync(
+      cfgFile,
+      JSON.stringify({
+        listen: '127.0.0.1',
+        port: 0,
+        database: 'tachyon.db',
+        allowedRoots: [`s3://${BUCKET}/tenants/*`],
+        users: [{ name: 'dave', docroot: `s3://${BUCKET}/tenants/dave`, keys: [readFileSync(`${key}.pub`, 'utf8').trim()], permissions: ['list', 'read', 'write', 'mkdir'] }],
+        s3: { endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, requestTimeoutSeconds: 10, maxAttempts: 2, partSizeMiB: 5 },
+      }),
+    );
+    server = spawn(process.execPath, [bin, 'serve', '--config', cfgFile, '--json'], {
+      cwd: work,
+      // credentials from the environment only (never the configuration file)
+      env: { ...process.env, AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey },
+    });
+    const start = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      let buf = '';
+      const t = setTimeout(() => reject(new Error(`server did not start: ${serverErr}`)), 20_000);
+      server.stderr.on('data', (d: Buffer) => (serverErr += d.toString()));
+      server.stdout.on('data', (d: Buffer) => {
+        buf += d.toString();
+        const line = buf.split('\n').find((l) => l.includes('"server.start"'));
+        if (line) {
+          clearTimeout(t);
+          resolve(JSON.parse(line) as Record<string, unknown>);
+        }
+      });
+      server.on('exit', (c) => reject(new Error(`server exited with ${c}: ${serverErr}`)));
+    });
+    port = start.tcpPort as number;
+    fingerprint = start.fingerprint as string;
+  });
+
+  after(async () => {
+    server?.kill('SIGTERM');
+    await s3?.close();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  const common = (...extra: string[]): string[] => ['-P', String(port), '-i', key, '--host-key-fingerprint', fingerprint, '-l', '500m', ...extra];
+
+  const stored = async (p: string): Promise<Buffer> => {
+    const h = await dave.openRead(p);
+    try {
+      return await h.read(0, h.size);
+    } finally {
+      await h.close();
+    }
+  };
+
+  it('uploads files of several MiB straight into the bucket, verified by SHA-256, with the source mtime', async () => {
+    const big = path.join(work, 'big.bin');
+    const small = path.join(work, 'small.bin');
+    const bigData = randomBytes(12 * 1024 * 1024 + 321); // three 5 MiB parts
+    const smallData = randomBytes(300_000);
+    writeFileSync(big, bigData);
+    writeFileSync(small, smallData);
+    utimesSync(big, new Date(1_700_000_000_000), new Date(1_700_000_000_000));
+    const r = await runCli(['send', ...common('--json', '--create-dir'), big, small, 'dave@127.0.0.1:/in/'], work, 90_000);
+    assert.equal(r.code, 0, `${r.stderr}\nserver: ${serverErr}`);
+    assert.equal(sha(await stored('in/big.bin')), sha(bigData));
+    assert.equal(sha(await stored('in/small.bin')), sha(smallData));
+    const st = await dave.stat('in/big.bin');
+    assert.equal(st.size, bigData.length);
+    assert.equal(st.mtimeMs, statSync(big).mtimeMs, 'the sender mtime is in x-amz-meta-mtime');
+    assert.deepEqual(await s3.pendingUploads(BUCKET), [], 'no multipart upload left pending');
+  });
+
+  it('-k attrs skips an unchanged file (size and mtime from the object metadata) and sends a changed one', async () => {
+    const f = path.join(work, 'again.bin');
+    writeFileSync(f, randomBytes(6 * 1024 * 1024));
+    const first = await runCli(['send', ...common('--json', '-k', 'attrs'), f, 'dave@127.0.0.1:/'], work, 60_000);
+    assert.equal(first.code, 0, first.stderr);
+    const second = await runCli(['send', ...common('--json', '-k', 'attrs'), f, 'dave@127.0.0.1:/'], work, 60_000);
+    assert.equal(second.code, 0, second.stderr);
+    const ev = jsonLines(second.stdout).find((e) => e['path'] === 'again.bin' && e['status'] !== undefined);
+    assert.equal(ev?.['status'], 'skipped', second.stdout);
+    assert.equal(ev?.['reason'], 'same');
+    const changed = randomBytes(6 * 1024 * 1024);
+    writeFileSync(f, changed);
+    const third = await runCli(['send', ...common('--json', '-k', 'attrs'), f, 'dave@127.0.0.1:/'], work, 60_000);
+    assert.equal(third.code, 0, third.stderr);
+    assert.equal(sha(await stored('again.bin')), sha(changed));
+    const never = await runCli(['send', ...common('--json', '--overwrite', 'never'), f, 'dave@127.0.0.1:/'], work, 60_000);
+    assert.equal(never.code, 0, never.stderr);
+    assert.equal(jsonLines(never.stdout).find((e) => e['path'] === 'again.bin' && e['status'] !== undefined)?.['status'], 'skipped');
+  });
+
+  it('refuses paths that leave the docroot, and downloads (not served from S3 yet), with sanitized messages', async () => {
+    const f = path.join(work, 'x.txt');
+    writeFileSync(f, 'x');
+    const up = await runCli(['send', ...common(), f, 'dave@127.0.0.1:../../other/'], work, 30_000);
+    assert.notEqual(up.code, 0);
+    const down = await runCli(['recv', ...common(), 'dave@127.0.0.1:/in/small.bin', path.join(work, 'back.bin')], work, 30_000);
+    assert.notEqual(down.code, 0);
+    assert.match(down.stderr, /not available on this server yet/);
+    for (const r of [up, down]) {
+      assert.ok(!r.stderr.includes(BUCKET) && !r.stderr.includes('S3RVER'), r.stderr);
+    }
+    assert.deepEqual((await dave.list('')).entries.map((e) => e.name).sort(), ['again.bin', 'in']);
+  });
+
+  it('a client killed mid-upload leaves no object and no pending multipart upload', async () => {
+    const f = path.join(work, 'killed.bin');
+    writeFileSync(f, randomBytes(40 * 1024 * 1024));
+    const { child, done } = startCli(['send', '-P', String(port), '-i', key, '--host-key-fingerprint', fingerprint, '-l', '40m', f, 'dave@127.0.0.1:/'], work, 60_000);
+    // wait until parts are being uploaded, then kill the client
+    const t0 = Date.now();
+    while ((await s3.pendingUploads(BUCKET)).length === 0 && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 100));
+    assert.ok((await s3.pendingUploads(BUCKET)).length > 0, 'an upload was in progress');
+    child.kill('SIGKILL');
+    await done;
+    const t1 = Date.now();
+    while ((await s3.pendingUploads(BUCKET)).length > 0 && Date.now() - t1 < 45_000) await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(await s3.pendingUploads(BUCKET), [], 'the multipart upload was aborted');
+    await assert.rejects(dave.stat('killed.bin'), (e: unknown) => (e as { code?: string }).code === 'NOT_FOUND');
+  });
+});
