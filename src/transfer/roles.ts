@@ -588,14 +588,15 @@ interface RxEntry {
   offset: number;
   mtimeMs: number | undefined;
   atimeMs: number | undefined;
-  file: RxFile;
+  /** local mode: the temporary file (undefined in store mode) */
+  file: RxFile | undefined;
   digest: string | undefined;
   complete: boolean;
   since: number;
   /** a resume record beside the partial file may exist (remove it when done) */
   record: boolean;
   recorded: number;
-  /** store mode: the sink into the storage backend (`file` is then unused) */
+  /** store mode: the sink into the storage backend */
   sink?: StoreSink;
 }
 
@@ -673,8 +674,8 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
 
     /** Keeps (with a resume record) or removes the partial file of an unfinished entry. */
     const park = (e: RxEntry): void => {
-      if (e.sink) {
-        void e.sink.abort();
+      if (!e.file) {
+        void e.sink?.abort();
         return;
       }
       e.file.close();
@@ -696,7 +697,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       for (const e of entries.values()) {
         if (discard) park(e);
         else if (e.sink) void e.sink.abort();
-        else e.file.close();
+        else e.file?.close();
       }
       entries.clear();
       planned.clear();
@@ -797,17 +798,19 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
 
     const finalize = async (e: RxEntry): Promise<void> => {
       if (e.sink) return finalizeStored(e, e.sink);
+      const file = e.file;
+      if (!file) return;
       entries.delete(e.id);
       receiver.removeFile(e.id);
       let sha: string;
       const t0 = clock.now();
       try {
-        sha = await e.file.finish();
+        sha = await file.finish();
         if (TRACE) process.stderr.write(`trace finalize ${e.path}: finish ${(clock.now() - t0).toFixed(1)} ms\n`);
-        e.file.close();
+        file.close();
       } catch (err) {
-        e.file.close();
-        if (e.file.touched) safeUnlink(e.temp);
+        file.close();
+        if (file.touched) safeUnlink(e.temp);
         if (finished) return;
         const te = toTachyonError(err, 'IO');
         fileFailed(e.id, e.path, e.size, e.since, te);
@@ -1085,7 +1088,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
           offset: 0,
           mtimeMs: a.mtimeMs,
           atimeMs: a.atimeMs,
-          file: undefined as unknown as RxFile,
+          file: undefined,
           sink,
           digest: undefined,
           complete: false,
@@ -1131,7 +1134,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
     /** Refreshes the resume records of files in progress (a crash then loses little). */
     const refreshRecords = (): void => {
       for (const e of entries.values()) {
-        if (e.sink || !e.file.opened || e.mtimeMs === undefined) continue;
+        if (!e.file?.opened || e.mtimeMs === undefined) continue;
         const kept = e.file.writtenPrefix();
         if (kept <= 0 || kept === e.recorded) continue;
         if (writeRecord(e.final, { size: e.size, mtimeMs: e.mtimeMs, verified: kept }, createTemp)) {
