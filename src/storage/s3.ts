@@ -15,13 +15,14 @@
  * - `createWriter`: a file of at most one part is buffered and sent with one PutObject at
  *   commit. A larger file is cut into fixed parts of `partBytes` (≥ 5 MiB); chunks arrive
  *   in any order and size, each part is buffered until every one of its bytes arrived and
- *   is then uploaded at once (parts go out in any order). Memory is bounded: at most
- *   `maxOpenParts` partly filled parts plus `maxUploadsInFlight` parts being uploaded,
- *   i.e. (maxOpenParts + maxUploadsInFlight) × partBytes per writer (defaults 16 + 4 parts
- *   of 8 MiB = 160 MiB worst case; a transfer that fills parts in about ascending order
- *   holds 2-3). A chunk that would open one part too many fails with DISK_FULL
- *   (`details.reason: 'buffer-limit'`); a write awaits while the upload window is full
- *   (backpressure). `commit()` completes the upload; nothing is visible under the key
+ *   is then uploaded (parts go out in any order, at most `maxUploadsInFlight` at a time).
+ *   Memory is bounded: at most `maxOpenParts` buffered parts (partly filled, or complete and
+ *   waiting for an upload slot) plus `maxUploadsInFlight` parts being uploaded, i.e.
+ *   (maxOpenParts + maxUploadsInFlight) × partBytes per writer (defaults 16 + 4 parts of
+ *   8 MiB = 160 MiB worst case; a transfer that fills parts in about ascending order holds
+ *   2-3). A chunk that would buffer one part too many fails with DISK_FULL
+ *   (`details.reason: 'buffer-limit'`) and changes nothing; a write awaits while complete
+ *   parts wait for a slot (backpressure for callers that await their writes). `commit()` completes the upload; nothing is visible under the key
  *   before. `abort()` and every failure call AbortMultipartUpload.
  * - No clobber: the target is checked with HeadObject when the writer is created and again
  *   at commit, and the final PutObject / CompleteMultipartUpload carries `If-None-Match: *`
@@ -663,6 +664,8 @@ class S3Writer implements ChunkWriter {
   private readonly open = new Map<number, OpenPart>();
   private readonly done = new Map<number, string>(); // part number → ETag
   private readonly inFlight = new Map<number, Promise<void>>();
+  /** complete parts waiting for an upload slot */
+  private readonly waiting = new Map<number, OpenPart>();
   private uploadId: Promise<string> | undefined;
   private failure: TachyonError | undefined;
   private state: 'open' | 'committing' | 'committed' | 'aborted' = 'open';
@@ -704,15 +707,14 @@ class S3Writer implements ChunkWriter {
     const last = Math.floor((offset + data.length - 1) / P) + 1;
     // refuse before buffering anything, so that a refused chunk changes nothing
     let newParts = 0;
-    for (let n = first; n <= last; n++) if (!this.open.has(n) && !this.done.has(n) && !this.inFlight.has(n)) newParts++;
-    if (this.open.size + newParts > this.s.maxOpenParts) {
-      throw new TachyonError('DISK_FULL', `writer for ${this.path}: more than ${this.s.maxOpenParts} parts partly written`, {
+    for (let n = first; n <= last; n++) if (!this.open.has(n) && !this.sent(n)) newParts++;
+    if (this.open.size + this.waiting.size + newParts > this.s.maxOpenParts) {
+      throw new TachyonError('DISK_FULL', `writer for ${this.path}: more than ${this.s.maxOpenParts} parts buffered`, {
         details: { reason: 'buffer-limit' },
       });
     }
-    const ready: number[] = [];
     for (let n = first; n <= last; n++) {
-      if (this.done.has(n) || this.inFlight.has(n)) continue; // a retransmission of a part already sent
+      if (this.sent(n)) continue; // a retransmission of a part already complete
       const [start, end] = this.partRange(n);
       const from = Math.max(offset, start);
       const to = Math.min(offset + data.length, end);
@@ -723,13 +725,28 @@ class S3Writer implements ChunkWriter {
       }
       part.buf.set(data.subarray(from - offset, to - offset), from - start);
       part.coverage.add(from - start, to - start);
-      if (part.coverage.covers(end - start)) ready.push(n);
+      if (part.coverage.covers(end - start)) {
+        this.open.delete(n);
+        this.waiting.set(n, part);
+      }
     }
     this.coverage.add(offset, offset + data.length);
-    for (const n of ready) this.startPart(n);
-    // backpressure: wait while more parts are in flight than the window allows
-    while (this.inFlight.size > this.s.maxUploadsInFlight) await Promise.race(this.inFlight.values());
+    this.pump();
+    // backpressure: a caller that awaits its writes waits while complete parts queue for a slot
+    while (this.waiting.size > 0 && this.inFlight.size > 0 && this.failure === undefined) await Promise.race(this.inFlight.values());
     if (this.failure !== undefined) throw this.failure;
+  }
+
+  /** Part `n` is complete: waiting, being uploaded or uploaded. */
+  private sent(n: number): boolean {
+    return this.waiting.has(n) || this.inFlight.has(n) || this.done.has(n);
+  }
+
+  /** Starts uploads of waiting parts while there are free slots (lowest part first). */
+  private pump(): void {
+    while (this.failure === undefined && this.waiting.size > 0 && this.inFlight.size < this.s.maxUploadsInFlight) {
+      this.startPart(Math.min(...this.waiting.keys()));
+    }
   }
 
   private ensureUpload(): Promise<string> {
@@ -748,9 +765,9 @@ class S3Writer implements ChunkWriter {
   }
 
   private startPart(n: number): void {
-    const part = this.open.get(n);
+    const part = this.waiting.get(n);
     if (part === undefined) return;
-    this.open.delete(n);
+    this.waiting.delete(n);
     const run = (async () => {
       try {
         const uploadId = await this.ensureUpload();
@@ -763,6 +780,7 @@ class S3Writer implements ChunkWriter {
         this.fail(translateS3Error(err, 'write', this.path));
       } finally {
         this.inFlight.delete(n);
+        this.pump();
       }
     })();
     this.inFlight.set(n, run);
@@ -775,13 +793,19 @@ class S3Writer implements ChunkWriter {
     void this.discard();
   }
 
+  /** Waits until every complete part is uploaded (or, after a failure, until nothing is in flight). */
   private async drain(): Promise<void> {
-    while (this.inFlight.size > 0) await Promise.all([...this.inFlight.values()]);
+    this.pump();
+    while (this.inFlight.size > 0) {
+      await Promise.all([...this.inFlight.values()]);
+      this.pump();
+    }
   }
 
   /** Frees the buffers and aborts the multipart upload, if one was started (errors ignored). */
   private async discard(): Promise<void> {
     this.open.clear();
+    this.waiting.clear();
     this.single = undefined;
     await this.drain();
     if (this.uploadId === undefined) return;
@@ -813,7 +837,6 @@ class S3Writer implements ChunkWriter {
           });
         this.single = undefined;
       } else {
-        for (const n of [...this.open.keys()]) this.startPart(n); // complete by coverage; normally none left
         await this.drain();
         if (this.failure !== undefined) throw this.failure;
         await this.s.checkTarget(this.path, this.overwrite);

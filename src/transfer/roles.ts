@@ -783,7 +783,9 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
         return;
       }
       try {
+        const c0 = clock.now();
         await sink.commit(); // the object becomes visible only now
+        if (TRACE) process.stderr.write(`trace commit ${e.path}: ${(clock.now() - c0).toFixed(1)} ms\n`);
       } catch (err) {
         await sink.abort();
         if (finished) return;

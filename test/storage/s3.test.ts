@@ -179,6 +179,23 @@ describe('S3Storage specifics (s3rver)', () => {
     await w.write(2 * P, Buffer.alloc(10, 3));
     await w.abort();
     assert.deepEqual(await pending((await server()).client), []);
+
+    // writes that are not awaited (as a transfer's sink does): complete parts queue for the
+    // single upload slot and count against the buffer; one part too many is refused
+    const rng = new Rng(21);
+    const data = rng.bytes(4 * P);
+    const w2 = await s.createWriter('q.bin', 4 * P);
+    const p1 = w2.write(0, data.subarray(0, P)); // uploading
+    const p2 = w2.write(P, data.subarray(P, 2 * P)); // waiting for the slot
+    const p3 = w2.write(2 * P, data.subarray(2 * P, 3 * P)); // waiting
+    const e4 = await rejectsCode(w2.write(3 * P, data.subarray(3 * P)), 'DISK_FULL', 'a third buffered part');
+    assert.equal(e4.details?.reason, 'buffer-limit');
+    await Promise.all([p1, p2, p3]);
+    await w2.write(3 * P, data.subarray(3 * P));
+    await w2.commit();
+    const h = await s.openRead('q.bin');
+    assert.equal(sha256(await h.read(0, 4 * P)), sha256(data));
+    await h.close();
   });
 
   it('large objects are read with ranges pinned to the version opened', async () => {
