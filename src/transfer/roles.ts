@@ -193,6 +193,14 @@ export interface SenderRoleOptions {
   probed?: ProbesSent;
   /** Opens a file to send or to hash (default: a plain open; the server pins it in its jail). */
   openSource?: (abs: string) => number;
+  /**
+   * Makes a file readable at `f.abs` before it is sent or hashed (a storage-backed account
+   * fetches the object into a local spool file); called at most once per file, files in
+   * order. The file's blocks are not sent before it resolves; a rejection fails the session.
+   */
+  prepare?: (f: OutgoingFile) => Promise<void>;
+  /** The file is settled (or the session ends): what `prepare` made can go. */
+  release?: (f: OutgoingFile) => void;
   events?: RoleEvents;
   vanishMs?: number;
 }
@@ -231,6 +239,7 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
       files$.discard();
       digests.discard();
       for (const t of tx) t.source?.close();
+      if (opts.release) for (const t of tx) opts.release(t.f);
       sender.close();
     };
     const fail = (err: unknown): void => {
@@ -277,6 +286,7 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
       t.state = Tx.Settled;
       t.source?.close();
       t.source = undefined;
+      opts.release?.(t.f);
       t.prefix = undefined;
       settled++;
       const outcome: FileOutcome = { path: t.f.path, size: t.f.size, ...o, elapsedMs: clock.now() - t.since };
@@ -319,14 +329,27 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
         if (policy.preserveTimes && f.atimeMs !== undefined) a.atimeMs = f.atimeMs;
         if (t.offset > 0) a.offset = t.offset;
         files$.push(a, pathCost(f.path));
-        t.source = new TxSource(f.abs, f.size, t.offset, t.prefix, opts.openSource);
-        t.prefix = undefined;
         t.state = Tx.Announced;
         t.since = now;
         inflight++;
         decided++;
         opts.events?.onFileStart?.({ path: f.path, size: f.size, offset: t.offset });
-        sender.start(t.id, t.source);
+        if (opts.prepare) {
+          // the file is readable at f.abs once prepared; its blocks wait until then
+          opts.prepare(f).then(
+            () => {
+              if (finished || t.state !== Tx.Announced || t.source) return;
+              t.source = new TxSource(f.abs, f.size, t.offset, t.prefix, opts.openSource);
+              t.prefix = undefined;
+              sender.start(t.id, t.source);
+            },
+            (err: unknown) => failWith(toTachyonError(err, 'IO')),
+          );
+        } else {
+          t.source = new TxSource(f.abs, f.size, t.offset, t.prefix, opts.openSource);
+          t.prefix = undefined;
+          sender.start(t.id, t.source);
+        }
       }
       if (queueHead === queue.length && queueHead > 0) {
         queue.length = 0;
@@ -357,7 +380,10 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
       const sums = e.do === 'check' ? e.sums : [];
       const then = e.do === 'check' ? e.then : 'resume';
       jobs
-        .run(() => hashRanges(f.abs, e.offset, sums, then === 'resume', opts.openSource ?? openNoFollow))
+        .run(async () => {
+          await opts.prepare?.(f);
+          return hashRanges(f.abs, e.offset, sums, then === 'resume', opts.openSource ?? openNoFollow);
+        })
         .then(
           (h) => {
             if (finished) return;

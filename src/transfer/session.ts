@@ -19,7 +19,7 @@ import type { PeerAddress } from '../transport/socket/types.js';
 import { ExcludeSet } from './exclude.js';
 import { clientPathComponents, type Jail } from './jail.js';
 import { normalizeStoragePath } from '../storage/backend.js';
-import type { ReceiverStore } from './store-file.js';
+import { Spooler, storageListing, type ReceiverStore } from './store-file.js';
 import { DEFAULT_POLICY, needsPlan, type TransferPolicy } from './policy.js';
 import {
   initialProbeCount,
@@ -219,13 +219,7 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
   }
   if (ctx.store) {
     try {
-      if (hello.op !== 'send') {
-        return refuse(
-          new TachyonError('USAGE', 'downloads from object storage are not implemented yet', {
-            publicMessage: 'Downloads from this account\'s storage are not available on this server yet.',
-          }),
-        );
-      }
+      if (hello.op !== 'send') return await serveStorageDownload(link, ctx, ctx.store, hello, { sessionId, seal, open, datagramSize, targetBps, welcome, policy, planned, refuse, ...(events ? { events } : {}) });
       let resolve: DestinationResolver;
       try {
         const store = ctx.store;
@@ -412,6 +406,69 @@ export function uploadResolver(jail: Jail, hello: Hello, mkdirp: (abs: string, s
     jail.checkInside(target, rel);
     return target;
   };
+}
+
+/** A download from a storage-backed account: the objects are listed in the backend and spooled before they are sent. */
+async function serveStorageDownload(
+  link: QueuedLink,
+  ctx: ServerSessionContext,
+  store: ReceiverStore,
+  hello: Hello,
+  s: {
+    sessionId: number;
+    seal: ReturnType<typeof createProtection>;
+    open: ReturnType<typeof createProtection>;
+    datagramSize: number;
+    targetBps: number;
+    welcome: Welcome;
+    policy: TransferPolicy;
+    planned: boolean;
+    refuse: (e: TachyonError) => never;
+    events?: RoleEvents;
+  },
+): Promise<TransferSummary | undefined> {
+  let listing: Listing;
+  const toStorage = (p: string): string => normalizeStoragePath(clientPathComponents(p).join('/'));
+  try {
+    const sources = hello.sources ?? [];
+    if (sources.length === 0) throw new TachyonError('USAGE', 'no source paths given', { publicMessage: 'No source paths given.' });
+    listing = await storageListing(store.backend, sources, {
+      toStorage,
+      exclude: new ExcludeSet(hello.exclude ?? []),
+      ...(hello.srcBase !== undefined ? { srcBase: hello.srcBase } : {}),
+    });
+    if (listing.dirs.length > 0 || listing.files.some((f) => f.path.includes('/'))) requirePermission(ctx, 'list', 'list directories');
+  } catch (err) {
+    return s.refuse(toTachyonError(err));
+  }
+  s.welcome.single = isSingle(hello.sources?.length ?? 0, listing);
+  const spooler = await Spooler.create(store.backend);
+  try {
+    const sender = new DataSender({
+      endpoint: ctx.endpoint,
+      sessionId: s.sessionId,
+      clock: ctx.clock,
+      seal: s.seal,
+      open: s.open,
+      datagramSize: s.datagramSize,
+      rate: createRateController({ policy: hello.policy, targetBps: s.targetBps, minBps: Math.min(hello.minRate, s.targetBps) }),
+    });
+    link.send(s.welcome);
+    return await runSenderRole({
+      link,
+      sender,
+      clock: ctx.clock,
+      files: listing.files,
+      dirs: listing.dirs,
+      policy: s.policy,
+      planned: s.planned,
+      prepare: spooler.prepare,
+      release: spooler.release,
+      ...(s.events ? { events: s.events } : {}),
+    });
+  } finally {
+    await spooler.close();
+  }
 }
 
 /**

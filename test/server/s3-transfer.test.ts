@@ -3,14 +3,15 @@
  * user whose docroot is `s3://bucket/prefix` in a real s3rver (started here), driven by
  * real `tachyon send` / `tachyon recv` processes. Files of several MiB (several multipart
  * parts) are verified by SHA-256 in the bucket, the sender's mtime lands in the object's
- * metadata so `-k attrs` skips an unchanged file, and a client killed mid-upload leaves
- * neither an object nor a pending multipart upload.
+ * metadata so `-k attrs` skips an unchanged file, downloads spool objects with ranged
+ * reads and arrive verified, and a client killed mid-upload leaves neither an object nor
+ * a pending multipart upload.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
@@ -31,6 +32,8 @@ describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
   let port: number;
   let fingerprint: string;
   let key: string;
+  /** the server's TMPDIR: download spools live there while files are in flight */
+  let spoolParent: string;
 
   before(async () => {
     work = mkdtempSync(path.join(os.tmpdir(), 'tachyon-s3e2e-'));
@@ -38,6 +41,8 @@ describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
     client = s3.client();
     dave = new S3Storage({ client, location: `s3://${BUCKET}/tenants/dave` });
     key = path.join(work, 'id_dave');
+    spoolParent = path.join(work, 'server-tmp');
+    mkdirSync(spoolParent);
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'dave', '-f', key]);
     const cfgFile = path.join(work, 'tachyon.json');
     writeFileSync(
@@ -54,7 +59,7 @@ describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
     server = spawn(process.execPath, [bin, 'serve', '--config', cfgFile, '--json'], {
       cwd: work,
       // credentials from the environment only (never the configuration file)
-      env: { ...process.env, AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey },
+      env: { ...process.env, TMPDIR: spoolParent, AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey },
     });
     const start = await new Promise<Record<string, unknown>>((resolve, reject) => {
       let buf = '';
@@ -129,16 +134,39 @@ describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
     assert.equal(jsonLines(never.stdout).find((e) => e['path'] === 'again.bin' && e['status'] !== undefined)?.['status'], 'skipped');
   });
 
-  it('refuses paths that leave the docroot, and downloads (not served from S3 yet), with sanitized messages', async () => {
+  it('downloads objects (spooled with ranged reads): a file and a directory, verified by SHA-256, mtime kept; -k attrs skips', async () => {
+    const one = path.join(work, 'back.bin');
+    const r1 = await runCli(['recv', ...common('--json'), 'dave@127.0.0.1:/in/big.bin', one], work, 90_000);
+    assert.equal(r1.code, 0, `${r1.stderr}\nserver: ${serverErr}`);
+    assert.equal(sha(readFileSync(one)), sha(await stored('in/big.bin')));
+    assert.equal(statSync(one).mtimeMs, 1_700_000_000_000, 'the object mtime (metadata) becomes the file mtime');
+    const out = path.join(work, 'tree-out');
+    const r2 = await runCli(['recv', ...common('--json', '--create-dir'), 'dave@127.0.0.1:/in', `${out}/`], work, 90_000);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.equal(sha(readFileSync(path.join(out, 'in', 'big.bin'))), sha(await stored('in/big.bin')));
+    assert.equal(sha(readFileSync(path.join(out, 'in', 'small.bin'))), sha(await stored('in/small.bin')));
+    const r3 = await runCli(['recv', ...common('--json', '-k', 'attrs'), 'dave@127.0.0.1:/in/big.bin', one], work, 60_000);
+    assert.equal(r3.code, 0, r3.stderr);
+    assert.equal(jsonLines(r3.stdout).find((e) => e['status'] !== undefined)?.['status'], 'skipped', r3.stdout);
+    // the spools are gone once the sessions ended
+    const t0 = Date.now();
+    while (readdirSync(spoolParent).length > 0 && Date.now() - t0 < 5_000) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(readdirSync(spoolParent), []);
+    const missing = await runCli(['recv', ...common(), 'dave@127.0.0.1:/nope.bin', path.join(work, 'nope.bin')], work, 30_000);
+    assert.notEqual(missing.code, 0);
+    assert.match(missing.stderr, /does not exist/);
+  });
+
+  it('refuses paths that leave the docroot, with sanitized messages', async () => {
     const f = path.join(work, 'x.txt');
     writeFileSync(f, 'x');
     const up = await runCli(['send', ...common(), f, 'dave@127.0.0.1:../../other/'], work, 30_000);
     assert.notEqual(up.code, 0);
-    const down = await runCli(['recv', ...common(), 'dave@127.0.0.1:/in/small.bin', path.join(work, 'back.bin')], work, 30_000);
+    assert.match(up.stderr, /path|leaves|root/i);
+    const down = await runCli(['recv', ...common(), 'dave@127.0.0.1:../../tenants/other/x', path.join(work, 'x2')], work, 30_000);
     assert.notEqual(down.code, 0);
-    assert.match(down.stderr, /not available on this server yet/);
     for (const r of [up, down]) {
-      assert.ok(!r.stderr.includes(BUCKET) && !r.stderr.includes('S3RVER'), r.stderr);
+      assert.ok(!r.stderr.includes(BUCKET) && !r.stderr.includes('S3RVER') && !r.stderr.includes('tenants/dave'), r.stderr);
     }
     assert.deepEqual((await dave.list('')).entries.map((e) => e.name).sort(), ['again.bin', 'in']);
   });

@@ -8,7 +8,12 @@ import { describe, it } from 'node:test';
 import type { Hello } from '../../src/control/messages.js';
 import { MemoryStorage } from '../../src/storage/index.js';
 import { storageUploadResolver } from '../../src/transfer/session.js';
-import { StoreSink, hashStoredRanges, type ReceiverStore } from '../../src/transfer/store-file.js';
+import { Spooler, StoreSink, hashStoredRanges, storageListing, type ReceiverStore } from '../../src/transfer/store-file.js';
+import { ExcludeSet } from '../../src/transfer/exclude.js';
+import type { OutgoingFile } from '../../src/transfer/roles.js';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { rejectsCode, throwsCode } from '../helpers/errors.js';
 import { Rng } from '../helpers/rng.js';
 
@@ -144,5 +149,63 @@ describe('storageUploadResolver', () => {
     await w.commit();
     await rejectsCode(storageUploadResolver(storeOf(backend), hello({ dest: '/file/' }), () => undefined), 'EXISTS', 'not a directory');
     await rejectsCode(storageUploadResolver(storeOf(backend), hello({ dest: '/../x/' }), () => undefined), 'PATH_INVALID');
+  });
+});
+
+async function put(s: MemoryStorage, p: string, data: Uint8Array, mtimeMs?: number): Promise<void> {
+  const w = await s.createWriter(p, data.length, mtimeMs !== undefined ? { mtimeMs } : {});
+  await w.write(0, data);
+  await w.commit();
+}
+
+describe('downloads from a storage backend', () => {
+  it('storageListing: files and empty directories with their relative paths, source base, excludes, missing sources', async () => {
+    const b = new MemoryStorage();
+    await b.mkdir('data/tree/sub/empty', { recursive: true });
+    await put(b, 'data/tree/a.txt', Buffer.from('a'), 5_000);
+    await put(b, 'data/tree/sub/b.bin', Buffer.from('bb'));
+    await put(b, 'data/tree/sub/skip.tmp', Buffer.from('x'));
+    await put(b, 'data/one.txt', Buffer.from('1'));
+    const toStorage = (p: string): string => p.replace(/^\/+/, '');
+    const l = await storageListing(b, ['/data/tree', '/data/one.txt'], { toStorage, exclude: new ExcludeSet(['*.tmp']) });
+    assert.deepEqual(
+      l.files.map((f) => [f.path, f.abs, f.size]),
+      [['tree/a.txt', 'data/tree/a.txt', 1], ['tree/sub/b.bin', 'data/tree/sub/b.bin', 2], ['one.txt', 'data/one.txt', 1]],
+    );
+    assert.equal(l.files[0]?.mtimeMs, 5_000);
+    assert.deepEqual(l.dirs, ['tree/sub/empty']);
+    const based = await storageListing(b, ['/data/tree/sub'], { toStorage, srcBase: '/data' });
+    assert.deepEqual(based.files.map((f) => f.path), ['tree/sub/b.bin', 'tree/sub/skip.tmp']);
+    await rejectsCode(storageListing(b, ['/data/one.txt'], { toStorage, srcBase: '/data/tree' }), 'USAGE', 'not below the base');
+    await rejectsCode(storageListing(b, ['/nope'], { toStorage }), 'NOT_FOUND');
+  });
+
+  it('Spooler: fetches each object once into a private file, rewrites abs, removes it on release and everything on close', async () => {
+    const b = new MemoryStorage();
+    const data = new Rng(9).bytes(20 * 1024 * 1024 + 5); // three ranged reads
+    await put(b, 'big.bin', data);
+    await put(b, 'small', Buffer.from('hello'));
+    const parent = mkdtempSync(path.join(os.tmpdir(), 'tachyon-spooltest-'));
+    try {
+      const sp = await Spooler.create(b, parent);
+      assert.equal(path.dirname(sp.dir), parent);
+      assert.equal(statSync(sp.dir).mode & 0o777, 0o700);
+      const big: OutgoingFile = { path: 'big.bin', abs: 'big.bin', size: data.length, mtimeMs: 0 };
+      const small: OutgoingFile = { path: 'small', abs: 'small', size: 5, mtimeMs: 0 };
+      await Promise.all([sp.prepare(big), sp.prepare(small), sp.prepare(big)]);
+      assert.ok(big.abs.startsWith(sp.dir), big.abs);
+      assert.equal(statSync(big.abs).mode & 0o777, 0o600);
+      assert.equal(sha(readFileSync(big.abs)), sha(data));
+      assert.equal(readFileSync(small.abs, 'utf8'), 'hello');
+      sp.release(small);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(readdirSync(sp.dir).length, 1);
+      const changed: OutgoingFile = { path: 'small', abs: 'small', size: 6, mtimeMs: 0 };
+      await rejectsCode(sp.prepare(changed), 'IO', 'size changed since listing');
+      await sp.close();
+      assert.deepEqual(readdirSync(parent), []);
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
   });
 });
