@@ -117,7 +117,7 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
       ...(audit ? { audit } : {}),
       // SFTP on the same accounts, jail, permissions and audit log, for the tools people have
       subsystems: { sftp: sftpForAccounts(audit ? { audit } : {}) },
-      ...(cfg.s3 ? { s3: { connection: cfg.s3, partBytes: cfg.s3.partBytes } } : {}),
+      ...(cfg.s3 ? { s3: { connection: cfg.s3, partBytes: cfg.s3.partBytes, conditionalWrites: cfg.s3.conditionalWrites } } : {}),
       onEvent: log,
     });
     const count = (await repo.list()).length;

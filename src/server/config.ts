@@ -96,6 +96,8 @@ export interface S3Settings {
   readonly maxAttempts: number;
   /** Multipart part size in bytes. */
   readonly partBytes: number;
+  /** Send If-None-Match: * on no-clobber commits (default true; false for stores that reject it). */
+  readonly conditionalWrites: boolean;
 }
 
 /** A type error's message: `is required` when the field is missing, else `text`. */
@@ -166,6 +168,7 @@ const ConfigSchema = z.strictObject({
       connectTimeoutSeconds: posInt(300).optional(),
       requestTimeoutSeconds: posInt(3600).optional(),
       maxAttempts: posInt(10).optional(),
+      conditionalWrites: z.boolean(expected('expected true or false')).optional(),
       partSizeMiB: z.number(expected('expected a number of MiB (5-5120)')).int({ error: 'expected a whole number of MiB' }).min(5, { error: 'at least 5 (S3\'s smallest part)' }).max(5120, { error: 'at most 5120' }).optional(),
     })
     .optional(),
@@ -332,6 +335,7 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
             requestTimeoutMs: (c.s3.requestTimeoutSeconds ?? 30) * 1000,
             maxAttempts: c.s3.maxAttempts ?? 3,
             partBytes: (c.s3.partSizeMiB ?? 8) * 1024 * 1024,
+            conditionalWrites: c.s3.conditionalWrites ?? true,
           }),
         }
       : {}),

@@ -62,6 +62,8 @@ export interface S3ServiceOptions {
   readonly connection: S3ConnectionConfig;
   /** Multipart part size (default 8 MiB). */
   readonly partBytes?: number;
+  /** Send If-None-Match: * on no-clobber commits (default true). */
+  readonly conditionalWrites?: boolean;
 }
 
 export interface TransferServer {
@@ -169,7 +171,13 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
         const client = m.createS3Client(o.s3?.connection ?? {});
         return {
           client,
-          make: (u: string) => new m.S3Storage({ client, location: u, ...(o.s3?.partBytes !== undefined ? { partBytes: o.s3.partBytes } : {}) }),
+          make: (u: string) =>
+            new m.S3Storage({
+              client,
+              location: u,
+              ...(o.s3?.partBytes !== undefined ? { partBytes: o.s3.partBytes } : {}),
+              ...(o.s3?.conditionalWrites !== undefined ? { conditionalWrites: o.s3.conditionalWrites } : {}),
+            }),
         };
       });
       st = s3Client.then(({ make }) => {

@@ -151,7 +151,7 @@ describe('loadServerConfig', () => {
 
   it('s3: endpoint, region and path style with defaults; credentials and bad values refused', async () => {
     const c = await validateServerConfig({ ...valid(), s3: { endpoint: 'http://127.0.0.1:4568', region: 'eu-west-1', forcePathStyle: true, partSizeMiB: 16 } }, 'config.json', dir);
-    assert.deepEqual(c.s3, { endpoint: 'http://127.0.0.1:4568', region: 'eu-west-1', forcePathStyle: true, connectTimeoutMs: 5000, requestTimeoutMs: 30000, maxAttempts: 3, partBytes: 16 * 1024 * 1024 });
+    assert.deepEqual(c.s3, { endpoint: 'http://127.0.0.1:4568', region: 'eu-west-1', forcePathStyle: true, connectTimeoutMs: 5000, requestTimeoutMs: 30000, maxAttempts: 3, partBytes: 16 * 1024 * 1024, conditionalWrites: true });
     assert.equal((await validateServerConfig(valid(), 'config.json', dir)).s3, undefined);
     const secret = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY';
     const msg = await problems({ ...valid(), s3: { endpoint: 'https://s3.amazonaws.com', secretAccessKey: secret, accessKeyId: 'AKIA' } });
