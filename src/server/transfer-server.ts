@@ -161,12 +161,14 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
     }
     return j;
   };
-  // storage of s3:// accounts: one client per server, one backend per docroot, made on first use
+  // storage of s3:// accounts: one client per server and one backend per docroot, made on
+  // first use; the store a session sees is its own (its account's permissions, its own
+  // cache of directories made)
   let s3Client: Promise<{ client: S3Client; make: (url: string) => StorageBackend }> | undefined;
-  const stores = new Map<string, Promise<ReceiverStore>>();
-  const storeFor = (account: Account, url: string): Promise<ReceiverStore> => {
-    let st = stores.get(url);
-    if (!st) {
+  const backends = new Map<string, Promise<StorageBackend>>();
+  const backendFor = (url: string): Promise<StorageBackend> => {
+    let b = backends.get(url);
+    if (!b) {
       s3Client ??= import('../storage/s3.js').then((m) => {
         const client = m.createS3Client(o.s3?.connection ?? {});
         return {
@@ -180,36 +182,37 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
             }),
         };
       });
-      st = s3Client.then(({ make }) => {
-        const backend = make(url);
-        const made = new Set<string>(['']);
-        return {
-          backend,
-          async ensureDir(dir: string): Promise<void> {
-            if (made.has(dir)) return;
-            try {
-              const e = await backend.stat(dir);
-              if (e.kind !== 'directory') throw new TachyonError('EXISTS', `${dir} exists and is not a directory`, { publicMessage: 'A destination directory exists as a file.' });
-            } catch (err) {
-              if (!(err instanceof TachyonError && err.code === 'NOT_FOUND')) throw err;
-              if (!account.permissions.includes('mkdir')) {
-                throw new TachyonError('PERMISSION', "permission 'mkdir' missing for create directories", {
-                  publicMessage: 'Permission denied: your account may not create directories.',
-                  details: { permission: 'mkdir' },
-                });
-              }
-              await backend.mkdir(dir, { recursive: true }).catch((e2: unknown) => {
-                if (!(e2 instanceof TachyonError && e2.code === 'EXISTS')) throw e2;
-              });
-            }
-            made.add(dir);
-          },
-        };
-      });
-      stores.set(url, st);
-      st.catch(() => stores.delete(url));
+      b = s3Client.then(({ make }) => make(url));
+      backends.set(url, b);
+      b.catch(() => backends.delete(url));
     }
-    return st;
+    return b;
+  };
+  const storeFor = async (account: Account, url: string): Promise<ReceiverStore> => {
+    const backend = await backendFor(url);
+    const made = new Set<string>(['']);
+    return {
+      backend,
+      async ensureDir(dir: string): Promise<void> {
+        if (made.has(dir)) return;
+        try {
+          const e = await backend.stat(dir);
+          if (e.kind !== 'directory') throw new TachyonError('EXISTS', `${dir} exists and is not a directory`, { publicMessage: 'A destination directory exists as a file.' });
+        } catch (err) {
+          if (!(err instanceof TachyonError && err.code === 'NOT_FOUND')) throw err;
+          if (!account.permissions.includes('mkdir')) {
+            throw new TachyonError('PERMISSION', "permission 'mkdir' missing for create directories", {
+              publicMessage: 'Permission denied: your account may not create directories.',
+              details: { permission: 'mkdir' },
+            });
+          }
+          await backend.mkdir(dir, { recursive: true }).catch((e2: unknown) => {
+            if (!(e2 instanceof TachyonError && e2.code === 'EXISTS')) throw e2;
+          });
+        }
+        made.add(dir);
+      },
+    };
   };
   /** the account and jail of an authenticated session, or a refusal (audited) */
   const sessionAccount = async (info: SessionInfo): Promise<{ account: Account; jail: Jail }> => {

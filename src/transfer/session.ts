@@ -44,7 +44,7 @@ export interface ServerSessionContext {
   jail?: Jail;
   /**
    * The account's storage when it is not a local directory (an s3:// docroot): uploads
-   * are written into it; downloads from it are refused (not implemented yet).
+   * are written into it (StoreSink); downloads are spooled from it with ranged reads.
    */
   store?: ReceiverStore;
   clock: Clock;

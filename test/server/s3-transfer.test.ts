@@ -32,6 +32,7 @@ describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
   let port: number;
   let fingerprint: string;
   let key: string;
+  let erinKey: string;
   /** the server's TMPDIR: download spools live there while files are in flight */
   let spoolParent: string;
 
@@ -44,6 +45,8 @@ describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
     spoolParent = path.join(work, 'server-tmp');
     mkdirSync(spoolParent);
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'dave', '-f', key]);
+    erinKey = path.join(work, 'id_erin');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'erin', '-f', erinKey]);
     const cfgFile = path.join(work, 'tachyon.json');
     writeFileSync(
       cfgFile,
@@ -52,7 +55,11 @@ describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
         port: 0,
         database: 'tachyon.db',
         allowedRoots: [`s3://${BUCKET}/tenants/*`],
-        users: [{ name: 'dave', docroot: `s3://${BUCKET}/tenants/dave`, keys: [readFileSync(`${key}.pub`, 'utf8').trim()], permissions: ['list', 'read', 'write', 'mkdir'] }],
+        users: [
+          { name: 'dave', docroot: `s3://${BUCKET}/tenants/dave`, keys: [readFileSync(`${key}.pub`, 'utf8').trim()], permissions: ['list', 'read', 'write', 'mkdir'] },
+          // erin may write but not create directories, and not read
+          { name: 'erin', docroot: `s3://${BUCKET}/tenants/erin`, keys: [readFileSync(`${erinKey}.pub`, 'utf8').trim()], permissions: ['write'] },
+        ],
         s3: { endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, requestTimeoutSeconds: 10, maxAttempts: 2, partSizeMiB: 5 },
       }),
     );
@@ -169,6 +176,22 @@ describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
       assert.ok(!r.stderr.includes(BUCKET) && !r.stderr.includes('S3RVER') && !r.stderr.includes('tenants/dave'), r.stderr);
     }
     assert.deepEqual((await dave.list('')).entries.map((e) => e.name).sort(), ['again.bin', 'in']);
+  });
+
+  it('permissions hold for s3 accounts: no mkdir, no read', async () => {
+    const erin = ['-P', String(port), '-i', erinKey, '--host-key-fingerprint', fingerprint, '-l', '500m'];
+    const f = path.join(work, 'e.txt');
+    writeFileSync(f, 'erin');
+    const flat = await runCli(['send', ...erin, f, 'erin@127.0.0.1:/'], work, 30_000);
+    assert.equal(flat.code, 0, flat.stderr);
+    const made = await runCli(['send', ...erin, '--create-dir', f, 'erin@127.0.0.1:/new/'], work, 30_000);
+    assert.notEqual(made.code, 0);
+    assert.match(made.stderr, /may not create directories/);
+    const read = await runCli(['recv', ...erin, 'erin@127.0.0.1:/e.txt', path.join(work, 'e2.txt')], work, 30_000);
+    assert.notEqual(read.code, 0);
+    assert.match(read.stderr, /may not download/);
+    const erinStore = new S3Storage({ client, location: `s3://${BUCKET}/tenants/erin` });
+    assert.deepEqual((await erinStore.list('')).entries.map((e) => e.name), ['e.txt']);
   });
 
   it('a client killed mid-upload leaves no object and no pending multipart upload', async () => {
