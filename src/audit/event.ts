@@ -95,6 +95,14 @@ export interface AuditFieldsByType {
   'refusal.channel': AuditPeer & { user?: string; what: string; detail?: string };
   /** A connection was refused or cut by a limit (`limit`: max-auth-tries, login-grace, idle, per-source, max-startups, …). */
   'refusal.limit': AuditPeer & { user?: string; limit: string; value?: number };
+  /** The node API issued a transfer token (`grantId` is its random id, as in `token:<id>` of the sessions that use it; the token itself is never stored). */
+  'transfer.authorize': AuditPeer & {
+    accessKeyId: string;
+    direction: 'upload' | 'download';
+    paths: readonly string[];
+    grantId: string;
+    expiresAt: string;
+  };
   /** A configuration change: who, what, on what; the names of changed settings, not secret values. */
   'config.change': {
     actor: string;
@@ -103,6 +111,12 @@ export interface AuditFieldsByType {
     changed?: readonly string[];
     clientAddress?: string;
   };
+  /**
+   * A node API request ended in an error other than an authentication, permission or path
+   * refusal (those have their own types): the route (its pattern, not the raw URL), the
+   * HTTP status and the error code; `principal` is the access key id or admin, if known.
+   */
+  'api.error': AuditPeer & { method: string; route: string; status: number; code: string; principal?: string; reason?: string };
   /** A configuration was refused (file, field, reason). */
   'config.error': { source: string; field?: string; reason: string };
   /** The server started or stopped. */
@@ -133,7 +147,9 @@ export const AUDIT_EVENT_TYPES = [
   'refusal.cipher',
   'refusal.channel',
   'refusal.limit',
+  'transfer.authorize',
   'config.change',
+  'api.error',
   'config.error',
   'server.start',
   'server.stop',
@@ -159,7 +175,9 @@ export const DEFAULT_SEVERITY: Readonly<Record<AuditEventType, AuditSeverity>> =
   'refusal.cipher': 'warning',
   'refusal.channel': 'warning',
   'refusal.limit': 'warning',
+  'transfer.authorize': 'info',
   'config.change': 'notice',
+  'api.error': 'warning',
   'config.error': 'error',
   'server.start': 'notice',
   'server.stop': 'notice',

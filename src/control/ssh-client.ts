@@ -31,8 +31,13 @@ export interface ConnectOptions {
   host: string;
   port: number;
   user: string;
-  /** Private key, OpenSSH or PEM format. */
-  privateKey: Buffer;
+  /** Private key, OpenSSH or PEM format (or give `token`). */
+  privateKey?: Buffer;
+  /**
+   * A transfer token instead of a key: sent with the SSH `password` method (inside the
+   * encrypted SSH connection, after the host key was verified), for the token user.
+   */
+  token?: string;
   /** Passphrase for an encrypted private key. */
   passphrase?: string;
   hostKey: HostKeyPin;
@@ -119,7 +124,8 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
       );
     }
   }
-  const clientKey = parseClientKey(opts.privateKey, opts.passphrase);
+  if ((opts.privateKey === undefined) === (opts.token === undefined)) throw new TachyonError('USAGE', 'Give either a private key or a transfer token');
+  const clientKey = opts.privateKey !== undefined ? parseClientKey(opts.privateKey, opts.passphrase) : undefined;
   const knownHostsText = pin.knownHostsFile !== undefined ? await readKnownHosts(pin.knownHostsFile) : undefined;
   const timeoutMs = opts.timeoutMs ?? 15_000;
   if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
@@ -178,6 +184,14 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
       if (verifyError) return verifyError;
       switch (err.level) {
         case 'client-authentication':
+          if (clientKey === undefined) {
+            return new TachyonError(
+              'AUTH_FAILED',
+              `The server ${target} refused the transfer token for "${user}": it has expired, was altered, was issued by another node, ` +
+                "or its access key was revoked (the server's audit log records which); ask for a new transfer spec",
+              { cause: err },
+            );
+          }
           return new TachyonError(
             'AUTH_FAILED',
             `The server ${target} refused public key authentication as "${user}" with key ` +
@@ -295,11 +309,11 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
         client.connect({
           sock: socket,
           username: user,
-          privateKey: opts.privateKey,
+          ...(opts.privateKey !== undefined ? { privateKey: opts.privateKey } : { password: opts.token }),
           ...(opts.passphrase !== undefined ? { passphrase: opts.passphrase } : {}),
           hostVerifier,
           algorithms: controlAlgorithms({ nistKex: true }),
-          authHandler: ['publickey'],
+          authHandler: opts.privateKey !== undefined ? ['publickey'] : ['password'],
           readyTimeout: 0,
           keepaliveInterval: 15_000,
           keepaliveCountMax: 3,

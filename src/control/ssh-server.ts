@@ -1,5 +1,6 @@
 /**
- * The control-channel SSH server: public-key authentication only, the `tachyon-v1`
+ * The control-channel SSH server: public-key authentication only (except the users of
+ * `credentialLogin`, e.g. the transfer-token user, who use `password` and nothing else), the `tachyon-v1`
  * subsystem (plus the subsystems a caller plugs in, e.g. `sftp`), and nothing else — no
  * shell, exec, pty, agent/X11 or TCP forwarding; only strong algorithms; limits on
  * authentication attempts, login grace time, idle time and unauthenticated connections.
@@ -144,7 +145,8 @@ export type AuthRefusalReason =
   | 'rsa-sha1-signature'
   | 'authorize-error'
   | 'not-authorized'
-  | 'bad-signature';
+  | 'bad-signature'
+  | 'credential-refused';
 
 /** What was refused: a channel, a request on a session, or the connection itself. */
 export type RefusedWhat =
@@ -194,6 +196,8 @@ export type ControlServerEvent =
       keyType?: string;
       keyFingerprint?: string;
       failures?: number;
+      /** For a refused credential (`credential-refused`): the checker's reason, e.g. `expired`. Never the credential. */
+      detail?: string;
     } & EventPeer)
   /**
    * A channel, request or connection was refused. `detail` is a name only: the subsystem,
@@ -237,6 +241,16 @@ export interface ControlServerOptions {
    * refused before this is asked. Throwing (or rejecting) counts as a refusal.
    */
   authorize(user: string, keyAlgo: string, keyBlob: Buffer): boolean | Promise<boolean>;
+  /**
+   * Users who log in with a credential other than a key (the transfer-token user): for
+   * them, and only them, the `password` method is offered instead of `publickey`. The
+   * checker returns the session's identity (e.g. `token:<id>`, shown as the session's
+   * `keyFingerprint`; never the credential itself) or a refusal reason for the audit log.
+   */
+  credentialLogin?: {
+    users(user: string): boolean;
+    check(user: string, credential: string): Promise<{ ok: true; identity: string } | { ok: false; reason: string }>;
+  };
   /** Text shown to clients before authentication (at most 4096 characters, no control characters but tab and newline). */
   banner?: string;
   /** Failed authentication attempts allowed per connection; the connection is closed at the last one. Default 6. */
@@ -648,10 +662,12 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     });
   });
 
-  const refuseAuth = (rec: ConnRecord, ctx: AuthContext, event: AuthFields, reason: AuthRefusalReason): void => {
+  const methodsFor = (user: string): Array<'publickey' | 'password'> => (opts.credentialLogin?.users(user) === true ? ['password'] : ['publickey']);
+
+  const refuseAuth = (rec: ConnRecord, ctx: AuthContext, event: AuthFields, reason: AuthRefusalReason, detail?: string): void => {
     rec.failures++;
-    emit({ type: 'auth', outcome: 'refused', reason, failures: rec.failures, ...event });
-    ctx.reject(['publickey']);
+    emit({ type: 'auth', outcome: 'refused', reason, failures: rec.failures, ...event, ...(detail !== undefined ? { detail: clip(detail) } : {}) });
+    ctx.reject(methodsFor(ctx.username));
     if (rec.failures >= maxAuthTries) hangUp(rec, 'max-auth-tries', undefined);
   };
 
@@ -663,7 +679,25 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     const event: AuthFields = { user: clip(user), method: clip(String(ctx.method)), ...where(rec) };
     if (ctx.method === 'none') {
       // Clients ask which methods exist this way; it is not an attempt.
-      ctx.reject(['publickey']);
+      ctx.reject(methodsFor(user));
+      return;
+    }
+    if (opts.credentialLogin?.users(user) === true) {
+      // this user logs in with a credential (a transfer token), never with a key
+      if (ctx.method !== 'password') return refuseAuth(rec, ctx, event, 'method-not-allowed');
+      let r: { ok: true; identity: string } | { ok: false; reason: string };
+      try {
+        r = await opts.credentialLogin.check(user, ctx.password);
+      } catch {
+        r = { ok: false, reason: 'authorize-error' };
+      }
+      if (rec.hungUp) return;
+      if (!r.ok) return refuseAuth(rec, ctx, event, 'credential-refused', r.reason);
+      rec.user = user;
+      rec.keyFingerprint = r.identity;
+      event.keyFingerprint = r.identity;
+      emit({ type: 'auth', outcome: 'accepted', ...event });
+      ctx.accept();
       return;
     }
     if (ctx.method !== 'publickey') {

@@ -8,6 +8,8 @@
  * the data (for example transfer users in src/server/users) query them.
  */
 
+import type { Generated } from 'kysely';
+
 /** A transfer user (an account that logs in over SSH/SFTP and transfers within its docroot). */
 export interface TransferUserTable {
   /** Login name; primary key. */
@@ -24,6 +26,8 @@ export interface TransferUserTable {
   max_rate_bps: number | string | null;
   /** 1 enabled, 0 disabled. */
   enabled: number;
+  /** 1: uploads must be client-side encrypted envelopes (`.tachyon-enc`); 0: any file (migration 0004). */
+  require_encrypted_at_rest: Generated<number>;
   created_at: string;
   updated_at: string;
 }
@@ -41,8 +45,68 @@ export interface UserKeyTable {
   added_at: string;
 }
 
+/** An access key of the node API (or a node administrator's key: kind 'admin'). */
+export interface AccessKeyTable {
+  /** Public id (`AK…`); primary key. */
+  id: string;
+  /** 'access' (bound to a storage root) or 'admin' (manages keys; no storage). */
+  kind: string;
+  /** Canonical storage URL the key is confined to (null for admin keys). */
+  storage_root: string | null;
+  /** Comma-separated permissions (list,read,write,mkdir,rename,delete). */
+  permissions: string;
+  description: string;
+  /** argon2id hash (PHC string) of the current secret. */
+  secret_hash: string;
+  /** 1 at creation, +1 per rotation (bearer tokens remember the version they were made from). */
+  secret_version: number;
+  /** The secret before the last rotation, valid until previous_valid_until. */
+  previous_secret_hash: string | null;
+  previous_valid_until: string | null;
+  created_at: string;
+  updated_at: string;
+  /** Set once revoked; a revoked key never authenticates again. */
+  revoked_at: string | null;
+}
+
+/** A finished transfer session (src/server/monitor.ts); active ones live in memory. */
+export interface TransferTable {
+  /** The monitor's transfer id (a UUID); primary key. */
+  id: string;
+  /** The SSH connection id, which the audit records of the session carry. */
+  correlation_id: string;
+  user_name: string;
+  /** The access key whose transfer token started it, or null. */
+  access_key_id: string | null;
+  /** `upload` | `download` (as the client sees it). */
+  direction: string;
+  /** `completed` | `failed` | `cancelled`. */
+  status: string;
+  /** Error code of a failed or cancelled session. */
+  code: string | null;
+  /** Its public message. */
+  message: string | null;
+  client_address: string;
+  cipher: string;
+  /** ISO-8601 UTC. */
+  started_at: string;
+  ended_at: string;
+  files: number;
+  /** File bytes carried over UDP. bigint columns: strings from PostgreSQL. */
+  bytes: number | string;
+  total_bytes: number | string;
+  skipped_bytes: number | string;
+  duration_ms: number | string;
+  datagrams: number | string;
+  retransmits: number | string | null;
+  /** JSON: the per-file records (at most the monitor's per-transfer file limit). */
+  detail: string;
+}
+
 /** Every table, for `Kysely<TachyonSchema>`. */
 export interface TachyonSchema {
   transfer_user: TransferUserTable;
   user_key: UserKeyTable;
+  access_key: AccessKeyTable;
+  transfer: TransferTable;
 }

@@ -24,6 +24,8 @@ export interface Account {
   readonly policies: readonly RatePolicy[];
   /** Rate cap in bits/s; null: only the server's ceiling applies. */
   readonly maxRateBps: number | null;
+  /** Uploads must be client-side encrypted envelopes (`.tachyon-enc`); absent: any file. */
+  readonly requireEncryptedAtRest?: boolean;
 }
 
 /** The outcome of a key check; `reason` is for the audit log, never for the client. */
@@ -85,6 +87,7 @@ export function databaseAccounts(users: UserLookup, cipherPolicy: CipherPolicy):
         ciphers: effectiveCiphers(u, cipherPolicy),
         policies: u.policies,
         maxRateBps: u.maxRateBps,
+        requireEncryptedAtRest: u.requireEncryptedAtRest,
       });
     },
   };

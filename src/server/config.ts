@@ -27,6 +27,7 @@
  */
 import { promises as fs } from 'node:fs';
 import { isIP } from 'node:net';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { TachyonError } from '../core/errors.js';
@@ -64,6 +65,21 @@ export interface SshLimits {
 
 export const DEFAULT_SSH_LIMITS: SshLimits = Object.freeze({ maxAuthTries: 6, loginGraceSeconds: 30, idleTimeoutSeconds: 900 });
 
+/** The node API (HTTPS, docs/node-api.md) run by the same process, when configured. */
+export interface NodeApiConfig {
+  readonly listen: string;
+  readonly port: number;
+  /** PEM certificate (with its chain, or see chainFile), absolute path. */
+  readonly certFile: string;
+  /** PEM private key, absolute path. */
+  readonly keyFile: string;
+  readonly chainFile?: string;
+  /** Lifetime of bearer tokens from POST /auth/token, seconds. */
+  readonly tokenTtlSeconds?: number;
+}
+
+export const DEFAULT_NODE_API_PORT = 9092;
+
 /** A validated server configuration. */
 export interface ServerConfig {
   /** The file it was read from (absolute). */
@@ -85,6 +101,24 @@ export interface ServerConfig {
   readonly users: readonly NewUser[];
   /** How to reach S3 for s3:// docroots (no credentials: those come from the environment). */
   readonly s3?: S3Settings;
+  /** The node API, if the file has a `nodeApi` section. */
+  readonly nodeApi?: NodeApiConfig;
+  /** The shared transfer user that logs in with transfer tokens (docs/transfer-tokens.md); absent: off. */
+  readonly transferTokens?: TransferTokenSettings;
+}
+
+/** `transferTokens` in the configuration file. */
+export interface TransferTokenSettings {
+  /** The shared transfer user's name (default `xfer`). */
+  readonly user: string;
+  /** This node's id, sealed into every token (default: the host name). */
+  readonly nodeId: string;
+  /** The 32-byte token key (created 0600 if missing; default `token.key` next to the file). */
+  readonly keyFile: string;
+  /** How long a rotated-out key is still accepted, seconds (default 3600). */
+  readonly keyGraceSeconds: number;
+  /** Access-key states from a file (JSON `{"active":[…],"revoked":[…]}`) instead of the node API's access-key table; absent: the table. */
+  readonly accessKeysFile?: string;
 }
 
 export interface S3Settings {
@@ -125,6 +159,7 @@ const UserSchema = z.strictObject({
   policies: z.array(z.string()).optional(),
   maxRate: rate.nullable().optional(),
   enabled: z.boolean(expected('expected true or false')).optional(),
+  requireEncryptedAtRest: z.boolean(expected('expected true or false')).optional(),
 });
 
 const ConfigSchema = z.strictObject({
@@ -170,6 +205,30 @@ const ConfigSchema = z.strictObject({
       maxAttempts: posInt(10).optional(),
       conditionalWrites: z.boolean(expected('expected true or false')).optional(),
       partSizeMiB: z.number(expected('expected a number of MiB (5-5120)')).int({ error: 'expected a whole number of MiB' }).min(5, { error: 'at least 5 (S3\'s smallest part)' }).max(5120, { error: 'at most 5120' }).optional(),
+    })
+    .optional(),
+  nodeApi: z
+    .strictObject({
+      listen: nonEmpty.optional(),
+      port: z
+        .number(expected('expected a port number (0-65535)'))
+        .int({ error: 'expected a port number (0-65535)' })
+        .min(0, { error: 'expected a port number (0-65535)' })
+        .max(65535, { error: 'expected a port number (0-65535)' })
+        .optional(),
+      certFile: nonEmpty,
+      keyFile: nonEmpty,
+      chainFile: nonEmpty.optional(),
+      tokenTtlSeconds: posInt(12 * 3600).optional(),
+    })
+    .optional(),
+  transferTokens: z
+    .strictObject({
+      user: nonEmpty.optional(),
+      nodeId: z.string(expected('expected a string')).min(1, { error: 'must not be empty' }).max(64, { error: 'at most 64 characters' }).optional(),
+      keyFile: nonEmpty.optional(),
+      keyGraceSeconds: posInt(30 * 86400).optional(),
+      accessKeysFile: nonEmpty.optional(),
     })
     .optional(),
 });
@@ -298,6 +357,7 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
     if (u.policies !== undefined) user.policies = (await collect(problems, () => validatePolicies(u.policies ?? [], `${at}.policies`))) ?? [];
     if (u.maxRate !== undefined) user.maxRateBps = u.maxRate === null ? null : (rateOf(u.maxRate, `${at}.maxRate`, problems) ?? null);
     if (u.enabled !== undefined) user.enabled = u.enabled;
+    if (u.requireEncryptedAtRest !== undefined) user.requireEncryptedAtRest = u.requireEncryptedAtRest;
     if (u.keys !== undefined) {
       user.keys = u.keys;
       for (const [j, line] of u.keys.entries()) {
@@ -310,6 +370,25 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
       }
     }
     users.push(Object.freeze(user));
+  }
+
+  if (c.nodeApi !== undefined && c.auditLog === undefined) problems.push('nodeApi: needs auditLog (the node API audits every refusal and change)');
+  const apiListen = c.nodeApi?.listen ?? DEFAULT_LISTEN;
+  if (c.nodeApi !== undefined && isIP(apiListen) === 0 && !/^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$/.test(apiListen)) {
+    problems.push(`nodeApi.listen: expected an IP address or host name, got ${JSON.stringify(apiListen).slice(0, 60)}`);
+  }
+  let transferTokens: TransferTokenSettings | undefined;
+  if (c.transferTokens !== undefined) {
+    const t = c.transferTokens;
+    const user = (await collect(problems, () => validateUserName(t.user ?? 'xfer', 'transferTokens.user'))) ?? 'xfer';
+    if (names.has(user)) problems.push(`transferTokens.user: '${user}' is also a declared user; the token user must be a name of its own`);
+    transferTokens = Object.freeze({
+      user,
+      nodeId: t.nodeId ?? hostname(),
+      keyFile: abs(t.keyFile ?? 'token.key'),
+      keyGraceSeconds: t.keyGraceSeconds ?? 3600,
+      ...(t.accessKeysFile !== undefined ? { accessKeysFile: abs(t.accessKeysFile) } : {}),
+    });
   }
 
   if (problems.length > 0 || database === undefined || maxRateBps === undefined) throw configError(file, problems);
@@ -339,6 +418,19 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
           }),
         }
       : {}),
+    ...(c.nodeApi !== undefined
+      ? {
+          nodeApi: Object.freeze({
+            listen: apiListen,
+            port: c.nodeApi.port ?? DEFAULT_NODE_API_PORT,
+            certFile: abs(c.nodeApi.certFile),
+            keyFile: abs(c.nodeApi.keyFile),
+            ...(c.nodeApi.chainFile !== undefined ? { chainFile: abs(c.nodeApi.chainFile) } : {}),
+            ...(c.nodeApi.tokenTtlSeconds !== undefined ? { tokenTtlSeconds: c.nodeApi.tokenTtlSeconds } : {}),
+          }),
+        }
+      : {}),
+    ...(transferTokens ? { transferTokens } : {}),
   });
 }
 

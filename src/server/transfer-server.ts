@@ -14,15 +14,16 @@ import { fingerprintOf, loadOrCreateHostKey, parseAuthorizedKeys, type Authorize
 import { startControlServer, type ControlServer, type ControlServerEvent, type SessionInfo, type SubsystemHandler } from '../control/ssh-server.js';
 import { Endpoint } from '../transport/session/endpoint.js';
 import { openUdpSocket } from '../transport/socket/udp.js';
+import { pathGrant, type SessionRestriction } from '../transfer/grant.js';
 import { Jail } from '../transfer/jail.js';
 import type { FileOutcome } from '../transfer/roles.js';
 import { serveSession } from '../transfer/session.js';
 import type { Account, AccountSource } from './accounts.js';
-import type { S3Client } from '@aws-sdk/client-s3';
-import type { StorageBackend } from '../storage/backend.js';
-// type-only: the AWS SDK is loaded (dynamic import) when an s3:// account starts a session
-import type { S3ConnectionConfig } from '../storage/s3.js';
+// the AWS SDK is loaded (dynamic import) when an s3:// account starts a session
+import { lazyS3Backends, type S3BackendsOptions } from '../storage/s3-backends.js';
 import type { ReceiverStore } from '../transfer/store-file.js';
+import type { MonitoredSession, TransferReporter } from './monitor.js';
+import type { TokenLogin } from './token-login.js';
 
 export interface SshServiceLimits {
   maxAuthTries?: number;
@@ -43,6 +44,11 @@ export interface TransferServerOptions {
   ssh?: SshServiceLimits;
   audit?: AuditSink;
   /**
+   * The shared transfer user that logs in with transfer tokens (password method, that
+   * user only); its sessions are confined to the token's root, direction and paths.
+   */
+  tokens?: TokenLogin;
+  /**
    * Extra SSH subsystems given the account of the session (e.g. `sftp`): built by the
    * caller, so that the server layer does not depend on how SFTP is served.
    */
@@ -54,17 +60,13 @@ export interface TransferServerOptions {
    * only when such an account starts a session.
    */
   s3?: S3ServiceOptions;
+  /** reports sessions, files, progress and refusals (the transfer monitor), and may cancel a session */
+  monitor?: TransferReporter;
   onEvent?(e: { type: string; [k: string]: unknown }): void;
 }
 
 /** How the transfer server reaches S3 for s3:// docroots. */
-export interface S3ServiceOptions {
-  readonly connection: S3ConnectionConfig;
-  /** Multipart part size (default 8 MiB). */
-  readonly partBytes?: number;
-  /** Send If-None-Match: * on no-clobber commits (default true). */
-  readonly conditionalWrites?: boolean;
-}
+export type S3ServiceOptions = S3BackendsOptions;
 
 export interface TransferServer {
   address: string;
@@ -108,7 +110,7 @@ export function auditOfControlEvent(e: ControlServerEvent, refusalReason?: strin
             ...peer,
             user: e.user,
             method: e.method,
-            reason: refusalReason ?? e.reason ?? 'refused',
+            reason: refusalReason ?? e.detail ?? e.reason ?? 'refused',
             ...(e.keyType ? { keyType: e.keyType } : {}),
             ...(e.keyFingerprint ? { keyFingerprint: e.keyFingerprint } : {}),
             ...(e.failures !== undefined ? { failures: e.failures } : {}),
@@ -141,10 +143,24 @@ export function auditOfControlEvent(e: ControlServerEvent, refusalReason?: strin
   }
 }
 
+/** The monitor's refusal reason of an audit event (undefined: not a refusal). */
+export function refusalReason(e: AuditEvent): string | undefined {
+  if (e.type === 'auth.failure') return 'auth';
+  if (e.type.startsWith('refusal.')) return e.type.slice('refusal.'.length);
+  const code = (e.fields as Record<string, unknown>)['code'];
+  if (e.type === 'session.end' && e.component === 'transfer' && e.severity === 'warning' && typeof code === 'string' && code !== 'CANCELLED') return code.toLowerCase();
+  return undefined;
+}
+
 export async function startTransferServer(o: TransferServerOptions): Promise<TransferServer> {
   const clock = o.clock ?? systemClock;
   const hostKey = await loadOrCreateHostKey(o.hostKeyFile);
   const record = (e: AuditEvent): string | undefined => {
+    const refusal = refusalReason(e);
+    if (refusal !== undefined) {
+      const user = (e.fields as Record<string, unknown>)['user'];
+      o.monitor?.refused(refusal, typeof user === 'string' ? user : undefined);
+    }
     try {
       return o.audit?.record(e);
     } catch (err) {
@@ -164,32 +180,9 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
   // storage of s3:// accounts: one client per server and one backend per docroot, made on
   // first use; the store a session sees is its own (its account's permissions, its own
   // cache of directories made)
-  let s3Client: Promise<{ client: S3Client; make: (url: string) => StorageBackend }> | undefined;
-  const backends = new Map<string, Promise<StorageBackend>>();
-  const backendFor = (url: string): Promise<StorageBackend> => {
-    let b = backends.get(url);
-    if (!b) {
-      s3Client ??= import('../storage/s3.js').then((m) => {
-        const client = m.createS3Client(o.s3?.connection ?? {});
-        return {
-          client,
-          make: (u: string) =>
-            new m.S3Storage({
-              client,
-              location: u,
-              ...(o.s3?.partBytes !== undefined ? { partBytes: o.s3.partBytes } : {}),
-              ...(o.s3?.conditionalWrites !== undefined ? { conditionalWrites: o.s3.conditionalWrites } : {}),
-            }),
-        };
-      });
-      b = s3Client.then(({ make }) => make(url));
-      backends.set(url, b);
-      b.catch(() => backends.delete(url));
-    }
-    return b;
-  };
+  const s3 = lazyS3Backends(o.s3 ?? { connection: {} });
   const storeFor = async (account: Account, url: string): Promise<ReceiverStore> => {
-    const backend = await backendFor(url);
+    const backend = await s3.open(url);
     const made = new Set<string>(['']);
     return {
       backend,
@@ -215,7 +208,26 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
     };
   };
   /** the account and jail of an authenticated session, or a refusal (audited) */
-  const sessionAccount = async (info: SessionInfo): Promise<{ account: Account; jail: Jail }> => {
+  const tokens = o.tokens;
+  const isTokenSession = (info: SessionInfo): boolean => tokens !== undefined && info.user === tokens.user;
+  const sessionAccount = async (info: SessionInfo): Promise<{ account: Account; jail: Jail; restriction?: SessionRestriction; accessKeyId?: string }> => {
+    if (tokens !== undefined && info.user === tokens.user) {
+      let s: Awaited<ReturnType<TokenLogin['session']>>;
+      try {
+        s = await tokens.session(info.keyFingerprint);
+      } catch (err) {
+        const te = toTachyonError(err, 'INTERNAL');
+        o.onEvent?.({ type: 'session.error', user: info.user, code: te.code, message: te.message });
+        throw te;
+      }
+      if ('refused' in s) {
+        record({ type: 'auth.failure', component: 'ssh', correlationId: info.connectionId, fields: { clientAddress: info.clientAddress, clientPort: info.clientPort, user: info.user, method: 'password', reason: s.refused, keyFingerprint: info.keyFingerprint } });
+        throw new TachyonError('AUTH_FAILED', `token session ${info.keyFingerprint} refused: ${s.refused}`);
+      }
+      const jail = jailFor(s.account.root);
+      const restriction = pathGrant({ jail, direction: s.claims.direction, paths: s.claims.paths, expiresAt: s.claims.expiresAt, clock, label: info.keyFingerprint });
+      return { account: s.account, jail, restriction, accessKeyId: s.claims.accessKeyId };
+    }
     let account: Account | undefined;
     try {
       account = await o.accounts.account(info.user, info.keyFingerprint);
@@ -231,7 +243,12 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
     if (account.storage !== undefined) throw new TachyonError('USAGE', `account ${info.user}: no local root (storage ${account.storage.replace(/^(s3:\/\/[^/]+).*$/, '$1/…')})`);
     return { account, jail: jailFor(account.root) };
   };
-  const transferAccount = async (info: SessionInfo): Promise<{ account: Account; jail?: Jail; store?: ReceiverStore }> => {
+  /** as sessionAccount, but an account with an s3:// docroot gets its store instead of a jail */
+  const transferAccount = async (
+    info: SessionInfo,
+  ): Promise<{ account: Account; jail?: Jail; store?: ReceiverStore; restriction?: SessionRestriction; accessKeyId?: string }> => {
+    // token sessions: token-login serves file:// roots only (an s3:// root is refused at login)
+    if (isTokenSession(info)) return sessionAccount(info);
     let account: Account | undefined;
     try {
       account = await o.accounts.account(info.user, info.keyFingerprint);
@@ -253,6 +270,12 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
   const subsystems: Record<string, SubsystemHandler> = {};
   for (const [name, make] of Object.entries(o.subsystems ?? {})) {
     subsystems[name] = (channel, info, ctl) => {
+      if (isTokenSession(info)) {
+        // a token grants transfers of its paths only: no SFTP (or other subsystem) session
+        record({ type: 'refusal.channel', component: 'ssh', correlationId: info.connectionId, fields: { clientAddress: info.clientAddress, clientPort: info.clientPort, user: info.user, what: 'subsystem', detail: name } });
+        channel.destroy();
+        return;
+      }
       sessionAccount(info).then(
         ({ account, jail }) => make(account, jail, info)(channel, info, ctl),
         () => channel.destroy(),
@@ -263,6 +286,14 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
     listen: o.listen,
     port: o.port,
     hostKey: hostKey.privateKey,
+    ...(tokens
+      ? {
+          credentialLogin: {
+            users: (user: string) => user === tokens.user,
+            check: (_user: string, token: string) => tokens.check(token),
+          },
+        }
+      : {}),
     authorize: async (user, _algo, blob) => {
       const r = await o.accounts.check(user, blob);
       if (!r.ok) {
@@ -286,14 +317,18 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
         let account: Account;
         let jail: Jail | undefined;
         let store: ReceiverStore | undefined;
+        let restriction: SessionRestriction | undefined;
+        let accessKeyId: string | undefined;
         try {
-          ({ account, jail, store } = await transferAccount(info));
+          ({ account, jail, store, restriction, accessKeyId } = await transferAccount(info));
         } catch {
           link.close();
           return;
         }
         const allowed = o.allowedCiphers.filter((c) => account.ciphers.includes(c));
         const maxRateBps = Math.min(o.maxRateBps, account.maxRateBps ?? Infinity);
+        const abort = new AbortController();
+        let monitored: MonitoredSession | undefined;
         try {
           const summary = await serveSession(link, {
             endpoint: data.endpoint!,
@@ -305,9 +340,17 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
             maxRateBps,
             permissions: account.permissions,
             policies: account.policies,
+            ...(restriction ? { restriction } : {}),
+            ...(account.requireEncryptedAtRest ? { requireEncryptedAtRest: true } : {}),
             keepAlive: () => ctl.keepAlive(),
+            signal: abort.signal,
+            onFileStart: (f) => monitored?.fileStarted(f),
+            onProgress: (p) => monitored?.progress(p),
             onRefuse: (te) => {
               const details = (te.details ?? {}) as Record<string, unknown>;
+              if (te.code === 'PERMISSION' && details['permission'] === 'token') {
+                return record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: 'token', op: String(details['reason'] ?? 'token'), path: String(details['path'] ?? ''), ...(restriction ? { grant: restriction.label } : {}) } });
+              }
               if (te.code === 'CIPHER_REFUSED') {
                 return record({ type: 'refusal.cipher', component: 'transfer', correlationId, fields: { ...peer, user: account.name, cipher: String(details['cipher'] ?? te.message.replace(/^cipher (\S+).*$/, '$1')), allowed } });
               }
@@ -320,6 +363,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
               return record({ type: 'session.end', component: 'transfer', correlationId, severity: 'warning', fields: { ...peer, user: account.name, code: te.code, reason: te.message } });
             },
             onFile: (f: FileOutcome, direction) => {
+              monitored?.fileSettled(f);
               const seconds = (f.elapsedMs > 0 ? f.elapsedMs : clock.now() - started) / 1000;
               record({
                 type: 'file.transfer',
@@ -344,13 +388,26 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
                 },
               });
               if (f.code === 'PATH_INVALID') record({ type: 'refusal.jail', component: 'transfer', correlationId, fields: { ...peer, user: account.name, path: f.path, reason: f.message ?? 'invalid path', op: direction } });
-              if (f.code === 'PERMISSION') record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: 'mkdir', path: f.path, op: direction } });
+              if (f.code === 'ENCRYPTION_REQUIRED') record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: 'plaintext-upload', path: f.path, op: direction } });
+              if (f.code === 'PERMISSION') record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: restriction ? 'token' : 'mkdir', path: f.path, op: direction, ...(restriction ? { grant: restriction.label, reason: f.message ?? '' } : {}) } });
             },
             onEvent: (e) => {
-              if (e.type === 'session.start') cipher = e.cipher as CipherName;
+              if (e.type === 'session.start') {
+                cipher = e.cipher as CipherName;
+                monitored = o.monitor?.begin({
+                  correlationId,
+                  user: account.name,
+                  ...(accessKeyId !== undefined ? { accessKeyId } : {}),
+                  clientAddress: info.clientAddress,
+                  direction: e.op === 'send' ? 'upload' : 'download',
+                  cipher,
+                  cancel: () => abort.abort(),
+                });
+              }
               o.onEvent?.({ ...e, user: account.name, client: info.clientAddress });
             },
           });
+          monitored?.ended({ ok: summary?.ok ?? false, ...(summary ? { bytes: summary.bytes } : {}) });
           o.onEvent?.({
             type: 'transfer.end',
             user: account.name,
@@ -362,6 +419,8 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
           });
         } catch (err) {
           const te = toTachyonError(err, 'INTERNAL');
+          monitored?.ended({ ok: false, error: te });
+          if (te.code === 'CANCELLED') record({ type: 'session.end', component: 'transfer', correlationId, severity: 'warning', fields: { ...peer, user: account.name, code: te.code, reason: 'cancelled by an operator' } });
           o.onEvent?.({ type: 'transfer.error', user: account.name, client: info.clientAddress, code: te.code, message: te.message });
         }
       })();
@@ -401,8 +460,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       await control?.close();
       control = undefined;
       await socket.close();
-      const c = await s3Client?.catch(() => undefined);
-      c?.client.destroy();
+      await s3.close();
     },
   };
 }

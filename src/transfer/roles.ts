@@ -25,6 +25,7 @@ import { hashRanges, JobQueue, openNoFollow, partialPath, readRecord, removeReco
 import { Batcher, BATCH_BYTES, BATCH_ENTRIES, directoryMaker, pathCost, RxFile, TxSource, WorkQueue, type TempFiles } from './role-kit.js';
 import { createTempFile } from './local-file.js';
 import { StoreSink, hashStoredRanges, type ReceiverStore } from './store-file.js';
+import type { SendContent, TxBlocks } from './encrypted-content.js';
 
 export interface OutgoingFile {
   /** relative path with '/' separators, as the receiver will see it */
@@ -33,6 +34,8 @@ export interface OutgoingFile {
   size: number;
   mtimeMs: number;
   atimeMs?: number;
+  /** the local file's size when what is sent is derived from it (`--encrypt-at-rest`: `size` is the envelope's) */
+  plainSize?: number;
 }
 
 export type FileStatus = 'done' | 'skipped' | 'failed';
@@ -46,6 +49,8 @@ export interface FileOutcome {
   sha256?: string;
   code?: string;
   message?: string;
+  /** the receiver's local path of a file it stored (set on the receiving side) */
+  local?: string;
   /** why a file was skipped: the destination exists (`never`), is not older, or is the same */
   reason?: SkipReason;
   /** file bytes carried over UDP: what follows the resume offset (0 when skipped) */
@@ -176,7 +181,7 @@ interface TxFile {
   state: Tx;
   offset: number;
   prefix: Hash | undefined;
-  source: TxSource | undefined;
+  source: TxBlocks | undefined;
   since: number;
 }
 
@@ -201,6 +206,8 @@ export interface SenderRoleOptions {
   prepare?: (f: OutgoingFile) => Promise<void>;
   /** The file is settled (or the session ends): what `prepare` made can go. */
   release?: (f: OutgoingFile) => void;
+  /** what is sent for each file (default: its own bytes; `--encrypt-at-rest`: its envelope, see encrypted-content.ts) */
+  content?: SendContent;
   events?: RoleEvents;
   vanishMs?: number;
 }
@@ -334,22 +341,22 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
         inflight++;
         decided++;
         opts.events?.onFileStart?.({ path: f.path, size: f.size, offset: t.offset });
+        const startBlocks = (): void => {
+          // what is sent: the file's own bytes, or what `content` derives from them (its envelope)
+          t.source = opts.content ? opts.content.open(f, t.offset, t.prefix, opts.openSource) : new TxSource(f.abs, f.size, t.offset, t.prefix, opts.openSource);
+          t.prefix = undefined;
+          sender.start(t.id, t.source);
+        };
         if (opts.prepare) {
           // the file is readable at f.abs once prepared; its blocks wait until then
           opts.prepare(f).then(
             () => {
               if (finished || t.state !== Tx.Announced || t.source) return;
-              t.source = new TxSource(f.abs, f.size, t.offset, t.prefix, opts.openSource);
-              t.prefix = undefined;
-              sender.start(t.id, t.source);
+              startBlocks();
             },
             (err: unknown) => failWith(toTachyonError(err, 'IO')),
           );
-        } else {
-          t.source = new TxSource(f.abs, f.size, t.offset, t.prefix, opts.openSource);
-          t.prefix = undefined;
-          sender.start(t.id, t.source);
-        }
+        } else startBlocks();
       }
       if (queueHead === queue.length && queueHead > 0) {
         queue.length = 0;
@@ -382,7 +389,9 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
       jobs
         .run(async () => {
           await opts.prepare?.(f);
-          return hashRanges(f.abs, e.offset, sums, then === 'resume', opts.openSource ?? openNoFollow);
+          return opts.content
+            ? opts.content.hash(f, e.offset, sums, then === 'resume', opts.openSource ?? openNoFollow)
+            : hashRanges(f.abs, e.offset, sums, then === 'resume', opts.openSource ?? openNoFollow);
         })
         .then(
           (h) => {
@@ -649,12 +658,20 @@ export interface ReceiverRoleOptions {
    * (`-k attrs` skips a file whose size and mtime match; a partial resume starts over).
    */
   store?: ReceiverStore;
+  /** Refuses a file before any data flows (a TachyonError), e.g. a plaintext name where only envelopes are accepted. */
+  admit?: (final: string, size: number) => void;
+  /** Checks a received, verified file before it is renamed into place (a TachyonError refuses it; the file is removed). */
+  checkStored?: (temp: string, size: number, open: ReadOpener) => void;
   events?: RoleEvents;
   vanishMs?: number;
 }
 
 /** Runs the receiving role until the sender's `end` and every file is settled. */
 export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSummary> {
+  if (opts.store && opts.checkStored) {
+    // a stored object cannot be read before it is committed: refuse rather than skip the check
+    return Promise.reject(new TachyonError('INTERNAL', 'checkStored is not supported when receiving into a storage backend'));
+  }
   const { receiver, clock, policy } = opts;
   const link = new CountingLink(opts.link);
   const started = clock.now();
@@ -860,6 +877,15 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
         return;
       }
       try {
+        opts.checkStored?.(e.temp, e.size, openRead);
+      } catch (err) {
+        safeUnlink(e.temp);
+        if (e.record) removeRecord(e.final);
+        fileFailed(e.id, e.path, e.size, e.since, toTachyonError(err, 'IO'), sha);
+        maybeDone();
+        return;
+      }
+      try {
         const now = Date.now() / 1000;
         const atime = policy.preserveTimes && e.atimeMs !== undefined ? e.atimeMs / 1000 : now;
         // on the thread pool: metadata writes must not stall the datagram path
@@ -874,7 +900,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       }
       if (e.record) removeRecord(e.final);
       results.push({ id: e.id, ok: true, sha256: sha });
-      settle({ path: e.path, size: e.size, ok: true, status: 'done', sha256: sha, sentBytes: e.size - e.offset, skippedBytes: e.offset, elapsedMs: clock.now() - e.since });
+      settle({ path: e.path, size: e.size, ok: true, status: 'done', sha256: sha, sentBytes: e.size - e.offset, skippedBytes: e.offset, elapsedMs: clock.now() - e.since, local: e.final });
       maybeDone();
     };
 
@@ -899,8 +925,9 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
     };
 
     /** Resolves the destination of a file and checks that it can be written there. */
-    const destination = (p: string): { final: string; st: Stats | undefined } => {
+    const destination = (p: string, size: number): { final: string; st: Stats | undefined } => {
       const final = opts.resolve(p, 'file');
+      opts.admit?.(final, size);
       const st = statOrUndefined(final);
       if (st?.isDirectory()) {
         throw new TachyonError('IS_DIRECTORY', `destination ${p} exists as a directory`, { publicMessage: `The destination of ${p} exists as a directory.` });
@@ -921,6 +948,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       let final: string;
       try {
         final = opts.resolve(pe.path, 'file');
+        opts.admit?.(final, pe.size);
       } catch (err) {
         refuse(toTachyonError(err, 'IO'));
         return;
@@ -991,7 +1019,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       let final: string;
       let st: Stats | undefined;
       try {
-        ({ final, st } = destination(pe.path));
+        ({ final, st } = destination(pe.path, pe.size));
       } catch (err) {
         const te = toTachyonError(err, 'IO');
         plans.push({ id: pe.id, do: 'refuse', code: te.code, message: te.publicMessage }, 96 + te.publicMessage.length * 6);
@@ -1096,7 +1124,10 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
         totalBytes += a.size;
         if (offset > 0) throw new TachyonError('PROTOCOL', `file ${a.id} resumed in a session without plans`);
         try {
-          final = opts.store ? opts.resolve(a.path, 'file') : destination(a.path).final;
+          if (opts.store) {
+            final = opts.resolve(a.path, 'file');
+            opts.admit?.(final, a.size);
+          } else final = destination(a.path, a.size).final;
         } catch (err) {
           receiver.skipFile(a.id, a.ssn0, a.size);
           fileFailed(a.id, a.path, a.size, now, toTachyonError(err, 'IO'));

@@ -17,6 +17,7 @@ import { DataReceiver } from '../transport/session/receiver.js';
 import { DataSender } from '../transport/session/sender.js';
 import type { PeerAddress } from '../transport/socket/types.js';
 import { ExcludeSet } from './exclude.js';
+import type { SessionRestriction } from './grant.js';
 import { clientPathComponents, type Jail } from './jail.js';
 import { normalizeStoragePath } from '../storage/backend.js';
 import { Spooler, storageListing, type ReceiverStore } from './store-file.js';
@@ -28,12 +29,17 @@ import {
   sendProbes,
   type DestinationResolver,
   type FileOutcome,
+  type FileStart,
+  type OutgoingFile,
+  type Progress,
   type ProbesSent,
   type RoleEvents,
   type TransferSummary,
 } from './roles.js';
 import { partialPath } from './resume.js';
 import { listSources, type Listing } from './sources.js';
+import { envelopeOnlyUploads, type SendContent } from './encrypted-content.js';
+import { ENVELOPE_EXTENSION } from '../storage/envelope/format.js';
 
 export const DEFAULT_DATAGRAM_SIZE = 1472; // 1500-byte MTU minus IPv4 and UDP headers
 
@@ -55,6 +61,13 @@ export interface ServerSessionContext {
   permissions?: readonly Permission[];
   /** rate policies the account may choose (default: all) */
   policies?: readonly RatePolicy[];
+  /** uploads must be client-side encrypted envelopes (`.tachyon-enc`); plaintext is refused (ENCRYPTION_REQUIRED) */
+  requireEncryptedAtRest?: boolean;
+  /**
+   * A session limited to one direction and some paths until an expiry (a transfer
+   * token): checked at session start and before each file and directory.
+   */
+  restriction?: SessionRestriction;
   /**
    * Called every KEEPALIVE_MS while the session runs: the data moves over UDP, so the SSH
    * connection would otherwise look idle to its idle timer.
@@ -67,7 +80,82 @@ export interface ServerSessionContext {
   onRefuse?(e: TachyonError): string | undefined;
   /** each file's outcome, as it settles */
   onFile?(f: FileOutcome, direction: 'upload' | 'download'): void;
+  /** a file's data starts to flow */
+  onFileStart?(f: FileStart, direction: 'upload' | 'download'): void;
+  /** the session's progress with its data-plane counters, sampled by the role's 250 ms watchdog (never per datagram) */
+  onProgress?(p: SessionProgress): void;
+  /**
+   * Aborting it cancels the session: the client is told `CANCELLED` (with a clear message),
+   * the role stops as if the link had closed (a receiver keeps or removes its partial
+   * files, never publishes one), and `serveSession` rejects with `CANCELLED`.
+   */
+  signal?: AbortSignal;
   onEvent?(e: { type: string; [k: string]: unknown }): void;
+}
+
+/** Data-plane counters of the server's end of a session (cumulative). */
+export interface DataPlaneCounters {
+  /** datagrams sent (download) or accepted (upload) */
+  datagrams: number;
+  /** retransmitted datagrams: known on the sending end only (downloads) */
+  retransmits?: number;
+  /** duplicate datagrams received (uploads) */
+  duplicates?: number;
+  /** NAK feedback messages sent (uploads) */
+  naksSent?: number;
+}
+
+export interface SessionProgress extends Progress {
+  direction: 'upload' | 'download';
+  data: DataPlaneCounters;
+}
+
+export const CANCELLED_MESSAGE = 'The transfer was cancelled on the server.';
+
+/**
+ * The link a role runs on, with one more way to close: `cancel()` tells the peer
+ * `CANCELLED`, then ends the role through its close handlers (as if the link had closed,
+ * with a CANCELLED error) and closes the link.
+ */
+class CancellableLink implements ControlLink {
+  private readonly closeHandlers: ((err?: Error) => void)[] = [];
+  private cancelled = false;
+
+  constructor(private readonly inner: ControlLink) {}
+
+  send(msg: ControlMessage): void {
+    if (!this.cancelled) this.inner.send(msg);
+  }
+
+  onMessage(handler: (msg: ControlMessage) => void): void {
+    this.inner.onMessage((m) => {
+      if (!this.cancelled) handler(m);
+    });
+  }
+
+  onClose(handler: (err?: Error) => void): void {
+    this.closeHandlers.push(handler);
+    this.inner.onClose((err) => {
+      if (!this.cancelled) handler(err);
+    });
+  }
+
+  close(): void {
+    this.inner.close();
+  }
+
+  cancel(): void {
+    if (this.cancelled) return;
+    try {
+      this.inner.send({ t: 'error', code: 'CANCELLED', message: CANCELLED_MESSAGE });
+    } catch {
+      // the link is already gone
+    }
+    this.cancelled = true;
+    const err = new TachyonError('CANCELLED', 'the transfer was cancelled on the server', { publicMessage: CANCELLED_MESSAGE });
+    for (const h of this.closeHandlers.splice(0)) h(err);
+    this.inner.close();
+  }
 }
 
 /** how often a running session reports activity to its SSH connection */
@@ -177,6 +265,7 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
     );
   }
   try {
+    ctx.restriction?.checkSession(hello.op === 'send' ? 'upload' : 'download');
     requirePermission(ctx, hello.op === 'send' ? 'write' : 'read', hello.op === 'send' ? 'upload files' : 'download files');
     if (ctx.policies && !ctx.policies.includes(hello.policy)) {
       throw new TachyonError('PERMISSION', `rate policy ${hello.policy} not allowed`, {
@@ -184,6 +273,7 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
         details: { permission: 'policy' },
       });
     }
+    if (ctx.store) refuseUnsupportedOnStorage(ctx, hello.op === 'send');
   } catch (err) {
     return refuse(toTachyonError(err));
   }
@@ -207,7 +297,14 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
   const policy = policyOf(hello);
   const planned = sessionPlanned(hello);
   const direction = hello.op === 'send' ? 'upload' : 'download';
-  const events: RoleEvents | undefined = ctx.onFile ? { onFile: (f: FileOutcome) => ctx.onFile?.(f, direction) } : undefined;
+  let counters: () => DataPlaneCounters = () => ({ datagrams: 0 });
+  const events: RoleEvents = {
+    ...(ctx.onFile ? { onFile: (f: FileOutcome) => ctx.onFile?.(f, direction) } : {}),
+    ...(ctx.onFileStart ? { onFileStart: (f: FileStart) => ctx.onFileStart?.(f, direction) } : {}),
+    ...(ctx.onProgress ? { onProgress: (p: Progress) => ctx.onProgress?.({ ...p, direction, data: counters() }) } : {}),
+  };
+  const roleLink = new CancellableLink(link);
+  const onAbort = (): void => roleLink.cancel();
   ctx.onEvent?.({ type: 'session.start', sessionId, op: hello.op, cipher: hello.cipher, overwrite: policy.overwrite, resume: policy.resume });
   let stopKeepAlive: (() => void) | undefined;
   if (ctx.keepAlive) {
@@ -219,7 +316,26 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
   }
   if (ctx.store) {
     try {
-      if (hello.op !== 'send') return await serveStorageDownload(link, ctx, ctx.store, hello, { sessionId, seal, open, datagramSize, targetBps, welcome, policy, planned, refuse, ...(events ? { events } : {}) });
+      if (hello.op !== 'send') {
+        return await serveStorageDownload(link, ctx, ctx.store, hello, {
+          sessionId,
+          seal,
+          open,
+          datagramSize,
+          targetBps,
+          welcome,
+          policy,
+          planned,
+          refuse,
+          events,
+          roleLink,
+          started: (sender) => {
+            const ss = sender.stats;
+            counters = () => ({ datagrams: ss.packetsSent, retransmits: ss.retransmits });
+            watchAbort(ctx.signal, onAbort);
+          },
+        });
+      }
       let resolve: DestinationResolver;
       try {
         const store = ctx.store;
@@ -228,9 +344,13 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
         return refuse(toTachyonError(err));
       }
       const receiver = new DataReceiver({ endpoint: ctx.endpoint, sessionId, clock: ctx.clock, seal, open, datagramSize });
+      const rs = receiver.stats;
+      counters = () => ({ datagrams: rs.packets, duplicates: rs.duplicates, naksSent: rs.naksSent });
       link.send(welcome);
-      return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve, policy, planned, store: ctx.store, ...(events ? { events } : {}) });
+      watchAbort(ctx.signal, onAbort);
+      return await runReceiverRole({ link: roleLink, receiver, clock: ctx.clock, resolve, policy, planned, store: ctx.store, events });
     } finally {
+      ctx.signal?.removeEventListener('abort', onAbort);
       stopKeepAlive?.();
       ctx.onEvent?.({ type: 'session.end', sessionId });
       link.close();
@@ -240,6 +360,7 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
   if (jailOrNone === undefined) return refuse(new TachyonError('INTERNAL', 'session without a root'));
   const jail: Jail = jailOrNone;
   // every file the server touches goes through the jail (pinned to verified directories)
+  const restrict = ctx.restriction;
   const jailFiles = {
     openTemp: (p: string) => jail.createTemp(p),
     openPartial: (p: string) => jail.openForWrite(jail.display(p), { create: false, read: true }).fd,
@@ -255,11 +376,14 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       try {
         const makeDest = (abs: string, shown: string): void => {
           requirePermission(ctx, 'mkdir', 'create directories');
+          restrict?.check('mkdir', abs, shown);
           jail.ensureDir(abs, shown);
         };
         const inner = uploadResolver(jail, hello, makeDest);
         resolve = (rel, kind) => {
           const target = inner(rel, kind);
+          // each file (and directory) is checked as it starts: path granted, token not expired
+          restrict?.check(kind === 'dir' ? 'mkdir' : 'write', target, jail.display(target));
           if (kind === 'dir' || !isDir(path.dirname(target))) requirePermission(ctx, 'mkdir', 'create directories');
           // make the directories here, through the jail (each one checked after it is
           // made), so that the role finds them in place
@@ -270,12 +394,17 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
         return refuse(toTachyonError(err));
       }
       const receiver = new DataReceiver({ endpoint: ctx.endpoint, sessionId, clock: ctx.clock, seal, open, datagramSize });
+      const rs = receiver.stats;
+      counters = () => ({ datagrams: rs.packets, duplicates: rs.duplicates, naksSent: rs.naksSent });
       link.send(welcome);
-      return await runReceiverRole({ link, receiver, clock: ctx.clock, resolve, policy, planned, ...jailFiles, ...(events ? { events } : {}) });
+      watchAbort(ctx.signal, onAbort);
+      const envelopeOnly = ctx.requireEncryptedAtRest ? envelopeOnlyUploads((abs) => jail.display(abs)) : {};
+      return await runReceiverRole({ link: roleLink, receiver, clock: ctx.clock, resolve, policy, planned, ...jailFiles, ...envelopeOnly, events });
     }
     // the client downloads: we send
     let listing: Listing;
     try {
+      if (restrict) for (const src of hello.sources ?? []) restrict.check('read', jail.resolve(src), src);
       listing = listJailed(jail, hello);
       if (hello.sources?.some((src) => isDir(jail.resolve(src)))) requirePermission(ctx, 'list', 'list directories');
     } catch (err) {
@@ -291,23 +420,37 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       datagramSize,
       rate: createRateController({ policy: hello.policy, targetBps, minBps: Math.min(hello.minRate, targetBps) }),
     });
+    const ss = sender.stats;
+    counters = () => ({ datagrams: ss.packetsSent, retransmits: ss.retransmits });
     link.send(welcome);
+    watchAbort(ctx.signal, onAbort);
     return await runSenderRole({
-      link,
+      link: roleLink,
       sender,
       clock: ctx.clock,
       files: listing.files,
       dirs: listing.dirs,
       policy,
       planned,
-      openSource: (p) => jail.openAbsForRead(p),
-      ...(events ? { events } : {}),
+      openSource: (p) => {
+        restrict?.check('read', p, jail.display(p));
+        return jail.openAbsForRead(p);
+      },
+      events,
     });
   } finally {
+    ctx.signal?.removeEventListener('abort', onAbort);
     stopKeepAlive?.();
     ctx.onEvent?.({ type: 'session.end', sessionId });
     link.close();
   }
+}
+
+/** Calls `onAbort` when the signal aborts (at once if it already has). */
+function watchAbort(signal: AbortSignal | undefined, onAbort: () => void): void {
+  if (!signal) return;
+  if (signal.aborted) queueMicrotask(onAbort);
+  else signal.addEventListener('abort', onAbort, { once: true });
 }
 
 function isDir(p: string): boolean {
@@ -401,11 +544,36 @@ export function uploadResolver(jail: Jail, hello: Hello, mkdirp: (abs: string, s
     const comps = jail.components(rel);
     if (comps.length === 0) throw new TachyonError('PATH_INVALID', `empty path '${rel}'`, { publicMessage: 'Invalid path.', details: { reason: 'empty-path' } });
     let target: string;
-    if (kind === 'file' && !destIsDir) target = dest;
+    // one file to a DEST that names it: DEST, except that an envelope keeps its extension
+    // (so that `send --encrypt-at-rest f host:/dir/name` stores name.tachyon-enc)
+    if (kind === 'file' && !destIsDir) target = rel.endsWith(ENVELOPE_EXTENSION) && !dest.endsWith(ENVELOPE_EXTENSION) ? dest + ENVELOPE_EXTENSION : dest;
     else target = path.join(dest, ...comps);
     jail.checkInside(target, rel);
     return target;
   };
+}
+
+/**
+ * What a storage-backed account (an s3:// docroot) cannot do yet, refused before anything
+ * is set up rather than silently ignored: a session restricted by a transfer token (its
+ * path grant compares physical local paths through the jail), and uploads for an account
+ * that requires client-side encryption (the envelope's header is checked in the
+ * temporary file before it is published; a storage backend's upload cannot be read
+ * before its commit).
+ */
+function refuseUnsupportedOnStorage(ctx: ServerSessionContext, upload: boolean): void {
+  if (ctx.restriction) {
+    throw new TachyonError('PERMISSION', `${ctx.restriction.label}: transfer tokens are not supported for storage-backed roots yet`, {
+      publicMessage: 'Transfer tokens cannot be used with this storage yet.',
+      details: { permission: 'token', reason: 'storage-not-supported' },
+    });
+  }
+  if (upload && ctx.requireEncryptedAtRest) {
+    throw new TachyonError('ENCRYPTION_REQUIRED', 'uploads of an account that requires encryption at rest are not supported on storage-backed docroots yet (the envelope cannot be checked before it is published)', {
+      publicMessage: 'This account accepts only client-encrypted files, and its storage cannot check them yet: uploads are refused. Ask the administrator.',
+      details: { reason: 'storage-not-supported' },
+    });
+  }
 }
 
 /** A download from a storage-backed account: the objects are listed in the backend and spooled before they are sent. */
@@ -424,7 +592,11 @@ async function serveStorageDownload(
     policy: TransferPolicy;
     planned: boolean;
     refuse: (e: TachyonError) => never;
-    events?: RoleEvents;
+    events: RoleEvents;
+    /** the link the role runs on (cancellable by the monitor) */
+    roleLink: ControlLink;
+    /** the data sender exists and the welcome went out: counters and cancellation can start */
+    started: (sender: DataSender) => void;
   },
 ): Promise<TransferSummary | undefined> {
   let listing: Listing;
@@ -454,8 +626,9 @@ async function serveStorageDownload(
       rate: createRateController({ policy: hello.policy, targetBps: s.targetBps, minBps: Math.min(hello.minRate, s.targetBps) }),
     });
     link.send(s.welcome);
+    s.started(sender);
     return await runSenderRole({
-      link,
+      link: s.roleLink,
       sender,
       clock: ctx.clock,
       files: listing.files,
@@ -464,7 +637,7 @@ async function serveStorageDownload(
       planned: s.planned,
       prepare: spooler.prepare,
       release: spooler.release,
-      ...(s.events ? { events: s.events } : {}),
+      events: s.events,
     });
   } finally {
     await spooler.close();
@@ -503,7 +676,8 @@ export async function storageUploadResolver(store: ReceiverStore, hello: Hello, 
   return (rel, k) => {
     const comps = storagePath(rel);
     if (comps === '') throw new TachyonError('PATH_INVALID', `empty path '${rel}'`, { publicMessage: 'Invalid path.', details: { reason: 'empty-path' } });
-    if (k === 'file' && !destIsDir) return dest;
+    // one file to a DEST that names it: DEST, except that an envelope keeps its extension (as uploadResolver)
+    if (k === 'file' && !destIsDir) return rel.endsWith(ENVELOPE_EXTENSION) && !dest.endsWith(ENVELOPE_EXTENSION) ? dest + ENVELOPE_EXTENSION : dest;
     return dest === '' ? comps : `${dest}/${comps}`;
   };
 }
@@ -586,6 +760,8 @@ export interface ClientTransferOptions {
   exclude?: string[];
   events?: RoleEvents;
   onWelcome?(w: Welcome): void;
+  /** send: what to send for the listed files instead of their bytes (`--encrypt-at-rest`; see encrypted-content.ts) */
+  content?(files: readonly OutgoingFile[]): Promise<SendContent>;
 }
 
 export async function clientTransfer(o: ClientTransferOptions): Promise<TransferSummary> {
@@ -603,9 +779,14 @@ export async function clientTransfer(o: ClientTransferOptions): Promise<Transfer
   };
   if (o.preserveTimes) hello.preserveTimes = true;
   let local: Listing | undefined;
+  let content: SendContent | undefined;
   if (o.op === 'send') {
     const exclude = new ExcludeSet(o.exclude ?? []);
     local = listSources(o.sources, { ...(o.srcBase !== undefined ? { srcBase: path.resolve(o.srcBase) } : {}), exclude });
+    if (o.content) {
+      content = await o.content(local.files);
+      local = { ...local, files: local.files.map((f) => content!.announced(f)) };
+    }
     hello.dest = o.dest;
     hello.single = isSingle(o.sources.length, local);
     if (o.createDir) hello.createDir = true;
@@ -659,7 +840,7 @@ export async function clientTransfer(o: ClientTransferOptions): Promise<Transfer
         peer,
         rate: createRateController({ policy: o.policy, targetBps: Math.min(o.targetBps, w.maxRate), minBps: o.minBps }),
       });
-      return await runSenderRole({ link, sender, clock: o.clock, files: local.files, dirs: local.dirs, policy, planned, ...(probed ? { probed } : {}), ...events });
+      return await runSenderRole({ link, sender, clock: o.clock, files: local.files, dirs: local.dirs, policy, planned, ...(probed ? { probed } : {}), ...(content ? { content } : {}), ...events });
     }
     const receiver = new DataReceiver({ endpoint, sessionId: w.sessionId, clock: o.clock, seal, open, datagramSize: w.datagramSize, peer });
     return await runReceiverRole({ link, receiver, clock: o.clock, resolve: resolve!, policy, planned, ...events });

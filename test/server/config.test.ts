@@ -163,6 +163,17 @@ describe('loadServerConfig', () => {
     assert.match(await problems({ ...valid(), s3: { region: 'EU WEST' } }), /s3\.region/);
   });
 
+  it('nodeApi: paths next to the file, defaults 127.0.0.1:9092; needs auditLog; unknown fields and bad ports refused', async () => {
+    const cfg = await loadServerConfig(write('api.json', { ...valid(), nodeApi: { certFile: 'tls/node.crt', keyFile: 'tls/node.key', tokenTtlSeconds: 600 } }));
+    assert.deepEqual(cfg.nodeApi, { listen: '127.0.0.1', port: 9092, certFile: path.join(dir, 'tls/node.crt'), keyFile: path.join(dir, 'tls/node.key'), tokenTtlSeconds: 600 });
+    assert.equal((await loadServerConfig(write('noapi.json', valid()))).nodeApi, undefined);
+    const { auditLog: _omit, ...noAudit } = valid();
+    assert.match(await problems({ ...noAudit, nodeApi: { certFile: 'a', keyFile: 'b' } }), /nodeApi: needs auditLog/);
+    assert.match(await problems({ ...valid(), nodeApi: { certFile: 'a', keyFile: 'b', insecure: true } }), /nodeApi\.insecure: unknown field/);
+    assert.match(await problems({ ...valid(), nodeApi: { certFile: 'a', keyFile: 'b', port: 70000 } }), /nodeApi\.port: expected a port number/);
+    assert.match(await problems({ ...valid(), nodeApi: { keyFile: 'b' } }), /nodeApi\.certFile: is required/);
+  });
+
   it('inline users: docroot outside the allowed roots, bad names, duplicate names and keys, bad keys, forbidden ciphers', async () => {
     const user = (u: Record<string, unknown>): Record<string, unknown> => ({ ...valid(), users: [u] });
     const cases: [Record<string, unknown>, RegExp][] = [

@@ -33,6 +33,7 @@ describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
   let fingerprint: string;
   let key: string;
   let erinKey: string;
+  let fayKey: string;
   /** the server's TMPDIR: download spools live there while files are in flight */
   let spoolParent: string;
 
@@ -47,6 +48,8 @@ describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'dave', '-f', key]);
     erinKey = path.join(work, 'id_erin');
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'erin', '-f', erinKey]);
+    fayKey = path.join(work, 'id_fay');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'fay', '-f', fayKey]);
     const cfgFile = path.join(work, 'tachyon.json');
     writeFileSync(
       cfgFile,
@@ -59,6 +62,8 @@ describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
           { name: 'dave', docroot: `s3://${BUCKET}/tenants/dave`, keys: [readFileSync(`${key}.pub`, 'utf8').trim()], permissions: ['list', 'read', 'write', 'mkdir'] },
           // erin may write but not create directories, and not read
           { name: 'erin', docroot: `s3://${BUCKET}/tenants/erin`, keys: [readFileSync(`${erinKey}.pub`, 'utf8').trim()], permissions: ['write'] },
+          // fay must upload client-encrypted files only: not checkable on S3 yet, so her uploads are refused
+          { name: 'fay', docroot: `s3://${BUCKET}/tenants/fay`, keys: [readFileSync(`${fayKey}.pub`, 'utf8').trim()], permissions: ['list', 'read', 'write', 'mkdir'], requireEncryptedAtRest: true },
         ],
         s3: { endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, requestTimeoutSeconds: 10, maxAttempts: 2, partSizeMiB: 5 },
       }),
@@ -192,6 +197,38 @@ describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
     assert.match(read.stderr, /may not download/);
     const erinStore = new S3Storage({ client, location: `s3://${BUCKET}/tenants/erin` });
     assert.deepEqual((await erinStore.list('')).entries.map((e) => e.name), ['e.txt']);
+  });
+
+  it('send --encrypt-at-rest stores the envelope (DEST keeps .tachyon-enc); recv --decrypt gets the plaintext back', async () => {
+    const PW = { TACHYON_FILE_PASSPHRASE: 'correct horse battery staple' };
+    const f = path.join(work, 'plain.bin');
+    const data = randomBytes(3 * 1024 * 1024 + 17);
+    writeFileSync(f, data);
+    const up = await runCli(['send', ...common('--create-dir'), '--encrypt-at-rest', f, 'dave@127.0.0.1:/enc/renamed'], work, 90_000, PW);
+    assert.equal(up.code, 0, `${up.stderr}\nserver: ${serverErr}`);
+    const st = await dave.stat('enc/renamed.tachyon-enc');
+    assert.ok(st.size > data.length, 'the envelope is stored, larger than the plaintext');
+    await assert.rejects(dave.stat('enc/renamed'), (e: unknown) => (e as { code?: string }).code === 'NOT_FOUND');
+    assert.ok(!(await stored('enc/renamed.tachyon-enc')).includes(data.subarray(0, 64)), 'no plaintext in the bucket');
+    const out = path.join(work, 'decrypted.bin');
+    const down = await runCli(['recv', ...common(), '--decrypt', 'dave@127.0.0.1:/enc/renamed.tachyon-enc', out], work, 90_000, PW);
+    assert.equal(down.code, 0, `${down.stderr}\nserver: ${serverErr}`);
+    assert.equal(sha(readFileSync(out)), sha(data));
+  });
+
+  it('an account that requires encryption at rest cannot upload into S3 yet: refused clearly (ENCRYPTION_REQUIRED), nothing stored', async () => {
+    const fay = ['-P', String(port), '-i', fayKey, '--host-key-fingerprint', fingerprint, '-l', '500m'];
+    const f = path.join(work, 'f.txt');
+    writeFileSync(f, 'fay');
+    const plain = await runCli(['send', ...fay, '--json', f, 'fay@127.0.0.1:/'], work, 30_000);
+    assert.notEqual(plain.code, 0);
+    assert.match(plain.stderr + plain.stdout, /ENCRYPTION_REQUIRED|client-encrypted files/);
+    assert.match(plain.stderr + plain.stdout, /storage cannot check them yet/);
+    const enc = await runCli(['send', ...fay, '--encrypt-at-rest', f, 'fay@127.0.0.1:/'], work, 30_000, { TACHYON_FILE_PASSPHRASE: 'pw for fay' });
+    assert.notEqual(enc.code, 0, 'refused too: the content check cannot run on S3');
+    const fayStore = new S3Storage({ client, location: `s3://${BUCKET}/tenants/fay` });
+    assert.deepEqual((await fayStore.list('')).entries, []);
+    assert.deepEqual(await s3.pendingUploads(BUCKET), []);
   });
 
   it('a client killed mid-upload leaves no object and no pending multipart upload', async () => {

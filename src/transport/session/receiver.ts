@@ -10,6 +10,10 @@
 import type { PeerAddress } from '../socket/types.js';
 import { SessionPeer, type SessionPeerOptions } from './session-peer.js';
 import { findBySsn } from './ssn-range.js';
+/** a missing block is asked for again after this many (smoothed) round trips */
+const RENAK = 1.25;
+/** copies of each NAK after the first, one per feedback (see collectNaks) */
+const NAK_REPEATS = 2;
 import {
   COMMON_HEADER,
   DATA_HEADER,
@@ -67,6 +71,8 @@ interface RxFile {
 interface Missing {
   seen: number;
   naked: number;
+  /** copies of the last NAK still to send, one per feedback (a lost NAK costs a re-NAK interval) */
+  repeat?: number;
 }
 
 export class DataReceiver extends SessionPeer {
@@ -365,16 +371,24 @@ export class DataReceiver extends SessionPeer {
     const naks: NakRange[] = [];
     if (this.missing.size === 0) return naks;
     const rtt = this.senderSrttMs > 0 ? this.senderSrttMs : 100;
-    const renak = Math.max(20, rtt * 1.25 + 2 * (this.o.feedbackMs ?? 5));
+    const renak = Math.max(20, rtt * RENAK + 2 * (this.o.feedbackMs ?? 5));
     // tolerate a little reordering before asking: a sixteenth of the RTT, 1 to 10 ms
     const reorder = Math.min(10, Math.max(1, (this.senderSrttMs || 16) / 16));
     let cur: NakRange | undefined;
     let budget = 4096;
     for (const [ssn, m] of this.missing) {
       const due = m.naked === 0 ? now - m.seen >= reorder : now - m.naked >= renak;
-      if (!due) continue;
-      m.naked = now;
-      this.stats.naksSent++;
+      if (due) {
+        m.naked = now;
+        m.repeat = NAK_REPEATS;
+        this.stats.naksSent++;
+      } else if (m.repeat !== undefined && m.repeat > 0 && now > m.naked) {
+        // every NAK goes out three times, in consecutive feedbacks: on a lossy return
+        // path a lost NAK would leave the block missing for a whole re-NAK interval
+        // (1.25 RTT), which near the end of a transfer adds to its duration. The sender
+        // ignores a copy that arrives just after it resent the block.
+        m.repeat--;
+      } else continue;
       if (cur && ssn === cur.start + cur.count && cur.count < 0xffff) cur.count++;
       else {
         cur = { start: ssn, count: 1 };
