@@ -27,6 +27,7 @@ import { AccessKeyRepository, databaseAccessKeyStatus } from '../node-api/access
 import { transferSetupPlugin } from '../node-api/transfer-setup.js';
 import { opsRoutes } from '../node-api/ops.js';
 import { TransferMonitor } from '../server/monitor.js';
+import { lazyS3Backends, type S3Backends } from '../storage/s3-backends.js';
 import { ensureLocalCertificate, loadServerTls } from '../node-api/pki.js';
 
 export interface ServeOpts {
@@ -104,6 +105,7 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
   let audit: AuditSink | undefined;
   let server: TransferServer | undefined;
   let api: NodeApiServer | undefined;
+  let apiS3: S3Backends | undefined;
   try {
     audit = cfg.auditLog ? new FileAuditSink(cfg.auditLog) : undefined;
     database = await openDatabase({ url: cfg.database, create: true });
@@ -150,10 +152,13 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
       ...(audit ? { audit } : {}),
       // SFTP on the same accounts, jail, permissions and audit log, for the tools people have
       subsystems: { sftp: sftpForAccounts(audit ? { audit } : {}) },
+      ...(cfg.s3 ? { s3: { connection: cfg.s3, partBytes: cfg.s3.partBytes, conditionalWrites: cfg.s3.conditionalWrites } } : {}),
       onEvent: log,
     });
     if (cfg.nodeApi && audit) {
       const n = cfg.nodeApi;
+      // access keys with s3:// roots: the same s3 section (the SDK loads when such a key is first used)
+      apiS3 = cfg.s3 ? lazyS3Backends({ connection: cfg.s3, partBytes: cfg.s3.partBytes, conditionalWrites: cfg.s3.conditionalWrites }) : undefined;
       api = await startNodeApiServer({
         database,
         allowedRoots: cfg.allowedRoots,
@@ -161,6 +166,7 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
         tls: loadServerTls({ certFile: n.certFile, keyFile: n.keyFile, ...(n.chainFile ? { chainFile: n.chainFile } : {}) }),
         listen: n.listen,
         port: n.port,
+        ...(apiS3 ? { s3: apiS3 } : {}),
         ...(n.tokenTtlSeconds !== undefined ? { tokenTtlSeconds: n.tokenTtlSeconds } : {}),
         capabilities: [...(tt ? ['transfer_setup'] : []), ...(monitor ? ['monitoring'] : [])],
         plugins: [
@@ -189,6 +195,7 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
     return 0;
   } finally {
     await api?.close();
+    await apiS3?.close();
     await server?.close();
     await database?.close();
     await audit?.close();

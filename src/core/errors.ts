@@ -23,6 +23,7 @@ export const ERROR_CODES = {
   PERMISSION: { exit: 77, retryable: false, summary: 'The operation is not permitted.' },
   DISK_FULL: { exit: 74, retryable: true, summary: 'The destination storage is full.' },
   IO: { exit: 74, retryable: true, summary: 'A storage read or write failed.' },
+  STORAGE_UNAVAILABLE: { exit: 69, retryable: true, summary: 'The storage service is unavailable.' },
   // protocol
   PROTOCOL: { exit: 76, retryable: false, summary: 'The peer broke the protocol.' },
   CIPHER_REFUSED: { exit: 77, retryable: false, summary: 'The requested cipher is not allowed.' },

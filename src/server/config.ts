@@ -15,9 +15,15 @@
  *   "maxRate": "10g",
  *   "ssh": { "maxAuthTries": 3, "loginGraceSeconds": 30, "idleTimeoutSeconds": 900, "banner": "Authorized use only." },
  *   "auditLog": "/var/log/tachyon/audit.log",
- *   "users": [{ "name": "alice", "docroot": "file:///srv/transfers/alice", "keys": ["ssh-ed25519 AAAA… alice@laptop"] }]
+ *   "users": [{ "name": "alice", "docroot": "file:///srv/transfers/alice", "keys": ["ssh-ed25519 AAAA… alice@laptop"] }],
+ *   "s3": { "endpoint": "https://s3.eu-west-1.amazonaws.com", "region": "eu-west-1", "forcePathStyle": false }
  * }
  * ```
+ *
+ * `s3` says how to reach the object store of s3:// docroots. It holds no credentials, and
+ * refuses fields that look like them: the server takes them from its environment
+ * (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, or an
+ * instance role), through the AWS SDK's default chain.
  */
 import { promises as fs } from 'node:fs';
 import { isIP } from 'node:net';
@@ -93,6 +99,8 @@ export interface ServerConfig {
   readonly auditLog?: string;
   /** Users declared inline (validated; docroots canonical). */
   readonly users: readonly NewUser[];
+  /** How to reach S3 for s3:// docroots (no credentials: those come from the environment). */
+  readonly s3?: S3Settings;
   /** The node API, if the file has a `nodeApi` section. */
   readonly nodeApi?: NodeApiConfig;
   /** The shared transfer user that logs in with transfer tokens (docs/transfer-tokens.md); absent: off. */
@@ -111,6 +119,19 @@ export interface TransferTokenSettings {
   readonly keyGraceSeconds: number;
   /** Access-key states from a file (JSON `{"active":[…],"revoked":[…]}`) instead of the node API's access-key table; absent: the table. */
   readonly accessKeysFile?: string;
+}
+
+export interface S3Settings {
+  readonly endpoint?: string;
+  readonly region?: string;
+  readonly forcePathStyle?: boolean;
+  readonly connectTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly maxAttempts: number;
+  /** Multipart part size in bytes. */
+  readonly partBytes: number;
+  /** Send If-None-Match: * on no-clobber commits (default true; false for stores that reject it). */
+  readonly conditionalWrites: boolean;
 }
 
 /** A type error's message: `is required` when the field is missing, else `text`. */
@@ -171,6 +192,21 @@ const ConfigSchema = z.strictObject({
     .optional(),
   auditLog: nonEmpty.optional(),
   users: z.array(UserSchema).max(100_000).optional(),
+  s3: z
+    .strictObject({
+      endpoint: z
+        .string(expected('expected an http(s) URL'))
+        .regex(/^https?:\/\/[^/?#@\s]+\/?$/u, { error: 'expected an http(s) URL without user, path or query, such as https://s3.eu-west-1.amazonaws.com' })
+        .optional(),
+      region: z.string(expected('expected a region name')).regex(/^[a-z0-9-]{1,40}$/u, { error: 'expected a region name such as eu-west-1' }).optional(),
+      forcePathStyle: z.boolean(expected('expected true or false')).optional(),
+      connectTimeoutSeconds: posInt(300).optional(),
+      requestTimeoutSeconds: posInt(3600).optional(),
+      maxAttempts: posInt(10).optional(),
+      conditionalWrites: z.boolean(expected('expected true or false')).optional(),
+      partSizeMiB: z.number(expected('expected a number of MiB (5-5120)')).int({ error: 'expected a whole number of MiB' }).min(5, { error: 'at least 5 (S3\'s smallest part)' }).max(5120, { error: 'at most 5120' }).optional(),
+    })
+    .optional(),
   nodeApi: z
     .strictObject({
       listen: nonEmpty.optional(),
@@ -368,6 +404,20 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
     ssh,
     ...(c.auditLog !== undefined ? { auditLog: abs(c.auditLog) } : {}),
     users: Object.freeze(users),
+    ...(c.s3 !== undefined
+      ? {
+          s3: Object.freeze({
+            ...(c.s3.endpoint !== undefined ? { endpoint: c.s3.endpoint } : {}),
+            ...(c.s3.region !== undefined ? { region: c.s3.region } : {}),
+            ...(c.s3.forcePathStyle !== undefined ? { forcePathStyle: c.s3.forcePathStyle } : {}),
+            connectTimeoutMs: (c.s3.connectTimeoutSeconds ?? 5) * 1000,
+            requestTimeoutMs: (c.s3.requestTimeoutSeconds ?? 30) * 1000,
+            maxAttempts: c.s3.maxAttempts ?? 3,
+            partBytes: (c.s3.partSizeMiB ?? 8) * 1024 * 1024,
+            conditionalWrites: c.s3.conditionalWrites ?? true,
+          }),
+        }
+      : {}),
     ...(c.nodeApi !== undefined
       ? {
           nodeApi: Object.freeze({
