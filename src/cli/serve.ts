@@ -17,6 +17,7 @@ import { databaseAccounts, singleUserAccounts, type AccountSource } from '../ser
 import { loadServerConfig, validateServerConfig, type ServerConfig } from '../server/config.js';
 import { loadAuthorizedKeys, startTransferServer, type TransferServer } from '../server/transfer-server.js';
 import { UserRepository } from '../server/users/repository.js';
+import { keyringFromEnv, loadKeyringFile } from '../storage/envelope/keyring.js';
 import { sftpForAccounts } from '../server/sftp.js';
 import { permittedCiphers } from '../server/users/model.js';
 import { fileAccessKeyStatus, TokenLogin } from '../server/token-login.js';
@@ -119,6 +120,11 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
       log({ type: 'config.users', ...applied });
     }
     const accounts: AccountSource = databaseAccounts(repo, cfg.cipherPolicy);
+    // server-side encryption at rest: the master keys (refused at start when missing)
+    const sse = cfg.serverSideEncryption;
+    const encryption = sse
+      ? { roots: sse.roots, keys: sse.keyringFile !== undefined ? loadKeyringFile(sse.keyringFile) : keyringFromEnv(process.env.TACHYON_MASTER_KEY) }
+      : undefined;
     const tt = cfg.transferTokens;
     const codec = tt ? new TransferTokenCodec({ nodeId: tt.nodeId, keys: fileTokenKeys(tt.keyFile, { graceMs: tt.keyGraceSeconds * 1000 }), clock: systemClock }) : undefined;
     const tokens = tt && codec
@@ -153,6 +159,7 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
       // SFTP on the same accounts, jail, permissions and audit log, for the tools people have
       subsystems: { sftp: sftpForAccounts(audit ? { audit } : {}) },
       ...(cfg.s3 ? { s3: { connection: cfg.s3, partBytes: cfg.s3.partBytes, conditionalWrites: cfg.s3.conditionalWrites } } : {}),
+      ...(encryption ? { encryption } : {}),
       onEvent: log,
     });
     if (cfg.nodeApi && audit) {
@@ -167,6 +174,7 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
         listen: n.listen,
         port: n.port,
         ...(apiS3 ? { s3: apiS3 } : {}),
+        ...(encryption ? { encryption } : {}),
         ...(n.tokenTtlSeconds !== undefined ? { tokenTtlSeconds: n.tokenTtlSeconds } : {}),
         capabilities: [...(tt ? ['transfer_setup'] : []), ...(monitor ? ['monitoring'] : [])],
         plugins: [

@@ -101,6 +101,12 @@ export interface ServerConfig {
   readonly users: readonly NewUser[];
   /** How to reach S3 for s3:// docroots (no credentials: those come from the environment). */
   readonly s3?: S3Settings;
+  /**
+   * Server-side encryption at rest: accounts whose docroot lies under one of `roots`
+   * have every file stored as an envelope whose content key is wrapped by a master key
+   * (docs/encryption-at-rest.md); absent: off.
+   */
+  readonly serverSideEncryption?: ServerSideEncryptionSettings;
   /** The node API, if the file has a `nodeApi` section. */
   readonly nodeApi?: NodeApiConfig;
   /** The shared transfer user that logs in with transfer tokens (docs/transfer-tokens.md); absent: off. */
@@ -119,6 +125,13 @@ export interface TransferTokenSettings {
   readonly keyGraceSeconds: number;
   /** Access-key states from a file (JSON `{"active":[…],"revoked":[…]}`) instead of the node API's access-key table; absent: the table. */
   readonly accessKeysFile?: string;
+}
+
+export interface ServerSideEncryptionSettings {
+  /** Root patterns (like allowedRoots) whose storage is encrypted. */
+  readonly roots: readonly RootPattern[];
+  /** The keyring file of master keys; absent: the key in TACHYON_MASTER_KEY. */
+  readonly keyringFile?: string;
 }
 
 export interface S3Settings {
@@ -192,6 +205,12 @@ const ConfigSchema = z.strictObject({
     .optional(),
   auditLog: nonEmpty.optional(),
   users: z.array(UserSchema).max(100_000).optional(),
+  serverSideEncryption: z
+    .strictObject({
+      roots: z.array(nonEmpty).min(1, { error: 'name at least one root pattern' }).max(1000),
+      keyringFile: nonEmpty.optional(),
+    })
+    .optional(),
   s3: z
     .strictObject({
       endpoint: z
@@ -324,6 +343,18 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
     const r = await collect(problems, () => parseRootPattern(text, `allowedRoots[${i}]`));
     if (r) roots.push(r);
   }
+  let serverSideEncryption: ServerSideEncryptionSettings | undefined;
+  if (c.serverSideEncryption !== undefined) {
+    const sseRoots: RootPattern[] = [];
+    for (const [i, text] of c.serverSideEncryption.roots.entries()) {
+      const r = await collect(problems, () => parseRootPattern(text, `serverSideEncryption.roots[${i}]`));
+      if (r) sseRoots.push(r);
+    }
+    serverSideEncryption = Object.freeze({
+      roots: Object.freeze(sseRoots),
+      ...(c.serverSideEncryption.keyringFile !== undefined ? { keyringFile: abs(c.serverSideEncryption.keyringFile) } : {}),
+    });
+  }
   const cipherPolicy: CipherPolicy = Object.freeze({
     allowed: Object.freeze([...new Set<CipherName>(c.ciphers?.allowed ?? DEFAULT_CIPHER_POLICY.allowed)]),
     ...(c.ciphers?.minimum !== undefined ? { minimum: c.ciphers.minimum } : {}),
@@ -404,6 +435,7 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
     ssh,
     ...(c.auditLog !== undefined ? { auditLog: abs(c.auditLog) } : {}),
     users: Object.freeze(users),
+    ...(serverSideEncryption ? { serverSideEncryption } : {}),
     ...(c.s3 !== undefined
       ? {
           s3: Object.freeze({

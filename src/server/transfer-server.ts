@@ -24,6 +24,9 @@ import { lazyS3Backends, type S3BackendsOptions } from '../storage/s3-backends.j
 import type { ReceiverStore } from '../transfer/store-file.js';
 import type { MonitoredSession, TransferReporter } from './monitor.js';
 import type { TokenLogin } from './token-login.js';
+import { EncryptedStorage, LocalStorage, type StorageBackend } from '../storage/index.js';
+import type { KeyProvider } from '../storage/envelope/keyring.js';
+import { matchesRoot, parseStorageUrl, type RootPattern } from './users/storage-roots.js';
 
 export interface SshServiceLimits {
   maxAuthTries?: number;
@@ -62,6 +65,13 @@ export interface TransferServerOptions {
   s3?: S3ServiceOptions;
   /** reports sessions, files, progress and refusals (the transfer monitor), and may cancel a session */
   monitor?: TransferReporter;
+  /**
+   * Server-side encryption at rest: an account whose docroot lies under one of `roots`
+   * stores every file as an envelope (storage/encrypted.ts) whose content key `keys`
+   * wraps; its transfers go through the storage path, and SFTP and transfer tokens are
+   * refused for it (they write through the jail, in plaintext).
+   */
+  encryption?: { readonly roots: readonly RootPattern[]; readonly keys: KeyProvider };
   onEvent?(e: { type: string; [k: string]: unknown }): void;
 }
 
@@ -181,8 +191,22 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
   // first use; the store a session sees is its own (its account's permissions, its own
   // cache of directories made)
   const s3 = lazyS3Backends(o.s3 ?? { connection: {} });
-  const storeFor = async (account: Account, url: string): Promise<ReceiverStore> => {
-    const backend = await s3.open(url);
+  /** whether the account's storage is encrypted by the server */
+  const encrypted = (account: { root: string; storage?: string }): boolean => {
+    const enc = o.encryption;
+    if (!enc) return false;
+    const url = parseStorageUrl(account.storage ?? `file://${account.root}`, { field: 'docroot' });
+    return enc.roots.some((r) => matchesRoot(r, url));
+  };
+  const refuseEncrypted = (account: Account, what: string): never => {
+    throw new TachyonError('PERMISSION', `account ${account.name}: ${what} refused on server-side encrypted storage`, {
+      publicMessage: `${what} cannot be used with this account's storage (it is encrypted by the server); use tachyon send/recv.`,
+      details: { permission: 'encrypted-storage' },
+    });
+  };
+  const storeFor = async (account: Account, url: string | undefined): Promise<ReceiverStore> => {
+    let backend: StorageBackend = url !== undefined ? await s3.open(url) : await LocalStorage.open(account.root);
+    if (o.encryption && encrypted(account)) backend = new EncryptedStorage(backend, o.encryption.keys);
     const made = new Set<string>(['']);
     return {
       backend,
@@ -224,6 +248,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
         record({ type: 'auth.failure', component: 'ssh', correlationId: info.connectionId, fields: { clientAddress: info.clientAddress, clientPort: info.clientPort, user: info.user, method: 'password', reason: s.refused, keyFingerprint: info.keyFingerprint } });
         throw new TachyonError('AUTH_FAILED', `token session ${info.keyFingerprint} refused: ${s.refused}`);
       }
+      if (encrypted(s.account)) refuseEncrypted(s.account, 'Transfer tokens');
       const jail = jailFor(s.account.root);
       const restriction = pathGrant({ jail, direction: s.claims.direction, paths: s.claims.paths, expiresAt: s.claims.expiresAt, clock, label: info.keyFingerprint });
       return { account: s.account, jail, restriction, accessKeyId: s.claims.accessKeyId };
@@ -241,6 +266,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       throw new TachyonError('AUTH_FAILED', `account ${info.user} is no longer allowed this key`);
     }
     if (account.storage !== undefined) throw new TachyonError('USAGE', `account ${info.user}: no local root (storage ${account.storage.replace(/^(s3:\/\/[^/]+).*$/, '$1/…')})`);
+    if (encrypted(account)) refuseEncrypted(account, 'SFTP');
     return { account, jail: jailFor(account.root) };
   };
   /** as sessionAccount, but an account with an s3:// docroot gets its store instead of a jail */
@@ -258,7 +284,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       throw te;
     }
     if (!account) return sessionAccount(info); // records the refusal
-    if (account.storage !== undefined) return { account, store: await storeFor(account, account.storage) };
+    if (account.storage !== undefined || encrypted(account)) return { account, store: await storeFor(account, account.storage) };
     return { account, jail: jailFor(account.root) };
   };
 
