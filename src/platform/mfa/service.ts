@@ -118,6 +118,7 @@ const MAX_ID = 200;
 const MAX_LABEL = 128;
 
 function checkId(what: string, v: unknown): string {
+  // eslint-disable-next-line no-control-regex -- control characters are refused
   if (typeof v !== 'string' || v.length === 0 || v.length > MAX_ID || /[\0-\x1f\x7f]/.test(v)) {
     throw new TachyonError('USAGE', `${what} must be a non-empty string of at most ${MAX_ID} characters without control characters`);
   }
@@ -125,6 +126,7 @@ function checkId(what: string, v: unknown): string {
 }
 
 function checkLabel(what: string, v: unknown): string {
+  // eslint-disable-next-line no-control-regex -- control characters are refused
   if (typeof v !== 'string' || v.trim().length === 0 || v.length > MAX_LABEL || /[\0-\x1f\x7f-\x9f:]/.test(v)) {
     throw new TachyonError('USAGE', `${what} must be 1-${MAX_LABEL} characters, without a colon or control characters`);
   }
