@@ -119,6 +119,23 @@ export interface AuditFieldsByType {
   'api.error': AuditPeer & { method: string; route: string; status: number; code: string; principal?: string; reason?: string };
   /** A configuration was refused (file, field, reason). */
   'config.error': { source: string; field?: string; reason: string };
+  /**
+   * Second factor (src/platform/mfa) of a web platform user. `tenant` and `user` name the
+   * account (the caller's labels, else the ids); never a code, a recovery code or a secret.
+   * `mfa.enrol`: an enrolment began (pending); `mfa.confirm`: a first code confirmed it.
+   */
+  'mfa.enrol': Partial<AuditPeer> & { tenant: string; user: string; method: 'totp' };
+  'mfa.confirm': Partial<AuditPeer> & { tenant: string; user: string; method: 'totp'; recoveryCodes: number };
+  /** A code was refused (`reason`: wrong-code, malformed, locked, not-enrolled, expired-enrolment, secret-unreadable); `failures` in the current window. */
+  'mfa.failure': Partial<AuditPeer> & { tenant: string; user: string; method: 'totp' | 'recovery'; reason: string; failures?: number };
+  /** A TOTP code of a time step already used (or older) was refused. */
+  'mfa.replay': Partial<AuditPeer> & { tenant: string; user: string; step: number; lastStep: number };
+  /** Too many wrong codes: codes are refused until `lockedUntil`. */
+  'mfa.lockout': Partial<AuditPeer> & { tenant: string; user: string; failures: number; lockedUntil: string };
+  /** A recovery code was used (`remaining`: unused ones left), or the set was regenerated. */
+  'mfa.recovery': Partial<AuditPeer> & { tenant: string; user: string; action: 'used' | 'regenerated'; remaining: number };
+  /** The second factor was removed (`actor`: who did it, when not the user). */
+  'mfa.disable': Partial<AuditPeer> & { tenant: string; user: string; method: 'totp'; actor?: string };
   /** The server started or stopped. */
   'server.start': { listen: string; port: number; hostKeyFingerprints?: readonly string[]; version?: string };
   'server.stop': { reason: string };
@@ -151,6 +168,13 @@ export const AUDIT_EVENT_TYPES = [
   'config.change',
   'api.error',
   'config.error',
+  'mfa.enrol',
+  'mfa.confirm',
+  'mfa.failure',
+  'mfa.replay',
+  'mfa.lockout',
+  'mfa.recovery',
+  'mfa.disable',
   'server.start',
   'server.stop',
   'audit.recovery',
@@ -179,6 +203,13 @@ export const DEFAULT_SEVERITY: Readonly<Record<AuditEventType, AuditSeverity>> =
   'config.change': 'notice',
   'api.error': 'warning',
   'config.error': 'error',
+  'mfa.enrol': 'notice',
+  'mfa.confirm': 'notice',
+  'mfa.failure': 'warning',
+  'mfa.replay': 'warning',
+  'mfa.lockout': 'warning',
+  'mfa.recovery': 'notice',
+  'mfa.disable': 'notice',
   'server.start': 'notice',
   'server.stop': 'notice',
   'audit.recovery': 'critical',

@@ -15,6 +15,10 @@ export const ERROR_CODES = {
   HOST_KEY_UNKNOWN: { exit: 77, retryable: false, summary: "The server's host key is not pinned." },
   HOST_KEY_MISMATCH: { exit: 77, retryable: false, summary: "The server's host key does not match the pinned one." },
   AUTH_FAILED: { exit: 77, retryable: false, summary: 'The server refused the credentials.' },
+  /** a second-factor code (TOTP or recovery) was refused: wrong, malformed, expired or replayed (details.reason says which) */
+  MFA_INVALID: { exit: 77, retryable: false, summary: 'The verification code is not valid.' },
+  /** too many wrong second-factor codes: refused for a while (details.lockedUntil) */
+  MFA_LOCKED: { exit: 77, retryable: true, summary: 'Too many wrong verification codes; try again later.' },
   // paths and storage
   PATH_INVALID: { exit: 65, retryable: false, summary: 'A path is malformed or leaves the allowed root.' },
   NOT_FOUND: { exit: 66, retryable: false, summary: 'A file or directory does not exist.' },

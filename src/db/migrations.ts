@@ -113,6 +113,48 @@ const m0004: Migration = {
     await db.schema.alterTable('transfer_user').dropColumn('require_encrypted_at_rest').execute();
   },
 };
+/**
+ * The web platform's second factor (src/platform/mfa): one TOTP enrolment per (tenant,
+ * user) — pending until a first code confirms it — with its shared secret sealed by the
+ * server key (AES-256-GCM, bound to tenant and user), the last time step accepted
+ * (replay protection) and the wrong-code counter; and the recovery codes, only as salted
+ * SHA-256 hashes. Keyed by the identity's ids as text, without foreign keys, so the
+ * module stands on its own.
+ */
+const m0007: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('mfa_totp')
+      .addColumn('tenant_id', 'text', (c) => c.notNull())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('status', 'text', (c) => c.notNull())
+      .addColumn('secret_sealed', 'text', (c) => c.notNull())
+      .addColumn('last_step', 'bigint')
+      .addColumn('failed_count', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('failed_window_start', 'text')
+      .addColumn('locked_until', 'text')
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('confirmed_at', 'text')
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .addPrimaryKeyConstraint('mfa_totp_pk', ['tenant_id', 'user_id'])
+      .execute();
+    await db.schema
+      .createTable('mfa_recovery_code')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('tenant_id', 'text', (c) => c.notNull())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('salt', 'text', (c) => c.notNull())
+      .addColumn('code_hash', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('used_at', 'text')
+      .execute();
+    await db.schema.createIndex('mfa_recovery_code_owner').on('mfa_recovery_code').columns(['tenant_id', 'user_id']).execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('mfa_recovery_code').execute();
+    await db.schema.dropTable('mfa_totp').execute();
+  },
+};
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 /** Every migration, by name. Names sort in the order they apply. */
@@ -121,4 +163,5 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   '0002_access_keys': m0002,
   '0003_transfers': m0003,
   '0004_user_encryption_policy': m0004,
+  '0007_mfa': m0007,
 });

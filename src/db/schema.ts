@@ -103,10 +103,50 @@ export interface TransferTable {
   detail: string;
 }
 
+/**
+ * A TOTP second factor of a web platform user (src/platform/mfa), keyed by the
+ * identity's tenant and user ids (no foreign key: the module stands alone).
+ */
+export interface MfaTotpTable {
+  tenant_id: string;
+  user_id: string;
+  /** `pending` (begun, not yet confirmed by a code) | `confirmed`. */
+  status: string;
+  /** The shared secret sealed by the server's SecretBox (AES-256-GCM, bound to tenant and user). */
+  secret_sealed: string;
+  /** The last 30 s time step accepted; codes of that step or earlier are refused. bigint: a string from PostgreSQL. */
+  last_step: number | string | null;
+  /** Wrong codes in the current window (from failed_window_start), counted before each check. */
+  failed_count: Generated<number>;
+  failed_window_start: string | null;
+  /** Codes refused until then (ISO-8601 UTC), or null. */
+  locked_until: string | null;
+  created_at: string;
+  confirmed_at: string | null;
+  updated_at: string;
+}
+
+/** A recovery code of a web platform user: never the code, only its salted SHA-256. */
+export interface MfaRecoveryCodeTable {
+  /** UUID; primary key. */
+  id: string;
+  tenant_id: string;
+  user_id: string;
+  /** 16 random bytes, base64. */
+  salt: string;
+  /** SHA-256 (hex) over a label, tenant, user, salt and the canonical code (src/platform/mfa/codes.ts). */
+  code_hash: string;
+  created_at: string;
+  /** When it was used (each code works once), or null. */
+  used_at: string | null;
+}
+
 /** Every table, for `Kysely<TachyonSchema>`. */
 export interface TachyonSchema {
   transfer_user: TransferUserTable;
   user_key: UserKeyTable;
   access_key: AccessKeyTable;
   transfer: TransferTable;
+  mfa_totp: MfaTotpTable;
+  mfa_recovery_code: MfaRecoveryCodeTable;
 }
