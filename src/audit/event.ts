@@ -113,6 +113,14 @@ export interface AuditFieldsByType {
   };
   /** A configuration was refused (file, field, reason). */
   'config.error': { source: string; field?: string; reason: string };
+  /** A sign-in to the web platform (`reason` of a failure: unknown-user, bad-credentials, locked, disabled, no-local-password, policy). Never the password. */
+  'web.signin': AuditPeer & { tenant: string; user: string; result: 'success' | 'failure'; method: string; reason?: string; changeRequired?: boolean };
+  /** A web session ended (`reason`: signout, ended-by-user, idle, expired, superseded, password-changed). */
+  'web.signout': AuditPeer & { tenant: string; user: string; reason: string; sessionId?: string };
+  /** An account was locked after too many failed sign-ins. */
+  'web.lockout': AuditPeer & { tenant: string; user: string; failures: number; lockedUntil: string };
+  /** A change made on the web platform (`action`: user.create, user.update, user.reset, user.self-change, policy.update, …); names of changed settings, never values of secrets. */
+  'web.change': AuditPeer & { tenant: string; actor: string; action: string; target: string; changed?: readonly string[] };
   /** The server started or stopped. */
   'server.start': { listen: string; port: number; hostKeyFingerprints?: readonly string[]; version?: string };
   'server.stop': { reason: string };
@@ -144,6 +152,10 @@ export const AUDIT_EVENT_TYPES = [
   'transfer.authorize',
   'config.change',
   'config.error',
+  'web.signin',
+  'web.signout',
+  'web.lockout',
+  'web.change',
   'server.start',
   'server.stop',
   'audit.recovery',
@@ -171,6 +183,10 @@ export const DEFAULT_SEVERITY: Readonly<Record<AuditEventType, AuditSeverity>> =
   'transfer.authorize': 'info',
   'config.change': 'notice',
   'config.error': 'error',
+  'web.signin': 'notice',
+  'web.signout': 'info',
+  'web.lockout': 'warning',
+  'web.change': 'notice',
   'server.start': 'notice',
   'server.stop': 'notice',
   'audit.recovery': 'critical',

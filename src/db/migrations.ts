@@ -76,10 +76,103 @@ const m0003: Migration = {
     await db.schema.dropTable('transfer').execute();
   },
 };
+/**
+ * The web platform's identity (src/platform): tenants, their users, groups and roles,
+ * web sessions (only the SHA-256 of a session token is stored) and each tenant's
+ * password and session policy. Every row but a role's carries its tenant.
+ */
+const m0005: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('platform_tenant')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('slug', 'text', (c) => c.notNull().unique())
+      .addColumn('name', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema
+      .createTable('platform_user')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('tenant_id', 'text', (c) => c.notNull().references('platform_tenant.id').onDelete('cascade'))
+      .addColumn('username', 'text', (c) => c.notNull())
+      .addColumn('display_name', 'text', (c) => c.notNull().defaultTo(sql.lit('')))
+      .addColumn('status', 'text', (c) => c.notNull())
+      .addColumn('password_hash', 'text')
+      .addColumn('must_change_password', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('password_changed_at', 'text')
+      .addColumn('failed_count', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('failed_window_start', 'text')
+      .addColumn('locked_until', 'text')
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .addUniqueConstraint('platform_user_tenant_username', ['tenant_id', 'username'])
+      .execute();
+    await db.schema
+      .createTable('platform_role')
+      .addColumn('name', 'text', (c) => c.primaryKey())
+      .addColumn('description', 'text', (c) => c.notNull())
+      .execute();
+    await db
+      .insertInto('platform_role')
+      .values([
+        { name: 'tenant_admin', description: 'Manages the tenant: users, roles, policies; reads its audit log.' },
+        { name: 'member', description: 'Uses the platform; manages only its own account and sessions.' },
+        { name: 'auditor', description: 'Reads users, policies and the audit log; changes nothing.' },
+      ])
+      .execute();
+    await db.schema
+      .createTable('platform_user_role')
+      .addColumn('tenant_id', 'text', (c) => c.notNull().references('platform_tenant.id').onDelete('cascade'))
+      .addColumn('user_id', 'text', (c) => c.notNull().references('platform_user.id').onDelete('cascade'))
+      .addColumn('role', 'text', (c) => c.notNull().references('platform_role.name'))
+      .addPrimaryKeyConstraint('platform_user_role_pk', ['user_id', 'role'])
+      .execute();
+    await db.schema
+      .createTable('platform_group')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('tenant_id', 'text', (c) => c.notNull().references('platform_tenant.id').onDelete('cascade'))
+      .addColumn('name', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addUniqueConstraint('platform_group_tenant_name', ['tenant_id', 'name'])
+      .execute();
+    await db.schema
+      .createTable('platform_group_member')
+      .addColumn('tenant_id', 'text', (c) => c.notNull().references('platform_tenant.id').onDelete('cascade'))
+      .addColumn('group_id', 'text', (c) => c.notNull().references('platform_group.id').onDelete('cascade'))
+      .addColumn('user_id', 'text', (c) => c.notNull().references('platform_user.id').onDelete('cascade'))
+      .addPrimaryKeyConstraint('platform_group_member_pk', ['group_id', 'user_id'])
+      .execute();
+    await db.schema
+      .createTable('platform_session')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('token_sha256', 'text', (c) => c.notNull().unique())
+      .addColumn('tenant_id', 'text', (c) => c.notNull().references('platform_tenant.id').onDelete('cascade'))
+      .addColumn('user_id', 'text', (c) => c.notNull().references('platform_user.id').onDelete('cascade'))
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('last_seen_at', 'text', (c) => c.notNull())
+      .addColumn('expires_at', 'text', (c) => c.notNull())
+      .addColumn('client_address', 'text', (c) => c.notNull())
+      .addColumn('user_agent', 'text', (c) => c.notNull().defaultTo(sql.lit('')))
+      .execute();
+    await db.schema.createIndex('platform_session_user').on('platform_session').columns(['tenant_id', 'user_id']).execute();
+    await db.schema
+      .createTable('platform_policy')
+      .addColumn('tenant_id', 'text', (c) => c.primaryKey().references('platform_tenant.id').onDelete('cascade'))
+      .addColumn('policy', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .execute();
+  },
+  async down(db: Kysely<any>) {
+    for (const t of ['platform_policy', 'platform_session', 'platform_group_member', 'platform_group', 'platform_user_role', 'platform_role', 'platform_user', 'platform_tenant']) {
+      await db.schema.dropTable(t).execute();
+    }
+  },
+};
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 /** Every migration, by name. Names sort in the order they apply. */
 export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   '0001_transfer_users': m0001,
   '0003_transfers': m0003,
+  '0005_platform_identity': m0005,
 });
