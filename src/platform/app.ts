@@ -237,10 +237,18 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
     genReqId: () => newCorrelationId(),
     return503OnClosing: true,
     routerOptions: { maxParamLength: 200 },
+    // a malformed URL or an over-long path parameter: a sanitized answer, never the URL echoed back
+    frameworkErrors: (error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+      const status = error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 404 : 400;
+      const message = status === 404 ? 'Not found' : 'Invalid request: the URL is malformed';
+      void reply.code(status).type('application/json; charset=utf-8').send({ code: status === 404 ? 'NOT_FOUND' : 'USAGE', message: `${message} (ref ${request.id})`, ref: request.id });
+    },
   };
   const app: FastifyInstance = options.https
     ? (Fastify({ ...common, https: { key: options.https.key, cert: options.https.cert, minVersion: 'TLSv1.2' } }) as unknown as FastifyInstance)
     : Fastify(common);
+  // JSON only: a form or text post (what a cross-site page can send without a preflight) is 415
+  app.removeContentTypeParser('text/plain');
   const identity = options.identity;
   const table = ROUTE_TABLE as Record<RouteName, RouteRule>;
   const known = new Set(Object.values(table).map((r) => `${r.method} ${r.url}`));
