@@ -227,14 +227,60 @@ export class IdentityRepository {
     if (Number(r.numUpdatedRows) === 0) throw noSuchUser();
   }
 
-  /** Records the failed-attempt state after a failed sign-in (and the lock, if one starts). */
-  async setFailures(tenantId: string, userId: string, count: number, windowStart: string | null, lockedUntil: string | null): Promise<void> {
-    await this.db
+  /**
+   * Counts one failed sign-in atomically (concurrent failures are all counted): the count
+   * restarts at 1 when the current window began before `windowCutoffIso`. Returns the
+   * count after this failure.
+   */
+  async recordFailure(tenantId: string, userId: string, nowIso: string, windowCutoffIso: string): Promise<number> {
+    const row = await this.db
       .updateTable('platform_user')
-      .set({ failed_count: count, failed_window_start: windowStart, ...(lockedUntil !== null ? { locked_until: lockedUntil } : {}) })
+      .set((eb) => ({
+        failed_count: eb
+          .case()
+          .when(eb.or([eb('failed_window_start', 'is', null), eb('failed_window_start', '<', windowCutoffIso)]))
+          .then(1)
+          .else(eb('failed_count', '+', 1))
+          .end(),
+        failed_window_start: eb
+          .case()
+          .when(eb.or([eb('failed_window_start', 'is', null), eb('failed_window_start', '<', windowCutoffIso)]))
+          .then(nowIso)
+          .else(eb.ref('failed_window_start'))
+          .end(),
+      }))
       .where('tenant_id', '=', tenantId)
       .where('id', '=', userId)
-      .execute();
+      .returning('failed_count')
+      .executeTakeFirst();
+    return Number(row?.failed_count ?? 0);
+  }
+
+  /**
+   * Locks the account until `untilIso` and restarts the count, unless it is already
+   * locked at `nowIso`. Returns whether this call locked it (so a burst of failures
+   * yields one lockout).
+   */
+  async lock(tenantId: string, userId: string, nowIso: string, untilIso: string): Promise<boolean> {
+    const r = await this.db
+      .updateTable('platform_user')
+      .set({ locked_until: untilIso, failed_count: 0, failed_window_start: null })
+      .where('tenant_id', '=', tenantId)
+      .where('id', '=', userId)
+      .where((eb) => eb.or([eb('locked_until', 'is', null), eb('locked_until', '<=', nowIso)]))
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
+  /** When the account is locked until (ISO), or null; undefined if the tenant has no such user. */
+  async lockedUntil(tenantId: string, userId: string): Promise<string | null | undefined> {
+    const r = await this.db
+      .selectFrom('platform_user')
+      .select('locked_until')
+      .where('tenant_id', '=', tenantId)
+      .where('id', '=', userId)
+      .executeTakeFirst();
+    return r === undefined ? undefined : r.locked_until;
   }
 
   async clearFailures(tenantId: string, userId: string): Promise<void> {

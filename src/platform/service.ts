@@ -197,24 +197,23 @@ export class IdentityService {
     if (user.lockedUntil !== null && Date.parse(user.lockedUntil) > now) return fail('locked');
     if (creds.passwordHash === null) return fail('no-local-password');
     if (!ok) {
-      const windowStart = creds.failedWindowStart === null ? NaN : Date.parse(creds.failedWindowStart);
-      const inWindow = Number.isFinite(windowStart) && now - windowStart < policy.failureWindowSeconds * 1000;
-      const count = inWindow ? creds.failedCount + 1 : 1;
-      const start = inWindow ? (creds.failedWindowStart as string) : this.iso(now);
+      const count = await this.repo.recordFailure(tenant.id, user.id, this.iso(now), this.iso(now - policy.failureWindowSeconds * 1000));
       if (count >= policy.maxFailedAttempts) {
         const until = this.iso(now + policy.lockoutSeconds * 1000);
-        await this.repo.setFailures(tenant.id, user.id, 0, null, until);
-        this.record({
-          type: 'web.lockout',
-          component: 'web',
-          correlationId: meta.correlationId,
-          fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, failures: count, lockedUntil: until },
-        });
-      } else {
-        await this.repo.setFailures(tenant.id, user.id, count, start, null);
+        if (await this.repo.lock(tenant.id, user.id, this.iso(now), until)) {
+          this.record({
+            type: 'web.lockout',
+            component: 'web',
+            correlationId: meta.correlationId,
+            fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, failures: count, lockedUntil: until },
+          });
+        }
       }
       return fail('bad-credentials');
     }
+    // a burst of concurrent failures may have locked the account while this one verified
+    const lockedNow = await this.repo.lockedUntil(tenant.id, user.id);
+    if (lockedNow !== null && lockedNow !== undefined && Date.parse(lockedNow) > now) return fail('locked');
     if (user.status !== 'active') return fail('disabled');
     await this.repo.clearFailures(tenant.id, user.id);
     if (presentedToken !== undefined) await this.endByToken(presentedToken, meta, 'superseded');

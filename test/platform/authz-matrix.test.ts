@@ -12,7 +12,6 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import Fastify from 'fastify';
 import { createPlatformApp } from '../../src/platform/app.js';
 import { ROLES, type Role } from '../../src/platform/model.js';
 import { allowed, ROUTE_TABLE, routeRules, type RouteName } from '../../src/platform/routes.js';
@@ -128,7 +127,6 @@ describe('platform authorization matrix (generated from the route table)', () =>
       (e: unknown) => e instanceof TachyonError && /has no rule/.test(e.message),
     );
     await web.app.close();
-    void Fastify; // the plain fastify import keeps this file honest about which app it uses
   });
 
   it('least privilege: only sign-in is public; members and auditors change nothing but their own account', () => {
@@ -202,7 +200,9 @@ describe('platform authorization matrix (generated from the route table)', () =>
     assert.equal(await r.credentials(A.id, 'member1').then((c) => c?.user.tenantId), A.id);
     await assert.rejects(r.updateUser(A.id, bMember, { status: 'disabled' }, new Date().toISOString()), (e: unknown) => e instanceof TachyonError && e.code === 'NOT_FOUND');
     await assert.rejects(r.setPassword(A.id, bMember, '$argon2id$x', false, new Date().toISOString()), (e: unknown) => e instanceof TachyonError && e.code === 'NOT_FOUND');
-    await r.setFailures(A.id, bMember, 99, null, '2999-01-01T00:00:00.000Z');
+    assert.equal(await r.recordFailure(A.id, bMember, '2026-01-05T09:00:00.000Z', '2026-01-05T08:45:00.000Z'), 0);
+    assert.equal(await r.lock(A.id, bMember, '2026-01-05T09:00:00.000Z', '2999-01-01T00:00:00.000Z'), false);
+    assert.equal(await r.lockedUntil(A.id, bMember), undefined);
     await r.clearFailures(A.id, bMember);
     assert.equal(await r.deleteSession(A.id, bMember, B_SESSION.id), false);
     assert.equal(await r.deleteUserSessions(A.id, bMember), 0);

@@ -136,6 +136,29 @@ describe('platform sign-in', () => {
     assert.equal((await again.req('PUT', '/api/v1/policy', { maxFailedAttempts: 5, lockoutSeconds: 900 })).status, 200);
   });
 
+  it('a burst of 12 concurrent wrong passwords locks the account once, and every failure counts', async () => {
+    await p.identity.provisionUser(acme.id, { username: 'burst', password: USER_PW });
+    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => new Client(p.base).signIn('acme', 'burst', `burst-guess-${i}-xxxx`)));
+    assert.ok(results.every((r) => r.status === 401));
+    assert.equal(auditRecords(p).filter((r) => r.type === 'web.lockout' && r.fields['user'] === 'burst').length, 1);
+    assert.equal((await new Client(p.base).signIn('acme', 'burst', USER_PW)).status, 401, 'locked');
+    p.clock.advance(15 * MIN);
+    assert.equal((await new Client(p.base).signIn('acme', 'burst', USER_PW)).status, 200);
+  });
+
+  it('disabling a user ends their sessions and refuses their sign-in; enabling lets them back', async () => {
+    const u = await p.identity.provisionUser(acme.id, { username: 'leaver', password: USER_PW });
+    const c = await signedIn(p, 'acme', 'leaver', USER_PW);
+    const admin = await signedIn(p, 'acme', 'admin', ADMIN_PW);
+    const off = await admin.req('PATCH', `/api/v1/users/${u.id}`, { status: 'disabled' });
+    assert.equal(off.status, 200, off.text);
+    assert.equal((await c.req('GET', '/api/v1/me')).status, 401);
+    assert.equal((await new Client(p.base).signIn('acme', 'leaver', USER_PW)).status, 401);
+    assert.equal((await admin.req('PATCH', `/api/v1/users/${u.id}`, { status: 'active' })).status, 200);
+    assert.equal((await new Client(p.base).signIn('acme', 'leaver', USER_PW)).status, 200);
+    assert.equal((await admin.req('PATCH', `/api/v1/users/${acme.users.tenant_admin}`, { status: 'disabled' })).status, 409, 'not oneself');
+  });
+
   it('a sign-in always issues a new session id: a planted cookie is ended, not adopted (no fixation)', async () => {
     const victim = new Client(p.base);
     await victim.signIn('acme', 'member1', USER_PW);
