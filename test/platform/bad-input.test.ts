@@ -143,6 +143,13 @@ describe('platform bad input', () => {
       assert.equal(r.status, want, `${method} ${url} ${JSON.stringify(body)?.slice(0, 80)}: ${r.text.slice(0, 200)}`);
       if (want >= 400) sanitized(r, `${method} ${url}`);
     }
+    // no CORS: a cross-site preflight gets no permission
+    const pre = await fetch(`${p.base}/api/v1/auth/signin`, {
+      method: 'OPTIONS',
+      headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' },
+    });
+    assert.equal(pre.headers.get('access-control-allow-origin'), null);
+    assert.ok(pre.status >= 400, `preflight ${pre.status}`);
     assert.equal((await admin.req('GET', '/api/v1/me')).status, 200, 'the admin is still fine');
   });
 
