@@ -12,11 +12,12 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { createPlatformApp } from '../../src/platform/app.js';
 import { ROLES, type Role } from '../../src/platform/model.js';
 import { allowed, ROUTE_TABLE, routeRules, type RouteName } from '../../src/platform/routes.js';
 import { TachyonError } from '../../src/core/errors.js';
-import { Client, seedTenant, signedIn, startPlatform, USER_PW, type Platform, type SeededTenant } from './helpers.js';
+import { Client, PG_URL, seedTenant, signedIn, startPlatform, USER_PW, type Platform, type SeededTenant } from './helpers.js';
 
 type Side = 'own' | 'other';
 type Caller = Role | 'anonymous';
@@ -94,20 +95,26 @@ async function snapshotB(p: Platform, tenantId: string): Promise<unknown> {
   };
 }
 
-describe('platform authorization matrix (generated from the route table)', () => {
+for (const [engine, url] of [
+  ['SQLite', undefined],
+  ['PostgreSQL', PG_URL],
+] as const) {
+describe(`platform authorization matrix (generated from the route table) on ${engine}`, { skip: engine === 'PostgreSQL' && !url ? 'set TACHYON_TEST_PG_URL=postgres://… to run against PostgreSQL' : false }, () => {
   let p: Platform;
   let A: SeededTenant;
   let B: SeededTenant;
+  // PostgreSQL keeps earlier runs' tenants: slugs of this run
+  const run = randomBytes(3).toString('hex');
 
   before(async () => {
-    p = await startPlatform();
-    A = await seedTenant(p, 'tenant-a');
-    B = await seedTenant(p, 'tenant-b');
+    p = await startPlatform(url ? { url } : {});
+    A = await seedTenant(p, `tenant-a-${run}`);
+    B = await seedTenant(p, `tenant-b-${run}`);
     B_ID = B.id;
     await p.identity.provisionUser(A.id, { username: 'only-in-a', password: USER_PW });
-    const bAdmin = await signedIn(p, 'tenant-b', 'admin', 'violet-harbour-engine-47');
+    const bAdmin = await signedIn(p, B.slug, 'admin', 'violet-harbour-engine-47');
     assert.equal((await bAdmin.req('PUT', '/api/v1/policy', { minPasswordLength: 20 })).status, 200);
-    const bMember = await signedIn(p, 'tenant-b', 'member1', USER_PW);
+    const bMember = await signedIn(p, B.slug, 'member1', USER_PW);
     B_SESSION.id = (await bMember.req('GET', '/api/v1/me')).body['sessionId'] as string;
   });
   after(async () => {
@@ -179,7 +186,7 @@ describe('platform authorization matrix (generated from the route table)', () =>
           }
           if (side === 'other') {
             for (const id of bIds) assert.ok(!res.text.includes(id), `${rule.name} as ${caller} leaks tenant B's id ${id}`);
-            assert.ok(!res.text.includes('tenant-b'), `${rule.name} as ${caller} names tenant B`);
+            assert.ok(!res.text.includes(B.slug), `${rule.name} as ${caller} names tenant B`);
           }
         }
       }
@@ -225,3 +232,4 @@ describe('platform authorization matrix (generated from the route table)', () =>
     assert.notEqual(bSess.last_seen_at, '1999-01-01T00:00:00.000Z');
   });
 });
+}

@@ -33,9 +33,13 @@ export interface Platform {
   close(): Promise<void>;
 }
 
-export async function startPlatform(): Promise<Platform> {
+/** PostgreSQL for the suites that also run there (CI sets it; they skip without it). */
+export const PG_URL = process.env['TACHYON_TEST_PG_URL'];
+
+/** Starts a platform on a fresh SQLite file, or on `url` (PostgreSQL: use unique tenant slugs, the database outlives the test). */
+export async function startPlatform(options: { url?: string } = {}): Promise<Platform> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tachyon-platform-'));
-  const db = await openDatabase({ url: `sqlite://${path.join(dir, 'platform.db')}` });
+  const db = await openDatabase({ url: options.url ?? `sqlite://${path.join(dir, 'platform.db')}` });
   const clock = new SimClock({ startMs: T0 });
   const auditFile = path.join(dir, 'audit.log');
   const audit = new FileAuditSink(auditFile, { clock, fsync: 'never' });

@@ -7,9 +7,10 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { verifyAuditLog } from '../../src/audit/index.js';
-import { ADMIN_PW, Client, seedTenant, signedIn, startPlatform, USER_PW, type Platform, type SeededTenant } from './helpers.js';
+import { ADMIN_PW, Client, PG_URL, seedTenant, signedIn, startPlatform, USER_PW, type Platform, type SeededTenant } from './helpers.js';
 
 const MIN = 60_000;
 
@@ -20,13 +21,19 @@ function auditRecords(p: Platform): { type: string; correlationId?: string; fiel
     .map((l) => JSON.parse(l) as { type: string; correlationId?: string; fields: Record<string, unknown> });
 }
 
-describe('platform sign-in', () => {
+for (const [engine, url] of [
+  ['SQLite', undefined],
+  ['PostgreSQL', PG_URL],
+] as const) {
+describe(`platform sign-in on ${engine}`, { skip: engine === 'PostgreSQL' && !url ? 'set TACHYON_TEST_PG_URL=postgres://… to run against PostgreSQL' : false }, () => {
   let p: Platform;
   let acme: SeededTenant;
+  // the tenant of this run (PostgreSQL keeps earlier runs')
+  const T = `acme-${randomBytes(3).toString('hex')}`;
 
   before(async () => {
-    p = await startPlatform();
-    acme = await seedTenant(p, 'acme');
+    p = await startPlatform(url ? { url } : {});
+    acme = await seedTenant(p, T);
   });
   after(async () => {
     await p.close();
@@ -34,7 +41,7 @@ describe('platform sign-in', () => {
 
   it('signs in: a __Host- cookie that is Secure, HttpOnly, SameSite=Strict, Path=/, and a CSRF token; /me answers', async () => {
     const c = new Client(p.base);
-    const r = await c.signIn('acme', 'member1', USER_PW);
+    const r = await c.signIn(T, 'member1', USER_PW);
     assert.equal(r.status, 200, r.text);
     const cookie = r.headers.get('set-cookie') ?? '';
     assert.match(cookie, /^__Host-tachyon-session=[A-Za-z0-9_-]{43}; /);
@@ -58,16 +65,16 @@ describe('platform sign-in', () => {
 
   it('user names are case-insensitive', async () => {
     const c = new Client(p.base);
-    assert.equal((await c.signIn('acme', 'MEMBER1', USER_PW)).status, 200);
+    assert.equal((await c.signIn(T, 'MEMBER1', USER_PW)).status, 200);
   });
 
   it('unknown user, unknown tenant, wrong password and a malformed name get the same status and body (only the ref differs)', async () => {
     await p.identity.provisionUser(acme.id, { username: 'enum-victim', password: USER_PW });
     const cases = [
-      ['acme', 'enum-victim', 'wrong password here'],
-      ['acme', 'nobody-at-all', 'wrong password here'],
+      [T, 'enum-victim', 'wrong password here'],
+      [T, 'nobody-at-all', 'wrong password here'],
       ['no-such-tenant', 'enum-victim', 'wrong password here'],
-      ['acme', "admin' OR '1'='1", 'wrong password here'],
+      [T, "admin' OR '1'='1", 'wrong password here'],
     ] as const;
     const answers: string[] = [];
     const times: number[] = [];
@@ -94,79 +101,79 @@ describe('platform sign-in', () => {
   it('locks after 5 failures within 15 minutes, refuses even the right password while locked, unlocks after 15 minutes', async () => {
     const u = await p.identity.provisionUser(acme.id, { username: 'lock-me', password: USER_PW });
     const c = new Client(p.base);
-    for (let i = 0; i < 4; i++) assert.equal((await c.signIn('acme', 'lock-me', `nope-${i}-xxxxxxxx`)).status, 401);
+    for (let i = 0; i < 4; i++) assert.equal((await c.signIn(T, 'lock-me', `nope-${i}-xxxxxxxx`)).status, 401);
     // 4 failures: not locked yet, the right password works and resets the count
-    assert.equal((await c.signIn('acme', 'lock-me', USER_PW)).status, 200);
-    for (let i = 0; i < 4; i++) assert.equal((await c.signIn('acme', 'lock-me', `nope-${i}-xxxxxxxx`)).status, 401);
+    assert.equal((await c.signIn(T, 'lock-me', USER_PW)).status, 200);
+    for (let i = 0; i < 4; i++) assert.equal((await c.signIn(T, 'lock-me', `nope-${i}-xxxxxxxx`)).status, 401);
     // failures spread beyond the window do not add up
     p.clock.advance(16 * MIN);
-    assert.equal((await c.signIn('acme', 'lock-me', 'nope-again-xxxxxxxx')).status, 401);
-    assert.equal((await c.signIn('acme', 'lock-me', USER_PW)).status, 200, 'only 1 failure in the new window');
-    for (let i = 0; i < 5; i++) assert.equal((await c.signIn('acme', 'lock-me', `nope-${i}-xxxxxxxx`)).status, 401);
-    const locked = await c.signIn('acme', 'lock-me', USER_PW);
+    assert.equal((await c.signIn(T, 'lock-me', 'nope-again-xxxxxxxx')).status, 401);
+    assert.equal((await c.signIn(T, 'lock-me', USER_PW)).status, 200, 'only 1 failure in the new window');
+    for (let i = 0; i < 5; i++) assert.equal((await c.signIn(T, 'lock-me', `nope-${i}-xxxxxxxx`)).status, 401);
+    const locked = await c.signIn(T, 'lock-me', USER_PW);
     assert.equal(locked.status, 401, 'locked: the right password is refused');
     // the answer when locked is the same as for a wrong password
-    const wrong = await new Client(p.base).signIn('acme', 'nobody-at-all', USER_PW);
+    const wrong = await new Client(p.base).signIn(T, 'nobody-at-all', USER_PW);
     assert.equal(locked.body['message']?.toString().replace(/\(ref .*\)/, ''), wrong.body['message']?.toString().replace(/\(ref .*\)/, ''));
     const lockouts = auditRecords(p).filter((r) => r.type === 'web.lockout' && r.fields['user'] === 'lock-me');
     assert.equal(lockouts.length, 1);
     assert.equal(lockouts[0]?.fields['failures'], 5);
     assert.equal(lockouts[0]?.fields['lockedUntil'], new Date(p.clock.now() + 15 * MIN).toISOString());
     p.clock.advance(14 * MIN);
-    assert.equal((await c.signIn('acme', 'lock-me', USER_PW)).status, 401, 'still locked after 14 minutes');
+    assert.equal((await c.signIn(T, 'lock-me', USER_PW)).status, 401, 'still locked after 14 minutes');
     p.clock.advance(1 * MIN + 1);
-    assert.equal((await c.signIn('acme', 'lock-me', USER_PW)).status, 200, 'unlocked after 15 minutes');
+    assert.equal((await c.signIn(T, 'lock-me', USER_PW)).status, 200, 'unlocked after 15 minutes');
     const row = await p.identity.repo.userById(acme.id, u.id);
     assert.equal(row?.lockedUntil, null);
   });
 
   it('the lockout is configurable per tenant (3 failures → 1 hour)', async () => {
-    const admin = await signedIn(p, 'acme', 'admin', ADMIN_PW);
+    const admin = await signedIn(p, T, 'admin', ADMIN_PW);
     const put = await admin.req('PUT', '/api/v1/policy', { maxFailedAttempts: 3, lockoutSeconds: 3600 });
     assert.equal(put.status, 200, put.text);
     await p.identity.provisionUser(acme.id, { username: 'lock-three', password: USER_PW });
     const c = new Client(p.base);
-    for (let i = 0; i < 3; i++) assert.equal((await c.signIn('acme', 'lock-three', `nope-${i}-xxxxxxxx`)).status, 401);
+    for (let i = 0; i < 3; i++) assert.equal((await c.signIn(T, 'lock-three', `nope-${i}-xxxxxxxx`)).status, 401);
     p.clock.advance(59 * MIN);
-    assert.equal((await c.signIn('acme', 'lock-three', USER_PW)).status, 401);
+    assert.equal((await c.signIn(T, 'lock-three', USER_PW)).status, 401);
     p.clock.advance(1 * MIN);
-    assert.equal((await c.signIn('acme', 'lock-three', USER_PW)).status, 200);
+    assert.equal((await c.signIn(T, 'lock-three', USER_PW)).status, 200);
     assert.equal((await admin.req('GET', '/api/v1/policy')).status, 401, 'the admin session went idle meanwhile');
-    const again = await signedIn(p, 'acme', 'admin', ADMIN_PW);
+    const again = await signedIn(p, T, 'admin', ADMIN_PW);
     assert.equal((await again.req('PUT', '/api/v1/policy', { maxFailedAttempts: 5, lockoutSeconds: 900 })).status, 200);
   });
 
   it('a burst of 12 concurrent wrong passwords locks the account once, and every failure counts', async () => {
     await p.identity.provisionUser(acme.id, { username: 'burst', password: USER_PW });
-    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => new Client(p.base).signIn('acme', 'burst', `burst-guess-${i}-xxxx`)));
+    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => new Client(p.base).signIn(T, 'burst', `burst-guess-${i}-xxxx`)));
     assert.ok(results.every((r) => r.status === 401));
     assert.equal(auditRecords(p).filter((r) => r.type === 'web.lockout' && r.fields['user'] === 'burst').length, 1);
-    assert.equal((await new Client(p.base).signIn('acme', 'burst', USER_PW)).status, 401, 'locked');
+    assert.equal((await new Client(p.base).signIn(T, 'burst', USER_PW)).status, 401, 'locked');
     p.clock.advance(15 * MIN);
-    assert.equal((await new Client(p.base).signIn('acme', 'burst', USER_PW)).status, 200);
+    assert.equal((await new Client(p.base).signIn(T, 'burst', USER_PW)).status, 200);
   });
 
   it('disabling a user ends their sessions and refuses their sign-in; enabling lets them back', async () => {
     const u = await p.identity.provisionUser(acme.id, { username: 'leaver', password: USER_PW });
-    const c = await signedIn(p, 'acme', 'leaver', USER_PW);
-    const admin = await signedIn(p, 'acme', 'admin', ADMIN_PW);
+    const c = await signedIn(p, T, 'leaver', USER_PW);
+    const admin = await signedIn(p, T, 'admin', ADMIN_PW);
     const off = await admin.req('PATCH', `/api/v1/users/${u.id}`, { status: 'disabled' });
     assert.equal(off.status, 200, off.text);
     assert.equal((await c.req('GET', '/api/v1/me')).status, 401);
-    assert.equal((await new Client(p.base).signIn('acme', 'leaver', USER_PW)).status, 401);
+    assert.equal((await new Client(p.base).signIn(T, 'leaver', USER_PW)).status, 401);
     assert.equal((await admin.req('PATCH', `/api/v1/users/${u.id}`, { status: 'active' })).status, 200);
-    assert.equal((await new Client(p.base).signIn('acme', 'leaver', USER_PW)).status, 200);
+    assert.equal((await new Client(p.base).signIn(T, 'leaver', USER_PW)).status, 200);
     assert.equal((await admin.req('PATCH', `/api/v1/users/${acme.users.tenant_admin}`, { status: 'disabled' })).status, 409, 'not oneself');
   });
 
   it('a sign-in always issues a new session id: a planted cookie is ended, not adopted (no fixation)', async () => {
     const victim = new Client(p.base);
-    await victim.signIn('acme', 'member1', USER_PW);
+    await victim.signIn(T, 'member1', USER_PW);
     const first = victim.cookie;
     // an attacker plants a token of their own, then the victim signs in with it present
-    const attacker = await signedIn(p, 'acme', 'member1', USER_PW);
+    const attacker = await signedIn(p, T, 'member1', USER_PW);
     victim.cookie = attacker.cookie;
-    const r = await victim.signIn('acme', 'member1', USER_PW);
+    const r = await victim.signIn(T, 'member1', USER_PW);
     assert.equal(r.status, 200);
     assert.notEqual(victim.cookie, attacker.cookie, 'the id changes at sign-in');
     assert.notEqual(victim.cookie, first);
@@ -174,14 +181,14 @@ describe('platform sign-in', () => {
     // an invented token is not adopted either
     const c = new Client(p.base);
     c.cookie = '__Host-tachyon-session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA';
-    await c.signIn('acme', 'member1', USER_PW);
+    await c.signIn(T, 'member1', USER_PW);
     assert.notEqual(c.cookie, '__Host-tachyon-session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA');
     assert.equal((await new Client(p.base).req('GET', '/api/v1/me')).status, 401);
   });
 
   it('refuses a state-changing request without the CSRF token, or with another session’s, or as a form post', async () => {
-    const c = await signedIn(p, 'acme', 'member1', USER_PW);
-    const other = await signedIn(p, 'acme', 'member1', USER_PW);
+    const c = await signedIn(p, T, 'member1', USER_PW);
+    const other = await signedIn(p, T, 'member1', USER_PW);
     const none = await c.req('POST', '/api/v1/auth/signout', undefined, { csrf: null });
     assert.equal(none.status, 403);
     assert.equal(none.body['code'], 'PERMISSION');
@@ -199,7 +206,7 @@ describe('platform sign-in', () => {
   });
 
   it('sign-out ends the session server-side: the old cookie no longer works', async () => {
-    const c = await signedIn(p, 'acme', 'member1', USER_PW);
+    const c = await signedIn(p, T, 'member1', USER_PW);
     const saved = c.cookie;
     const r = await c.req('POST', '/api/v1/auth/signout');
     assert.equal(r.status, 204);
@@ -210,14 +217,14 @@ describe('platform sign-in', () => {
   });
 
   it('idle and absolute timeouts end sessions', async () => {
-    const idle = await signedIn(p, 'acme', 'member1', USER_PW);
+    const idle = await signedIn(p, T, 'member1', USER_PW);
     p.clock.advance(29 * MIN);
     assert.equal((await idle.req('GET', '/api/v1/me')).status, 200, 'used within 30 minutes');
     p.clock.advance(29 * MIN);
     assert.equal((await idle.req('GET', '/api/v1/me')).status, 200, 'each use restarts the idle timer');
     p.clock.advance(30 * MIN);
     assert.equal((await idle.req('GET', '/api/v1/me')).status, 401, 'idle for 30 minutes');
-    const busy = await signedIn(p, 'acme', 'member1', USER_PW);
+    const busy = await signedIn(p, T, 'member1', USER_PW);
     for (let h = 0; h < 12 * 4 - 1; h++) {
       p.clock.advance(15 * MIN);
       assert.equal((await busy.req('GET', '/api/v1/me')).status, 200, `quarter ${h}`);
@@ -229,8 +236,8 @@ describe('platform sign-in', () => {
   });
 
   it('lists one’s own sessions and ends one; another user’s session id is not found', async () => {
-    const a = await signedIn(p, 'acme', 'auditor1', USER_PW);
-    const b = await signedIn(p, 'acme', 'auditor1', USER_PW);
+    const a = await signedIn(p, T, 'auditor1', USER_PW);
+    const b = await signedIn(p, T, 'auditor1', USER_PW);
     const list = await a.req('GET', '/api/v1/me/sessions');
     assert.equal(list.status, 200);
     const sessions = list.body['sessions'] as { id: string; current: boolean }[];
@@ -238,7 +245,7 @@ describe('platform sign-in', () => {
     assert.equal(sessions.filter((s) => s.current).length, 1);
     assert.ok(!list.text.includes('token'), 'no token in the list');
     const bId = ((await b.req('GET', '/api/v1/me')).body['sessionId']) as string;
-    const other = await signedIn(p, 'acme', 'member1', USER_PW);
+    const other = await signedIn(p, T, 'member1', USER_PW);
     assert.equal((await other.req('DELETE', `/api/v1/me/sessions/${bId}`)).status, 404, 'not one of mine');
     assert.equal((await b.req('GET', '/api/v1/me')).status, 200);
     assert.equal((await a.req('DELETE', `/api/v1/me/sessions/${bId}`)).status, 204);
@@ -247,8 +254,8 @@ describe('platform sign-in', () => {
 
   it('self-service change needs the current password and the policy; it ends the other sessions', async () => {
     await p.identity.provisionUser(acme.id, { username: 'changer', password: USER_PW });
-    const c = await signedIn(p, 'acme', 'changer', USER_PW);
-    const elsewhere = await signedIn(p, 'acme', 'changer', USER_PW);
+    const c = await signedIn(p, T, 'changer', USER_PW);
+    const elsewhere = await signedIn(p, T, 'changer', USER_PW);
     const wrong = await c.req('POST', '/api/v1/me/password', { currentPassword: 'not the password', newPassword: 'brand new passphrase 77' });
     assert.equal(wrong.status, 401);
     const short = await c.req('POST', '/api/v1/me/password', { currentPassword: USER_PW, newPassword: 'Sh0rt!pw' });
@@ -262,20 +269,20 @@ describe('platform sign-in', () => {
     assert.equal(ok.status, 204, ok.text);
     assert.equal((await c.req('GET', '/api/v1/me')).status, 200, 'this session goes on');
     assert.equal((await elsewhere.req('GET', '/api/v1/me')).status, 401, 'other sessions end');
-    assert.equal((await new Client(p.base).signIn('acme', 'changer', USER_PW)).status, 401);
-    assert.equal((await new Client(p.base).signIn('acme', 'changer', long)).status, 200);
+    assert.equal((await new Client(p.base).signIn(T, 'changer', USER_PW)).status, 401);
+    assert.equal((await new Client(p.base).signIn(T, 'changer', long)).status, 200);
   });
 
   it('an administrator’s reset forces a change at next sign-in; nothing else is allowed until then', async () => {
     const u = await p.identity.provisionUser(acme.id, { username: 'forgetful', password: USER_PW });
-    const old = await signedIn(p, 'acme', 'forgetful', USER_PW);
-    const admin = await signedIn(p, 'acme', 'admin', ADMIN_PW);
+    const old = await signedIn(p, T, 'forgetful', USER_PW);
+    const admin = await signedIn(p, T, 'admin', ADMIN_PW);
     const r = await admin.req('POST', `/api/v1/users/${u.id}/reset-password`, { password: 'temporary passphrase 2026' });
     assert.equal(r.status, 200, r.text);
     assert.equal((r.body['user'] as Record<string, unknown>)['mustChangePassword'], true);
     assert.equal((await old.req('GET', '/api/v1/me')).status, 401, 'the reset ends their sessions');
     const c = new Client(p.base);
-    const s = await c.signIn('acme', 'forgetful', 'temporary passphrase 2026');
+    const s = await c.signIn(T, 'forgetful', 'temporary passphrase 2026');
     assert.equal(s.status, 200);
     assert.equal(s.body['passwordChangeRequired'], true);
     // promote to auditor: still gated until the password changes
@@ -286,23 +293,23 @@ describe('platform sign-in', () => {
     assert.equal((await c.req('GET', '/api/v1/me')).status, 200, '/me is allowed while gated');
     assert.equal((await c.req('POST', '/api/v1/me/password', { currentPassword: 'temporary passphrase 2026', newPassword: 'my own secret phrase 31' })).status, 204);
     assert.equal((await c.req('GET', '/api/v1/users')).status, 200);
-    assert.equal((await new Client(p.base).signIn('acme', 'forgetful', 'my own secret phrase 31')).body['passwordChangeRequired'], false);
+    assert.equal((await new Client(p.base).signIn(T, 'forgetful', 'my own secret phrase 31')).body['passwordChangeRequired'], false);
   });
 
   it('optional expiry (off by default) forces a reset once the password is older than the policy allows', async () => {
     await p.identity.provisionUser(acme.id, { username: 'ageing', roles: ['auditor'], password: USER_PW });
     p.clock.advance(400 * 86_400_000);
-    let c = await signedIn(p, 'acme', 'ageing', USER_PW);
+    let c = await signedIn(p, T, 'ageing', USER_PW);
     assert.equal((await c.req('GET', '/api/v1/me')).body['passwordChangeRequired'], false, 'off by default');
-    const admin = await signedIn(p, 'acme', 'admin', ADMIN_PW);
+    const admin = await signedIn(p, T, 'admin', ADMIN_PW);
     assert.equal((await admin.req('PUT', '/api/v1/policy', { passwordExpiryDays: 90 })).status, 200);
-    c = await signedIn(p, 'acme', 'ageing', USER_PW);
+    c = await signedIn(p, T, 'ageing', USER_PW);
     assert.equal((await c.req('GET', '/api/v1/me')).body['passwordChangeRequired'], true);
     assert.equal((await c.req('GET', '/api/v1/users')).status, 403, 'gated');
     assert.equal((await c.req('POST', '/api/v1/me/password', { currentPassword: USER_PW, newPassword: 'fresh autumn passphrase 5' })).status, 204);
     assert.equal((await c.req('GET', '/api/v1/users')).status, 200, 'allowed after the change');
     // the admin's own password is also older than 90 days now; switch expiry off again
-    const admin2 = await signedIn(p, 'acme', 'admin', ADMIN_PW);
+    const admin2 = await signedIn(p, T, 'admin', ADMIN_PW);
     assert.equal((await admin2.req('PUT', '/api/v1/policy', { passwordExpiryDays: 0 })).status, 403, 'the admin is gated too');
     await p.db.db.updateTable('platform_policy').set({ policy: JSON.stringify({}) }).where('tenant_id', '=', acme.id).execute();
   });
@@ -310,7 +317,7 @@ describe('platform sign-in', () => {
   it('audit: every attempt recorded with its request’s correlation id; no password anywhere; the chain verifies', async () => {
     const marker = 'Marker-Passphrase-For-Audit-991';
     const c = new Client(p.base);
-    const r = await c.signIn('acme', 'member1', marker);
+    const r = await c.signIn(T, 'member1', marker);
     assert.equal(r.status, 401);
     const recs = auditRecords(p);
     const mine = recs.filter((x) => x.correlationId === r.body['ref']);
@@ -328,3 +335,4 @@ describe('platform sign-in', () => {
     assert.equal(v.records, recs.length);
   });
 });
+}
