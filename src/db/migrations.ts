@@ -78,8 +78,9 @@ const m0003: Migration = {
 };
 /**
  * The web platform's identity (src/platform): tenants, their users, groups and roles,
- * web sessions (only the SHA-256 of a session token is stored) and each tenant's
- * password and session policy. Every row but a role's carries its tenant.
+ * web sessions (only the SHA-256 of a session token is stored), each tenant's password
+ * and session policy, and the platform's hash-chained audit records (one JSON line each,
+ * the audit log's format). Every row but a role's carries its tenant.
  */
 const m0005: Migration = {
   async up(db: Kysely<any>) {
@@ -156,6 +157,18 @@ const m0005: Migration = {
       .execute();
     await db.schema.createIndex('platform_session_user').on('platform_session').columns(['tenant_id', 'user_id']).execute();
     await db.schema
+      .createTable('platform_audit')
+      .addColumn('seq', 'bigint', (c) => c.primaryKey())
+      .addColumn('id', 'text', (c) => c.notNull().unique())
+      .addColumn('ts', 'text', (c) => c.notNull())
+      .addColumn('tenant', 'text', (c) => c.notNull().defaultTo(sql.lit('')))
+      .addColumn('type', 'text', (c) => c.notNull())
+      .addColumn('severity', 'text', (c) => c.notNull())
+      .addColumn('correlation_id', 'text')
+      .addColumn('line', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('platform_audit_tenant').on('platform_audit').columns(['tenant', 'seq']).execute();
+    await db.schema
       .createTable('platform_policy')
       .addColumn('tenant_id', 'text', (c) => c.primaryKey().references('platform_tenant.id').onDelete('cascade'))
       .addColumn('policy', 'text', (c) => c.notNull())
@@ -163,7 +176,7 @@ const m0005: Migration = {
       .execute();
   },
   async down(db: Kysely<any>) {
-    for (const t of ['platform_policy', 'platform_session', 'platform_group_member', 'platform_group', 'platform_user_role', 'platform_role', 'platform_user', 'platform_tenant']) {
+    for (const t of ['platform_policy', 'platform_audit', 'platform_session', 'platform_group_member', 'platform_group', 'platform_user_role', 'platform_role', 'platform_user', 'platform_tenant']) {
       await db.schema.dropTable(t).execute();
     }
   },

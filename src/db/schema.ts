@@ -147,6 +147,25 @@ export interface PlatformSessionTable {
   user_agent: string;
 }
 
+/**
+ * One audit record of the web platform (src/platform/audit-store.ts): `line` is the
+ * record exactly as the audit log file would hold it (src/audit/line.ts), chained to the
+ * previous seq's line by its SHA-256.
+ */
+export interface PlatformAuditTable {
+  /** 1, 2, 3 …; primary key. bigint: a string from PostgreSQL. */
+  seq: number | string;
+  /** The record's id (a ULID). */
+  id: string;
+  ts: string;
+  /** The tenant slug the record names (`fields.tenant`), or ''. For filtering only: the line is authoritative. */
+  tenant: string;
+  type: string;
+  severity: string;
+  correlation_id: string | null;
+  line: string;
+}
+
 /** A tenant's password, lockout and session policy (JSON; src/platform/policy.ts). */
 export interface PlatformPolicyTable {
   tenant_id: string;
@@ -167,4 +186,5 @@ export interface TachyonSchema {
   platform_group_member: PlatformGroupMemberTable;
   platform_session: PlatformSessionTable;
   platform_policy: PlatformPolicyTable;
+  platform_audit: PlatformAuditTable;
 }

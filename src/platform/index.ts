@@ -8,3 +8,5 @@ export * from './service.js';
 export * from './routes.js';
 export { createPlatformApp, readCookie, sessionCookie, SESSION_COOKIE, CSRF_HEADER, BODY_LIMIT } from './app.js';
 export type { PlatformApp, PlatformAppOptions } from './app.js';
+export { DatabaseAuditSink } from './audit-store.js';
+export type { DatabaseAuditSinkOptions, StoredAuditRow } from './audit-store.js';
