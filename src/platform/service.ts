@@ -197,18 +197,7 @@ export class IdentityService {
     if (user.lockedUntil !== null && Date.parse(user.lockedUntil) > now) return fail('locked');
     if (creds.passwordHash === null) return fail('no-local-password');
     if (!ok) {
-      const count = await this.repo.recordFailure(tenant.id, user.id, this.iso(now), this.iso(now - policy.failureWindowSeconds * 1000));
-      if (count >= policy.maxFailedAttempts) {
-        const until = this.iso(now + policy.lockoutSeconds * 1000);
-        if (await this.repo.lock(tenant.id, user.id, this.iso(now), until)) {
-          this.record({
-            type: 'web.lockout',
-            component: 'web',
-            correlationId: meta.correlationId,
-            fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, failures: count, lockedUntil: until },
-          });
-        }
-      }
+      await this.countFailure(tenant, user, policy, now, meta);
       return fail('bad-credentials');
     }
     // a burst of concurrent failures may have locked the account while this one verified
@@ -252,6 +241,25 @@ export class IdentityService {
         userAgent: row.user_agent,
       },
     };
+  }
+
+  /**
+   * Counts a wrong password (at sign-in, or as the current password of a change) and
+   * locks the account when the policy's threshold is reached. Returns whether it is now locked.
+   */
+  private async countFailure(tenant: Tenant, user: PlatformUser, policy: IdentityPolicy, now: number, meta: RequestMeta): Promise<boolean> {
+    const count = await this.repo.recordFailure(tenant.id, user.id, this.iso(now), this.iso(now - policy.failureWindowSeconds * 1000));
+    if (count < policy.maxFailedAttempts) return false;
+    const until = this.iso(now + policy.lockoutSeconds * 1000);
+    if (await this.repo.lock(tenant.id, user.id, this.iso(now), until)) {
+      this.record({
+        type: 'web.lockout',
+        component: 'web',
+        correlationId: meta.correlationId,
+        fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, failures: count, lockedUntil: until },
+      });
+    }
+    return true;
   }
 
   private passwordExpired(user: PlatformUser, policy: IdentityPolicy, now: number): boolean {
@@ -347,7 +355,8 @@ export class IdentityService {
   /**
    * Self-service change: requires the current password; the new one must pass the
    * policy. Ends the user's other sessions.
-   * @throws `AUTH_FAILED` for a wrong current password (counted like a failed sign-in is not: the session already proves identity), `USAGE` for a refused new one.
+   * @throws `AUTH_FAILED` for a wrong current password (counted like a failed sign-in: at
+   *   the policy's threshold the account is locked and its sessions end), `USAGE` for a refused new one.
    */
   async changeOwnPassword(principal: Principal, current: unknown, next: unknown, meta: RequestMeta): Promise<void> {
     if (typeof current !== 'string' || current.length > MAX_PASSWORD_LENGTH * 4) {
@@ -357,6 +366,10 @@ export class IdentityService {
     if (!creds) throw notSignedIn('user-vanished');
     const ok = await this.hasher.verify(creds.passwordHash ?? (await this.dummy()), current);
     if (!ok || creds.passwordHash === null) {
+      // a stolen session must not become a way around the lockout: wrong current passwords count
+      const now = this.nowMs();
+      const locked = await this.countFailure(principal.tenant, principal.user, await this.repo.policy(principal.tenant.id), now, meta);
+      if (locked) await this.repo.deleteUserSessions(principal.tenant.id, principal.user.id);
       this.record({
         type: 'web.change',
         component: 'web',

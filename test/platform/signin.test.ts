@@ -273,6 +273,21 @@ describe(`platform sign-in on ${engine}`, { skip: engine === 'PostgreSQL' && !ur
     assert.equal((await new Client(p.base).signIn(T, 'changer', long)).status, 200);
   });
 
+  it('wrong current passwords on a change count like failed sign-ins: at the threshold the account locks and its sessions end', async () => {
+    await p.identity.provisionUser(acme.id, { username: 'stolen', password: USER_PW });
+    const thief = await signedIn(p, T, 'stolen', USER_PW);
+    for (let i = 0; i < 4; i++) {
+      assert.equal((await thief.req('POST', '/api/v1/me/password', { currentPassword: `guess ${i} xxxxxxx`, newPassword: 'thief passphrase 12345' })).status, 401);
+    }
+    assert.equal((await thief.req('GET', '/api/v1/me')).status, 200);
+    assert.equal((await thief.req('POST', '/api/v1/me/password', { currentPassword: 'guess 5 xxxxxxx', newPassword: 'thief passphrase 12345' })).status, 401);
+    assert.equal((await thief.req('GET', '/api/v1/me')).status, 401, 'the session ended with the lockout');
+    assert.equal((await new Client(p.base).signIn(T, 'stolen', USER_PW)).status, 401, 'locked');
+    assert.ok(auditRecords(p).some((r) => r.type === 'web.lockout' && r.fields['user'] === 'stolen'));
+    p.clock.advance(15 * MIN);
+    assert.equal((await new Client(p.base).signIn(T, 'stolen', USER_PW)).status, 200);
+  });
+
   it('an administrator’s reset forces a change at next sign-in; nothing else is allowed until then', async () => {
     const u = await p.identity.provisionUser(acme.id, { username: 'forgetful', password: USER_PW });
     const old = await signedIn(p, T, 'forgetful', USER_PW);
