@@ -119,6 +119,8 @@ export interface AuditFieldsByType {
   'web.signout': AuditPeer & { tenant: string; user: string; reason: string; sessionId?: string };
   /** An account was locked after too many failed sign-ins. */
   'web.lockout': AuditPeer & { tenant: string; user: string; failures: number; lockedUntil: string };
+  /** A web request refused (`code`: the error code; `reason`: csrf, role, password-change-required, no-session, …); sign-in failures are `web.signin`. */
+  'web.refusal': AuditPeer & { tenant?: string; user?: string; route: string; status: number; code: string; reason?: string };
   /** A change made on the web platform (`action`: user.create, user.update, user.reset, user.self-change, policy.update, …); names of changed settings, never values of secrets. */
   'web.change': AuditPeer & { tenant: string; actor: string; action: string; target: string; changed?: readonly string[] };
   /** The server started or stopped. */
@@ -155,6 +157,7 @@ export const AUDIT_EVENT_TYPES = [
   'web.signin',
   'web.signout',
   'web.lockout',
+  'web.refusal',
   'web.change',
   'server.start',
   'server.stop',
@@ -186,6 +189,7 @@ export const DEFAULT_SEVERITY: Readonly<Record<AuditEventType, AuditSeverity>> =
   'web.signin': 'notice',
   'web.signout': 'info',
   'web.lockout': 'warning',
+  'web.refusal': 'warning',
   'web.change': 'notice',
   'server.start': 'notice',
   'server.stop': 'notice',

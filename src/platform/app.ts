@@ -218,8 +218,12 @@ function translate(err: unknown): { error: TachyonError; status: number } {
   return { error: toTachyonError(err), status: 500 };
 }
 
-function clientAddress(request: FastifyRequest): string {
-  return request.socket.remoteAddress ?? request.ip;
+function metaOf(request: FastifyRequest): RequestMeta {
+  return {
+    clientAddress: request.socket.remoteAddress ?? request.ip,
+    userAgent: String(request.headers['user-agent'] ?? '').slice(0, 256),
+    correlationId: request.id,
+  };
 }
 
 /**
@@ -230,6 +234,8 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
   if (!options.https && options.insecureHttp !== true) {
     throw new TachyonError('CONFIG', 'the platform serves HTTPS: give a TLS key and certificate (or insecureHttp for tests)');
   }
+  // assigned below, once the identity service is at hand; frameworkErrors needs it first
+  let refused: (request: FastifyRequest, status: number, code: string, reason?: unknown) => void = () => undefined;
   const common = {
     bodyLimit: BODY_LIMIT,
     logger: false,
@@ -240,6 +246,7 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
     // a malformed URL or an over-long path parameter: a sanitized answer, never the URL echoed back
     frameworkErrors: (error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
       const status = error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 404 : 400;
+      refused(request, status, status === 404 ? 'NOT_FOUND' : 'USAGE', error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'long-parameter' : 'bad-url');
       const message = status === 404 ? 'Not found' : 'Invalid request: the URL is malformed';
       void reply.code(status).type('application/json; charset=utf-8').send({ code: status === 404 ? 'NOT_FOUND' : 'USAGE', message: `${message} (ref ${request.id})`, ref: request.id });
     },
@@ -250,6 +257,21 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
   // JSON only: a form or text post (what a cross-site page can send without a preflight) is 415
   app.removeContentTypeParser('text/plain');
   const identity = options.identity;
+  /** The principal of each authenticated request, for the refusal records. */
+  const principals = new WeakMap<FastifyRequest, Principal>();
+  refused = (request, status, code, reason) => {
+    try {
+      identity.recordRefusal(metaOf(request), {
+        route: `${request.method} ${request.routeOptions.url ?? '(none)'}`.slice(0, 200),
+        status,
+        code,
+        ...(typeof reason === 'string' ? { reason: reason.slice(0, 64) } : {}),
+        ...(principals.has(request) ? { principal: principals.get(request) as Principal } : {}),
+      });
+    } catch {
+      // the answer goes out even if the audit sink fails; the sink reports its own failures
+    }
+  };
   const table = ROUTE_TABLE as Record<RouteName, RouteRule>;
   const known = new Set(Object.values(table).map((r) => `${r.method} ${r.url}`));
   const registered: string[] = [];
@@ -276,10 +298,12 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
 
   app.setErrorHandler((err, request, reply) => {
     const { error, status } = translate(err);
+    if (error.details?.['audited'] !== true) refused(request, status, error.code, error.details?.['reason']);
     const withRef = withCorrelationId(error, request.id);
     void reply.code(status).type('application/json; charset=utf-8').send({ code: withRef.code, message: withRef.publicMessage, ref: request.id });
   });
   app.setNotFoundHandler((request, reply) => {
+    refused(request, 404, 'NOT_FOUND', 'no-route');
     void reply.code(404).type('application/json; charset=utf-8').send({ code: 'NOT_FOUND', message: `Not found (ref ${request.id})`, ref: request.id });
   });
 
@@ -291,26 +315,32 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
       method: rule.method,
       url: rule.url,
       handler: async (request, reply) => {
-        const meta: RequestMeta = {
-          clientAddress: clientAddress(request),
-          userAgent: String(request.headers['user-agent'] ?? '').slice(0, 256),
-          correlationId: request.id,
-        };
+        const meta = metaOf(request);
         const token = readCookie(request.headers.cookie, SESSION_COOKIE);
         let principal: Principal | undefined;
         if (rule.access !== 'public') {
           principal = await identity.authenticate(token, meta);
+          principals.set(request, principal);
           if (rule.method !== 'GET') {
             const csrf = request.headers[CSRF_HEADER];
             if (!identity.checkCsrf(token as string, typeof csrf === 'string' ? csrf : undefined)) {
-              throw new TachyonError('PERMISSION', 'missing or wrong CSRF token', { publicMessage: 'Refused: the CSRF token is missing or wrong.' });
+              throw new TachyonError('PERMISSION', 'missing or wrong CSRF token', {
+                publicMessage: 'Refused: the CSRF token is missing or wrong.',
+                details: { reason: 'csrf' },
+              });
             }
           }
           if (principal.passwordChangeRequired && !rule.whilePasswordChangeRequired) {
-            throw new TachyonError('PERMISSION', 'password change required', { publicMessage: 'Change your password first.' });
+            throw new TachyonError('PERMISSION', 'password change required', {
+              publicMessage: 'Change your password first.',
+              details: { reason: 'password-change-required' },
+            });
           }
           if (!allowed(rule.access, principal.user.roles)) {
-            throw new TachyonError('PERMISSION', `role not allowed for ${rule.method} ${rule.url}`, { publicMessage: 'Permission denied.' });
+            throw new TachyonError('PERMISSION', `role not allowed for ${rule.method} ${rule.url}`, {
+              publicMessage: 'Permission denied.',
+              details: { reason: 'role' },
+            });
           }
         }
         const out = await handler({ request, reply, meta, principal, token });

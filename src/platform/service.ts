@@ -84,7 +84,7 @@ export interface UserPatchInput {
 export function signInFailed(reason: string): TachyonError {
   return new TachyonError('AUTH_FAILED', `sign-in refused: ${reason}`, {
     publicMessage: 'Sign-in failed: the credentials are wrong, or the account is locked or disabled.',
-    details: { reason },
+    details: { reason, audited: true },
   });
 }
 
@@ -125,6 +125,22 @@ export class IdentityService {
 
   private record(event: AuditEvent): string {
     return this.audit.record(event);
+  }
+
+  /** Records a refused web request (the HTTP edge calls this for every error it answers that the service has not recorded). */
+  recordRefusal(meta: RequestMeta, fields: { route: string; status: number; code: string; reason?: string; principal?: Principal }): void {
+    const { principal, ...rest } = fields;
+    this.record({
+      type: 'web.refusal',
+      component: 'web',
+      severity: fields.status >= 500 ? 'error' : 'warning',
+      correlationId: meta.correlationId,
+      fields: {
+        clientAddress: meta.clientAddress,
+        ...(principal ? { tenant: principal.tenant.slug, user: principal.user.username } : {}),
+        ...rest,
+      },
+    });
   }
 
   /** A hash of a random password with the same parameters, verified when there is no real one (same work either way). */
@@ -377,7 +393,7 @@ export class IdentityService {
         correlationId: meta.correlationId,
         fields: { clientAddress: meta.clientAddress, tenant: principal.tenant.slug, actor: principal.user.username, action: 'user.self-change.refused', target: principal.user.id },
       });
-      throw new TachyonError('AUTH_FAILED', 'wrong current password', { publicMessage: 'The current password is wrong.' });
+      throw new TachyonError('AUTH_FAILED', 'wrong current password', { publicMessage: 'The current password is wrong.', details: { audited: true } });
     }
     const policy = await this.repo.policy(principal.tenant.id);
     const pw = checkNewPassword(next, policy, this.common, principal.user.username);

@@ -13,6 +13,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createPlatformApp } from '../../src/platform/app.js';
 import { ROLES, type Role } from '../../src/platform/model.js';
 import { allowed, ROUTE_TABLE, routeRules, type RouteName } from '../../src/platform/routes.js';
@@ -152,6 +153,7 @@ describe(`platform authorization matrix (generated from the route table) on ${en
     const before = JSON.stringify(await snapshotB(p, B.id));
     const bIds = [B.id, ...Object.values(B.users), B_SESSION.id];
     const rows: string[] = [];
+    const refs: string[] = [];
     let n = 0;
     for (const rule of routeRules()) {
       for (const caller of CALLERS) {
@@ -183,6 +185,7 @@ describe(`platform authorization matrix (generated from the route table) on ${en
           assert.ok(want.includes(res.status), `${rule.method} ${rule.url} as ${caller}, ${side} tenant: got ${res.status}, want ${want.join("/")}: ${res.text.slice(0, 300)}`);
           if (res.status >= 400) {
             assert.deepEqual(Object.keys(res.body).sort(), ['code', 'message', 'ref'], 'sanitized error body');
+            refs.push(String(res.body['ref']));
           }
           if (side === 'other') {
             for (const id of bIds) assert.ok(!res.text.includes(id), `${rule.name} as ${caller} leaks tenant B's id ${id}`);
@@ -192,6 +195,15 @@ describe(`platform authorization matrix (generated from the route table) on ${en
       }
     }
     assert.equal(rows.length, routeRules().length * CALLERS.length * 2);
+    // every refusal has its audit record, under the ref the caller was given
+    const audited = new Set(
+      readFileSync(p.auditFile, 'utf8')
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => (JSON.parse(l) as { correlationId?: string }).correlationId),
+    );
+    assert.ok(refs.length > 20);
+    for (const ref of refs) assert.ok(audited.has(ref), `no audit record for ref ${ref}`);
     assert.equal(JSON.stringify(await snapshotB(p, B.id)), before, 'tenant B rows are unchanged');
     // the other-tenant writes that succeeded landed in tenant A
     const aPolicy = await p.identity.repo.policy(A.id);

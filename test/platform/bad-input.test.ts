@@ -33,11 +33,29 @@ const INJECTIONS = [
   'Robert\'); DELETE FROM platform_tenant;--',
 ];
 
+let platform: Platform | undefined;
+
+/** The audit records of the running platform, by correlation id. */
+function auditByRef(): Map<string, { type: string; fields: Record<string, unknown> }> {
+  const out = new Map<string, { type: string; fields: Record<string, unknown> }>();
+  for (const l of readFileSync((platform as Platform).auditFile, 'utf8').split('\n')) {
+    if (l === '') continue;
+    const rec = JSON.parse(l) as { type: string; correlationId?: string; fields: Record<string, unknown> };
+    if (rec.correlationId !== undefined) out.set(rec.correlationId, rec);
+  }
+  return out;
+}
+
+/** A sanitized error body whose ref names an audit record of the refusal. */
 function sanitized(r: Res, what: string): void {
   assert.ok(r.status >= 400 && r.status < 500, `${what}: ${r.status} ${r.text.slice(0, 200)}`);
   assert.deepEqual(Object.keys(r.body).sort(), ['code', 'message', 'ref'], `${what}: ${r.text.slice(0, 200)}`);
   assert.match(String(r.body['ref']), /^[0-9A-Z]{26}$/);
   assert.ok(!/at .*\.js|SQLITE|kysely|select |stack/i.test(r.text), `${what} leaks internals: ${r.text}`);
+  const rec = auditByRef().get(String(r.body['ref']));
+  assert.ok(rec, `${what}: no audit record for ref ${String(r.body['ref'])}`);
+  assert.ok(['web.refusal', 'web.signin'].includes(rec.type), `${what}: ${rec.type}`);
+  if (rec.type === 'web.refusal') assert.equal(rec.fields['status'], r.status);
 }
 
 async function tableCounts(p: Platform): Promise<Record<string, number>> {
@@ -56,6 +74,7 @@ describe('platform bad input', () => {
 
   before(async () => {
     p = await startPlatform();
+    platform = p;
     acme = await seedTenant(p, 'acme');
     admin = await signedIn(p, 'acme', 'admin', ADMIN_PW);
   });

@@ -201,6 +201,13 @@ describe(`platform sign-in on ${engine}`, { skip: engine === 'PostgreSQL' && !ur
     });
     assert.equal(form.status, 415);
     assert.equal((await c.req('GET', '/api/v1/me')).status, 200, 'still signed in: nothing was done');
+    const refusals = auditRecords(p).filter((x) => x.type === 'web.refusal');
+    const csrfRec = refusals.find((x) => x.correlationId === none.body['ref']);
+    assert.equal(csrfRec?.fields['reason'], 'csrf');
+    assert.equal(csrfRec?.fields['route'], 'POST /api/v1/auth/signout');
+    assert.equal(csrfRec?.fields['user'], 'member1');
+    assert.equal(csrfRec?.fields['tenant'], T);
+    assert.equal(refusals.find((x) => x.correlationId === form.body['ref'])?.fields['status'], 415);
     const withToken = await c.req('POST', '/api/v1/auth/signout');
     assert.equal(withToken.status, 204);
   });
