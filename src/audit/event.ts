@@ -111,6 +111,12 @@ export interface AuditFieldsByType {
     changed?: readonly string[];
     clientAddress?: string;
   };
+  /**
+   * A node API request ended in an error other than an authentication, permission or path
+   * refusal (those have their own types): the route (its pattern, not the raw URL), the
+   * HTTP status and the error code; `principal` is the access key id or admin, if known.
+   */
+  'api.error': AuditPeer & { method: string; route: string; status: number; code: string; principal?: string; reason?: string };
   /** A configuration was refused (file, field, reason). */
   'config.error': { source: string; field?: string; reason: string };
   /** A sign-in to the web platform (`reason` of a failure: unknown-user, bad-credentials, locked, disabled, no-local-password, policy). Never the password. */
@@ -153,6 +159,7 @@ export const AUDIT_EVENT_TYPES = [
   'refusal.limit',
   'transfer.authorize',
   'config.change',
+  'api.error',
   'config.error',
   'web.signin',
   'web.signout',
@@ -185,6 +192,7 @@ export const DEFAULT_SEVERITY: Readonly<Record<AuditEventType, AuditSeverity>> =
   'refusal.limit': 'warning',
   'transfer.authorize': 'info',
   'config.change': 'notice',
+  'api.error': 'warning',
   'config.error': 'error',
   'web.signin': 'notice',
   'web.signout': 'info',

@@ -13,6 +13,7 @@ import { Endpoint } from '../transport/session/endpoint.js';
 import { openUdpSocket } from '../transport/socket/udp.js';
 import { clientTransfer, DEFAULT_DATAGRAM_SIZE } from '../transfer/session.js';
 import { parseFileList } from '../transfer/sources.js';
+import { prepareAtRest, registerAtRestCommands, registerKeyCommands } from './atrest-commands.js';
 import { ManifestWriter } from './manifest.js';
 import { createReporter } from './progress.js';
 import { requireRemote, parseRemote } from './remote.js';
@@ -42,6 +43,8 @@ interface TransferOpts {
   fileList?: string;
   manifest?: string;
   transferSpec?: string;
+  encryptAtRest?: boolean;
+  decrypt?: boolean;
 }
 
 /** ascp's numeric resume levels are accepted too: 0 none, 1 attrs, 2 sparse, 3 full. */
@@ -169,6 +172,7 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
       throw new TachyonError('USAGE', `cannot read key file ${identity}`, { cause: err });
     }
   }
+  const atRest = await prepareAtRest(op, o, `${remoteUser ?? 'xfer'}@${remoteHost}:${port}:${dest}`);
   // a spec pins the host key by its fingerprint (never trust on first use, no known_hosts)
   const pinned = spec ? spec.hostKeyFingerprint : o.hostKeyFingerprint;
   const knownHosts = spec ? undefined : (o.knownHosts ?? (o.hostKeyFingerprint ? undefined : path.join(os.homedir(), '.ssh', 'known_hosts')));
@@ -220,6 +224,7 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
       createDir: o.createDir || (spec !== undefined && op === 'send'),
       ...(o.srcBase !== undefined ? { srcBase: o.srcBase } : {}),
       exclude: o.exclude,
+      ...(atRest.content ? { content: atRest.content } : {}),
       openSocket: async (remote) => {
         const v6 = remote.address.includes(':');
         return new Endpoint(await openUdpSocket({ address: v6 ? '::' : '0.0.0.0', port: 0 }));
@@ -243,12 +248,13 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
     const seconds = (performance.now() - started) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const failed = summary.files.filter((f) => !f.ok);
+    const notDecrypted = atRest.afterReceive ? await atRest.afterReceive(summary.files, o.json) : 0;
     const skipped = summary.files.filter((f) => f.status === 'skipped').length;
     if (o.json) {
       process.stdout.write(
         JSON.stringify({
           event: 'done',
-          ok: failed.length === 0,
+          ok: failed.length === 0 && notDecrypted === 0,
           bytes: summary.bytes,
           files: summary.files.length,
           failed: failed.length,
@@ -273,7 +279,7 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
       );
       for (const f of failed) process.stderr.write(`failed: ${f.path}: ${f.message ?? f.code}\n`);
     }
-    return failed.length === 0 ? 0 : 1;
+    return failed.length === 0 && notDecrypted === 0 ? 0 : 1;
   } finally {
     manifest?.close();
     conn.close();
@@ -297,7 +303,9 @@ export function buildProgram(argv: readonly string[] = process.argv): Command {
     .option('--data <dir>', 'data directory', 'tachyon-data')
     .option('--listen <addr>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'TCP/UDP port', String(DEFAULT_PORT))
-    .action(async (o: { data: string; listen: string; port: string }) => {
+    .option('--api-port <port>', 'TCP port of the node API (HTTPS)', '9092')
+    .option('--no-api', 'do not run the node API')
+    .action(async (o: { data: string; listen: string; port: string; apiPort: string; api: boolean }) => {
       const { runStart } = await import('./serve.js');
       process.exitCode = await runStart(o);
     });
@@ -327,7 +335,9 @@ export function buildProgram(argv: readonly string[] = process.argv): Command {
       .command('send')
       .description('send local files or directories to a server')
       .argument('[paths...]', 'SOURCE... [user@]host:DEST (with --transfer-spec: [SOURCE...])'),
-  ).action(async (paths: string[], o: TransferOpts) => {
+  )
+    .option('--encrypt-at-rest', 'store the files encrypted as NAME.tachyon-enc with a passphrase the server never sees (TACHYON_FILE_PASSPHRASE or a prompt)', false)
+    .action(async (paths: string[], o: TransferOpts) => {
     process.exitCode = await runTransfer('send', paths, o);
   });
 
@@ -336,7 +346,9 @@ export function buildProgram(argv: readonly string[] = process.argv): Command {
       .command('recv')
       .description('receive files or directories from a server')
       .argument('[paths...]', '[user@]host:SOURCE... DEST (with --transfer-spec: [DEST])'),
-  ).action(async (paths: string[], o: TransferOpts) => {
+  )
+    .option('--decrypt', 'decrypt received .tachyon-enc files (TACHYON_FILE_PASSPHRASE or a prompt); the plaintext replaces the envelope once verified', false)
+    .action(async (paths: string[], o: TransferOpts) => {
     process.exitCode = await runTransfer('recv', paths, o);
   });
 
@@ -347,7 +359,13 @@ export function buildProgram(argv: readonly string[] = process.argv): Command {
     (await import('./user-commands.js')).registerUserCommands,
   );
   lazyGroup(program, argv, 'audit', 'read and verify audit logs', async () => (await import('./audit-commands.js')).registerAuditCommands);
+  registerAtRestCommands(program);
+  registerKeyCommands(program);
   lazyGroup(program, argv, 'token', "manage the node's transfer-token key (rotate-key; see docs/transfer-tokens.md)", async () => (await import('./token-commands.js')).registerTokenCommands);
+  const nodeApiCommands = async (): Promise<(p: Command) => void> => (await import('./node-api-commands.js')).registerNodeApiCommands;
+  lazyGroup(program, argv, 'ca', 'the private certificate authority of the node API (init)', nodeApiCommands);
+  lazyGroup(program, argv, 'cert', 'server certificates of the node API (issue)', nodeApiCommands);
+  lazyGroup(program, argv, 'access-key', 'access keys of the node API (create, list, show, rotate, revoke)', nodeApiCommands);
   return program;
 }
 

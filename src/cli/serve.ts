@@ -6,6 +6,7 @@
  *    user from an OpenSSH authorized_keys file, every permission; what the benchmarks use).
  */
 import { existsSync, mkdirSync } from 'node:fs';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { TachyonError } from '../core/errors.js';
 import type { CipherName } from '../core/types.js';
@@ -18,9 +19,16 @@ import { loadAuthorizedKeys, startTransferServer, type TransferServer } from '..
 import { UserRepository } from '../server/users/repository.js';
 import { sftpForAccounts } from '../server/sftp.js';
 import { permittedCiphers } from '../server/users/model.js';
-import { fileAccessKeyStatus, staticAccessKeyStatus, TokenLogin } from '../server/token-login.js';
+import { fileAccessKeyStatus, TokenLogin } from '../server/token-login.js';
 import { fileTokenKeys, TransferTokenCodec } from '../server/transfer-token.js';
 import { systemClock } from '../core/clock.js';
+import { startNodeApiServer, type NodeApiServer } from '../node-api/node.js';
+import { AccessKeyRepository, databaseAccessKeyStatus } from '../node-api/access-keys.js';
+import { transferSetupPlugin } from '../node-api/transfer-setup.js';
+import { opsRoutes } from '../node-api/ops.js';
+import { TransferMonitor } from '../server/monitor.js';
+import { lazyS3Backends, type S3Backends } from '../storage/s3-backends.js';
+import { ensureLocalCertificate, loadServerTls } from '../node-api/pki.js';
 
 export interface ServeOpts {
   config?: string;
@@ -75,6 +83,15 @@ function announce(server: TransferServer, o: { json: boolean; log: Log; users: s
   }
 }
 
+function announceApi(api: NodeApiServer, o: { json: boolean; log: Log; caFile?: string }): void {
+  const host = api.address.includes(':') ? `[${api.address}]` : api.address;
+  const url = `https://${host}:${api.port}`;
+  if (o.json) o.log({ type: 'node-api.start', url, listen: api.address, port: api.port, ...(o.caFile ? { caFile: o.caFile } : {}) });
+  else {
+    process.stderr.write(`node API: ${url}${o.caFile ? ` (clients trust the CA ${o.caFile}, e.g. curl --cacert ${o.caFile})` : ''}\n`);
+  }
+}
+
 function parsePort(text: string): number {
   const port = Number(text);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new TachyonError('USAGE', `invalid port '${text}'`);
@@ -82,11 +99,13 @@ function parsePort(text: string): number {
 }
 
 /** Runs the multi-user server of a validated configuration until SIGINT/SIGTERM. */
-export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (users: number) => void): Promise<number> {
+export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (users: number) => void, caFile?: string): Promise<number> {
   const log = logger(json);
   let database: Database | undefined;
   let audit: AuditSink | undefined;
   let server: TransferServer | undefined;
+  let api: NodeApiServer | undefined;
+  let apiS3: S3Backends | undefined;
   try {
     audit = cfg.auditLog ? new FileAuditSink(cfg.auditLog) : undefined;
     database = await openDatabase({ url: cfg.database, create: true });
@@ -101,18 +120,23 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
     }
     const accounts: AccountSource = databaseAccounts(repo, cfg.cipherPolicy);
     const tt = cfg.transferTokens;
-    const tokens = tt
+    const codec = tt ? new TransferTokenCodec({ nodeId: tt.nodeId, keys: fileTokenKeys(tt.keyFile, { graceMs: tt.keyGraceSeconds * 1000 }), clock: systemClock }) : undefined;
+    const tokens = tt && codec
       ? new TokenLogin({
           user: tt.user,
-          codec: new TransferTokenCodec({ nodeId: tt.nodeId, keys: fileTokenKeys(tt.keyFile, { graceMs: tt.keyGraceSeconds * 1000 }), clock: systemClock }),
-          accessKeys: tt.accessKeysFile !== undefined ? fileAccessKeyStatus(tt.accessKeysFile) : staticAccessKeyStatus({}),
+          codec,
+          // the node API's access keys (table access_key), unless a file of states is configured
+          accessKeys: tt.accessKeysFile !== undefined ? fileAccessKeyStatus(tt.accessKeysFile) : databaseAccessKeyStatus(new AccessKeyRepository(database, { allowedRoots: cfg.allowedRoots })),
           ciphers: permittedCiphers(cfg.cipherPolicy),
           allowedRoots: cfg.allowedRoots,
           clock: systemClock,
         })
       : undefined;
+    // active and past transfers, for the node API's monitoring routes (when it runs)
+    const monitor = cfg.nodeApi ? new TransferMonitor({ database, onError: (e) => log({ type: 'monitor.error', code: e.code, message: e.message }) }) : undefined;
     server = await startTransferServer({
       ...(tokens ? { tokens } : {}),
+      ...(monitor ? { monitor } : {}),
       accounts,
       hostKeyFile: cfg.hostKeyFile,
       listen: cfg.listen,
@@ -128,14 +152,50 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
       ...(audit ? { audit } : {}),
       // SFTP on the same accounts, jail, permissions and audit log, for the tools people have
       subsystems: { sftp: sftpForAccounts(audit ? { audit } : {}) },
+      ...(cfg.s3 ? { s3: { connection: cfg.s3, partBytes: cfg.s3.partBytes, conditionalWrites: cfg.s3.conditionalWrites } } : {}),
       onEvent: log,
     });
+    if (cfg.nodeApi && audit) {
+      const n = cfg.nodeApi;
+      // access keys with s3:// roots: the same s3 section (the SDK loads when such a key is first used)
+      apiS3 = cfg.s3 ? lazyS3Backends({ connection: cfg.s3, partBytes: cfg.s3.partBytes, conditionalWrites: cfg.s3.conditionalWrites }) : undefined;
+      api = await startNodeApiServer({
+        database,
+        allowedRoots: cfg.allowedRoots,
+        audit,
+        tls: loadServerTls({ certFile: n.certFile, keyFile: n.keyFile, ...(n.chainFile ? { chainFile: n.chainFile } : {}) }),
+        listen: n.listen,
+        port: n.port,
+        ...(apiS3 ? { s3: apiS3 } : {}),
+        ...(n.tokenTtlSeconds !== undefined ? { tokenTtlSeconds: n.tokenTtlSeconds } : {}),
+        capabilities: [...(tt ? ['transfer_setup'] : []), ...(monitor ? ['monitoring'] : [])],
+        plugins: [
+          ...(monitor ? [opsRoutes({ monitor })] : []),
+          ...(tt && codec
+            ? [
+                transferSetupPlugin({
+                  codec,
+                  // what clients connect to: the SSH listen address, or this host's name when it listens on every address
+                  host: cfg.listen === '0.0.0.0' || cfg.listen === '::' ? hostname() : cfg.listen,
+                  sshPort: server.port,
+                  udpPort: server.udpPort,
+                  user: tt.user,
+                  hostKeyFingerprint: server.hostKeyFingerprint,
+                }),
+              ]
+            : []),
+        ],
+      });
+    }
     const count = (await repo.list()).length;
     announce(server, { json, log, users: `${count} in ${database.location}`, ...(cfg.auditLog ? { audit: cfg.auditLog } : {}) });
+    if (api) announceApi(api, { json, log, ...(caFile ? { caFile } : {}) });
     hint?.(count);
     await untilSignal();
     return 0;
   } finally {
+    await api?.close();
+    await apiS3?.close();
     await server?.close();
     await database?.close();
     await audit?.close();
@@ -179,10 +239,12 @@ export async function runServe(o: ServeOpts): Promise<number> {
 }
 
 /** `tachyon start`: the multi-user server on embedded defaults (SQLite, local disk, audit log) under DIR. */
-export async function runStart(o: { data: string; listen: string; port: string }): Promise<number> {
+export async function runStart(o: { data: string; listen: string; port: string; apiPort: string; api: boolean }): Promise<number> {
   const data = path.resolve(o.data);
   const files = path.join(data, 'files');
   mkdirSync(files, { recursive: true, mode: 0o700 });
+  // the node API's private CA and a localhost certificate, made on first start
+  const pki = o.api ? await ensureLocalCertificate({ caDir: path.join(data, 'ca'), prefix: path.join(data, 'tls', 'node') }) : undefined;
   const cfg = await validateServerConfig(
     {
       listen: o.listen,
@@ -191,16 +253,30 @@ export async function runStart(o: { data: string; listen: string; port: string }
       database: path.join(data, 'tachyon.db'),
       allowedRoots: [`file://${files}/*`],
       auditLog: path.join(data, 'audit.log'),
+      ...(pki
+        ? {
+            nodeApi: { listen: o.listen, port: parsePort(o.apiPort), certFile: pki.certFile, keyFile: pki.keyFile },
+            // applications get transfer specs from the node API: the shared token user
+            transferTokens: { keyFile: path.join(data, 'token.key') },
+          }
+        : {}),
     },
     '(embedded defaults)',
     data,
   );
   process.stderr.write(`Tachyon on embedded defaults: data in ${data}\n`);
-  return runConfigured(cfg, false, (users) => {
-    if (users === 0) {
+  for (const f of pki?.created ?? []) process.stderr.write(`created ${f}\n`);
+  return runConfigured(
+    cfg,
+    false,
+    (users) => {
       const rel = path.relative(process.cwd(), files) || files;
-      process.stderr.write(`no transfer users yet; add one (docroots live under ${rel}/):\n`);
-      process.stderr.write(`  mkdir -p ${rel}/alice && npx tachyon user add alice --docroot ${rel}/alice --key ~/.ssh/id_ed25519.pub\n`);
-    }
-  });
+      if (users === 0) {
+        process.stderr.write(`no transfer users yet; add one (docroots live under ${rel}/):\n`);
+        process.stderr.write(`  mkdir -p ${rel}/alice && npx tachyon user add alice --docroot ${rel}/alice --key ~/.ssh/id_ed25519.pub\n`);
+      }
+      if (pki) process.stderr.write(`node API administrator key (shown once): npx tachyon access-key create --admin${o.data === 'tachyon-data' ? '' : ` --data ${o.data}`}\n`);
+    },
+    pki?.caFile,
+  );
 }

@@ -35,7 +35,7 @@ import { parseRootPattern, parseStorageUrl, fileUrlPath, type RootPattern } from
 /** The data directory of `tachyon start` (keep in step with runStart in main.ts). */
 const DEFAULT_DATA_DIR = 'tachyon-data';
 
-interface StoreOpts {
+export interface StoreOpts {
   config?: string;
   db?: string;
   allowedRoot: string[];
@@ -50,6 +50,7 @@ interface SettingOpts {
   maxRate?: string;
   enable?: boolean;
   disable?: boolean;
+  requireEncryptedAtRest?: string;
 }
 
 interface AddOpts extends StoreOpts, SettingOpts {
@@ -84,7 +85,7 @@ function listOf(values: string[] | undefined): string[] | undefined {
     .filter((v) => v !== '');
 }
 
-function addStoreOptions(cmd: Command): Command {
+export function addStoreOptions(cmd: Command): Command {
   return cmd
     .option('--config <file>', 'server configuration file (gives the database and the allowed storage roots)')
     .option('--db <url>', 'database: sqlite:///path/file.db, postgres://…, or a file path')
@@ -97,10 +98,11 @@ function addSettingOptions(cmd: Command, forSet: boolean): Command {
     .option('--perm <list>', `permissions, comma-separated: ${PERMISSIONS.join(',')} (default for a new user: list,read,write,mkdir)`, repeatable)
     .option('--cipher <list>', `ciphers the user may choose: ${CIPHERS.join(',')} (default: all the server allows)`, repeatable)
     .option('--policy <list>', `rate policies the user may choose: ${POLICIES.join(',')} (default: all)`, repeatable)
-    .option('--max-rate <rate>', forSet ? "rate cap, e.g. 100m, 1g; 'none' removes it" : 'rate cap, e.g. 100m, 1g (default: only the server ceiling)');
+    .option('--max-rate <rate>', forSet ? "rate cap, e.g. 100m, 1g; 'none' removes it" : 'rate cap, e.g. 100m, 1g (default: only the server ceiling)')
+    .option('--require-encrypted-at-rest <yes|no>', 'accept only client-side encrypted uploads (send --encrypt-at-rest, NAME.tachyon-enc); plaintext is refused' + (forSet ? '' : ' (default: no)'));
 }
 
-interface Store {
+export interface Store {
   repo: UserRepository;
   database: Database;
   /** the server's audit log, when there is one: every change is recorded there */
@@ -109,7 +111,7 @@ interface Store {
   policy: CipherPolicy;
 }
 
-async function openStore(o: StoreOpts, create: boolean): Promise<Store> {
+export async function openStore(o: StoreOpts, create: boolean): Promise<Store> {
   let location: DatabaseLocation;
   let roots: RootPattern[];
   let policy: CipherPolicy = DEFAULT_CIPHER_POLICY;
@@ -215,6 +217,11 @@ function settingsFrom(o: SettingOpts, allowNone: boolean): UserSettings {
   if (rate !== undefined) s.maxRateBps = rate;
   if (o.enable === true) s.enabled = true;
   if (o.disable === true) s.enabled = false;
+  if (o.requireEncryptedAtRest !== undefined) {
+    const v = o.requireEncryptedAtRest.trim().toLowerCase();
+    if (!['yes', 'no', 'true', 'false'].includes(v)) throw new TachyonError('USAGE', `--require-encrypted-at-rest: yes or no, not '${o.requireEncryptedAtRest}'`);
+    s.requireEncryptedAtRest = v === 'yes' || v === 'true';
+  }
   return s;
 }
 
@@ -228,6 +235,7 @@ function userJson(u: TransferUser, policy: CipherPolicy): Record<string, unknown
     effectiveCiphers: effectiveCiphers(u, policy),
     policies: u.policies,
     maxRateBps: u.maxRateBps,
+    requireEncryptedAtRest: u.requireEncryptedAtRest,
     createdAt: u.createdAt,
     updatedAt: u.updatedAt,
     keys: u.keys.map((k) => ({ type: k.type, fingerprint: k.fingerprint, comment: k.comment, addedAt: k.addedAt, publicKey: publicKeyLine(k) })),
@@ -259,6 +267,7 @@ function describeUser(u: TransferUser, policy: CipherPolicy): string[] {
     `ciphers:      ${u.ciphers.join(', ')}${eff.length !== u.ciphers.length ? `  (the server's policy leaves: ${eff.join(', ') || 'none'})` : ''}`,
     `policies:     ${u.policies.join(', ')}`,
     `max rate:     ${u.maxRateBps === null ? 'server ceiling' : formatRate(u.maxRateBps)}`,
+    `encryption:   ${u.requireEncryptedAtRest ? 'uploads must be client-side encrypted (.tachyon-enc)' : 'any file'}`,
     `created:      ${u.createdAt}`,
     `updated:      ${u.updatedAt}`,
     `keys:         ${u.keys.length === 0 ? '(none)' : ''}`,

@@ -6,9 +6,11 @@
 export const ERROR_CODES = {
   // usage and configuration
   USAGE: { exit: 2, retryable: false, summary: 'The command line or a parameter is invalid.' },
+  TOO_LARGE: { exit: 65, retryable: false, summary: 'The request is too large.' },
   CONFIG: { exit: 78, retryable: false, summary: 'A configuration value is invalid.' },
   // state
   DB_UNAVAILABLE: { exit: 69, retryable: true, summary: 'The database is unavailable.' },
+  BUSY: { exit: 75, retryable: true, summary: 'The server is busy; try again later.' },
   // authentication and trust
   HOST_KEY_UNKNOWN: { exit: 77, retryable: false, summary: "The server's host key is not pinned." },
   HOST_KEY_MISMATCH: { exit: 77, retryable: false, summary: "The server's host key does not match the pinned one." },
@@ -21,6 +23,7 @@ export const ERROR_CODES = {
   PERMISSION: { exit: 77, retryable: false, summary: 'The operation is not permitted.' },
   DISK_FULL: { exit: 74, retryable: true, summary: 'The destination storage is full.' },
   IO: { exit: 74, retryable: true, summary: 'A storage read or write failed.' },
+  STORAGE_UNAVAILABLE: { exit: 69, retryable: true, summary: 'The storage service is unavailable.' },
   // protocol
   PROTOCOL: { exit: 76, retryable: false, summary: 'The peer broke the protocol.' },
   CIPHER_REFUSED: { exit: 77, retryable: false, summary: 'The requested cipher is not allowed.' },
@@ -30,6 +33,11 @@ export const ERROR_CODES = {
   CANCELLED: { exit: 130, retryable: true, summary: 'The transfer was cancelled.' },
   /** the resource is not in a state that allows the operation (node API: 409), e.g. cancelling a finished transfer */
   CONFLICT: { exit: 75, retryable: false, summary: 'The operation conflicts with the current state.' },
+  // encryption at rest
+  ENVELOPE_INVALID: { exit: 65, retryable: false, summary: 'An encrypted file is damaged or not in the expected format.' },
+  WRONG_KEY: { exit: 77, retryable: false, summary: 'The passphrase or key does not open the encrypted file.' },
+  KEY_MISSING: { exit: 78, retryable: false, summary: 'The key needed to encrypt or decrypt is not available.' },
+  ENCRYPTION_REQUIRED: { exit: 77, retryable: false, summary: 'This account accepts only files encrypted by the client (.tachyon-enc).' },
   // audit
   AUDIT_TAMPERED: { exit: 1, retryable: false, summary: 'The audit log failed verification.' },
   INTERNAL: { exit: 70, retryable: false, summary: 'An internal error occurred.' },

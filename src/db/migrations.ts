@@ -42,6 +42,30 @@ const m0001: Migration = {
   },
 };
 
+/** Access keys of the node API (src/node-api/access-keys.ts); secrets only as argon2id hashes. */
+const m0002: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('access_key')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('kind', 'text', (c) => c.notNull())
+      .addColumn('storage_root', 'text')
+      .addColumn('permissions', 'text', (c) => c.notNull())
+      .addColumn('description', 'text', (c) => c.notNull().defaultTo(sql.lit('')))
+      .addColumn('secret_hash', 'text', (c) => c.notNull())
+      .addColumn('secret_version', 'integer', (c) => c.notNull())
+      .addColumn('previous_secret_hash', 'text')
+      .addColumn('previous_valid_until', 'text')
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .addColumn('revoked_at', 'text')
+      .execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('access_key').execute();
+  },
+};
+
 /** Finished transfers, as the transfer monitor (src/server/monitor.ts) records them. */
 const m0003: Migration = {
   async up(db: Kysely<any>) {
@@ -76,6 +100,20 @@ const m0003: Migration = {
     await db.schema.dropTable('transfer').execute();
   },
 };
+
+/** A transfer user may be required to upload only client-side encrypted files (issue #5). */
+const m0004: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .alterTable('transfer_user')
+      .addColumn('require_encrypted_at_rest', 'integer', (c) => c.notNull().defaultTo(0))
+      .execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.alterTable('transfer_user').dropColumn('require_encrypted_at_rest').execute();
+  },
+};
+
 /**
  * The web platform's identity (src/platform): tenants, their users, groups and roles,
  * web sessions (only the SHA-256 of a session token is stored), each tenant's password
@@ -186,6 +224,8 @@ const m0005: Migration = {
 /** Every migration, by name. Names sort in the order they apply. */
 export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   '0001_transfer_users': m0001,
+  '0002_access_keys': m0002,
   '0003_transfers': m0003,
+  '0004_user_encryption_policy': m0004,
   '0005_platform_identity': m0005,
 });

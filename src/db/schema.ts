@@ -8,6 +8,8 @@
  * the data (for example transfer users in src/server/users) query them.
  */
 
+import type { Generated } from 'kysely';
+
 /** A transfer user (an account that logs in over SSH/SFTP and transfers within its docroot). */
 export interface TransferUserTable {
   /** Login name; primary key. */
@@ -24,6 +26,8 @@ export interface TransferUserTable {
   max_rate_bps: number | string | null;
   /** 1 enabled, 0 disabled. */
   enabled: number;
+  /** 1: uploads must be client-side encrypted envelopes (`.tachyon-enc`); 0: any file (migration 0004). */
+  require_encrypted_at_rest: Generated<number>;
   created_at: string;
   updated_at: string;
 }
@@ -39,6 +43,30 @@ export interface UserKeyTable {
   blob: string;
   comment: string;
   added_at: string;
+}
+
+/** An access key of the node API (or a node administrator's key: kind 'admin'). */
+export interface AccessKeyTable {
+  /** Public id (`AK…`); primary key. */
+  id: string;
+  /** 'access' (bound to a storage root) or 'admin' (manages keys; no storage). */
+  kind: string;
+  /** Canonical storage URL the key is confined to (null for admin keys). */
+  storage_root: string | null;
+  /** Comma-separated permissions (list,read,write,mkdir,rename,delete). */
+  permissions: string;
+  description: string;
+  /** argon2id hash (PHC string) of the current secret. */
+  secret_hash: string;
+  /** 1 at creation, +1 per rotation (bearer tokens remember the version they were made from). */
+  secret_version: number;
+  /** The secret before the last rotation, valid until previous_valid_until. */
+  previous_secret_hash: string | null;
+  previous_valid_until: string | null;
+  created_at: string;
+  updated_at: string;
+  /** Set once revoked; a revoked key never authenticates again. */
+  revoked_at: string | null;
 }
 
 /** A finished transfer session (src/server/monitor.ts); active ones live in memory. */
@@ -177,6 +205,7 @@ export interface PlatformPolicyTable {
 export interface TachyonSchema {
   transfer_user: TransferUserTable;
   user_key: UserKeyTable;
+  access_key: AccessKeyTable;
   transfer: TransferTable;
   platform_tenant: PlatformTenantTable;
   platform_user: PlatformUserTable;

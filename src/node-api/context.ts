@@ -35,6 +35,11 @@ export interface NodeApiContext {
   readonly requireAccessKey: (request: FastifyRequest) => Promise<AccessKeyPrincipal>;
   /** Resolves the request's credentials to a node administrator; throws AUTH_FAILED (401) or PERMISSION (403) otherwise. */
   readonly requireAdmin: (request: FastifyRequest) => Promise<NodeAdminPrincipal>;
+  /**
+   * Resolves the request's credentials to either kind of principal; throws AUTH_FAILED (401)
+   * otherwise. Always set by the application (optional so that contexts made elsewhere stay valid).
+   */
+  readonly authenticate?: (request: FastifyRequest) => Promise<Principal>;
 }
 
 /** A group of routes contributed to the node API. */

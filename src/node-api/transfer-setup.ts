@@ -14,6 +14,7 @@ import { CIPHERS, POLICIES, type CipherName, type RatePolicy } from '../core/typ
 import { normalizeStoragePath } from '../storage/index.js';
 import type { TransferDirection, TransferTokenClaims, TransferTokenCodec } from '../server/transfer-token.js';
 import type { AccessKeyPrincipal, NodeApiContext, NodeApiPlugin } from './context.js';
+import { apiSchema } from './openapi.js';
 
 /** Where and how clients reach this node's transfer server. */
 export interface TransferEndpoint {
@@ -186,7 +187,8 @@ export function transferSetupPlugin(o: TransferSetupOptions): NodeApiPlugin {
       }
       return { transfer_specs: specs.map(({ spec }) => ({ transfer_spec: spec })) };
     };
-    app.post('/files/upload_setup', { bodyLimit: SETUP_BODY_LIMIT }, route('upload'));
-    app.post('/files/download_setup', { bodyLimit: SETUP_BODY_LIMIT }, route('download'));
+    // the body is validated by SetupBodySchema (zod) in the handler; the schema here only documents the route (OpenAPI)
+    app.post('/files/upload_setup', { bodyLimit: SETUP_BODY_LIMIT, schema: apiSchema({ summary: 'A transfer spec with a token to upload the given paths', tags: ['transfers'], auth: 'key' }) }, route('upload'));
+    app.post('/files/download_setup', { bodyLimit: SETUP_BODY_LIMIT, schema: apiSchema({ summary: 'A transfer spec with a token to download the given paths', tags: ['transfers'], auth: 'key' }) }, route('download'));
   };
 }

@@ -3,8 +3,9 @@
  * instance with the routes of the route table (routes.ts) — nothing else can be
  * registered — and the checks every request passes in order: the session cookie
  * (401), the CSRF token on every state-changing request (403), a pending password change
- * (403), the route's roles (403). Errors leave as `{ code, message, ref }`: the code's
- * public message and the request's correlation id, which its audit records carry too.
+ * (403), the route's roles (403). Errors leave in the node API's shape
+ * (`{ error: { code, message, correlation_id } }`, src/node-api/http-errors.ts): the
+ * code's public message and the request's correlation id, which its audit records carry.
  *
  * Cookies are `__Host-` prefixed, `Secure; HttpOnly; SameSite=Strict; Path=/`. The app
  * serves HTTPS (`https: { key, cert }`); plain HTTP only when `insecureHttp: true` (tests,
@@ -12,8 +13,9 @@
  */
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { newCorrelationId, withCorrelationId } from '../core/correlation.js';
+import { newCorrelationId } from '../core/correlation.js';
 import { TachyonError, toTachyonError, type ErrorCode } from '../core/errors.js';
+import { errorBody, httpStatusOf } from '../node-api/http-errors.js';
 import { ID_PATTERN, type PlatformUser } from './model.js';
 import { allowed, ROUTE_TABLE, type RouteName, type RouteRule } from './routes.js';
 import type { IdentityService, Principal, RequestMeta } from './service.js';
@@ -37,16 +39,17 @@ export interface PlatformApp {
   registeredRoutes(): readonly string[];
 }
 
-const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
-  USAGE: 400,
-  PATH_INVALID: 400,
-  AUTH_FAILED: 401,
-  PERMISSION: 403,
-  NOT_FOUND: 404,
-  EXISTS: 409,
-  CONFLICT: 409,
-  DB_UNAVAILABLE: 503,
-};
+/** Statuses beyond the node API's table (src/node-api/http-errors.ts), whose error shape this app shares. */
+const PLATFORM_STATUS: Partial<Record<ErrorCode, number>> = { CONFLICT: 409 };
+
+function statusOf(code: ErrorCode): number {
+  return PLATFORM_STATUS[code] ?? httpStatusOf(code);
+}
+
+/** The body of every error: the node API's `{ error: { code, message, correlation_id } }`. */
+function errorReply(reply: FastifyReply, status: number, error: TachyonError, correlationId: string): void {
+  void reply.code(status).type('application/json; charset=utf-8').send(errorBody(error, correlationId));
+}
 
 interface Ctx {
   readonly request: FastifyRequest;
@@ -199,11 +202,11 @@ function handlers(identity: IdentityService): Record<RouteName, Handler> {
 
 /** Maps anything thrown while serving a request to a TachyonError (fastify's own errors included). */
 function translate(err: unknown): { error: TachyonError; status: number } {
-  if (err instanceof TachyonError) return { error: err, status: HTTP_STATUS[err.code] ?? 500 };
+  if (err instanceof TachyonError) return { error: err, status: statusOf(err.code) };
   const fe = err as Partial<FastifyError>;
   switch (fe.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return { error: new TachyonError('USAGE', 'body too large', { cause: err, publicMessage: 'Invalid request: the body is too large.' }), status: 413 };
+      return { error: new TachyonError('TOO_LARGE', 'body too large', { cause: err }), status: 413 };
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return {
         error: new TachyonError('USAGE', 'unsupported media type', { cause: err, publicMessage: 'Invalid request: send application/json.' }),
@@ -247,8 +250,11 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
     frameworkErrors: (error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
       const status = error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 404 : 400;
       refused(request, status, status === 404 ? 'NOT_FOUND' : 'USAGE', error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'long-parameter' : 'bad-url');
-      const message = status === 404 ? 'Not found' : 'Invalid request: the URL is malformed';
-      void reply.code(status).type('application/json; charset=utf-8').send({ code: status === 404 ? 'NOT_FOUND' : 'USAGE', message: `${message} (ref ${request.id})`, ref: request.id });
+      const e =
+        status === 404
+          ? new TachyonError('NOT_FOUND', error.message, { publicMessage: 'Not found.' })
+          : new TachyonError('USAGE', error.message, { publicMessage: 'Invalid request: the URL is malformed.' });
+      errorReply(reply, status, e, request.id);
     },
   };
   const app: FastifyInstance = options.https
@@ -291,7 +297,7 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
       .header('x-content-type-options', 'nosniff')
       .header('content-security-policy', "default-src 'none'; frame-ancestors 'none'")
       .header('referrer-policy', 'no-referrer')
-      .header('x-request-id', request.id);
+      .header('x-correlation-id', request.id);
     if (options.https) void reply.header('strict-transport-security', 'max-age=31536000');
     done(null, payload);
   });
@@ -299,12 +305,11 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
   app.setErrorHandler((err, request, reply) => {
     const { error, status } = translate(err);
     if (error.details?.['audited'] !== true) refused(request, status, error.code, error.details?.['reason']);
-    const withRef = withCorrelationId(error, request.id);
-    void reply.code(status).type('application/json; charset=utf-8').send({ code: withRef.code, message: withRef.publicMessage, ref: request.id });
+    errorReply(reply, status, error, request.id);
   });
   app.setNotFoundHandler((request, reply) => {
     refused(request, 404, 'NOT_FOUND', 'no-route');
-    void reply.code(404).type('application/json; charset=utf-8').send({ code: 'NOT_FOUND', message: `Not found (ref ${request.id})`, ref: request.id });
+    errorReply(reply, 404, new TachyonError('NOT_FOUND', 'no such route', { publicMessage: 'Not found.' }), request.id);
   });
 
   const impl = handlers(identity);

@@ -15,9 +15,15 @@
  *   "maxRate": "10g",
  *   "ssh": { "maxAuthTries": 3, "loginGraceSeconds": 30, "idleTimeoutSeconds": 900, "banner": "Authorized use only." },
  *   "auditLog": "/var/log/tachyon/audit.log",
- *   "users": [{ "name": "alice", "docroot": "file:///srv/transfers/alice", "keys": ["ssh-ed25519 AAAA… alice@laptop"] }]
+ *   "users": [{ "name": "alice", "docroot": "file:///srv/transfers/alice", "keys": ["ssh-ed25519 AAAA… alice@laptop"] }],
+ *   "s3": { "endpoint": "https://s3.eu-west-1.amazonaws.com", "region": "eu-west-1", "forcePathStyle": false }
  * }
  * ```
+ *
+ * `s3` says how to reach the object store of s3:// docroots. It holds no credentials, and
+ * refuses fields that look like them: the server takes them from its environment
+ * (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, or an
+ * instance role), through the AWS SDK's default chain.
  */
 import { promises as fs } from 'node:fs';
 import { isIP } from 'node:net';
@@ -59,6 +65,21 @@ export interface SshLimits {
 
 export const DEFAULT_SSH_LIMITS: SshLimits = Object.freeze({ maxAuthTries: 6, loginGraceSeconds: 30, idleTimeoutSeconds: 900 });
 
+/** The node API (HTTPS, docs/node-api.md) run by the same process, when configured. */
+export interface NodeApiConfig {
+  readonly listen: string;
+  readonly port: number;
+  /** PEM certificate (with its chain, or see chainFile), absolute path. */
+  readonly certFile: string;
+  /** PEM private key, absolute path. */
+  readonly keyFile: string;
+  readonly chainFile?: string;
+  /** Lifetime of bearer tokens from POST /auth/token, seconds. */
+  readonly tokenTtlSeconds?: number;
+}
+
+export const DEFAULT_NODE_API_PORT = 9092;
+
 /** A validated server configuration. */
 export interface ServerConfig {
   /** The file it was read from (absolute). */
@@ -78,6 +99,10 @@ export interface ServerConfig {
   readonly auditLog?: string;
   /** Users declared inline (validated; docroots canonical). */
   readonly users: readonly NewUser[];
+  /** How to reach S3 for s3:// docroots (no credentials: those come from the environment). */
+  readonly s3?: S3Settings;
+  /** The node API, if the file has a `nodeApi` section. */
+  readonly nodeApi?: NodeApiConfig;
   /** The shared transfer user that logs in with transfer tokens (docs/transfer-tokens.md); absent: off. */
   readonly transferTokens?: TransferTokenSettings;
 }
@@ -92,8 +117,21 @@ export interface TransferTokenSettings {
   readonly keyFile: string;
   /** How long a rotated-out key is still accepted, seconds (default 3600). */
   readonly keyGraceSeconds: number;
-  /** Access-key states until the node API's table is joined (JSON `{"active":[…],"revoked":[…]}`); absent: every key unknown (denied). */
+  /** Access-key states from a file (JSON `{"active":[…],"revoked":[…]}`) instead of the node API's access-key table; absent: the table. */
   readonly accessKeysFile?: string;
+}
+
+export interface S3Settings {
+  readonly endpoint?: string;
+  readonly region?: string;
+  readonly forcePathStyle?: boolean;
+  readonly connectTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly maxAttempts: number;
+  /** Multipart part size in bytes. */
+  readonly partBytes: number;
+  /** Send If-None-Match: * on no-clobber commits (default true; false for stores that reject it). */
+  readonly conditionalWrites: boolean;
 }
 
 /** A type error's message: `is required` when the field is missing, else `text`. */
@@ -121,6 +159,7 @@ const UserSchema = z.strictObject({
   policies: z.array(z.string()).optional(),
   maxRate: rate.nullable().optional(),
   enabled: z.boolean(expected('expected true or false')).optional(),
+  requireEncryptedAtRest: z.boolean(expected('expected true or false')).optional(),
 });
 
 const ConfigSchema = z.strictObject({
@@ -153,6 +192,36 @@ const ConfigSchema = z.strictObject({
     .optional(),
   auditLog: nonEmpty.optional(),
   users: z.array(UserSchema).max(100_000).optional(),
+  s3: z
+    .strictObject({
+      endpoint: z
+        .string(expected('expected an http(s) URL'))
+        .regex(/^https?:\/\/[^/?#@\s]+\/?$/u, { error: 'expected an http(s) URL without user, path or query, such as https://s3.eu-west-1.amazonaws.com' })
+        .optional(),
+      region: z.string(expected('expected a region name')).regex(/^[a-z0-9-]{1,40}$/u, { error: 'expected a region name such as eu-west-1' }).optional(),
+      forcePathStyle: z.boolean(expected('expected true or false')).optional(),
+      connectTimeoutSeconds: posInt(300).optional(),
+      requestTimeoutSeconds: posInt(3600).optional(),
+      maxAttempts: posInt(10).optional(),
+      conditionalWrites: z.boolean(expected('expected true or false')).optional(),
+      partSizeMiB: z.number(expected('expected a number of MiB (5-5120)')).int({ error: 'expected a whole number of MiB' }).min(5, { error: 'at least 5 (S3\'s smallest part)' }).max(5120, { error: 'at most 5120' }).optional(),
+    })
+    .optional(),
+  nodeApi: z
+    .strictObject({
+      listen: nonEmpty.optional(),
+      port: z
+        .number(expected('expected a port number (0-65535)'))
+        .int({ error: 'expected a port number (0-65535)' })
+        .min(0, { error: 'expected a port number (0-65535)' })
+        .max(65535, { error: 'expected a port number (0-65535)' })
+        .optional(),
+      certFile: nonEmpty,
+      keyFile: nonEmpty,
+      chainFile: nonEmpty.optional(),
+      tokenTtlSeconds: posInt(12 * 3600).optional(),
+    })
+    .optional(),
   transferTokens: z
     .strictObject({
       user: nonEmpty.optional(),
@@ -288,6 +357,7 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
     if (u.policies !== undefined) user.policies = (await collect(problems, () => validatePolicies(u.policies ?? [], `${at}.policies`))) ?? [];
     if (u.maxRate !== undefined) user.maxRateBps = u.maxRate === null ? null : (rateOf(u.maxRate, `${at}.maxRate`, problems) ?? null);
     if (u.enabled !== undefined) user.enabled = u.enabled;
+    if (u.requireEncryptedAtRest !== undefined) user.requireEncryptedAtRest = u.requireEncryptedAtRest;
     if (u.keys !== undefined) {
       user.keys = u.keys;
       for (const [j, line] of u.keys.entries()) {
@@ -302,6 +372,11 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
     users.push(Object.freeze(user));
   }
 
+  if (c.nodeApi !== undefined && c.auditLog === undefined) problems.push('nodeApi: needs auditLog (the node API audits every refusal and change)');
+  const apiListen = c.nodeApi?.listen ?? DEFAULT_LISTEN;
+  if (c.nodeApi !== undefined && isIP(apiListen) === 0 && !/^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$/.test(apiListen)) {
+    problems.push(`nodeApi.listen: expected an IP address or host name, got ${JSON.stringify(apiListen).slice(0, 60)}`);
+  }
   let transferTokens: TransferTokenSettings | undefined;
   if (c.transferTokens !== undefined) {
     const t = c.transferTokens;
@@ -329,6 +404,32 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
     ssh,
     ...(c.auditLog !== undefined ? { auditLog: abs(c.auditLog) } : {}),
     users: Object.freeze(users),
+    ...(c.s3 !== undefined
+      ? {
+          s3: Object.freeze({
+            ...(c.s3.endpoint !== undefined ? { endpoint: c.s3.endpoint } : {}),
+            ...(c.s3.region !== undefined ? { region: c.s3.region } : {}),
+            ...(c.s3.forcePathStyle !== undefined ? { forcePathStyle: c.s3.forcePathStyle } : {}),
+            connectTimeoutMs: (c.s3.connectTimeoutSeconds ?? 5) * 1000,
+            requestTimeoutMs: (c.s3.requestTimeoutSeconds ?? 30) * 1000,
+            maxAttempts: c.s3.maxAttempts ?? 3,
+            partBytes: (c.s3.partSizeMiB ?? 8) * 1024 * 1024,
+            conditionalWrites: c.s3.conditionalWrites ?? true,
+          }),
+        }
+      : {}),
+    ...(c.nodeApi !== undefined
+      ? {
+          nodeApi: Object.freeze({
+            listen: apiListen,
+            port: c.nodeApi.port ?? DEFAULT_NODE_API_PORT,
+            certFile: abs(c.nodeApi.certFile),
+            keyFile: abs(c.nodeApi.keyFile),
+            ...(c.nodeApi.chainFile !== undefined ? { chainFile: abs(c.nodeApi.chainFile) } : {}),
+            ...(c.nodeApi.tokenTtlSeconds !== undefined ? { tokenTtlSeconds: c.nodeApi.tokenTtlSeconds } : {}),
+          }),
+        }
+      : {}),
     ...(transferTokens ? { transferTokens } : {}),
   });
 }

@@ -721,14 +721,16 @@ export function sftpSubsystem(contextFor: (info: SessionInfo) => SftpContext): S
  * `onEvent`.
  */
 export function sftpForAccounts(o: { audit?: AuditSink; onEvent?(e: SftpEvent): void; limits?: Partial<SftpLimits>; clock?: Clock } = {}): (
-  account: { readonly name: string; readonly permissions: readonly Permission[] },
+  account: { readonly name: string; readonly permissions: readonly Permission[]; readonly requireEncryptedAtRest?: boolean },
   jail: Jail,
   info: SessionInfo,
 ) => SubsystemHandler {
   return (account, jail, info) =>
     sftpHandler({
       jail,
-      permissions: account.permissions,
+      // an account that accepts only client-side encrypted files cannot write over SFTP:
+      // there is no point where the server could check the content before it is visible
+      permissions: account.requireEncryptedAtRest ? account.permissions.filter((p) => p !== 'write') : account.permissions,
       user: info.user,
       ...(o.limits ? { limits: o.limits } : {}),
       ...(o.clock ? { clock: o.clock } : {}),

@@ -18,14 +18,15 @@ export type AccessKeyState = 'active' | 'revoked' | 'unknown';
 
 /**
  * The seam to the access-key table (node API): answers for one key id. The real one
- * reads the node API's access keys; until that lands, `staticAccessKeyStatus` and
- * `fileAccessKeyStatus` (a JSON file of active and revoked ids) stand in.
+ * reads the node API's access keys (`databaseAccessKeyStatus` in node-api/access-keys.ts);
+ * `fileAccessKeyStatus` (a JSON file of active and revoked ids) and `staticAccessKeyStatus`
+ * stand in where configured and in tests.
  */
 export interface AccessKeyStatus {
   status(accessKeyId: string): Promise<AccessKeyState>;
 }
 
-/** A fixed set of key states (tests, and `serve` when no file is configured: every key unknown). */
+/** A fixed set of key states (tests). `serve` reads the node API's table (`databaseAccessKeyStatus`) or a file. */
 export function staticAccessKeyStatus(states: Readonly<Record<string, AccessKeyState>>): AccessKeyStatus {
   return { status: (id) => Promise.resolve(Object.prototype.hasOwnProperty.call(states, id) ? states[id]! : 'unknown') };
 }

@@ -19,6 +19,9 @@ import { Jail } from '../transfer/jail.js';
 import type { FileOutcome } from '../transfer/roles.js';
 import { serveSession } from '../transfer/session.js';
 import type { Account, AccountSource } from './accounts.js';
+// the AWS SDK is loaded (dynamic import) when an s3:// account starts a session
+import { lazyS3Backends, type S3BackendsOptions } from '../storage/s3-backends.js';
+import type { ReceiverStore } from '../transfer/store-file.js';
 import type { MonitoredSession, TransferReporter } from './monitor.js';
 import type { TokenLogin } from './token-login.js';
 
@@ -51,10 +54,19 @@ export interface TransferServerOptions {
    */
   subsystems?: Readonly<Record<string, (account: Account, jail: Jail, info: SessionInfo) => SubsystemHandler>>;
   clock?: Clock;
+  /**
+   * Object storage for accounts whose docroot is an s3:// URL (endpoint, region, path
+   * style, timeouts; credentials from the server's environment). The AWS SDK is loaded
+   * only when such an account starts a session.
+   */
+  s3?: S3ServiceOptions;
   /** reports sessions, files, progress and refusals (the transfer monitor), and may cancel a session */
   monitor?: TransferReporter;
   onEvent?(e: { type: string; [k: string]: unknown }): void;
 }
+
+/** How the transfer server reaches S3 for s3:// docroots. */
+export type S3ServiceOptions = S3BackendsOptions;
 
 export interface TransferServer {
   address: string;
@@ -165,6 +177,36 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
     }
     return j;
   };
+  // storage of s3:// accounts: one client per server and one backend per docroot, made on
+  // first use; the store a session sees is its own (its account's permissions, its own
+  // cache of directories made)
+  const s3 = lazyS3Backends(o.s3 ?? { connection: {} });
+  const storeFor = async (account: Account, url: string): Promise<ReceiverStore> => {
+    const backend = await s3.open(url);
+    const made = new Set<string>(['']);
+    return {
+      backend,
+      async ensureDir(dir: string): Promise<void> {
+        if (made.has(dir)) return;
+        try {
+          const e = await backend.stat(dir);
+          if (e.kind !== 'directory') throw new TachyonError('EXISTS', `${dir} exists and is not a directory`, { publicMessage: 'A destination directory exists as a file.' });
+        } catch (err) {
+          if (!(err instanceof TachyonError && err.code === 'NOT_FOUND')) throw err;
+          if (!account.permissions.includes('mkdir')) {
+            throw new TachyonError('PERMISSION', "permission 'mkdir' missing for create directories", {
+              publicMessage: 'Permission denied: your account may not create directories.',
+              details: { permission: 'mkdir' },
+            });
+          }
+          await backend.mkdir(dir, { recursive: true }).catch((e2: unknown) => {
+            if (!(e2 instanceof TachyonError && e2.code === 'EXISTS')) throw e2;
+          });
+        }
+        made.add(dir);
+      },
+    };
+  };
   /** the account and jail of an authenticated session, or a refusal (audited) */
   const tokens = o.tokens;
   const isTokenSession = (info: SessionInfo): boolean => tokens !== undefined && info.user === tokens.user;
@@ -198,6 +240,25 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       record({ type: 'auth.failure', component: 'ssh', correlationId: info.connectionId, fields: { clientAddress: info.clientAddress, clientPort: info.clientPort, user: info.user, method: 'publickey', reason: 'account-changed', keyFingerprint: info.keyFingerprint } });
       throw new TachyonError('AUTH_FAILED', `account ${info.user} is no longer allowed this key`);
     }
+    if (account.storage !== undefined) throw new TachyonError('USAGE', `account ${info.user}: no local root (storage ${account.storage.replace(/^(s3:\/\/[^/]+).*$/, '$1/…')})`);
+    return { account, jail: jailFor(account.root) };
+  };
+  /** as sessionAccount, but an account with an s3:// docroot gets its store instead of a jail */
+  const transferAccount = async (
+    info: SessionInfo,
+  ): Promise<{ account: Account; jail?: Jail; store?: ReceiverStore; restriction?: SessionRestriction; accessKeyId?: string }> => {
+    // token sessions: token-login serves file:// roots only (an s3:// root is refused at login)
+    if (isTokenSession(info)) return sessionAccount(info);
+    let account: Account | undefined;
+    try {
+      account = await o.accounts.account(info.user, info.keyFingerprint);
+    } catch (err) {
+      const te = toTachyonError(err, 'INTERNAL');
+      o.onEvent?.({ type: 'session.error', user: info.user, code: te.code, message: te.message });
+      throw te;
+    }
+    if (!account) return sessionAccount(info); // records the refusal
+    if (account.storage !== undefined) return { account, store: await storeFor(account, account.storage) };
     return { account, jail: jailFor(account.root) };
   };
 
@@ -254,11 +315,12 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       const started = clock.now();
       void (async () => {
         let account: Account;
-        let jail: Jail;
+        let jail: Jail | undefined;
+        let store: ReceiverStore | undefined;
         let restriction: SessionRestriction | undefined;
         let accessKeyId: string | undefined;
         try {
-          ({ account, jail, restriction, accessKeyId } = await sessionAccount(info));
+          ({ account, jail, store, restriction, accessKeyId } = await transferAccount(info));
         } catch {
           link.close();
           return;
@@ -271,13 +333,15 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
           const summary = await serveSession(link, {
             endpoint: data.endpoint!,
             udpPort: data.udpPort,
-            jail,
+            ...(jail ? { jail } : {}),
+            ...(store ? { store } : {}),
             clock,
             allowedCiphers: allowed,
             maxRateBps,
             permissions: account.permissions,
             policies: account.policies,
             ...(restriction ? { restriction } : {}),
+            ...(account.requireEncryptedAtRest ? { requireEncryptedAtRest: true } : {}),
             keepAlive: () => ctl.keepAlive(),
             signal: abort.signal,
             onFileStart: (f) => monitored?.fileStarted(f),
@@ -324,6 +388,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
                 },
               });
               if (f.code === 'PATH_INVALID') record({ type: 'refusal.jail', component: 'transfer', correlationId, fields: { ...peer, user: account.name, path: f.path, reason: f.message ?? 'invalid path', op: direction } });
+              if (f.code === 'ENCRYPTION_REQUIRED') record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: 'plaintext-upload', path: f.path, op: direction } });
               if (f.code === 'PERMISSION') record({ type: 'refusal.permission', component: 'transfer', correlationId, fields: { ...peer, user: account.name, permission: restriction ? 'token' : 'mkdir', path: f.path, op: direction, ...(restriction ? { grant: restriction.label, reason: f.message ?? '' } : {}) } });
             },
             onEvent: (e) => {
@@ -395,6 +460,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       await control?.close();
       control = undefined;
       await socket.close();
+      await s3.close();
     },
   };
 }

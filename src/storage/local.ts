@@ -23,10 +23,12 @@ import { join } from 'node:path';
 import { TachyonError, toTachyonError } from '../core/errors.js';
 import {
   CoverageSet,
+  MAX_LIST_LIMIT,
   RESERVED_PREFIX,
   baseName,
   checkChunk,
   checkRange,
+  checkMtime,
   checkSize,
   incomplete,
   normalizeStoragePath,
@@ -42,8 +44,11 @@ import {
   type StorageEntry,
   type WriterOptions,
 } from './backend.js';
+import type { ListingCache } from './list-cache.js';
 
 const O_NOFOLLOW = constants.O_NOFOLLOW ?? 0;
+/** lstat calls in flight at once while listing a directory. */
+const LSTAT_BATCH = 64;
 
 /** Translates a Node fs error met while working on `rel` (a backend-relative path). */
 export function translateFsError(err: unknown, rel: string): TachyonError {
@@ -82,10 +87,17 @@ function symlinkRefused(rel: string): TachyonError {
 export class LocalStorage implements StorageBackend {
   readonly capabilities: StorageCapabilities = { rangedReads: true, outOfOrderWrites: true, atomicRename: true };
 
-  private constructor(private readonly root: string) {}
+  private constructor(
+    private readonly root: string,
+    private readonly listCache?: ListingCache,
+  ) {}
 
-  /** Opens a backend over an existing directory (NOT_FOUND if missing, PATH_INVALID if not a directory). */
-  static async open(root: string): Promise<LocalStorage> {
+  /**
+   * Opens a backend over an existing directory (NOT_FOUND if missing, PATH_INVALID if not a
+   * directory). With `listCache`, listings of large directories are reused between pages
+   * (see list-cache.ts).
+   */
+  static async open(root: string, options: { readonly listCache?: ListingCache } = {}): Promise<LocalStorage> {
     let real: string;
     try {
       real = await realpath(root);
@@ -96,7 +108,7 @@ export class LocalStorage implements StorageBackend {
     if (!st.isDirectory()) {
       throw new TachyonError('PATH_INVALID', `storage root is not a directory: ${root}`, { details: { reason: 'not-a-directory' } });
     }
-    return new LocalStorage(real);
+    return new LocalStorage(real, options.listCache);
   }
 
   private abs(rel: string): string {
@@ -160,25 +172,68 @@ export class LocalStorage implements StorageBackend {
     const d = normalizeStoragePath(dir);
     const self = await this.lstatChecked(d);
     if (self.kind !== 'directory') throw translateFsError(Object.assign(new Error('ENOTDIR'), { code: 'ENOTDIR' }), d);
+    let stamp: string | undefined;
+    if (this.listCache) {
+      const st = await lstat(this.abs(d)).catch((err: unknown) => {
+        throw translateFsError(err, d);
+      });
+      stamp = `${st.dev}:${st.ino}:${st.mtimeMs}:${st.ctimeMs}`;
+      const hit = this.listCache.page(this.abs(d), stamp, options);
+      if (hit) return hit;
+    }
+    const sort = options?.sort ?? 'name';
+    if (sort === 'name') {
+      // name order needs the stats of the requested page only
+      pageEntries([], options); // validates the options (USAGE)
+      let names = stamp !== undefined ? this.listCache?.names(this.abs(d), stamp) : undefined;
+      if (!names) {
+        const all = (await this.readEntries(d)).map((e) => e.name).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+        if (stamp !== undefined) this.listCache?.storeNames(this.abs(d), stamp, all);
+        names = all;
+      }
+      const offset = options?.offset ?? 0;
+      const limit = options?.limit ?? MAX_LIST_LIMIT;
+      const n = names.length;
+      const picked = (options?.order ?? 'asc') === 'asc' ? names.slice(offset, offset + limit) : names.slice(Math.max(0, n - offset - limit), Math.max(0, n - offset)).reverse();
+      return { entries: await this.statAll(d, picked), total: n };
+    }
+    const wanted = await this.readEntries(d);
+    const entries = await this.statAll(
+      d,
+      wanted.map((e) => e.name),
+    );
+    if (this.listCache && stamp !== undefined) return this.listCache.store(this.abs(d), stamp, entries, options);
+    return pageEntries(entries, options);
+  }
+
+  /** The files and directories of `d` (by d_type), without temporary names. */
+  private async readEntries(d: string): Promise<Dirent[]> {
     let dirents: Dirent[];
     try {
       dirents = await readdir(this.abs(d), { withFileTypes: true });
     } catch (err) {
       throw translateFsError(err, d);
     }
-    const wanted = dirents.filter((e) => (e.isFile() || e.isDirectory()) && !e.name.startsWith(RESERVED_PREFIX));
+    return dirents.filter((e) => (e.isFile() || e.isDirectory()) && !e.name.startsWith(RESERVED_PREFIX));
+  }
+
+  /** Entries for `names` in `d`, in that order; names gone (or turned into links) meanwhile are left out. */
+  private async statAll(d: string, names: readonly string[]): Promise<StorageEntry[]> {
+    const wanted = names.map((name) => ({ name }));
     const entries: StorageEntry[] = [];
-    for (const e of wanted) {
-      const rel = d === '' ? e.name : `${d}/${e.name}`;
-      try {
-        const st = await lstat(this.abs(rel));
-        if (st.isFile()) entries.push({ name: e.name, path: rel, kind: 'file', size: st.size, mtimeMs: st.mtimeMs });
-        else if (st.isDirectory()) entries.push({ name: e.name, path: rel, kind: 'directory', size: 0, mtimeMs: st.mtimeMs });
-      } catch {
-        // removed between readdir and lstat: not listed
+    // lstat in parallel batches (one at a time costs a thread-pool round trip per entry)
+    for (let i = 0; i < wanted.length; i += LSTAT_BATCH) {
+      const batch = wanted.slice(i, i + LSTAT_BATCH);
+      const stats = await Promise.all(batch.map((e) => lstat(this.abs(d === '' ? e.name : `${d}/${e.name}`)).catch(() => undefined)));
+      for (const [j, e] of batch.entries()) {
+        const st = stats[j];
+        const rel = d === '' ? e.name : `${d}/${e.name}`;
+        // undefined: removed between readdir and lstat, not listed
+        if (st?.isFile()) entries.push({ name: e.name, path: rel, kind: 'file', size: st.size, mtimeMs: st.mtimeMs });
+        else if (st?.isDirectory()) entries.push({ name: e.name, path: rel, kind: 'directory', size: 0, mtimeMs: st.mtimeMs });
       }
     }
-    return pageEntries(entries, options);
+    return entries;
   }
 
   async openRead(path: string): Promise<ReadHandle> {
@@ -236,6 +291,7 @@ export class LocalStorage implements StorageBackend {
   async createWriter(path: string, size: number, options: WriterOptions = {}): Promise<ChunkWriter> {
     const p = normalizeStoragePath(path);
     checkSize(p, size);
+    checkMtime(p, options.mtimeMs);
     const overwrite = options.overwrite === true;
     await this.checkTarget(p, overwrite);
     const parent = parentOf(p);
@@ -285,6 +341,10 @@ export class LocalStorage implements StorageBackend {
         state = 'committing';
         try {
           await fh.datasync();
+          if (options.mtimeMs !== undefined) {
+            const t = new Date(options.mtimeMs);
+            await fh.utimes(t, t);
+          }
           await fh.close();
           await this.checkTarget(p, overwrite);
           if (overwrite) {

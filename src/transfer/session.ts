@@ -18,7 +18,9 @@ import { DataSender } from '../transport/session/sender.js';
 import type { PeerAddress } from '../transport/socket/types.js';
 import { ExcludeSet } from './exclude.js';
 import type { SessionRestriction } from './grant.js';
-import type { Jail } from './jail.js';
+import { clientPathComponents, type Jail } from './jail.js';
+import { normalizeStoragePath } from '../storage/backend.js';
+import { Spooler, storageListing, type ReceiverStore } from './store-file.js';
 import { DEFAULT_POLICY, needsPlan, type TransferPolicy } from './policy.js';
 import {
   initialProbeCount,
@@ -28,6 +30,7 @@ import {
   type DestinationResolver,
   type FileOutcome,
   type FileStart,
+  type OutgoingFile,
   type Progress,
   type ProbesSent,
   type RoleEvents,
@@ -35,13 +38,21 @@ import {
 } from './roles.js';
 import { partialPath } from './resume.js';
 import { listSources, type Listing } from './sources.js';
+import { envelopeOnlyUploads, type SendContent } from './encrypted-content.js';
+import { ENVELOPE_EXTENSION } from '../storage/envelope/format.js';
 
 export const DEFAULT_DATAGRAM_SIZE = 1472; // 1500-byte MTU minus IPv4 and UDP headers
 
 export interface ServerSessionContext {
   endpoint: Endpoint;
   udpPort: number;
-  jail: Jail;
+  /** The account's local root (every file the session touches goes through it); absent when `store` is set. */
+  jail?: Jail;
+  /**
+   * The account's storage when it is not a local directory (an s3:// docroot): uploads
+   * are written into it (StoreSink); downloads are spooled from it with ranged reads.
+   */
+  store?: ReceiverStore;
   clock: Clock;
   allowedCiphers: readonly CipherName[];
   /** ceiling on any session's rate, bits/s */
@@ -50,6 +61,8 @@ export interface ServerSessionContext {
   permissions?: readonly Permission[];
   /** rate policies the account may choose (default: all) */
   policies?: readonly RatePolicy[];
+  /** uploads must be client-side encrypted envelopes (`.tachyon-enc`); plaintext is refused (ENCRYPTION_REQUIRED) */
+  requireEncryptedAtRest?: boolean;
   /**
    * A session limited to one direction and some paths until an expiry (a transfer
    * token): checked at session start and before each file and directory.
@@ -260,6 +273,7 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
         details: { permission: 'policy' },
       });
     }
+    if (ctx.store) refuseUnsupportedOnStorage(ctx, hello.op === 'send');
   } catch (err) {
     return refuse(toTachyonError(err));
   }
@@ -300,12 +314,57 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
     };
     stopKeepAlive = ctx.clock.setTimer(KEEPALIVE_MS, tick);
   }
+  if (ctx.store) {
+    try {
+      if (hello.op !== 'send') {
+        return await serveStorageDownload(link, ctx, ctx.store, hello, {
+          sessionId,
+          seal,
+          open,
+          datagramSize,
+          targetBps,
+          welcome,
+          policy,
+          planned,
+          refuse,
+          events,
+          roleLink,
+          started: (sender) => {
+            const ss = sender.stats;
+            counters = () => ({ datagrams: ss.packetsSent, retransmits: ss.retransmits });
+            watchAbort(ctx.signal, onAbort);
+          },
+        });
+      }
+      let resolve: DestinationResolver;
+      try {
+        const store = ctx.store;
+        resolve = await storageUploadResolver(store, hello, () => requirePermission(ctx, 'mkdir', 'create directories'));
+      } catch (err) {
+        return refuse(toTachyonError(err));
+      }
+      const receiver = new DataReceiver({ endpoint: ctx.endpoint, sessionId, clock: ctx.clock, seal, open, datagramSize });
+      const rs = receiver.stats;
+      counters = () => ({ datagrams: rs.packets, duplicates: rs.duplicates, naksSent: rs.naksSent });
+      link.send(welcome);
+      watchAbort(ctx.signal, onAbort);
+      return await runReceiverRole({ link: roleLink, receiver, clock: ctx.clock, resolve, policy, planned, store: ctx.store, events });
+    } finally {
+      ctx.signal?.removeEventListener('abort', onAbort);
+      stopKeepAlive?.();
+      ctx.onEvent?.({ type: 'session.end', sessionId });
+      link.close();
+    }
+  }
+  const jailOrNone = ctx.jail;
+  if (jailOrNone === undefined) return refuse(new TachyonError('INTERNAL', 'session without a root'));
+  const jail: Jail = jailOrNone;
   // every file the server touches goes through the jail (pinned to verified directories)
   const restrict = ctx.restriction;
   const jailFiles = {
-    openTemp: (p: string) => ctx.jail.createTemp(p),
-    openPartial: (p: string) => ctx.jail.openForWrite(ctx.jail.display(p), { create: false, read: true }).fd,
-    openRead: (p: string) => ctx.jail.openAbsForRead(p),
+    openTemp: (p: string) => jail.createTemp(p),
+    openPartial: (p: string) => jail.openForWrite(jail.display(p), { create: false, read: true }).fd,
+    openRead: (p: string) => jail.openAbsForRead(p),
     makeDir: () => {
       // the resolver made the directories, through the jail
     },
@@ -318,18 +377,18 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
         const makeDest = (abs: string, shown: string): void => {
           requirePermission(ctx, 'mkdir', 'create directories');
           restrict?.check('mkdir', abs, shown);
-          ctx.jail.ensureDir(abs, shown);
+          jail.ensureDir(abs, shown);
         };
-        const inner = uploadResolver(ctx.jail, hello, makeDest);
+        const inner = uploadResolver(jail, hello, makeDest);
         resolve = (rel, kind) => {
           const target = inner(rel, kind);
           // each file (and directory) is checked as it starts: path granted, token not expired
-          restrict?.check(kind === 'dir' ? 'mkdir' : 'write', target, ctx.jail.display(target));
+          restrict?.check(kind === 'dir' ? 'mkdir' : 'write', target, jail.display(target));
           if (kind === 'dir' || !isDir(path.dirname(target))) requirePermission(ctx, 'mkdir', 'create directories');
           // make the directories here, through the jail (each one checked after it is
           // made), so that the role finds them in place
-          if (kind === 'dir') return ctx.jail.ensureDir(target, rel);
-          return path.join(ctx.jail.ensureDir(path.dirname(target), rel), path.basename(target));
+          if (kind === 'dir') return jail.ensureDir(target, rel);
+          return path.join(jail.ensureDir(path.dirname(target), rel), path.basename(target));
         };
       } catch (err) {
         return refuse(toTachyonError(err));
@@ -339,14 +398,15 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       counters = () => ({ datagrams: rs.packets, duplicates: rs.duplicates, naksSent: rs.naksSent });
       link.send(welcome);
       watchAbort(ctx.signal, onAbort);
-      return await runReceiverRole({ link: roleLink, receiver, clock: ctx.clock, resolve, policy, planned, ...jailFiles, events });
+      const envelopeOnly = ctx.requireEncryptedAtRest ? envelopeOnlyUploads((abs) => jail.display(abs)) : {};
+      return await runReceiverRole({ link: roleLink, receiver, clock: ctx.clock, resolve, policy, planned, ...jailFiles, ...envelopeOnly, events });
     }
     // the client downloads: we send
     let listing: Listing;
     try {
-      if (restrict) for (const src of hello.sources ?? []) restrict.check('read', ctx.jail.resolve(src), src);
-      listing = listJailed(ctx.jail, hello);
-      if (hello.sources?.some((src) => isDir(ctx.jail.resolve(src)))) requirePermission(ctx, 'list', 'list directories');
+      if (restrict) for (const src of hello.sources ?? []) restrict.check('read', jail.resolve(src), src);
+      listing = listJailed(jail, hello);
+      if (hello.sources?.some((src) => isDir(jail.resolve(src)))) requirePermission(ctx, 'list', 'list directories');
     } catch (err) {
       return refuse(toTachyonError(err));
     }
@@ -373,8 +433,8 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       policy,
       planned,
       openSource: (p) => {
-        restrict?.check('read', p, ctx.jail.display(p));
-        return ctx.jail.openAbsForRead(p);
+        restrict?.check('read', p, jail.display(p));
+        return jail.openAbsForRead(p);
       },
       events,
     });
@@ -484,10 +544,141 @@ export function uploadResolver(jail: Jail, hello: Hello, mkdirp: (abs: string, s
     const comps = jail.components(rel);
     if (comps.length === 0) throw new TachyonError('PATH_INVALID', `empty path '${rel}'`, { publicMessage: 'Invalid path.', details: { reason: 'empty-path' } });
     let target: string;
-    if (kind === 'file' && !destIsDir) target = dest;
+    // one file to a DEST that names it: DEST, except that an envelope keeps its extension
+    // (so that `send --encrypt-at-rest f host:/dir/name` stores name.tachyon-enc)
+    if (kind === 'file' && !destIsDir) target = rel.endsWith(ENVELOPE_EXTENSION) && !dest.endsWith(ENVELOPE_EXTENSION) ? dest + ENVELOPE_EXTENSION : dest;
     else target = path.join(dest, ...comps);
     jail.checkInside(target, rel);
     return target;
+  };
+}
+
+/**
+ * What a storage-backed account (an s3:// docroot) cannot do yet, refused before anything
+ * is set up rather than silently ignored: a session restricted by a transfer token (its
+ * path grant compares physical local paths through the jail), and uploads for an account
+ * that requires client-side encryption (the envelope's header is checked in the
+ * temporary file before it is published; a storage backend's upload cannot be read
+ * before its commit).
+ */
+function refuseUnsupportedOnStorage(ctx: ServerSessionContext, upload: boolean): void {
+  if (ctx.restriction) {
+    throw new TachyonError('PERMISSION', `${ctx.restriction.label}: transfer tokens are not supported for storage-backed roots yet`, {
+      publicMessage: 'Transfer tokens cannot be used with this storage yet.',
+      details: { permission: 'token', reason: 'storage-not-supported' },
+    });
+  }
+  if (upload && ctx.requireEncryptedAtRest) {
+    throw new TachyonError('ENCRYPTION_REQUIRED', 'uploads of an account that requires encryption at rest are not supported on storage-backed docroots yet (the envelope cannot be checked before it is published)', {
+      publicMessage: 'This account accepts only client-encrypted files, and its storage cannot check them yet: uploads are refused. Ask the administrator.',
+      details: { reason: 'storage-not-supported' },
+    });
+  }
+}
+
+/** A download from a storage-backed account: the objects are listed in the backend and spooled before they are sent. */
+async function serveStorageDownload(
+  link: QueuedLink,
+  ctx: ServerSessionContext,
+  store: ReceiverStore,
+  hello: Hello,
+  s: {
+    sessionId: number;
+    seal: ReturnType<typeof createProtection>;
+    open: ReturnType<typeof createProtection>;
+    datagramSize: number;
+    targetBps: number;
+    welcome: Welcome;
+    policy: TransferPolicy;
+    planned: boolean;
+    refuse: (e: TachyonError) => never;
+    events: RoleEvents;
+    /** the link the role runs on (cancellable by the monitor) */
+    roleLink: ControlLink;
+    /** the data sender exists and the welcome went out: counters and cancellation can start */
+    started: (sender: DataSender) => void;
+  },
+): Promise<TransferSummary | undefined> {
+  let listing: Listing;
+  const toStorage = (p: string): string => normalizeStoragePath(clientPathComponents(p).join('/'));
+  try {
+    const sources = hello.sources ?? [];
+    if (sources.length === 0) throw new TachyonError('USAGE', 'no source paths given', { publicMessage: 'No source paths given.' });
+    listing = await storageListing(store.backend, sources, {
+      toStorage,
+      exclude: new ExcludeSet(hello.exclude ?? []),
+      ...(hello.srcBase !== undefined ? { srcBase: hello.srcBase } : {}),
+    });
+    if (listing.dirs.length > 0 || listing.files.some((f) => f.path.includes('/'))) requirePermission(ctx, 'list', 'list directories');
+  } catch (err) {
+    return s.refuse(toTachyonError(err));
+  }
+  s.welcome.single = isSingle(hello.sources?.length ?? 0, listing);
+  const spooler = await Spooler.create(store.backend);
+  try {
+    const sender = new DataSender({
+      endpoint: ctx.endpoint,
+      sessionId: s.sessionId,
+      clock: ctx.clock,
+      seal: s.seal,
+      open: s.open,
+      datagramSize: s.datagramSize,
+      rate: createRateController({ policy: hello.policy, targetBps: s.targetBps, minBps: Math.min(hello.minRate, s.targetBps) }),
+    });
+    link.send(s.welcome);
+    s.started(sender);
+    return await runSenderRole({
+      link: s.roleLink,
+      sender,
+      clock: ctx.clock,
+      files: listing.files,
+      dirs: listing.dirs,
+      policy: s.policy,
+      planned: s.planned,
+      prepare: spooler.prepare,
+      release: spooler.release,
+      events: s.events,
+    });
+  } finally {
+    await spooler.close();
+  }
+}
+
+/**
+ * Where an upload's files go in a storage backend (an s3:// docroot): the same rules as
+ * {@link uploadResolver} (a destination ending in '/', an existing directory or several
+ * files: a directory; `createDir` makes a missing one, after `mkdirAllowed` checked the
+ * permission). Client paths pass the jail's checks ({@link clientPathComponents}) and then
+ * the storage path rules; nothing can name a key outside the account's prefix.
+ */
+export async function storageUploadResolver(store: ReceiverStore, hello: Hello, mkdirAllowed: () => void): Promise<DestinationResolver> {
+  const shown = hello.dest ?? '/';
+  const storagePath = (clientPath: string): string => normalizeStoragePath(clientPathComponents(clientPath).join('/'));
+  const dest = storagePath(shown);
+  const kindOf = async (p: string): Promise<'file' | 'directory' | undefined> => {
+    try {
+      return (await store.backend.stat(p)).kind;
+    } catch (err) {
+      if (err instanceof TachyonError && err.code === 'NOT_FOUND') return undefined;
+      throw err;
+    }
+  };
+  const kind = await kindOf(dest);
+  const destIsDir = kind === 'directory' || shown.endsWith('/') || hello.single !== true;
+  const dirToHave = destIsDir ? dest : dest.slice(0, Math.max(0, dest.lastIndexOf('/')));
+  const dirShown = destIsDir ? shown : path.posix.dirname(shown.replace(/\/+$/, '')) || '/';
+  const dirKind = destIsDir ? kind : await kindOf(dirToHave);
+  if (dirKind === undefined) {
+    if (hello.createDir !== true) throw missingDir(dirShown);
+    mkdirAllowed();
+    await store.ensureDir(dirToHave);
+  } else if (dirKind !== 'directory') throw notADir(dirShown);
+  return (rel, k) => {
+    const comps = storagePath(rel);
+    if (comps === '') throw new TachyonError('PATH_INVALID', `empty path '${rel}'`, { publicMessage: 'Invalid path.', details: { reason: 'empty-path' } });
+    // one file to a DEST that names it: DEST, except that an envelope keeps its extension (as uploadResolver)
+    if (k === 'file' && !destIsDir) return rel.endsWith(ENVELOPE_EXTENSION) && !dest.endsWith(ENVELOPE_EXTENSION) ? dest + ENVELOPE_EXTENSION : dest;
+    return dest === '' ? comps : `${dest}/${comps}`;
   };
 }
 
@@ -569,6 +760,8 @@ export interface ClientTransferOptions {
   exclude?: string[];
   events?: RoleEvents;
   onWelcome?(w: Welcome): void;
+  /** send: what to send for the listed files instead of their bytes (`--encrypt-at-rest`; see encrypted-content.ts) */
+  content?(files: readonly OutgoingFile[]): Promise<SendContent>;
 }
 
 export async function clientTransfer(o: ClientTransferOptions): Promise<TransferSummary> {
@@ -586,9 +779,14 @@ export async function clientTransfer(o: ClientTransferOptions): Promise<Transfer
   };
   if (o.preserveTimes) hello.preserveTimes = true;
   let local: Listing | undefined;
+  let content: SendContent | undefined;
   if (o.op === 'send') {
     const exclude = new ExcludeSet(o.exclude ?? []);
     local = listSources(o.sources, { ...(o.srcBase !== undefined ? { srcBase: path.resolve(o.srcBase) } : {}), exclude });
+    if (o.content) {
+      content = await o.content(local.files);
+      local = { ...local, files: local.files.map((f) => content!.announced(f)) };
+    }
     hello.dest = o.dest;
     hello.single = isSingle(o.sources.length, local);
     if (o.createDir) hello.createDir = true;
@@ -642,7 +840,7 @@ export async function clientTransfer(o: ClientTransferOptions): Promise<Transfer
         peer,
         rate: createRateController({ policy: o.policy, targetBps: Math.min(o.targetBps, w.maxRate), minBps: o.minBps }),
       });
-      return await runSenderRole({ link, sender, clock: o.clock, files: local.files, dirs: local.dirs, policy, planned, ...(probed ? { probed } : {}), ...events });
+      return await runSenderRole({ link, sender, clock: o.clock, files: local.files, dirs: local.dirs, policy, planned, ...(probed ? { probed } : {}), ...(content ? { content } : {}), ...events });
     }
     const receiver = new DataReceiver({ endpoint, sessionId: w.sessionId, clock: o.clock, seal, open, datagramSize: w.datagramSize, peer });
     return await runReceiverRole({ link, receiver, clock: o.clock, resolve: resolve!, policy, planned, ...events });

@@ -72,7 +72,7 @@ for (const [engine, url] of [
         mine.map((r) => `${r.type}:${String((JSON.parse(r.line) as { fields: Record<string, unknown> }).fields['result'] ?? (JSON.parse(r.line) as { fields: Record<string, unknown> }).fields['action'] ?? (JSON.parse(r.line) as { fields: Record<string, unknown> }).fields['reason'])}`),
         ['web.signin:failure', 'web.signin:success', 'web.change:policy.update', 'web.signout:signout'],
       );
-      assert.equal(mine[0]?.correlationId, bad.body['ref'], 'the error ref is the record’s correlation id');
+      assert.equal(mine[0]?.correlationId, bad.error?.correlation_id, 'the error ref is the record’s correlation id');
       assert.equal((await sink.list({ tenant: other })).length, 1);
       assert.equal((await sink.list({ type: 'web.change' })).length, 1);
       const all = await sink.list();

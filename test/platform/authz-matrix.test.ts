@@ -184,8 +184,9 @@ describe(`platform authorization matrix (generated from the route table) on ${en
           rows.push(`${rule.method} ${rule.url} ${caller} ${side} → ${res.status}`);
           assert.ok(want.includes(res.status), `${rule.method} ${rule.url} as ${caller}, ${side} tenant: got ${res.status}, want ${want.join("/")}: ${res.text.slice(0, 300)}`);
           if (res.status >= 400) {
-            assert.deepEqual(Object.keys(res.body).sort(), ['code', 'message', 'ref'], 'sanitized error body');
-            refs.push(String(res.body['ref']));
+            assert.deepEqual(Object.keys(res.body), ['error'], 'sanitized error body');
+            assert.deepEqual(Object.keys(res.error ?? {}).sort(), ['code', 'correlation_id', 'message'], 'sanitized error body');
+            refs.push(String(res.error?.correlation_id));
           }
           if (side === 'other') {
             for (const id of bIds) assert.ok(!res.text.includes(id), `${rule.name} as ${caller} leaks tenant B's id ${id}`);

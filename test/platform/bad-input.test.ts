@@ -49,11 +49,12 @@ function auditByRef(): Map<string, { type: string; fields: Record<string, unknow
 /** A sanitized error body whose ref names an audit record of the refusal. */
 function sanitized(r: Res, what: string): void {
   assert.ok(r.status >= 400 && r.status < 500, `${what}: ${r.status} ${r.text.slice(0, 200)}`);
-  assert.deepEqual(Object.keys(r.body).sort(), ['code', 'message', 'ref'], `${what}: ${r.text.slice(0, 200)}`);
-  assert.match(String(r.body['ref']), /^[0-9A-Z]{26}$/);
+  assert.deepEqual(Object.keys(r.body), ['error'], `${what}: ${r.text.slice(0, 200)}`);
+  assert.deepEqual(Object.keys(r.error ?? {}).sort(), ['code', 'correlation_id', 'message'], `${what}: ${r.text.slice(0, 200)}`);
+  assert.match(String(r.error?.correlation_id), /^[0-9A-Z]{26}$/);
   assert.ok(!/at .*\.js|SQLITE|kysely|select |stack/i.test(r.text), `${what} leaks internals: ${r.text}`);
-  const rec = auditByRef().get(String(r.body['ref']));
-  assert.ok(rec, `${what}: no audit record for ref ${String(r.body['ref'])}`);
+  const rec = auditByRef().get(String(r.error?.correlation_id));
+  assert.ok(rec, `${what}: no audit record for ref ${String(r.error?.correlation_id)}`);
   assert.ok(['web.refusal', 'web.signin'].includes(rec.type), `${what}: ${rec.type}`);
   if (rec.type === 'web.refusal') assert.equal(rec.fields['status'], r.status);
 }
@@ -92,7 +93,7 @@ describe('platform bad input', () => {
         const r = await new Client(p.base).req('POST', '/api/v1/auth/signin', body);
         sanitized(r, `${f}=${inj}`);
         assert.equal(r.status, 401, `${f}=${inj}`);
-        assert.equal(r.body['code'], 'AUTH_FAILED');
+        assert.equal(r.error?.code, 'AUTH_FAILED');
       }
     }
     // the failures counted towards admin's lockout: clear it for the next tests

@@ -65,10 +65,19 @@ export async function startPlatform(options: { url?: string } = {}): Promise<Pla
   };
 }
 
+/** The error body every refusal has (the node API's shape). */
+export interface ErrorBody {
+  code: string;
+  message: string;
+  correlation_id: string;
+}
+
 export interface Res {
   status: number;
   headers: Headers;
   body: Record<string, unknown>;
+  /** `body.error` of an error answer. */
+  error: ErrorBody | undefined;
   text: string;
 }
 
@@ -98,7 +107,7 @@ export class Client {
     const text = await r.text();
     let parsed: Record<string, unknown> = {};
     if (text !== '') parsed = JSON.parse(text) as Record<string, unknown>;
-    return { status: r.status, headers: r.headers, body: parsed, text };
+    return { status: r.status, headers: r.headers, body: parsed, error: parsed['error'] as ErrorBody | undefined, text };
   }
 
   async signIn(tenant: string, username: string, password: string): Promise<Res> {

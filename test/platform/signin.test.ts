@@ -85,9 +85,10 @@ describe(`platform sign-in on ${engine}`, { skip: engine === 'PostgreSQL' && !ur
       times.push(performance.now() - t0);
       assert.equal(r.status, 401, `${tenant}/${user}`);
       assert.equal(r.headers.get('set-cookie'), null);
-      assert.match(String(r.body['ref']), /^[0-9A-Z]{26}$/);
-      assert.equal(String(r.body['message']).endsWith(`(ref ${String(r.body['ref'])})`), true);
-      answers.push(JSON.stringify({ ...r.body, ref: undefined, message: String(r.body['message']).replace(/\(ref [0-9A-Z]+\)/, '') }));
+      assert.match(String(r.error?.correlation_id), /^[0-9A-Z]{26}$/);
+      assert.equal(r.headers.get('x-correlation-id'), r.error?.correlation_id);
+      assert.deepEqual(Object.keys(r.body), ['error']);
+      answers.push(JSON.stringify({ code: r.error?.code, message: r.error?.message }));
     }
     assert.equal(new Set(answers).size, 1, answers.join('\n'));
     // every path runs one argon2 verification: no path is an order of magnitude faster
@@ -114,7 +115,8 @@ describe(`platform sign-in on ${engine}`, { skip: engine === 'PostgreSQL' && !ur
     assert.equal(locked.status, 401, 'locked: the right password is refused');
     // the answer when locked is the same as for a wrong password
     const wrong = await new Client(p.base).signIn(T, 'nobody-at-all', USER_PW);
-    assert.equal(locked.body['message']?.toString().replace(/\(ref .*\)/, ''), wrong.body['message']?.toString().replace(/\(ref .*\)/, ''));
+    assert.equal(locked.error?.message, wrong.error?.message);
+    assert.equal(locked.error?.code, wrong.error?.code);
     const lockouts = auditRecords(p).filter((r) => r.type === 'web.lockout' && r.fields['user'] === 'lock-me');
     assert.equal(lockouts.length, 1);
     assert.equal(lockouts[0]?.fields['failures'], 5);
@@ -191,7 +193,7 @@ describe(`platform sign-in on ${engine}`, { skip: engine === 'PostgreSQL' && !ur
     const other = await signedIn(p, T, 'member1', USER_PW);
     const none = await c.req('POST', '/api/v1/auth/signout', undefined, { csrf: null });
     assert.equal(none.status, 403);
-    assert.equal(none.body['code'], 'PERMISSION');
+    assert.equal(none.error?.code, 'PERMISSION');
     const foreign = await c.req('POST', '/api/v1/auth/signout', undefined, { csrf: other.csrf ?? '' });
     assert.equal(foreign.status, 403);
     const change = await c.req('POST', '/api/v1/me/password', { currentPassword: USER_PW, newPassword: 'another good passphrase 1' }, { csrf: null });
@@ -202,12 +204,12 @@ describe(`platform sign-in on ${engine}`, { skip: engine === 'PostgreSQL' && !ur
     assert.equal(form.status, 415);
     assert.equal((await c.req('GET', '/api/v1/me')).status, 200, 'still signed in: nothing was done');
     const refusals = auditRecords(p).filter((x) => x.type === 'web.refusal');
-    const csrfRec = refusals.find((x) => x.correlationId === none.body['ref']);
+    const csrfRec = refusals.find((x) => x.correlationId === none.error?.correlation_id);
     assert.equal(csrfRec?.fields['reason'], 'csrf');
     assert.equal(csrfRec?.fields['route'], 'POST /api/v1/auth/signout');
     assert.equal(csrfRec?.fields['user'], 'member1');
     assert.equal(csrfRec?.fields['tenant'], T);
-    assert.equal(refusals.find((x) => x.correlationId === form.body['ref'])?.fields['status'], 415);
+    assert.equal(refusals.find((x) => x.correlationId === form.error?.correlation_id)?.fields['status'], 415);
     const withToken = await c.req('POST', '/api/v1/auth/signout');
     assert.equal(withToken.status, 204);
   });
@@ -267,10 +269,10 @@ describe(`platform sign-in on ${engine}`, { skip: engine === 'PostgreSQL' && !ur
     assert.equal(wrong.status, 401);
     const short = await c.req('POST', '/api/v1/me/password', { currentPassword: USER_PW, newPassword: 'Sh0rt!pw' });
     assert.equal(short.status, 400);
-    assert.match(String(short.body['message']), /at least 12 characters/);
+    assert.match(String(short.error?.message), /at least 12 characters/);
     const common = await c.req('POST', '/api/v1/me/password', { currentPassword: USER_PW, newPassword: 'Password123456!' });
     assert.equal(common.status, 400);
-    assert.match(String(common.body['message']), /too common/);
+    assert.match(String(common.error?.message), /too common/);
     const long = 'x7'.repeat(64) + 'q'; // 129 characters
     const ok = await c.req('POST', '/api/v1/me/password', { currentPassword: USER_PW, newPassword: long });
     assert.equal(ok.status, 204, ok.text);
@@ -311,7 +313,7 @@ describe(`platform sign-in on ${engine}`, { skip: engine === 'PostgreSQL' && !ur
     assert.equal((await admin.req('PATCH', `/api/v1/users/${u.id}`, { roles: ['member', 'auditor'] })).status, 200);
     const gated = await c.req('GET', '/api/v1/users');
     assert.equal(gated.status, 403, 'an auditor now, but gated until the password changes');
-    assert.match(String(gated.body['message']), /Change your password first/);
+    assert.match(String(gated.error?.message), /Change your password first/);
     assert.equal((await c.req('GET', '/api/v1/me')).status, 200, '/me is allowed while gated');
     assert.equal((await c.req('POST', '/api/v1/me/password', { currentPassword: 'temporary passphrase 2026', newPassword: 'my own secret phrase 31' })).status, 204);
     assert.equal((await c.req('GET', '/api/v1/users')).status, 200);
@@ -342,7 +344,7 @@ describe(`platform sign-in on ${engine}`, { skip: engine === 'PostgreSQL' && !ur
     const r = await c.signIn(T, 'member1', marker);
     assert.equal(r.status, 401);
     const recs = auditRecords(p);
-    const mine = recs.filter((x) => x.correlationId === r.body['ref']);
+    const mine = recs.filter((x) => x.correlationId === r.error?.correlation_id);
     assert.equal(mine.length, 1);
     assert.equal(mine[0]?.type, 'web.signin');
     assert.equal(mine[0]?.fields['clientAddress'], '127.0.0.1');

@@ -36,6 +36,8 @@ export interface TransferUser {
   /** Rate cap in bits/s; null: only the server's ceiling applies. */
   readonly maxRateBps: number | null;
   readonly enabled: boolean;
+  /** Uploads must be client-side encrypted (`send --encrypt-at-rest`); plaintext is refused. */
+  readonly requireEncryptedAtRest: boolean;
   /** ISO-8601 UTC. */
   readonly createdAt: string;
   readonly updatedAt: string;
@@ -52,6 +54,7 @@ export interface UserSettings {
   /** bits/s; null removes the cap. */
   maxRateBps?: number | null;
   enabled?: boolean;
+  requireEncryptedAtRest?: boolean;
 }
 
 /** A user to create. */

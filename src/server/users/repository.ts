@@ -112,6 +112,7 @@ function toUser(r: UserRow, keys: readonly KeyRow[]): TransferUser {
     policies: Object.freeze(parseStoredList(r.policies, POLICIES, 'transfer_user.policies')),
     maxRateBps: rate,
     enabled: Number(r.enabled) === 1,
+    requireEncryptedAtRest: Number(r.require_encrypted_at_rest) === 1,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
     keys: Object.freeze(keys.map(toKey)),
@@ -218,6 +219,10 @@ export class UserRepository implements UserDirectory {
       if (typeof s.enabled !== 'boolean') throw fieldError('USAGE', 'enabled', 'must be true or false');
       out.enabled = s.enabled ? 1 : 0;
     }
+    if (s.requireEncryptedAtRest !== undefined) {
+      if (typeof s.requireEncryptedAtRest !== 'boolean') throw fieldError('USAGE', 'requireEncryptedAtRest', 'must be true or false');
+      out.require_encrypted_at_rest = s.requireEncryptedAtRest ? 1 : 0;
+    }
     return out;
   }
 
@@ -264,6 +269,7 @@ export class UserRepository implements UserDirectory {
       policies: v.policies ?? DEFAULT_POLICIES.join(','),
       max_rate_bps: v.max_rate_bps ?? null,
       enabled: v.enabled ?? 1,
+      require_encrypted_at_rest: v.require_encrypted_at_rest ?? 0,
       created_at: at,
       updated_at: at,
     };
@@ -299,7 +305,7 @@ export class UserRepository implements UserDirectory {
       return Number(r.numUpdatedRows);
     });
     if (n === 0) throw noSuchUser(name);
-    this.emit({ type: 'user.update', user: name, fields: fields.map((f) => (f === 'max_rate_bps' ? 'maxRateBps' : f)) });
+    this.emit({ type: 'user.update', user: name, fields: fields.map((f) => (f === 'max_rate_bps' ? 'maxRateBps' : f === 'require_encrypted_at_rest' ? 'requireEncryptedAtRest' : f)) });
     return this.require(name);
   }
 
@@ -379,6 +385,7 @@ export class UserRepository implements UserDirectory {
       if (d.policies !== undefined && !sameList(validatePolicies(d.policies), current.policies)) diff.policies = d.policies as RatePolicy[];
       if (d.maxRateBps !== undefined && d.maxRateBps !== current.maxRateBps) diff.maxRateBps = d.maxRateBps;
       if (d.enabled !== undefined && d.enabled !== current.enabled) diff.enabled = d.enabled;
+      if (d.requireEncryptedAtRest !== undefined && d.requireEncryptedAtRest !== current.requireEncryptedAtRest) diff.requireEncryptedAtRest = d.requireEncryptedAtRest;
       if (Object.keys(diff).length > 0) {
         await this.update(d.name, diff);
         changed = true;
