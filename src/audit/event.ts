@@ -136,6 +136,16 @@ export interface AuditFieldsByType {
   'mfa.recovery': Partial<AuditPeer> & { tenant: string; user: string; action: 'used' | 'regenerated'; remaining: number };
   /** The second factor was removed (`actor`: who did it, when not the user). */
   'mfa.disable': Partial<AuditPeer> & { tenant: string; user: string; method: 'totp'; actor?: string };
+  /** A sign-in to the web platform (`reason` of a failure: unknown-user, bad-credentials, locked, disabled, no-local-password, policy). Never the password. */
+  'web.signin': AuditPeer & { tenant: string; user: string; result: 'success' | 'failure'; method: string; reason?: string; changeRequired?: boolean };
+  /** A web session ended (`reason`: signout, ended-by-user, idle, expired, superseded, password-changed). */
+  'web.signout': AuditPeer & { tenant: string; user: string; reason: string; sessionId?: string };
+  /** An account was locked after too many failed sign-ins. */
+  'web.lockout': AuditPeer & { tenant: string; user: string; failures: number; lockedUntil: string };
+  /** A web request refused (`code`: the error code; `reason`: csrf, role, password-change-required, no-session, …); sign-in failures are `web.signin`. */
+  'web.refusal': AuditPeer & { tenant?: string; user?: string; route: string; status: number; code: string; reason?: string };
+  /** A change made on the web platform (`action`: user.create, user.update, user.reset, user.self-change, policy.update, …); names of changed settings, never values of secrets. */
+  'web.change': AuditPeer & { tenant: string; actor: string; action: string; target: string; changed?: readonly string[] };
   /** The server started or stopped. */
   'server.start': { listen: string; port: number; hostKeyFingerprints?: readonly string[]; version?: string };
   'server.stop': { reason: string };
@@ -175,6 +185,11 @@ export const AUDIT_EVENT_TYPES = [
   'mfa.lockout',
   'mfa.recovery',
   'mfa.disable',
+  'web.signin',
+  'web.signout',
+  'web.lockout',
+  'web.refusal',
+  'web.change',
   'server.start',
   'server.stop',
   'audit.recovery',
@@ -210,6 +225,11 @@ export const DEFAULT_SEVERITY: Readonly<Record<AuditEventType, AuditSeverity>> =
   'mfa.lockout': 'warning',
   'mfa.recovery': 'notice',
   'mfa.disable': 'notice',
+  'web.signin': 'notice',
+  'web.signout': 'info',
+  'web.lockout': 'warning',
+  'web.refusal': 'warning',
+  'web.change': 'notice',
   'server.start': 'notice',
   'server.stop': 'notice',
   'audit.recovery': 'critical',
