@@ -15,6 +15,8 @@ export const ERROR_CODES = {
   HOST_KEY_UNKNOWN: { exit: 77, retryable: false, summary: "The server's host key is not pinned." },
   HOST_KEY_MISMATCH: { exit: 77, retryable: false, summary: "The server's host key does not match the pinned one." },
   AUTH_FAILED: { exit: 77, retryable: false, summary: 'The server refused the credentials.' },
+  /** single sign-on (OIDC, SAML) refused the response; `details.reason` says why (logs only) */
+  SSO_FAILED: { exit: 77, retryable: false, summary: 'Single sign-on failed.' },
   // paths and storage
   PATH_INVALID: { exit: 65, retryable: false, summary: 'A path is malformed or leaves the allowed root.' },
   NOT_FOUND: { exit: 66, retryable: false, summary: 'A file or directory does not exist.' },
