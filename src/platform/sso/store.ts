@@ -7,15 +7,23 @@
  */
 import type { Clock } from '../../core/clock.js';
 import { systemClock } from '../../core/clock.js';
+import { TachyonError } from '../../core/errors.js';
 
 export interface SsoStore {
-  /** Stores `value` under `key` until `expiresAt` (ms since the epoch). Returns false if the key is already present and unexpired. */
+  /**
+   * Stores `value` under `key` until `expiresAt` (ms since the epoch). Returns false if the
+   * key is already present and unexpired; `BUSY` if the store cannot take more.
+   */
   put(key: string, value: string, expiresAt: number): Promise<boolean>;
   /** Removes and returns the value under `key`, or undefined if absent or expired (single use). */
   take(key: string): Promise<string | undefined>;
 }
 
-/** An in-process {@link SsoStore} with a size bound (oldest entries dropped first). */
+/**
+ * An in-process {@link SsoStore} with a size bound. When full (after dropping expired
+ * entries) it refuses new entries with `BUSY` rather than evicting live ones: evicting
+ * would let a flood of begun sign-ins push remembered assertion ids out and reopen replay.
+ */
 export class MemorySsoStore implements SsoStore {
   private readonly map = new Map<string, { value: string; expiresAt: number }>();
   private readonly clock: Clock;
@@ -32,10 +40,8 @@ export class MemorySsoStore implements SsoStore {
     if (cur && cur.expiresAt > now) return Promise.resolve(false);
     this.map.delete(key);
     if (this.map.size >= this.maxEntries) this.sweep(now);
-    while (this.map.size >= this.maxEntries) {
-      const oldest = this.map.keys().next();
-      if (oldest.done) break;
-      this.map.delete(oldest.value);
+    if (this.map.size >= this.maxEntries) {
+      return Promise.reject(new TachyonError('BUSY', 'SSO store full', { details: { entries: this.map.size } }));
     }
     this.map.set(key, { value, expiresAt });
     return Promise.resolve(true);
