@@ -126,6 +126,9 @@ describe('platform/sso SAML against a test IdP', () => {
     assert.equal(await reason(svc.complete(r.samlResponse, r.relayState)), 'audience-mismatch');
     r = await direct('acme', { acsUrl: 'https://evil.example/acs' });
     assert.equal(await reason(svc.complete(r.samlResponse, r.relayState)), 'destination-mismatch');
+    // right Destination, signed assertion meant for another service's ACS
+    r = await direct('acme', { recipient: 'https://evil.example/acs' });
+    assert.equal(await reason(svc.complete(r.samlResponse, r.relayState)), 'destination-mismatch');
     r = await direct('acme', { issuer: 'https://other-idp.example' });
     assert.equal(await reason(svc.complete(r.samlResponse, r.relayState)), 'issuer-mismatch');
   });
