@@ -103,6 +103,19 @@ export interface AuditFieldsByType {
     grantId: string;
     expiresAt: string;
   };
+  /** A single sign-on began: a redirect to the tenant's identity provider (`protocol`: oidc, saml). */
+  'sso.start': { tenantId: string; protocol: 'oidc' | 'saml'; clientAddress?: string };
+  /** A single sign-on response was verified: who (subject, email), the roles it mapped to. Never a token or an assertion. */
+  'sso.success': {
+    tenantId: string;
+    protocol: 'oidc' | 'saml';
+    subject: string;
+    email?: string;
+    roles: readonly string[];
+    clientAddress?: string;
+  };
+  /** A single sign-on response was refused (`reason`: state-unknown, nonce-mismatch, audience, signature, replay, expired, …). */
+  'sso.failure': { tenantId?: string; protocol: 'oidc' | 'saml'; reason: string; subject?: string; clientAddress?: string };
   /** A configuration change: who, what, on what; the names of changed settings, not secret values. */
   'config.change': {
     actor: string;
@@ -175,6 +188,9 @@ export const AUDIT_EVENT_TYPES = [
   'refusal.channel',
   'refusal.limit',
   'transfer.authorize',
+  'sso.start',
+  'sso.success',
+  'sso.failure',
   'config.change',
   'api.error',
   'config.error',
@@ -215,6 +231,9 @@ export const DEFAULT_SEVERITY: Readonly<Record<AuditEventType, AuditSeverity>> =
   'refusal.channel': 'warning',
   'refusal.limit': 'warning',
   'transfer.authorize': 'info',
+  'sso.start': 'info',
+  'sso.success': 'notice',
+  'sso.failure': 'warning',
   'config.change': 'notice',
   'api.error': 'warning',
   'config.error': 'error',

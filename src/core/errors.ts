@@ -19,6 +19,8 @@ export const ERROR_CODES = {
   MFA_INVALID: { exit: 77, retryable: false, summary: 'The verification code is not valid.' },
   /** too many wrong second-factor codes: refused for a while (details.lockedUntil) */
   MFA_LOCKED: { exit: 77, retryable: true, summary: 'Too many wrong verification codes; try again later.' },
+  /** single sign-on (OIDC, SAML) refused the response; `details.reason` says why (logs only) */
+  SSO_FAILED: { exit: 77, retryable: false, summary: 'Single sign-on failed.' },
   // paths and storage
   PATH_INVALID: { exit: 65, retryable: false, summary: 'A path is malformed or leaves the allowed root.' },
   NOT_FOUND: { exit: 66, retryable: false, summary: 'A file or directory does not exist.' },
