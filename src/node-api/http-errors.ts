@@ -21,6 +21,7 @@ export const HTTP_STATUS: Readonly<Partial<Record<ErrorCode, number>>> = Object.
   AUTH_FAILED: 401,
   MFA_INVALID: 401,
   MFA_LOCKED: 429,
+  SSO_FAILED: 401,
   HOST_KEY_UNKNOWN: 401,
   HOST_KEY_MISMATCH: 401,
   PERMISSION: 403,
