@@ -8,6 +8,7 @@
 import path from 'node:path';
 import type { Clock } from '../core/clock.js';
 import { TachyonError } from '../core/errors.js';
+import { normalizeStoragePath } from '../storage/backend.js';
 import type { Jail } from './jail.js';
 
 /** Why a restricted session refused something (`details.reason`, for the audit log). */
@@ -18,7 +19,11 @@ export interface SessionRestriction {
   readonly direction: 'upload' | 'download';
   /** A name for audit records (e.g. `token:<id>`), never a secret. */
   readonly label: string;
-  /** `op`: `read` (a download source or file), `write` (an upload's file), `mkdir` (a directory an upload makes). Throws PERMISSION. */
+  /**
+   * `op`: `read` (a download source or file), `write` (an upload's file), `mkdir` (a
+   * directory an upload makes). `abs`: a local absolute path ({@link pathGrant}) or a
+   * normalized storage path ({@link storageGrant}). Throws PERMISSION.
+   */
   check(op: 'read' | 'write' | 'mkdir', abs: string, shown: string): void;
   /** Throws PERMISSION (`direction`) when the session runs the other way, or (`expired`) after the expiry. */
   checkSession(direction: 'upload' | 'download'): void;
@@ -73,6 +78,52 @@ export function pathGrant(o: { jail: Jail; direction: 'upload' | 'download'; pat
       // an upload may create the directories that lead to a granted path
       if (op === 'mkdir' && gs.some((g) => under(g, real))) return;
       throw grantRefusal('path-not-granted', `${o.label} does not cover ${shown} (${jail.display(real)})`, shown);
+    },
+  };
+}
+
+/**
+ * The restriction of a session on a storage backend (an s3:// root) to `paths` (client
+ * paths, `/a/b`), one direction and an expiry. `check` takes normalized storage paths
+ * (`a/b`, '' for the root; see storage/backend.ts `normalizeStoragePath`). Object storage
+ * has no symbolic links, so a path is compared by name: it is granted when it is a granted
+ * path or lies under one on a '/' boundary (`a/bc` is not under `a/b`); an upload may
+ * also create the directories that lead to a granted path. A path that does not
+ * normalize (`..`, NUL, control characters, …) is never granted, and neither is a
+ * granted path that does not normalize.
+ */
+export function storageGrant(o: { direction: 'upload' | 'download'; paths: readonly string[]; expiresAt: number; clock: Clock; label: string }): SessionRestriction {
+  const granted: string[] = [];
+  for (const p of o.paths) {
+    try {
+      granted.push(normalizeStoragePath(p));
+    } catch {
+      // a granted path that cannot be normalized grants nothing
+    }
+  }
+  const under = (p: string, g: string): boolean => g === '' || p === g || p.startsWith(g + '/');
+  const checkExpiry = (): void => {
+    if (o.clock.now() >= o.expiresAt) throw grantRefusal('expired', `${o.label} expired at ${new Date(o.expiresAt).toISOString()}`);
+  };
+  return {
+    direction: o.direction,
+    label: o.label,
+    checkSession(direction) {
+      if (direction !== o.direction) throw grantRefusal('direction', `${o.label} is for ${o.direction}, the session asked to ${direction}`);
+      checkExpiry();
+    },
+    check(op, storagePath, shown) {
+      checkExpiry();
+      if ((op === 'read') !== (o.direction === 'download')) throw grantRefusal('direction', `${o.label} is for ${o.direction}, not ${op}`, shown);
+      let p: string;
+      try {
+        p = normalizeStoragePath(storagePath);
+      } catch {
+        throw grantRefusal('path-not-granted', `${o.label} does not cover ${shown} (not a storage path)`, shown);
+      }
+      if (granted.some((g) => under(p, g))) return;
+      if (op === 'mkdir' && granted.some((g) => under(g, p))) return;
+      throw grantRefusal('path-not-granted', `${o.label} does not cover ${shown} (/${p})`, shown);
     },
   };
 }

@@ -15,7 +15,8 @@ import { validateServerConfig } from '../../src/server/config.js';
 import { DOWNLOAD_PERMISSIONS, fileAccessKeyStatus, staticAccessKeyStatus, TokenLogin, UPLOAD_PERMISSIONS } from '../../src/server/token-login.js';
 import { tokenKeyOf, TransferTokenCodec } from '../../src/server/transfer-token.js';
 import { parseRootPattern } from '../../src/server/users/storage-roots.js';
-import { pathGrant } from '../../src/transfer/grant.js';
+import { pathGrant, storageGrant } from '../../src/transfer/grant.js';
+import { Rng } from '../helpers/rng.js';
 import { Jail } from '../../src/transfer/jail.js';
 import { rejectsCode } from '../helpers/errors.js';
 
@@ -103,11 +104,27 @@ describe('TokenLogin', () => {
     assert.deepEqual(await login.check(issue('old')), { ok: false, reason: 'access-key-revoked' });
     assert.deepEqual(await login.check(issue('nobody')), { ok: false, reason: 'access-key-unknown' });
     assert.deepEqual(await login.check(issue('ak', 'file:///etc')), { ok: false, reason: 'token-root-not-allowed' });
-    assert.deepEqual(await make().check(issue('ak', 's3://bucket/x')), { ok: false, reason: 'token-root-not-allowed' });
+    assert.deepEqual(await login.check(issue('ak', 's3://bucket/x')), { ok: false, reason: 'token-root-not-allowed' }, 's3 root outside the allowed roots');
     assert.deepEqual(await login.check('tkn1.AAAA'), { ok: false, reason: 'token-malformed' });
     const broken = new TokenLogin({ user: 'xfer', codec, accessKeys: { status: () => Promise.reject(new Error('db down')) }, ciphers: [], clock });
     assert.deepEqual(await broken.check(issue('ak')), { ok: false, reason: 'access-key-check-failed' });
     assert.throws(() => new TokenLogin({ user: 'root', codec, accessKeys: staticAccessKeyStatus({}), ciphers: [], clock }), (e: unknown) => e instanceof TachyonError && e.code === 'CONFIG');
+  });
+
+  it('accepts an s3:// root among the allowed roots: the account has no local root, its storage is the canonical URL', async () => {
+    const login = make({ roots: ['s3://media/*'] });
+    const ok = codec.issue({ accessKeyId: 'ak', storageRoot: 's3://media/tenant1/', direction: 'upload', paths: ['/in'] });
+    const r = await login.check(ok.token);
+    assert.ok(r.ok);
+    const s = await login.session(`token:${ok.claims.id}`);
+    assert.ok(!('refused' in s));
+    assert.equal(s.account.root, '');
+    assert.equal(s.account.storage, 's3://media/tenant1');
+    assert.deepEqual(s.account.permissions, UPLOAD_PERMISSIONS);
+    const other = codec.issue({ accessKeyId: 'ak', storageRoot: 's3://other/tenant1', direction: 'upload', paths: ['/in'] });
+    assert.deepEqual(await login.check(other.token), { ok: false, reason: 'token-root-not-allowed' });
+    const gcs = codec.issue({ accessKeyId: 'ak', storageRoot: 'gs://media/tenant1', direction: 'upload', paths: ['/in'] });
+    assert.deepEqual(await make().check(gcs.token), { ok: false, reason: 'token-root-not-allowed' });
   });
 
   it('fileAccessKeyStatus reads the file at each check and denies when it is missing or broken', async () => {
@@ -172,5 +189,100 @@ describe('path grant', () => {
     assert.equal(reason(() => g.check('write', at('in/day1'), '/in/day1')), 'path-not-granted');
     assert.equal(reason(() => g.check('mkdir', at('in/day2'), '/in/day2')), 'path-not-granted');
     assert.equal(reason(() => g.check('read', at('in/batch/x'), '/in/batch/x')), 'direction');
+  });
+});
+
+describe('storage grant (s3:// roots: storage paths, compared by name)', () => {
+  const reason = (fn: () => void): string => {
+    try {
+      fn();
+    } catch (err) {
+      assert.ok(err instanceof TachyonError);
+      assert.equal(err.code, 'PERMISSION');
+      assert.equal(err.details?.['permission'], 'token');
+      return String(err.details?.['reason']);
+    }
+    return 'allowed';
+  };
+
+  it('download: the granted object, and a granted prefix with what is under it on a / boundary, nothing else', () => {
+    const clock = clockAt(0);
+    const g = storageGrant({ direction: 'download', paths: ['/out/a.txt', '/out/dir/', '//a//b'], expiresAt: 1000, clock, label: 't' });
+    const r = (p: string): string => reason(() => g.check('read', p, `/${p}`));
+    assert.equal(r('out/a.txt'), 'allowed');
+    assert.equal(r('out/dir'), 'allowed');
+    assert.equal(r('out/dir/b.txt'), 'allowed');
+    assert.equal(r('out/dir/x/y/z'), 'allowed');
+    assert.equal(r('a/b/c'), 'allowed', 'granted paths are normalized');
+    assert.equal(r('out/secret.txt'), 'path-not-granted');
+    assert.equal(r('out'), 'path-not-granted');
+    assert.equal(r(''), 'path-not-granted', 'the root');
+    // prefix tricks: a name that only starts like a granted one
+    assert.equal(r('a/bc'), 'path-not-granted');
+    assert.equal(r('out/a.txt.bak'), 'path-not-granted');
+    assert.equal(r('out/dirt/b.txt'), 'path-not-granted');
+    assert.equal(r('out/di'), 'path-not-granted');
+    // traversal and odd names never pass (they do not normalize)
+    assert.equal(r('out/dir/../secret.txt'), 'path-not-granted');
+    assert.equal(r('out/dir/./b.txt'), 'path-not-granted');
+    assert.equal(r('out\\dir\\b.txt'), 'path-not-granted');
+    assert.equal(r('out/dir/b\0.txt'), 'path-not-granted');
+    assert.equal(r('out/dir/\u0001'), 'path-not-granted');
+    // leading and doubled slashes are the same storage path
+    assert.equal(r('/out//dir/b.txt'), 'allowed');
+    // the other direction, and after the expiry
+    assert.equal(reason(() => g.check('write', 'out/a.txt', '/out/a.txt')), 'direction');
+    assert.equal(reason(() => g.check('mkdir', 'out/dir', '/out/dir')), 'direction');
+    assert.equal(reason(() => g.checkSession('upload')), 'direction');
+    assert.equal(reason(() => g.checkSession('download')), 'allowed');
+    clock.t = 1000;
+    assert.equal(r('out/a.txt'), 'expired');
+    assert.equal(reason(() => g.checkSession('download')), 'expired');
+  });
+
+  it('upload: writes under the granted paths, directories only on the way to them', () => {
+    const g = storageGrant({ direction: 'upload', paths: ['/in/day1/clip.mov', '/in/batch'], expiresAt: 1000, clock: clockAt(0), label: 't' });
+    const c = (op: 'read' | 'write' | 'mkdir', p: string): string => reason(() => g.check(op, p, `/${p}`));
+    assert.equal(c('write', 'in/day1/clip.mov'), 'allowed');
+    assert.equal(c('write', 'in/batch/x/y.bin'), 'allowed');
+    assert.equal(c('mkdir', ''), 'allowed', 'the root leads to every granted path');
+    assert.equal(c('mkdir', 'in'), 'allowed');
+    assert.equal(c('mkdir', 'in/day1'), 'allowed');
+    assert.equal(c('mkdir', 'in/batch/x'), 'allowed');
+    assert.equal(c('write', 'in/day1/other.mov'), 'path-not-granted');
+    assert.equal(c('write', 'in/day1'), 'path-not-granted');
+    assert.equal(c('write', 'in/batchx/y.bin'), 'path-not-granted');
+    assert.equal(c('mkdir', 'in/day2'), 'path-not-granted');
+    assert.equal(c('mkdir', 'in/day'), 'path-not-granted', 'a prefix of a granted directory name is not on the way to it');
+    assert.equal(c('write', 'in/batch/../x.bin'), 'path-not-granted');
+    assert.equal(c('read', 'in/batch/x'), 'direction');
+  });
+
+  it('granted paths that do not normalize grant nothing; a grant of / covers the whole root', () => {
+    const bad = storageGrant({ direction: 'download', paths: ['/../etc', '/a/./b', 'x\0y'], expiresAt: 1000, clock: clockAt(0), label: 't' });
+    for (const p of ['', 'etc', 'a/b', 'x', 'a']) assert.equal(reason(() => bad.check('read', p, `/${p}`)), 'path-not-granted', p);
+    const all = storageGrant({ direction: 'download', paths: ['/'], expiresAt: 1000, clock: clockAt(0), label: 't' });
+    for (const p of ['', 'etc', 'a/b']) assert.equal(reason(() => all.check('read', p, `/${p}`)), 'allowed', p);
+  });
+
+  it('fuzz: a checked path is granted exactly when its normalized name is a granted one or under it on a / boundary', () => {
+    const rng = new Rng(0x5e3);
+    const alphabet = ['a', 'b', 'ab', '/', '/', '.', '..', '\\', '\0', 'é', ' '];
+    const pick = (n: number): string => Array.from({ length: n }, () => alphabet[rng.int(alphabet.length)]!).join('');
+    for (let i = 0; i < 2000; i++) {
+      const grants = [pick(1 + rng.int(5)), pick(1 + rng.int(5))];
+      const p = pick(rng.int(8));
+      const g = storageGrant({ direction: 'download', paths: grants, expiresAt: 1000, clock: clockAt(0), label: 't' });
+      const got = reason(() => g.check('read', p, p));
+      // the model: split on '/', drop empty parts, refuse '.', '..', NUL and backslashes
+      const norm = (s: string): string | undefined => {
+        if (s.includes('\0') || s.includes('\\')) return undefined;
+        const parts = s.split('/').filter((x) => x !== '');
+        return parts.some((x) => x === '.' || x === '..') ? undefined : parts.join('/');
+      };
+      const np = norm(p);
+      const ok = np !== undefined && grants.map(norm).some((gr) => gr !== undefined && (gr === '' || np === gr || np.startsWith(`${gr}/`)));
+      assert.equal(got, ok ? 'allowed' : 'path-not-granted', `grants ${JSON.stringify(grants)} path ${JSON.stringify(p)}`);
+    }
   });
 });
