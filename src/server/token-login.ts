@@ -2,7 +2,8 @@
  * The shared transfer user (`xfer` by default) that logs in with a transfer token instead
  * of a personal key. A token is checked at authentication (this node's, intact, not
  * expired, its access key still active), and each session derives its account from it:
- * docroot = the token's storage root, permissions = only what its direction needs, and a
+ * docroot = the token's storage root (a local directory, or an s3:// URL served through
+ * the storage backend), permissions = only what its direction needs, and a
  * restriction to the token's paths (checked again, with the expiry, at each file).
  */
 import { readFileSync } from 'node:fs';
@@ -11,7 +12,7 @@ import { TachyonError, toTachyonError } from '../core/errors.js';
 import { POLICIES, type CipherName, type Permission } from '../core/types.js';
 import type { Account } from './accounts.js';
 import type { TransferTokenClaims, TransferTokenCodec } from './transfer-token.js';
-import { fileUrlPath, matchesRoot, parseStorageUrl, type RootPattern } from './users/storage-roots.js';
+import { fileUrlPath, formatStorageUrl, matchesRoot, parseStorageUrl, type RootPattern } from './users/storage-roots.js';
 
 /** Whether an access key may still be used. `unknown`: no such key (deny). */
 export type AccessKeyState = 'active' | 'revoked' | 'unknown';
@@ -121,7 +122,7 @@ export class TokenLogin {
     if (keyRefusal) return { refused: keyRefusal };
     const account: Account = Object.freeze({
       name: this.user,
-      root: this.rootOf(claims),
+      ...this.rootOf(claims),
       permissions: claims.direction === 'upload' ? UPLOAD_PERMISSIONS : DOWNLOAD_PERMISSIONS,
       ciphers: this.o.ciphers,
       policies: POLICIES,
@@ -140,17 +141,19 @@ export class TokenLogin {
     return state === 'active' ? undefined : `access-key-${state}`;
   }
 
-  private rootOf(claims: TransferTokenClaims): string {
+  /** The token's root as an account's docroot: a local directory, or an s3:// URL (canonical) with no local root. */
+  private rootOf(claims: TransferTokenClaims): { root: string; storage?: string } {
     const url = parseStorageUrl(claims.storageRoot, { field: 'storageRoot' });
     if (this.o.allowedRoots && this.o.allowedRoots.length > 0 && !this.o.allowedRoots.some((p) => matchesRoot(p, url))) {
       throw new TachyonError('PERMISSION', `storage root ${claims.storageRoot} is not among the allowed roots`);
     }
+    if (url.scheme === 's3') return { root: '', storage: formatStorageUrl(url) };
     if (url.scheme !== 'file') {
-      throw new TachyonError('CONFIG', `storage root ${claims.storageRoot} is not served by this transfer server yet (file:// roots only)`, {
+      throw new TachyonError('CONFIG', `storage root ${claims.storageRoot} is not served by this transfer server`, {
         publicMessage: 'This storage is not available on this server.',
       });
     }
-    return fileUrlPath(url);
+    return { root: fileUrlPath(url) };
   }
 
   private prune(): void {

@@ -14,7 +14,7 @@ import { fingerprintOf, loadOrCreateHostKey, parseAuthorizedKeys, type Authorize
 import { startControlServer, type ControlServer, type ControlServerEvent, type SessionInfo, type SubsystemHandler } from '../control/ssh-server.js';
 import { Endpoint } from '../transport/session/endpoint.js';
 import { openUdpSocket } from '../transport/socket/udp.js';
-import { pathGrant, type SessionRestriction } from '../transfer/grant.js';
+import { pathGrant, storageGrant, type SessionRestriction } from '../transfer/grant.js';
 import { Jail } from '../transfer/jail.js';
 import type { FileOutcome } from '../transfer/roles.js';
 import { serveSession } from '../transfer/session.js';
@@ -249,6 +249,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
         throw new TachyonError('AUTH_FAILED', `token session ${info.keyFingerprint} refused: ${s.refused}`);
       }
       if (encrypted(s.account)) refuseEncrypted(s.account, 'Transfer tokens');
+      if (s.account.storage !== undefined) throw new TachyonError('USAGE', `token session ${info.keyFingerprint}: no local root (storage ${s.account.storage.replace(/^(s3:\/\/[^/]+).*$/, '$1/…')})`);
       const jail = jailFor(s.account.root);
       const restriction = pathGrant({ jail, direction: s.claims.direction, paths: s.claims.paths, expiresAt: s.claims.expiresAt, clock, label: info.keyFingerprint });
       return { account: s.account, jail, restriction, accessKeyId: s.claims.accessKeyId };
@@ -273,8 +274,16 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
   const transferAccount = async (
     info: SessionInfo,
   ): Promise<{ account: Account; jail?: Jail; store?: ReceiverStore; restriction?: SessionRestriction; accessKeyId?: string }> => {
-    // token sessions: token-login serves file:// roots only (an s3:// root is refused at login)
-    if (isTokenSession(info)) return sessionAccount(info);
+    // token sessions: a file:// root gets a jail and a path grant; an s3:// root its store
+    // and a storage grant (the same rules, on storage paths)
+    if (tokens !== undefined && isTokenSession(info)) {
+      const s = await tokens.session(info.keyFingerprint).catch(() => undefined);
+      if (s !== undefined && !('refused' in s) && s.account.storage !== undefined && !encrypted(s.account)) {
+        const restriction = storageGrant({ direction: s.claims.direction, paths: s.claims.paths, expiresAt: s.claims.expiresAt, clock, label: info.keyFingerprint });
+        return { account: s.account, store: await storeFor(s.account, s.account.storage), restriction, accessKeyId: s.claims.accessKeyId };
+      }
+      return sessionAccount(info); // file:// roots, and the refusals (recorded there)
+    }
     let account: Account | undefined;
     try {
       account = await o.accounts.account(info.user, info.keyFingerprint);

@@ -339,7 +339,19 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       let resolve: DestinationResolver;
       try {
         const store = ctx.store;
-        resolve = await storageUploadResolver(store, hello, () => requirePermission(ctx, 'mkdir', 'create directories'));
+        const restrict = ctx.restriction;
+        const inner = await storageUploadResolver(store, hello, (dir, shown) => {
+          requirePermission(ctx, 'mkdir', 'create directories');
+          restrict?.check('mkdir', dir, shown);
+        });
+        // each file (and directory) is checked as it starts: path granted, token not expired
+        resolve = restrict
+          ? (rel, kind) => {
+              const target = inner(rel, kind);
+              restrict.check(kind === 'dir' ? 'mkdir' : 'write', target, `/${target}`);
+              return target;
+            }
+          : inner;
       } catch (err) {
         return refuse(toTachyonError(err));
       }
@@ -555,19 +567,12 @@ export function uploadResolver(jail: Jail, hello: Hello, mkdirp: (abs: string, s
 
 /**
  * What a storage-backed account (an s3:// docroot) cannot do yet, refused before anything
- * is set up rather than silently ignored: a session restricted by a transfer token (its
- * path grant compares physical local paths through the jail), and uploads for an account
- * that requires client-side encryption (the envelope's header is checked in the
+ * is set up rather than silently ignored: uploads for an account that requires
+ * client-side encryption (the envelope's header is checked in the
  * temporary file before it is published; a storage backend's upload cannot be read
  * before its commit).
  */
 function refuseUnsupportedOnStorage(ctx: ServerSessionContext, upload: boolean): void {
-  if (ctx.restriction) {
-    throw new TachyonError('PERMISSION', `${ctx.restriction.label}: transfer tokens are not supported for storage-backed roots yet`, {
-      publicMessage: 'Transfer tokens cannot be used with this storage yet.',
-      details: { permission: 'token', reason: 'storage-not-supported' },
-    });
-  }
   if (upload && ctx.requireEncryptedAtRest) {
     throw new TachyonError('ENCRYPTION_REQUIRED', 'uploads of an account that requires encryption at rest are not supported on storage-backed docroots yet (the envelope cannot be checked before it is published)', {
       publicMessage: 'This account accepts only client-encrypted files, and its storage cannot check them yet: uploads are refused. Ask the administrator.',
@@ -604,6 +609,7 @@ async function serveStorageDownload(
   try {
     const sources = hello.sources ?? [];
     if (sources.length === 0) throw new TachyonError('USAGE', 'no source paths given', { publicMessage: 'No source paths given.' });
+    if (ctx.restriction) for (const src of sources) ctx.restriction.check('read', toStorage(src), src);
     listing = await storageListing(store.backend, sources, {
       toStorage,
       exclude: new ExcludeSet(hello.exclude ?? []),
@@ -614,6 +620,7 @@ async function serveStorageDownload(
     return s.refuse(toTachyonError(err));
   }
   s.welcome.single = isSingle(hello.sources?.length ?? 0, listing);
+  const restrict = ctx.restriction;
   const spooler = await Spooler.create(store.backend);
   try {
     const sender = new DataSender({
@@ -635,7 +642,13 @@ async function serveStorageDownload(
       dirs: listing.dirs,
       policy: s.policy,
       planned: s.planned,
-      prepare: spooler.prepare,
+      prepare: restrict
+        ? async (f) => {
+            // each object is checked again before it is read (the token may have expired)
+            restrict.check('read', f.abs, `/${f.abs}`);
+            await spooler.prepare(f);
+          }
+        : spooler.prepare,
       release: spooler.release,
       events: s.events,
     });
@@ -647,11 +660,15 @@ async function serveStorageDownload(
 /**
  * Where an upload's files go in a storage backend (an s3:// docroot): the same rules as
  * {@link uploadResolver} (a destination ending in '/', an existing directory or several
- * files: a directory; `createDir` makes a missing one, after `mkdirAllowed` checked the
- * permission). Client paths pass the jail's checks ({@link clientPathComponents}) and then
+ * files: a directory; `createDir` makes a missing one, after `mkdirAllowed(dir, shown)`
+ * checked the permission and any restriction). Client paths pass the jail's checks ({@link clientPathComponents}) and then
  * the storage path rules; nothing can name a key outside the account's prefix.
  */
-export async function storageUploadResolver(store: ReceiverStore, hello: Hello, mkdirAllowed: () => void): Promise<DestinationResolver> {
+export async function storageUploadResolver(
+  store: ReceiverStore,
+  hello: Hello,
+  mkdirAllowed: (dir: string, shown: string) => void,
+): Promise<DestinationResolver> {
   const shown = hello.dest ?? '/';
   const storagePath = (clientPath: string): string => normalizeStoragePath(clientPathComponents(clientPath).join('/'));
   const dest = storagePath(shown);
@@ -670,7 +687,7 @@ export async function storageUploadResolver(store: ReceiverStore, hello: Hello, 
   const dirKind = destIsDir ? kind : await kindOf(dirToHave);
   if (dirKind === undefined) {
     if (hello.createDir !== true) throw missingDir(dirShown);
-    mkdirAllowed();
+    mkdirAllowed(dirToHave, dirShown);
     await store.ensureDir(dirToHave);
   } else if (dirKind !== 'directory') throw notADir(dirShown);
   return (rel, k) => {
