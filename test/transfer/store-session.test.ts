@@ -2,8 +2,9 @@
  * Server sessions of a storage-backed account (a `ReceiverStore` instead of a jail) with
  * the features that came with the monitor, transfer tokens and encryption at rest:
  * file-start and outcome hooks for uploads and downloads, cancellation through the abort
- * signal (nothing published), and the two clear refusals — a token-restricted session and
- * an upload for an account that requires encryption at rest.
+ * signal (nothing published), a token-restricted session (storageGrant: granted paths only,
+ * one direction), and the clear refusal of an upload for an account that requires
+ * encryption at rest.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -13,8 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import type { ControlLink } from '../../src/control/messages.js';
 import { TachyonError } from '../../src/core/errors.js';
 import { MemoryStorage } from '../../src/storage/index.js';
-import { pathGrant } from '../../src/transfer/grant.js';
-import { Jail } from '../../src/transfer/jail.js';
+import { storageGrant } from '../../src/transfer/grant.js';
 import type { FileOutcome, FileStart } from '../../src/transfer/roles.js';
 import { serveSession, type ServerSessionContext } from '../../src/transfer/session.js';
 import type { ReceiverStore } from '../../src/transfer/store-file.js';
@@ -109,18 +109,65 @@ describe('server sessions on a storage backend', () => {
     await assert.rejects(backend.stat('slow.bin'), (e: unknown) => codeOf(e) === 'NOT_FOUND');
   });
 
-  it('a token-restricted session is refused (not supported on storage yet), before anything is stored', async () => {
-    const jail = new Jail(work);
-    extra = { restriction: pathGrant({ jail, direction: 'upload', paths: ['/'], expiresAt: Date.now() + 60_000, clock: base.clock, label: 'token:test' }) };
+  it('a token-restricted session (storageGrant): granted uploads and downloads work; other paths and the other direction are refused before anything is stored', async () => {
+    const refused: TachyonError[] = [];
+    const failed: FileOutcome[] = [];
+    const grant = (direction: 'upload' | 'download', paths: string[]): Partial<ServerSessionContext> => ({
+      restriction: storageGrant({ direction, paths, expiresAt: Date.now() + 60_000, clock: base.clock, label: 'token:test' }),
+      onRefuse: (e) => {
+        refused.push(e);
+        return undefined;
+      },
+      onFile: (f) => {
+        if (!f.ok) failed.push(f);
+      },
+    });
+    const data = randomBytes(50_000);
     const src = path.join(work, 'tok.bin');
-    writeFileSync(src, 'token');
-    const t = startTransfer(base, { op: 'send', sources: [src], dest: '/' });
-    const [c, s] = await Promise.all([t.client, t.server]);
-    t.clientClock.dispose();
-    assert.ok(!s.ok && codeOf(s.error) === 'PERMISSION', String(s.ok ? 'served' : s.error));
-    assert.ok(!c.ok);
-    assert.match(String((c.error as Error).message), /Transfer tokens cannot be used with this storage yet/);
+    writeFileSync(src, data);
+    // upload into the granted directory (created on the way: createDir)
+    extra = grant('upload', ['/in/batch']);
+    const ok = startTransfer(base, { op: 'send', sources: [src], dest: '/in/batch/', createDir: true });
+    const [c1, s1] = await Promise.all([ok.client, ok.server]);
+    ok.clientClock.dispose();
+    assert.ok(c1.ok && s1.ok, String(!c1.ok ? c1.error : !s1.ok ? s1.error : ''));
+    assert.equal(sha(await readAll(backend, 'in/batch/tok.bin')), sha(data));
+    // a destination next to the grant whose name only starts like it: refused, nothing stored
+    const bad = startTransfer(base, { op: 'send', sources: [src], dest: '/in/batchx/', createDir: true });
+    const [c2, s2] = await Promise.all([bad.client, bad.server]);
+    bad.clientClock.dispose();
+    assert.ok(!c2.ok && !s2.ok, 'refused');
+    assert.match(String((c2.error as Error).message), /does not cover \/in\/batchx/);
+    assert.equal(refused.at(-1)?.details?.['reason'], 'path-not-granted');
+    await assert.rejects(backend.stat('in/batchx'), (e: unknown) => codeOf(e) === 'NOT_FOUND');
+    // an existing destination outside the grant: the file is refused as it starts
+    const outside = startTransfer(base, { op: 'send', sources: [src], dest: '/' });
+    const [c3] = await Promise.all([outside.client, outside.server]);
+    outside.clientClock.dispose();
+    assert.ok(!c3.ok || !c3.value.ok, 'the file outside the grant fails');
+    assert.equal(failed.at(-1)?.code, 'PERMISSION');
     await assert.rejects(backend.stat('tok.bin'), (e: unknown) => codeOf(e) === 'NOT_FOUND');
+    // the upload token cannot download
+    const wrongWay = startTransfer(base, { op: 'recv', sources: ['/in/batch/tok.bin'], dest: path.join(work, 'no.bin') });
+    const [c4] = await Promise.all([wrongWay.client, wrongWay.server]);
+    wrongWay.clientClock.dispose();
+    assert.ok(!c4.ok);
+    assert.match(String((c4.error as Error).message), /does not allow this direction/);
+    assert.equal(refused.at(-1)?.details?.['reason'], 'direction');
+    // a download token: its object comes back; another object is refused
+    extra = grant('download', ['/in/batch/tok.bin']);
+    const out = path.join(work, 'tok-back.bin');
+    const d = startTransfer(base, { op: 'recv', sources: ['/in/batch/tok.bin'], dest: out });
+    const [c5, s5] = await Promise.all([d.client, d.server]);
+    d.clientClock.dispose();
+    assert.ok(c5.ok && s5.ok, String(!c5.ok ? c5.error : !s5.ok ? s5.error : ''));
+    assert.equal(sha(readFileSync(out)), sha(data));
+    const d2 = startTransfer(base, { op: 'recv', sources: ['/m.bin'], dest: path.join(work, 'm-no.bin') });
+    const [c6] = await Promise.all([d2.client, d2.server]);
+    d2.clientClock.dispose();
+    assert.ok(!c6.ok);
+    assert.match(String((c6.error as Error).message), /does not cover \/m\.bin/);
+    assert.equal(refused.at(-1)?.details?.['reason'], 'path-not-granted');
   });
 
   it('requireEncryptedAtRest: uploads are refused (ENCRYPTION_REQUIRED, cannot be checked yet), downloads still work', async () => {
