@@ -23,7 +23,7 @@ import type { Account, AccountSource } from './accounts.js';
 import { lazyS3Backends, type S3BackendsOptions } from '../storage/s3-backends.js';
 import type { ReceiverStore } from '../transfer/store-file.js';
 import type { MonitoredSession, TransferReporter } from './monitor.js';
-import type { TokenLogin } from './token-login.js';
+import type { TokenLogin, TokenSession } from './token-login.js';
 import { EncryptedStorage, LocalStorage, type StorageBackend } from '../storage/index.js';
 import type { KeyProvider } from '../storage/envelope/keyring.js';
 import { matchesRoot, parseStorageUrl, type RootPattern } from './users/storage-roots.js';
@@ -231,29 +231,35 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       },
     };
   };
-  /** the account and jail of an authenticated session, or a refusal (audited) */
   const tokens = o.tokens;
   const isTokenSession = (info: SessionInfo): boolean => tokens !== undefined && info.user === tokens.user;
-  const sessionAccount = async (info: SessionInfo): Promise<{ account: Account; jail: Jail; restriction?: SessionRestriction; accessKeyId?: string }> => {
-    if (tokens !== undefined && info.user === tokens.user) {
-      let s: Awaited<ReturnType<TokenLogin['session']>>;
-      try {
-        s = await tokens.session(info.keyFingerprint);
-      } catch (err) {
-        const te = toTachyonError(err, 'INTERNAL');
-        o.onEvent?.({ type: 'session.error', user: info.user, code: te.code, message: te.message });
-        throw te;
-      }
-      if ('refused' in s) {
-        record({ type: 'auth.failure', component: 'ssh', correlationId: info.connectionId, fields: { clientAddress: info.clientAddress, clientPort: info.clientPort, user: info.user, method: 'password', reason: s.refused, keyFingerprint: info.keyFingerprint } });
-        throw new TachyonError('AUTH_FAILED', `token session ${info.keyFingerprint} refused: ${s.refused}`);
-      }
-      if (encrypted(s.account)) refuseEncrypted(s.account, 'Transfer tokens');
-      if (s.account.storage !== undefined) throw new TachyonError('USAGE', `token session ${info.keyFingerprint}: no local root (storage ${s.account.storage.replace(/^(s3:\/\/[^/]+).*$/, '$1/…')})`);
-      const jail = jailFor(s.account.root);
-      const restriction = pathGrant({ jail, direction: s.claims.direction, paths: s.claims.paths, expiresAt: s.claims.expiresAt, clock, label: info.keyFingerprint });
-      return { account: s.account, jail, restriction, accessKeyId: s.claims.accessKeyId };
+  /** the account and claims of a token session, checked again now, or a refusal (audited) */
+  const tokenSession = async (login: TokenLogin, info: SessionInfo): Promise<TokenSession> => {
+    let s: Awaited<ReturnType<TokenLogin['session']>>;
+    try {
+      s = await login.session(info.keyFingerprint);
+    } catch (err) {
+      const te = toTachyonError(err, 'INTERNAL');
+      o.onEvent?.({ type: 'session.error', user: info.user, code: te.code, message: te.message });
+      throw te;
     }
+    if ('refused' in s) {
+      record({ type: 'auth.failure', component: 'ssh', correlationId: info.connectionId, fields: { clientAddress: info.clientAddress, clientPort: info.clientPort, user: info.user, method: 'password', reason: s.refused, keyFingerprint: info.keyFingerprint } });
+      throw new TachyonError('AUTH_FAILED', `token session ${info.keyFingerprint} refused: ${s.refused}`);
+    }
+    if (encrypted(s.account)) refuseEncrypted(s.account, 'Transfer tokens');
+    return s;
+  };
+  /** a token session on a local root: its jail and a path grant */
+  const tokenJail = (s: TokenSession, info: SessionInfo): { account: Account; jail: Jail; restriction: SessionRestriction; accessKeyId: string } => {
+    if (s.account.storage !== undefined) throw new TachyonError('USAGE', `token session ${info.keyFingerprint}: no local root (storage ${s.account.storage.replace(/^(s3:\/\/[^/]+).*$/, '$1/…')})`);
+    const jail = jailFor(s.account.root);
+    const restriction = pathGrant({ jail, direction: s.claims.direction, paths: s.claims.paths, expiresAt: s.claims.expiresAt, clock, label: info.keyFingerprint });
+    return { account: s.account, jail, restriction, accessKeyId: s.claims.accessKeyId };
+  };
+  /** the account and jail of an authenticated session, or a refusal (audited) */
+  const sessionAccount = async (info: SessionInfo): Promise<{ account: Account; jail: Jail; restriction?: SessionRestriction; accessKeyId?: string }> => {
+    if (tokens !== undefined && info.user === tokens.user) return tokenJail(await tokenSession(tokens, info), info);
     let account: Account | undefined;
     try {
       account = await o.accounts.account(info.user, info.keyFingerprint);
@@ -277,12 +283,10 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
     // token sessions: a file:// root gets a jail and a path grant; an s3:// root its store
     // and a storage grant (the same rules, on storage paths)
     if (tokens !== undefined && isTokenSession(info)) {
-      const s = await tokens.session(info.keyFingerprint).catch(() => undefined);
-      if (s !== undefined && !('refused' in s) && s.account.storage !== undefined && !encrypted(s.account)) {
-        const restriction = storageGrant({ direction: s.claims.direction, paths: s.claims.paths, expiresAt: s.claims.expiresAt, clock, label: info.keyFingerprint });
-        return { account: s.account, store: await storeFor(s.account, s.account.storage), restriction, accessKeyId: s.claims.accessKeyId };
-      }
-      return sessionAccount(info); // file:// roots, and the refusals (recorded there)
+      const s = await tokenSession(tokens, info);
+      if (s.account.storage === undefined) return tokenJail(s, info);
+      const restriction = storageGrant({ direction: s.claims.direction, paths: s.claims.paths, expiresAt: s.claims.expiresAt, clock, label: info.keyFingerprint });
+      return { account: s.account, store: await storeFor(s.account, s.account.storage), restriction, accessKeyId: s.claims.accessKeyId };
     }
     let account: Account | undefined;
     try {
