@@ -113,6 +113,24 @@ const m0004: Migration = {
     await db.schema.alterTable('transfer_user').dropColumn('require_encrypted_at_rest').execute();
   },
 };
+
+/** Blocked source addresses of the IP defender (src/defender), shared by every process on the database. */
+const m0006: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('defender_block')
+      .addColumn('address', 'text', (c) => c.primaryKey())
+      .addColumn('score', 'integer', (c) => c.notNull())
+      .addColumn('ban_count', 'integer', (c) => c.notNull())
+      .addColumn('blocked_until', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('defender_block_until').on('defender_block').column('blocked_until').execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('defender_block').execute();
+  },
+};
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 /** Every migration, by name. Names sort in the order they apply. */
@@ -121,4 +139,5 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   '0002_access_keys': m0002,
   '0003_transfers': m0003,
   '0004_user_encryption_policy': m0004,
+  '0006_defender': m0006,
 });
