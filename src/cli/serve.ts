@@ -28,6 +28,9 @@ import { transferSetupPlugin } from '../node-api/transfer-setup.js';
 import { opsRoutes } from '../node-api/ops.js';
 import { TransferMonitor } from '../server/monitor.js';
 import { ensureLocalCertificate, loadServerTls } from '../node-api/pki.js';
+import { defenderRoutes } from '../node-api/defender-routes.js';
+import { openConfiguredDefender } from './defender-commands.js';
+import type { Defender } from '../defender/index.js';
 
 export interface ServeOpts {
   config?: string;
@@ -104,6 +107,7 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
   let audit: AuditSink | undefined;
   let server: TransferServer | undefined;
   let api: NodeApiServer | undefined;
+  let defender: Defender | undefined;
   try {
     audit = cfg.auditLog ? new FileAuditSink(cfg.auditLog) : undefined;
     database = await openDatabase({ url: cfg.database, create: true });
@@ -117,6 +121,8 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
       log({ type: 'config.users', ...applied });
     }
     const accounts: AccountSource = databaseAccounts(repo, cfg.cipherPolicy);
+    // IP defence for SSH and the node API (on unless the configuration turns it off)
+    defender = cfg.defender.enabled ? await openConfiguredDefender(cfg, database, audit, (e) => log({ type: 'defender.error', code: e.code, message: e.message })) : undefined;
     const tt = cfg.transferTokens;
     const codec = tt ? new TransferTokenCodec({ nodeId: tt.nodeId, keys: fileTokenKeys(tt.keyFile, { graceMs: tt.keyGraceSeconds * 1000 }), clock: systemClock }) : undefined;
     const tokens = tt && codec
@@ -148,6 +154,7 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
         ...(cfg.ssh.banner ? { banner: cfg.ssh.banner } : {}),
       },
       ...(audit ? { audit } : {}),
+      ...(defender ? { defender } : {}),
       // SFTP on the same accounts, jail, permissions and audit log, for the tools people have
       subsystems: { sftp: sftpForAccounts(audit ? { audit } : {}) },
       onEvent: log,
@@ -162,8 +169,10 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
         listen: n.listen,
         port: n.port,
         ...(n.tokenTtlSeconds !== undefined ? { tokenTtlSeconds: n.tokenTtlSeconds } : {}),
-        capabilities: [...(tt ? ['transfer_setup'] : []), ...(monitor ? ['monitoring'] : [])],
+        ...(defender ? { defender } : {}),
+        capabilities: [...(tt ? ['transfer_setup'] : []), ...(monitor ? ['monitoring'] : []), ...(defender ? ['defender'] : [])],
         plugins: [
+          ...(defender ? [defenderRoutes(defender)] : []),
           ...(monitor ? [opsRoutes({ monitor })] : []),
           ...(tt && codec
             ? [
@@ -190,6 +199,7 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
   } finally {
     await api?.close();
     await server?.close();
+    await defender?.close();
     await database?.close();
     await audit?.close();
   }

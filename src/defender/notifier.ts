@@ -3,7 +3,7 @@
  * POST of the notice as JSON) and an SMTP adapter (nodemailer). Notices carry the address,
  * the score, the ban count and the end of the block — never a credential.
  */
-import { createTransport, type Transporter } from 'nodemailer';
+import type { Transporter } from 'nodemailer';
 import { TachyonError } from '../core/errors.js';
 
 /** What happened. */
@@ -79,11 +79,17 @@ export interface SmtpOptions {
 }
 
 export class SmtpNotifier implements Notifier {
-  private readonly transport: Transporter;
+  private transport: Promise<Transporter> | undefined;
 
   constructor(private readonly o: SmtpOptions) {
     if (o.to.length === 0) throw new TachyonError('CONFIG', 'smtp: at least one recipient');
-    this.transport = createTransport({
+  }
+
+  /** nodemailer is loaded on first use (it is not needed until a block happens). */
+  private async connect(): Promise<Transporter> {
+    const o = this.o;
+    const { createTransport } = await import('nodemailer');
+    return createTransport({
       host: o.host,
       port: o.port,
       secure: o.secure ?? false,
@@ -103,15 +109,17 @@ export class SmtpNotifier implements Notifier {
         ? `The address ${n.address} was blocked at ${n.at} until ${n.until} (score ${n.score}, ban ${n.banCount}).\n\nLift the block with: tachyon defender unblock ${n.address}\n`
         : `The block of ${n.address} was lifted at ${n.at} by ${n.actor}.\n`;
     try {
-      await this.transport.sendMail({ from: this.o.from, to: [...this.o.to], subject, text });
+      this.transport ??= this.connect();
+      await (await this.transport).sendMail({ from: this.o.from, to: [...this.o.to], subject, text });
     } catch (err) {
       throw new TachyonError('CONNECT', `smtp ${this.o.host}:${this.o.port}: ${(err as Error).message}`, { cause: err });
     }
   }
 
-  close(): Promise<void> {
-    this.transport.close();
-    return Promise.resolve();
+  async close(): Promise<void> {
+    const t = this.transport;
+    this.transport = undefined;
+    if (t) (await t).close();
   }
 }
 
