@@ -388,8 +388,16 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
         why = refusals.get(k);
         refusals.delete(k);
       }
-      if (o.defender && e.type === 'auth' && e.outcome === 'refused') {
-        o.defender.report(e.clientAddress, why === 'unknown-user' || e.reason === 'invalid-user' || e.reason === 'root-refused' ? 'auth-failed-unknown-user' : 'auth-failed');
+      if (o.defender) {
+        if (e.type === 'auth' && e.outcome === 'refused') {
+          o.defender.report(e.clientAddress, why === 'unknown-user' || e.reason === 'invalid-user' || e.reason === 'root-refused' ? 'auth-failed-unknown-user' : 'auth-failed');
+        } else if (e.type === 'refused' && e.what === 'connection' && e.detail === 'per-source') {
+          // too many unauthenticated connections from this address (max-startups is global: not scored)
+          o.defender.report(e.clientAddress, 'refused-limit');
+        } else if (e.type === 'client-error' && (e.level === undefined || e.level === 'protocol')) {
+          // malformed SSH (bad packet, bad length …); socket errors, timeouts and algorithm mismatches ('handshake') are not scored
+          o.defender.report(e.clientAddress, 'protocol-violation');
+        }
       }
       const a = auditOfControlEvent(e, why);
       if (a) record(a);

@@ -124,12 +124,26 @@ describe('defender on the SSH transfer server', () => {
     assert.deepEqual({ ...refusals[0]!.fields, clientPort: 0 }, { clientAddress: '127.0.0.1', clientPort: 0, reason: 'blocked', service: 'ssh' });
   });
 
+  it('scores a protocol violation (garbage instead of SSH) and blocks at the threshold', async () => {
+    const garbage = (): Promise<void> =>
+      new Promise((resolve) => {
+        const s = net.connect({ host: '127.0.0.1', port: server.port, localAddress: '127.0.0.5' }, () => s.write(`SSH-2.0-x\r\n${'\u0000\u0000\u0000\u0010garbage-garbage!'.repeat(3)}`));
+        s.on('error', () => {});
+        s.on('close', () => resolve());
+        s.on('data', () => {});
+        setTimeout(() => s.destroy(), 3000).unref();
+      });
+    await garbage();
+    assert.equal(defender.isBlocked('127.0.0.5'), true, 'protocol-violation scores 3 = the threshold');
+    assert.equal((await rawBytes(server.port, '127.0.0.5')).length, 0);
+  });
+
   it('keeps the block across a restart (same SQLite file), until it is lifted', async () => {
     await stop();
     await start();
     assert.equal(defender.isBlocked('127.0.0.1'), true, 'loaded from the database');
     assert.equal((await rawBytes(server.port, '127.0.0.1')).length, 0);
-    const [b] = await defender.list();
+    const b = (await defender.list()).find((x) => x.address === '127.0.0.1');
     assert.equal(b?.address, '127.0.0.1');
     assert.equal(b?.banCount, 1);
     assert.equal(await defender.unblock('127.0.0.1', 'test'), true);
