@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { FileAuditSink } from '../../src/audit/index.js';
 import { openDatabase, type Database } from '../../src/db/database.js';
-import { ScoringDefender, WebhookNotifier } from '../../src/defender/index.js';
+import { AllowLists, ScoringDefender, WebhookNotifier } from '../../src/defender/index.js';
 import { defenderRoutes } from '../../src/node-api/defender-routes.js';
 import { startNodeApiServer, type NodeApiServer } from '../../src/node-api/node.js';
 import { clientAgent, loadServerTls } from '../../src/node-api/pki.js';
@@ -184,5 +184,45 @@ describe('defender on the node API', () => {
     while (defender.isBlocked('127.0.0.4') && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
     assert.equal(defender.isBlocked('127.0.0.4'), false);
     assert.equal((await call(agent, node.port, 'GET', '/info', admin, '127.0.0.4')).status, 200);
+  });
+});
+
+describe('allow-list on the node API', () => {
+  it('refuses addresses outside the global allow-list with 403, admits those in it', async () => {
+    const work = mkdtempSync(path.join(os.tmpdir(), 'tachyon-defender-allow-'));
+    const pki = await makePki(work);
+    const database = await openDatabase({ url: `sqlite://${path.join(work, 'tachyon.db')}` });
+    const audit = new FileAuditSink(path.join(work, 'audit.log'));
+    const defender = await ScoringDefender.open({ database, audit, allowLists: AllowLists.parse({ global: ['127.0.0.2/32', '10.0.0.0/8'] }) });
+    const node = await startNodeApiServer({
+      database,
+      allowedRoots: [parseRootPattern(`file://${work}/*`)],
+      audit,
+      tls: loadServerTls({ certFile: pki.certFile, keyFile: pki.keyFile }),
+      listen: '127.0.0.1',
+      port: 0,
+      hashCost: TEST_HASH_COST,
+      defender,
+    });
+    try {
+      const k = await node.keys.create({ kind: 'admin', description: 'test admin' });
+      const admin = basic(k.key.id, k.secret);
+      const agent = clientAgent({ caFile: pki.caFile });
+      const refused = await call(agent, node.port, 'GET', '/info', admin, '127.0.0.1');
+      assert.equal(refused.status, 403);
+      assert.equal((refused.json as { error: { message: string } }).error.message, 'Access denied.');
+      assert.equal((await call(agent, node.port, 'GET', '/info', admin, '127.0.0.2')).status, 200);
+      await audit.close();
+      const recs = readFileSync(path.join(work, 'audit.log'), 'utf8')
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as { type: string; fields: Record<string, unknown> });
+      assert.ok(recs.some((r) => r.type === 'refusal.address' && r.fields.reason === 'not-allowed' && r.fields.clientAddress === '127.0.0.1'));
+    } finally {
+      await node.api.close();
+      await defender.close();
+      await database.close();
+      rmSync(work, { recursive: true, force: true });
+    }
   });
 });

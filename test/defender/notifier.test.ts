@@ -4,7 +4,12 @@ import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 import { TachyonError } from '../../src/core/errors.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { configuredNotifier } from '../../src/cli/defender-commands.js';
 import { FanOutNotifier, SmtpNotifier, WebhookNotifier, type DefenderNotice } from '../../src/defender/index.js';
+import { validateServerConfig } from '../../src/server/config.js';
 
 const blocked: DefenderNotice = { event: 'blocked', address: '203.0.113.9', score: 15, banCount: 2, until: '2026-11-29T13:00:00.000Z', at: '2026-11-29T12:00:00.000Z' };
 
@@ -125,6 +130,36 @@ describe('defender notifiers', () => {
     } finally {
       await hook.close();
       await smtp.close();
+    }
+  });
+
+  it('from the configuration: webhook and SMTP with the password read from passwordFile', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'tachyon-notify-cfg-'));
+    const hook = await webhookServer();
+    const smtp = await smtpServer({ auth: { user: 'tachyon', pass: 'from-file' } });
+    try {
+      writeFileSync(path.join(dir, 'smtp.pass'), 'from-file\n', { mode: 0o600 });
+      const cfg = await validateServerConfig(
+        {
+          allowedRoots: [`file://${dir}/*`],
+          defender: { notify: { webhook: { url: hook.url }, smtp: { host: '127.0.0.1', port: smtp.port, user: 'tachyon', passwordFile: 'smtp.pass', from: 't@example.test', to: ['ops@example.test'] } } },
+        },
+        'cfg.json',
+        dir,
+      );
+      const n = configuredNotifier(cfg);
+      assert.ok(n);
+      await n.notify(blocked);
+      await n.close?.();
+      assert.equal(hook.bodies.length, 1);
+      assert.equal(smtp.mails.length, 1);
+      assert.equal(smtp.mails[0]!.user, 'tachyon');
+      const none = await validateServerConfig({ allowedRoots: [`file://${dir}/*`] }, 'cfg.json', dir);
+      assert.equal(configuredNotifier(none), undefined);
+    } finally {
+      await hook.close();
+      await smtp.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
