@@ -62,6 +62,7 @@ function formatV4(bits: bigint): string {
  * address is returned clipped and lower-cased (so that it is still counted, never thrown).
  */
 export function addressKey(address: string): string {
+  if (isIPv4(address)) return address; // the common case, without bigint work (isIPv4 admits only canonical dotted quads)
   const p = parseIp(address);
   if (p === undefined) return String(address).slice(0, 64).toLowerCase();
   if (p.family === 4) return formatV4(p.bits);
@@ -168,6 +169,7 @@ export class CidrList {
 
   /** Whether the address (any text; not an IP → false) is in one of the blocks. */
   contains(address: string): boolean {
+    if (this.blocks.length === 0) return false;
     const ip = parseIp(address);
     if (ip === undefined) return false;
     for (const c of this.blocks) if (cidrContains(c, ip)) return true;
