@@ -30,7 +30,7 @@ import { TransferMonitor } from '../server/monitor.js';
 import { ensureLocalCertificate, loadServerTls } from '../node-api/pki.js';
 import { defenderRoutes } from '../node-api/defender-routes.js';
 import { openConfiguredDefender } from './defender-commands.js';
-import type { Defender } from '../defender/index.js';
+import { ScoringDefender, type Defender } from '../defender/index.js';
 
 export interface ServeOpts {
   config?: string;
@@ -223,7 +223,11 @@ export async function runServe(o: ServeOpts): Promise<number> {
   for (const w of warnings) log({ type: 'config.warning', message: w });
   if (keys.length === 0) log({ type: 'config.warning', message: `${o.authorizedKeys} holds no usable key: nobody can log in` });
   const root = path.resolve(o.root);
+  // IP defence with the default settings; no database here, so blocks live in memory (lost at restart)
+  const memory = await openDatabase({ url: 'sqlite::memory:' });
+  const defender = await ScoringDefender.open({ database: memory, onError: (e) => log({ type: 'defender.error', code: e.code, message: e.message }) });
   const server = await startTransferServer({
+    defender,
     accounts: singleUserAccounts({ user: o.user, root, keys, ciphers: o.allowCipher }),
     hostKeyFile: o.hostKey,
     listen: o.listen,
@@ -238,6 +242,8 @@ export async function runServe(o: ServeOpts): Promise<number> {
   announce(server, { json: o.json, log, users: `${o.user} (${keys.length} key${keys.length === 1 ? '' : 's'})`, root });
   await untilSignal();
   await server.close();
+  await defender.close();
+  await memory.close();
   return 0;
 }
 
