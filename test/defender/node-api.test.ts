@@ -153,7 +153,15 @@ describe('defender on the node API', () => {
         ['unblocked', '127.0.0.1'],
       ],
     );
-    const un = records().filter((x) => x.type === 'defender.unblock');
+    // an IPv6 /64, URL-encoded
+    for (let i = 0; i < 10; i++) defender.report('2001:db8:1:2::7', 'auth-failed');
+    const v6 = await call(agent, node.port, 'GET', '/defender/blocks', admin, '127.0.0.2');
+    assert.deepEqual((v6.json as { blocks: Array<{ address: string }> }).blocks.map((b) => b.address), ['2001:db8:1:2::/64']);
+    assert.equal((await call(agent, node.port, 'DELETE', `/defender/blocks/${encodeURIComponent('2001:db8:1:2::/64')}`, admin, '127.0.0.2')).status, 204);
+    assert.equal(defender.isBlocked('2001:db8:1:2::7'), false);
+    await defender.settled();
+    hooks.length = 0;
+    const un = records().filter((x) => x.type === 'defender.unblock' && x.fields.clientAddress === '127.0.0.1');
     assert.equal(un.length, 1);
     assert.equal(un[0]!.fields.clientAddress, '127.0.0.1');
     assert.match(String(un[0]!.fields.actor), /^admin:/);
