@@ -103,6 +103,19 @@ export interface AuditFieldsByType {
     grantId: string;
     expiresAt: string;
   };
+  /** A single sign-on began: a redirect to the tenant's identity provider (`protocol`: oidc, saml). */
+  'sso.start': { tenantId: string; protocol: 'oidc' | 'saml'; clientAddress?: string };
+  /** A single sign-on response was verified: who (subject, email), the roles it mapped to. Never a token or an assertion. */
+  'sso.success': {
+    tenantId: string;
+    protocol: 'oidc' | 'saml';
+    subject: string;
+    email?: string;
+    roles: readonly string[];
+    clientAddress?: string;
+  };
+  /** A single sign-on response was refused (`reason`: state-unknown, nonce-mismatch, audience, signature, replay, expired, …). */
+  'sso.failure': { tenantId?: string; protocol: 'oidc' | 'saml'; reason: string; subject?: string; clientAddress?: string };
   /** A configuration change: who, what, on what; the names of changed settings, not secret values. */
   'config.change': {
     actor: string;
@@ -125,6 +138,33 @@ export interface AuditFieldsByType {
   'refusal.address': AuditPeer & { reason: string; service: string };
   /** A configuration was refused (file, field, reason). */
   'config.error': { source: string; field?: string; reason: string };
+  /**
+   * Second factor (src/platform/mfa) of a web platform user. `tenant` and `user` name the
+   * account (the caller's labels, else the ids); never a code, a recovery code or a secret.
+   * `mfa.enrol`: an enrolment began (pending); `mfa.confirm`: a first code confirmed it.
+   */
+  'mfa.enrol': Partial<AuditPeer> & { tenant: string; user: string; method: 'totp' };
+  'mfa.confirm': Partial<AuditPeer> & { tenant: string; user: string; method: 'totp'; recoveryCodes: number };
+  /** A code was refused (`reason`: wrong-code, malformed, locked, not-enrolled, expired-enrolment, secret-unreadable); `failures` in the current window. */
+  'mfa.failure': Partial<AuditPeer> & { tenant: string; user: string; method: 'totp' | 'recovery'; reason: string; failures?: number };
+  /** A TOTP code of a time step already used (or older) was refused. */
+  'mfa.replay': Partial<AuditPeer> & { tenant: string; user: string; step: number; lastStep: number };
+  /** Too many wrong codes: codes are refused until `lockedUntil`. */
+  'mfa.lockout': Partial<AuditPeer> & { tenant: string; user: string; failures: number; lockedUntil: string };
+  /** A recovery code was used (`remaining`: unused ones left), or the set was regenerated. */
+  'mfa.recovery': Partial<AuditPeer> & { tenant: string; user: string; action: 'used' | 'regenerated'; remaining: number };
+  /** The second factor was removed (`actor`: who did it, when not the user). */
+  'mfa.disable': Partial<AuditPeer> & { tenant: string; user: string; method: 'totp'; actor?: string };
+  /** A sign-in to the web platform (`reason` of a failure: unknown-user, bad-credentials, locked, disabled, no-local-password, policy). Never the password. */
+  'web.signin': AuditPeer & { tenant: string; user: string; result: 'success' | 'failure'; method: string; reason?: string; changeRequired?: boolean };
+  /** A web session ended (`reason`: signout, ended-by-user, idle, expired, superseded, password-changed). */
+  'web.signout': AuditPeer & { tenant: string; user: string; reason: string; sessionId?: string };
+  /** An account was locked after too many failed sign-ins. */
+  'web.lockout': AuditPeer & { tenant: string; user: string; failures: number; lockedUntil: string };
+  /** A web request refused (`code`: the error code; `reason`: csrf, role, password-change-required, no-session, …); sign-in failures are `web.signin`. */
+  'web.refusal': AuditPeer & { tenant?: string; user?: string; route: string; status: number; code: string; reason?: string };
+  /** A change made on the web platform (`action`: user.create, user.update, user.reset, user.self-change, policy.update, …); names of changed settings, never values of secrets. */
+  'web.change': AuditPeer & { tenant: string; actor: string; action: string; target: string; changed?: readonly string[] };
   /** The server started or stopped. */
   'server.start': { listen: string; port: number; hostKeyFingerprints?: readonly string[]; version?: string };
   'server.stop': { reason: string };
@@ -154,12 +194,27 @@ export const AUDIT_EVENT_TYPES = [
   'refusal.channel',
   'refusal.limit',
   'transfer.authorize',
+  'sso.start',
+  'sso.success',
+  'sso.failure',
   'config.change',
   'api.error',
   'defender.block',
   'defender.unblock',
   'refusal.address',
   'config.error',
+  'mfa.enrol',
+  'mfa.confirm',
+  'mfa.failure',
+  'mfa.replay',
+  'mfa.lockout',
+  'mfa.recovery',
+  'mfa.disable',
+  'web.signin',
+  'web.signout',
+  'web.lockout',
+  'web.refusal',
+  'web.change',
   'server.start',
   'server.stop',
   'audit.recovery',
@@ -185,12 +240,27 @@ export const DEFAULT_SEVERITY: Readonly<Record<AuditEventType, AuditSeverity>> =
   'refusal.channel': 'warning',
   'refusal.limit': 'warning',
   'transfer.authorize': 'info',
+  'sso.start': 'info',
+  'sso.success': 'notice',
+  'sso.failure': 'warning',
   'config.change': 'notice',
   'api.error': 'warning',
   'defender.block': 'warning',
   'defender.unblock': 'notice',
   'refusal.address': 'warning',
   'config.error': 'error',
+  'mfa.enrol': 'notice',
+  'mfa.confirm': 'notice',
+  'mfa.failure': 'warning',
+  'mfa.replay': 'warning',
+  'mfa.lockout': 'warning',
+  'mfa.recovery': 'notice',
+  'mfa.disable': 'notice',
+  'web.signin': 'notice',
+  'web.signout': 'info',
+  'web.lockout': 'warning',
+  'web.refusal': 'warning',
+  'web.change': 'notice',
   'server.start': 'notice',
   'server.stop': 'notice',
   'audit.recovery': 'critical',

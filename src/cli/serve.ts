@@ -17,6 +17,7 @@ import { databaseAccounts, singleUserAccounts, type AccountSource } from '../ser
 import { loadServerConfig, validateServerConfig, type ServerConfig } from '../server/config.js';
 import { loadAuthorizedKeys, startTransferServer, type TransferServer } from '../server/transfer-server.js';
 import { UserRepository } from '../server/users/repository.js';
+import { keyringFromEnv, loadKeyringFile } from '../storage/envelope/keyring.js';
 import { sftpForAccounts } from '../server/sftp.js';
 import { permittedCiphers } from '../server/users/model.js';
 import { fileAccessKeyStatus, TokenLogin } from '../server/token-login.js';
@@ -27,6 +28,7 @@ import { AccessKeyRepository, databaseAccessKeyStatus } from '../node-api/access
 import { transferSetupPlugin } from '../node-api/transfer-setup.js';
 import { opsRoutes } from '../node-api/ops.js';
 import { TransferMonitor } from '../server/monitor.js';
+import { lazyS3Backends, type S3Backends } from '../storage/s3-backends.js';
 import { ensureLocalCertificate, loadServerTls } from '../node-api/pki.js';
 import { defenderRoutes } from '../node-api/defender-routes.js';
 import { openConfiguredDefender } from './defender-commands.js';
@@ -108,6 +110,7 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
   let server: TransferServer | undefined;
   let api: NodeApiServer | undefined;
   let defender: Defender | undefined;
+  let apiS3: S3Backends | undefined;
   try {
     audit = cfg.auditLog ? new FileAuditSink(cfg.auditLog) : undefined;
     database = await openDatabase({ url: cfg.database, create: true });
@@ -123,6 +126,11 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
     const accounts: AccountSource = databaseAccounts(repo, cfg.cipherPolicy);
     // IP defence for SSH and the node API (on unless the configuration turns it off)
     defender = cfg.defender.enabled ? await openConfiguredDefender(cfg, database, audit, (e) => log({ type: 'defender.error', code: e.code, message: e.message })) : undefined;
+    // server-side encryption at rest: the master keys (refused at start when missing)
+    const sse = cfg.serverSideEncryption;
+    const encryption = sse
+      ? { roots: sse.roots, keys: sse.keyringFile !== undefined ? loadKeyringFile(sse.keyringFile) : keyringFromEnv(process.env.TACHYON_MASTER_KEY) }
+      : undefined;
     const tt = cfg.transferTokens;
     const codec = tt ? new TransferTokenCodec({ nodeId: tt.nodeId, keys: fileTokenKeys(tt.keyFile, { graceMs: tt.keyGraceSeconds * 1000 }), clock: systemClock }) : undefined;
     const tokens = tt && codec
@@ -157,10 +165,14 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
       ...(defender ? { defender } : {}),
       // SFTP on the same accounts, jail, permissions and audit log, for the tools people have
       subsystems: { sftp: sftpForAccounts(audit ? { audit } : {}) },
+      ...(cfg.s3 ? { s3: { connection: cfg.s3, partBytes: cfg.s3.partBytes, conditionalWrites: cfg.s3.conditionalWrites } } : {}),
+      ...(encryption ? { encryption } : {}),
       onEvent: log,
     });
     if (cfg.nodeApi && audit) {
       const n = cfg.nodeApi;
+      // access keys with s3:// roots: the same s3 section (the SDK loads when such a key is first used)
+      apiS3 = cfg.s3 ? lazyS3Backends({ connection: cfg.s3, partBytes: cfg.s3.partBytes, conditionalWrites: cfg.s3.conditionalWrites }) : undefined;
       api = await startNodeApiServer({
         database,
         allowedRoots: cfg.allowedRoots,
@@ -168,6 +180,8 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
         tls: loadServerTls({ certFile: n.certFile, keyFile: n.keyFile, ...(n.chainFile ? { chainFile: n.chainFile } : {}) }),
         listen: n.listen,
         port: n.port,
+        ...(apiS3 ? { s3: apiS3 } : {}),
+        ...(encryption ? { encryption } : {}),
         ...(n.tokenTtlSeconds !== undefined ? { tokenTtlSeconds: n.tokenTtlSeconds } : {}),
         ...(defender ? { defender } : {}),
         capabilities: [...(tt ? ['transfer_setup'] : []), ...(monitor ? ['monitoring'] : []), ...(defender ? ['defender'] : [])],
@@ -198,6 +212,7 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
     return 0;
   } finally {
     await api?.close();
+    await apiS3?.close();
     await server?.close();
     await defender?.close();
     await database?.close();

@@ -15,6 +15,12 @@ export const ERROR_CODES = {
   HOST_KEY_UNKNOWN: { exit: 77, retryable: false, summary: "The server's host key is not pinned." },
   HOST_KEY_MISMATCH: { exit: 77, retryable: false, summary: "The server's host key does not match the pinned one." },
   AUTH_FAILED: { exit: 77, retryable: false, summary: 'The server refused the credentials.' },
+  /** a second-factor code (TOTP or recovery) was refused: wrong, malformed, expired or replayed (details.reason says which) */
+  MFA_INVALID: { exit: 77, retryable: false, summary: 'The verification code is not valid.' },
+  /** too many wrong second-factor codes: refused for a while (details.lockedUntil) */
+  MFA_LOCKED: { exit: 77, retryable: true, summary: 'Too many wrong verification codes; try again later.' },
+  /** single sign-on (OIDC, SAML) refused the response; `details.reason` says why (logs only) */
+  SSO_FAILED: { exit: 77, retryable: false, summary: 'Single sign-on failed.' },
   // paths and storage
   PATH_INVALID: { exit: 65, retryable: false, summary: 'A path is malformed or leaves the allowed root.' },
   NOT_FOUND: { exit: 66, retryable: false, summary: 'A file or directory does not exist.' },
@@ -23,6 +29,7 @@ export const ERROR_CODES = {
   PERMISSION: { exit: 77, retryable: false, summary: 'The operation is not permitted.' },
   DISK_FULL: { exit: 74, retryable: true, summary: 'The destination storage is full.' },
   IO: { exit: 74, retryable: true, summary: 'A storage read or write failed.' },
+  STORAGE_UNAVAILABLE: { exit: 69, retryable: true, summary: 'The storage service is unavailable.' },
   // protocol
   PROTOCOL: { exit: 76, retryable: false, summary: 'The peer broke the protocol.' },
   CIPHER_REFUSED: { exit: 77, retryable: false, summary: 'The requested cipher is not allowed.' },

@@ -114,6 +114,153 @@ const m0004: Migration = {
   },
 };
 
+/**
+ * The web platform's identity (src/platform): tenants, their users, groups and roles,
+ * web sessions (only the SHA-256 of a session token is stored), each tenant's password
+ * and session policy, and the platform's hash-chained audit records (one JSON line each,
+ * the audit log's format). Every row but a role's carries its tenant.
+ */
+const m0005: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('platform_tenant')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('slug', 'text', (c) => c.notNull().unique())
+      .addColumn('name', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema
+      .createTable('platform_user')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('tenant_id', 'text', (c) => c.notNull().references('platform_tenant.id').onDelete('cascade'))
+      .addColumn('username', 'text', (c) => c.notNull())
+      .addColumn('display_name', 'text', (c) => c.notNull().defaultTo(sql.lit('')))
+      .addColumn('status', 'text', (c) => c.notNull())
+      .addColumn('password_hash', 'text')
+      .addColumn('must_change_password', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('password_changed_at', 'text')
+      .addColumn('failed_count', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('failed_window_start', 'text')
+      .addColumn('locked_until', 'text')
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .addUniqueConstraint('platform_user_tenant_username', ['tenant_id', 'username'])
+      .execute();
+    await db.schema
+      .createTable('platform_role')
+      .addColumn('name', 'text', (c) => c.primaryKey())
+      .addColumn('description', 'text', (c) => c.notNull())
+      .execute();
+    await db
+      .insertInto('platform_role')
+      .values([
+        { name: 'tenant_admin', description: 'Manages the tenant: users, roles, policies; reads its audit log.' },
+        { name: 'member', description: 'Uses the platform; manages only its own account and sessions.' },
+        { name: 'auditor', description: 'Reads users, policies and the audit log; changes nothing.' },
+      ])
+      .execute();
+    await db.schema
+      .createTable('platform_user_role')
+      .addColumn('tenant_id', 'text', (c) => c.notNull().references('platform_tenant.id').onDelete('cascade'))
+      .addColumn('user_id', 'text', (c) => c.notNull().references('platform_user.id').onDelete('cascade'))
+      .addColumn('role', 'text', (c) => c.notNull().references('platform_role.name'))
+      .addPrimaryKeyConstraint('platform_user_role_pk', ['user_id', 'role'])
+      .execute();
+    await db.schema
+      .createTable('platform_group')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('tenant_id', 'text', (c) => c.notNull().references('platform_tenant.id').onDelete('cascade'))
+      .addColumn('name', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addUniqueConstraint('platform_group_tenant_name', ['tenant_id', 'name'])
+      .execute();
+    await db.schema
+      .createTable('platform_group_member')
+      .addColumn('tenant_id', 'text', (c) => c.notNull().references('platform_tenant.id').onDelete('cascade'))
+      .addColumn('group_id', 'text', (c) => c.notNull().references('platform_group.id').onDelete('cascade'))
+      .addColumn('user_id', 'text', (c) => c.notNull().references('platform_user.id').onDelete('cascade'))
+      .addPrimaryKeyConstraint('platform_group_member_pk', ['group_id', 'user_id'])
+      .execute();
+    await db.schema
+      .createTable('platform_session')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('token_sha256', 'text', (c) => c.notNull().unique())
+      .addColumn('tenant_id', 'text', (c) => c.notNull().references('platform_tenant.id').onDelete('cascade'))
+      .addColumn('user_id', 'text', (c) => c.notNull().references('platform_user.id').onDelete('cascade'))
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('last_seen_at', 'text', (c) => c.notNull())
+      .addColumn('expires_at', 'text', (c) => c.notNull())
+      .addColumn('client_address', 'text', (c) => c.notNull())
+      .addColumn('user_agent', 'text', (c) => c.notNull().defaultTo(sql.lit('')))
+      .execute();
+    await db.schema.createIndex('platform_session_user').on('platform_session').columns(['tenant_id', 'user_id']).execute();
+    await db.schema
+      .createTable('platform_audit')
+      .addColumn('seq', 'bigint', (c) => c.primaryKey())
+      .addColumn('id', 'text', (c) => c.notNull().unique())
+      .addColumn('ts', 'text', (c) => c.notNull())
+      .addColumn('tenant', 'text', (c) => c.notNull().defaultTo(sql.lit('')))
+      .addColumn('type', 'text', (c) => c.notNull())
+      .addColumn('severity', 'text', (c) => c.notNull())
+      .addColumn('correlation_id', 'text')
+      .addColumn('line', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('platform_audit_tenant').on('platform_audit').columns(['tenant', 'seq']).execute();
+    await db.schema
+      .createTable('platform_policy')
+      .addColumn('tenant_id', 'text', (c) => c.primaryKey().references('platform_tenant.id').onDelete('cascade'))
+      .addColumn('policy', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .execute();
+  },
+  async down(db: Kysely<any>) {
+    for (const t of ['platform_policy', 'platform_audit', 'platform_session', 'platform_group_member', 'platform_group', 'platform_user_role', 'platform_role', 'platform_user', 'platform_tenant']) {
+      await db.schema.dropTable(t).execute();
+    }
+  },
+};
+/**
+ * The web platform's second factor (src/platform/mfa): one TOTP enrolment per (tenant,
+ * user) — pending until a first code confirms it — with its shared secret sealed by the
+ * server key (AES-256-GCM, bound to tenant and user), the last time step accepted
+ * (replay protection) and the wrong-code counter; and the recovery codes, only as salted
+ * SHA-256 hashes. Keyed by the identity's ids as text, without foreign keys, so the
+ * module stands on its own.
+ */
+const m0007: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('mfa_totp')
+      .addColumn('tenant_id', 'text', (c) => c.notNull())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('status', 'text', (c) => c.notNull())
+      .addColumn('secret_sealed', 'text', (c) => c.notNull())
+      .addColumn('last_step', 'bigint')
+      .addColumn('failed_count', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('failed_window_start', 'text')
+      .addColumn('locked_until', 'text')
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('confirmed_at', 'text')
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .addPrimaryKeyConstraint('mfa_totp_pk', ['tenant_id', 'user_id'])
+      .execute();
+    await db.schema
+      .createTable('mfa_recovery_code')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('tenant_id', 'text', (c) => c.notNull())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('salt', 'text', (c) => c.notNull())
+      .addColumn('code_hash', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('used_at', 'text')
+      .execute();
+    await db.schema.createIndex('mfa_recovery_code_owner').on('mfa_recovery_code').columns(['tenant_id', 'user_id']).execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('mfa_recovery_code').execute();
+    await db.schema.dropTable('mfa_totp').execute();
+  },
+};
 /** Blocked source addresses of the IP defender (src/defender), shared by every process on the database. */
 const m0006: Migration = {
   async up(db: Kysely<any>) {
@@ -131,6 +278,7 @@ const m0006: Migration = {
     await db.schema.dropTable('defender_block').execute();
   },
 };
+
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 /** Every migration, by name. Names sort in the order they apply. */
@@ -139,5 +287,7 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   '0002_access_keys': m0002,
   '0003_transfers': m0003,
   '0004_user_encryption_policy': m0004,
+  '0005_platform_identity': m0005,
   '0006_defender': m0006,
+  '0007_mfa': m0007,
 });

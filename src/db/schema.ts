@@ -104,6 +104,142 @@ export interface TransferTable {
 }
 
 /**
+ * A TOTP second factor of a web platform user (src/platform/mfa), keyed by the
+ * identity's tenant and user ids (no foreign key: the module stands alone).
+ */
+export interface MfaTotpTable {
+  tenant_id: string;
+  user_id: string;
+  /** `pending` (begun, not yet confirmed by a code) | `confirmed`. */
+  status: string;
+  /** The shared secret sealed by the server's SecretBox (AES-256-GCM, bound to tenant and user). */
+  secret_sealed: string;
+  /** The last 30 s time step accepted; codes of that step or earlier are refused. bigint: a string from PostgreSQL. */
+  last_step: number | string | null;
+  /** Wrong codes in the current window (from failed_window_start), counted before each check. */
+  failed_count: Generated<number>;
+  failed_window_start: string | null;
+  /** Codes refused until then (ISO-8601 UTC), or null. */
+  locked_until: string | null;
+  created_at: string;
+  confirmed_at: string | null;
+  updated_at: string;
+}
+
+/** A recovery code of a web platform user: never the code, only its salted SHA-256. */
+export interface MfaRecoveryCodeTable {
+  /** UUID; primary key. */
+  id: string;
+  tenant_id: string;
+  user_id: string;
+  /** 16 random bytes, base64. */
+  salt: string;
+  /** SHA-256 (hex) over a label, tenant, user, salt and the canonical code (src/platform/mfa/codes.ts). */
+  code_hash: string;
+  created_at: string;
+  /** When it was used (each code works once), or null. */
+  used_at: string | null;
+}
+
+/** A tenant (an organisation) of the web platform (src/platform). */
+export interface PlatformTenantTable {
+  /** UUID; primary key. */
+  id: string;
+  /** Unique short name people type at sign-in. */
+  slug: string;
+  name: string;
+  created_at: string;
+}
+
+/** A person's account in one tenant; `username` is unique within the tenant. */
+export interface PlatformUserTable {
+  id: string;
+  tenant_id: string;
+  username: string;
+  display_name: string;
+  /** `active` | `disabled`. */
+  status: string;
+  /** argon2id PHC string (its own salt), or null for an account that cannot sign in locally. */
+  password_hash: string | null;
+  /** 1: the next sign-in must change the password first. */
+  must_change_password: number;
+  password_changed_at: string | null;
+  /** Failed sign-ins in the current window (from `failed_window_start`). */
+  failed_count: number;
+  failed_window_start: string | null;
+  /** Sign-in refused until then (ISO-8601 UTC), or null. */
+  locked_until: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** The roles that exist (seeded: tenant_admin, member, auditor). */
+export interface PlatformRoleTable {
+  name: string;
+  description: string;
+}
+
+export interface PlatformUserRoleTable {
+  tenant_id: string;
+  user_id: string;
+  role: string;
+}
+
+export interface PlatformGroupTable {
+  id: string;
+  tenant_id: string;
+  name: string;
+  created_at: string;
+}
+
+export interface PlatformGroupMemberTable {
+  tenant_id: string;
+  group_id: string;
+  user_id: string;
+}
+
+/** A web session. The token itself is never stored, only its SHA-256 (hex). */
+export interface PlatformSessionTable {
+  /** Public handle (UUID) for listing and ending sessions; not a credential. */
+  id: string;
+  token_sha256: string;
+  tenant_id: string;
+  user_id: string;
+  created_at: string;
+  last_seen_at: string;
+  /** Absolute expiry. */
+  expires_at: string;
+  client_address: string;
+  user_agent: string;
+}
+
+/**
+ * One audit record of the web platform (src/platform/audit-store.ts): `line` is the
+ * record exactly as the audit log file would hold it (src/audit/line.ts), chained to the
+ * previous seq's line by its SHA-256.
+ */
+export interface PlatformAuditTable {
+  /** 1, 2, 3 …; primary key. bigint: a string from PostgreSQL. */
+  seq: number | string;
+  /** The record's id (a ULID). */
+  id: string;
+  ts: string;
+  /** The tenant slug the record names (`fields.tenant`), or ''. For filtering only: the line is authoritative. */
+  tenant: string;
+  type: string;
+  severity: string;
+  correlation_id: string | null;
+  line: string;
+}
+
+/** A tenant's password, lockout and session policy (JSON; src/platform/policy.ts). */
+export interface PlatformPolicyTable {
+  tenant_id: string;
+  policy: string;
+  updated_at: string;
+}
+
+/**
  * An address the IP defender blocks (or blocked: the row stays after the block ends so
  * that the next ban is longer, until it is forgotten or lifted). Migration 0006.
  */
@@ -126,4 +262,15 @@ export interface TachyonSchema {
   access_key: AccessKeyTable;
   transfer: TransferTable;
   defender_block: DefenderBlockTable;
+  mfa_totp: MfaTotpTable;
+  mfa_recovery_code: MfaRecoveryCodeTable;
+  platform_tenant: PlatformTenantTable;
+  platform_user: PlatformUserTable;
+  platform_role: PlatformRoleTable;
+  platform_user_role: PlatformUserRoleTable;
+  platform_group: PlatformGroupTable;
+  platform_group_member: PlatformGroupMemberTable;
+  platform_session: PlatformSessionTable;
+  platform_policy: PlatformPolicyTable;
+  platform_audit: PlatformAuditTable;
 }

@@ -8,8 +8,9 @@ import type { TachyonError} from '../core/errors.js';
 import { ERROR_CODES, type ErrorCode } from '../core/errors.js';
 
 /**
- * Status per code. A code missing here (one added to the catalogue later) gets 503 when
- * it is retryable and 500 otherwise; add its row.
+ * Status per code. Every catalogue code has a row (test/node-api/http-errors.test.ts
+ * fails on a code without one); a code missing at run time would get 503 when it is
+ * retryable and 500 otherwise.
  */
 export const HTTP_STATUS: Readonly<Partial<Record<ErrorCode, number>>> = Object.freeze({
   USAGE: 400,
@@ -18,21 +19,31 @@ export const HTTP_STATUS: Readonly<Partial<Record<ErrorCode, number>>> = Object.
   DIGEST_MISMATCH: 400,
   PROTOCOL: 400,
   AUTH_FAILED: 401,
+  MFA_INVALID: 401,
+  MFA_LOCKED: 429,
+  SSO_FAILED: 401,
   HOST_KEY_UNKNOWN: 401,
   HOST_KEY_MISMATCH: 401,
   PERMISSION: 403,
+  ENCRYPTION_REQUIRED: 403,
   NOT_FOUND: 404,
   EXISTS: 409,
   IS_DIRECTORY: 409,
   TOO_LARGE: 413,
   CANCELLED: 409,
+  CONFLICT: 409,
   DISK_FULL: 507,
   IO: 503,
+  STORAGE_UNAVAILABLE: 503,
+  KEY_MISSING: 503,
   DB_UNAVAILABLE: 503,
   BUSY: 503,
   CONNECT: 502,
   PEER_VANISHED: 502,
   CONFIG: 500,
+  // stored data that does not decrypt: the server's problem, not the caller's
+  ENVELOPE_INVALID: 500,
+  WRONG_KEY: 500,
   AUDIT_TAMPERED: 500,
   INTERNAL: 500,
 });

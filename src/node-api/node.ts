@@ -16,7 +16,8 @@ import { TachyonError } from '../core/errors.js';
 import { Authenticator, type StorageFactory } from './auth.js';
 import type { NodeApiPlugin } from './context.js';
 import { filesRoutes } from './files.js';
-import { storageFactory } from './storage-factory.js';
+import { s3Opener, storageFactory, type StorageFactoryOptions } from './storage-factory.js';
+import type { S3Backends } from '../storage/s3-backends.js';
 
 export const NODE_API_VERSION = '0.1.0';
 
@@ -33,6 +34,10 @@ export interface NodeApiServerOptions {
   readonly defender?: Defender;
   readonly capabilities?: readonly string[];
   readonly storage?: StorageFactory;
+  /** Backends of s3:// roots (owned by the caller, who closes them); without it, access keys with s3:// roots are refused. Ignored when `storage` is given. */
+  readonly s3?: S3Backends;
+  /** Server-side encryption at rest of the roots under these patterns. Ignored when `storage` is given. */
+  readonly encryption?: StorageFactoryOptions['encryption'];
   readonly clock?: Clock;
   readonly hashCost?: HashCost;
   readonly tokenTtlSeconds?: number;
@@ -63,7 +68,7 @@ export async function buildNodeApi(o: NodeApiServerOptions): Promise<Omit<NodeAp
   });
   const authenticator = new Authenticator({
     keys,
-    storage: o.storage ?? storageFactory(),
+    storage: o.storage ?? storageFactory({ ...(o.s3 ? { s3: s3Opener(o.s3) } : {}), ...(o.encryption ? { encryption: o.encryption } : {}) }),
     ...(o.clock ? { clock: o.clock } : {}),
     ...(o.tokenTtlSeconds !== undefined ? { tokenTtlSeconds: o.tokenTtlSeconds } : {}),
     ...(o.keyRecheckMs !== undefined ? { keyRecheckMs: o.keyRecheckMs } : {}),

@@ -9,13 +9,15 @@ import { PERMISSIONS, POLICIES } from '../core/types.js';
 import { findAuthorizedKey, fingerprintOf, type AuthorizedKey } from '../control/hostkeys.js';
 import { effectiveCiphers, type CipherPolicy, type TransferUser } from './users/model.js';
 import type { KeyCheck } from './users/repository.js';
-import { fileUrlPath, parseStorageUrl } from './users/storage-roots.js';
+import { fileUrlPath, formatStorageUrl, parseStorageUrl } from './users/storage-roots.js';
 
 /** What one authenticated session may do. */
 export interface Account {
   readonly name: string;
-  /** Absolute local directory the session sees as `/`. */
+  /** Absolute local directory the session sees as `/` ('' when `storage` is set). */
   readonly root: string;
+  /** The docroot when it is not a local directory: a canonical `s3://bucket/prefix` URL. */
+  readonly storage?: string;
   readonly permissions: readonly Permission[];
   /** Datagram ciphers this account may use (server policy applied). */
   readonly ciphers: readonly CipherName[];
@@ -80,7 +82,7 @@ export function databaseAccounts(users: UserLookup, cipherPolicy: CipherPolicy):
       if (!u || !u.enabled || !u.keys.some((k) => k.fingerprint === fp)) return undefined;
       return Object.freeze({
         name: u.name,
-        root: localRoot(u),
+        ...docrootOf(u),
         permissions: u.permissions,
         ciphers: effectiveCiphers(u, cipherPolicy),
         policies: u.policies,
@@ -91,12 +93,13 @@ export function databaseAccounts(users: UserLookup, cipherPolicy: CipherPolicy):
   };
 }
 
-function localRoot(u: TransferUser): string {
+function docrootOf(u: TransferUser): { root: string; storage?: string } {
   const url = parseStorageUrl(u.docroot, { field: 'docroot', allowPlainPath: true });
+  if (url.scheme === 's3') return { root: '', storage: formatStorageUrl(url) };
   if (url.scheme !== 'file') {
-    throw new TachyonError('CONFIG', `user ${u.name}: docroot ${u.docroot} is not served by this transfer server yet (local file:// docroots only)`, {
+    throw new TachyonError('CONFIG', `user ${u.name}: docroot ${u.docroot} is not served by this transfer server`, {
       publicMessage: 'Your storage is not available on this server.',
     });
   }
-  return fileUrlPath(url);
+  return { root: fileUrlPath(url) };
 }

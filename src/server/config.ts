@@ -15,9 +15,15 @@
  *   "maxRate": "10g",
  *   "ssh": { "maxAuthTries": 3, "loginGraceSeconds": 30, "idleTimeoutSeconds": 900, "banner": "Authorized use only." },
  *   "auditLog": "/var/log/tachyon/audit.log",
- *   "users": [{ "name": "alice", "docroot": "file:///srv/transfers/alice", "keys": ["ssh-ed25519 AAAA… alice@laptop"] }]
+ *   "users": [{ "name": "alice", "docroot": "file:///srv/transfers/alice", "keys": ["ssh-ed25519 AAAA… alice@laptop"] }],
+ *   "s3": { "endpoint": "https://s3.eu-west-1.amazonaws.com", "region": "eu-west-1", "forcePathStyle": false }
  * }
  * ```
+ *
+ * `s3` says how to reach the object store of s3:// docroots. It holds no credentials, and
+ * refuses fields that look like them: the server takes them from its environment
+ * (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, or an
+ * instance role), through the AWS SDK's default chain.
  */
 import { ABUSE_KINDS, AllowLists, checkWebhookUrl, CidrList, DEFAULT_DEFENDER_SETTINGS, DEFAULT_SCORES, type DefenderSettings } from '../defender/index.js';
 import { promises as fs } from 'node:fs';
@@ -94,6 +100,14 @@ export interface ServerConfig {
   readonly auditLog?: string;
   /** Users declared inline (validated; docroots canonical). */
   readonly users: readonly NewUser[];
+  /** How to reach S3 for s3:// docroots (no credentials: those come from the environment). */
+  readonly s3?: S3Settings;
+  /**
+   * Server-side encryption at rest: accounts whose docroot lies under one of `roots`
+   * have every file stored as an envelope whose content key is wrapped by a master key
+   * (docs/encryption-at-rest.md); absent: off.
+   */
+  readonly serverSideEncryption?: ServerSideEncryptionSettings;
   /** The node API, if the file has a `nodeApi` section. */
   readonly nodeApi?: NodeApiConfig;
   /** The shared transfer user that logs in with transfer tokens (docs/transfer-tokens.md); absent: off. */
@@ -137,6 +151,26 @@ export interface TransferTokenSettings {
   readonly keyGraceSeconds: number;
   /** Access-key states from a file (JSON `{"active":[…],"revoked":[…]}`) instead of the node API's access-key table; absent: the table. */
   readonly accessKeysFile?: string;
+}
+
+export interface ServerSideEncryptionSettings {
+  /** Root patterns (like allowedRoots) whose storage is encrypted. */
+  readonly roots: readonly RootPattern[];
+  /** The keyring file of master keys; absent: the key in TACHYON_MASTER_KEY. */
+  readonly keyringFile?: string;
+}
+
+export interface S3Settings {
+  readonly endpoint?: string;
+  readonly region?: string;
+  readonly forcePathStyle?: boolean;
+  readonly connectTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly maxAttempts: number;
+  /** Multipart part size in bytes. */
+  readonly partBytes: number;
+  /** Send If-None-Match: * on no-clobber commits (default true; false for stores that reject it). */
+  readonly conditionalWrites: boolean;
 }
 
 /** A type error's message: `is required` when the field is missing, else `text`. */
@@ -233,6 +267,27 @@ const ConfigSchema = z.strictObject({
     .optional(),
   auditLog: nonEmpty.optional(),
   users: z.array(UserSchema).max(100_000).optional(),
+  serverSideEncryption: z
+    .strictObject({
+      roots: z.array(nonEmpty).min(1, { error: 'name at least one root pattern' }).max(1000),
+      keyringFile: nonEmpty.optional(),
+    })
+    .optional(),
+  s3: z
+    .strictObject({
+      endpoint: z
+        .string(expected('expected an http(s) URL'))
+        .regex(/^https?:\/\/[^/?#@\s]+\/?$/u, { error: 'expected an http(s) URL without user, path or query, such as https://s3.eu-west-1.amazonaws.com' })
+        .optional(),
+      region: z.string(expected('expected a region name')).regex(/^[a-z0-9-]{1,40}$/u, { error: 'expected a region name such as eu-west-1' }).optional(),
+      forcePathStyle: z.boolean(expected('expected true or false')).optional(),
+      connectTimeoutSeconds: posInt(300).optional(),
+      requestTimeoutSeconds: posInt(3600).optional(),
+      maxAttempts: posInt(10).optional(),
+      conditionalWrites: z.boolean(expected('expected true or false')).optional(),
+      partSizeMiB: z.number(expected('expected a number of MiB (5-5120)')).int({ error: 'expected a whole number of MiB' }).min(5, { error: 'at least 5 (S3\'s smallest part)' }).max(5120, { error: 'at most 5120' }).optional(),
+    })
+    .optional(),
   nodeApi: z
     .strictObject({
       listen: nonEmpty.optional(),
@@ -350,6 +405,18 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
   for (const [i, text] of c.allowedRoots.entries()) {
     const r = await collect(problems, () => parseRootPattern(text, `allowedRoots[${i}]`));
     if (r) roots.push(r);
+  }
+  let serverSideEncryption: ServerSideEncryptionSettings | undefined;
+  if (c.serverSideEncryption !== undefined) {
+    const sseRoots: RootPattern[] = [];
+    for (const [i, text] of c.serverSideEncryption.roots.entries()) {
+      const r = await collect(problems, () => parseRootPattern(text, `serverSideEncryption.roots[${i}]`));
+      if (r) sseRoots.push(r);
+    }
+    serverSideEncryption = Object.freeze({
+      roots: Object.freeze(sseRoots),
+      ...(c.serverSideEncryption.keyringFile !== undefined ? { keyringFile: abs(c.serverSideEncryption.keyringFile) } : {}),
+    });
   }
   const cipherPolicy: CipherPolicy = Object.freeze({
     allowed: Object.freeze([...new Set<CipherName>(c.ciphers?.allowed ?? DEFAULT_CIPHER_POLICY.allowed)]),
@@ -470,6 +537,21 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
     ssh,
     ...(c.auditLog !== undefined ? { auditLog: abs(c.auditLog) } : {}),
     users: Object.freeze(users),
+    ...(serverSideEncryption ? { serverSideEncryption } : {}),
+    ...(c.s3 !== undefined
+      ? {
+          s3: Object.freeze({
+            ...(c.s3.endpoint !== undefined ? { endpoint: c.s3.endpoint } : {}),
+            ...(c.s3.region !== undefined ? { region: c.s3.region } : {}),
+            ...(c.s3.forcePathStyle !== undefined ? { forcePathStyle: c.s3.forcePathStyle } : {}),
+            connectTimeoutMs: (c.s3.connectTimeoutSeconds ?? 5) * 1000,
+            requestTimeoutMs: (c.s3.requestTimeoutSeconds ?? 30) * 1000,
+            maxAttempts: c.s3.maxAttempts ?? 3,
+            partBytes: (c.s3.partSizeMiB ?? 8) * 1024 * 1024,
+            conditionalWrites: c.s3.conditionalWrites ?? true,
+          }),
+        }
+      : {}),
     ...(c.nodeApi !== undefined
       ? {
           nodeApi: Object.freeze({

@@ -539,19 +539,25 @@ export class TransferMonitor implements TransferReporter {
       (q.accessKeyId === undefined || r.accessKeyId === q.accessKeyId) &&
       (q.since === undefined || r.startedAt >= q.since) &&
       (q.until === undefined || r.startedAt < q.until);
-    const newestFirst = (a: TransferRecord, b: TransferRecord): number => (a.startedAt < b.startedAt ? 1 : a.startedAt > b.startedAt ? -1 : 0);
-    const active = [...this.active.values()].map((l) => ({ ...l.record })).filter(match).sort(newestFirst);
+    // newest first; transfers that started in the same millisecond: the later begun first
+    // (the maps keep insertion order), so that paging is stable
+    const newestFirst = (list: TransferRecord[]): TransferRecord[] =>
+      list
+        .map((r, i) => ({ r, i }))
+        .sort((a, b) => (a.r.startedAt < b.r.startedAt ? 1 : a.r.startedAt > b.r.startedAt ? -1 : b.i - a.i))
+        .map((x) => x.r);
+    const active = newestFirst([...this.active.values()].map((l) => ({ ...l.record })).filter(match));
     const strip = (d: TransferDetail): TransferRecord => {
       const { fileList: _f, filesOmitted: _o, ...r } = d;
       return r;
     };
     if (!this.db) {
-      const past = [...this.history.values()].map(strip).filter(match).sort(newestFirst);
+      const past = newestFirst([...this.history.values()].map(strip).filter(match));
       const all = [...active, ...past];
       return { total: all.length, items: all.slice(q.offset, q.offset + q.limit) };
     }
     // finished and not yet written: listed from memory, before the database's rows
-    const unsaved = [...this.unsaved.values()].map(strip).filter(match).sort(newestFirst);
+    const unsaved = newestFirst([...this.unsaved.values()].map(strip).filter(match));
     const head = [...active, ...unsaved];
     const ids = new Set(unsaved.map((r) => r.id));
     if (q.status === 'active') return { total: active.length, items: active.slice(q.offset, q.offset + q.limit) };

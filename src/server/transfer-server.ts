@@ -20,8 +20,14 @@ import { Jail } from '../transfer/jail.js';
 import type { FileOutcome } from '../transfer/roles.js';
 import { serveSession } from '../transfer/session.js';
 import type { Account, AccountSource } from './accounts.js';
+// the AWS SDK is loaded (dynamic import) when an s3:// account starts a session
+import { lazyS3Backends, type S3BackendsOptions } from '../storage/s3-backends.js';
+import type { ReceiverStore } from '../transfer/store-file.js';
 import type { MonitoredSession, TransferReporter } from './monitor.js';
 import type { TokenLogin } from './token-login.js';
+import { EncryptedStorage, LocalStorage, type StorageBackend } from '../storage/index.js';
+import type { KeyProvider } from '../storage/envelope/keyring.js';
+import { matchesRoot, parseStorageUrl, type RootPattern } from './users/storage-roots.js';
 
 export interface SshServiceLimits {
   maxAuthTries?: number;
@@ -57,10 +63,26 @@ export interface TransferServerOptions {
    * the SSH handshake); refused authentications are reported to it.
    */
   defender?: Defender;
+  /**
+   * Object storage for accounts whose docroot is an s3:// URL (endpoint, region, path
+   * style, timeouts; credentials from the server's environment). The AWS SDK is loaded
+   * only when such an account starts a session.
+   */
+  s3?: S3ServiceOptions;
   /** reports sessions, files, progress and refusals (the transfer monitor), and may cancel a session */
   monitor?: TransferReporter;
+  /**
+   * Server-side encryption at rest: an account whose docroot lies under one of `roots`
+   * stores every file as an envelope (storage/encrypted.ts) whose content key `keys`
+   * wraps; its transfers go through the storage path, and SFTP and transfer tokens are
+   * refused for it (they write through the jail, in plaintext).
+   */
+  encryption?: { readonly roots: readonly RootPattern[]; readonly keys: KeyProvider };
   onEvent?(e: { type: string; [k: string]: unknown }): void;
 }
+
+/** How the transfer server reaches S3 for s3:// docroots. */
+export type S3ServiceOptions = S3BackendsOptions;
 
 export interface TransferServer {
   address: string;
@@ -175,6 +197,50 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
     }
     return j;
   };
+  // storage of s3:// accounts: one client per server and one backend per docroot, made on
+  // first use; the store a session sees is its own (its account's permissions, its own
+  // cache of directories made)
+  const s3 = lazyS3Backends(o.s3 ?? { connection: {} });
+  /** whether the account's storage is encrypted by the server */
+  const encrypted = (account: { root: string; storage?: string }): boolean => {
+    const enc = o.encryption;
+    if (!enc) return false;
+    const url = parseStorageUrl(account.storage ?? `file://${account.root}`, { field: 'docroot' });
+    return enc.roots.some((r) => matchesRoot(r, url));
+  };
+  const refuseEncrypted = (account: Account, what: string): never => {
+    throw new TachyonError('PERMISSION', `account ${account.name}: ${what} refused on server-side encrypted storage`, {
+      publicMessage: `${what} cannot be used with this account's storage (it is encrypted by the server); use tachyon send/recv.`,
+      details: { permission: 'encrypted-storage' },
+    });
+  };
+  const storeFor = async (account: Account, url: string | undefined): Promise<ReceiverStore> => {
+    let backend: StorageBackend = url !== undefined ? await s3.open(url) : await LocalStorage.open(account.root);
+    if (o.encryption && encrypted(account)) backend = new EncryptedStorage(backend, o.encryption.keys);
+    const made = new Set<string>(['']);
+    return {
+      backend,
+      async ensureDir(dir: string): Promise<void> {
+        if (made.has(dir)) return;
+        try {
+          const e = await backend.stat(dir);
+          if (e.kind !== 'directory') throw new TachyonError('EXISTS', `${dir} exists and is not a directory`, { publicMessage: 'A destination directory exists as a file.' });
+        } catch (err) {
+          if (!(err instanceof TachyonError && err.code === 'NOT_FOUND')) throw err;
+          if (!account.permissions.includes('mkdir')) {
+            throw new TachyonError('PERMISSION', "permission 'mkdir' missing for create directories", {
+              publicMessage: 'Permission denied: your account may not create directories.',
+              details: { permission: 'mkdir' },
+            });
+          }
+          await backend.mkdir(dir, { recursive: true }).catch((e2: unknown) => {
+            if (!(e2 instanceof TachyonError && e2.code === 'EXISTS')) throw e2;
+          });
+        }
+        made.add(dir);
+      },
+    };
+  };
   /** the account and jail of an authenticated session, or a refusal (audited) */
   const tokens = o.tokens;
   const isTokenSession = (info: SessionInfo): boolean => tokens !== undefined && info.user === tokens.user;
@@ -192,6 +258,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
         record({ type: 'auth.failure', component: 'ssh', correlationId: info.connectionId, fields: { clientAddress: info.clientAddress, clientPort: info.clientPort, user: info.user, method: 'password', reason: s.refused, keyFingerprint: info.keyFingerprint } });
         throw new TachyonError('AUTH_FAILED', `token session ${info.keyFingerprint} refused: ${s.refused}`);
       }
+      if (encrypted(s.account)) refuseEncrypted(s.account, 'Transfer tokens');
       const jail = jailFor(s.account.root);
       const restriction = pathGrant({ jail, direction: s.claims.direction, paths: s.claims.paths, expiresAt: s.claims.expiresAt, clock, label: info.keyFingerprint });
       return { account: s.account, jail, restriction, accessKeyId: s.claims.accessKeyId };
@@ -208,6 +275,26 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       record({ type: 'auth.failure', component: 'ssh', correlationId: info.connectionId, fields: { clientAddress: info.clientAddress, clientPort: info.clientPort, user: info.user, method: 'publickey', reason: 'account-changed', keyFingerprint: info.keyFingerprint } });
       throw new TachyonError('AUTH_FAILED', `account ${info.user} is no longer allowed this key`);
     }
+    if (account.storage !== undefined) throw new TachyonError('USAGE', `account ${info.user}: no local root (storage ${account.storage.replace(/^(s3:\/\/[^/]+).*$/, '$1/…')})`);
+    if (encrypted(account)) refuseEncrypted(account, 'SFTP');
+    return { account, jail: jailFor(account.root) };
+  };
+  /** as sessionAccount, but an account with an s3:// docroot gets its store instead of a jail */
+  const transferAccount = async (
+    info: SessionInfo,
+  ): Promise<{ account: Account; jail?: Jail; store?: ReceiverStore; restriction?: SessionRestriction; accessKeyId?: string }> => {
+    // token sessions: token-login serves file:// roots only (an s3:// root is refused at login)
+    if (isTokenSession(info)) return sessionAccount(info);
+    let account: Account | undefined;
+    try {
+      account = await o.accounts.account(info.user, info.keyFingerprint);
+    } catch (err) {
+      const te = toTachyonError(err, 'INTERNAL');
+      o.onEvent?.({ type: 'session.error', user: info.user, code: te.code, message: te.message });
+      throw te;
+    }
+    if (!account) return sessionAccount(info); // records the refusal
+    if (account.storage !== undefined || encrypted(account)) return { account, store: await storeFor(account, account.storage) };
     return { account, jail: jailFor(account.root) };
   };
 
@@ -273,11 +360,12 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       const started = clock.now();
       void (async () => {
         let account: Account;
-        let jail: Jail;
+        let jail: Jail | undefined;
+        let store: ReceiverStore | undefined;
         let restriction: SessionRestriction | undefined;
         let accessKeyId: string | undefined;
         try {
-          ({ account, jail, restriction, accessKeyId } = await sessionAccount(info));
+          ({ account, jail, store, restriction, accessKeyId } = await transferAccount(info));
         } catch {
           link.close();
           return;
@@ -290,7 +378,8 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
           const summary = await serveSession(link, {
             endpoint: data.endpoint!,
             udpPort: data.udpPort,
-            jail,
+            ...(jail ? { jail } : {}),
+            ...(store ? { store } : {}),
             clock,
             allowedCiphers: allowed,
             maxRateBps,
@@ -427,6 +516,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       await control?.close();
       control = undefined;
       await socket.close();
+      await s3.close();
     },
   };
 }

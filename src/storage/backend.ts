@@ -68,6 +68,11 @@ export interface ReadHandle {
 export interface WriterOptions {
   /** Replace an existing file at commit (never a directory). Default false: EXISTS. */
   readonly overwrite?: boolean;
+  /**
+   * The committed file's modification time (ms since the epoch), for example the
+   * sender's mtime so that `-k attrs` resume sees it; default: the time of the commit.
+   */
+  readonly mtimeMs?: number;
 }
 
 /**
@@ -198,6 +203,13 @@ export function checkChunk(path: string, size: number, offset: number, length: n
 /** Checks a writer's declared size (USAGE unless a safe non-negative integer). */
 export function checkSize(path: string, size: number): void {
   if (!Number.isSafeInteger(size) || size < 0) throw new TachyonError('USAGE', `writer for ${path}: bad size ${String(size)}`);
+}
+
+/** Checks a writer's requested mtime (USAGE unless a finite, non-negative number or absent). */
+export function checkMtime(path: string, mtimeMs: number | undefined): void {
+  if (mtimeMs !== undefined && (!Number.isFinite(mtimeMs) || mtimeMs < 0)) {
+    throw new TachyonError('USAGE', `writer for ${path}: bad mtime ${String(mtimeMs)}`);
+  }
 }
 
 /** Checks a read range (USAGE unless non-negative safe integers). */

@@ -2,5 +2,7 @@
 export * from './backend.js';
 export { LocalStorage, translateFsError } from './local.js';
 export { MemoryStorage, type MemoryStorageOptions } from './memory.js';
+// S3Storage lives in './s3.js' and is imported from there (not re-exported here) so that
+// processes without an S3 docroot never load the AWS SDK.
 export { ListingCache, type ListingCacheOptions } from './list-cache.js';
 export { EncryptedStorage } from './encrypted.js';

@@ -28,6 +28,7 @@ import {
   baseName,
   checkChunk,
   checkRange,
+  checkMtime,
   checkSize,
   incomplete,
   normalizeStoragePath,
@@ -290,6 +291,7 @@ export class LocalStorage implements StorageBackend {
   async createWriter(path: string, size: number, options: WriterOptions = {}): Promise<ChunkWriter> {
     const p = normalizeStoragePath(path);
     checkSize(p, size);
+    checkMtime(p, options.mtimeMs);
     const overwrite = options.overwrite === true;
     await this.checkTarget(p, overwrite);
     const parent = parentOf(p);
@@ -339,6 +341,10 @@ export class LocalStorage implements StorageBackend {
         state = 'committing';
         try {
           await fh.datasync();
+          if (options.mtimeMs !== undefined) {
+            const t = new Date(options.mtimeMs);
+            await fh.utimes(t, t);
+          }
           await fh.close();
           await this.checkTarget(p, overwrite);
           if (overwrite) {

@@ -8,6 +8,7 @@ import {
   CoverageSet,
   baseName,
   checkChunk,
+  checkMtime,
   checkRange,
   checkSize,
   incomplete,
@@ -132,6 +133,7 @@ export class MemoryStorage implements StorageBackend {
   async createWriter(path: string, size: number, options: WriterOptions = {}): Promise<ChunkWriter> {
     const p = normalizeStoragePath(path);
     checkSize(p, size);
+    checkMtime(p, options.mtimeMs);
     const overwrite = options.overwrite === true;
     this.checkTarget(p, overwrite);
     if (this.reserved + size > this.maxBytes) throw new TachyonError('DISK_FULL', `memory storage full writing ${p}`);
@@ -163,7 +165,7 @@ export class MemoryStorage implements StorageBackend {
         }
         const old = this.nodes.get(p);
         if (old?.kind === 'file') this.reserved -= old.data.length;
-        this.nodes.set(p, { kind: 'file', mtimeMs: this.now(), data });
+        this.nodes.set(p, { kind: 'file', mtimeMs: options.mtimeMs ?? this.now(), data });
         this.touch(parentOf(p));
         state = 'committed';
       },

@@ -120,6 +120,43 @@ const ESCAPING_CHARS = /[/\\\0]/;
 const IGNORABLE = /[\p{M}\p{Default_Ignorable_Code_Point}]/gu;
 const STARTS_WITH_MARK = /^\p{M}/u;
 
+/**
+ * Splits and checks a client path (the jail's rules, without a root): its normalised (NFC)
+ * components. Refusals are PATH_INVALID with `details.reason`. Storage-backed accounts
+ * (s3:// docroots) use it too.
+ */
+export function clientPathComponents(clientPath: string): string[] {
+  if (typeof clientPath !== 'string') throw refusal(String(clientPath), 'empty-path', 'is not a string');
+  if (clientPath.includes('\0')) throw refusal(clientPath, 'nul-byte', 'contains a NUL byte');
+  if (INVALID_UNICODE.test(clientPath)) throw refusal(clientPath, 'invalid-unicode', 'is not valid UTF-8 text');
+  if (CONTROL.test(clientPath)) throw refusal(clientPath, 'control-character', 'contains a control character');
+  if (BIDI.test(clientPath)) throw refusal(clientPath, 'bidi-control', 'contains a bidirectional text control');
+  if (Buffer.byteLength(clientPath) > MAX_PATH_BYTES) throw refusal(clientPath, 'path-too-long', `is longer than ${MAX_PATH_BYTES} bytes`);
+  const p = clientPath.normalize('NFC');
+  if (Buffer.byteLength(p) > MAX_PATH_BYTES) throw refusal(clientPath, 'path-too-long', `is longer than ${MAX_PATH_BYTES} bytes`);
+  const out: string[] = [];
+  for (const c of p.split(/[/\\]/)) {
+    if (c === '' || c === '.') continue;
+    if (c === '..') {
+      if (out.length === 0) throw refusal(clientPath, 'above-root', 'leaves the root');
+      out.pop();
+      continue;
+    }
+    if (Buffer.byteLength(c) > MAX_COMPONENT_BYTES) {
+      throw refusal(clientPath, 'component-too-long', `has a component longer than ${MAX_COMPONENT_BYTES} bytes`);
+    }
+    const k = c.normalize('NFKC');
+    if (ESCAPING_CHARS.test(k)) throw refusal(clientPath, 'unicode-escape', 'has a character that normalises to a path separator');
+    const bare = k.replace(IGNORABLE, '');
+    if (bare === '.' || bare === '..' || bare === '') {
+      throw refusal(clientPath, 'unicode-escape', 'has a component that normalises to "." or ".."');
+    }
+    if (STARTS_WITH_MARK.test(c)) throw refusal(clientPath, 'unicode-escape', 'has a component that starts with a combining mark');
+    out.push(c);
+  }
+  return out;
+}
+
 export class Jail {
   /** The root's physical path (symbolic links resolved when the jail was made). */
   readonly root: string;
@@ -146,35 +183,7 @@ export class Jail {
 
   /** Splits and checks a client path; returns its normalised (NFC) components under the root. */
   components(clientPath: string): string[] {
-    if (typeof clientPath !== 'string') throw refusal(String(clientPath), 'empty-path', 'is not a string');
-    if (clientPath.includes('\0')) throw refusal(clientPath, 'nul-byte', 'contains a NUL byte');
-    if (INVALID_UNICODE.test(clientPath)) throw refusal(clientPath, 'invalid-unicode', 'is not valid UTF-8 text');
-    if (CONTROL.test(clientPath)) throw refusal(clientPath, 'control-character', 'contains a control character');
-    if (BIDI.test(clientPath)) throw refusal(clientPath, 'bidi-control', 'contains a bidirectional text control');
-    if (Buffer.byteLength(clientPath) > MAX_PATH_BYTES) throw refusal(clientPath, 'path-too-long', `is longer than ${MAX_PATH_BYTES} bytes`);
-    const p = clientPath.normalize('NFC');
-    if (Buffer.byteLength(p) > MAX_PATH_BYTES) throw refusal(clientPath, 'path-too-long', `is longer than ${MAX_PATH_BYTES} bytes`);
-    const out: string[] = [];
-    for (const c of p.split(/[/\\]/)) {
-      if (c === '' || c === '.') continue;
-      if (c === '..') {
-        if (out.length === 0) throw refusal(clientPath, 'above-root', 'leaves the root');
-        out.pop();
-        continue;
-      }
-      if (Buffer.byteLength(c) > MAX_COMPONENT_BYTES) {
-        throw refusal(clientPath, 'component-too-long', `has a component longer than ${MAX_COMPONENT_BYTES} bytes`);
-      }
-      const k = c.normalize('NFKC');
-      if (ESCAPING_CHARS.test(k)) throw refusal(clientPath, 'unicode-escape', 'has a character that normalises to a path separator');
-      const bare = k.replace(IGNORABLE, '');
-      if (bare === '.' || bare === '..' || bare === '') {
-        throw refusal(clientPath, 'unicode-escape', 'has a component that normalises to "." or ".."');
-      }
-      if (STARTS_WITH_MARK.test(c)) throw refusal(clientPath, 'unicode-escape', 'has a component that starts with a combining mark');
-      out.push(c);
-    }
-    return out;
+    return clientPathComponents(clientPath);
   }
 
   /** Whether `name` (one entry read from disk) is what {@link components} would make of it. */

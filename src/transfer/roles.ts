@@ -24,6 +24,7 @@ import { checkRanges, decide, sampleRanges, type SkipReason, type TransferPolicy
 import { hashRanges, JobQueue, openNoFollow, partialPath, readRecord, removeRecord, writeRecord, type ReadOpener } from './resume.js';
 import { Batcher, BATCH_BYTES, BATCH_ENTRIES, directoryMaker, pathCost, RxFile, TxSource, WorkQueue, type TempFiles } from './role-kit.js';
 import { createTempFile } from './local-file.js';
+import { StoreSink, hashStoredRanges, type ReceiverStore } from './store-file.js';
 import type { SendContent, TxBlocks } from './encrypted-content.js';
 
 export interface OutgoingFile {
@@ -197,6 +198,14 @@ export interface SenderRoleOptions {
   probed?: ProbesSent;
   /** Opens a file to send or to hash (default: a plain open; the server pins it in its jail). */
   openSource?: (abs: string) => number;
+  /**
+   * Makes a file readable at `f.abs` before it is sent or hashed (a storage-backed account
+   * fetches the object into a local spool file); called at most once per file, files in
+   * order. The file's blocks are not sent before it resolves; a rejection fails the session.
+   */
+  prepare?: (f: OutgoingFile) => Promise<void>;
+  /** The file is settled (or the session ends): what `prepare` made can go. */
+  release?: (f: OutgoingFile) => void;
   /** what is sent for each file (default: its own bytes; `--encrypt-at-rest`: its envelope, see encrypted-content.ts) */
   content?: SendContent;
   events?: RoleEvents;
@@ -237,6 +246,7 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
       files$.discard();
       digests.discard();
       for (const t of tx) t.source?.close();
+      if (opts.release) for (const t of tx) opts.release(t.f);
       sender.close();
     };
     const fail = (err: unknown): void => {
@@ -283,6 +293,7 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
       t.state = Tx.Settled;
       t.source?.close();
       t.source = undefined;
+      opts.release?.(t.f);
       t.prefix = undefined;
       settled++;
       const outcome: FileOutcome = { path: t.f.path, size: t.f.size, ...o, elapsedMs: clock.now() - t.since };
@@ -325,14 +336,27 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
         if (policy.preserveTimes && f.atimeMs !== undefined) a.atimeMs = f.atimeMs;
         if (t.offset > 0) a.offset = t.offset;
         files$.push(a, pathCost(f.path));
-        t.source = opts.content ? opts.content.open(f, t.offset, t.prefix, opts.openSource) : new TxSource(f.abs, f.size, t.offset, t.prefix, opts.openSource);
-        t.prefix = undefined;
         t.state = Tx.Announced;
         t.since = now;
         inflight++;
         decided++;
         opts.events?.onFileStart?.({ path: f.path, size: f.size, offset: t.offset });
-        sender.start(t.id, t.source);
+        const startBlocks = (): void => {
+          // what is sent: the file's own bytes, or what `content` derives from them (its envelope)
+          t.source = opts.content ? opts.content.open(f, t.offset, t.prefix, opts.openSource) : new TxSource(f.abs, f.size, t.offset, t.prefix, opts.openSource);
+          t.prefix = undefined;
+          sender.start(t.id, t.source);
+        };
+        if (opts.prepare) {
+          // the file is readable at f.abs once prepared; its blocks wait until then
+          opts.prepare(f).then(
+            () => {
+              if (finished || t.state !== Tx.Announced || t.source) return;
+              startBlocks();
+            },
+            (err: unknown) => failWith(toTachyonError(err, 'IO')),
+          );
+        } else startBlocks();
       }
       if (queueHead === queue.length && queueHead > 0) {
         queue.length = 0;
@@ -363,11 +387,12 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
       const sums = e.do === 'check' ? e.sums : [];
       const then = e.do === 'check' ? e.then : 'resume';
       jobs
-        .run(() =>
-          opts.content
+        .run(async () => {
+          await opts.prepare?.(f);
+          return opts.content
             ? opts.content.hash(f, e.offset, sums, then === 'resume', opts.openSource ?? openNoFollow)
-            : hashRanges(f.abs, e.offset, sums, then === 'resume', opts.openSource ?? openNoFollow),
-        )
+            : hashRanges(f.abs, e.offset, sums, then === 'resume', opts.openSource ?? openNoFollow);
+        })
         .then(
           (h) => {
             if (finished) return;
@@ -598,13 +623,16 @@ interface RxEntry {
   offset: number;
   mtimeMs: number | undefined;
   atimeMs: number | undefined;
-  file: RxFile;
+  /** local mode: the temporary file (undefined in store mode) */
+  file: RxFile | undefined;
   digest: string | undefined;
   complete: boolean;
   since: number;
   /** a resume record beside the partial file may exist (remove it when done) */
   record: boolean;
   recorded: number;
+  /** store mode: the sink into the storage backend */
+  sink?: StoreSink;
 }
 
 export interface ReceiverRoleOptions {
@@ -623,6 +651,13 @@ export interface ReceiverRoleOptions {
   openRead?: ReadOpener;
   /** Makes the parent directory of a temporary file (default `mkdir -p`; the server's resolver already made it through the jail). */
   makeDir?: (dir: string) => void;
+  /**
+   * Receive into a storage backend instead of local files: the resolver then returns
+   * backend paths, files are written through the backend's writer (committed after the
+   * digest matched) and there are no partial files, so only complete files are compared
+   * (`-k attrs` skips a file whose size and mtime match; a partial resume starts over).
+   */
+  store?: ReceiverStore;
   /** Refuses a file before any data flows (a TachyonError), e.g. a plaintext name where only envelopes are accepted. */
   admit?: (final: string, size: number) => void;
   /** Checks a received, verified file before it is renamed into place (a TachyonError refuses it; the file is removed). */
@@ -633,6 +668,10 @@ export interface ReceiverRoleOptions {
 
 /** Runs the receiving role until the sender's `end` and every file is settled. */
 export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSummary> {
+  if (opts.store && opts.checkStored) {
+    // a stored object cannot be read before it is committed: refuse rather than skip the check
+    return Promise.reject(new TachyonError('INTERNAL', 'checkStored is not supported when receiving into a storage backend'));
+  }
   const { receiver, clock, policy } = opts;
   const link = new CountingLink(opts.link);
   const started = clock.now();
@@ -678,6 +717,10 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
 
     /** Keeps (with a resume record) or removes the partial file of an unfinished entry. */
     const park = (e: RxEntry): void => {
+      if (!e.file) {
+        void e.sink?.abort();
+        return;
+      }
       e.file.close();
       if (!e.file.touched) return; // never touched: whatever was there stays as it was
       if (!e.file.opened && e.offset > 0) return; // still opening: the kept prefix was not cut yet
@@ -696,7 +739,8 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       receiver.close();
       for (const e of entries.values()) {
         if (discard) park(e);
-        else e.file.close();
+        else if (e.sink) void e.sink.abort();
+        else e.file?.close();
       }
       entries.clear();
       planned.clear();
@@ -755,18 +799,63 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       settle(o);
     };
 
+    const finalizeStored = async (e: RxEntry, sink: StoreSink): Promise<void> => {
+      entries.delete(e.id);
+      receiver.removeFile(e.id);
+      let sha: string;
+      try {
+        sha = await sink.finish();
+      } catch (err) {
+        await sink.abort();
+        if (finished) return;
+        const te = toTachyonError(err, 'IO');
+        fileFailed(e.id, e.path, e.size, e.since, te);
+        if (te.code === 'DISK_FULL' || te.code === 'STORAGE_UNAVAILABLE') fail(te);
+        else maybeDone();
+        return;
+      }
+      if (finished) {
+        await sink.abort();
+        return;
+      }
+      if (sha !== e.digest) {
+        await sink.abort();
+        const message = 'The received file does not match the sender digest; it was discarded.';
+        fileFailed(e.id, e.path, e.size, e.since, new TachyonError('DIGEST_MISMATCH', message, { publicMessage: message }), sha);
+        maybeDone();
+        return;
+      }
+      try {
+        const c0 = clock.now();
+        await sink.commit(); // the object becomes visible only now
+        if (TRACE) process.stderr.write(`trace commit ${e.path}: ${(clock.now() - c0).toFixed(1)} ms\n`);
+      } catch (err) {
+        await sink.abort();
+        if (finished) return;
+        fileFailed(e.id, e.path, e.size, e.since, toTachyonError(err, 'IO'));
+        maybeDone();
+        return;
+      }
+      results.push({ id: e.id, ok: true, sha256: sha });
+      settle({ path: e.path, size: e.size, ok: true, status: 'done', sha256: sha, sentBytes: e.size - e.offset, skippedBytes: e.offset, elapsedMs: clock.now() - e.since });
+      maybeDone();
+    };
+
     const finalize = async (e: RxEntry): Promise<void> => {
+      if (e.sink) return finalizeStored(e, e.sink);
+      const file = e.file;
+      if (!file) return;
       entries.delete(e.id);
       receiver.removeFile(e.id);
       let sha: string;
       const t0 = clock.now();
       try {
-        sha = await e.file.finish();
+        sha = await file.finish();
         if (TRACE) process.stderr.write(`trace finalize ${e.path}: finish ${(clock.now() - t0).toFixed(1)} ms\n`);
-        e.file.close();
+        file.close();
       } catch (err) {
-        e.file.close();
-        if (e.file.touched) safeUnlink(e.temp);
+        file.close();
+        if (file.touched) safeUnlink(e.temp);
         if (finished) return;
         const te = toTachyonError(err, 'IO');
         fileFailed(e.id, e.path, e.size, e.since, te);
@@ -849,9 +938,83 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       return { final, st };
     };
 
+    /** Store mode: the destination is looked up in the backend (asynchronously); no partial files. */
+    const onProbeStored = (pe: ProbeEntry, store: ReceiverStore): void => {
+      const now = clock.now();
+      const refuse = (te: TachyonError): void => {
+        plans.push({ id: pe.id, do: 'refuse', code: te.code, message: te.publicMessage }, 96 + te.publicMessage.length * 6);
+        settle({ path: pe.path, size: pe.size, ok: false, status: 'failed', code: te.code, message: te.publicMessage, sentBytes: 0, skippedBytes: 0, elapsedMs: 0 });
+      };
+      let final: string;
+      try {
+        final = opts.resolve(pe.path, 'file');
+        opts.admit?.(final, pe.size);
+      } catch (err) {
+        refuse(toTachyonError(err, 'IO'));
+        return;
+      }
+      const p: RxPlanned = { id: pe.id, path: pe.path, size: pe.size, mtimeMs: pe.mtimeMs, final, temp: '', prefix: undefined, hadRecord: false, answered: false, since: now };
+      planned.set(pe.id, p);
+      const answer = (e: PlanEntry): void => {
+        p.answered = true;
+        plans.push(e, e.do === 'check' ? 200 + e.sums.length * 150 : 96);
+      };
+      jobs
+        .run(async () => {
+          try {
+            return await store.backend.stat(final);
+          } catch (err) {
+            if (err instanceof TachyonError && err.code === 'NOT_FOUND') return undefined;
+            throw err;
+          }
+        })
+        .then(
+          (st) => {
+            if (finished) return;
+            if (st?.kind === 'directory') {
+              planned.delete(pe.id);
+              refuse(new TachyonError('IS_DIRECTORY', `destination ${pe.path} exists as a directory`, { publicMessage: `The destination of ${pe.path} exists as a directory.` }));
+              return;
+            }
+            const d = decide(policy, { size: pe.size, mtimeMs: pe.mtimeMs }, st ? { final: { size: st.size, mtimeMs: st.mtimeMs } } : {});
+            switch (d.do) {
+              case 'skip':
+                planned.delete(pe.id);
+                plans.push({ id: pe.id, do: 'skip', reason: d.reason });
+                settle({ path: pe.path, size: pe.size, ok: true, status: 'skipped', reason: d.reason, sentBytes: 0, skippedBytes: pe.size, elapsedMs: 0 });
+                return;
+              case 'compare': {
+                const ranges = d.mode === 'full' ? [{ at: 0, len: d.length }] : sampleRanges(d.length);
+                jobs.run(() => hashStoredRanges(store.backend, final, ranges)).then(
+                  (sums) => !finished && answer({ id: pe.id, do: 'check', offset: d.length, sums, then: 'skip' }),
+                  () => !finished && answer({ id: pe.id, do: 'send' }),
+                );
+                return;
+              }
+              default: // send ('resume' needs a partial file, which a store does not keep)
+                answer({ id: pe.id, do: 'send' });
+            }
+          },
+          (err: unknown) => {
+            if (finished) return;
+            planned.delete(pe.id);
+            const te = toTachyonError(err, 'IO');
+            refuse(te);
+            if (te.code === 'STORAGE_UNAVAILABLE') {
+              sendError(opts.link, te);
+              fail(te);
+            } else maybeDone();
+          },
+        );
+    };
+
     const onProbe = (pe: ProbeEntry): void => {
       newId(pe.id);
       totalBytes += pe.size;
+      if (opts.store) {
+        onProbeStored(pe, opts.store);
+        return;
+      }
       const now = clock.now();
       let final: string;
       let st: Stats | undefined;
@@ -961,13 +1124,41 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
         totalBytes += a.size;
         if (offset > 0) throw new TachyonError('PROTOCOL', `file ${a.id} resumed in a session without plans`);
         try {
-          final = destination(a.path, a.size).final;
+          if (opts.store) {
+            final = opts.resolve(a.path, 'file');
+            opts.admit?.(final, a.size);
+          } else final = destination(a.path, a.size).final;
         } catch (err) {
           receiver.skipFile(a.id, a.ssn0, a.size);
           fileFailed(a.id, a.path, a.size, now, toTachyonError(err, 'IO'));
           return;
         }
         temp = partialPath(final);
+      }
+      if (opts.store) {
+        if (offset > 0) throw new TachyonError('PROTOCOL', `file ${a.id}: a resume into storage was not offered`);
+        const sink = new StoreSink(opts.store, final, a.size, a.mtimeMs);
+        const e: RxEntry = {
+          id: a.id,
+          path: a.path,
+          final,
+          temp,
+          size: a.size,
+          offset: 0,
+          mtimeMs: a.mtimeMs,
+          atimeMs: a.atimeMs,
+          file: undefined,
+          sink,
+          digest: undefined,
+          complete: false,
+          since: now,
+          record: false,
+          recorded: -1,
+        };
+        entries.set(a.id, e);
+        opts.events?.onFileStart?.({ path: a.path, size: a.size, offset: 0 });
+        receiver.addFile(a.id, a.ssn0, a.size, sink);
+        return;
       }
       const file = new RxFile(temp, a.size, offset, prefix?.hash, tempFiles, (job) => fileWork.push(job), (err) => {
         sendError(opts.link, err);
@@ -1002,7 +1193,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
     /** Refreshes the resume records of files in progress (a crash then loses little). */
     const refreshRecords = (): void => {
       for (const e of entries.values()) {
-        if (!e.file.opened || e.mtimeMs === undefined) continue;
+        if (!e.file?.opened || e.mtimeMs === undefined) continue;
         const kept = e.file.writtenPrefix();
         if (kept <= 0 || kept === e.recorded) continue;
         if (writeRecord(e.final, { size: e.size, mtimeMs: e.mtimeMs, verified: kept }, createTemp)) {
@@ -1052,7 +1243,11 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
             }
             break;
           case 'dirs':
-            for (const p of msg.paths) work.push(() => makeDir(opts.resolve(p, 'dir')));
+            for (const p of msg.paths) {
+              const store = opts.store;
+              if (store) work.push(() => void store.ensureDir(opts.resolve(p, 'dir')).catch(fail));
+              else work.push(() => makeDir(opts.resolve(p, 'dir')));
+            }
             break;
           case 'end':
             work.push(() => {

@@ -18,7 +18,9 @@ import { DataSender } from '../transport/session/sender.js';
 import type { PeerAddress } from '../transport/socket/types.js';
 import { ExcludeSet } from './exclude.js';
 import type { SessionRestriction } from './grant.js';
-import type { Jail } from './jail.js';
+import { clientPathComponents, type Jail } from './jail.js';
+import { normalizeStoragePath } from '../storage/backend.js';
+import { Spooler, storageListing, type ReceiverStore } from './store-file.js';
 import { DEFAULT_POLICY, needsPlan, type TransferPolicy } from './policy.js';
 import {
   initialProbeCount,
@@ -44,7 +46,13 @@ export const DEFAULT_DATAGRAM_SIZE = 1472; // 1500-byte MTU minus IPv4 and UDP h
 export interface ServerSessionContext {
   endpoint: Endpoint;
   udpPort: number;
-  jail: Jail;
+  /** The account's local root (every file the session touches goes through it); absent when `store` is set. */
+  jail?: Jail;
+  /**
+   * The account's storage when it is not a local directory (an s3:// docroot): uploads
+   * are written into it (StoreSink); downloads are spooled from it with ranged reads.
+   */
+  store?: ReceiverStore;
   clock: Clock;
   allowedCiphers: readonly CipherName[];
   /** ceiling on any session's rate, bits/s */
@@ -265,6 +273,7 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
         details: { permission: 'policy' },
       });
     }
+    if (ctx.store) refuseUnsupportedOnStorage(ctx, hello.op === 'send');
   } catch (err) {
     return refuse(toTachyonError(err));
   }
@@ -305,12 +314,57 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
     };
     stopKeepAlive = ctx.clock.setTimer(KEEPALIVE_MS, tick);
   }
+  if (ctx.store) {
+    try {
+      if (hello.op !== 'send') {
+        return await serveStorageDownload(link, ctx, ctx.store, hello, {
+          sessionId,
+          seal,
+          open,
+          datagramSize,
+          targetBps,
+          welcome,
+          policy,
+          planned,
+          refuse,
+          events,
+          roleLink,
+          started: (sender) => {
+            const ss = sender.stats;
+            counters = () => ({ datagrams: ss.packetsSent, retransmits: ss.retransmits });
+            watchAbort(ctx.signal, onAbort);
+          },
+        });
+      }
+      let resolve: DestinationResolver;
+      try {
+        const store = ctx.store;
+        resolve = await storageUploadResolver(store, hello, () => requirePermission(ctx, 'mkdir', 'create directories'));
+      } catch (err) {
+        return refuse(toTachyonError(err));
+      }
+      const receiver = new DataReceiver({ endpoint: ctx.endpoint, sessionId, clock: ctx.clock, seal, open, datagramSize });
+      const rs = receiver.stats;
+      counters = () => ({ datagrams: rs.packets, duplicates: rs.duplicates, naksSent: rs.naksSent });
+      link.send(welcome);
+      watchAbort(ctx.signal, onAbort);
+      return await runReceiverRole({ link: roleLink, receiver, clock: ctx.clock, resolve, policy, planned, store: ctx.store, events });
+    } finally {
+      ctx.signal?.removeEventListener('abort', onAbort);
+      stopKeepAlive?.();
+      ctx.onEvent?.({ type: 'session.end', sessionId });
+      link.close();
+    }
+  }
+  const jailOrNone = ctx.jail;
+  if (jailOrNone === undefined) return refuse(new TachyonError('INTERNAL', 'session without a root'));
+  const jail: Jail = jailOrNone;
   // every file the server touches goes through the jail (pinned to verified directories)
   const restrict = ctx.restriction;
   const jailFiles = {
-    openTemp: (p: string) => ctx.jail.createTemp(p),
-    openPartial: (p: string) => ctx.jail.openForWrite(ctx.jail.display(p), { create: false, read: true }).fd,
-    openRead: (p: string) => ctx.jail.openAbsForRead(p),
+    openTemp: (p: string) => jail.createTemp(p),
+    openPartial: (p: string) => jail.openForWrite(jail.display(p), { create: false, read: true }).fd,
+    openRead: (p: string) => jail.openAbsForRead(p),
     makeDir: () => {
       // the resolver made the directories, through the jail
     },
@@ -323,18 +377,18 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
         const makeDest = (abs: string, shown: string): void => {
           requirePermission(ctx, 'mkdir', 'create directories');
           restrict?.check('mkdir', abs, shown);
-          ctx.jail.ensureDir(abs, shown);
+          jail.ensureDir(abs, shown);
         };
-        const inner = uploadResolver(ctx.jail, hello, makeDest);
+        const inner = uploadResolver(jail, hello, makeDest);
         resolve = (rel, kind) => {
           const target = inner(rel, kind);
           // each file (and directory) is checked as it starts: path granted, token not expired
-          restrict?.check(kind === 'dir' ? 'mkdir' : 'write', target, ctx.jail.display(target));
+          restrict?.check(kind === 'dir' ? 'mkdir' : 'write', target, jail.display(target));
           if (kind === 'dir' || !isDir(path.dirname(target))) requirePermission(ctx, 'mkdir', 'create directories');
           // make the directories here, through the jail (each one checked after it is
           // made), so that the role finds them in place
-          if (kind === 'dir') return ctx.jail.ensureDir(target, rel);
-          return path.join(ctx.jail.ensureDir(path.dirname(target), rel), path.basename(target));
+          if (kind === 'dir') return jail.ensureDir(target, rel);
+          return path.join(jail.ensureDir(path.dirname(target), rel), path.basename(target));
         };
       } catch (err) {
         return refuse(toTachyonError(err));
@@ -344,15 +398,15 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       counters = () => ({ datagrams: rs.packets, duplicates: rs.duplicates, naksSent: rs.naksSent });
       link.send(welcome);
       watchAbort(ctx.signal, onAbort);
-      const envelopeOnly = ctx.requireEncryptedAtRest ? envelopeOnlyUploads((abs) => ctx.jail.display(abs)) : {};
+      const envelopeOnly = ctx.requireEncryptedAtRest ? envelopeOnlyUploads((abs) => jail.display(abs)) : {};
       return await runReceiverRole({ link: roleLink, receiver, clock: ctx.clock, resolve, policy, planned, ...jailFiles, ...envelopeOnly, events });
     }
     // the client downloads: we send
     let listing: Listing;
     try {
-      if (restrict) for (const src of hello.sources ?? []) restrict.check('read', ctx.jail.resolve(src), src);
-      listing = listJailed(ctx.jail, hello);
-      if (hello.sources?.some((src) => isDir(ctx.jail.resolve(src)))) requirePermission(ctx, 'list', 'list directories');
+      if (restrict) for (const src of hello.sources ?? []) restrict.check('read', jail.resolve(src), src);
+      listing = listJailed(jail, hello);
+      if (hello.sources?.some((src) => isDir(jail.resolve(src)))) requirePermission(ctx, 'list', 'list directories');
     } catch (err) {
       return refuse(toTachyonError(err));
     }
@@ -379,8 +433,8 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       policy,
       planned,
       openSource: (p) => {
-        restrict?.check('read', p, ctx.jail.display(p));
-        return ctx.jail.openAbsForRead(p);
+        restrict?.check('read', p, jail.display(p));
+        return jail.openAbsForRead(p);
       },
       events,
     });
@@ -496,6 +550,135 @@ export function uploadResolver(jail: Jail, hello: Hello, mkdirp: (abs: string, s
     else target = path.join(dest, ...comps);
     jail.checkInside(target, rel);
     return target;
+  };
+}
+
+/**
+ * What a storage-backed account (an s3:// docroot) cannot do yet, refused before anything
+ * is set up rather than silently ignored: a session restricted by a transfer token (its
+ * path grant compares physical local paths through the jail), and uploads for an account
+ * that requires client-side encryption (the envelope's header is checked in the
+ * temporary file before it is published; a storage backend's upload cannot be read
+ * before its commit).
+ */
+function refuseUnsupportedOnStorage(ctx: ServerSessionContext, upload: boolean): void {
+  if (ctx.restriction) {
+    throw new TachyonError('PERMISSION', `${ctx.restriction.label}: transfer tokens are not supported for storage-backed roots yet`, {
+      publicMessage: 'Transfer tokens cannot be used with this storage yet.',
+      details: { permission: 'token', reason: 'storage-not-supported' },
+    });
+  }
+  if (upload && ctx.requireEncryptedAtRest) {
+    throw new TachyonError('ENCRYPTION_REQUIRED', 'uploads of an account that requires encryption at rest are not supported on storage-backed docroots yet (the envelope cannot be checked before it is published)', {
+      publicMessage: 'This account accepts only client-encrypted files, and its storage cannot check them yet: uploads are refused. Ask the administrator.',
+      details: { reason: 'storage-not-supported' },
+    });
+  }
+}
+
+/** A download from a storage-backed account: the objects are listed in the backend and spooled before they are sent. */
+async function serveStorageDownload(
+  link: QueuedLink,
+  ctx: ServerSessionContext,
+  store: ReceiverStore,
+  hello: Hello,
+  s: {
+    sessionId: number;
+    seal: ReturnType<typeof createProtection>;
+    open: ReturnType<typeof createProtection>;
+    datagramSize: number;
+    targetBps: number;
+    welcome: Welcome;
+    policy: TransferPolicy;
+    planned: boolean;
+    refuse: (e: TachyonError) => never;
+    events: RoleEvents;
+    /** the link the role runs on (cancellable by the monitor) */
+    roleLink: ControlLink;
+    /** the data sender exists and the welcome went out: counters and cancellation can start */
+    started: (sender: DataSender) => void;
+  },
+): Promise<TransferSummary | undefined> {
+  let listing: Listing;
+  const toStorage = (p: string): string => normalizeStoragePath(clientPathComponents(p).join('/'));
+  try {
+    const sources = hello.sources ?? [];
+    if (sources.length === 0) throw new TachyonError('USAGE', 'no source paths given', { publicMessage: 'No source paths given.' });
+    listing = await storageListing(store.backend, sources, {
+      toStorage,
+      exclude: new ExcludeSet(hello.exclude ?? []),
+      ...(hello.srcBase !== undefined ? { srcBase: hello.srcBase } : {}),
+    });
+    if (listing.dirs.length > 0 || listing.files.some((f) => f.path.includes('/'))) requirePermission(ctx, 'list', 'list directories');
+  } catch (err) {
+    return s.refuse(toTachyonError(err));
+  }
+  s.welcome.single = isSingle(hello.sources?.length ?? 0, listing);
+  const spooler = await Spooler.create(store.backend);
+  try {
+    const sender = new DataSender({
+      endpoint: ctx.endpoint,
+      sessionId: s.sessionId,
+      clock: ctx.clock,
+      seal: s.seal,
+      open: s.open,
+      datagramSize: s.datagramSize,
+      rate: createRateController({ policy: hello.policy, targetBps: s.targetBps, minBps: Math.min(hello.minRate, s.targetBps) }),
+    });
+    link.send(s.welcome);
+    s.started(sender);
+    return await runSenderRole({
+      link: s.roleLink,
+      sender,
+      clock: ctx.clock,
+      files: listing.files,
+      dirs: listing.dirs,
+      policy: s.policy,
+      planned: s.planned,
+      prepare: spooler.prepare,
+      release: spooler.release,
+      events: s.events,
+    });
+  } finally {
+    await spooler.close();
+  }
+}
+
+/**
+ * Where an upload's files go in a storage backend (an s3:// docroot): the same rules as
+ * {@link uploadResolver} (a destination ending in '/', an existing directory or several
+ * files: a directory; `createDir` makes a missing one, after `mkdirAllowed` checked the
+ * permission). Client paths pass the jail's checks ({@link clientPathComponents}) and then
+ * the storage path rules; nothing can name a key outside the account's prefix.
+ */
+export async function storageUploadResolver(store: ReceiverStore, hello: Hello, mkdirAllowed: () => void): Promise<DestinationResolver> {
+  const shown = hello.dest ?? '/';
+  const storagePath = (clientPath: string): string => normalizeStoragePath(clientPathComponents(clientPath).join('/'));
+  const dest = storagePath(shown);
+  const kindOf = async (p: string): Promise<'file' | 'directory' | undefined> => {
+    try {
+      return (await store.backend.stat(p)).kind;
+    } catch (err) {
+      if (err instanceof TachyonError && err.code === 'NOT_FOUND') return undefined;
+      throw err;
+    }
+  };
+  const kind = await kindOf(dest);
+  const destIsDir = kind === 'directory' || shown.endsWith('/') || hello.single !== true;
+  const dirToHave = destIsDir ? dest : dest.slice(0, Math.max(0, dest.lastIndexOf('/')));
+  const dirShown = destIsDir ? shown : path.posix.dirname(shown.replace(/\/+$/, '')) || '/';
+  const dirKind = destIsDir ? kind : await kindOf(dirToHave);
+  if (dirKind === undefined) {
+    if (hello.createDir !== true) throw missingDir(dirShown);
+    mkdirAllowed();
+    await store.ensureDir(dirToHave);
+  } else if (dirKind !== 'directory') throw notADir(dirShown);
+  return (rel, k) => {
+    const comps = storagePath(rel);
+    if (comps === '') throw new TachyonError('PATH_INVALID', `empty path '${rel}'`, { publicMessage: 'Invalid path.', details: { reason: 'empty-path' } });
+    // one file to a DEST that names it: DEST, except that an envelope keeps its extension (as uploadResolver)
+    if (k === 'file' && !destIsDir) return rel.endsWith(ENVELOPE_EXTENSION) && !dest.endsWith(ENVELOPE_EXTENSION) ? dest + ENVELOPE_EXTENSION : dest;
+    return dest === '' ? comps : `${dest}/${comps}`;
   };
 }
 

@@ -14,6 +14,7 @@ import type { NodeApiPlugin } from '../../src/node-api/context.js';
 import { startNodeApiServer, type NodeApiServer } from '../../src/node-api/node.js';
 import { clientAgent, initCa, issueServerCert, loadServerTls } from '../../src/node-api/pki.js';
 import { parseRootPattern } from '../../src/server/users/storage-roots.js';
+import type { S3Backends } from '../../src/storage/s3-backends.js';
 
 /** Cheap argon2id for tests (the production default is 19 MiB, 2 passes). */
 export const TEST_HASH_COST = { memoryCost: 4096, timeCost: 1, parallelism: 1 } as const;
@@ -89,7 +90,18 @@ export async function makePki(work: string): Promise<{ caDir: string; caFile: st
 }
 
 export async function startTestNode(
-  o: { plugins?: NodeApiPlugin[]; tokenTtlSeconds?: number; keyRecheckMs?: number; bodyLimit?: number; maxConcurrentVerifications?: number; maxQueuedVerifications?: number } = {},
+  o: {
+    plugins?: NodeApiPlugin[];
+    tokenTtlSeconds?: number;
+    keyRecheckMs?: number;
+    bodyLimit?: number;
+    maxConcurrentVerifications?: number;
+    maxQueuedVerifications?: number;
+    /** more allowed root patterns (e.g. `s3://bucket/keys/*`) */
+    extraRoots?: string[];
+    /** backends of s3:// roots */
+    s3?: S3Backends;
+  } = {},
 ): Promise<TestNode> {
   const work = mkdtempSync(path.join(os.tmpdir(), 'tachyon-nodeapi-'));
   const files = path.join(work, 'files');
@@ -101,7 +113,8 @@ export async function startTestNode(
   const audit = new FileAuditSink(auditFile);
   const server = await startNodeApiServer({
     database,
-    allowedRoots: [parseRootPattern(`file://${files}/*`)],
+    allowedRoots: [parseRootPattern(`file://${files}/*`), ...(o.extraRoots ?? []).map((r) => parseRootPattern(r))],
+    ...(o.s3 ? { s3: o.s3 } : {}),
     audit,
     tls,
     listen: '127.0.0.1',

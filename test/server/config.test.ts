@@ -149,6 +149,20 @@ describe('loadServerConfig', () => {
     assert.doesNotMatch(msg, /hunter2/, 'values of unknown fields are not repeated');
   });
 
+  it('s3: endpoint, region and path style with defaults; credentials and bad values refused', async () => {
+    const c = await validateServerConfig({ ...valid(), s3: { endpoint: 'http://127.0.0.1:4568', region: 'eu-west-1', forcePathStyle: true, partSizeMiB: 16 } }, 'config.json', dir);
+    assert.deepEqual(c.s3, { endpoint: 'http://127.0.0.1:4568', region: 'eu-west-1', forcePathStyle: true, connectTimeoutMs: 5000, requestTimeoutMs: 30000, maxAttempts: 3, partBytes: 16 * 1024 * 1024, conditionalWrites: true });
+    assert.equal((await validateServerConfig(valid(), 'config.json', dir)).s3, undefined);
+    const secret = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY';
+    const msg = await problems({ ...valid(), s3: { endpoint: 'https://s3.amazonaws.com', secretAccessKey: secret, accessKeyId: 'AKIA' } });
+    assert.match(msg, /config\.json: s3\.secretAccessKey: unknown field/);
+    assert.doesNotMatch(msg, /wJalrXUtnFEMI/, 'a credential put in the file is not repeated');
+    assert.match(await problems({ ...valid(), s3: { endpoint: 'https://user:pw@s3.example.com' } }), /s3\.endpoint: expected an http\(s\) URL/);
+    assert.match(await problems({ ...valid(), s3: { endpoint: 'ftp://s3.example.com' } }), /s3\.endpoint/);
+    assert.match(await problems({ ...valid(), s3: { partSizeMiB: 4 } }), /s3\.partSizeMiB: at least 5/);
+    assert.match(await problems({ ...valid(), s3: { region: 'EU WEST' } }), /s3\.region/);
+  });
+
   it('nodeApi: paths next to the file, defaults 127.0.0.1:9092; needs auditLog; unknown fields and bad ports refused', async () => {
     const cfg = await loadServerConfig(write('api.json', { ...valid(), nodeApi: { certFile: 'tls/node.crt', keyFile: 'tls/node.key', tokenTtlSeconds: 600 } }));
     assert.deepEqual(cfg.nodeApi, { listen: '127.0.0.1', port: 9092, certFile: path.join(dir, 'tls/node.crt'), keyFile: path.join(dir, 'tls/node.key'), tokenTtlSeconds: 600 });

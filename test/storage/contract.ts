@@ -153,6 +153,16 @@ export function storageContract(name: string, makeBackend: MakeBackend): void {
       }
     }));
 
+    it('sets the mtime given to createWriter (for -k attrs resume); refuses bad ones', withBackend(async (s) => {
+      const mtimeMs = 1_500_000_000_000;
+      const w = await s.createWriter('t', 2, { mtimeMs });
+      await w.write(0, Buffer.from('ab'));
+      await w.commit();
+      assert.ok(Math.abs((await s.stat('t')).mtimeMs - mtimeMs) < 1, String((await s.stat('t')).mtimeMs));
+      await rejectsCode(s.createWriter('u', 1, { mtimeMs: -1 }), 'USAGE');
+      await rejectsCode(s.createWriter('u', 1, { mtimeMs: Number.NaN }), 'USAGE');
+    }));
+
     it('writes an empty file', withBackend(async (s) => {
       const w = await s.createWriter('empty', 0);
       await w.commit();

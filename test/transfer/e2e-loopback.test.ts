@@ -173,7 +173,8 @@ describe('end to end over loopback', () => {
           sources: [src],
           dest: '/flooded.bin',
           policy: 'fixed',
-          targetBps: 150e6,
+          // slow enough (about 1.3 s) that the flood's timer gets its turns on a busy machine
+          targetBps: 40e6,
           onWelcome: (w) => (sessionId = w.sessionId),
           onSocket: (s) => (captured = s),
         });

@@ -1,0 +1,358 @@
+/**
+ * The platform's HTTP application: `createPlatformApp(options)` builds a fastify
+ * instance with the routes of the route table (routes.ts) — nothing else can be
+ * registered — and the checks every request passes in order: the session cookie
+ * (401), the CSRF token on every state-changing request (403), a pending password change
+ * (403), the route's roles (403). Errors leave in the node API's shape
+ * (`{ error: { code, message, correlation_id } }`, src/node-api/http-errors.ts): the
+ * code's public message and the request's correlation id, which its audit records carry.
+ *
+ * Cookies are `__Host-` prefixed, `Secure; HttpOnly; SameSite=Strict; Path=/`. The app
+ * serves HTTPS (`https: { key, cert }`); plain HTTP only when `insecureHttp: true` (tests,
+ * or behind a TLS-terminating proxy on loopback) — the cookie stays `Secure` either way.
+ */
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { newCorrelationId } from '../core/correlation.js';
+import { TachyonError, toTachyonError, type ErrorCode } from '../core/errors.js';
+import { errorBody, httpStatusOf } from '../node-api/http-errors.js';
+import { ID_PATTERN, type PlatformUser } from './model.js';
+import { allowed, ROUTE_TABLE, type RouteName, type RouteRule } from './routes.js';
+import type { IdentityService, Principal, RequestMeta } from './service.js';
+
+export const SESSION_COOKIE = '__Host-tachyon-session';
+export const CSRF_HEADER = 'x-csrf-token';
+/** Largest request body accepted (bytes). */
+export const BODY_LIMIT = 16 * 1024;
+
+export interface PlatformAppOptions {
+  readonly identity: IdentityService;
+  /** TLS key and certificate (PEM). Required unless `insecureHttp`. */
+  readonly https?: { readonly key: string | Buffer; readonly cert: string | Buffer };
+  /** Serve plain HTTP (tests; a TLS-terminating proxy on loopback). Cookies remain `Secure`. */
+  readonly insecureHttp?: boolean;
+}
+
+export interface PlatformApp {
+  readonly app: FastifyInstance;
+  /** Every route the fastify instance holds, as `METHOD url` (for the route-table test). */
+  registeredRoutes(): readonly string[];
+}
+
+/** Statuses beyond the node API's table (src/node-api/http-errors.ts), whose error shape this app shares. */
+const PLATFORM_STATUS: Partial<Record<ErrorCode, number>> = { CONFLICT: 409 };
+
+function statusOf(code: ErrorCode): number {
+  return PLATFORM_STATUS[code] ?? httpStatusOf(code);
+}
+
+/** The body of every error: the node API's `{ error: { code, message, correlation_id } }`. */
+function errorReply(reply: FastifyReply, status: number, error: TachyonError, correlationId: string): void {
+  void reply.code(status).type('application/json; charset=utf-8').send(errorBody(error, correlationId));
+}
+
+interface Ctx {
+  readonly request: FastifyRequest;
+  readonly reply: FastifyReply;
+  readonly meta: RequestMeta;
+  /** Set for every non-public route. */
+  readonly principal: Principal | undefined;
+  readonly token: string | undefined;
+}
+
+type Handler = (ctx: Ctx) => Promise<unknown>;
+
+function usage(message: string): TachyonError {
+  return new TachyonError('USAGE', message, { publicMessage: `Invalid request: ${message}.` });
+}
+
+/** Parses a body with a strict schema; a failure names the first bad field (never its value). */
+function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  const r = schema.safeParse(body ?? {});
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  const field = issue?.code === 'unrecognized_keys' ? `unknown field ${issue.keys.join(',').slice(0, 64)}` : `field ${issue?.path.join('.').slice(0, 64) || 'body'}`;
+  throw usage(field);
+}
+
+/** The value of one cookie from a Cookie header (first occurrence), or undefined. */
+export function readCookie(header: string | undefined, name: string): string | undefined {
+  if (header === undefined || header.length > 8192) return undefined;
+  for (const part of header.split(';')) {
+    const i = part.indexOf('=');
+    if (i < 0) continue;
+    if (part.slice(0, i).trim() === name) return part.slice(i + 1).trim();
+  }
+  return undefined;
+}
+
+export function sessionCookie(token: string, maxAgeSeconds: number): string {
+  return `${SESSION_COOKIE}=${token}; Path=/; Max-Age=${Math.max(0, Math.floor(maxAgeSeconds))}; Secure; HttpOnly; SameSite=Strict`;
+}
+
+const CLEAR_COOKIE = `${SESSION_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict`;
+
+const pw = z.string().max(4096);
+const SIGNIN = z.object({ tenant: z.string().max(256), username: z.string().max(512), password: pw }).strict();
+const CHANGE = z.object({ currentPassword: pw, newPassword: pw }).strict();
+const NEW_USER = z
+  .object({ username: z.string().max(512), displayName: z.string().max(1024).optional(), roles: z.array(z.string().max(64)).max(8).optional(), password: pw })
+  .strict();
+const RESET = z.object({ password: pw }).strict();
+const PATCH = z
+  .object({ displayName: z.string().max(1024).optional(), status: z.string().max(32).optional(), roles: z.array(z.string().max(64)).max(8).optional() })
+  .strict();
+
+function userView(u: PlatformUser): Record<string, unknown> {
+  return {
+    id: u.id,
+    username: u.username,
+    displayName: u.displayName,
+    status: u.status,
+    roles: u.roles,
+    mustChangePassword: u.mustChangePassword,
+    passwordChangedAt: u.passwordChangedAt,
+    lockedUntil: u.lockedUntil,
+    createdAt: u.createdAt,
+    updatedAt: u.updatedAt,
+  };
+}
+
+function idParam(request: FastifyRequest): string {
+  const id = (request.params as Record<string, unknown>)['id'];
+  if (typeof id !== 'string' || !ID_PATTERN.test(id)) throw new TachyonError('NOT_FOUND', 'malformed id', { publicMessage: 'Not found.' });
+  return id;
+}
+
+function must<T>(v: T | undefined): T {
+  if (v === undefined) throw new TachyonError('INTERNAL', 'route without principal');
+  return v;
+}
+
+function handlers(identity: IdentityService): Record<RouteName, Handler> {
+  return {
+    signIn: async ({ request, reply, meta, token }) => {
+      const body = parseBody(SIGNIN, request.body);
+      const r = await identity.signIn(body, meta, token);
+      const policy = await identity.repo.policy(r.principal.tenant.id);
+      void reply.header('set-cookie', sessionCookie(r.token, policy.sessionAbsoluteSeconds));
+      return {
+        user: userView(r.principal.user),
+        tenant: { slug: r.principal.tenant.slug, name: r.principal.tenant.name },
+        csrfToken: r.csrfToken,
+        passwordChangeRequired: r.principal.passwordChangeRequired,
+        session: r.session,
+      };
+    },
+    signOut: async ({ reply, meta, principal }) => {
+      await identity.signOut(must(principal), meta);
+      void reply.header('set-cookie', CLEAR_COOKIE).code(204);
+      return undefined;
+    },
+    me: ({ principal, token }) => {
+      const p = must(principal);
+      return Promise.resolve({
+        user: userView(p.user),
+        tenant: { slug: p.tenant.slug, name: p.tenant.name },
+        csrfToken: identity.csrfFor(must(token)),
+        passwordChangeRequired: p.passwordChangeRequired,
+        sessionId: p.sessionId,
+      });
+    },
+    changePassword: async ({ request, reply, meta, principal }) => {
+      const body = parseBody(CHANGE, request.body);
+      await identity.changeOwnPassword(must(principal), body.currentPassword, body.newPassword, meta);
+      void reply.code(204);
+      return undefined;
+    },
+    listSessions: async ({ principal }) => {
+      const p = must(principal);
+      const sessions = await identity.listOwnSessions(p);
+      return { sessions: sessions.map((s) => ({ ...s, current: s.id === p.sessionId })) };
+    },
+    endSession: async ({ request, reply, meta, principal }) => {
+      const p = must(principal);
+      const id = idParam(request);
+      await identity.endOwnSession(p, id, meta);
+      if (id === p.sessionId) void reply.header('set-cookie', CLEAR_COOKIE);
+      void reply.code(204);
+      return undefined;
+    },
+    listUsers: async ({ principal }) => ({ users: (await identity.listUsers(must(principal))).map(userView) }),
+    createUser: async ({ request, reply, meta, principal }) => {
+      const body = parseBody(NEW_USER, request.body);
+      const user = await identity.createUser(must(principal), body, meta);
+      void reply.code(201);
+      return { user: userView(user) };
+    },
+    resetPassword: async ({ request, meta, principal }) => {
+      const id = idParam(request);
+      const body = parseBody(RESET, request.body);
+      return { user: userView(await identity.adminResetPassword(must(principal), id, body.password, meta)) };
+    },
+    updateUser: async ({ request, meta, principal }) => {
+      const id = idParam(request);
+      const body = parseBody(PATCH, request.body);
+      return { user: userView(await identity.updateUser(must(principal), id, body, meta)) };
+    },
+    getPolicy: async ({ principal }) => ({ policy: await identity.policy(must(principal)) }),
+    setPolicy: async ({ request, meta, principal }) => ({ policy: await identity.setPolicy(must(principal), request.body ?? {}, meta) }),
+  };
+}
+
+/** Maps anything thrown while serving a request to a TachyonError (fastify's own errors included). */
+function translate(err: unknown): { error: TachyonError; status: number } {
+  if (err instanceof TachyonError) return { error: err, status: statusOf(err.code) };
+  const fe = err as Partial<FastifyError>;
+  switch (fe.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return { error: new TachyonError('TOO_LARGE', 'body too large', { cause: err }), status: 413 };
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return {
+        error: new TachyonError('USAGE', 'unsupported media type', { cause: err, publicMessage: 'Invalid request: send application/json.' }),
+        status: 415,
+      };
+    default:
+      break;
+  }
+  if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
+    return { error: new TachyonError('USAGE', fe.message ?? 'bad request', { cause: err, publicMessage: 'Invalid request: the body is malformed.' }), status: 400 };
+  }
+  return { error: toTachyonError(err), status: 500 };
+}
+
+function metaOf(request: FastifyRequest): RequestMeta {
+  return {
+    clientAddress: request.socket.remoteAddress ?? request.ip,
+    userAgent: String(request.headers['user-agent'] ?? '').slice(0, 256),
+    correlationId: request.id,
+  };
+}
+
+/**
+ * Builds the platform application (not yet listening: call `app.listen`).
+ * @throws TachyonError `CONFIG` without `https` unless `insecureHttp`.
+ */
+export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
+  if (!options.https && options.insecureHttp !== true) {
+    throw new TachyonError('CONFIG', 'the platform serves HTTPS: give a TLS key and certificate (or insecureHttp for tests)');
+  }
+  // assigned below, once the identity service is at hand; frameworkErrors needs it first
+  let refused: (request: FastifyRequest, status: number, code: string, reason?: unknown) => void = () => undefined;
+  const common = {
+    bodyLimit: BODY_LIMIT,
+    logger: false,
+    requestIdHeader: false as const,
+    genReqId: () => newCorrelationId(),
+    return503OnClosing: true,
+    routerOptions: { maxParamLength: 200 },
+    // a malformed URL or an over-long path parameter: a sanitized answer, never the URL echoed back
+    frameworkErrors: (error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+      const status = error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 404 : 400;
+      refused(request, status, status === 404 ? 'NOT_FOUND' : 'USAGE', error.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'long-parameter' : 'bad-url');
+      const e =
+        status === 404
+          ? new TachyonError('NOT_FOUND', error.message, { publicMessage: 'Not found.' })
+          : new TachyonError('USAGE', error.message, { publicMessage: 'Invalid request: the URL is malformed.' });
+      errorReply(reply, status, e, request.id);
+    },
+  };
+  const app: FastifyInstance = options.https
+    ? (Fastify({ ...common, https: { key: options.https.key, cert: options.https.cert, minVersion: 'TLSv1.2' } }) as unknown as FastifyInstance)
+    : Fastify(common);
+  // JSON only: a form or text post (what a cross-site page can send without a preflight) is 415
+  app.removeContentTypeParser('text/plain');
+  const identity = options.identity;
+  /** The principal of each authenticated request, for the refusal records. */
+  const principals = new WeakMap<FastifyRequest, Principal>();
+  refused = (request, status, code, reason) => {
+    try {
+      identity.recordRefusal(metaOf(request), {
+        route: `${request.method} ${request.routeOptions.url ?? '(none)'}`.slice(0, 200),
+        status,
+        code,
+        ...(typeof reason === 'string' ? { reason: reason.slice(0, 64) } : {}),
+        ...(principals.has(request) ? { principal: principals.get(request) as Principal } : {}),
+      });
+    } catch {
+      // the answer goes out even if the audit sink fails; the sink reports its own failures
+    }
+  };
+  const table = ROUTE_TABLE as Record<RouteName, RouteRule>;
+  const known = new Set(Object.values(table).map((r) => `${r.method} ${r.url}`));
+  const registered: string[] = [];
+  app.addHook('onRoute', (route) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    for (const m of methods) {
+      if (m === 'HEAD' || m === 'OPTIONS') continue;
+      const key = `${m} ${route.url}`;
+      if (!known.has(key)) throw new TachyonError('INTERNAL', `route ${key} has no rule in the platform route table`);
+      registered.push(key);
+    }
+  });
+
+  app.addHook('onSend', (request, reply, payload, done) => {
+    void reply
+      .header('cache-control', 'no-store')
+      .header('x-content-type-options', 'nosniff')
+      .header('content-security-policy', "default-src 'none'; frame-ancestors 'none'")
+      .header('referrer-policy', 'no-referrer')
+      .header('x-correlation-id', request.id);
+    if (options.https) void reply.header('strict-transport-security', 'max-age=31536000');
+    done(null, payload);
+  });
+
+  app.setErrorHandler((err, request, reply) => {
+    const { error, status } = translate(err);
+    if (error.details?.['audited'] !== true) refused(request, status, error.code, error.details?.['reason']);
+    errorReply(reply, status, error, request.id);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    refused(request, 404, 'NOT_FOUND', 'no-route');
+    errorReply(reply, 404, new TachyonError('NOT_FOUND', 'no such route', { publicMessage: 'Not found.' }), request.id);
+  });
+
+  const impl = handlers(identity);
+  for (const name of Object.keys(table) as RouteName[]) {
+    const rule = table[name];
+    const handler = impl[name];
+    app.route({
+      method: rule.method,
+      url: rule.url,
+      handler: async (request, reply) => {
+        const meta = metaOf(request);
+        const token = readCookie(request.headers.cookie, SESSION_COOKIE);
+        let principal: Principal | undefined;
+        if (rule.access !== 'public') {
+          principal = await identity.authenticate(token, meta);
+          principals.set(request, principal);
+          if (rule.method !== 'GET') {
+            const csrf = request.headers[CSRF_HEADER];
+            if (!identity.checkCsrf(token as string, typeof csrf === 'string' ? csrf : undefined)) {
+              throw new TachyonError('PERMISSION', 'missing or wrong CSRF token', {
+                publicMessage: 'Refused: the CSRF token is missing or wrong.',
+                details: { reason: 'csrf' },
+              });
+            }
+          }
+          if (principal.passwordChangeRequired && !rule.whilePasswordChangeRequired) {
+            throw new TachyonError('PERMISSION', 'password change required', {
+              publicMessage: 'Change your password first.',
+              details: { reason: 'password-change-required' },
+            });
+          }
+          if (!allowed(rule.access, principal.user.roles)) {
+            throw new TachyonError('PERMISSION', `role not allowed for ${rule.method} ${rule.url}`, {
+              publicMessage: 'Permission denied.',
+              details: { reason: 'role' },
+            });
+          }
+        }
+        const out = await handler({ request, reply, meta, principal, token });
+        if (out === undefined) return reply.send();
+        return out;
+      },
+    });
+  }
+  return { app, registeredRoutes: () => [...registered] };
+}

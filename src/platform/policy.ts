@@ -1,0 +1,88 @@
+/**
+ * A tenant's identity policy: passwords (minimum length, common-password check, optional
+ * expiry), failed sign-ins and lockout, and session timeouts. Stored as JSON per tenant
+ * (platform_policy); a tenant without a row has {@link DEFAULT_POLICY}.
+ */
+import { z } from 'zod';
+import { TachyonError } from '../core/errors.js';
+import { MAX_PASSWORD_LENGTH } from './model.js';
+
+export interface IdentityPolicy {
+  /** Shortest password accepted (8–{@link MAX_PASSWORD_LENGTH}); default 12. Passwords up to MAX_PASSWORD_LENGTH are always accepted. */
+  readonly minPasswordLength: number;
+  /** Refuse passwords found in the shipped list of common and breached passwords. Default true. */
+  readonly rejectCommonPasswords: boolean;
+  /** Failed sign-ins within `failureWindowSeconds` that lock the account (1–100); default 5. */
+  readonly maxFailedAttempts: number;
+  /** Default 900 (15 minutes). */
+  readonly failureWindowSeconds: number;
+  /** How long a locked account stays locked; default 900 (15 minutes). */
+  readonly lockoutSeconds: number;
+  /** Days after which a password must be changed; 0 = never (default). */
+  readonly passwordExpiryDays: number;
+  /** A session unused this long ends; default 1800 (30 minutes). */
+  readonly sessionIdleSeconds: number;
+  /** A session ends this long after sign-in whatever happens; default 43200 (12 hours). */
+  readonly sessionAbsoluteSeconds: number;
+}
+
+export const DEFAULT_POLICY: IdentityPolicy = Object.freeze({
+  minPasswordLength: 12,
+  rejectCommonPasswords: true,
+  maxFailedAttempts: 5,
+  failureWindowSeconds: 900,
+  lockoutSeconds: 900,
+  passwordExpiryDays: 0,
+  sessionIdleSeconds: 1800,
+  sessionAbsoluteSeconds: 43200,
+});
+
+const int = (lo: number, hi: number) => z.number().int().min(lo).max(hi);
+
+/** The policy as an administrator sends it: every field optional (unset fields keep their value), unknown fields refused. */
+export const POLICY_UPDATE_SCHEMA = z
+  .object({
+    minPasswordLength: int(8, MAX_PASSWORD_LENGTH),
+    rejectCommonPasswords: z.boolean(),
+    maxFailedAttempts: int(1, 100),
+    failureWindowSeconds: int(60, 7 * 86400),
+    lockoutSeconds: int(60, 7 * 86400),
+    passwordExpiryDays: int(0, 3650),
+    sessionIdleSeconds: int(60, 86400),
+    sessionAbsoluteSeconds: int(300, 30 * 86400),
+  })
+  .partial()
+  .strict();
+
+/** Applies an update to a policy. @throws TachyonError `USAGE` naming the first bad field. */
+export function applyPolicyUpdate(base: IdentityPolicy, update: unknown): IdentityPolicy {
+  const r = POLICY_UPDATE_SCHEMA.safeParse(update);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    const field = issue?.path.join('.') || (issue?.code === 'unrecognized_keys' ? issue.keys.join(',') : 'policy');
+    throw new TachyonError('USAGE', `policy: ${field}: ${issue?.message ?? 'invalid'}`, {
+      publicMessage: `Invalid policy field ${field.slice(0, 64)}.`,
+      details: { field },
+    });
+  }
+  const next = { ...base, ...r.data };
+  if (next.sessionIdleSeconds > next.sessionAbsoluteSeconds) {
+    throw new TachyonError('USAGE', 'policy: sessionIdleSeconds exceeds sessionAbsoluteSeconds', {
+      publicMessage: 'Invalid policy: the idle timeout must not exceed the absolute timeout.',
+    });
+  }
+  return Object.freeze(next);
+}
+
+/** Reads a stored policy (defaults for anything missing, so new fields need no migration). */
+export function parseStoredPolicy(json: string | undefined): IdentityPolicy {
+  if (json === undefined) return DEFAULT_POLICY;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(json);
+  } catch (err) {
+    throw new TachyonError('INTERNAL', 'stored tenant policy is not JSON', { cause: err });
+  }
+  const known = Object.fromEntries(Object.entries(raw as Record<string, unknown>).filter(([k]) => k in DEFAULT_POLICY));
+  return applyPolicyUpdate(DEFAULT_POLICY, known);
+}

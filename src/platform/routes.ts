@@ -1,0 +1,58 @@
+/**
+ * The route table of the platform's HTTP API: every route with the roles allowed to call
+ * it. The application registers routes from this table only (and refuses any other), and
+ * test/platform/authz-matrix.test.ts generates the authorization matrix from it — every
+ * route × every role × own/other tenant — so a route without a rule cannot ship.
+ */
+import type { Role } from './model.js';
+
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+/** Who may call a route: anyone (`public`: sign-in only), or a signed-in user holding one of the roles. */
+export type RouteAccess = 'public' | readonly Role[];
+
+export interface RouteRule {
+  readonly method: HttpMethod;
+  /** fastify path (`:id` parameters). */
+  readonly url: string;
+  readonly access: RouteAccess;
+  /**
+   * Allowed while the caller's password must be changed (after an administrator's reset,
+   * or on expiry). Everything else answers 403 until the password is changed.
+   */
+  readonly whilePasswordChangeRequired: boolean;
+  readonly summary: string;
+}
+
+/** Every role: for routes about the caller's own account. */
+const ANY_ROLE: readonly Role[] = ['member', 'auditor', 'tenant_admin'];
+const READERS: readonly Role[] = ['auditor', 'tenant_admin'];
+const ADMIN: readonly Role[] = ['tenant_admin'];
+
+export const ROUTE_TABLE = Object.freeze({
+  signIn: { method: 'POST', url: '/api/v1/auth/signin', access: 'public', whilePasswordChangeRequired: true, summary: 'Sign in with tenant, user name and password.' },
+  signOut: { method: 'POST', url: '/api/v1/auth/signout', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'End the current session.' },
+  me: { method: 'GET', url: '/api/v1/me', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'The caller, their tenant and CSRF token.' },
+  changePassword: { method: 'POST', url: '/api/v1/me/password', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'Change one’s own password (current password required).' },
+  listSessions: { method: 'GET', url: '/api/v1/me/sessions', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'One’s own active sessions.' },
+  endSession: { method: 'DELETE', url: '/api/v1/me/sessions/:id', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'End one of one’s own sessions.' },
+  listUsers: { method: 'GET', url: '/api/v1/users', access: READERS, whilePasswordChangeRequired: false, summary: 'The tenant’s users.' },
+  createUser: { method: 'POST', url: '/api/v1/users', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Create a user with a temporary password.' },
+  resetPassword: { method: 'POST', url: '/api/v1/users/:id/reset-password', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Set a temporary password; forces a change at next sign-in.' },
+  updateUser: { method: 'PATCH', url: '/api/v1/users/:id', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Change display name, status (disable) or roles.' },
+  getPolicy: { method: 'GET', url: '/api/v1/policy', access: READERS, whilePasswordChangeRequired: false, summary: 'The tenant’s password, lockout and session policy.' },
+  setPolicy: { method: 'PUT', url: '/api/v1/policy', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Change the tenant’s policy.' },
+} as const satisfies Record<string, RouteRule>);
+
+export type RouteName = keyof typeof ROUTE_TABLE;
+
+/** The rules, as a list. */
+export function routeRules(): readonly (RouteRule & { readonly name: RouteName })[] {
+  return (Object.keys(ROUTE_TABLE) as RouteName[]).map((name) => ({ name, ...ROUTE_TABLE[name] }));
+}
+
+/** Whether a caller holding `roles` may call a route with `access`. */
+export function allowed(access: RouteAccess, roles: readonly Role[] | undefined): boolean {
+  if (access === 'public') return true;
+  return roles !== undefined && roles.some((r) => access.includes(r));
+}

@@ -1,0 +1,506 @@
+/**
+ * The identity service: local sign-in with the tenant's policy (argon2id, common-password
+ * check, failed-attempt lockout, optional expiry), web sessions (random 256-bit tokens of
+ * which only the SHA-256 is stored, idle and absolute timeouts, a new token at every
+ * sign-in), CSRF tokens bound to the session, self-service and administrator password
+ * changes, users and the policy. Every change and every sign-in attempt is audited.
+ *
+ * Callers (the HTTP routes) have already checked the caller's role; the service always
+ * takes the tenant from the authenticated principal, never from the request.
+ */
+import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import type { AuditEvent, AuditSink } from '../audit/index.js';
+import { systemClock, type Clock } from '../core/clock.js';
+import { TachyonError } from '../core/errors.js';
+import type { Database } from '../db/database.js';
+import {
+  MAX_PASSWORD_LENGTH,
+  TENANT_SLUG_PATTERN,
+  USERNAME_PATTERN,
+  validateDisplayName,
+  validateRoles,
+  validateTenantSlug,
+  validateUsername,
+  type PlatformUser,
+  type Role,
+  type SessionInfo,
+  type Tenant,
+  type UserStatus,
+} from './model.js';
+import { argon2idHasher, checkNewPassword, loadCommonPasswords, type PasswordHasher } from './passwords.js';
+import { applyPolicyUpdate, type IdentityPolicy } from './policy.js';
+import { IdentityRepository, noSuchUser } from './repository.js';
+
+/** Who is asking, as the HTTP edge saw it. */
+export interface RequestMeta {
+  readonly clientAddress: string;
+  readonly userAgent: string;
+  /** The request's correlation id (a ULID), carried by its audit records and error replies. */
+  readonly correlationId: string;
+}
+
+/** An authenticated caller. */
+export interface Principal {
+  readonly tenant: Tenant;
+  readonly user: PlatformUser;
+  /** The public id of the session (not the token). */
+  readonly sessionId: string;
+  /** The password must be changed before anything else (admin reset, or expiry). */
+  readonly passwordChangeRequired: boolean;
+}
+
+export interface SignInResult {
+  /** The new session token: goes into the cookie only. */
+  readonly token: string;
+  readonly csrfToken: string;
+  readonly principal: Principal;
+  readonly session: SessionInfo;
+}
+
+export interface IdentityServiceOptions {
+  readonly database: Database;
+  readonly audit: AuditSink;
+  readonly clock?: Clock;
+  /** Default: argon2id with DEFAULT_ARGON2. */
+  readonly hasher?: PasswordHasher;
+  /** Default: the shipped list (data/common-passwords.txt). */
+  readonly commonPasswords?: ReadonlySet<string>;
+}
+
+export interface NewUserInput {
+  readonly username: unknown;
+  readonly displayName?: unknown;
+  readonly roles?: unknown;
+  readonly password?: unknown;
+}
+
+export interface UserPatchInput {
+  readonly displayName?: unknown;
+  readonly status?: unknown;
+  readonly roles?: unknown;
+}
+
+/** The one answer to every failed sign-in, whatever the reason (no account enumeration). */
+export function signInFailed(reason: string): TachyonError {
+  return new TachyonError('AUTH_FAILED', `sign-in refused: ${reason}`, {
+    publicMessage: 'Sign-in failed: the credentials are wrong, or the account is locked or disabled.',
+    details: { reason, audited: true },
+  });
+}
+
+function notSignedIn(reason: string): TachyonError {
+  return new TachyonError('AUTH_FAILED', `no valid session: ${reason}`, { publicMessage: 'Not signed in, or the session has ended.', details: { reason } });
+}
+
+const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
+
+/** The CSRF token of a session: HMAC-SHA-256 keyed by the session token (so bound to it, and computable only by whoever holds it). */
+export function csrfTokenFor(token: string): string {
+  return createHmac('sha256', token).update('tachyon-csrf-v1').digest('base64url');
+}
+
+export class IdentityService {
+  readonly repo: IdentityRepository;
+  private readonly audit: AuditSink;
+  private readonly clock: Clock;
+  private readonly hasher: PasswordHasher;
+  private readonly common: ReadonlySet<string>;
+  private dummyHash: Promise<string> | undefined;
+
+  constructor(options: IdentityServiceOptions) {
+    this.repo = new IdentityRepository(options.database);
+    this.audit = options.audit;
+    this.clock = options.clock ?? systemClock;
+    this.hasher = options.hasher ?? argon2idHasher();
+    this.common = options.commonPasswords ?? loadCommonPasswords();
+  }
+
+  private nowMs(): number {
+    return this.clock.now();
+  }
+
+  private iso(ms: number = this.nowMs()): string {
+    return new Date(ms).toISOString();
+  }
+
+  private record(event: AuditEvent): string {
+    return this.audit.record(event);
+  }
+
+  /** Records a refused web request (the HTTP edge calls this for every error it answers that the service has not recorded). */
+  recordRefusal(meta: RequestMeta, fields: { route: string; status: number; code: string; reason?: string; principal?: Principal }): void {
+    const { principal, ...rest } = fields;
+    this.record({
+      type: 'web.refusal',
+      component: 'web',
+      severity: fields.status >= 500 ? 'error' : 'warning',
+      correlationId: meta.correlationId,
+      fields: {
+        clientAddress: meta.clientAddress,
+        ...(principal ? { tenant: principal.tenant.slug, user: principal.user.username } : {}),
+        ...rest,
+      },
+    });
+  }
+
+  /** A hash of a random password with the same parameters, verified when there is no real one (same work either way). */
+  private dummy(): Promise<string> {
+    this.dummyHash ??= this.hasher.hash(randomBytes(24).toString('base64url'));
+    return this.dummyHash;
+  }
+
+  // -- provisioning (operators, tests; no principal) -------------------------------------
+
+  async createTenant(slug: unknown, name: string): Promise<Tenant> {
+    return this.repo.createTenant(validateTenantSlug(slug), validateDisplayName(name), this.iso());
+  }
+
+  /** Creates a user directly (the first administrator of a tenant). The password is checked against the tenant's policy. */
+  async provisionUser(tenantId: string, input: NewUserInput & { mustChangePassword?: boolean }): Promise<PlatformUser> {
+    const policy = await this.repo.policy(tenantId);
+    const username = validateUsername(input.username);
+    const hash = input.password === undefined ? null : await this.hasher.hash(checkNewPassword(input.password, policy, this.common, username));
+    return this.repo.createUser(
+      tenantId,
+      {
+        username,
+        displayName: input.displayName === undefined ? '' : validateDisplayName(input.displayName),
+        roles: input.roles === undefined ? ['member'] : validateRoles(input.roles),
+        passwordHash: hash,
+        mustChangePassword: input.mustChangePassword ?? false,
+      },
+      this.iso(),
+    );
+  }
+
+  // -- sign-in, sessions -------------------------------------------------------------------
+
+  /**
+   * Signs in with a password. Every failure is the same `AUTH_FAILED` (see
+   * {@link signInFailed}) after the same argon2 work; the reason goes to the audit log.
+   * The session token the request carried, if any, is ended: a sign-in always yields a
+   * new token (no fixation).
+   */
+  async signIn(input: { tenant: unknown; username: unknown; password: unknown }, meta: RequestMeta, presentedToken?: string): Promise<SignInResult> {
+    const password = input.password;
+    if (typeof password !== 'string' || password.length === 0 || password.length > MAX_PASSWORD_LENGTH * 4) {
+      throw new TachyonError('USAGE', 'sign-in without a usable password field', { publicMessage: 'Invalid request: tenant, username and password are required.' });
+    }
+    if (typeof input.tenant !== 'string' || typeof input.username !== 'string') {
+      throw new TachyonError('USAGE', 'sign-in without tenant or username', { publicMessage: 'Invalid request: tenant, username and password are required.' });
+    }
+    const shownUser = input.username.slice(0, 128);
+    const shownTenant = input.tenant.slice(0, 64);
+    const tenant = TENANT_SLUG_PATTERN.test(input.tenant) ? await this.repo.tenantBySlug(input.tenant) : undefined;
+    const username = USERNAME_PATTERN.test(input.username) ? input.username.toLowerCase() : undefined;
+    const creds = tenant && username !== undefined ? await this.repo.credentials(tenant.id, username) : undefined;
+    const ok = await this.hasher.verify(creds?.passwordHash ?? (await this.dummy()), password);
+    const now = this.nowMs();
+    const fail = (reason: string): never => {
+      this.record({
+        type: 'web.signin',
+        component: 'web',
+        severity: 'warning',
+        correlationId: meta.correlationId,
+        fields: { clientAddress: meta.clientAddress, tenant: shownTenant, user: shownUser, result: 'failure', method: 'password', reason },
+      });
+      throw signInFailed(reason);
+    };
+    if (!tenant) return fail('unknown-tenant');
+    if (!creds) return fail('unknown-user');
+    const policy = await this.repo.policy(tenant.id);
+    const user = creds.user;
+    if (user.lockedUntil !== null && Date.parse(user.lockedUntil) > now) return fail('locked');
+    if (creds.passwordHash === null) return fail('no-local-password');
+    if (!ok) {
+      await this.countFailure(tenant, user, policy, now, meta);
+      return fail('bad-credentials');
+    }
+    // a burst of concurrent failures may have locked the account while this one verified
+    const lockedNow = await this.repo.lockedUntil(tenant.id, user.id);
+    if (lockedNow !== null && lockedNow !== undefined && Date.parse(lockedNow) > now) return fail('locked');
+    if (user.status !== 'active') return fail('disabled');
+    await this.repo.clearFailures(tenant.id, user.id);
+    if (presentedToken !== undefined) await this.endByToken(presentedToken, meta, 'superseded');
+    const expired = this.passwordExpired(user, policy, now);
+    const changeRequired = user.mustChangePassword || expired;
+    const token = randomBytes(32).toString('base64url');
+    const row = {
+      id: randomUUID(),
+      token_sha256: sha256(token),
+      tenant_id: tenant.id,
+      user_id: user.id,
+      created_at: this.iso(now),
+      last_seen_at: this.iso(now),
+      expires_at: this.iso(now + policy.sessionAbsoluteSeconds * 1000),
+      client_address: meta.clientAddress.slice(0, 64),
+      user_agent: meta.userAgent.slice(0, 256),
+    };
+    await this.repo.createSession(row);
+    this.record({
+      type: 'web.signin',
+      component: 'web',
+      correlationId: meta.correlationId,
+      fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, result: 'success', method: 'password', changeRequired },
+    });
+    const fresh = (await this.repo.userById(tenant.id, user.id)) ?? user;
+    return {
+      token,
+      csrfToken: csrfTokenFor(token),
+      principal: { tenant, user: fresh, sessionId: row.id, passwordChangeRequired: changeRequired },
+      session: {
+        id: row.id,
+        createdAt: row.created_at,
+        lastSeenAt: row.last_seen_at,
+        expiresAt: row.expires_at,
+        clientAddress: row.client_address,
+        userAgent: row.user_agent,
+      },
+    };
+  }
+
+  /**
+   * Counts a wrong password (at sign-in, or as the current password of a change) and
+   * locks the account when the policy's threshold is reached. Returns whether it is now locked.
+   */
+  private async countFailure(tenant: Tenant, user: PlatformUser, policy: IdentityPolicy, now: number, meta: RequestMeta): Promise<boolean> {
+    const count = await this.repo.recordFailure(tenant.id, user.id, this.iso(now), this.iso(now - policy.failureWindowSeconds * 1000));
+    if (count < policy.maxFailedAttempts) return false;
+    const until = this.iso(now + policy.lockoutSeconds * 1000);
+    if (await this.repo.lock(tenant.id, user.id, this.iso(now), until)) {
+      this.record({
+        type: 'web.lockout',
+        component: 'web',
+        correlationId: meta.correlationId,
+        fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, failures: count, lockedUntil: until },
+      });
+    }
+    return true;
+  }
+
+  private passwordExpired(user: PlatformUser, policy: IdentityPolicy, now: number): boolean {
+    if (policy.passwordExpiryDays <= 0 || user.passwordChangedAt === null) return false;
+    return now - Date.parse(user.passwordChangedAt) >= policy.passwordExpiryDays * 86_400_000;
+  }
+
+  private async endByToken(token: string, meta: RequestMeta, reason: string): Promise<void> {
+    const row = await this.repo.sessionByTokenHash(sha256(token));
+    if (!row) return;
+    await this.repo.deleteSession(row.tenant_id, row.user_id, row.id);
+    const tenant = await this.repo.tenantById(row.tenant_id);
+    const user = await this.repo.userById(row.tenant_id, row.user_id);
+    this.record({
+      type: 'web.signout',
+      component: 'web',
+      correlationId: meta.correlationId,
+      fields: { clientAddress: meta.clientAddress, tenant: tenant?.slug ?? row.tenant_id, user: user?.username ?? row.user_id, reason, sessionId: row.id },
+    });
+  }
+
+  /**
+   * Resolves a session token to its principal, enforcing the absolute and idle timeouts
+   * (an ended session is deleted and audited), and records the use.
+   * @throws TachyonError `AUTH_FAILED` for a missing, unknown or ended session.
+   */
+  async authenticate(token: string | undefined, meta: RequestMeta): Promise<Principal> {
+    if (token === undefined || token.length === 0 || token.length > 128) throw notSignedIn('no-session');
+    const row = await this.repo.sessionByTokenHash(sha256(token));
+    if (!row) throw notSignedIn('unknown-session');
+    const now = this.nowMs();
+    const policy = await this.repo.policy(row.tenant_id);
+    let ended: string | undefined;
+    if (now >= Date.parse(row.expires_at)) ended = 'expired';
+    else if (now - Date.parse(row.last_seen_at) >= policy.sessionIdleSeconds * 1000) ended = 'idle';
+    const tenant = await this.repo.tenantById(row.tenant_id);
+    const user = await this.repo.userById(row.tenant_id, row.user_id);
+    if (ended === undefined && (!tenant || !user || user.status !== 'active')) ended = 'account-disabled';
+    if (ended !== undefined || !tenant || !user) {
+      await this.endByToken(token, meta, ended ?? 'account-disabled');
+      throw notSignedIn(ended ?? 'account-disabled');
+    }
+    await this.repo.touchSession(row.tenant_id, row.id, this.iso(now));
+    return {
+      tenant,
+      user,
+      sessionId: row.id,
+      passwordChangeRequired: user.mustChangePassword || this.passwordExpired(user, policy, now),
+    };
+  }
+
+  /** The CSRF token of the session `token`. */
+  csrfFor(token: string): string {
+    return csrfTokenFor(token);
+  }
+
+  /** Whether `presented` is the CSRF token of the session `token` (constant time). */
+  checkCsrf(token: string, presented: string | undefined): boolean {
+    if (presented === undefined) return false;
+    const want = Buffer.from(csrfTokenFor(token));
+    const got = Buffer.from(presented);
+    return got.length === want.length && timingSafeEqual(got, want);
+  }
+
+  async signOut(principal: Principal, meta: RequestMeta): Promise<void> {
+    await this.repo.deleteSession(principal.tenant.id, principal.user.id, principal.sessionId);
+    this.record({
+      type: 'web.signout',
+      component: 'web',
+      correlationId: meta.correlationId,
+      fields: { clientAddress: meta.clientAddress, tenant: principal.tenant.slug, user: principal.user.username, reason: 'signout', sessionId: principal.sessionId },
+    });
+  }
+
+  listOwnSessions(principal: Principal): Promise<SessionInfo[]> {
+    return this.repo.listSessions(principal.tenant.id, principal.user.id);
+  }
+
+  /** Ends one of the caller's own sessions. @throws `NOT_FOUND` for any other id (another user's, another tenant's, unknown). */
+  async endOwnSession(principal: Principal, sessionId: string, meta: RequestMeta): Promise<void> {
+    const done = await this.repo.deleteSession(principal.tenant.id, principal.user.id, sessionId);
+    if (!done) throw new TachyonError('NOT_FOUND', 'no such session of this user', { publicMessage: 'No such session.' });
+    this.record({
+      type: 'web.signout',
+      component: 'web',
+      correlationId: meta.correlationId,
+      fields: { clientAddress: meta.clientAddress, tenant: principal.tenant.slug, user: principal.user.username, reason: 'ended-by-user', sessionId },
+    });
+  }
+
+  // -- passwords -----------------------------------------------------------------------------
+
+  /**
+   * Self-service change: requires the current password; the new one must pass the
+   * policy. Ends the user's other sessions.
+   * @throws `AUTH_FAILED` for a wrong current password (counted like a failed sign-in: at
+   *   the policy's threshold the account is locked and its sessions end), `USAGE` for a refused new one.
+   */
+  async changeOwnPassword(principal: Principal, current: unknown, next: unknown, meta: RequestMeta): Promise<void> {
+    if (typeof current !== 'string' || current.length > MAX_PASSWORD_LENGTH * 4) {
+      throw new TachyonError('USAGE', 'no current password', { publicMessage: 'Invalid request: currentPassword and newPassword are required.' });
+    }
+    const creds = await this.repo.credentials(principal.tenant.id, principal.user.username);
+    if (!creds) throw notSignedIn('user-vanished');
+    const ok = await this.hasher.verify(creds.passwordHash ?? (await this.dummy()), current);
+    if (!ok || creds.passwordHash === null) {
+      // a stolen session must not become a way around the lockout: wrong current passwords count
+      const now = this.nowMs();
+      const locked = await this.countFailure(principal.tenant, principal.user, await this.repo.policy(principal.tenant.id), now, meta);
+      if (locked) await this.repo.deleteUserSessions(principal.tenant.id, principal.user.id);
+      this.record({
+        type: 'web.change',
+        component: 'web',
+        severity: 'warning',
+        correlationId: meta.correlationId,
+        fields: { clientAddress: meta.clientAddress, tenant: principal.tenant.slug, actor: principal.user.username, action: 'user.self-change.refused', target: principal.user.id },
+      });
+      throw new TachyonError('AUTH_FAILED', 'wrong current password', { publicMessage: 'The current password is wrong.', details: { audited: true } });
+    }
+    const policy = await this.repo.policy(principal.tenant.id);
+    const pw = checkNewPassword(next, policy, this.common, principal.user.username);
+    if (pw === current) {
+      throw new TachyonError('USAGE', 'new password equals the current one', {
+        publicMessage: 'The new password must differ from the current one.',
+        details: { field: 'newPassword', reason: 'unchanged' },
+      });
+    }
+    await this.repo.setPassword(principal.tenant.id, principal.user.id, await this.hasher.hash(pw), false, this.iso());
+    const ended = await this.repo.deleteUserSessions(principal.tenant.id, principal.user.id, principal.sessionId);
+    this.record({
+      type: 'web.change',
+      component: 'web',
+      correlationId: meta.correlationId,
+      fields: {
+        clientAddress: meta.clientAddress,
+        tenant: principal.tenant.slug,
+        actor: principal.user.username,
+        action: 'user.self-change',
+        target: principal.user.id,
+        changed: ['credential', ...(ended > 0 ? ['other-sessions-ended'] : [])],
+      },
+    });
+  }
+
+  /** An administrator sets a temporary password: the user must change it at next sign-in; their sessions end. */
+  async adminResetPassword(principal: Principal, userId: string, next: unknown, meta: RequestMeta): Promise<PlatformUser> {
+    const target = await this.repo.userById(principal.tenant.id, userId);
+    if (!target) throw noSuchUser();
+    const policy = await this.repo.policy(principal.tenant.id);
+    const pw = checkNewPassword(next, policy, this.common, target.username);
+    await this.repo.setPassword(principal.tenant.id, userId, await this.hasher.hash(pw), true, this.iso());
+    await this.repo.deleteUserSessions(principal.tenant.id, userId, userId === principal.user.id ? principal.sessionId : undefined);
+    this.changed(principal, meta, 'user.reset', userId, ['credential', 'change-required']);
+    return (await this.repo.userById(principal.tenant.id, userId)) ?? target;
+  }
+
+  // -- administration ----------------------------------------------------------------------
+
+  private changed(principal: Principal, meta: RequestMeta, action: string, target: string, changed?: readonly string[]): void {
+    this.record({
+      type: 'web.change',
+      component: 'web',
+      correlationId: meta.correlationId,
+      fields: {
+        clientAddress: meta.clientAddress,
+        tenant: principal.tenant.slug,
+        actor: principal.user.username,
+        action,
+        target,
+        ...(changed ? { changed } : {}),
+      },
+    });
+  }
+
+  listUsers(principal: Principal): Promise<PlatformUser[]> {
+    return this.repo.listUsers(principal.tenant.id);
+  }
+
+  /** An administrator creates a user with a temporary password (changed at first sign-in). */
+  async createUser(principal: Principal, input: NewUserInput, meta: RequestMeta): Promise<PlatformUser> {
+    if (input.password === undefined) {
+      throw new TachyonError('USAGE', 'no initial password', { publicMessage: 'Invalid request: password is required.', details: { field: 'password' } });
+    }
+    const user = await this.provisionUser(principal.tenant.id, { ...input, mustChangePassword: true });
+    this.changed(principal, meta, 'user.create', user.id, ['username', 'roles', ...(user.displayName !== '' ? ['displayName'] : [])]);
+    return user;
+  }
+
+  /**
+   * Changes a user's display name, status or roles. An administrator cannot disable
+   * themself or drop their own tenant_admin role (`CONFLICT`), so a tenant keeps one.
+   * Disabling ends the user's sessions.
+   */
+  async updateUser(principal: Principal, userId: string, input: UserPatchInput, meta: RequestMeta): Promise<PlatformUser> {
+    const patch: { displayName?: string; status?: UserStatus; roles?: Role[] } = {};
+    if (input.displayName !== undefined) patch.displayName = validateDisplayName(input.displayName);
+    if (input.status !== undefined) {
+      if (input.status !== 'active' && input.status !== 'disabled') {
+        throw new TachyonError('USAGE', 'bad status', { publicMessage: 'Invalid status: active or disabled.', details: { field: 'status' } });
+      }
+      patch.status = input.status;
+    }
+    if (input.roles !== undefined) patch.roles = validateRoles(input.roles);
+    if (Object.keys(patch).length === 0) throw new TachyonError('USAGE', 'empty patch', { publicMessage: 'Invalid request: nothing to change.' });
+    if (userId === principal.user.id && (patch.status === 'disabled' || (patch.roles && !patch.roles.includes('tenant_admin')))) {
+      throw new TachyonError('CONFLICT', 'administrator would lock themself out', {
+        publicMessage: 'You cannot disable yourself or remove your own administrator role.',
+      });
+    }
+    const user = await this.repo.updateUser(principal.tenant.id, userId, patch, this.iso());
+    if (patch.status === 'disabled') await this.repo.deleteUserSessions(principal.tenant.id, userId);
+    this.changed(principal, meta, patch.roles ? 'user.roles' : 'user.update', userId, Object.keys(patch));
+    return user;
+  }
+
+  policy(principal: Principal): Promise<IdentityPolicy> {
+    return this.repo.policy(principal.tenant.id);
+  }
+
+  async setPolicy(principal: Principal, update: unknown, meta: RequestMeta): Promise<IdentityPolicy> {
+    const base = await this.repo.policy(principal.tenant.id);
+    const next = applyPolicyUpdate(base, update);
+    await this.repo.setPolicy(principal.tenant.id, next, this.iso());
+    const changed = (Object.keys(next) as (keyof IdentityPolicy)[]).filter((k) => next[k] !== base[k]);
+    this.changed(principal, meta, 'policy.update', principal.tenant.id, changed);
+    return next;
+  }
+}

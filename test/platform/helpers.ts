@@ -1,0 +1,144 @@
+/**
+ * A real platform for tests: a SQLite file through openDatabase, the hash-chained file
+ * audit sink, a virtual clock, fast argon2id parameters, the shipped common-password
+ * list, and the HTTP application on a real loopback port (plain HTTP; cookies stay Secure).
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { FileAuditSink } from '../../src/audit/index.js';
+import { openDatabase, type Database } from '../../src/db/database.js';
+import { createPlatformApp, type PlatformApp } from '../../src/platform/app.js';
+import type { Role } from '../../src/platform/model.js';
+import { argon2idHasher } from '../../src/platform/passwords.js';
+import { IdentityService } from '../../src/platform/service.js';
+import { SimClock } from '../../src/testkit/simclock.js';
+
+/** Cheap argon2id parameters for tests (the real defaults cost ~50 ms a hash). */
+export const TEST_ARGON2 = { memoryCost: 1024, timeCost: 1, parallelism: 1 } as const;
+
+export const T0 = Date.parse('2026-01-05T09:00:00.000Z');
+
+export interface Platform {
+  readonly dir: string;
+  readonly db: Database;
+  readonly audit: FileAuditSink;
+  readonly auditFile: string;
+  readonly clock: SimClock;
+  readonly identity: IdentityService;
+  readonly web: PlatformApp;
+  readonly base: string;
+  close(): Promise<void>;
+}
+
+/** PostgreSQL for the suites that also run there (CI sets it; they skip without it). */
+export const PG_URL = process.env['TACHYON_TEST_PG_URL'];
+
+/** Starts a platform on a fresh SQLite file, or on `url` (PostgreSQL: use unique tenant slugs, the database outlives the test). */
+export async function startPlatform(options: { url?: string } = {}): Promise<Platform> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tachyon-platform-'));
+  const db = await openDatabase({ url: options.url ?? `sqlite://${path.join(dir, 'platform.db')}` });
+  const clock = new SimClock({ startMs: T0 });
+  const auditFile = path.join(dir, 'audit.log');
+  const audit = new FileAuditSink(auditFile, { clock, fsync: 'never' });
+  const identity = new IdentityService({ database: db, audit, clock, hasher: argon2idHasher(TEST_ARGON2) });
+  const web = createPlatformApp({ identity, insecureHttp: true });
+  await web.app.listen({ host: '127.0.0.1', port: 0 });
+  const port = (web.app.server.address() as AddressInfo).port;
+  return {
+    dir,
+    db,
+    audit,
+    auditFile,
+    clock,
+    identity,
+    web,
+    base: `http://127.0.0.1:${port}`,
+    async close() {
+      await web.app.close();
+      await audit.close();
+      await db.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The error body every refusal has (the node API's shape). */
+export interface ErrorBody {
+  code: string;
+  message: string;
+  correlation_id: string;
+}
+
+export interface Res {
+  status: number;
+  headers: Headers;
+  body: Record<string, unknown>;
+  /** `body.error` of an error answer. */
+  error: ErrorBody | undefined;
+  text: string;
+}
+
+/** A minimal cookie-keeping client, the way a browser holds the session cookie. */
+export class Client {
+  cookie: string | undefined;
+  csrf: string | undefined;
+
+  constructor(readonly base: string) {}
+
+  async req(method: string, url: string, body?: unknown, opts: { csrf?: string | null; headers?: Record<string, string> } = {}): Promise<Res> {
+    const headers: Record<string, string> = { ...(opts.headers ?? {}) };
+    if (body !== undefined && headers['content-type'] === undefined) headers['content-type'] = 'application/json';
+    if (this.cookie !== undefined) headers['cookie'] = this.cookie;
+    const csrf = opts.csrf === undefined ? this.csrf : opts.csrf;
+    if (csrf !== null && csrf !== undefined) headers['x-csrf-token'] = csrf;
+    const r = await fetch(this.base + url, {
+      method,
+      headers,
+      ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+    });
+    const setCookie = r.headers.get('set-cookie');
+    if (setCookie !== null) {
+      const m = /^__Host-tachyon-session=([^;]*)/.exec(setCookie);
+      if (m) this.cookie = m[1] === '' ? undefined : `__Host-tachyon-session=${m[1]}`;
+    }
+    const text = await r.text();
+    let parsed: Record<string, unknown> = {};
+    if (text !== '') parsed = JSON.parse(text) as Record<string, unknown>;
+    return { status: r.status, headers: r.headers, body: parsed, error: parsed['error'] as ErrorBody | undefined, text };
+  }
+
+  async signIn(tenant: string, username: string, password: string): Promise<Res> {
+    const r = await this.req('POST', '/api/v1/auth/signin', { tenant, username, password });
+    if (r.status === 200) this.csrf = r.body['csrfToken'] as string;
+    return r;
+  }
+}
+
+export const ADMIN_PW = 'violet-harbour-engine-47';
+export const USER_PW = 'quiet lantern over 9 hills';
+
+export interface SeededTenant {
+  readonly id: string;
+  readonly slug: string;
+  /** user ids by role name (one user holding exactly that role), password USER_PW; admin has ADMIN_PW. */
+  readonly users: Record<Role, string>;
+}
+
+/** A tenant with one user per role (`admin`, `member1`, `auditor1`). */
+export async function seedTenant(p: Platform, slug: string): Promise<SeededTenant> {
+  const t = await p.identity.createTenant(slug, `${slug} Ltd`);
+  const admin = await p.identity.provisionUser(t.id, { username: 'admin', roles: ['tenant_admin'], password: ADMIN_PW });
+  const member = await p.identity.provisionUser(t.id, { username: 'member1', roles: ['member'], password: USER_PW });
+  const auditor = await p.identity.provisionUser(t.id, { username: 'auditor1', roles: ['auditor'], password: USER_PW });
+  return { id: t.id, slug, users: { tenant_admin: admin.id, member: member.id, auditor: auditor.id } };
+}
+
+export async function signedIn(p: Platform, tenant: string, username: string, password: string): Promise<Client> {
+  const c = new Client(p.base);
+  const r = await c.signIn(tenant, username, password);
+  assert.equal(r.status, 200, `sign-in of ${username}@${tenant}: ${r.text}`);
+  return c;
+}
