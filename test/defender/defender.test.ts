@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { MemoryAuditSink } from '../../src/audit/index.js';
 import { openDatabase } from '../../src/db/database.js';
+import { MIGRATIONS } from '../../src/db/migrations.js';
 import { CidrList, ScoringDefender, type DefenderNotice, type Notifier } from '../../src/defender/index.js';
 import { SimClock } from '../../src/testkit/simclock.js';
 
@@ -133,6 +134,24 @@ describe('ScoringDefender', () => {
       assert.equal(d.isBlocked('198.18.0.0'), false);
       d.report('198.18.3.231', 'auth-failed'); // the 1000th: still tracked, 5 points
       assert.equal(d.isBlocked('198.18.3.231'), true);
+      await d.close();
+      await database.close();
+    });
+  });
+
+  it('migration 0006 applies to a database that already has later migrations (numbers taken by parallel work)', async () => {
+    await withDb(async (url) => {
+      const { '0006_defender': _skip, ...without } = MIGRATIONS;
+      void _skip;
+      const old = await openDatabase({ url, migrations: without });
+      assert.equal(old.migrations.includes('0006_defender'), false);
+      await old.close();
+      const database = await openDatabase({ url });
+      assert.deepEqual(database.migrations, Object.keys(MIGRATIONS).sort());
+      const d = await ScoringDefender.open({ database, settings });
+      for (let i = 0; i < 5; i++) d.report('192.0.2.9', 'auth-failed');
+      await d.settled();
+      assert.deepEqual((await d.list()).map((b) => b.address), ['192.0.2.9']);
       await d.close();
       await database.close();
     });
