@@ -130,6 +130,12 @@ export interface AuditFieldsByType {
    * HTTP status and the error code; `principal` is the access key id or admin, if known.
    */
   'api.error': AuditPeer & { method: string; route: string; status: number; code: string; principal?: string; reason?: string };
+  /** The IP defender blocked an address (an IPv4 address or an IPv6 /64) until `until`. */
+  'defender.block': { clientAddress: string; score: number; banCount: number; until: string; banSeconds: number };
+  /** An administrator lifted a block (`actor`: who, e.g. `cli:alice` or `admin:root`). */
+  'defender.unblock': { clientAddress: string; actor: string };
+  /** A connection or request from a blocked or not allowed address was refused (`reason`: blocked, not-allowed). */
+  'refusal.address': AuditPeer & { reason: string; service: string };
   /** A configuration was refused (file, field, reason). */
   'config.error': { source: string; field?: string; reason: string };
   /**
@@ -193,6 +199,9 @@ export const AUDIT_EVENT_TYPES = [
   'sso.failure',
   'config.change',
   'api.error',
+  'defender.block',
+  'defender.unblock',
+  'refusal.address',
   'config.error',
   'mfa.enrol',
   'mfa.confirm',
@@ -236,6 +245,9 @@ export const DEFAULT_SEVERITY: Readonly<Record<AuditEventType, AuditSeverity>> =
   'sso.failure': 'warning',
   'config.change': 'notice',
   'api.error': 'warning',
+  'defender.block': 'warning',
+  'defender.unblock': 'notice',
+  'refusal.address': 'warning',
   'config.error': 'error',
   'mfa.enrol': 'notice',
   'mfa.confirm': 'notice',

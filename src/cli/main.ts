@@ -358,6 +358,7 @@ export function buildProgram(argv: readonly string[] = process.argv): Command {
   lazyGroup(program, argv, 'user', 'manage transfer users in the server database (add, list, show, set, disable, remove, key)', async () =>
     (await import('./user-commands.js')).registerUserCommands,
   );
+  lazyGroup(program, argv, 'defender', 'the IP defender: list and lift blocks of source addresses (list, unblock)', async () => (await import('./defender-commands.js')).registerDefenderCommands);
   lazyGroup(program, argv, 'audit', 'read and verify audit logs', async () => (await import('./audit-commands.js')).registerAuditCommands);
   registerAtRestCommands(program);
   registerKeyCommands(program);

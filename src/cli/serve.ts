@@ -30,6 +30,9 @@ import { opsRoutes } from '../node-api/ops.js';
 import { TransferMonitor } from '../server/monitor.js';
 import { lazyS3Backends, type S3Backends } from '../storage/s3-backends.js';
 import { ensureLocalCertificate, loadServerTls } from '../node-api/pki.js';
+import { defenderRoutes } from '../node-api/defender-routes.js';
+import { openConfiguredDefender } from './defender-commands.js';
+import { ScoringDefender, type Defender } from '../defender/index.js';
 
 export interface ServeOpts {
   config?: string;
@@ -106,6 +109,7 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
   let audit: AuditSink | undefined;
   let server: TransferServer | undefined;
   let api: NodeApiServer | undefined;
+  let defender: Defender | undefined;
   let apiS3: S3Backends | undefined;
   try {
     audit = cfg.auditLog ? new FileAuditSink(cfg.auditLog) : undefined;
@@ -120,6 +124,8 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
       log({ type: 'config.users', ...applied });
     }
     const accounts: AccountSource = databaseAccounts(repo, cfg.cipherPolicy);
+    // IP defence for SSH and the node API (on unless the configuration turns it off)
+    defender = cfg.defender.enabled ? await openConfiguredDefender(cfg, database, audit, (e) => log({ type: 'defender.error', code: e.code, message: e.message })) : undefined;
     // server-side encryption at rest: the master keys (refused at start when missing)
     const sse = cfg.serverSideEncryption;
     const encryption = sse
@@ -156,6 +162,7 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
         ...(cfg.ssh.banner ? { banner: cfg.ssh.banner } : {}),
       },
       ...(audit ? { audit } : {}),
+      ...(defender ? { defender } : {}),
       // SFTP on the same accounts, jail, permissions and audit log, for the tools people have
       subsystems: { sftp: sftpForAccounts(audit ? { audit } : {}) },
       ...(cfg.s3 ? { s3: { connection: cfg.s3, partBytes: cfg.s3.partBytes, conditionalWrites: cfg.s3.conditionalWrites } } : {}),
@@ -176,8 +183,10 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
         ...(apiS3 ? { s3: apiS3 } : {}),
         ...(encryption ? { encryption } : {}),
         ...(n.tokenTtlSeconds !== undefined ? { tokenTtlSeconds: n.tokenTtlSeconds } : {}),
-        capabilities: [...(tt ? ['transfer_setup'] : []), ...(monitor ? ['monitoring'] : [])],
+        ...(defender ? { defender } : {}),
+        capabilities: [...(tt ? ['transfer_setup'] : []), ...(monitor ? ['monitoring'] : []), ...(defender ? ['defender'] : [])],
         plugins: [
+          ...(defender ? [defenderRoutes(defender)] : []),
           ...(monitor ? [opsRoutes({ monitor })] : []),
           ...(tt && codec
             ? [
@@ -205,6 +214,7 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
     await api?.close();
     await apiS3?.close();
     await server?.close();
+    await defender?.close();
     await database?.close();
     await audit?.close();
   }
@@ -228,7 +238,11 @@ export async function runServe(o: ServeOpts): Promise<number> {
   for (const w of warnings) log({ type: 'config.warning', message: w });
   if (keys.length === 0) log({ type: 'config.warning', message: `${o.authorizedKeys} holds no usable key: nobody can log in` });
   const root = path.resolve(o.root);
+  // IP defence with the default settings; no database here, so blocks live in memory (lost at restart)
+  const memory = await openDatabase({ url: 'sqlite::memory:' });
+  const defender = await ScoringDefender.open({ database: memory, onError: (e) => log({ type: 'defender.error', code: e.code, message: e.message }) });
   const server = await startTransferServer({
+    defender,
     accounts: singleUserAccounts({ user: o.user, root, keys, ciphers: o.allowCipher }),
     hostKeyFile: o.hostKey,
     listen: o.listen,
@@ -243,6 +257,8 @@ export async function runServe(o: ServeOpts): Promise<number> {
   announce(server, { json: o.json, log, users: `${o.user} (${keys.length} key${keys.length === 1 ? '' : 's'})`, root });
   await untilSignal();
   await server.close();
+  await defender.close();
+  await memory.close();
   return 0;
 }
 

@@ -269,6 +269,13 @@ export interface ControlServerOptions {
   maxUnauthenticatedPerSource?: number;
   /** Connections in all that may be open and not yet authenticated (as OpenSSH's MaxStartups). Default 100; 0 = no limit. */
   maxUnauthenticated?: number;
+  /**
+   * Asked right after TCP accept, before any SSH byte is sent: return a reason (e.g.
+   * `blocked`) to refuse the connection (it is closed at once and reported as a `refused`
+   * connection event with that reason as `detail`), undefined to go on. Must be fast (it is
+   * on the accept path); throwing counts as undefined.
+   */
+  admit?(clientAddress: string): string | undefined;
   /** Called for each opened `tachyon-v1` subsystem channel. Throwing aborts that session. */
   onSession(link: ControlLink, info: SessionInfo, control: SessionControl): void;
   /** Audit events; see {@link ControlServerEvent}. Exceptions thrown here are ignored. */
@@ -550,6 +557,17 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     const clientAddress = normalizeAddress(socket.remoteAddress);
     const clientPort = socket.remotePort ?? 0;
     const id = newCorrelationId();
+    let refusal: string | undefined;
+    try {
+      refusal = opts.admit?.(clientAddress);
+    } catch {
+      refusal = undefined;
+    }
+    if (refusal !== undefined) {
+      emit({ type: 'refused', what: 'connection', detail: clip(refusal), clientAddress, clientPort, connectionId: id });
+      socket.destroy();
+      return;
+    }
     // Limits on connections that have not authenticated yet (before any SSH byte is sent).
     const fromSource = unauthBySource.get(clientAddress) ?? 0;
     const limit = maxPerSource > 0 && fromSource >= maxPerSource ? 'per-source' : maxUnauthenticated > 0 && unauthTotal >= maxUnauthenticated ? 'max-startups' : undefined;

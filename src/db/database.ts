@@ -212,6 +212,8 @@ async function migrate(db: Kysely<TachyonSchema>, kind: 'sqlite' | 'postgres', m
     provider: { getMigrations: () => Promise.resolve({ ...migrations }) },
     migrationTableName: MIGRATION_TABLE,
     migrationLockTableName: MIGRATION_LOCK_TABLE,
+    // numbers are taken by parallel work (0006 may land before 0005): each migration is independent
+    allowUnorderedMigrations: true,
     ...(schema !== undefined ? { migrationTableSchema: schema } : {}),
   });
   const result = await migrator.migrateToLatest();

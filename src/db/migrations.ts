@@ -261,6 +261,24 @@ const m0007: Migration = {
     await db.schema.dropTable('mfa_totp').execute();
   },
 };
+/** Blocked source addresses of the IP defender (src/defender), shared by every process on the database. */
+const m0006: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('defender_block')
+      .addColumn('address', 'text', (c) => c.primaryKey())
+      .addColumn('score', 'integer', (c) => c.notNull())
+      .addColumn('ban_count', 'integer', (c) => c.notNull())
+      .addColumn('blocked_until', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('defender_block_until').on('defender_block').column('blocked_until').execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('defender_block').execute();
+  },
+};
+
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 /** Every migration, by name. Names sort in the order they apply. */
@@ -270,5 +288,6 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   '0003_transfers': m0003,
   '0004_user_encryption_policy': m0004,
   '0005_platform_identity': m0005,
+  '0006_defender': m0006,
   '0007_mfa': m0007,
 });

@@ -239,12 +239,29 @@ export interface PlatformPolicyTable {
   updated_at: string;
 }
 
+/**
+ * An address the IP defender blocks (or blocked: the row stays after the block ends so
+ * that the next ban is longer, until it is forgotten or lifted). Migration 0006.
+ */
+export interface DefenderBlockTable {
+  /** The defender's address key: an IPv4 address, or an IPv6 /64 (`2001:db8:0:1::/64`); primary key. */
+  address: string;
+  /** The score that caused the last block. */
+  score: number;
+  /** Blocks so far (the ban time grows with it). */
+  ban_count: number;
+  /** ISO-8601 UTC end of the current or last block. */
+  blocked_until: string;
+  updated_at: string;
+}
+
 /** Every table, for `Kysely<TachyonSchema>`. */
 export interface TachyonSchema {
   transfer_user: TransferUserTable;
   user_key: UserKeyTable;
   access_key: AccessKeyTable;
   transfer: TransferTable;
+  defender_block: DefenderBlockTable;
   mfa_totp: MfaTotpTable;
   mfa_recovery_code: MfaRecoveryCodeTable;
   platform_tenant: PlatformTenantTable;

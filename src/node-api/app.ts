@@ -13,6 +13,7 @@
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { AuditEvent, AuditSink } from '../audit/index.js';
+import type { Defender } from '../defender/index.js';
 import { newCorrelationId } from '../core/correlation.js';
 import { TachyonError, toTachyonError } from '../core/errors.js';
 import type { Authenticator } from './auth.js';
@@ -55,6 +56,11 @@ export interface NodeApiOptions {
   readonly authenticator: Authenticator;
   readonly info: NodeInfo;
   readonly plugins?: readonly NodeApiPlugin[];
+  /**
+   * IP defence: requests from a blocked or not allowed address are refused with 403
+   * before anything else; failed authentications are reported to it.
+   */
+  readonly defender?: Defender;
   /** Largest request body in bytes. Default 64 KiB. */
   readonly bodyLimit?: number;
 }
@@ -132,6 +138,11 @@ export async function createNodeApi(o: NodeApiOptions): Promise<NodeApi> {
   app.addHook('onRequest', async (request, reply) => {
     reply.headers(SECURITY_HEADERS);
     reply.header('x-correlation-id', request.id);
+    const d = o.defender;
+    if (d !== undefined) {
+      const why = !d.allowed(request.ip) ? 'address-not-allowed' : d.isBlocked(request.ip) ? 'address-blocked' : undefined;
+      if (why !== undefined) throw new TachyonError('PERMISSION', `request from ${request.ip} refused: ${why}`, { publicMessage: 'Access denied.', details: { reason: why } });
+    }
   });
 
   const audit = (request: FastifyRequest, event: AuditEvent): void => {
@@ -154,7 +165,10 @@ export async function createNodeApi(o: NodeApiOptions): Promise<NodeApi> {
     const principal = principalName(principals.get(request));
     const reason = typeof err.details?.reason === 'string' ? err.details.reason : undefined;
     const base = peer(request);
-    if (err.code === 'AUTH_FAILED') {
+    if (err.code === 'PERMISSION' && (reason === 'address-blocked' || reason === 'address-not-allowed')) {
+      audit(request, { type: 'refusal.address', component: 'api', fields: { ...base, reason: reason === 'address-blocked' ? 'blocked' : 'not-allowed', service: 'node-api' } });
+    } else if (err.code === 'AUTH_FAILED') {
+      if (reason !== 'no-credentials') o.defender?.report(request.ip, 'auth-failed');
       const keyId = typeof err.details?.accessKeyId === 'string' ? err.details.accessKeyId : '(unknown)';
       audit(request, { type: 'auth.failure', component: 'api', fields: { ...base, user: keyId, method: String(err.details?.method ?? request.headers.authorization?.split(' ')[0]?.toLowerCase() ?? 'none').slice(0, 16), reason: reason ?? 'refused' } });
     } else if (err.code === 'PERMISSION' && typeof err.details?.permission === 'string') {

@@ -4,6 +4,7 @@
  * `tachyon serve --config` (with a `nodeApi` section) and `tachyon start` call
  * {@link startNodeApiServer}.
  */
+import type { Defender } from '../defender/index.js';
 import type { AuditSink } from '../audit/index.js';
 import type { Clock } from '../core/clock.js';
 import type { Database } from '../db/database.js';
@@ -29,6 +30,8 @@ export interface NodeApiServerOptions {
   readonly port?: number;
   /** Plugins beyond the built-in ones (transfer set-up, monitoring …). */
   readonly plugins?: readonly NodeApiPlugin[];
+  /** IP defence (blocked and not allowed addresses get 403; failed authentications are reported). */
+  readonly defender?: Defender;
   readonly capabilities?: readonly string[];
   readonly storage?: StorageFactory;
   /** Backends of s3:// roots (owned by the caller, who closes them); without it, access keys with s3:// roots are refused. Ignored when `storage` is given. */
@@ -75,6 +78,7 @@ export async function buildNodeApi(o: NodeApiServerOptions): Promise<Omit<NodeAp
     ...(o.listen !== undefined ? { listen: o.listen } : {}),
     ...(o.port !== undefined ? { port: o.port } : {}),
     ...(o.bodyLimit !== undefined ? { bodyLimit: o.bodyLimit } : {}),
+    ...(o.defender !== undefined ? { defender: o.defender } : {}),
     audit: o.audit,
     authenticator,
     info: { version: NODE_API_VERSION, storageRootKinds: [...new Set(o.allowedRoots.map((r) => r.scheme))].sort(), ...(o.capabilities ? { capabilities: o.capabilities } : {}) },
@@ -112,6 +116,8 @@ export async function openApiDocument(extra: readonly NodeApiPlugin[] = []): Pro
   const { transferSetupPlugin } = await import('./transfer-setup.js');
   const { opsRoutes } = await import('./ops.js');
   const { TransferMonitor } = await import('../server/monitor.js');
+  const { defenderRoutes } = await import('./defender-routes.js');
+  const { disabledDefender } = await import('../defender/index.js');
   // every route group the node can serve (transfer set-up with a throwaway key, monitoring of an idle monitor)
   const plugins = [
     opsRoutes({ monitor: new TransferMonitor() }),
@@ -123,6 +129,7 @@ export async function openApiDocument(extra: readonly NodeApiPlugin[] = []): Pro
       user: 'xfer',
       hostKeyFingerprint: 'SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA',
     }),
+    defenderRoutes(disabledDefender),
     ...extra,
   ];
   const { mkdtemp, rm } = await import('node:fs/promises');

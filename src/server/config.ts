@@ -25,6 +25,7 @@
  * (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, or an
  * instance role), through the AWS SDK's default chain.
  */
+import { ABUSE_KINDS, AllowLists, checkWebhookUrl, CidrList, DEFAULT_DEFENDER_SETTINGS, DEFAULT_SCORES, type DefenderSettings } from '../defender/index.js';
 import { promises as fs } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
@@ -111,6 +112,31 @@ export interface ServerConfig {
   readonly nodeApi?: NodeApiConfig;
   /** The shared transfer user that logs in with transfer tokens (docs/transfer-tokens.md); absent: off. */
   readonly transferTokens?: TransferTokenSettings;
+  /** The IP defender (docs/defender.md); on unless `defender.enabled` is false. */
+  readonly defender: DefenderConfig;
+}
+
+/** `defender` in the configuration file, validated (times in milliseconds). */
+export interface DefenderConfig {
+  readonly enabled: boolean;
+  readonly settings: Partial<DefenderSettings>;
+  /** Never scored nor blocked. Default: none. */
+  readonly safeList: CidrList;
+  readonly allowLists: AllowLists;
+  readonly notify: {
+    readonly webhook?: { readonly url: string; readonly headers?: Readonly<Record<string, string>> };
+    readonly smtp?: {
+      readonly host: string;
+      readonly port: number;
+      readonly secure?: boolean;
+      readonly requireTls?: boolean;
+      readonly user?: string;
+      /** Absolute path of a file holding the SMTP password (read at start; never in the configuration). */
+      readonly passwordFile?: string;
+      readonly from: string;
+      readonly to: readonly string[];
+    };
+  };
 }
 
 /** `transferTokens` in the configuration file. */
@@ -173,6 +199,42 @@ const UserSchema = z.strictObject({
   maxRate: rate.nullable().optional(),
   enabled: z.boolean(expected('expected true or false')).optional(),
   requireEncryptedAtRest: z.boolean(expected('expected true or false')).optional(),
+});
+
+const seconds = (max: number): z.ZodNumber => posInt(max);
+const DefenderSchema = z.strictObject({
+  enabled: z.boolean(expected('expected true or false')).optional(),
+  threshold: posInt(1_000_000).optional(),
+  observationSeconds: seconds(30 * 86400).optional(),
+  banSeconds: seconds(365 * 86400).optional(),
+  banMultiplier: z.number(expected('expected a number from 1 to 100')).min(1, { error: 'expected a number from 1 to 100' }).max(100, { error: 'expected a number from 1 to 100' }).optional(),
+  maxBanSeconds: seconds(365 * 86400).optional(),
+  scores: z.partialRecord(z.enum(ABUSE_KINDS), z.number().int().min(0).max(1000)).optional(),
+  maxHosts: posInt(10_000_000).optional(),
+  safeList: z.array(z.string(expected('expected a CIDR block such as 10.0.0.0/8'))).max(10_000).optional(),
+  allowList: z
+    .strictObject({
+      global: z.array(z.string(expected('expected a CIDR block such as 10.0.0.0/8'))).max(10_000).optional(),
+      tenants: z.record(z.string(), z.array(z.string(expected('expected a CIDR block such as 10.0.0.0/8'))).max(10_000)).optional(),
+    })
+    .optional(),
+  notify: z
+    .strictObject({
+      webhook: z.strictObject({ url: nonEmpty, headers: z.record(z.string(), z.string()).optional() }).optional(),
+      smtp: z
+        .strictObject({
+          host: nonEmpty,
+          port: z.number().int().min(1).max(65535),
+          secure: z.boolean().optional(),
+          requireTls: z.boolean().optional(),
+          user: nonEmpty.optional(),
+          passwordFile: nonEmpty.optional(),
+          from: nonEmpty,
+          to: z.array(nonEmpty).min(1, { error: 'name at least one recipient' }),
+        })
+        .optional(),
+    })
+    .optional(),
 });
 
 const ConfigSchema = z.strictObject({
@@ -241,6 +303,7 @@ const ConfigSchema = z.strictObject({
       tokenTtlSeconds: posInt(12 * 3600).optional(),
     })
     .optional(),
+  defender: DefenderSchema.optional(),
   transferTokens: z
     .strictObject({
       user: nonEmpty.optional(),
@@ -422,6 +485,45 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
     });
   }
 
+  const d = c.defender ?? {};
+  const safeList = (await collect(problems, () => CidrList.parse(d.safeList ?? [], 'defender.safeList'))) ?? new CidrList([]);
+  const allowLists = (await collect(problems, () => AllowLists.parse(d.allowList ?? {}, 'defender.allowList'))) ?? new AllowLists();
+  if (d.notify?.webhook) await collect(problems, () => checkWebhookUrl(d.notify!.webhook!.url, 'defender.notify.webhook.url'));
+  const settings: Partial<DefenderSettings> = {
+    ...(d.threshold !== undefined ? { threshold: d.threshold } : {}),
+    ...(d.observationSeconds !== undefined ? { observationMs: d.observationSeconds * 1000 } : {}),
+    ...(d.banSeconds !== undefined ? { banMs: d.banSeconds * 1000 } : {}),
+    ...(d.banMultiplier !== undefined ? { banMultiplier: d.banMultiplier } : {}),
+    ...(d.maxBanSeconds !== undefined ? { maxBanMs: d.maxBanSeconds * 1000 } : {}),
+    ...(d.maxHosts !== undefined ? { maxHosts: d.maxHosts } : {}),
+    ...(d.scores !== undefined ? { scores: { ...DEFAULT_SCORES, ...d.scores } } : {}),
+  };
+  if ((settings.maxBanMs ?? DEFAULT_DEFENDER_SETTINGS.maxBanMs) < (settings.banMs ?? DEFAULT_DEFENDER_SETTINGS.banMs)) problems.push('defender.maxBanSeconds: must be at least banSeconds');
+  const smtp = d.notify?.smtp;
+  const defender: DefenderConfig = Object.freeze({
+    enabled: d.enabled ?? true,
+    settings: Object.freeze(settings),
+    safeList,
+    allowLists,
+    notify: Object.freeze({
+      ...(d.notify?.webhook ? { webhook: { url: d.notify.webhook.url, ...(d.notify.webhook.headers ? { headers: d.notify.webhook.headers } : {}) } } : {}),
+      ...(smtp
+        ? {
+            smtp: {
+              host: smtp.host,
+              port: smtp.port,
+              from: smtp.from,
+              to: smtp.to,
+              ...(smtp.secure !== undefined ? { secure: smtp.secure } : {}),
+              ...(smtp.requireTls !== undefined ? { requireTls: smtp.requireTls } : {}),
+              ...(smtp.user !== undefined ? { user: smtp.user } : {}),
+              ...(smtp.passwordFile !== undefined ? { passwordFile: abs(smtp.passwordFile) } : {}),
+            },
+          }
+        : {}),
+    }),
+  });
+
   if (problems.length > 0 || database === undefined || maxRateBps === undefined) throw configError(file, problems);
   return Object.freeze({
     file: path.resolve(file),
@@ -463,6 +565,7 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
         }
       : {}),
     ...(transferTokens ? { transferTokens } : {}),
+    defender,
   });
 }
 

@@ -10,6 +10,7 @@ import { systemClock, type Clock } from '../core/clock.js';
 import { TachyonError, toTachyonError } from '../core/errors.js';
 import type { CipherName } from '../core/types.js';
 import type { AuditEvent, AuditSink } from '../audit/index.js';
+import type { Defender } from '../defender/index.js';
 import { fingerprintOf, loadOrCreateHostKey, parseAuthorizedKeys, type AuthorizedKey } from '../control/hostkeys.js';
 import { startControlServer, type ControlServer, type ControlServerEvent, type SessionInfo, type SubsystemHandler } from '../control/ssh-server.js';
 import { Endpoint } from '../transport/session/endpoint.js';
@@ -57,6 +58,11 @@ export interface TransferServerOptions {
    */
   subsystems?: Readonly<Record<string, (account: Account, jail: Jail, info: SessionInfo) => SubsystemHandler>>;
   clock?: Clock;
+  /**
+   * IP defence: a blocked or not allowed address is refused right after TCP accept (before
+   * the SSH handshake); refused authentications are reported to it.
+   */
+  defender?: Defender;
   /**
    * Object storage for accounts whose docroot is an s3:// URL (endpoint, region, path
    * style, timeouts; credentials from the server's environment). The AWS SDK is loaded
@@ -129,6 +135,10 @@ export function auditOfControlEvent(e: ControlServerEvent, refusalReason?: strin
       }
       return undefined; // key-ok: the signed attempt follows and is recorded
     case 'refused':
+      if (e.what === 'connection' && (e.detail === 'blocked' || e.detail === 'not-allowed')) {
+        // the IP defender refused it before SSH began
+        return { type: 'refusal.address', component: 'ssh', correlationId, fields: { ...peer, reason: e.detail, service: 'ssh' } };
+      }
       if (e.what === 'connection') {
         // a connection limit (per-source, max-startups) refused it before SSH began
         return { type: 'refusal.limit', component: 'ssh', correlationId, fields: { ...peer, limit: e.detail ?? 'connection', ...(e.user ? { user: e.user } : {}) } };
@@ -347,6 +357,15 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
     ...(o.ssh?.loginGraceMs !== undefined ? { loginGraceMs: o.ssh.loginGraceMs } : {}),
     ...(o.ssh?.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.ssh.idleTimeoutMs } : {}),
     extraSubsystems: subsystems,
+    ...(o.defender
+      ? {
+          admit: (address: string) => {
+            const d = o.defender!;
+            if (!d.allowed(address)) return 'not-allowed';
+            return d.isBlocked(address) ? 'blocked' : undefined;
+          },
+        }
+      : {}),
     onSession: (link, info, ctl) => {
       const peer = { clientAddress: info.clientAddress, clientPort: info.clientPort };
       const correlationId = info.connectionId;
@@ -470,6 +489,17 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
         const k = `${e.user}|${e.keyFingerprint}`;
         why = refusals.get(k);
         refusals.delete(k);
+      }
+      if (o.defender) {
+        if (e.type === 'auth' && e.outcome === 'refused') {
+          o.defender.report(e.clientAddress, why === 'unknown-user' || e.reason === 'invalid-user' || e.reason === 'root-refused' ? 'auth-failed-unknown-user' : 'auth-failed');
+        } else if (e.type === 'refused' && e.what === 'connection' && e.detail === 'per-source') {
+          // too many unauthenticated connections from this address (max-startups is global: not scored)
+          o.defender.report(e.clientAddress, 'refused-limit');
+        } else if (e.type === 'client-error' && (e.level === undefined || e.level === 'protocol')) {
+          // malformed SSH (bad packet, bad length …); socket errors, timeouts and algorithm mismatches ('handshake') are not scored
+          o.defender.report(e.clientAddress, 'protocol-violation');
+        }
       }
       const a = auditOfControlEvent(e, why);
       if (a) record(a);
