@@ -132,7 +132,13 @@ export async function loadOrCreateHostKey(file: string): Promise<HostKeyInfo> {
     return describeHostKey(data, parsePrivateKey(data, file), false);
   }
 
-  const pair = utils.generateKeyPairSync('ed25519', { comment: `tachyon-host@${hostname()}` });
+  // ssh2's generator drops a leading zero byte of the ed25519 public key (about 1 key in
+  // 220 comes out 31 bytes long and its own parser refuses it: "Malformed OpenSSH private
+  // key"); such a key is never written: generate again
+  let pair = utils.generateKeyPairSync('ed25519', { comment: `tachyon-host@${hostname()}` });
+  for (let i = 0; i < 64 && utils.parseKey(pair.private) instanceof Error; i++) {
+    pair = utils.generateKeyPairSync('ed25519', { comment: `tachyon-host@${hostname()}` });
+  }
   const privateKey = Buffer.from(pair.private, 'utf8');
   // written in full under a temporary name, then linked into place: a process that
   // starts at the same moment sees either no key or a complete one, never a partial file

@@ -11,9 +11,9 @@ import { mkdirSync, mkdtempSync, realpathSync, rmSync, statSync, writeFileSync }
 import os from 'node:os';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import ssh2 from 'ssh2';
 import { fingerprintOf } from '../../src/control/hostkeys.js';
 import { startCli, type RunResult } from '../helpers/cli.js';
+import { generateSshKeyPair } from '../helpers/keys.js';
 
 
 let work: string;
@@ -39,7 +39,7 @@ async function fails(args: string[], code: number, message: RegExp, stdin?: stri
 }
 
 function keyPair(name: string, comment: string): { priv: string; pub: string; line: string; fingerprint: string } {
-  const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment });
+  const pair = generateSshKeyPair('ed25519', comment);
   const priv = path.join(work, name);
   writeFileSync(priv, pair.private, { mode: 0o600 });
   writeFileSync(`${priv}.pub`, `${pair.public}\n`);

@@ -9,15 +9,15 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import ssh2 from 'ssh2';
 import { TachyonError } from '../../src/core/errors.js';
 import { DEFAULT_SSH_LIMITS, loadServerConfig, validateServerConfig } from '../../src/server/config.js';
 import { rejectsCode } from '../helpers/errors.js';
 import { Rng } from '../helpers/rng.js';
+import { generateSshKeyPair } from '../helpers/keys.js';
 
 let dir: string;
-const key1 = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'alice@laptop' }).public.trim();
-const key2 = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'bob@host' }).public.trim();
+const key1 = generateSshKeyPair('ed25519', 'alice@laptop').public.trim();
+const key2 = generateSshKeyPair('ed25519', 'bob@host').public.trim();
 
 before(() => {
   dir = realpathSync(mkdtempSync(path.join(os.tmpdir(), 'tachyon-config-')));

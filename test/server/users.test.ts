@@ -10,7 +10,6 @@ import { mkdirSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import ssh2 from 'ssh2';
 import { TachyonError } from '../../src/core/errors.js';
 import { fingerprintOf } from '../../src/control/hostkeys.js';
 import { openDatabase, type Database } from '../../src/db/database.js';
@@ -19,6 +18,7 @@ import { UserRepository, type UserChangeEvent } from '../../src/server/users/rep
 import { parseRootPattern } from '../../src/server/users/storage-roots.js';
 import { rejectsCode, throwsCode } from '../helpers/errors.js';
 import { Rng } from '../helpers/rng.js';
+import { generateSshKeyPair } from '../helpers/keys.js';
 
 interface Key {
   line: string;
@@ -27,7 +27,7 @@ interface Key {
 }
 
 function makeKey(comment: string, type: 'ed25519' | 'ecdsa' = 'ed25519'): Key {
-  const pair = type === 'ecdsa' ? ssh2.utils.generateKeyPairSync('ecdsa', { bits: 256, comment }) : ssh2.utils.generateKeyPairSync('ed25519', { comment });
+  const pair = generateSshKeyPair(type, comment);
   const line = pair.public.trim();
   const blob = Buffer.from(line.split(' ')[1] as string, 'base64');
   return { line, blob, fingerprint: fingerprintOf(blob) };
