@@ -18,6 +18,7 @@ import { TachyonError, toTachyonError, type ErrorCode } from '../core/errors.js'
 import { errorBody, httpStatusOf } from '../node-api/http-errors.js';
 import { ID_PATTERN, type PlatformUser } from './model.js';
 import { allowed, ROUTE_TABLE, type RouteName, type RouteRule } from './routes.js';
+import { registerPages } from './pages/pages.js';
 import type { IdentityService, Principal, RequestMeta } from './service.js';
 
 export const SESSION_COOKIE = '__Host-tachyon-session';
@@ -31,6 +32,8 @@ export interface PlatformAppOptions {
   readonly https?: { readonly key: string | Buffer; readonly cert: string | Buffer };
   /** Serve plain HTTP (tests; a TLS-terminating proxy on loopback). Cookies remain `Secure`. */
   readonly insecureHttp?: boolean;
+  /** Serve the web pages (src/platform/pages: static HTML, one script, one style sheet). Default true. */
+  readonly pages?: boolean;
 }
 
 export interface PlatformApp {
@@ -281,6 +284,8 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
   const table = ROUTE_TABLE as Record<RouteName, RouteRule>;
   const known = new Set(Object.values(table).map((r) => `${r.method} ${r.url}`));
   const registered: string[] = [];
+  // the static pages (GET, no data) are registered before the route-table hook: they are not API routes
+  if (options.pages !== false) registerPages(app);
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
     for (const m of methods) {

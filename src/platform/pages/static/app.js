@@ -1,0 +1,304 @@
+/* global document, fetch, location */
+// The platform pages' only script (an ES module; no framework, no build step). It talks
+// to the JSON API with fetch (same-origin credentials, the CSRF token /api/v1/me or sign-in
+// gives in X-CSRF-Token) and shows the API's sanitized error messages. Text is always set
+// with textContent, never as HTML.
+
+let csrf;
+
+class ApiError extends Error {
+  constructor(status, message, ref) {
+    super(message);
+    this.status = status;
+    this.ref = ref;
+  }
+}
+
+async function api(method, url, body) {
+  const headers = { accept: 'application/json' };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (method !== 'GET' && csrf) headers['x-csrf-token'] = csrf;
+  const r = await fetch(url, {
+    method,
+    headers,
+    credentials: 'same-origin',
+    cache: 'no-store',
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  const text = await r.text();
+  let data = {};
+  try {
+    data = text ? JSON.parse(text) : {};
+  } catch {
+    data = {};
+  }
+  if (!r.ok) {
+    const e = data && data.error ? data.error : {};
+    throw new ApiError(r.status, typeof e.message === 'string' ? e.message : `The request failed (HTTP ${r.status}).`, e.correlation_id);
+  }
+  return data;
+}
+
+const $ = (id) => document.getElementById(id);
+
+function show(text, kind) {
+  const m = $('message');
+  if (!m) return;
+  m.textContent = text;
+  m.className = kind;
+  m.hidden = false;
+}
+
+function showError(err) {
+  if (err instanceof ApiError) show(err.ref ? `${err.message} (reference ${err.ref})` : err.message, 'error');
+  else show('The server could not be reached. Try again.', 'error');
+}
+
+function cell(row, text) {
+  const td = document.createElement('td');
+  td.textContent = text;
+  row.append(td);
+  return td;
+}
+
+function button(label, onClick) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = label;
+  b.addEventListener('click', onClick);
+  return b;
+}
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString() : '';
+}
+
+/** The caller (GET /api/v1/me), or a redirect to the sign-in page. */
+async function signedIn() {
+  try {
+    const me = await api('GET', '/api/v1/me');
+    csrf = me.csrfToken;
+    if ((me.user.roles || []).includes('tenant_admin') || (me.user.roles || []).includes('auditor')) {
+      for (const a of document.querySelectorAll('[data-admin]')) a.hidden = false;
+    }
+    return me;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      location.assign('/signin');
+      return undefined;
+    }
+    throw err;
+  }
+}
+
+function wireSignOut() {
+  const b = $('signout');
+  if (!b) return;
+  b.addEventListener('click', async () => {
+    try {
+      await api('POST', '/api/v1/auth/signout');
+      location.assign('/signin');
+    } catch (err) {
+      showError(err);
+    }
+  });
+}
+
+const pages = {
+  async signin() {
+    $('signin-form').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const body = { tenant: $('tenant').value.trim(), username: $('username').value.trim(), password: $('password').value };
+      try {
+        const r = await api('POST', '/api/v1/auth/signin', body);
+        location.assign(r.passwordChangeRequired ? '/password?required=1' : '/');
+      } catch (err) {
+        $('password').value = '';
+        showError(err);
+      }
+    });
+  },
+
+  async account() {
+    const me = await signedIn();
+    if (!me) return;
+    $('me-username').textContent = me.user.username;
+    $('me-displayname').textContent = me.user.displayName || '';
+    $('me-tenant').textContent = me.tenant.name || me.tenant.slug;
+    $('me-roles').textContent = (me.user.roles || []).join(', ');
+    $('account').setAttribute('aria-busy', 'false');
+    if (me.passwordChangeRequired) show('You must change your password before using anything else.', 'notice');
+  },
+
+  async password() {
+    const me = await signedIn();
+    if (!me) return;
+    if (me.passwordChangeRequired) show('You must change your password before using anything else.', 'notice');
+    $('password-form').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      if ($('new-password').value !== $('confirm-password').value) {
+        show('The two new passwords differ.', 'error');
+        return;
+      }
+      try {
+        await api('POST', '/api/v1/me/password', { currentPassword: $('current-password').value, newPassword: $('new-password').value });
+        for (const id of ['current-password', 'new-password', 'confirm-password']) $(id).value = '';
+        show('Your password was changed. Your other sessions were ended.', 'ok');
+      } catch (err) {
+        showError(err);
+      }
+    });
+  },
+
+  async sessions() {
+    const me = await signedIn();
+    if (!me) return;
+    const load = async () => {
+      const { sessions } = await api('GET', '/api/v1/me/sessions');
+      const tbody = $('sessions').tBodies[0];
+      tbody.replaceChildren();
+      for (const s of sessions) {
+        const tr = document.createElement('tr');
+        tr.dataset.sessionId = s.id;
+        if (s.current) tr.className = 'current';
+        cell(tr, when(s.createdAt) + (s.current ? ' (this session)' : ''));
+        cell(tr, when(s.lastSeenAt));
+        cell(tr, s.clientAddress || '');
+        cell(tr, s.userAgent || '');
+        const actions = cell(tr, '');
+        const b = button(s.current ? 'Sign out here' : 'End session', async () => {
+          try {
+            await api('DELETE', `/api/v1/me/sessions/${encodeURIComponent(s.id)}`);
+            if (s.current) location.assign('/signin');
+            else {
+              show('The session was ended.', 'ok');
+              await load();
+            }
+          } catch (err) {
+            showError(err);
+          }
+        });
+        b.setAttribute('aria-label', s.current ? 'End this session' : `End the session signed in ${when(s.createdAt)}`);
+        actions.append(b);
+        tbody.append(tr);
+      }
+    };
+    await load();
+  },
+
+  async users() {
+    const me = await signedIn();
+    if (!me) return;
+    const load = async () => {
+      const { users } = await api('GET', '/api/v1/users');
+      const tbody = $('users').tBodies[0];
+      const select = $('reset-user');
+      tbody.replaceChildren();
+      select.replaceChildren();
+      for (const u of users) {
+        const tr = document.createElement('tr');
+        tr.dataset.username = u.username;
+        cell(tr, u.username);
+        cell(tr, u.displayName || '');
+        cell(tr, (u.roles || []).join(', '));
+        cell(tr, u.status + (u.mustChangePassword ? ' (must change password)' : ''));
+        const actions = cell(tr, '');
+        if (u.id !== me.user.id) {
+          const disable = u.status === 'active';
+          const b = button(disable ? 'Disable' : 'Enable', async () => {
+            try {
+              await api('PATCH', `/api/v1/users/${encodeURIComponent(u.id)}`, { status: disable ? 'disabled' : 'active' });
+              show(`${u.username} is now ${disable ? 'disabled' : 'active'}.`, 'ok');
+              await load();
+            } catch (err) {
+              showError(err);
+            }
+          });
+          b.setAttribute('aria-label', `${disable ? 'Disable' : 'Enable'} ${u.username}`);
+          actions.append(b);
+        }
+        tbody.append(tr);
+        const opt = document.createElement('option');
+        opt.value = u.id;
+        opt.textContent = u.username;
+        select.append(opt);
+      }
+    };
+    try {
+      await load();
+    } catch (err) {
+      showError(err);
+      for (const f of document.querySelectorAll('form')) f.hidden = true;
+      return;
+    }
+    $('create-form').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const body = { username: $('new-username').value.trim(), roles: [$('new-role').value], password: $('new-user-password').value };
+      const name = $('new-displayname').value.trim();
+      if (name) body.displayName = name;
+      try {
+        const r = await api('POST', '/api/v1/users', body);
+        $('create-form').reset();
+        show(`User ${r.user.username} was created; they must change the password at first sign-in.`, 'ok');
+        await load();
+      } catch (err) {
+        showError(err);
+      }
+    });
+    $('reset-form').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      try {
+        const r = await api('POST', `/api/v1/users/${encodeURIComponent($('reset-user').value)}/reset-password`, { password: $('reset-password').value });
+        $('reset-password').value = '';
+        show(`The password of ${r.user.username} was reset; they must change it at next sign-in.`, 'ok');
+        await load();
+      } catch (err) {
+        showError(err);
+      }
+    });
+  },
+
+  async policy() {
+    const me = await signedIn();
+    if (!me) return;
+    const form = $('policy-form');
+    const numbers = ['minPasswordLength', 'maxFailedAttempts', 'failureWindowSeconds', 'lockoutSeconds', 'passwordExpiryDays', 'sessionIdleSeconds', 'sessionAbsoluteSeconds'];
+    const fill = (policy) => {
+      for (const k of numbers) $(k).value = String(policy[k]);
+      $('rejectCommonPasswords').checked = policy.rejectCommonPasswords === true;
+      form.setAttribute('aria-busy', 'false');
+    };
+    try {
+      fill((await api('GET', '/api/v1/policy')).policy);
+    } catch (err) {
+      showError(err);
+      form.hidden = true;
+      return;
+    }
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const body = { rejectCommonPasswords: $('rejectCommonPasswords').checked };
+      for (const k of numbers) body[k] = Number($(k).value);
+      try {
+        fill((await api('PUT', '/api/v1/policy', body)).policy);
+        show('The policy was saved.', 'ok');
+      } catch (err) {
+        showError(err);
+      }
+    });
+  },
+};
+
+async function main() {
+  wireSignOut();
+  const run = pages[document.body.dataset.page];
+  if (!run) return;
+  try {
+    await run();
+  } catch (err) {
+    showError(err);
+  }
+  document.body.dataset.ready = 'true';
+}
+
+void main();
