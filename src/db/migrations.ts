@@ -261,6 +261,20 @@ const m0007: Migration = {
     await db.schema.dropTable('mfa_totp').execute();
   },
 };
+/**
+ * Sign-in with a second factor: each web session has a stage — `full`, `mfa` (the
+ * password was right, a TOTP or recovery code is still due) or `enrol` (an account that
+ * must have TOTP and has none may only enrol). Existing sessions are full. (The tenant's
+ * `requireTotp` lives in the policy's JSON, which needs no column.)
+ */
+const m0008: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema.alterTable('platform_session').addColumn('stage', 'text', (c) => c.notNull().defaultTo('full')).execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.alterTable('platform_session').dropColumn('stage').execute();
+  },
+};
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 /** Every migration, by name. Names sort in the order they apply. */
@@ -271,4 +285,5 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   '0004_user_encryption_policy': m0004,
   '0005_platform_identity': m0005,
   '0007_mfa': m0007,
+  '0008_platform_signin': m0008,
 });

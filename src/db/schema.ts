@@ -211,6 +211,8 @@ export interface PlatformSessionTable {
   expires_at: string;
   client_address: string;
   user_agent: string;
+  /** `full`, `mfa` (second step due) or `enrol` (may only enrol TOTP); migration 0008. */
+  stage: string;
 }
 
 /**

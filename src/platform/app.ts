@@ -18,7 +18,7 @@ import { TachyonError, toTachyonError, type ErrorCode } from '../core/errors.js'
 import { errorBody, httpStatusOf } from '../node-api/http-errors.js';
 import { ID_PATTERN, type PlatformUser } from './model.js';
 import { allowed, ROUTE_TABLE, type RouteName, type RouteRule } from './routes.js';
-import type { IdentityService, Principal, RequestMeta } from './service.js';
+import type { IdentityService, Principal, RequestMeta, SignInResult } from './service.js';
 
 export const SESSION_COOKIE = '__Host-tachyon-session';
 export const CSRF_HEADER = 'x-csrf-token';
@@ -98,6 +98,8 @@ const CHANGE = z.object({ currentPassword: pw, newPassword: pw }).strict();
 const NEW_USER = z
   .object({ username: z.string().max(512), displayName: z.string().max(1024).optional(), roles: z.array(z.string().max(64)).max(8).optional(), password: pw })
   .strict();
+const SECOND_STEP = z.object({ code: z.string().max(64).optional(), recoveryCode: z.string().max(64).optional() }).strict();
+const CONFIRM = z.object({ code: z.string().max(64) }).strict();
 const RESET = z.object({ password: pw }).strict();
 const PATCH = z
   .object({ displayName: z.string().max(1024).optional(), status: z.string().max(32).optional(), roles: z.array(z.string().max(64)).max(8).optional() })
@@ -129,20 +131,40 @@ function must<T>(v: T | undefined): T {
   return v;
 }
 
+/** Sets the cookie of a new session and answers what a signed-in page needs. */
+function sessionAnswer(reply: FastifyReply, r: SignInResult): Record<string, unknown> {
+  const maxAge = (Date.parse(r.session.expiresAt) - Date.parse(r.session.createdAt)) / 1000;
+  void reply.header('set-cookie', sessionCookie(r.token, maxAge));
+  return {
+    user: userView(r.principal.user),
+    tenant: { slug: r.principal.tenant.slug, name: r.principal.tenant.name },
+    csrfToken: r.csrfToken,
+    passwordChangeRequired: r.principal.passwordChangeRequired,
+    // null: a full session; 'totp': send a code to POST /api/v1/auth/totp; 'enrol': enrol TOTP first
+    secondFactor: r.principal.stage === 'full' ? null : r.principal.stage === 'mfa' ? 'totp' : 'enrol',
+    session: r.session,
+  };
+}
+
 function handlers(identity: IdentityService): Record<RouteName, Handler> {
   return {
     signIn: async ({ request, reply, meta, token }) => {
       const body = parseBody(SIGNIN, request.body);
-      const r = await identity.signIn(body, meta, token);
-      const policy = await identity.repo.policy(r.principal.tenant.id);
-      void reply.header('set-cookie', sessionCookie(r.token, policy.sessionAbsoluteSeconds));
-      return {
-        user: userView(r.principal.user),
-        tenant: { slug: r.principal.tenant.slug, name: r.principal.tenant.name },
-        csrfToken: r.csrfToken,
-        passwordChangeRequired: r.principal.passwordChangeRequired,
-        session: r.session,
-      };
+      return sessionAnswer(reply, await identity.signIn(body, meta, token));
+    },
+    signInTotp: async ({ request, reply, meta, principal }) => {
+      const body = parseBody(SECOND_STEP, request.body);
+      const r = await identity.completeSecondFactor(must(principal), body, meta);
+      return { ...sessionAnswer(reply, r), ...(r.recoveryCodesLeft !== undefined ? { recoveryCodesLeft: r.recoveryCodesLeft } : {}) };
+    },
+    enrolTotp: async ({ meta, principal }) => {
+      const e = await identity.beginTotpEnrolment(must(principal), meta);
+      return { uri: e.uri, secret: e.secret, secretGrouped: e.secretGrouped, expiresAt: e.expiresAt };
+    },
+    confirmTotp: async ({ request, reply, meta, principal }) => {
+      const body = parseBody(CONFIRM, request.body);
+      const r = await identity.confirmTotpEnrolment(must(principal), body.code, meta);
+      return { recoveryCodes: r.recoveryCodes, ...(r.session ? sessionAnswer(reply, r.session) : {}) };
     },
     signOut: async ({ reply, meta, principal }) => {
       await identity.signOut(must(principal), meta);
@@ -156,6 +178,7 @@ function handlers(identity: IdentityService): Record<RouteName, Handler> {
         tenant: { slug: p.tenant.slug, name: p.tenant.name },
         csrfToken: identity.csrfFor(must(token)),
         passwordChangeRequired: p.passwordChangeRequired,
+        secondFactor: p.stage === 'full' ? null : p.stage === 'mfa' ? 'totp' : 'enrol',
         sessionId: p.sessionId,
       });
     },
@@ -334,6 +357,12 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
                 details: { reason: 'csrf' },
               });
             }
+          }
+          if (!(rule.stages ?? ['full']).includes(principal.stage)) {
+            throw new TachyonError('PERMISSION', `session stage ${principal.stage} may not call ${rule.method} ${rule.url}`, {
+              publicMessage: principal.stage === 'full' ? 'Permission denied.' : 'Complete the second sign-in step first.',
+              details: { reason: `stage-${principal.stage}` },
+            });
           }
           if (principal.passwordChangeRequired && !rule.whilePasswordChangeRequired) {
             throw new TachyonError('PERMISSION', 'password change required', {

@@ -24,6 +24,11 @@ export interface IdentityPolicy {
   readonly sessionIdleSeconds: number;
   /** A session ends this long after sign-in whatever happens; default 43200 (12 hours). */
   readonly sessionAbsoluteSeconds: number;
+  /**
+   * Every local account signs in with a TOTP code after the password (default false).
+   * Tenant administrators of local accounts need one whatever this says.
+   */
+  readonly requireTotp: boolean;
 }
 
 export const DEFAULT_POLICY: IdentityPolicy = Object.freeze({
@@ -35,6 +40,7 @@ export const DEFAULT_POLICY: IdentityPolicy = Object.freeze({
   passwordExpiryDays: 0,
   sessionIdleSeconds: 1800,
   sessionAbsoluteSeconds: 43200,
+  requireTotp: false,
 });
 
 const int = (lo: number, hi: number) => z.number().int().min(lo).max(hi);
@@ -50,6 +56,7 @@ export const POLICY_UPDATE_SCHEMA = z
     passwordExpiryDays: int(0, 3650),
     sessionIdleSeconds: int(60, 86400),
     sessionAbsoluteSeconds: int(300, 30 * 86400),
+    requireTotp: z.boolean(),
   })
   .partial()
   .strict();

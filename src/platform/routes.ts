@@ -6,6 +6,9 @@
  */
 import type { Role } from './model.js';
 
+/** A session's stage (see service.ts `SessionStage`; repeated here so the table stands alone). */
+export type RouteStage = 'full' | 'mfa' | 'enrol';
+
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 /** Who may call a route: anyone (`public`: sign-in only), or a signed-in user holding one of the roles. */
@@ -22,6 +25,11 @@ export interface RouteRule {
    */
   readonly whilePasswordChangeRequired: boolean;
   readonly summary: string;
+  /**
+   * The session stages that may call the route; default `['full']`. A pending session
+   * (`mfa`: second factor due; `enrol`: must enrol TOTP first) gets 403 anywhere else.
+   */
+  readonly stages?: readonly RouteStage[];
 }
 
 /** Every role: for routes about the caller's own account. */
@@ -31,8 +39,32 @@ const ADMIN: readonly Role[] = ['tenant_admin'];
 
 export const ROUTE_TABLE = Object.freeze({
   signIn: { method: 'POST', url: '/api/v1/auth/signin', access: 'public', whilePasswordChangeRequired: true, summary: 'Sign in with tenant, user name and password.' },
-  signOut: { method: 'POST', url: '/api/v1/auth/signout', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'End the current session.' },
-  me: { method: 'GET', url: '/api/v1/me', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'The caller, their tenant and CSRF token.' },
+  signInTotp: {
+    method: 'POST',
+    url: '/api/v1/auth/totp',
+    access: ANY_ROLE,
+    whilePasswordChangeRequired: true,
+    stages: ['mfa'],
+    summary: 'Second sign-in step: a TOTP code or a recovery code; opens the full session.',
+  },
+  enrolTotp: {
+    method: 'POST',
+    url: '/api/v1/me/totp/enrol',
+    access: ANY_ROLE,
+    whilePasswordChangeRequired: true,
+    stages: ['full', 'enrol'],
+    summary: 'Begin one’s own TOTP enrolment (otpauth URI and secret).',
+  },
+  confirmTotp: {
+    method: 'POST',
+    url: '/api/v1/me/totp/confirm',
+    access: ANY_ROLE,
+    whilePasswordChangeRequired: true,
+    stages: ['full', 'enrol'],
+    summary: 'Confirm the enrolment with a code; returns the recovery codes once.',
+  },
+  signOut: { method: 'POST', url: '/api/v1/auth/signout', access: ANY_ROLE, whilePasswordChangeRequired: true, stages: ['full', 'mfa', 'enrol'], summary: 'End the current session.' },
+  me: { method: 'GET', url: '/api/v1/me', access: ANY_ROLE, whilePasswordChangeRequired: true, stages: ['full', 'mfa', 'enrol'], summary: 'The caller, their tenant and CSRF token.' },
   changePassword: { method: 'POST', url: '/api/v1/me/password', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'Change one’s own password (current password required).' },
   listSessions: { method: 'GET', url: '/api/v1/me/sessions', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'One’s own active sessions.' },
   endSession: { method: 'DELETE', url: '/api/v1/me/sessions/:id', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'End one of one’s own sessions.' },

@@ -27,6 +27,7 @@ import {
   type Tenant,
   type UserStatus,
 } from './model.js';
+import type { MfaService, MfaVerified, TotpEnrolment } from './mfa/service.js';
 import { argon2idHasher, checkNewPassword, loadCommonPasswords, type PasswordHasher } from './passwords.js';
 import { applyPolicyUpdate, type IdentityPolicy } from './policy.js';
 import { IdentityRepository, noSuchUser } from './repository.js';
@@ -39,6 +40,16 @@ export interface RequestMeta {
   readonly correlationId: string;
 }
 
+/**
+ * How far a session got: `full`; `mfa` (password right, a TOTP or recovery code still
+ * due — may only call the second-step route); `enrol` (an account that must have TOTP
+ * and has none — may only enrol).
+ */
+export type SessionStage = 'full' | 'mfa' | 'enrol';
+
+/** Lifetime of a pending (`mfa`/`enrol`) session. */
+export const PENDING_SESSION_SECONDS = 300;
+
 /** An authenticated caller. */
 export interface Principal {
   readonly tenant: Tenant;
@@ -47,6 +58,7 @@ export interface Principal {
   readonly sessionId: string;
   /** The password must be changed before anything else (admin reset, or expiry). */
   readonly passwordChangeRequired: boolean;
+  readonly stage: SessionStage;
 }
 
 export interface SignInResult {
@@ -65,6 +77,12 @@ export interface IdentityServiceOptions {
   readonly hasher?: PasswordHasher;
   /** Default: the shipped list (data/common-passwords.txt). */
   readonly commonPasswords?: ReadonlySet<string>;
+  /**
+   * The TOTP service. With it, tenant administrators of local accounts, every account of
+   * a tenant whose policy says `requireTotp`, and every enrolled account sign in with a
+   * second factor. Without it, no second factor exists and `requireTotp` cannot be set.
+   */
+  readonly mfa?: MfaService;
 }
 
 export interface NewUserInput {
@@ -105,6 +123,7 @@ export class IdentityService {
   private readonly clock: Clock;
   private readonly hasher: PasswordHasher;
   private readonly common: ReadonlySet<string>;
+  private readonly mfa: MfaService | undefined;
   private dummyHash: Promise<string> | undefined;
 
   constructor(options: IdentityServiceOptions) {
@@ -113,6 +132,7 @@ export class IdentityService {
     this.clock = options.clock ?? systemClock;
     this.hasher = options.hasher ?? argon2idHasher();
     this.common = options.commonPasswords ?? loadCommonPasswords();
+    this.mfa = options.mfa;
   }
 
   private nowMs(): number {
@@ -222,9 +242,39 @@ export class IdentityService {
     if (user.status !== 'active') return fail('disabled');
     await this.repo.clearFailures(tenant.id, user.id);
     if (presentedToken !== undefined) await this.endByToken(presentedToken, meta, 'superseded');
-    const expired = this.passwordExpired(user, policy, now);
-    const changeRequired = user.mustChangePassword || expired;
+    const stage = await this.stageAfterPassword(tenant.id, user, policy);
+    const r = await this.openSession(tenant, user, policy, stage, meta, now);
+    this.record({
+      type: 'web.signin',
+      component: 'web',
+      correlationId: meta.correlationId,
+      fields: {
+        clientAddress: meta.clientAddress,
+        tenant: tenant.slug,
+        user: user.username,
+        result: stage === 'full' ? 'success' : 'pending',
+        method: 'password',
+        ...(stage === 'full' ? {} : { pending: stage === 'mfa' ? 'totp' : 'totp-enrolment' }),
+        changeRequired: r.principal.passwordChangeRequired,
+      },
+    });
+    return r;
+  }
+
+  /** Which stage a correct password leads to (see the MFA doc's sign-in flow). */
+  private async stageAfterPassword(tenantId: string, user: PlatformUser, policy: IdentityPolicy): Promise<SessionStage> {
+    if (!this.mfa) return 'full';
+    const enrolled = await this.mfa.isEnrolled(tenantId, user.id);
+    if (enrolled) return 'mfa';
+    // local administrators always; everyone when the tenant says so
+    return user.roles.includes('tenant_admin') || policy.requireTotp ? 'enrol' : 'full';
+  }
+
+  /** Creates a session (a new random token) at `stage`; a pending one lives {@link PENDING_SESSION_SECONDS} at most. */
+  private async openSession(tenant: Tenant, user: PlatformUser, policy: IdentityPolicy, stage: SessionStage, meta: RequestMeta, now: number): Promise<SignInResult> {
+    const changeRequired = user.mustChangePassword || this.passwordExpired(user, policy, now);
     const token = randomBytes(32).toString('base64url');
+    const life = stage === 'full' ? policy.sessionAbsoluteSeconds : Math.min(PENDING_SESSION_SECONDS, policy.sessionAbsoluteSeconds);
     const row = {
       id: randomUUID(),
       token_sha256: sha256(token),
@@ -232,22 +282,17 @@ export class IdentityService {
       user_id: user.id,
       created_at: this.iso(now),
       last_seen_at: this.iso(now),
-      expires_at: this.iso(now + policy.sessionAbsoluteSeconds * 1000),
+      expires_at: this.iso(now + life * 1000),
       client_address: meta.clientAddress.slice(0, 64),
       user_agent: meta.userAgent.slice(0, 256),
+      stage,
     };
     await this.repo.createSession(row);
-    this.record({
-      type: 'web.signin',
-      component: 'web',
-      correlationId: meta.correlationId,
-      fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, result: 'success', method: 'password', changeRequired },
-    });
     const fresh = (await this.repo.userById(tenant.id, user.id)) ?? user;
     return {
       token,
       csrfToken: csrfTokenFor(token),
-      principal: { tenant, user: fresh, sessionId: row.id, passwordChangeRequired: changeRequired },
+      principal: { tenant, user: fresh, sessionId: row.id, passwordChangeRequired: changeRequired, stage },
       session: {
         id: row.id,
         createdAt: row.created_at,
@@ -257,6 +302,98 @@ export class IdentityService {
         userAgent: row.user_agent,
       },
     };
+  }
+
+  private requireMfa(): MfaService {
+    if (!this.mfa) {
+      throw new TachyonError('CONFLICT', 'no TOTP service configured', { publicMessage: 'A second factor is not available on this server.' });
+    }
+    return this.mfa;
+  }
+
+  private mfaCtx(principal: Principal, meta: RequestMeta) {
+    return { clientAddress: meta.clientAddress, correlationId: meta.correlationId, tenantLabel: principal.tenant.slug, userLabel: principal.user.username };
+  }
+
+  /**
+   * The second sign-in step: a TOTP `code` or a `recoveryCode` for a session at stage
+   * `mfa`. Success ends the pending session and opens a full one (a new token);
+   * failure is audited as a failed sign-in and answered `MFA_INVALID` / `MFA_LOCKED`.
+   */
+  async completeSecondFactor(
+    principal: Principal,
+    input: { code?: string | undefined; recoveryCode?: string | undefined },
+    meta: RequestMeta,
+  ): Promise<SignInResult & { readonly recoveryCodesLeft?: number }> {
+    const mfa = this.requireMfa();
+    if (principal.stage !== 'mfa') throw new TachyonError('PERMISSION', 'no second step pending', { publicMessage: 'Permission denied.', details: { reason: 'stage' } });
+    if ((input.code === undefined) === (input.recoveryCode === undefined)) {
+      throw new TachyonError('USAGE', 'second step needs exactly one of code, recoveryCode', { publicMessage: 'Invalid request: send code or recoveryCode.' });
+    }
+    const ctx = this.mfaCtx(principal, meta);
+    const method = input.code !== undefined ? 'password+totp' : 'password+recovery';
+    let verified: MfaVerified;
+    try {
+      verified =
+        input.code !== undefined
+          ? await mfa.verify(principal.tenant.id, principal.user.id, input.code, ctx)
+          : await mfa.verifyRecoveryCode(principal.tenant.id, principal.user.id, input.recoveryCode as string, ctx);
+    } catch (err) {
+      if (err instanceof TachyonError && (err.code === 'MFA_INVALID' || err.code === 'MFA_LOCKED')) {
+        const reason = err.code === 'MFA_LOCKED' ? 'mfa-locked' : String(err.details?.['reason'] ?? 'mfa-invalid');
+        this.record({
+          type: 'web.signin',
+          component: 'web',
+          severity: 'warning',
+          correlationId: meta.correlationId,
+          fields: { clientAddress: meta.clientAddress, tenant: principal.tenant.slug, user: principal.user.username, result: 'failure', method, reason },
+        });
+        throw new TachyonError(err.code, err.message, { cause: err, publicMessage: err.publicMessage, details: { ...err.details, reason, audited: true } });
+      }
+      throw err;
+    }
+    await this.repo.deleteSession(principal.tenant.id, principal.user.id, principal.sessionId);
+    const policy = await this.repo.policy(principal.tenant.id);
+    const r = await this.openSession(principal.tenant, principal.user, policy, 'full', meta, this.nowMs());
+    this.record({
+      type: 'web.signin',
+      component: 'web',
+      correlationId: meta.correlationId,
+      fields: {
+        clientAddress: meta.clientAddress,
+        tenant: principal.tenant.slug,
+        user: principal.user.username,
+        result: 'success',
+        method,
+        changeRequired: r.principal.passwordChangeRequired,
+        ...(verified.method === 'recovery' ? { recoveryCodesLeft: verified.remaining } : {}),
+      },
+    });
+    return verified.method === 'recovery' ? { ...r, recoveryCodesLeft: verified.remaining } : r;
+  }
+
+  /** Starts (or restarts) the caller's own TOTP enrolment. */
+  beginTotpEnrolment(principal: Principal, meta: RequestMeta): Promise<TotpEnrolment> {
+    return this.requireMfa().beginEnrolment(principal.tenant.id, principal.user.id, `${principal.user.username}@${principal.tenant.slug}`, this.mfaCtx(principal, meta));
+  }
+
+  /**
+   * Confirms the caller's enrolment with a code; returns the recovery codes (shown once).
+   * A session at stage `enrol` is then replaced by a full one (`session` set).
+   */
+  async confirmTotpEnrolment(principal: Principal, code: string, meta: RequestMeta): Promise<{ recoveryCodes: string[]; session?: SignInResult }> {
+    const recoveryCodes = await this.requireMfa().confirmEnrolment(principal.tenant.id, principal.user.id, code, this.mfaCtx(principal, meta));
+    if (principal.stage !== 'enrol') return { recoveryCodes };
+    await this.repo.deleteSession(principal.tenant.id, principal.user.id, principal.sessionId);
+    const policy = await this.repo.policy(principal.tenant.id);
+    const session = await this.openSession(principal.tenant, principal.user, policy, 'full', meta, this.nowMs());
+    this.record({
+      type: 'web.signin',
+      component: 'web',
+      correlationId: meta.correlationId,
+      fields: { clientAddress: meta.clientAddress, tenant: principal.tenant.slug, user: principal.user.username, result: 'success', method: 'password+totp-enrolment' },
+    });
+    return { recoveryCodes, session };
   }
 
   /**
@@ -324,6 +461,7 @@ export class IdentityService {
       user,
       sessionId: row.id,
       passwordChangeRequired: user.mustChangePassword || this.passwordExpired(user, policy, now),
+      stage: row.stage === 'mfa' || row.stage === 'enrol' ? row.stage : 'full',
     };
   }
 
@@ -498,6 +636,7 @@ export class IdentityService {
   async setPolicy(principal: Principal, update: unknown, meta: RequestMeta): Promise<IdentityPolicy> {
     const base = await this.repo.policy(principal.tenant.id);
     const next = applyPolicyUpdate(base, update);
+    if (next.requireTotp && !this.mfa) this.requireMfa();
     await this.repo.setPolicy(principal.tenant.id, next, this.iso());
     const changed = (Object.keys(next) as (keyof IdentityPolicy)[]).filter((k) => next[k] !== base[k]);
     this.changed(principal, meta, 'policy.update', principal.tenant.id, changed);
