@@ -265,13 +265,24 @@ const m0007: Migration = {
  * Sign-in with a second factor: each web session has a stage — `full`, `mfa` (the
  * password was right, a TOTP or recovery code is still due) or `enrol` (an account that
  * must have TOTP and has none may only enrol). Existing sessions are full. (The tenant's
- * `requireTotp` lives in the policy's JSON, which needs no column.)
+ * `requireTotp` and `ssoJustInTime` live in the policy's JSON, which needs no column.)
+ * And the link of a single sign-on identity — (tenant, issuer, subject) — to its user.
  */
 const m0008: Migration = {
   async up(db: Kysely<any>) {
     await db.schema.alterTable('platform_session').addColumn('stage', 'text', (c) => c.notNull().defaultTo('full')).execute();
+    await db.schema
+      .createTable('platform_sso_link')
+      .addColumn('tenant_id', 'text', (c) => c.notNull())
+      .addColumn('issuer', 'text', (c) => c.notNull())
+      .addColumn('subject', 'text', (c) => c.notNull())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addPrimaryKeyConstraint('platform_sso_link_pk', ['tenant_id', 'issuer', 'subject'])
+      .execute();
   },
   async down(db: Kysely<any>) {
+    await db.schema.dropTable('platform_sso_link').execute();
     await db.schema.alterTable('platform_session').dropColumn('stage').execute();
   },
 };

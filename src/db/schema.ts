@@ -198,6 +198,17 @@ export interface PlatformGroupMemberTable {
   user_id: string;
 }
 
+/** A single sign-on identity linked to its platform user (migration 0008). */
+export interface PlatformSsoLinkTable {
+  tenant_id: string;
+  /** OIDC issuer or SAML IdP entity id. */
+  issuer: string;
+  /** OIDC `sub` or SAML NameID. */
+  subject: string;
+  user_id: string;
+  created_at: string;
+}
+
 /** A web session. The token itself is never stored, only its SHA-256 (hex). */
 export interface PlatformSessionTable {
   /** Public handle (UUID) for listing and ending sessions; not a credential. */
@@ -257,5 +268,6 @@ export interface TachyonSchema {
   platform_group_member: PlatformGroupMemberTable;
   platform_session: PlatformSessionTable;
   platform_policy: PlatformPolicyTable;
+  platform_sso_link: PlatformSsoLinkTable;
   platform_audit: PlatformAuditTable;
 }

@@ -146,8 +146,47 @@ function sessionAnswer(reply: FastifyReply, r: SignInResult): Record<string, unk
   };
 }
 
-function handlers(identity: IdentityService): Record<RouteName, Handler> {
+/** Where the browser goes after a single sign-on. */
+export const SSO_LANDING = '/';
+/** Largest body of the SAML assertion consumer (a signed response, base64, form-encoded). */
+export const ACS_BODY_LIMIT = 1024 * 1024;
+const ACS_FORM = z.object({ SAMLResponse: z.string().max(ACS_BODY_LIMIT), RelayState: z.string().max(1024) });
+
+function tenantParam(request: FastifyRequest): unknown {
+  return (request.params as Record<string, unknown>)['tenant'];
+}
+
+function handlers(identity: IdentityService, https: boolean): Record<RouteName, Handler> {
+  const ssoDone = (reply: FastifyReply, r: SignInResult): undefined => {
+    const maxAge = (Date.parse(r.session.expiresAt) - Date.parse(r.session.createdAt)) / 1000;
+    void reply.header('set-cookie', sessionCookie(r.token, maxAge)).redirect(SSO_LANDING, 303);
+    return undefined;
+  };
   return {
+    ssoOidcStart: async ({ request, reply, meta }) => {
+      void reply.redirect(await identity.beginSso('oidc', tenantParam(request), meta), 303);
+      return undefined;
+    },
+    ssoOidcCallback: async ({ request, reply, meta, token }) => {
+      // the URL as the browser requested it; the service compares its origin and path with the configured redirect URI
+      const host = String(request.headers.host ?? 'invalid.invalid').slice(0, 256);
+      let url: URL;
+      try {
+        url = new URL(request.url, `${https ? 'https' : 'http'}://${host}`);
+      } catch (err) {
+        throw new TachyonError('SSO_FAILED', 'callback URL does not parse', { cause: err, details: { reason: 'bad-request' } });
+      }
+      return ssoDone(reply, await identity.completeOidcSignIn(url, meta, token));
+    },
+    ssoSamlStart: async ({ request, reply, meta }) => {
+      void reply.redirect(await identity.beginSso('saml', tenantParam(request), meta), 303);
+      return undefined;
+    },
+    ssoSamlAcs: async ({ request, reply, meta, token }) => {
+      const r = ACS_FORM.safeParse(request.body ?? {});
+      if (!r.success) throw new TachyonError('SSO_FAILED', 'ACS post without SAMLResponse and RelayState', { details: { reason: 'bad-request' } });
+      return ssoDone(reply, await identity.completeSamlSignIn(r.data.SAMLResponse, r.data.RelayState, meta, token));
+    },
     signIn: async ({ request, reply, meta, token }) => {
       const body = parseBody(SIGNIN, request.body);
       return sessionAnswer(reply, await identity.signIn(body, meta, token));
@@ -335,14 +374,14 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
     errorReply(reply, 404, new TachyonError('NOT_FOUND', 'no such route', { publicMessage: 'Not found.' }), request.id);
   });
 
-  const impl = handlers(identity);
+  const impl = handlers(identity, options.https !== undefined);
   for (const name of Object.keys(table) as RouteName[]) {
     const rule = table[name];
     const handler = impl[name];
-    app.route({
+    const route = {
       method: rule.method,
       url: rule.url,
-      handler: async (request, reply) => {
+      handler: async (request: FastifyRequest, reply: FastifyReply) => {
         const meta = metaOf(request);
         const token = readCookie(request.headers.cookie, SESSION_COOKIE);
         let principal: Principal | undefined;
@@ -381,6 +420,23 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
         if (out === undefined) return reply.send();
         return out;
       },
+    };
+    if (name !== 'ssoSamlAcs') {
+      app.route(route);
+      continue;
+    }
+    // The SAML assertion consumer is the one route that takes a form post, and a
+    // cross-site one (the IdP's auto-submitted form): the form parser exists in its own
+    // context only, and it has no CSRF token to check (no session exists yet). What binds
+    // the post to this browser's sign-in is the IdP's signature over the response and its
+    // InResponseTo, which must name the AuthnRequest this server issued and stored under the
+    // RelayState (taken once, 10 minutes) — see docs/platform-sso.md.
+    void app.register((child, _opts, done) => {
+      child.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: ACS_BODY_LIMIT }, (_req, body, parsed) => {
+        parsed(null, Object.fromEntries(new URLSearchParams(body as string)));
+      });
+      child.route({ ...route, bodyLimit: ACS_BODY_LIMIT });
+      done();
     });
   }
   return { app, registeredRoutes: () => [...registered] };

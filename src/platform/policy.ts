@@ -29,6 +29,11 @@ export interface IdentityPolicy {
    * Tenant administrators of local accounts need one whatever this says.
    */
   readonly requireTotp: boolean;
+  /**
+   * Create the user at their first single sign-on, with the mapped roles (just-in-time
+   * provisioning; default true). When false, only users already linked may sign in by SSO.
+   */
+  readonly ssoJustInTime: boolean;
 }
 
 export const DEFAULT_POLICY: IdentityPolicy = Object.freeze({
@@ -41,6 +46,7 @@ export const DEFAULT_POLICY: IdentityPolicy = Object.freeze({
   sessionIdleSeconds: 1800,
   sessionAbsoluteSeconds: 43200,
   requireTotp: false,
+  ssoJustInTime: true,
 });
 
 const int = (lo: number, hi: number) => z.number().int().min(lo).max(hi);
@@ -57,6 +63,7 @@ export const POLICY_UPDATE_SCHEMA = z
     sessionIdleSeconds: int(60, 86400),
     sessionAbsoluteSeconds: int(300, 30 * 86400),
     requireTotp: z.boolean(),
+    ssoJustInTime: z.boolean(),
   })
   .partial()
   .strict();

@@ -39,6 +39,34 @@ const ADMIN: readonly Role[] = ['tenant_admin'];
 
 export const ROUTE_TABLE = Object.freeze({
   signIn: { method: 'POST', url: '/api/v1/auth/signin', access: 'public', whilePasswordChangeRequired: true, summary: 'Sign in with tenant, user name and password.' },
+  ssoOidcStart: {
+    method: 'GET',
+    url: '/api/v1/auth/sso/:tenant/oidc/start',
+    access: 'public',
+    whilePasswordChangeRequired: true,
+    summary: 'Single sign-on through the tenant’s OpenID Connect provider: 303 to the provider.',
+  },
+  ssoOidcCallback: {
+    method: 'GET',
+    url: '/api/v1/auth/sso/oidc/callback',
+    access: 'public',
+    whilePasswordChangeRequired: true,
+    summary: 'The OIDC redirect URI: verifies the answer, opens a session, 303 to /.',
+  },
+  ssoSamlStart: {
+    method: 'GET',
+    url: '/api/v1/auth/sso/:tenant/saml/start',
+    access: 'public',
+    whilePasswordChangeRequired: true,
+    summary: 'Single sign-on through the tenant’s SAML identity provider: 303 to the provider.',
+  },
+  ssoSamlAcs: {
+    method: 'POST',
+    url: '/api/v1/auth/sso/saml/acs',
+    access: 'public',
+    whilePasswordChangeRequired: true,
+    summary: 'The SAML assertion consumer (form-encoded SAMLResponse, RelayState): opens a session, 303 to /.',
+  },
   signInTotp: {
     method: 'POST',
     url: '/api/v1/auth/totp',

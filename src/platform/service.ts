@@ -27,6 +27,7 @@ import {
   type Tenant,
   type UserStatus,
 } from './model.js';
+import type { SsoIdentity, SsoProtocol, SsoServices } from './sso/index.js';
 import type { MfaService, MfaVerified, TotpEnrolment } from './mfa/service.js';
 import { argon2idHasher, checkNewPassword, loadCommonPasswords, type PasswordHasher } from './passwords.js';
 import { applyPolicyUpdate, type IdentityPolicy } from './policy.js';
@@ -83,6 +84,11 @@ export interface IdentityServiceOptions {
    * second factor. Without it, no second factor exists and `requireTotp` cannot be set.
    */
   readonly mfa?: MfaService;
+  /**
+   * The single sign-on services: with them, the SSO routes sign people in, and a tenant
+   * whose SSO configuration says `ssoRequiredForAdmins` refuses its administrators' password sign-in.
+   */
+  readonly sso?: SsoServices;
 }
 
 export interface NewUserInput {
@@ -124,6 +130,8 @@ export class IdentityService {
   private readonly hasher: PasswordHasher;
   private readonly common: ReadonlySet<string>;
   private readonly mfa: MfaService | undefined;
+  readonly sso: SsoServices | undefined;
+  private readonly database: Database;
   private dummyHash: Promise<string> | undefined;
 
   constructor(options: IdentityServiceOptions) {
@@ -133,6 +141,8 @@ export class IdentityService {
     this.hasher = options.hasher ?? argon2idHasher();
     this.common = options.commonPasswords ?? loadCommonPasswords();
     this.mfa = options.mfa;
+    this.sso = options.sso;
+    this.database = options.database;
   }
 
   private nowMs(): number {
@@ -240,6 +250,7 @@ export class IdentityService {
     const lockedNow = await this.repo.lockedUntil(tenant.id, user.id);
     if (lockedNow !== null && lockedNow !== undefined && Date.parse(lockedNow) > now) return fail('locked');
     if (user.status !== 'active') return fail('disabled');
+    if (this.sso && (await this.sso.localSignInRefused(tenant.id, user.roles))) return fail('sso-required');
     await this.repo.clearFailures(tenant.id, user.id);
     if (presentedToken !== undefined) await this.endByToken(presentedToken, meta, 'superseded');
     const stage = await this.stageAfterPassword(tenant.id, user, policy);
@@ -370,6 +381,104 @@ export class IdentityService {
       },
     });
     return verified.method === 'recovery' ? { ...r, recoveryCodesLeft: verified.remaining } : r;
+  }
+
+  // -- single sign-on -----------------------------------------------------------------------
+
+  private requireSso(protocol: SsoProtocol): SsoServices {
+    if (!this.sso) {
+      throw new TachyonError('SSO_FAILED', 'no SSO services configured', { details: { reason: 'not-configured', protocol } });
+    }
+    return this.sso;
+  }
+
+  /** The identity provider's URL for a sign-in at the tenant `slug` (`SSO_FAILED` when the tenant has none). */
+  async beginSso(protocol: SsoProtocol, slug: unknown, meta: RequestMeta): Promise<string> {
+    const sso = this.requireSso(protocol);
+    const tenant = typeof slug === 'string' && TENANT_SLUG_PATTERN.test(slug) ? await this.repo.tenantBySlug(slug) : undefined;
+    if (!tenant) throw new TachyonError('SSO_FAILED', 'SSO start for an unknown tenant', { details: { reason: 'not-configured', protocol } });
+    const ctx = { clientAddress: meta.clientAddress };
+    return protocol === 'oidc' ? (await sso.beginOidc(tenant.id, ctx)).redirectUrl : (await sso.beginSaml(tenant.id, ctx)).redirectUrl;
+  }
+
+  /** Completes an OIDC sign-in from the callback URL the browser requested; a new full session. */
+  async completeOidcSignIn(callbackUrl: URL, meta: RequestMeta, presentedToken?: string): Promise<SignInResult> {
+    const id = await this.requireSso('oidc').completeOidc(callbackUrl, { clientAddress: meta.clientAddress });
+    return this.ssoSignIn(id, meta, presentedToken);
+  }
+
+  /** Completes a SAML sign-in from the posted form; a new full session. */
+  async completeSamlSignIn(samlResponse: unknown, relayState: unknown, meta: RequestMeta, presentedToken?: string): Promise<SignInResult> {
+    const id = await this.requireSso('saml').completeSaml(samlResponse, relayState, { clientAddress: meta.clientAddress });
+    return this.ssoSignIn(id, meta, presentedToken);
+  }
+
+  /**
+   * Signs in a verified SSO identity: the user linked to (tenant, issuer, subject), or —
+   * at the first sign-in, when the policy allows just-in-time provisioning — a new user
+   * (no local password; named by the e-mail address when it is verified, free and a
+   * valid user name, else `<protocol>-<hash of issuer and subject>`). The user's roles
+   * become the mapped roles at every sign-in. Never links to an existing local account.
+   * The identity provider is trusted for the second factor: the session is full.
+   */
+  private async ssoSignIn(id: SsoIdentity, meta: RequestMeta, presentedToken?: string): Promise<SignInResult> {
+    const tenant = await this.repo.tenantById(id.tenantId);
+    const refuse = (reason: string, who: string): never => {
+      this.record({
+        type: 'web.signin',
+        component: 'web',
+        severity: 'warning',
+        correlationId: meta.correlationId,
+        fields: { clientAddress: meta.clientAddress, tenant: tenant?.slug ?? id.tenantId, user: who.slice(0, 128), result: 'failure', method: id.protocol, reason },
+      });
+      throw new TachyonError('SSO_FAILED', `SSO sign-in refused: ${reason}`, { details: { reason, audited: true } });
+    };
+    if (!tenant) return refuse('unknown-tenant', id.subject);
+    const db = this.database.db;
+    const link = await db
+      .selectFrom('platform_sso_link')
+      .select('user_id')
+      .where('tenant_id', '=', tenant.id)
+      .where('issuer', '=', id.issuer)
+      .where('subject', '=', id.subject)
+      .executeTakeFirst();
+    const policy = await this.repo.policy(tenant.id);
+    const now = this.nowMs();
+    let user: PlatformUser | undefined;
+    if (link) {
+      user = await this.repo.userById(tenant.id, link.user_id);
+      if (!user) return refuse('linked-user-missing', id.subject);
+      if (user.status !== 'active') return refuse('disabled', user.username);
+      if (user.roles.join(',') !== id.roles.join(',')) user = await this.repo.updateUser(tenant.id, user.id, { roles: [...id.roles] }, this.iso(now));
+    } else {
+      if (!policy.ssoJustInTime) return refuse('not-provisioned', id.email ?? id.subject);
+      const byEmail = id.email !== undefined && id.emailVerified && USERNAME_PATTERN.test(id.email) ? id.email.toLowerCase() : undefined;
+      const free = byEmail !== undefined && (await this.repo.credentials(tenant.id, byEmail)) === undefined;
+      const username = free && byEmail !== undefined ? byEmail : `${id.protocol}-${sha256(`${id.issuer}\n${id.subject}`).slice(0, 20)}`;
+      let displayName = '';
+      try {
+        displayName = id.name === undefined ? '' : validateDisplayName(id.name);
+      } catch {
+        displayName = '';
+      }
+      user = await this.repo.createUser(tenant.id, { username, displayName, roles: [...id.roles], passwordHash: null, mustChangePassword: false }, this.iso(now));
+      await db.insertInto('platform_sso_link').values({ tenant_id: tenant.id, issuer: id.issuer, subject: id.subject, user_id: user.id, created_at: this.iso(now) }).execute();
+      this.record({
+        type: 'web.change',
+        component: 'web',
+        correlationId: meta.correlationId,
+        fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, actor: `sso:${id.protocol}`, action: 'user.provision', target: user.id, changed: ['username', 'roles'] },
+      });
+    }
+    if (presentedToken !== undefined) await this.endByToken(presentedToken, meta, 'superseded');
+    const r = await this.openSession(tenant, user, policy, 'full', meta, now);
+    this.record({
+      type: 'web.signin',
+      component: 'web',
+      correlationId: meta.correlationId,
+      fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, result: 'success', method: id.protocol },
+    });
+    return r;
   }
 
   /** Starts (or restarts) the caller's own TOTP enrolment. */
