@@ -266,7 +266,8 @@ const m0007: Migration = {
  * password was right, a TOTP or recovery code is still due) or `enrol` (an account that
  * must have TOTP and has none may only enrol). Existing sessions are full. (The tenant's
  * `requireTotp` and `ssoJustInTime` live in the policy's JSON, which needs no column.)
- * And the link of a single sign-on identity — (tenant, issuer, subject) — to its user.
+ * The link of a single sign-on identity — (tenant, issuer, subject) — to its user. And
+ * API tokens for scripts: only the token's SHA-256 is stored, with its scopes and expiry.
  */
 const m0008: Migration = {
   async up(db: Kysely<any>) {
@@ -280,8 +281,22 @@ const m0008: Migration = {
       .addColumn('created_at', 'text', (c) => c.notNull())
       .addPrimaryKeyConstraint('platform_sso_link_pk', ['tenant_id', 'issuer', 'subject'])
       .execute();
+    await db.schema
+      .createTable('platform_api_token')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('token_sha256', 'text', (c) => c.notNull().unique())
+      .addColumn('tenant_id', 'text', (c) => c.notNull())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('name', 'text', (c) => c.notNull())
+      .addColumn('scopes', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('expires_at', 'text', (c) => c.notNull())
+      .addColumn('last_used_at', 'text')
+      .execute();
+    await db.schema.createIndex('platform_api_token_owner').on('platform_api_token').columns(['tenant_id', 'user_id']).execute();
   },
   async down(db: Kysely<any>) {
+    await db.schema.dropTable('platform_api_token').execute();
     await db.schema.dropTable('platform_sso_link').execute();
     await db.schema.alterTable('platform_session').dropColumn('stage').execute();
   },

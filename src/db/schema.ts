@@ -209,6 +209,20 @@ export interface PlatformSsoLinkTable {
   created_at: string;
 }
 
+/** An API token for scripts (migration 0008): only its SHA-256 (hex) is stored. */
+export interface PlatformApiTokenTable {
+  id: string;
+  token_sha256: string;
+  tenant_id: string;
+  user_id: string;
+  name: string;
+  /** Space-separated scopes (`read`, `admin`). */
+  scopes: string;
+  created_at: string;
+  expires_at: string;
+  last_used_at: string | null;
+}
+
 /** A web session. The token itself is never stored, only its SHA-256 (hex). */
 export interface PlatformSessionTable {
   /** Public handle (UUID) for listing and ending sessions; not a credential. */
@@ -269,5 +283,6 @@ export interface TachyonSchema {
   platform_session: PlatformSessionTable;
   platform_policy: PlatformPolicyTable;
   platform_sso_link: PlatformSsoLinkTable;
+  platform_api_token: PlatformApiTokenTable;
   platform_audit: PlatformAuditTable;
 }

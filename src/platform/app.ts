@@ -17,6 +17,7 @@ import { newCorrelationId } from '../core/correlation.js';
 import { TachyonError, toTachyonError, type ErrorCode } from '../core/errors.js';
 import { errorBody, httpStatusOf } from '../node-api/http-errors.js';
 import { ID_PATTERN, type PlatformUser } from './model.js';
+import { scopeAllows } from './api-tokens.js';
 import { allowed, ROUTE_TABLE, type RouteName, type RouteRule } from './routes.js';
 import type { IdentityService, Principal, RequestMeta, SignInResult } from './service.js';
 
@@ -100,6 +101,7 @@ const NEW_USER = z
   .strict();
 const SECOND_STEP = z.object({ code: z.string().max(64).optional(), recoveryCode: z.string().max(64).optional() }).strict();
 const CONFIRM = z.object({ code: z.string().max(64) }).strict();
+const NEW_TOKEN = z.object({ name: z.string().max(1024).optional(), scopes: z.array(z.string().max(32)).max(4), expiresInDays: z.number().optional() }).strict();
 const RESET = z.object({ password: pw }).strict();
 const PATCH = z
   .object({ displayName: z.string().max(1024).optional(), status: z.string().max(32).optional(), roles: z.array(z.string().max(64)).max(8).optional() })
@@ -215,7 +217,8 @@ function handlers(identity: IdentityService, https: boolean): Record<RouteName, 
       return Promise.resolve({
         user: userView(p.user),
         tenant: { slug: p.tenant.slug, name: p.tenant.name },
-        csrfToken: identity.csrfFor(must(token)),
+        // null for an API-token caller (no session: no CSRF token needed or given)
+        csrfToken: token === undefined || p.apiToken ? null : identity.csrfFor(token),
         passwordChangeRequired: p.passwordChangeRequired,
         secondFactor: p.stage === 'full' ? null : p.stage === 'mfa' ? 'totp' : 'enrol',
         sessionId: p.sessionId,
@@ -237,6 +240,17 @@ function handlers(identity: IdentityService, https: boolean): Record<RouteName, 
       const id = idParam(request);
       await identity.endOwnSession(p, id, meta);
       if (id === p.sessionId) void reply.header('set-cookie', CLEAR_COOKIE);
+      void reply.code(204);
+      return undefined;
+    },
+    createToken: async ({ request, reply, meta, principal }) => {
+      const body = parseBody(NEW_TOKEN, request.body);
+      void reply.code(201);
+      return { token: await identity.createApiToken(must(principal), body, meta) };
+    },
+    listTokens: async ({ principal }) => ({ tokens: await identity.listApiTokens(must(principal)) }),
+    deleteToken: async ({ request, reply, meta, principal }) => {
+      await identity.revokeApiToken(must(principal), idParam(request), meta);
       void reply.code(204);
       return undefined;
     },
@@ -384,8 +398,20 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
       handler: async (request: FastifyRequest, reply: FastifyReply) => {
         const meta = metaOf(request);
         const token = readCookie(request.headers.cookie, SESSION_COOKIE);
+        const authorization = request.headers.authorization;
         let principal: Principal | undefined;
-        if (rule.access !== 'public') {
+        if (rule.access !== 'public' && typeof authorization === 'string' && /^bearer /i.test(authorization)) {
+          // an API token in place of the cookie: no CSRF (a browser never sends this header by itself)
+          principal = await identity.authenticateBearer(authorization.slice(7).trim(), meta);
+          principals.set(request, principal);
+          const scopes = principal.apiToken?.scopes ?? [];
+          if (rule.sessionOnly === true || !scopeAllows(scopes, rule.method)) {
+            throw new TachyonError('PERMISSION', `API token may not call ${rule.method} ${rule.url}`, {
+              publicMessage: rule.sessionOnly === true ? 'Refused: sign in to do this.' : 'Permission denied: the token’s scopes do not allow this.',
+              details: { reason: 'token-scope' },
+            });
+          }
+        } else if (rule.access !== 'public') {
           principal = await identity.authenticate(token, meta);
           principals.set(request, principal);
           if (rule.method !== 'GET') {
@@ -397,6 +423,8 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
               });
             }
           }
+        }
+        if (principal) {
           if (!(rule.stages ?? ['full']).includes(principal.stage)) {
             throw new TachyonError('PERMISSION', `session stage ${principal.stage} may not call ${rule.method} ${rule.url}`, {
               publicMessage: principal.stage === 'full' ? 'Permission denied.' : 'Complete the second sign-in step first.',

@@ -30,6 +30,8 @@ export interface RouteRule {
    * (`mfa`: second factor due; `enrol`: must enrol TOTP first) gets 403 anywhere else.
    */
   readonly stages?: readonly RouteStage[];
+  /** Only with the session cookie, never with an API token (`Authorization: Bearer`). */
+  readonly sessionOnly?: boolean;
 }
 
 /** Every role: for routes about the caller's own account. */
@@ -68,6 +70,7 @@ export const ROUTE_TABLE = Object.freeze({
     summary: 'The SAML assertion consumer (form-encoded SAMLResponse, RelayState): opens a session, 303 to /.',
   },
   signInTotp: {
+    sessionOnly: true,
     method: 'POST',
     url: '/api/v1/auth/totp',
     access: ANY_ROLE,
@@ -76,6 +79,7 @@ export const ROUTE_TABLE = Object.freeze({
     summary: 'Second sign-in step: a TOTP code or a recovery code; opens the full session.',
   },
   enrolTotp: {
+    sessionOnly: true,
     method: 'POST',
     url: '/api/v1/me/totp/enrol',
     access: ANY_ROLE,
@@ -84,6 +88,7 @@ export const ROUTE_TABLE = Object.freeze({
     summary: 'Begin one’s own TOTP enrolment (otpauth URI and secret).',
   },
   confirmTotp: {
+    sessionOnly: true,
     method: 'POST',
     url: '/api/v1/me/totp/confirm',
     access: ANY_ROLE,
@@ -91,11 +96,21 @@ export const ROUTE_TABLE = Object.freeze({
     stages: ['full', 'enrol'],
     summary: 'Confirm the enrolment with a code; returns the recovery codes once.',
   },
-  signOut: { method: 'POST', url: '/api/v1/auth/signout', access: ANY_ROLE, whilePasswordChangeRequired: true, stages: ['full', 'mfa', 'enrol'], summary: 'End the current session.' },
+  signOut: { sessionOnly: true, method: 'POST', url: '/api/v1/auth/signout', access: ANY_ROLE, whilePasswordChangeRequired: true, stages: ['full', 'mfa', 'enrol'], summary: 'End the current session.' },
   me: { method: 'GET', url: '/api/v1/me', access: ANY_ROLE, whilePasswordChangeRequired: true, stages: ['full', 'mfa', 'enrol'], summary: 'The caller, their tenant and CSRF token.' },
-  changePassword: { method: 'POST', url: '/api/v1/me/password', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'Change one’s own password (current password required).' },
+  changePassword: { sessionOnly: true, method: 'POST', url: '/api/v1/me/password', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'Change one’s own password (current password required).' },
   listSessions: { method: 'GET', url: '/api/v1/me/sessions', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'One’s own active sessions.' },
   endSession: { method: 'DELETE', url: '/api/v1/me/sessions/:id', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'End one of one’s own sessions.' },
+  createToken: {
+    method: 'POST',
+    url: '/api/v1/me/tokens',
+    access: ANY_ROLE,
+    whilePasswordChangeRequired: false,
+    sessionOnly: true,
+    summary: 'Create an API token (scopes read/admin within one’s roles, expiry); shown once.',
+  },
+  listTokens: { method: 'GET', url: '/api/v1/me/tokens', access: ANY_ROLE, whilePasswordChangeRequired: false, summary: 'One’s own API tokens (never the token).' },
+  deleteToken: { method: 'DELETE', url: '/api/v1/me/tokens/:id', access: ANY_ROLE, whilePasswordChangeRequired: false, summary: 'Delete one of one’s own API tokens.' },
   listUsers: { method: 'GET', url: '/api/v1/users', access: READERS, whilePasswordChangeRequired: false, summary: 'The tenant’s users.' },
   createUser: { method: 'POST', url: '/api/v1/users', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Create a user with a temporary password.' },
   resetPassword: { method: 'POST', url: '/api/v1/users/:id/reset-password', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Set a temporary password; forces a change at next sign-in.' },

@@ -27,6 +27,15 @@ import {
   type Tenant,
   type UserStatus,
 } from './model.js';
+import {
+  API_TOKEN_PREFIX,
+  MAX_TOKENS_PER_USER,
+  parseScopes,
+  validateScopes,
+  validateTokenDays,
+  type ApiTokenInfo,
+  type TokenScope,
+} from './api-tokens.js';
 import type { SsoIdentity, SsoProtocol, SsoServices } from './sso/index.js';
 import type { MfaService, MfaVerified, TotpEnrolment } from './mfa/service.js';
 import { argon2idHasher, checkNewPassword, loadCommonPasswords, type PasswordHasher } from './passwords.js';
@@ -60,6 +69,8 @@ export interface Principal {
   /** The password must be changed before anything else (admin reset, or expiry). */
   readonly passwordChangeRequired: boolean;
   readonly stage: SessionStage;
+  /** Set when the caller authenticated with an API token (then `sessionId` is `token:<id>`). */
+  readonly apiToken?: { readonly id: string; readonly scopes: readonly TokenScope[] };
 }
 
 export interface SignInResult {
@@ -381,6 +392,95 @@ export class IdentityService {
       },
     });
     return verified.method === 'recovery' ? { ...r, recoveryCodesLeft: verified.remaining } : r;
+  }
+
+  // -- API tokens ------------------------------------------------------------------------------
+
+  /**
+   * Creates an API token for the caller: shown once (the answer's `token`), stored as its
+   * SHA-256. Scopes are limited by the caller's roles; audited (never the token).
+   */
+  async createApiToken(principal: Principal, input: { name?: unknown; scopes?: unknown; expiresInDays?: unknown }, meta: RequestMeta): Promise<ApiTokenInfo & { readonly token: string }> {
+    const name = input.name === undefined ? '' : validateDisplayName(input.name);
+    const scopes = validateScopes(input.scopes, principal.user.roles);
+    const days = validateTokenDays(input.expiresInDays);
+    const now = this.nowMs();
+    const db = this.database.db;
+    const live = await db
+      .selectFrom('platform_api_token')
+      .select((eb) => eb.fn.countAll<number | string>().as('n'))
+      .where('tenant_id', '=', principal.tenant.id)
+      .where('user_id', '=', principal.user.id)
+      .where('expires_at', '>', this.iso(now))
+      .executeTakeFirst();
+    if (Number(live?.n ?? 0) >= MAX_TOKENS_PER_USER) {
+      throw new TachyonError('CONFLICT', 'too many API tokens', { publicMessage: `At most ${MAX_TOKENS_PER_USER} API tokens: delete one first.` });
+    }
+    const token = API_TOKEN_PREFIX + randomBytes(32).toString('base64url');
+    const row = {
+      id: randomUUID(),
+      token_sha256: sha256(token),
+      tenant_id: principal.tenant.id,
+      user_id: principal.user.id,
+      name,
+      scopes: scopes.join(' '),
+      created_at: this.iso(now),
+      expires_at: this.iso(now + days * 86_400_000),
+      last_used_at: null,
+    };
+    await db.insertInto('platform_api_token').values(row).execute();
+    this.changed(principal, meta, 'token.create', row.id, scopes.map((sc) => `scope:${sc}`));
+    return { token, id: row.id, name, scopes, createdAt: row.created_at, expiresAt: row.expires_at, lastUsedAt: null };
+  }
+
+  async listApiTokens(principal: Principal): Promise<ApiTokenInfo[]> {
+    const rows = await this.database.db
+      .selectFrom('platform_api_token')
+      .selectAll()
+      .where('tenant_id', '=', principal.tenant.id)
+      .where('user_id', '=', principal.user.id)
+      .orderBy('created_at')
+      .execute();
+    return rows.map((r) => ({ id: r.id, name: r.name, scopes: parseScopes(r.scopes), createdAt: r.created_at, expiresAt: r.expires_at, lastUsedAt: r.last_used_at }));
+  }
+
+  /** Deletes one of the caller's own tokens. @throws `NOT_FOUND` for any other id. */
+  async revokeApiToken(principal: Principal, id: string, meta: RequestMeta): Promise<void> {
+    const r = await this.database.db
+      .deleteFrom('platform_api_token')
+      .where('tenant_id', '=', principal.tenant.id)
+      .where('user_id', '=', principal.user.id)
+      .where('id', '=', id)
+      .executeTakeFirst();
+    if (Number(r.numDeletedRows) === 0) throw new TachyonError('NOT_FOUND', 'no such token of this user', { publicMessage: 'No such token.' });
+    this.changed(principal, meta, 'token.revoke', id);
+  }
+
+  /**
+   * Resolves `Authorization: Bearer` to its principal (a full one, scopes attached).
+   * @throws `AUTH_FAILED` for an unknown, expired or malformed token, or a disabled owner.
+   */
+  async authenticateBearer(token: string, meta: RequestMeta): Promise<Principal> {
+    if (!token.startsWith(API_TOKEN_PREFIX) || token.length > 128) throw notSignedIn('bad-token');
+    const db = this.database.db;
+    const row = await db.selectFrom('platform_api_token').selectAll().where('token_sha256', '=', sha256(token)).executeTakeFirst();
+    if (!row) throw notSignedIn('unknown-token');
+    const now = this.nowMs();
+    if (now >= Date.parse(row.expires_at)) throw notSignedIn('token-expired');
+    const tenant = await this.repo.tenantById(row.tenant_id);
+    const user = await this.repo.userById(row.tenant_id, row.user_id);
+    if (!tenant || !user || user.status !== 'active') throw notSignedIn('account-disabled');
+    await db.updateTable('platform_api_token').set({ last_used_at: this.iso(now) }).where('id', '=', row.id).execute();
+    const policy = await this.repo.policy(row.tenant_id);
+    void meta;
+    return {
+      tenant,
+      user,
+      sessionId: `token:${row.id}`,
+      passwordChangeRequired: user.mustChangePassword || this.passwordExpired(user, policy, now),
+      stage: 'full',
+      apiToken: { id: row.id, scopes: parseScopes(row.scopes) },
+    };
   }
 
   // -- single sign-on -----------------------------------------------------------------------

@@ -40,6 +40,8 @@ interface CaseCtx {
   victimA(): Promise<string>;
   /** Another session of the caller (anonymous: someone else's in A). */
   ownOtherSession(): Promise<string>;
+  /** An API token of the caller (anonymous: someone else's in A). */
+  ownToken(): Promise<string>;
 }
 
 /** How to call each route. Typed by RouteName: a route added to the table without a case here does not compile. */
@@ -65,6 +67,9 @@ const CASES: Record<RouteName, (c: CaseCtx) => Promise<Call>> = {
   }),
   listSessions: async (c) => ({ method: 'GET', url: `/api/v1/me/sessions${q(c)}` }),
   endSession: async (c) => ({ method: 'DELETE', url: `/api/v1/me/sessions/${c.side === 'own' ? await c.ownOtherSession() : B_SESSION.id}` }),
+  createToken: async (c) => ({ method: 'POST', url: `/api/v1/me/tokens${q(c)}`, body: { name: 'script', scopes: ['read'], expiresInDays: 7 } }),
+  listTokens: async (c) => ({ method: 'GET', url: `/api/v1/me/tokens${q(c)}` }),
+  deleteToken: async (c) => ({ method: 'DELETE', url: `/api/v1/me/tokens/${c.side === 'own' ? await c.ownToken() : B_TOKEN.id}` }),
   listUsers: async (c) => ({ method: 'GET', url: `/api/v1/users${q(c)}` }),
   createUser: async (c) => ({ method: 'POST', url: `/api/v1/users${q(c)}`, body: { username: `made-by-${c.callerName}-${c.side}`, password: 'initial passphrase 404' } }),
   resetPassword: async (c) => ({
@@ -78,6 +83,7 @@ const CASES: Record<RouteName, (c: CaseCtx) => Promise<Call>> = {
 };
 
 const B_SESSION = { id: '' };
+const B_TOKEN = { id: '' };
 let B_ID = '';
 function q(c: CaseCtx): string {
   return c.side === 'other' ? `?tenant=${B_ID}&tenantId=${B_ID}&tenant_id=${B_ID}` : '';
@@ -108,6 +114,7 @@ async function snapshotB(p: Platform, tenantId: string): Promise<unknown> {
     roles: await d.selectFrom('platform_user_role').selectAll().where('tenant_id', '=', tenantId).orderBy('user_id').orderBy('role').execute(),
     sessions: await d.selectFrom('platform_session').select(['id', 'user_id', 'expires_at']).where('tenant_id', '=', tenantId).orderBy('id').execute(),
     policy: await d.selectFrom('platform_policy').selectAll().where('tenant_id', '=', tenantId).execute(),
+    tokens: await d.selectFrom('platform_api_token').select(['id', 'user_id', 'scopes']).where('tenant_id', '=', tenantId).orderBy('id').execute(),
   };
 }
 
@@ -132,6 +139,9 @@ describe(`platform authorization matrix (generated from the route table) on ${en
     assert.equal((await bAdmin.req('PUT', '/api/v1/policy', { minPasswordLength: 20 })).status, 200);
     const bMember = await signedIn(p, B.slug, 'member1', USER_PW);
     B_SESSION.id = (await bMember.req('GET', '/api/v1/me')).body['sessionId'] as string;
+    const bToken = await bMember.req('POST', '/api/v1/me/tokens', { name: 'b', scopes: ['read'] });
+    assert.equal(bToken.status, 201, bToken.text);
+    B_TOKEN.id = (bToken.body['token'] as Record<string, string>)['id']!;
   });
   after(async () => {
     await p.close();
@@ -166,7 +176,7 @@ describe(`platform authorization matrix (generated from the route table) on ${en
 
   it('every route × every role × own/other tenant answers as its rule says, and tenant B is untouched', async () => {
     const before = JSON.stringify(await snapshotB(p, B.id));
-    const bIds = [B.id, ...Object.values(B.users), B_SESSION.id];
+    const bIds = [B.id, ...Object.values(B.users), B_SESSION.id, B_TOKEN.id];
     const rows: string[] = [];
     const refs: string[] = [];
     let n = 0;
@@ -191,6 +201,12 @@ describe(`platform authorization matrix (generated from the route table) on ${en
               const who = caller === 'anonymous' ? 'only-in-a' : name;
               const second = await signedIn(p, A.slug, who, USER_PW);
               return (await second.req('GET', '/api/v1/me')).body['sessionId'] as string;
+            },
+            ownToken: async () => {
+              const owner = caller === 'anonymous' ? await signedIn(p, A.slug, 'only-in-a', USER_PW) : client;
+              const t = await owner.req('POST', '/api/v1/me/tokens', { scopes: ['read'] });
+              assert.equal(t.status, 201, t.text);
+              return (t.body['token'] as Record<string, string>)['id']!;
             },
           };
           const call = await CASES[rule.name](ctx);
