@@ -160,6 +160,8 @@ export interface AuditFieldsByType {
     changeRequired?: boolean;
     pending?: string;
     recoveryCodesLeft?: number;
+    /** The tenant's disclaimer was accepted: the SHA-256 (hex, first 16) of the text accepted. */
+    disclaimerAccepted?: string;
   };
   /** A web session ended (`reason`: signout, ended-by-user, idle, expired, superseded, password-changed). */
   'web.signout': AuditPeer & { tenant: string; user: string; reason: string; sessionId?: string };

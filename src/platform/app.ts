@@ -94,7 +94,7 @@ export function sessionCookie(token: string, maxAgeSeconds: number): string {
 const CLEAR_COOKIE = `${SESSION_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict`;
 
 const pw = z.string().max(4096);
-const SIGNIN = z.object({ tenant: z.string().max(256), username: z.string().max(512), password: pw }).strict();
+const SIGNIN = z.object({ tenant: z.string().max(256), username: z.string().max(512), password: pw, acceptDisclaimer: z.boolean().optional() }).strict();
 const CHANGE = z.object({ currentPassword: pw, newPassword: pw }).strict();
 const NEW_USER = z
   .object({ username: z.string().max(512), displayName: z.string().max(1024).optional(), roles: z.array(z.string().max(64)).max(8).optional(), password: pw })
@@ -165,6 +165,7 @@ function handlers(identity: IdentityService, https: boolean): Record<RouteName, 
     return undefined;
   };
   return {
+    disclaimer: async ({ request }) => ({ disclaimer: await identity.disclaimer(tenantParam(request)) }),
     ssoOidcStart: async ({ request, reply, meta }) => {
       void reply.redirect(await identity.beginSso('oidc', tenantParam(request), meta), 303);
       return undefined;

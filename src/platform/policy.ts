@@ -34,7 +34,14 @@ export interface IdentityPolicy {
    * provisioning; default true). When false, only users already linked may sign in by SSO.
    */
   readonly ssoJustInTime: boolean;
+  /**
+   * Text shown before sign-in that must be accepted (`acceptDisclaimer: true`) to sign in
+   * with a password; '' (default) = none. Plain text, at most {@link MAX_DISCLAIMER} characters.
+   */
+  readonly disclaimer: string;
 }
+
+export const MAX_DISCLAIMER = 4000;
 
 export const DEFAULT_POLICY: IdentityPolicy = Object.freeze({
   minPasswordLength: 12,
@@ -47,6 +54,7 @@ export const DEFAULT_POLICY: IdentityPolicy = Object.freeze({
   sessionAbsoluteSeconds: 43200,
   requireTotp: false,
   ssoJustInTime: true,
+  disclaimer: '',
 });
 
 const int = (lo: number, hi: number) => z.number().int().min(lo).max(hi);
@@ -64,6 +72,9 @@ export const POLICY_UPDATE_SCHEMA = z
     sessionAbsoluteSeconds: int(300, 30 * 86400),
     requireTotp: z.boolean(),
     ssoJustInTime: z.boolean(),
+    // plain text: tabs and line breaks allowed, no other control characters
+    // eslint-disable-next-line no-control-regex -- refusing control characters is the point
+    disclaimer: z.string().max(MAX_DISCLAIMER).regex(/^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*$/),
   })
   .partial()
   .strict();

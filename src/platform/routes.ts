@@ -41,6 +41,13 @@ const ADMIN: readonly Role[] = ['tenant_admin'];
 
 export const ROUTE_TABLE = Object.freeze({
   signIn: { method: 'POST', url: '/api/v1/auth/signin', access: 'public', whilePasswordChangeRequired: true, summary: 'Sign in with tenant, user name and password.' },
+  disclaimer: {
+    method: 'GET',
+    url: '/api/v1/auth/disclaimer/:tenant',
+    access: 'public',
+    whilePasswordChangeRequired: true,
+    summary: 'The tenant’s sign-in disclaimer (null when none, or no such tenant).',
+  },
   ssoOidcStart: {
     method: 'GET',
     url: '/api/v1/auth/sso/:tenant/oidc/start',

@@ -222,7 +222,11 @@ export class IdentityService {
    * The session token the request carried, if any, is ended: a sign-in always yields a
    * new token (no fixation).
    */
-  async signIn(input: { tenant: unknown; username: unknown; password: unknown }, meta: RequestMeta, presentedToken?: string): Promise<SignInResult> {
+  async signIn(
+    input: { tenant: unknown; username: unknown; password: unknown; acceptDisclaimer?: unknown },
+    meta: RequestMeta,
+    presentedToken?: string,
+  ): Promise<SignInResult> {
     const password = input.password;
     if (typeof password !== 'string' || password.length === 0 || password.length > MAX_PASSWORD_LENGTH * 4) {
       throw new TachyonError('USAGE', 'sign-in without a usable password field', { publicMessage: 'Invalid request: tenant, username and password are required.' });
@@ -233,6 +237,14 @@ export class IdentityService {
     const shownUser = input.username.slice(0, 128);
     const shownTenant = input.tenant.slice(0, 64);
     const tenant = TENANT_SLUG_PATTERN.test(input.tenant) ? await this.repo.tenantBySlug(input.tenant) : undefined;
+    // the disclaimer is checked before the password (it is public: refusing here tells nothing about the account)
+    const disclaimer = tenant ? (await this.repo.policy(tenant.id)).disclaimer : '';
+    if (disclaimer !== '' && input.acceptDisclaimer !== true) {
+      throw new TachyonError('USAGE', 'sign-in without accepting the disclaimer', {
+        publicMessage: 'Invalid request: accept the disclaimer (acceptDisclaimer: true) to sign in.',
+        details: { field: 'acceptDisclaimer', reason: 'disclaimer-not-accepted' },
+      });
+    }
     const username = USERNAME_PATTERN.test(input.username) ? input.username.toLowerCase() : undefined;
     const creds = tenant && username !== undefined ? await this.repo.credentials(tenant.id, username) : undefined;
     const ok = await this.hasher.verify(creds?.passwordHash ?? (await this.dummy()), password);
@@ -277,6 +289,7 @@ export class IdentityService {
         result: stage === 'full' ? 'success' : 'pending',
         method: 'password',
         ...(stage === 'full' ? {} : { pending: stage === 'mfa' ? 'totp' : 'totp-enrolment' }),
+        ...(disclaimer !== '' ? { disclaimerAccepted: sha256(disclaimer).slice(0, 16) } : {}),
         changeRequired: r.principal.passwordChangeRequired,
       },
     });
@@ -392,6 +405,14 @@ export class IdentityService {
       },
     });
     return verified.method === 'recovery' ? { ...r, recoveryCodesLeft: verified.remaining } : r;
+  }
+
+  /** The tenant's sign-in disclaimer, or null (unknown tenants too: the answer tells nothing about which tenants exist). */
+  async disclaimer(slug: unknown): Promise<string | null> {
+    const tenant = typeof slug === 'string' && TENANT_SLUG_PATTERN.test(slug) ? await this.repo.tenantBySlug(slug) : undefined;
+    if (!tenant) return null;
+    const text = (await this.repo.policy(tenant.id)).disclaimer;
+    return text === '' ? null : text;
   }
 
   // -- API tokens ------------------------------------------------------------------------------

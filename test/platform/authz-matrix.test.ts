@@ -51,6 +51,7 @@ const CASES: Record<RouteName, (c: CaseCtx) => Promise<Call>> = {
     url: '/api/v1/auth/signin',
     body: { tenant: c.side === 'own' ? c.A.slug : c.B.slug, username: 'only-in-a', password: USER_PW },
   }),
+  disclaimer: async (c) => ({ method: 'GET', url: `/api/v1/auth/disclaimer/${c.side === 'own' ? c.A.slug : c.B.slug}` }),
   ssoOidcStart: async (c) => ({ method: 'GET', url: `/api/v1/auth/sso/${c.side === 'own' ? c.A.slug : c.B.slug}/oidc/start` }),
   ssoOidcCallback: async (c) => ({ method: 'GET', url: `/api/v1/auth/sso/oidc/callback?state=x&code=y${c.side === 'other' ? `&tenant=${B_ID}` : ''}` }),
   ssoSamlStart: async (c) => ({ method: 'GET', url: `/api/v1/auth/sso/${c.side === 'own' ? c.A.slug : c.B.slug}/saml/start` }),
@@ -95,6 +96,8 @@ function expected(name: RouteName, caller: Caller, side: Side): number[] {
   // this platform has no SSO services: every SSO route refuses (SSO_FAILED, 401), whoever
   // calls; test/platform/signin-sso.test.ts runs them against real identity providers
   if (name.startsWith('sso')) return [401];
+  // public and tenant-named: answers for any tenant (B's disclaimer is public by design)
+  if (name === 'disclaimer') return [200];
   if (rule.access === 'public') return side === 'own' ? [200] : [401];
   if (caller === 'anonymous') return [401];
   if (!allowed(rule.access, [caller])) return [403];
@@ -165,7 +168,7 @@ describe(`platform authorization matrix (generated from the route table) on ${en
   it('least privilege: only sign-in (password and SSO) is public; members and auditors change nothing but their own account', () => {
     for (const r of routeRules()) {
       if (r.access === 'public') {
-        assert.ok(r.name === 'signIn' || (r.name.startsWith('sso') && r.url.startsWith('/api/v1/auth/sso/')), `${r.name} is public`);
+        assert.ok(r.name === 'signIn' || r.name === 'disclaimer' || (r.name.startsWith('sso') && r.url.startsWith('/api/v1/auth/sso/')), `${r.name} is public`);
         continue;
       }
       const own = r.url.startsWith('/api/v1/me') || r.url.startsWith('/api/v1/auth/');
