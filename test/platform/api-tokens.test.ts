@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Client} from './helpers.js';
+import { Rng } from '../helpers/rng.js';
 import { ADMIN_PW, seedTenant, signedIn, startPlatform, USER_PW, type Platform, type SeededTenant } from './helpers.js';
 
 async function bearer(p: Platform, token: string, method: string, url: string, body?: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
@@ -102,5 +103,25 @@ describe('platform API tokens', () => {
     assert.equal((await bearer(p, token, 'GET', '/api/v1/me')).status, 200);
     p.clock.advance(86_400_000);
     assert.equal((await bearer(p, token, 'GET', '/api/v1/me')).status, 401);
+  });
+
+  it('fuzz: seeded random Authorization headers and ACS form bodies are refused cleanly (401/400/413/415, never 500)', async () => {
+    const rng = new Rng(0x5eed_7011);
+    const alphabet = 'tach_ABCxyz019-_=+/. \t%&;\u00e9Bearer';
+    const pick = (n: number) => Array.from({ length: n }, () => alphabet[rng.int(alphabet.length)]).join('');
+    for (let i = 0; i < 150; i++) {
+      const prefix = ['Bearer ', 'bearer ', 'Bearer', 'Basic ', 'Bearer tach_', ''][rng.int(6)]!;
+      const value = prefix + pick(rng.int(90));
+      const r = await fetch(`${p.base}/api/v1/me`, { headers: { authorization: value } });
+      assert.ok([401].includes(r.status), `Authorization ${JSON.stringify(value)} → ${r.status}`);
+      await r.arrayBuffer();
+    }
+    for (let i = 0; i < 100; i++) {
+      const body = pick(rng.int(300)) + (rng.chance(0.5) ? `&SAMLResponse=${pick(rng.int(60))}&RelayState=${pick(10)}` : '');
+      const type = ['application/x-www-form-urlencoded', 'application/json', 'text/plain', 'multipart/form-data; boundary=x'][rng.int(4)]!;
+      const r = await fetch(`${p.base}/api/v1/auth/sso/saml/acs`, { method: 'POST', headers: { 'content-type': type }, body });
+      assert.ok([400, 401, 415].includes(r.status), `ACS ${type} ${JSON.stringify(body.slice(0, 80))} → ${r.status}`);
+      await r.arrayBuffer();
+    }
   });
 });

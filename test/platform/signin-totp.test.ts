@@ -157,3 +157,19 @@ describe('platform sign-in with TOTP', () => {
     assert.equal(r.error?.code, 'AUTH_FAILED');
   });
 });
+
+describe('platform sign-in without a TOTP service', () => {
+  it('administrators sign in with the password alone, enrolment answers 409 and the policy refuses requireTotp', async () => {
+    const p = await startPlatform();
+    try {
+      const A = await seedTenant(p, 'no-totp');
+      const a = await signedIn(p, A.slug, 'admin', ADMIN_PW);
+      assert.equal((await a.req('GET', '/api/v1/users')).status, 200);
+      assert.equal((await a.req('POST', '/api/v1/me/totp/enrol')).status, 409);
+      assert.equal((await a.req('PUT', '/api/v1/policy', { requireTotp: true })).status, 409);
+      assert.equal((await a.req('GET', '/api/v1/policy')).body['policy'] !== undefined, true);
+    } finally {
+      await p.close();
+    }
+  });
+});
