@@ -156,7 +156,19 @@ export interface AuditFieldsByType {
   /** The second factor was removed (`actor`: who did it, when not the user). */
   'mfa.disable': Partial<AuditPeer> & { tenant: string; user: string; method: 'totp'; actor?: string };
   /** A sign-in to the web platform (`reason` of a failure: unknown-user, bad-credentials, locked, disabled, no-local-password, policy). Never the password. */
-  'web.signin': AuditPeer & { tenant: string; user: string; result: 'success' | 'failure'; method: string; reason?: string; changeRequired?: boolean };
+  'web.signin': AuditPeer & {
+    tenant: string;
+    user: string;
+    // pending: the password was right, a second factor (or its enrolment) is still due
+    result: 'success' | 'failure' | 'pending';
+    method: string;
+    reason?: string;
+    changeRequired?: boolean;
+    pending?: string;
+    recoveryCodesLeft?: number;
+    /** The tenant's disclaimer was accepted: the SHA-256 (hex, first 16) of the text accepted. */
+    disclaimerAccepted?: string;
+  };
   /** A web session ended (`reason`: signout, ended-by-user, idle, expired, superseded, password-changed). */
   'web.signout': AuditPeer & { tenant: string; user: string; reason: string; sessionId?: string };
   /** An account was locked after too many failed sign-ins. */

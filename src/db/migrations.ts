@@ -279,6 +279,46 @@ const m0006: Migration = {
   },
 };
 
+/**
+ * Sign-in with a second factor: each web session has a stage — `full`, `mfa` (the
+ * password was right, a TOTP or recovery code is still due) or `enrol` (an account that
+ * must have TOTP and has none may only enrol). Existing sessions are full. (The tenant's
+ * `requireTotp` and `ssoJustInTime` live in the policy's JSON, which needs no column.)
+ * The link of a single sign-on identity — (tenant, issuer, subject) — to its user. And
+ * API tokens for scripts: only the token's SHA-256 is stored, with its scopes and expiry.
+ */
+const m0008: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema.alterTable('platform_session').addColumn('stage', 'text', (c) => c.notNull().defaultTo('full')).execute();
+    await db.schema
+      .createTable('platform_sso_link')
+      .addColumn('tenant_id', 'text', (c) => c.notNull())
+      .addColumn('issuer', 'text', (c) => c.notNull())
+      .addColumn('subject', 'text', (c) => c.notNull())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addPrimaryKeyConstraint('platform_sso_link_pk', ['tenant_id', 'issuer', 'subject'])
+      .execute();
+    await db.schema
+      .createTable('platform_api_token')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('token_sha256', 'text', (c) => c.notNull().unique())
+      .addColumn('tenant_id', 'text', (c) => c.notNull())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('name', 'text', (c) => c.notNull())
+      .addColumn('scopes', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('expires_at', 'text', (c) => c.notNull())
+      .addColumn('last_used_at', 'text')
+      .execute();
+    await db.schema.createIndex('platform_api_token_owner').on('platform_api_token').columns(['tenant_id', 'user_id']).execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('platform_api_token').execute();
+    await db.schema.dropTable('platform_sso_link').execute();
+    await db.schema.alterTable('platform_session').dropColumn('stage').execute();
+  },
+};
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 /** Every migration, by name. Names sort in the order they apply. */
@@ -290,4 +330,5 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   '0005_platform_identity': m0005,
   '0006_defender': m0006,
   '0007_mfa': m0007,
+  '0008_platform_signin': m0008,
 });

@@ -198,6 +198,31 @@ export interface PlatformGroupMemberTable {
   user_id: string;
 }
 
+/** A single sign-on identity linked to its platform user (migration 0008). */
+export interface PlatformSsoLinkTable {
+  tenant_id: string;
+  /** OIDC issuer or SAML IdP entity id. */
+  issuer: string;
+  /** OIDC `sub` or SAML NameID. */
+  subject: string;
+  user_id: string;
+  created_at: string;
+}
+
+/** An API token for scripts (migration 0008): only its SHA-256 (hex) is stored. */
+export interface PlatformApiTokenTable {
+  id: string;
+  token_sha256: string;
+  tenant_id: string;
+  user_id: string;
+  name: string;
+  /** Space-separated scopes (`read`, `admin`). */
+  scopes: string;
+  created_at: string;
+  expires_at: string;
+  last_used_at: string | null;
+}
+
 /** A web session. The token itself is never stored, only its SHA-256 (hex). */
 export interface PlatformSessionTable {
   /** Public handle (UUID) for listing and ending sessions; not a credential. */
@@ -211,6 +236,8 @@ export interface PlatformSessionTable {
   expires_at: string;
   client_address: string;
   user_agent: string;
+  /** `full`, `mfa` (second step due) or `enrol` (may only enrol TOTP); migration 0008. */
+  stage: string;
 }
 
 /**
@@ -272,5 +299,7 @@ export interface TachyonSchema {
   platform_group_member: PlatformGroupMemberTable;
   platform_session: PlatformSessionTable;
   platform_policy: PlatformPolicyTable;
+  platform_sso_link: PlatformSsoLinkTable;
+  platform_api_token: PlatformApiTokenTable;
   platform_audit: PlatformAuditTable;
 }

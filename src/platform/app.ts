@@ -17,9 +17,10 @@ import { newCorrelationId } from '../core/correlation.js';
 import { TachyonError, toTachyonError, type ErrorCode } from '../core/errors.js';
 import { errorBody, httpStatusOf } from '../node-api/http-errors.js';
 import { ID_PATTERN, type PlatformUser } from './model.js';
+import { scopeAllows } from './api-tokens.js';
 import { allowed, ROUTE_TABLE, type RouteName, type RouteRule } from './routes.js';
 import { registerPages } from './pages/pages.js';
-import type { IdentityService, Principal, RequestMeta } from './service.js';
+import type { IdentityService, Principal, RequestMeta, SignInResult } from './service.js';
 
 export const SESSION_COOKIE = '__Host-tachyon-session';
 export const CSRF_HEADER = 'x-csrf-token';
@@ -96,11 +97,14 @@ export function sessionCookie(token: string, maxAgeSeconds: number): string {
 const CLEAR_COOKIE = `${SESSION_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict`;
 
 const pw = z.string().max(4096);
-const SIGNIN = z.object({ tenant: z.string().max(256), username: z.string().max(512), password: pw }).strict();
+const SIGNIN = z.object({ tenant: z.string().max(256), username: z.string().max(512), password: pw, acceptDisclaimer: z.boolean().optional() }).strict();
 const CHANGE = z.object({ currentPassword: pw, newPassword: pw }).strict();
 const NEW_USER = z
   .object({ username: z.string().max(512), displayName: z.string().max(1024).optional(), roles: z.array(z.string().max(64)).max(8).optional(), password: pw })
   .strict();
+const SECOND_STEP = z.object({ code: z.string().max(64).optional(), recoveryCode: z.string().max(64).optional() }).strict();
+const CONFIRM = z.object({ code: z.string().max(64) }).strict();
+const NEW_TOKEN = z.object({ name: z.string().max(1024).optional(), scopes: z.array(z.string().max(32)).max(4), expiresInDays: z.number().optional() }).strict();
 const RESET = z.object({ password: pw }).strict();
 const PATCH = z
   .object({ displayName: z.string().max(1024).optional(), status: z.string().max(32).optional(), roles: z.array(z.string().max(64)).max(8).optional() })
@@ -132,20 +136,80 @@ function must<T>(v: T | undefined): T {
   return v;
 }
 
-function handlers(identity: IdentityService): Record<RouteName, Handler> {
+/** Sets the cookie of a new session and answers what a signed-in page needs. */
+function sessionAnswer(reply: FastifyReply, r: SignInResult): Record<string, unknown> {
+  const maxAge = (Date.parse(r.session.expiresAt) - Date.parse(r.session.createdAt)) / 1000;
+  void reply.header('set-cookie', sessionCookie(r.token, maxAge));
   return {
+    user: userView(r.principal.user),
+    tenant: { slug: r.principal.tenant.slug, name: r.principal.tenant.name },
+    csrfToken: r.csrfToken,
+    passwordChangeRequired: r.principal.passwordChangeRequired,
+    // null: a full session; 'totp': send a code to POST /api/v1/auth/totp; 'enrol': enrol TOTP first
+    secondFactor: r.principal.stage === 'full' ? null : r.principal.stage === 'mfa' ? 'totp' : 'enrol',
+    session: r.session,
+  };
+}
+
+/** Where the browser goes after a single sign-on. */
+export const SSO_LANDING = '/';
+/** Largest body of the SAML assertion consumer (a signed response, base64, form-encoded). */
+export const ACS_BODY_LIMIT = 1024 * 1024;
+const ACS_FORM = z.object({ SAMLResponse: z.string().max(ACS_BODY_LIMIT), RelayState: z.string().max(1024) });
+
+function tenantParam(request: FastifyRequest): unknown {
+  return (request.params as Record<string, unknown>)['tenant'];
+}
+
+function handlers(identity: IdentityService, https: boolean): Record<RouteName, Handler> {
+  const ssoDone = (reply: FastifyReply, r: SignInResult): undefined => {
+    const maxAge = (Date.parse(r.session.expiresAt) - Date.parse(r.session.createdAt)) / 1000;
+    void reply.header('set-cookie', sessionCookie(r.token, maxAge)).redirect(SSO_LANDING, 303);
+    return undefined;
+  };
+  return {
+    disclaimer: async ({ request }) => ({ disclaimer: await identity.disclaimer(tenantParam(request)) }),
+    ssoOidcStart: async ({ request, reply, meta }) => {
+      void reply.redirect(await identity.beginSso('oidc', tenantParam(request), meta), 303);
+      return undefined;
+    },
+    ssoOidcCallback: async ({ request, reply, meta, token }) => {
+      // the URL as the browser requested it; the service compares its origin and path with the configured redirect URI
+      const host = String(request.headers.host ?? 'invalid.invalid').slice(0, 256);
+      let url: URL;
+      try {
+        url = new URL(request.url, `${https ? 'https' : 'http'}://${host}`);
+      } catch (err) {
+        throw new TachyonError('SSO_FAILED', 'callback URL does not parse', { cause: err, details: { reason: 'bad-request' } });
+      }
+      return ssoDone(reply, await identity.completeOidcSignIn(url, meta, token));
+    },
+    ssoSamlStart: async ({ request, reply, meta }) => {
+      void reply.redirect(await identity.beginSso('saml', tenantParam(request), meta), 303);
+      return undefined;
+    },
+    ssoSamlAcs: async ({ request, reply, meta, token }) => {
+      const r = ACS_FORM.safeParse(request.body ?? {});
+      if (!r.success) throw new TachyonError('SSO_FAILED', 'ACS post without SAMLResponse and RelayState', { details: { reason: 'bad-request' } });
+      return ssoDone(reply, await identity.completeSamlSignIn(r.data.SAMLResponse, r.data.RelayState, meta, token));
+    },
     signIn: async ({ request, reply, meta, token }) => {
       const body = parseBody(SIGNIN, request.body);
-      const r = await identity.signIn(body, meta, token);
-      const policy = await identity.repo.policy(r.principal.tenant.id);
-      void reply.header('set-cookie', sessionCookie(r.token, policy.sessionAbsoluteSeconds));
-      return {
-        user: userView(r.principal.user),
-        tenant: { slug: r.principal.tenant.slug, name: r.principal.tenant.name },
-        csrfToken: r.csrfToken,
-        passwordChangeRequired: r.principal.passwordChangeRequired,
-        session: r.session,
-      };
+      return sessionAnswer(reply, await identity.signIn(body, meta, token));
+    },
+    signInTotp: async ({ request, reply, meta, principal }) => {
+      const body = parseBody(SECOND_STEP, request.body);
+      const r = await identity.completeSecondFactor(must(principal), body, meta);
+      return { ...sessionAnswer(reply, r), ...(r.recoveryCodesLeft !== undefined ? { recoveryCodesLeft: r.recoveryCodesLeft } : {}) };
+    },
+    enrolTotp: async ({ meta, principal }) => {
+      const e = await identity.beginTotpEnrolment(must(principal), meta);
+      return { uri: e.uri, secret: e.secret, secretGrouped: e.secretGrouped, expiresAt: e.expiresAt };
+    },
+    confirmTotp: async ({ request, reply, meta, principal }) => {
+      const body = parseBody(CONFIRM, request.body);
+      const r = await identity.confirmTotpEnrolment(must(principal), body.code, meta);
+      return { recoveryCodes: r.recoveryCodes, ...(r.session ? sessionAnswer(reply, r.session) : {}) };
     },
     signOut: async ({ reply, meta, principal }) => {
       await identity.signOut(must(principal), meta);
@@ -157,8 +221,10 @@ function handlers(identity: IdentityService): Record<RouteName, Handler> {
       return Promise.resolve({
         user: userView(p.user),
         tenant: { slug: p.tenant.slug, name: p.tenant.name },
-        csrfToken: identity.csrfFor(must(token)),
+        // null for an API-token caller (no session: no CSRF token needed or given)
+        csrfToken: token === undefined || p.apiToken ? null : identity.csrfFor(token),
         passwordChangeRequired: p.passwordChangeRequired,
+        secondFactor: p.stage === 'full' ? null : p.stage === 'mfa' ? 'totp' : 'enrol',
         sessionId: p.sessionId,
       });
     },
@@ -178,6 +244,17 @@ function handlers(identity: IdentityService): Record<RouteName, Handler> {
       const id = idParam(request);
       await identity.endOwnSession(p, id, meta);
       if (id === p.sessionId) void reply.header('set-cookie', CLEAR_COOKIE);
+      void reply.code(204);
+      return undefined;
+    },
+    createToken: async ({ request, reply, meta, principal }) => {
+      const body = parseBody(NEW_TOKEN, request.body);
+      void reply.code(201);
+      return { token: await identity.createApiToken(must(principal), body, meta) };
+    },
+    listTokens: async ({ principal }) => ({ tokens: await identity.listApiTokens(must(principal)) }),
+    deleteToken: async ({ request, reply, meta, principal }) => {
+      await identity.revokeApiToken(must(principal), idParam(request), meta);
       void reply.code(204);
       return undefined;
     },
@@ -317,18 +394,30 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
     errorReply(reply, 404, new TachyonError('NOT_FOUND', 'no such route', { publicMessage: 'Not found.' }), request.id);
   });
 
-  const impl = handlers(identity);
+  const impl = handlers(identity, options.https !== undefined);
   for (const name of Object.keys(table) as RouteName[]) {
     const rule = table[name];
     const handler = impl[name];
-    app.route({
+    const route = {
       method: rule.method,
       url: rule.url,
-      handler: async (request, reply) => {
+      handler: async (request: FastifyRequest, reply: FastifyReply) => {
         const meta = metaOf(request);
         const token = readCookie(request.headers.cookie, SESSION_COOKIE);
+        const authorization = request.headers.authorization;
         let principal: Principal | undefined;
-        if (rule.access !== 'public') {
+        if (rule.access !== 'public' && typeof authorization === 'string' && /^bearer /i.test(authorization)) {
+          // an API token in place of the cookie: no CSRF (a browser never sends this header by itself)
+          principal = await identity.authenticateBearer(authorization.slice(7).trim(), meta);
+          principals.set(request, principal);
+          const scopes = principal.apiToken?.scopes ?? [];
+          if (rule.sessionOnly === true || !scopeAllows(scopes, rule.method)) {
+            throw new TachyonError('PERMISSION', `API token may not call ${rule.method} ${rule.url}`, {
+              publicMessage: rule.sessionOnly === true ? 'Refused: sign in to do this.' : 'Permission denied: the token’s scopes do not allow this.',
+              details: { reason: 'token-scope' },
+            });
+          }
+        } else if (rule.access !== 'public') {
           principal = await identity.authenticate(token, meta);
           principals.set(request, principal);
           if (rule.method !== 'GET') {
@@ -339,6 +428,14 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
                 details: { reason: 'csrf' },
               });
             }
+          }
+        }
+        if (principal) {
+          if (!(rule.stages ?? ['full']).includes(principal.stage)) {
+            throw new TachyonError('PERMISSION', `session stage ${principal.stage} may not call ${rule.method} ${rule.url}`, {
+              publicMessage: principal.stage === 'full' ? 'Permission denied.' : 'Complete the second sign-in step first.',
+              details: { reason: `stage-${principal.stage}` },
+            });
           }
           if (principal.passwordChangeRequired && !rule.whilePasswordChangeRequired) {
             throw new TachyonError('PERMISSION', 'password change required', {
@@ -357,6 +454,23 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
         if (out === undefined) return reply.send();
         return out;
       },
+    };
+    if (name !== 'ssoSamlAcs') {
+      app.route(route);
+      continue;
+    }
+    // The SAML assertion consumer is the one route that takes a form post, and a
+    // cross-site one (the IdP's auto-submitted form): the form parser exists in its own
+    // context only, and it has no CSRF token to check (no session exists yet). What binds
+    // the post to this browser's sign-in is the IdP's signature over the response and its
+    // InResponseTo, which must name the AuthnRequest this server issued and stored under the
+    // RelayState (taken once, 10 minutes) — see docs/platform-sso.md.
+    void app.register((child, _opts, done) => {
+      child.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: ACS_BODY_LIMIT }, (_req, body, parsed) => {
+        parsed(null, Object.fromEntries(new URLSearchParams(body as string)));
+      });
+      child.route({ ...route, bodyLimit: ACS_BODY_LIMIT });
+      done();
     });
   }
   return { app, registeredRoutes: () => [...registered] };

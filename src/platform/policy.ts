@@ -24,7 +24,24 @@ export interface IdentityPolicy {
   readonly sessionIdleSeconds: number;
   /** A session ends this long after sign-in whatever happens; default 43200 (12 hours). */
   readonly sessionAbsoluteSeconds: number;
+  /**
+   * Every local account signs in with a TOTP code after the password (default false).
+   * Tenant administrators of local accounts need one whatever this says.
+   */
+  readonly requireTotp: boolean;
+  /**
+   * Create the user at their first single sign-on, with the mapped roles (just-in-time
+   * provisioning; default true). When false, only users already linked may sign in by SSO.
+   */
+  readonly ssoJustInTime: boolean;
+  /**
+   * Text shown before sign-in that must be accepted (`acceptDisclaimer: true`) to sign in
+   * with a password; '' (default) = none. Plain text, at most {@link MAX_DISCLAIMER} characters.
+   */
+  readonly disclaimer: string;
 }
+
+export const MAX_DISCLAIMER = 4000;
 
 export const DEFAULT_POLICY: IdentityPolicy = Object.freeze({
   minPasswordLength: 12,
@@ -35,6 +52,9 @@ export const DEFAULT_POLICY: IdentityPolicy = Object.freeze({
   passwordExpiryDays: 0,
   sessionIdleSeconds: 1800,
   sessionAbsoluteSeconds: 43200,
+  requireTotp: false,
+  ssoJustInTime: true,
+  disclaimer: '',
 });
 
 const int = (lo: number, hi: number) => z.number().int().min(lo).max(hi);
@@ -50,6 +70,11 @@ export const POLICY_UPDATE_SCHEMA = z
     passwordExpiryDays: int(0, 3650),
     sessionIdleSeconds: int(60, 86400),
     sessionAbsoluteSeconds: int(300, 30 * 86400),
+    requireTotp: z.boolean(),
+    ssoJustInTime: z.boolean(),
+    // plain text: tabs and line breaks allowed, no other control characters
+    // eslint-disable-next-line no-control-regex -- refusing control characters is the point
+    disclaimer: z.string().max(MAX_DISCLAIMER).regex(/^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*$/),
   })
   .partial()
   .strict();

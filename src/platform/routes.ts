@@ -6,6 +6,9 @@
  */
 import type { Role } from './model.js';
 
+/** A session's stage (see service.ts `SessionStage`; repeated here so the table stands alone). */
+export type RouteStage = 'full' | 'mfa' | 'enrol';
+
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 /** Who may call a route: anyone (`public`: sign-in only), or a signed-in user holding one of the roles. */
@@ -22,6 +25,13 @@ export interface RouteRule {
    */
   readonly whilePasswordChangeRequired: boolean;
   readonly summary: string;
+  /**
+   * The session stages that may call the route; default `['full']`. A pending session
+   * (`mfa`: second factor due; `enrol`: must enrol TOTP first) gets 403 anywhere else.
+   */
+  readonly stages?: readonly RouteStage[];
+  /** Only with the session cookie, never with an API token (`Authorization: Bearer`). */
+  readonly sessionOnly?: boolean;
 }
 
 /** Every role: for routes about the caller's own account. */
@@ -31,11 +41,83 @@ const ADMIN: readonly Role[] = ['tenant_admin'];
 
 export const ROUTE_TABLE = Object.freeze({
   signIn: { method: 'POST', url: '/api/v1/auth/signin', access: 'public', whilePasswordChangeRequired: true, summary: 'Sign in with tenant, user name and password.' },
-  signOut: { method: 'POST', url: '/api/v1/auth/signout', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'End the current session.' },
-  me: { method: 'GET', url: '/api/v1/me', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'The caller, their tenant and CSRF token.' },
-  changePassword: { method: 'POST', url: '/api/v1/me/password', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'Change one’s own password (current password required).' },
+  disclaimer: {
+    method: 'GET',
+    url: '/api/v1/auth/disclaimer/:tenant',
+    access: 'public',
+    whilePasswordChangeRequired: true,
+    summary: 'The tenant’s sign-in disclaimer (null when none, or no such tenant).',
+  },
+  ssoOidcStart: {
+    method: 'GET',
+    url: '/api/v1/auth/sso/:tenant/oidc/start',
+    access: 'public',
+    whilePasswordChangeRequired: true,
+    summary: 'Single sign-on through the tenant’s OpenID Connect provider: 303 to the provider.',
+  },
+  ssoOidcCallback: {
+    method: 'GET',
+    url: '/api/v1/auth/sso/oidc/callback',
+    access: 'public',
+    whilePasswordChangeRequired: true,
+    summary: 'The OIDC redirect URI: verifies the answer, opens a session, 303 to /.',
+  },
+  ssoSamlStart: {
+    method: 'GET',
+    url: '/api/v1/auth/sso/:tenant/saml/start',
+    access: 'public',
+    whilePasswordChangeRequired: true,
+    summary: 'Single sign-on through the tenant’s SAML identity provider: 303 to the provider.',
+  },
+  ssoSamlAcs: {
+    method: 'POST',
+    url: '/api/v1/auth/sso/saml/acs',
+    access: 'public',
+    whilePasswordChangeRequired: true,
+    summary: 'The SAML assertion consumer (form-encoded SAMLResponse, RelayState): opens a session, 303 to /.',
+  },
+  signInTotp: {
+    sessionOnly: true,
+    method: 'POST',
+    url: '/api/v1/auth/totp',
+    access: ANY_ROLE,
+    whilePasswordChangeRequired: true,
+    stages: ['mfa'],
+    summary: 'Second sign-in step: a TOTP code or a recovery code; opens the full session.',
+  },
+  enrolTotp: {
+    sessionOnly: true,
+    method: 'POST',
+    url: '/api/v1/me/totp/enrol',
+    access: ANY_ROLE,
+    whilePasswordChangeRequired: true,
+    stages: ['full', 'enrol'],
+    summary: 'Begin one’s own TOTP enrolment (otpauth URI and secret).',
+  },
+  confirmTotp: {
+    sessionOnly: true,
+    method: 'POST',
+    url: '/api/v1/me/totp/confirm',
+    access: ANY_ROLE,
+    whilePasswordChangeRequired: true,
+    stages: ['full', 'enrol'],
+    summary: 'Confirm the enrolment with a code; returns the recovery codes once.',
+  },
+  signOut: { sessionOnly: true, method: 'POST', url: '/api/v1/auth/signout', access: ANY_ROLE, whilePasswordChangeRequired: true, stages: ['full', 'mfa', 'enrol'], summary: 'End the current session.' },
+  me: { method: 'GET', url: '/api/v1/me', access: ANY_ROLE, whilePasswordChangeRequired: true, stages: ['full', 'mfa', 'enrol'], summary: 'The caller, their tenant and CSRF token.' },
+  changePassword: { sessionOnly: true, method: 'POST', url: '/api/v1/me/password', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'Change one’s own password (current password required).' },
   listSessions: { method: 'GET', url: '/api/v1/me/sessions', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'One’s own active sessions.' },
   endSession: { method: 'DELETE', url: '/api/v1/me/sessions/:id', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'End one of one’s own sessions.' },
+  createToken: {
+    method: 'POST',
+    url: '/api/v1/me/tokens',
+    access: ANY_ROLE,
+    whilePasswordChangeRequired: false,
+    sessionOnly: true,
+    summary: 'Create an API token (scopes read/admin within one’s roles, expiry); shown once.',
+  },
+  listTokens: { method: 'GET', url: '/api/v1/me/tokens', access: ANY_ROLE, whilePasswordChangeRequired: false, summary: 'One’s own API tokens (never the token).' },
+  deleteToken: { method: 'DELETE', url: '/api/v1/me/tokens/:id', access: ANY_ROLE, whilePasswordChangeRequired: false, summary: 'Delete one of one’s own API tokens.' },
   listUsers: { method: 'GET', url: '/api/v1/users', access: READERS, whilePasswordChangeRequired: false, summary: 'The tenant’s users.' },
   createUser: { method: 'POST', url: '/api/v1/users', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Create a user with a temporary password.' },
   resetPassword: { method: 'POST', url: '/api/v1/users/:id/reset-password', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Set a temporary password; forces a change at next sign-in.' },

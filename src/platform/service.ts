@@ -27,6 +27,17 @@ import {
   type Tenant,
   type UserStatus,
 } from './model.js';
+import {
+  API_TOKEN_PREFIX,
+  MAX_TOKENS_PER_USER,
+  parseScopes,
+  validateScopes,
+  validateTokenDays,
+  type ApiTokenInfo,
+  type TokenScope,
+} from './api-tokens.js';
+import type { SsoIdentity, SsoProtocol, SsoServices } from './sso/index.js';
+import type { MfaService, MfaVerified, TotpEnrolment } from './mfa/service.js';
 import { argon2idHasher, checkNewPassword, loadCommonPasswords, type PasswordHasher } from './passwords.js';
 import { applyPolicyUpdate, type IdentityPolicy } from './policy.js';
 import { IdentityRepository, noSuchUser } from './repository.js';
@@ -39,6 +50,16 @@ export interface RequestMeta {
   readonly correlationId: string;
 }
 
+/**
+ * How far a session got: `full`; `mfa` (password right, a TOTP or recovery code still
+ * due — may only call the second-step route); `enrol` (an account that must have TOTP
+ * and has none — may only enrol).
+ */
+export type SessionStage = 'full' | 'mfa' | 'enrol';
+
+/** Lifetime of a pending (`mfa`/`enrol`) session. */
+export const PENDING_SESSION_SECONDS = 300;
+
 /** An authenticated caller. */
 export interface Principal {
   readonly tenant: Tenant;
@@ -47,6 +68,9 @@ export interface Principal {
   readonly sessionId: string;
   /** The password must be changed before anything else (admin reset, or expiry). */
   readonly passwordChangeRequired: boolean;
+  readonly stage: SessionStage;
+  /** Set when the caller authenticated with an API token (then `sessionId` is `token:<id>`). */
+  readonly apiToken?: { readonly id: string; readonly scopes: readonly TokenScope[] };
 }
 
 export interface SignInResult {
@@ -65,6 +89,17 @@ export interface IdentityServiceOptions {
   readonly hasher?: PasswordHasher;
   /** Default: the shipped list (data/common-passwords.txt). */
   readonly commonPasswords?: ReadonlySet<string>;
+  /**
+   * The TOTP service. With it, tenant administrators of local accounts, every account of
+   * a tenant whose policy says `requireTotp`, and every enrolled account sign in with a
+   * second factor. Without it, no second factor exists and `requireTotp` cannot be set.
+   */
+  readonly mfa?: MfaService;
+  /**
+   * The single sign-on services: with them, the SSO routes sign people in, and a tenant
+   * whose SSO configuration says `ssoRequiredForAdmins` refuses its administrators' password sign-in.
+   */
+  readonly sso?: SsoServices;
 }
 
 export interface NewUserInput {
@@ -105,6 +140,9 @@ export class IdentityService {
   private readonly clock: Clock;
   private readonly hasher: PasswordHasher;
   private readonly common: ReadonlySet<string>;
+  private readonly mfa: MfaService | undefined;
+  readonly sso: SsoServices | undefined;
+  private readonly database: Database;
   private dummyHash: Promise<string> | undefined;
 
   constructor(options: IdentityServiceOptions) {
@@ -113,6 +151,9 @@ export class IdentityService {
     this.clock = options.clock ?? systemClock;
     this.hasher = options.hasher ?? argon2idHasher();
     this.common = options.commonPasswords ?? loadCommonPasswords();
+    this.mfa = options.mfa;
+    this.sso = options.sso;
+    this.database = options.database;
   }
 
   private nowMs(): number {
@@ -181,7 +222,11 @@ export class IdentityService {
    * The session token the request carried, if any, is ended: a sign-in always yields a
    * new token (no fixation).
    */
-  async signIn(input: { tenant: unknown; username: unknown; password: unknown }, meta: RequestMeta, presentedToken?: string): Promise<SignInResult> {
+  async signIn(
+    input: { tenant: unknown; username: unknown; password: unknown; acceptDisclaimer?: unknown },
+    meta: RequestMeta,
+    presentedToken?: string,
+  ): Promise<SignInResult> {
     const password = input.password;
     if (typeof password !== 'string' || password.length === 0 || password.length > MAX_PASSWORD_LENGTH * 4) {
       throw new TachyonError('USAGE', 'sign-in without a usable password field', { publicMessage: 'Invalid request: tenant, username and password are required.' });
@@ -192,6 +237,14 @@ export class IdentityService {
     const shownUser = input.username.slice(0, 128);
     const shownTenant = input.tenant.slice(0, 64);
     const tenant = TENANT_SLUG_PATTERN.test(input.tenant) ? await this.repo.tenantBySlug(input.tenant) : undefined;
+    // the disclaimer is checked before the password (it is public: refusing here tells nothing about the account)
+    const disclaimer = tenant ? (await this.repo.policy(tenant.id)).disclaimer : '';
+    if (disclaimer !== '' && input.acceptDisclaimer !== true) {
+      throw new TachyonError('USAGE', 'sign-in without accepting the disclaimer', {
+        publicMessage: 'Invalid request: accept the disclaimer (acceptDisclaimer: true) to sign in.',
+        details: { field: 'acceptDisclaimer', reason: 'disclaimer-not-accepted' },
+      });
+    }
     const username = USERNAME_PATTERN.test(input.username) ? input.username.toLowerCase() : undefined;
     const creds = tenant && username !== undefined ? await this.repo.credentials(tenant.id, username) : undefined;
     const ok = await this.hasher.verify(creds?.passwordHash ?? (await this.dummy()), password);
@@ -220,11 +273,43 @@ export class IdentityService {
     const lockedNow = await this.repo.lockedUntil(tenant.id, user.id);
     if (lockedNow !== null && lockedNow !== undefined && Date.parse(lockedNow) > now) return fail('locked');
     if (user.status !== 'active') return fail('disabled');
+    if (this.sso && (await this.sso.localSignInRefused(tenant.id, user.roles))) return fail('sso-required');
     await this.repo.clearFailures(tenant.id, user.id);
     if (presentedToken !== undefined) await this.endByToken(presentedToken, meta, 'superseded');
-    const expired = this.passwordExpired(user, policy, now);
-    const changeRequired = user.mustChangePassword || expired;
+    const stage = await this.stageAfterPassword(tenant.id, user, policy);
+    const r = await this.openSession(tenant, user, policy, stage, meta, now);
+    this.record({
+      type: 'web.signin',
+      component: 'web',
+      correlationId: meta.correlationId,
+      fields: {
+        clientAddress: meta.clientAddress,
+        tenant: tenant.slug,
+        user: user.username,
+        result: stage === 'full' ? 'success' : 'pending',
+        method: 'password',
+        ...(stage === 'full' ? {} : { pending: stage === 'mfa' ? 'totp' : 'totp-enrolment' }),
+        ...(disclaimer !== '' ? { disclaimerAccepted: sha256(disclaimer).slice(0, 16) } : {}),
+        changeRequired: r.principal.passwordChangeRequired,
+      },
+    });
+    return r;
+  }
+
+  /** Which stage a correct password leads to (see the MFA doc's sign-in flow). */
+  private async stageAfterPassword(tenantId: string, user: PlatformUser, policy: IdentityPolicy): Promise<SessionStage> {
+    if (!this.mfa) return 'full';
+    const enrolled = await this.mfa.isEnrolled(tenantId, user.id);
+    if (enrolled) return 'mfa';
+    // local administrators always; everyone when the tenant says so
+    return user.roles.includes('tenant_admin') || policy.requireTotp ? 'enrol' : 'full';
+  }
+
+  /** Creates a session (a new random token) at `stage`; a pending one lives {@link PENDING_SESSION_SECONDS} at most. */
+  private async openSession(tenant: Tenant, user: PlatformUser, policy: IdentityPolicy, stage: SessionStage, meta: RequestMeta, now: number): Promise<SignInResult> {
+    const changeRequired = user.mustChangePassword || this.passwordExpired(user, policy, now);
     const token = randomBytes(32).toString('base64url');
+    const life = stage === 'full' ? policy.sessionAbsoluteSeconds : Math.min(PENDING_SESSION_SECONDS, policy.sessionAbsoluteSeconds);
     const row = {
       id: randomUUID(),
       token_sha256: sha256(token),
@@ -232,22 +317,17 @@ export class IdentityService {
       user_id: user.id,
       created_at: this.iso(now),
       last_seen_at: this.iso(now),
-      expires_at: this.iso(now + policy.sessionAbsoluteSeconds * 1000),
+      expires_at: this.iso(now + life * 1000),
       client_address: meta.clientAddress.slice(0, 64),
       user_agent: meta.userAgent.slice(0, 256),
+      stage,
     };
     await this.repo.createSession(row);
-    this.record({
-      type: 'web.signin',
-      component: 'web',
-      correlationId: meta.correlationId,
-      fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, result: 'success', method: 'password', changeRequired },
-    });
     const fresh = (await this.repo.userById(tenant.id, user.id)) ?? user;
     return {
       token,
       csrfToken: csrfTokenFor(token),
-      principal: { tenant, user: fresh, sessionId: row.id, passwordChangeRequired: changeRequired },
+      principal: { tenant, user: fresh, sessionId: row.id, passwordChangeRequired: changeRequired, stage },
       session: {
         id: row.id,
         createdAt: row.created_at,
@@ -257,6 +337,293 @@ export class IdentityService {
         userAgent: row.user_agent,
       },
     };
+  }
+
+  private requireMfa(): MfaService {
+    if (!this.mfa) {
+      throw new TachyonError('CONFLICT', 'no TOTP service configured', { publicMessage: 'A second factor is not available on this server.' });
+    }
+    return this.mfa;
+  }
+
+  private mfaCtx(principal: Principal, meta: RequestMeta) {
+    return { clientAddress: meta.clientAddress, correlationId: meta.correlationId, tenantLabel: principal.tenant.slug, userLabel: principal.user.username };
+  }
+
+  /**
+   * The second sign-in step: a TOTP `code` or a `recoveryCode` for a session at stage
+   * `mfa`. Success ends the pending session and opens a full one (a new token);
+   * failure is audited as a failed sign-in and answered `MFA_INVALID` / `MFA_LOCKED`.
+   */
+  async completeSecondFactor(
+    principal: Principal,
+    input: { code?: string | undefined; recoveryCode?: string | undefined },
+    meta: RequestMeta,
+  ): Promise<SignInResult & { readonly recoveryCodesLeft?: number }> {
+    const mfa = this.requireMfa();
+    if (principal.stage !== 'mfa') throw new TachyonError('PERMISSION', 'no second step pending', { publicMessage: 'Permission denied.', details: { reason: 'stage' } });
+    if ((input.code === undefined) === (input.recoveryCode === undefined)) {
+      throw new TachyonError('USAGE', 'second step needs exactly one of code, recoveryCode', { publicMessage: 'Invalid request: send code or recoveryCode.' });
+    }
+    const ctx = this.mfaCtx(principal, meta);
+    const method = input.code !== undefined ? 'password+totp' : 'password+recovery';
+    let verified: MfaVerified;
+    try {
+      verified =
+        input.code !== undefined
+          ? await mfa.verify(principal.tenant.id, principal.user.id, input.code, ctx)
+          : await mfa.verifyRecoveryCode(principal.tenant.id, principal.user.id, input.recoveryCode as string, ctx);
+    } catch (err) {
+      if (err instanceof TachyonError && (err.code === 'MFA_INVALID' || err.code === 'MFA_LOCKED')) {
+        const reason = err.code === 'MFA_LOCKED' ? 'mfa-locked' : String(err.details?.['reason'] ?? 'mfa-invalid');
+        this.record({
+          type: 'web.signin',
+          component: 'web',
+          severity: 'warning',
+          correlationId: meta.correlationId,
+          fields: { clientAddress: meta.clientAddress, tenant: principal.tenant.slug, user: principal.user.username, result: 'failure', method, reason },
+        });
+        throw new TachyonError(err.code, err.message, { cause: err, publicMessage: err.publicMessage, details: { ...err.details, reason, audited: true } });
+      }
+      throw err;
+    }
+    await this.repo.deleteSession(principal.tenant.id, principal.user.id, principal.sessionId);
+    const policy = await this.repo.policy(principal.tenant.id);
+    const r = await this.openSession(principal.tenant, principal.user, policy, 'full', meta, this.nowMs());
+    this.record({
+      type: 'web.signin',
+      component: 'web',
+      correlationId: meta.correlationId,
+      fields: {
+        clientAddress: meta.clientAddress,
+        tenant: principal.tenant.slug,
+        user: principal.user.username,
+        result: 'success',
+        method,
+        changeRequired: r.principal.passwordChangeRequired,
+        ...(verified.method === 'recovery' ? { recoveryCodesLeft: verified.remaining } : {}),
+      },
+    });
+    return verified.method === 'recovery' ? { ...r, recoveryCodesLeft: verified.remaining } : r;
+  }
+
+  /** The tenant's sign-in disclaimer, or null (unknown tenants too: the answer tells nothing about which tenants exist). */
+  async disclaimer(slug: unknown): Promise<string | null> {
+    const tenant = typeof slug === 'string' && TENANT_SLUG_PATTERN.test(slug) ? await this.repo.tenantBySlug(slug) : undefined;
+    if (!tenant) return null;
+    const text = (await this.repo.policy(tenant.id)).disclaimer;
+    return text === '' ? null : text;
+  }
+
+  // -- API tokens ------------------------------------------------------------------------------
+
+  /**
+   * Creates an API token for the caller: shown once (the answer's `token`), stored as its
+   * SHA-256. Scopes are limited by the caller's roles; audited (never the token).
+   */
+  async createApiToken(principal: Principal, input: { name?: unknown; scopes?: unknown; expiresInDays?: unknown }, meta: RequestMeta): Promise<ApiTokenInfo & { readonly token: string }> {
+    const name = input.name === undefined ? '' : validateDisplayName(input.name);
+    const scopes = validateScopes(input.scopes, principal.user.roles);
+    const days = validateTokenDays(input.expiresInDays);
+    const now = this.nowMs();
+    const db = this.database.db;
+    const live = await db
+      .selectFrom('platform_api_token')
+      .select((eb) => eb.fn.countAll<number | string>().as('n'))
+      .where('tenant_id', '=', principal.tenant.id)
+      .where('user_id', '=', principal.user.id)
+      .where('expires_at', '>', this.iso(now))
+      .executeTakeFirst();
+    if (Number(live?.n ?? 0) >= MAX_TOKENS_PER_USER) {
+      throw new TachyonError('CONFLICT', 'too many API tokens', { publicMessage: `At most ${MAX_TOKENS_PER_USER} API tokens: delete one first.` });
+    }
+    const token = API_TOKEN_PREFIX + randomBytes(32).toString('base64url');
+    const row = {
+      id: randomUUID(),
+      token_sha256: sha256(token),
+      tenant_id: principal.tenant.id,
+      user_id: principal.user.id,
+      name,
+      scopes: scopes.join(' '),
+      created_at: this.iso(now),
+      expires_at: this.iso(now + days * 86_400_000),
+      last_used_at: null,
+    };
+    await db.insertInto('platform_api_token').values(row).execute();
+    this.changed(principal, meta, 'token.create', row.id, scopes.map((sc) => `scope:${sc}`));
+    return { token, id: row.id, name, scopes, createdAt: row.created_at, expiresAt: row.expires_at, lastUsedAt: null };
+  }
+
+  async listApiTokens(principal: Principal): Promise<ApiTokenInfo[]> {
+    const rows = await this.database.db
+      .selectFrom('platform_api_token')
+      .selectAll()
+      .where('tenant_id', '=', principal.tenant.id)
+      .where('user_id', '=', principal.user.id)
+      .orderBy('created_at')
+      .execute();
+    return rows.map((r) => ({ id: r.id, name: r.name, scopes: parseScopes(r.scopes), createdAt: r.created_at, expiresAt: r.expires_at, lastUsedAt: r.last_used_at }));
+  }
+
+  /** Deletes one of the caller's own tokens. @throws `NOT_FOUND` for any other id. */
+  async revokeApiToken(principal: Principal, id: string, meta: RequestMeta): Promise<void> {
+    const r = await this.database.db
+      .deleteFrom('platform_api_token')
+      .where('tenant_id', '=', principal.tenant.id)
+      .where('user_id', '=', principal.user.id)
+      .where('id', '=', id)
+      .executeTakeFirst();
+    if (Number(r.numDeletedRows) === 0) throw new TachyonError('NOT_FOUND', 'no such token of this user', { publicMessage: 'No such token.' });
+    this.changed(principal, meta, 'token.revoke', id);
+  }
+
+  /**
+   * Resolves `Authorization: Bearer` to its principal (a full one, scopes attached).
+   * @throws `AUTH_FAILED` for an unknown, expired or malformed token, or a disabled owner.
+   */
+  async authenticateBearer(token: string, meta: RequestMeta): Promise<Principal> {
+    if (!token.startsWith(API_TOKEN_PREFIX) || token.length > 128) throw notSignedIn('bad-token');
+    const db = this.database.db;
+    const row = await db.selectFrom('platform_api_token').selectAll().where('token_sha256', '=', sha256(token)).executeTakeFirst();
+    if (!row) throw notSignedIn('unknown-token');
+    const now = this.nowMs();
+    if (now >= Date.parse(row.expires_at)) throw notSignedIn('token-expired');
+    const tenant = await this.repo.tenantById(row.tenant_id);
+    const user = await this.repo.userById(row.tenant_id, row.user_id);
+    if (!tenant || !user || user.status !== 'active') throw notSignedIn('account-disabled');
+    await db.updateTable('platform_api_token').set({ last_used_at: this.iso(now) }).where('id', '=', row.id).execute();
+    const policy = await this.repo.policy(row.tenant_id);
+    void meta;
+    return {
+      tenant,
+      user,
+      sessionId: `token:${row.id}`,
+      passwordChangeRequired: user.mustChangePassword || this.passwordExpired(user, policy, now),
+      stage: 'full',
+      apiToken: { id: row.id, scopes: parseScopes(row.scopes) },
+    };
+  }
+
+  // -- single sign-on -----------------------------------------------------------------------
+
+  private requireSso(protocol: SsoProtocol): SsoServices {
+    if (!this.sso) {
+      throw new TachyonError('SSO_FAILED', 'no SSO services configured', { details: { reason: 'not-configured', protocol } });
+    }
+    return this.sso;
+  }
+
+  /** The identity provider's URL for a sign-in at the tenant `slug` (`SSO_FAILED` when the tenant has none). */
+  async beginSso(protocol: SsoProtocol, slug: unknown, meta: RequestMeta): Promise<string> {
+    const sso = this.requireSso(protocol);
+    const tenant = typeof slug === 'string' && TENANT_SLUG_PATTERN.test(slug) ? await this.repo.tenantBySlug(slug) : undefined;
+    if (!tenant) throw new TachyonError('SSO_FAILED', 'SSO start for an unknown tenant', { details: { reason: 'not-configured', protocol } });
+    const ctx = { clientAddress: meta.clientAddress };
+    return protocol === 'oidc' ? (await sso.beginOidc(tenant.id, ctx)).redirectUrl : (await sso.beginSaml(tenant.id, ctx)).redirectUrl;
+  }
+
+  /** Completes an OIDC sign-in from the callback URL the browser requested; a new full session. */
+  async completeOidcSignIn(callbackUrl: URL, meta: RequestMeta, presentedToken?: string): Promise<SignInResult> {
+    const id = await this.requireSso('oidc').completeOidc(callbackUrl, { clientAddress: meta.clientAddress });
+    return this.ssoSignIn(id, meta, presentedToken);
+  }
+
+  /** Completes a SAML sign-in from the posted form; a new full session. */
+  async completeSamlSignIn(samlResponse: unknown, relayState: unknown, meta: RequestMeta, presentedToken?: string): Promise<SignInResult> {
+    const id = await this.requireSso('saml').completeSaml(samlResponse, relayState, { clientAddress: meta.clientAddress });
+    return this.ssoSignIn(id, meta, presentedToken);
+  }
+
+  /**
+   * Signs in a verified SSO identity: the user linked to (tenant, issuer, subject), or —
+   * at the first sign-in, when the policy allows just-in-time provisioning — a new user
+   * (no local password; named by the e-mail address when it is verified, free and a
+   * valid user name, else `<protocol>-<hash of issuer and subject>`). The user's roles
+   * become the mapped roles at every sign-in. Never links to an existing local account.
+   * The identity provider is trusted for the second factor: the session is full.
+   */
+  private async ssoSignIn(id: SsoIdentity, meta: RequestMeta, presentedToken?: string): Promise<SignInResult> {
+    const tenant = await this.repo.tenantById(id.tenantId);
+    const refuse = (reason: string, who: string): never => {
+      this.record({
+        type: 'web.signin',
+        component: 'web',
+        severity: 'warning',
+        correlationId: meta.correlationId,
+        fields: { clientAddress: meta.clientAddress, tenant: tenant?.slug ?? id.tenantId, user: who.slice(0, 128), result: 'failure', method: id.protocol, reason },
+      });
+      throw new TachyonError('SSO_FAILED', `SSO sign-in refused: ${reason}`, { details: { reason, audited: true } });
+    };
+    if (!tenant) return refuse('unknown-tenant', id.subject);
+    const db = this.database.db;
+    const link = await db
+      .selectFrom('platform_sso_link')
+      .select('user_id')
+      .where('tenant_id', '=', tenant.id)
+      .where('issuer', '=', id.issuer)
+      .where('subject', '=', id.subject)
+      .executeTakeFirst();
+    const policy = await this.repo.policy(tenant.id);
+    const now = this.nowMs();
+    let user: PlatformUser | undefined;
+    if (link) {
+      user = await this.repo.userById(tenant.id, link.user_id);
+      if (!user) return refuse('linked-user-missing', id.subject);
+      if (user.status !== 'active') return refuse('disabled', user.username);
+      if (user.roles.join(',') !== id.roles.join(',')) user = await this.repo.updateUser(tenant.id, user.id, { roles: [...id.roles] }, this.iso(now));
+    } else {
+      if (!policy.ssoJustInTime) return refuse('not-provisioned', id.email ?? id.subject);
+      const byEmail = id.email !== undefined && id.emailVerified && USERNAME_PATTERN.test(id.email) ? id.email.toLowerCase() : undefined;
+      const free = byEmail !== undefined && (await this.repo.credentials(tenant.id, byEmail)) === undefined;
+      const username = free && byEmail !== undefined ? byEmail : `${id.protocol}-${sha256(`${id.issuer}\n${id.subject}`).slice(0, 20)}`;
+      let displayName = '';
+      try {
+        displayName = id.name === undefined ? '' : validateDisplayName(id.name);
+      } catch {
+        displayName = '';
+      }
+      user = await this.repo.createUser(tenant.id, { username, displayName, roles: [...id.roles], passwordHash: null, mustChangePassword: false }, this.iso(now));
+      await db.insertInto('platform_sso_link').values({ tenant_id: tenant.id, issuer: id.issuer, subject: id.subject, user_id: user.id, created_at: this.iso(now) }).execute();
+      this.record({
+        type: 'web.change',
+        component: 'web',
+        correlationId: meta.correlationId,
+        fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, actor: `sso:${id.protocol}`, action: 'user.provision', target: user.id, changed: ['username', 'roles'] },
+      });
+    }
+    if (presentedToken !== undefined) await this.endByToken(presentedToken, meta, 'superseded');
+    const r = await this.openSession(tenant, user, policy, 'full', meta, now);
+    this.record({
+      type: 'web.signin',
+      component: 'web',
+      correlationId: meta.correlationId,
+      fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, result: 'success', method: id.protocol },
+    });
+    return r;
+  }
+
+  /** Starts (or restarts) the caller's own TOTP enrolment. */
+  beginTotpEnrolment(principal: Principal, meta: RequestMeta): Promise<TotpEnrolment> {
+    return this.requireMfa().beginEnrolment(principal.tenant.id, principal.user.id, `${principal.user.username}@${principal.tenant.slug}`, this.mfaCtx(principal, meta));
+  }
+
+  /**
+   * Confirms the caller's enrolment with a code; returns the recovery codes (shown once).
+   * A session at stage `enrol` is then replaced by a full one (`session` set).
+   */
+  async confirmTotpEnrolment(principal: Principal, code: string, meta: RequestMeta): Promise<{ recoveryCodes: string[]; session?: SignInResult }> {
+    const recoveryCodes = await this.requireMfa().confirmEnrolment(principal.tenant.id, principal.user.id, code, this.mfaCtx(principal, meta));
+    if (principal.stage !== 'enrol') return { recoveryCodes };
+    await this.repo.deleteSession(principal.tenant.id, principal.user.id, principal.sessionId);
+    const policy = await this.repo.policy(principal.tenant.id);
+    const session = await this.openSession(principal.tenant, principal.user, policy, 'full', meta, this.nowMs());
+    this.record({
+      type: 'web.signin',
+      component: 'web',
+      correlationId: meta.correlationId,
+      fields: { clientAddress: meta.clientAddress, tenant: principal.tenant.slug, user: principal.user.username, result: 'success', method: 'password+totp-enrolment' },
+    });
+    return { recoveryCodes, session };
   }
 
   /**
@@ -324,6 +691,7 @@ export class IdentityService {
       user,
       sessionId: row.id,
       passwordChangeRequired: user.mustChangePassword || this.passwordExpired(user, policy, now),
+      stage: row.stage === 'mfa' || row.stage === 'enrol' ? row.stage : 'full',
     };
   }
 
@@ -498,6 +866,7 @@ export class IdentityService {
   async setPolicy(principal: Principal, update: unknown, meta: RequestMeta): Promise<IdentityPolicy> {
     const base = await this.repo.policy(principal.tenant.id);
     const next = applyPolicyUpdate(base, update);
+    if (next.requireTotp && !this.mfa) this.requireMfa();
     await this.repo.setPolicy(principal.tenant.id, next, this.iso());
     const changed = (Object.keys(next) as (keyof IdentityPolicy)[]).filter((k) => next[k] !== base[k]);
     this.changed(principal, meta, 'policy.update', principal.tenant.id, changed);

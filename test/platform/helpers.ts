@@ -14,6 +14,8 @@ import { createPlatformApp, type PlatformApp } from '../../src/platform/app.js';
 import type { Role } from '../../src/platform/model.js';
 import { argon2idHasher } from '../../src/platform/passwords.js';
 import { IdentityService } from '../../src/platform/service.js';
+import { AesGcmSecretBox, MfaService } from '../../src/platform/mfa/index.js';
+import type { SsoServices } from '../../src/platform/sso/index.js';
 import { SimClock } from '../../src/testkit/simclock.js';
 
 /** Cheap argon2id parameters for tests (the real defaults cost ~50 ms a hash). */
@@ -28,6 +30,8 @@ export interface Platform {
   readonly auditFile: string;
   readonly clock: SimClock;
   readonly identity: IdentityService;
+  /** Set when started with `mfa: true` (then local administrators must have TOTP). */
+  readonly mfa: MfaService | undefined;
   readonly web: PlatformApp;
   readonly base: string;
   close(): Promise<void>;
@@ -37,13 +41,14 @@ export interface Platform {
 export const PG_URL = process.env['TACHYON_TEST_PG_URL'];
 
 /** Starts a platform on a fresh SQLite file, or on `url` (PostgreSQL: use unique tenant slugs, the database outlives the test). */
-export async function startPlatform(options: { url?: string } = {}): Promise<Platform> {
+export async function startPlatform(options: { url?: string; mfa?: boolean; sso?: SsoServices } = {}): Promise<Platform> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tachyon-platform-'));
   const db = await openDatabase({ url: options.url ?? `sqlite://${path.join(dir, 'platform.db')}` });
   const clock = new SimClock({ startMs: T0 });
   const auditFile = path.join(dir, 'audit.log');
   const audit = new FileAuditSink(auditFile, { clock, fsync: 'never' });
-  const identity = new IdentityService({ database: db, audit, clock, hasher: argon2idHasher(TEST_ARGON2) });
+  const mfa = options.mfa === true ? new MfaService({ database: db, box: AesGcmSecretBox.random(), audit, clock }) : undefined;
+  const identity = new IdentityService({ database: db, audit, clock, hasher: argon2idHasher(TEST_ARGON2), ...(mfa ? { mfa } : {}), ...(options.sso ? { sso: options.sso } : {}) });
   const web = createPlatformApp({ identity, insecureHttp: true });
   await web.app.listen({ host: '127.0.0.1', port: 0 });
   const port = (web.app.server.address() as AddressInfo).port;
@@ -54,6 +59,7 @@ export async function startPlatform(options: { url?: string } = {}): Promise<Pla
     auditFile,
     clock,
     identity,
+    mfa,
     web,
     base: `http://127.0.0.1:${port}`,
     async close() {
