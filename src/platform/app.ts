@@ -11,6 +11,7 @@
  * serves HTTPS (`https: { key, cert }`); plain HTTP only when `insecureHttp: true` (tests,
  * or behind a TLS-terminating proxy on loopback) — the cookie stays `Secure` either way.
  */
+import type { Defender } from '../defender/index.js';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { newCorrelationId } from '../core/correlation.js';
@@ -35,6 +36,12 @@ export interface PlatformAppOptions {
   readonly insecureHttp?: boolean;
   /** Serve the web pages (src/platform/pages: static HTML, one script, one style sheet). Default true. */
   readonly pages?: boolean;
+  /**
+   * The IP defender shared with SSH and the node API (src/defender): requests from a
+   * blocked or not-allowed address are refused (403) before any route runs; failed
+   * sign-ins, second-factor codes and bearer tokens are reported to it.
+   */
+  readonly defender?: Defender;
 }
 
 export interface PlatformApp {
@@ -373,6 +380,14 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
     }
   });
 
+  const defender = options.defender;
+  if (defender !== undefined) {
+    app.addHook('onRequest', async (request) => {
+      const why = !defender.allowed(request.ip) ? 'address-not-allowed' : defender.isBlocked(request.ip) ? 'address-blocked' : undefined;
+      if (why !== undefined) throw new TachyonError('PERMISSION', `request from ${request.ip} refused: ${why}`, { publicMessage: 'Access denied.', details: { reason: why } });
+    });
+  }
+
   app.addHook('onSend', (request, reply, payload, done) => {
     void reply
       .header('cache-control', 'no-store')
@@ -386,6 +401,8 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
 
   app.setErrorHandler((err, request, reply) => {
     const { error, status } = translate(err);
+    // failed sign-ins, wrong second-factor codes and bad bearer tokens count against the address
+    if (defender !== undefined && (error.code === 'AUTH_FAILED' || error.code === 'MFA_INVALID' || error.code === 'SSO_FAILED')) defender.report(request.ip, 'auth-failed');
     if (error.details?.['audited'] !== true) refused(request, status, error.code, error.details?.['reason']);
     errorReply(reply, status, error, request.id);
   });

@@ -3,6 +3,7 @@
  * audit sink, a virtual clock, fast argon2id parameters, the shipped common-password
  * list, and the HTTP application on a real loopback port (plain HTTP; cookies stay Secure).
  */
+import type { Defender } from '../../src/defender/index.js';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -41,7 +42,7 @@ export interface Platform {
 export const PG_URL = process.env['TACHYON_TEST_PG_URL'];
 
 /** Starts a platform on a fresh SQLite file, or on `url` (PostgreSQL: use unique tenant slugs, the database outlives the test). */
-export async function startPlatform(options: { url?: string; mfa?: boolean; sso?: SsoServices } = {}): Promise<Platform> {
+export async function startPlatform(options: { url?: string; mfa?: boolean; sso?: SsoServices; defender?: (db: Database, clock: SimClock) => Promise<Defender> } = {}): Promise<Platform> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tachyon-platform-'));
   const db = await openDatabase({ url: options.url ?? `sqlite://${path.join(dir, 'platform.db')}` });
   const clock = new SimClock({ startMs: T0 });
@@ -49,7 +50,8 @@ export async function startPlatform(options: { url?: string; mfa?: boolean; sso?
   const audit = new FileAuditSink(auditFile, { clock, fsync: 'never' });
   const mfa = options.mfa === true ? new MfaService({ database: db, box: AesGcmSecretBox.random(), audit, clock }) : undefined;
   const identity = new IdentityService({ database: db, audit, clock, hasher: argon2idHasher(TEST_ARGON2), ...(mfa ? { mfa } : {}), ...(options.sso ? { sso: options.sso } : {}) });
-  const web = createPlatformApp({ identity, insecureHttp: true });
+  const defender = options.defender ? await options.defender(db, clock) : undefined;
+  const web = createPlatformApp({ identity, insecureHttp: true, ...(defender ? { defender } : {}) });
   await web.app.listen({ host: '127.0.0.1', port: 0 });
   const port = (web.app.server.address() as AddressInfo).port;
   return {
@@ -64,6 +66,7 @@ export async function startPlatform(options: { url?: string; mfa?: boolean; sso?
     base: `http://127.0.0.1:${port}`,
     async close() {
       await web.app.close();
+      await defender?.close();
       await audit.close();
       await db.close();
       rmSync(dir, { recursive: true, force: true });
