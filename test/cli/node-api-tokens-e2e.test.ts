@@ -8,14 +8,14 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Agent } from 'node:https';
 import { clientAgent } from '../../src/node-api/pki.js';
-import { bin, runCli } from '../helpers/cli.js';
+import { runCli, startConfigServer } from '../helpers/cli.js';
 import { basic, httpsCall } from '../node-api/helpers.js';
 
 describe('node API + transfer tokens end to end (serve --config with nodeApi and transferTokens)', () => {
@@ -50,22 +50,9 @@ describe('node API + transfer tokens end to end (serve --config with nodeApi and
         nodeApi: { port: 0, certFile: 'tls/node.crt', keyFile: 'tls/node.key' },
       }),
     );
-    server = spawn(process.execPath, [bin, 'serve', '--config', cfgFile, '--json'], { cwd: work });
-    apiPort = await new Promise<number>((resolve, reject) => {
-      let buf = '';
-      let err = '';
-      const t = setTimeout(() => reject(new Error(`server did not start: ${err}`)), 30_000);
-      server.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      server.stdout.on('data', (d: Buffer) => {
-        buf += d.toString();
-        const line = buf.split('\n').find((l) => l.includes('"node-api.start"'));
-        if (line) {
-          clearTimeout(t);
-          resolve((JSON.parse(line) as { port: number }).port);
-        }
-      });
-      server.on('exit', (c) => reject(new Error(`server exited with ${c}: ${err}`)));
-    });
+    const started = await startConfigServer(cfgFile, work, { until: 'node-api.start', timeoutMs: 30_000 });
+    server = started.child;
+    apiPort = started.event.port as number;
     agent = clientAgent({ caFile: path.join(work, 'ca', 'ca.crt'), keepAlive: false });
   });
 

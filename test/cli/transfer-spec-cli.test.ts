@@ -15,7 +15,7 @@ import type { Clock } from '../../src/core/clock.js';
 import { systemClock } from '../../src/core/clock.js';
 import { loadTokenKeyring, tokenKeyOf, TransferTokenCodec } from '../../src/server/transfer-token.js';
 import { buildTransferSpec, type TransferSpec } from '../../src/node-api/transfer-setup.js';
-import { bin, runCli, type RunResult } from '../helpers/cli.js';
+import { bin, runCli, type RunResult, startConfigServer } from '../helpers/cli.js';
 
 const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex');
 
@@ -69,22 +69,9 @@ describe('transfer specs and tokens end to end (serve --config, send/recv --tran
         transferTokens: { user: 'xfer', nodeId: 'node-e2e', keyFile: 'token.key', accessKeysFile: 'access-keys.json' },
       }),
     );
-    server = spawn(process.execPath, [bin, 'serve', '--config', cfgFile, '--json'], { cwd: work });
-    const start = await new Promise<Record<string, unknown>>((resolve, reject) => {
-      let buf = '';
-      let err = '';
-      const t = setTimeout(() => reject(new Error(`server did not start: ${err}`)), 20_000);
-      server.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      server.stdout.on('data', (d: Buffer) => {
-        buf += d.toString();
-        const line = buf.split('\n').find((l) => l.includes('"server.start"'));
-        if (line) {
-          clearTimeout(t);
-          resolve(JSON.parse(line) as Record<string, unknown>);
-        }
-      });
-      server.on('exit', (c) => reject(new Error(`server exited with ${c}: ${err}`)));
-    });
+    const started = await startConfigServer(cfgFile, work);
+    server = started.child;
+    const start = started.event;
     port = start.tcpPort as number;
     fingerprint = start.fingerprint as string;
     // the node API's side: the same node id and token key file as the server

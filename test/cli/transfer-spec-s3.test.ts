@@ -9,7 +9,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -19,7 +19,7 @@ import { TachyonError } from '../../src/core/errors.js';
 import { buildTransferSpec, type TransferSpec } from '../../src/node-api/transfer-setup.js';
 import { loadTokenKeyring, TransferTokenCodec } from '../../src/server/transfer-token.js';
 import { S3Storage } from '../../src/storage/s3.js';
-import { bin, runCli, type RunResult } from '../helpers/cli.js';
+import { runCli, type RunResult, startConfigServer } from '../helpers/cli.js';
 import { S3RVER_CREDENTIALS, startS3rver, type S3rverFixture } from '../helpers/s3rver.js';
 
 const BUCKET = 'tachyon-tokens';
@@ -41,7 +41,7 @@ describe('transfer tokens on an s3:// root (serve --config, s3rver, send/recv --
   let media: S3Storage;
   let auditLog: string;
   let server: ChildProcessWithoutNullStreams;
-  let serverErr = '';
+  let serverErr = (): string => '';
   let port: number;
   let fingerprint: string;
   let codec: TransferTokenCodec;
@@ -66,24 +66,10 @@ describe('transfer tokens on an s3:// root (serve --config, s3rver, send/recv --
         s3: { endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, requestTimeoutSeconds: 10, maxAttempts: 2, partSizeMiB: 5 },
       }),
     );
-    server = spawn(process.execPath, [bin, 'serve', '--config', cfgFile, '--json'], {
-      cwd: work,
-      env: { ...process.env, AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey },
-    });
-    const start = await new Promise<Record<string, unknown>>((resolve, reject) => {
-      let buf = '';
-      const t = setTimeout(() => reject(new Error(`server did not start: ${serverErr}`)), 20_000);
-      server.stderr.on('data', (d: Buffer) => (serverErr += d.toString()));
-      server.stdout.on('data', (d: Buffer) => {
-        buf += d.toString();
-        const line = buf.split('\n').find((l) => l.includes('"server.start"'));
-        if (line) {
-          clearTimeout(t);
-          resolve(JSON.parse(line) as Record<string, unknown>);
-        }
-      });
-      server.on('exit', (c) => reject(new Error(`server exited with ${c}: ${serverErr}`)));
-    });
+    const started = await startConfigServer(cfgFile, work, { env: { AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey } });
+    server = started.child;
+    const start = started.event;
+    serverErr = started.stderr;
     port = start.tcpPort as number;
     fingerprint = start.fingerprint as string;
     codec = new TransferTokenCodec({ nodeId: 'node-s3', keys: loadTokenKeyring(path.join(work, 'token.key')), clock: systemClock });
@@ -130,7 +116,7 @@ describe('transfer tokens on an s3:// root (serve --config, s3rver, send/recv --
     writeFileSync(local, data);
     const up = specFor('upload', { paths: [{ source: local, destination: 'clip.bin' }], destination_root: '/incoming/day1' });
     const r = await tachyon(['send', '--transfer-spec', writeSpec(up)]);
-    assert.equal(r.code, 0, `${r.stderr}\nserver: ${serverErr}`);
+    assert.equal(r.code, 0, `${r.stderr}\nserver: ${serverErr()}`);
     assert.equal(sha(await stored('incoming/day1/clip.bin')), sha(data));
     const recs = auditRecords(auditLog);
     const file = recs.find((x) => x.type === 'file.transfer' && x.fields['user'] === 'xfer' && x.fields['direction'] === 'upload');
@@ -141,7 +127,7 @@ describe('transfer tokens on an s3:// root (serve --config, s3rver, send/recv --
     const dest = path.join(work, 'got');
     mkdirSync(dest);
     const d = await tachyon(['recv', '--transfer-spec', writeSpec(down), dest]);
-    assert.equal(d.code, 0, `${d.stderr}\nserver: ${serverErr}`);
+    assert.equal(d.code, 0, `${d.stderr}\nserver: ${serverErr()}`);
     assert.equal(sha(readFileSync(path.join(dest, 'clip.bin'))), sha(data));
   });
 

@@ -108,3 +108,36 @@ export function startCli(args: string[], cwd: string, timeoutMs = 60_000, env: N
 export function runCli(args: string[], cwd: string, timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}): Promise<RunResult> {
   return startCli(args, cwd, timeoutMs, env).done;
 }
+
+export interface ConfigServer {
+  child: ChildProcessWithoutNullStreams;
+  /** The JSON log event that was waited for (`server.start` by default: tcpPort, fingerprint …). */
+  event: Record<string, unknown>;
+  /** Everything the server wrote to stderr so far (for assertion messages). */
+  stderr(): string;
+}
+
+/**
+ * Starts `tachyon serve --config FILE --json` in `cwd` (environment: this process's plus
+ * `env`) and resolves once its log shows an event of type `until` (default
+ * `server.start`); rejects if it exits first or takes longer than `timeoutMs`.
+ */
+export function startConfigServer(cfgFile: string, cwd: string, o: { env?: NodeJS.ProcessEnv; until?: string; timeoutMs?: number } = {}): Promise<ConfigServer> {
+  const child = spawn(process.execPath, [bin, 'serve', '--config', cfgFile, '--json'], { cwd, env: { ...process.env, ...o.env } });
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const wanted = `"${o.until ?? 'server.start'}"`;
+  return new Promise<ConfigServer>((resolve, reject) => {
+    let buf = '';
+    const t = setTimeout(() => reject(new Error(`server did not start: ${err}`)), o.timeoutMs ?? 20_000);
+    child.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const line = buf.split('\n').find((l) => l.includes(wanted));
+      if (line) {
+        clearTimeout(t);
+        resolve({ child, event: JSON.parse(line) as Record<string, unknown>, stderr: () => err });
+      }
+    });
+    child.on('exit', (c) => reject(new Error(`server exited with ${c}: ${err}`)));
+  });
+}

@@ -8,13 +8,13 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawnSync, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { envelopeSize } from '../../src/storage/envelope/index.js';
-import { bin, jsonLines, runCli } from '../helpers/cli.js';
+import { jsonLines, runCli, startConfigServer } from '../helpers/cli.js';
 
 const PW = { TACHYON_FILE_PASSPHRASE: 'correct horse battery staple' };
 
@@ -60,22 +60,9 @@ describe('requireEncryptedAtRest: plaintext uploads are refused', () => {
         ],
       }),
     );
-    server = spawn(process.execPath, [bin, 'serve', '--config', cfgFile, '--json'], { cwd: work });
-    const start = await new Promise<Record<string, unknown>>((resolve, reject) => {
-      let buf = '';
-      let err = '';
-      const t = setTimeout(() => reject(new Error(`server did not start: ${err}`)), 20_000);
-      server.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      server.stdout.on('data', (d: Buffer) => {
-        buf += d.toString();
-        const line = buf.split('\n').find((l) => l.includes('"server.start"'));
-        if (line) {
-          clearTimeout(t);
-          resolve(JSON.parse(line) as Record<string, unknown>);
-        }
-      });
-      server.on('exit', (c) => reject(new Error(`server exited with ${c}: ${err}`)));
-    });
+    const started = await startConfigServer(cfgFile, work);
+    server = started.child;
+    const start = started.event;
     port = start.tcpPort as number;
     fingerprint = start.fingerprint as string;
     writeFileSync(path.join(work, 'plain.bin'), randomBytes(300_000));

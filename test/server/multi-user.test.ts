@@ -6,12 +6,12 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { bin, runCli, type RunResult } from '../helpers/cli.js';
+import { runCli, type RunResult, startConfigServer } from '../helpers/cli.js';
 
 
 const run = (args: string[], cwd: string, timeoutMs = 60_000): Promise<RunResult> => runCli(args, cwd, timeoutMs);
@@ -63,22 +63,9 @@ describe('multi-user transfer server (serve --config)', () => {
         ],
       }),
     );
-    server = spawn(process.execPath, [bin, 'serve', '--config', cfgFile, '--json'], { cwd: work });
-    const start = await new Promise<Record<string, unknown>>((resolve, reject) => {
-      let buf = '';
-      let err = '';
-      const t = setTimeout(() => reject(new Error(`server did not start: ${err}`)), 20_000);
-      server.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      server.stdout.on('data', (d: Buffer) => {
-        buf += d.toString();
-        const line = buf.split('\n').find((l) => l.includes('"server.start"'));
-        if (line) {
-          clearTimeout(t);
-          resolve(JSON.parse(line) as Record<string, unknown>);
-        }
-      });
-      server.on('exit', (c) => reject(new Error(`server exited with ${c}: ${err}`)));
-    });
+    const started = await startConfigServer(cfgFile, work);
+    server = started.child;
+    const start = started.event;
     port = start.tcpPort as number;
     fingerprint = start.fingerprint as string;
   });

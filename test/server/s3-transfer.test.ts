@@ -9,14 +9,14 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { S3Storage } from '../../src/storage/s3.js';
-import { bin, jsonLines, runCli, startCli } from '../helpers/cli.js';
+import { jsonLines, runCli, startCli, startConfigServer } from '../helpers/cli.js';
 import { S3RVER_CREDENTIALS, startS3rver, type S3rverFixture } from '../helpers/s3rver.js';
 
 const BUCKET = 'tachyon-e2e';
@@ -28,7 +28,7 @@ describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
   let client: S3Client;
   let dave: S3Storage;
   let server: ChildProcessWithoutNullStreams;
-  let serverErr = '';
+  let serverErr = (): string => '';
   let port: number;
   let fingerprint: string;
   let key: string;
@@ -68,25 +68,11 @@ describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
         s3: { endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, requestTimeoutSeconds: 10, maxAttempts: 2, partSizeMiB: 5 },
       }),
     );
-    server = spawn(process.execPath, [bin, 'serve', '--config', cfgFile, '--json'], {
-      cwd: work,
-      // credentials from the environment only (never the configuration file)
-      env: { ...process.env, TMPDIR: spoolParent, AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey },
-    });
-    const start = await new Promise<Record<string, unknown>>((resolve, reject) => {
-      let buf = '';
-      const t = setTimeout(() => reject(new Error(`server did not start: ${serverErr}`)), 20_000);
-      server.stderr.on('data', (d: Buffer) => (serverErr += d.toString()));
-      server.stdout.on('data', (d: Buffer) => {
-        buf += d.toString();
-        const line = buf.split('\n').find((l) => l.includes('"server.start"'));
-        if (line) {
-          clearTimeout(t);
-          resolve(JSON.parse(line) as Record<string, unknown>);
-        }
-      });
-      server.on('exit', (c) => reject(new Error(`server exited with ${c}: ${serverErr}`)));
-    });
+    // credentials from the environment only (never the configuration file)
+    const started = await startConfigServer(cfgFile, work, { env: { TMPDIR: spoolParent, AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey } });
+    server = started.child;
+    const start = started.event;
+    serverErr = started.stderr;
     port = start.tcpPort as number;
     fingerprint = start.fingerprint as string;
   });
@@ -117,7 +103,7 @@ describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
     writeFileSync(small, smallData);
     utimesSync(big, new Date(1_700_000_000_000), new Date(1_700_000_000_000));
     const r = await runCli(['send', ...common('--json', '--create-dir'), big, small, 'dave@127.0.0.1:/in/'], work, 90_000);
-    assert.equal(r.code, 0, `${r.stderr}\nserver: ${serverErr}`);
+    assert.equal(r.code, 0, `${r.stderr}\nserver: ${serverErr()}`);
     assert.equal(sha(await stored('in/big.bin')), sha(bigData));
     assert.equal(sha(await stored('in/small.bin')), sha(smallData));
     const st = await dave.stat('in/big.bin');
@@ -149,7 +135,7 @@ describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
   it('downloads objects (spooled with ranged reads): a file and a directory, verified by SHA-256, mtime kept; -k attrs skips', async () => {
     const one = path.join(work, 'back.bin');
     const r1 = await runCli(['recv', ...common('--json'), 'dave@127.0.0.1:/in/big.bin', one], work, 90_000);
-    assert.equal(r1.code, 0, `${r1.stderr}\nserver: ${serverErr}`);
+    assert.equal(r1.code, 0, `${r1.stderr}\nserver: ${serverErr()}`);
     assert.equal(sha(readFileSync(one)), sha(await stored('in/big.bin')));
     assert.equal(statSync(one).mtimeMs, 1_700_000_000_000, 'the object mtime (metadata) becomes the file mtime');
     const out = path.join(work, 'tree-out');
@@ -205,14 +191,14 @@ describe('transfers into an s3:// docroot (serve --config, s3rver)', () => {
     const data = randomBytes(3 * 1024 * 1024 + 17);
     writeFileSync(f, data);
     const up = await runCli(['send', ...common('--create-dir'), '--encrypt-at-rest', f, 'dave@127.0.0.1:/enc/renamed'], work, 90_000, PW);
-    assert.equal(up.code, 0, `${up.stderr}\nserver: ${serverErr}`);
+    assert.equal(up.code, 0, `${up.stderr}\nserver: ${serverErr()}`);
     const st = await dave.stat('enc/renamed.tachyon-enc');
     assert.ok(st.size > data.length, 'the envelope is stored, larger than the plaintext');
     await assert.rejects(dave.stat('enc/renamed'), (e: unknown) => (e as { code?: string }).code === 'NOT_FOUND');
     assert.ok(!(await stored('enc/renamed.tachyon-enc')).includes(data.subarray(0, 64)), 'no plaintext in the bucket');
     const out = path.join(work, 'decrypted.bin');
     const down = await runCli(['recv', ...common(), '--decrypt', 'dave@127.0.0.1:/enc/renamed.tachyon-enc', out], work, 90_000, PW);
-    assert.equal(down.code, 0, `${down.stderr}\nserver: ${serverErr}`);
+    assert.equal(down.code, 0, `${down.stderr}\nserver: ${serverErr()}`);
     assert.equal(sha(readFileSync(out)), sha(data));
   });
 

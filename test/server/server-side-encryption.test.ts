@@ -10,13 +10,13 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawnSync, execFileSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { MAGIC } from '../../src/storage/envelope/format.js';
-import { bin, runCli } from '../helpers/cli.js';
+import { bin, runCli, startConfigServer } from '../helpers/cli.js';
 
 const KEY1 = `k1:${'11'.repeat(32)}`;
 
@@ -25,23 +25,8 @@ function sha(b: Buffer): string {
 }
 
 async function startServer(cfgFile: string, cwd: string, env: NodeJS.ProcessEnv): Promise<{ child: ChildProcessWithoutNullStreams; port: number; fingerprint: string }> {
-  const child = spawn(process.execPath, [bin, 'serve', '--config', cfgFile, '--json'], { cwd, env: { ...process.env, ...env } });
-  const start = await new Promise<Record<string, unknown>>((resolve, reject) => {
-    let buf = '';
-    let err = '';
-    const t = setTimeout(() => reject(new Error(`server did not start: ${err}`)), 20_000);
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.stdout.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const line = buf.split('\n').find((l) => l.includes('"server.start"'));
-      if (line) {
-        clearTimeout(t);
-        resolve(JSON.parse(line) as Record<string, unknown>);
-      }
-    });
-    child.on('exit', (c) => reject(new Error(`server exited with ${c}: ${err}`)));
-  });
-  return { child, port: start.tcpPort as number, fingerprint: start.fingerprint as string };
+  const { child, event } = await startConfigServer(cfgFile, cwd, { env });
+  return { child, port: event.tcpPort as number, fingerprint: event.fingerprint as string };
 }
 
 describe('server-side encryption at rest', () => {
