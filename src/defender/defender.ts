@@ -118,6 +118,24 @@ interface Block {
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 
+/** Why an address may not use a service at all (outside the allow-lists, or blocked); undefined when it may. */
+export function barred(defender: Defender, address: string, tenant?: string): 'not-allowed' | 'blocked' | undefined {
+  if (!defender.allowed(address, tenant)) return 'not-allowed';
+  return defender.isBlocked(address) ? 'blocked' : undefined;
+}
+
+/**
+ * Throws the sanitized refusal of a barred address at an HTTP edge: PERMISSION (403),
+ * public message "Access denied.", `details.reason` `address-not-allowed` or
+ * `address-blocked` (for the audit record).
+ */
+export function refuseBarred(defender: Defender, address: string): void {
+  const why = barred(defender, address);
+  if (why !== undefined) {
+    throw new TachyonError('PERMISSION', `request from ${address} refused: address-${why}`, { publicMessage: 'Access denied.', details: { reason: `address-${why}` } });
+  }
+}
+
 /** The real defender: in memory, kept in step with the `defender_block` table. */
 export class ScoringDefender implements Defender {
   readonly settings: DefenderSettings;

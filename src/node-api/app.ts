@@ -13,7 +13,7 @@
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { AuditEvent, AuditSink } from '../audit/index.js';
-import type { Defender } from '../defender/index.js';
+import { refuseBarred, type Defender } from '../defender/index.js';
 import { newCorrelationId } from '../core/correlation.js';
 import { TachyonError, toTachyonError } from '../core/errors.js';
 import type { Authenticator } from './auth.js';
@@ -138,11 +138,7 @@ export async function createNodeApi(o: NodeApiOptions): Promise<NodeApi> {
   app.addHook('onRequest', async (request, reply) => {
     reply.headers(SECURITY_HEADERS);
     reply.header('x-correlation-id', request.id);
-    const d = o.defender;
-    if (d !== undefined) {
-      const why = !d.allowed(request.ip) ? 'address-not-allowed' : d.isBlocked(request.ip) ? 'address-blocked' : undefined;
-      if (why !== undefined) throw new TachyonError('PERMISSION', `request from ${request.ip} refused: ${why}`, { publicMessage: 'Access denied.', details: { reason: why } });
-    }
+    if (o.defender !== undefined) refuseBarred(o.defender, request.ip);
   });
 
   const audit = (request: FastifyRequest, event: AuditEvent): void => {

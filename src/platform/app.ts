@@ -11,7 +11,7 @@
  * serves HTTPS (`https: { key, cert }`); plain HTTP only when `insecureHttp: true` (tests,
  * or behind a TLS-terminating proxy on loopback) — the cookie stays `Secure` either way.
  */
-import type { Defender } from '../defender/index.js';
+import { refuseBarred, type Defender } from '../defender/index.js';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { newCorrelationId } from '../core/correlation.js';
@@ -382,10 +382,7 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
 
   const defender = options.defender;
   if (defender !== undefined) {
-    app.addHook('onRequest', async (request) => {
-      const why = !defender.allowed(request.ip) ? 'address-not-allowed' : defender.isBlocked(request.ip) ? 'address-blocked' : undefined;
-      if (why !== undefined) throw new TachyonError('PERMISSION', `request from ${request.ip} refused: ${why}`, { publicMessage: 'Access denied.', details: { reason: why } });
-    });
+    app.addHook('onRequest', async (request) => refuseBarred(defender, request.ip));
   }
 
   app.addHook('onSend', (request, reply, payload, done) => {

@@ -10,7 +10,7 @@ import { systemClock, type Clock } from '../core/clock.js';
 import { TachyonError, toTachyonError } from '../core/errors.js';
 import type { CipherName } from '../core/types.js';
 import type { AuditEvent, AuditSink } from '../audit/index.js';
-import type { Defender } from '../defender/index.js';
+import { barred, type Defender } from '../defender/index.js';
 import { fingerprintOf, loadOrCreateHostKey, parseAuthorizedKeys, type AuthorizedKey } from '../control/hostkeys.js';
 import { startControlServer, type ControlServer, type ControlServerEvent, type SessionInfo, type SubsystemHandler } from '../control/ssh-server.js';
 import { Endpoint } from '../transport/session/endpoint.js';
@@ -359,11 +359,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
     extraSubsystems: subsystems,
     ...(o.defender
       ? {
-          admit: (address: string) => {
-            const d = o.defender!;
-            if (!d.allowed(address)) return 'not-allowed';
-            return d.isBlocked(address) ? 'blocked' : undefined;
-          },
+          admit: (address: string) => barred(o.defender!, address),
         }
       : {}),
     onSession: (link, info, ctl) => {
