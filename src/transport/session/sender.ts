@@ -99,6 +99,8 @@ export class DataSender extends SessionPeer {
   private readonly queued = new Set<number>();
   /** blocks retransmitted at least once and not yet known delivered: when last resent (ms) */
   private readonly resent = new Map<number, number>();
+  /** `resent` is swept of delivered blocks when it grows past this (twice what the last sweep left) */
+  private resentSweepAt = 4096;
   private tokens = 0;
   private lastTick: number;
   private lastStatusAt = 0;
@@ -218,7 +220,10 @@ export class DataSender extends SessionPeer {
     }
     if (f.cumAck > this.cumAck) {
       this.cumAck = f.cumAck;
-      if (this.resent.size > 4096) for (const s of this.resent.keys()) if (s < this.cumAck) this.resent.delete(s);
+      if (this.resent.size > this.resentSweepAt) {
+        for (const s of this.resent.keys()) if (s < this.cumAck) this.resent.delete(s);
+        this.resentSweepAt = Math.max(4096, 2 * this.resent.size);
+      }
     }
     this.stats.bytesAcked = f.bytesReceived;
     for (const r of f.naks) {
