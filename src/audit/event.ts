@@ -171,8 +171,11 @@ export interface AuditFieldsByType {
   };
   /** A web session ended (`reason`: signout, ended-by-user, idle, expired, superseded, password-changed). */
   'web.signout': AuditPeer & { tenant: string; user: string; reason: string; sessionId?: string };
-  /** An account was locked after too many failed sign-ins. */
-  'web.lockout': AuditPeer & { tenant: string; user: string; failures: number; lockedUntil: string };
+  /**
+   * An account was locked after too many failed sign-ins: `scope` `account` (for every
+   * address), or `address` (only for sign-ins from `lockedAddress`, an IPv4 or IPv6 /64 key).
+   */
+  'web.lockout': AuditPeer & { tenant: string; user: string; failures: number; lockedUntil: string; scope?: 'account' | 'address'; lockedAddress?: string };
   /** A web request refused (`code`: the error code; `reason`: csrf, role, password-change-required, no-session, …); sign-in failures are `web.signin`. */
   'web.refusal': AuditPeer & { tenant?: string; user?: string; route: string; status: number; code: string; reason?: string };
   /** A change made on the web platform (`action`: user.create, user.update, user.reset, user.self-change, policy.update, …); names of changed settings, never values of secrets. */

@@ -319,6 +319,28 @@ const m0008: Migration = {
     await db.schema.alterTable('platform_session').dropColumn('stage').execute();
   },
 };
+/**
+ * Failed sign-ins counted per (tenant, user, source address) for tenants whose policy
+ * says `lockoutScope: 'address'` (src/platform/policy.ts): the same counter, window and
+ * lock as the account's own columns, but one per address key (IPv4, or IPv6 /64).
+ */
+const m0009: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('platform_address_lockout')
+      .addColumn('tenant_id', 'text', (c) => c.notNull())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('address', 'text', (c) => c.notNull())
+      .addColumn('failed_count', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('failed_window_start', 'text')
+      .addColumn('locked_until', 'text')
+      .addPrimaryKeyConstraint('platform_address_lockout_pk', ['tenant_id', 'user_id', 'address'])
+      .execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('platform_address_lockout').execute();
+  },
+};
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 /** Every migration, by name. Names sort in the order they apply. */
@@ -331,4 +353,5 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   '0006_defender': m0006,
   '0007_mfa': m0007,
   '0008_platform_signin': m0008,
+  '0009_platform_address_lockout': m0009,
 });

@@ -173,6 +173,21 @@ export interface PlatformUserTable {
   updated_at: string;
 }
 
+/**
+ * Failed sign-ins of one account from one source address (migration 0009), for tenants
+ * whose policy says `lockoutScope: 'address'`.
+ */
+export interface PlatformAddressLockoutTable {
+  tenant_id: string;
+  user_id: string;
+  /** The defender's address key: IPv4, or an IPv6 /64. */
+  address: string;
+  failed_count: number;
+  failed_window_start: string | null;
+  /** Sign-in of this account from this address refused until then (ISO-8601 UTC), or null. */
+  locked_until: string | null;
+}
+
 /** The roles that exist (seeded: tenant_admin, member, auditor). */
 export interface PlatformRoleTable {
   name: string;
@@ -302,4 +317,5 @@ export interface TachyonSchema {
   platform_sso_link: PlatformSsoLinkTable;
   platform_api_token: PlatformApiTokenTable;
   platform_audit: PlatformAuditTable;
+  platform_address_lockout: PlatformAddressLockoutTable;
 }

@@ -18,6 +18,14 @@ export interface IdentityPolicy {
   readonly failureWindowSeconds: number;
   /** How long a locked account stays locked; default 900 (15 minutes). */
   readonly lockoutSeconds: number;
+  /**
+   * What failed sign-ins are counted against and what the lockout locks:
+   * `account` (default) — the account, whatever address the attempts come from (an
+   * attacker can lock the owner out); `address` — the account *from one source address*
+   * (IPv4, or an IPv6 /64): a guesser locks only its own address's attempts on the
+   * account while the owner keeps signing in from another one.
+   */
+  readonly lockoutScope: LockoutScope;
   /** Days after which a password must be changed; 0 = never (default). */
   readonly passwordExpiryDays: number;
   /** A session unused this long ends; default 1800 (30 minutes). */
@@ -43,12 +51,16 @@ export interface IdentityPolicy {
 
 export const MAX_DISCLAIMER = 4000;
 
+export const LOCKOUT_SCOPES = ['account', 'address'] as const;
+export type LockoutScope = (typeof LOCKOUT_SCOPES)[number];
+
 export const DEFAULT_POLICY: IdentityPolicy = Object.freeze({
   minPasswordLength: 12,
   rejectCommonPasswords: true,
   maxFailedAttempts: 5,
   failureWindowSeconds: 900,
   lockoutSeconds: 900,
+  lockoutScope: 'account',
   passwordExpiryDays: 0,
   sessionIdleSeconds: 1800,
   sessionAbsoluteSeconds: 43200,
@@ -67,6 +79,7 @@ export const POLICY_UPDATE_SCHEMA = z
     maxFailedAttempts: int(1, 100),
     failureWindowSeconds: int(60, 7 * 86400),
     lockoutSeconds: int(60, 7 * 86400),
+    lockoutScope: z.enum(LOCKOUT_SCOPES),
     passwordExpiryDays: int(0, 3650),
     sessionIdleSeconds: int(60, 86400),
     sessionAbsoluteSeconds: int(300, 30 * 86400),

@@ -208,7 +208,7 @@ export class IdentityRepository {
     });
   }
 
-  /** Sets a new password hash, clears failures and lock. @throws `NOT_FOUND`. */
+  /** Sets a new password hash, clears failures and locks (the account's and every address's). @throws `NOT_FOUND`. */
   async setPassword(tenantId: string, userId: string, hash: string, mustChange: boolean, nowIso: string): Promise<void> {
     const r = await this.db
       .updateTable('platform_user')
@@ -225,6 +225,8 @@ export class IdentityRepository {
       .where('id', '=', userId)
       .executeTakeFirst();
     if (Number(r.numUpdatedRows) === 0) throw noSuchUser();
+    // and the per-address counters and locks (lockoutScope 'address')
+    await this.db.deleteFrom('platform_address_lockout').where('tenant_id', '=', tenantId).where('user_id', '=', userId).execute();
   }
 
   /**
@@ -289,6 +291,89 @@ export class IdentityRepository {
       .set({ failed_count: 0, failed_window_start: null, locked_until: null })
       .where('tenant_id', '=', tenantId)
       .where('id', '=', userId)
+      .execute();
+  }
+
+  // -- failures per source address (lockoutScope 'address') --------------------------------
+
+  /**
+   * Counts one failed sign-in of the account from `address` (an address key) atomically,
+   * like {@link recordFailure}; returns the count after this failure.
+   */
+  async recordAddressFailure(tenantId: string, userId: string, address: string, nowIso: string, windowCutoffIso: string): Promise<number> {
+    await this.db
+      .insertInto('platform_address_lockout')
+      .values({ tenant_id: tenantId, user_id: userId, address, failed_count: 0, failed_window_start: null, locked_until: null })
+      .onConflict((oc) => oc.columns(['tenant_id', 'user_id', 'address']).doNothing())
+      .execute();
+    const row = await this.db
+      .updateTable('platform_address_lockout')
+      .set((eb) => ({
+        failed_count: eb
+          .case()
+          .when(eb.or([eb('failed_window_start', 'is', null), eb('failed_window_start', '<', windowCutoffIso)]))
+          .then(1)
+          .else(eb('failed_count', '+', 1))
+          .end(),
+        failed_window_start: eb
+          .case()
+          .when(eb.or([eb('failed_window_start', 'is', null), eb('failed_window_start', '<', windowCutoffIso)]))
+          .then(nowIso)
+          .else(eb.ref('failed_window_start'))
+          .end(),
+      }))
+      .where('tenant_id', '=', tenantId)
+      .where('user_id', '=', userId)
+      .where('address', '=', address)
+      .returning('failed_count')
+      .executeTakeFirst();
+    return Number(row?.failed_count ?? 0);
+  }
+
+  /** Locks the account for `address` until `untilIso`, unless already locked at `nowIso`; whether this call locked it. */
+  async lockAddress(tenantId: string, userId: string, address: string, nowIso: string, untilIso: string): Promise<boolean> {
+    const r = await this.db
+      .updateTable('platform_address_lockout')
+      .set({ locked_until: untilIso, failed_count: 0, failed_window_start: null })
+      .where('tenant_id', '=', tenantId)
+      .where('user_id', '=', userId)
+      .where('address', '=', address)
+      .where((eb) => eb.or([eb('locked_until', 'is', null), eb('locked_until', '<=', nowIso)]))
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
+  /** Until when the account is locked for `address` (ISO), or null. */
+  async addressLockedUntil(tenantId: string, userId: string, address: string): Promise<string | null> {
+    const r = await this.db
+      .selectFrom('platform_address_lockout')
+      .select('locked_until')
+      .where('tenant_id', '=', tenantId)
+      .where('user_id', '=', userId)
+      .where('address', '=', address)
+      .executeTakeFirst();
+    return r?.locked_until ?? null;
+  }
+
+  /**
+   * After a successful sign-in from `address`: forgets that address's failures, and the
+   * rows of the account whose window began before `windowCutoffIso` and whose lock has
+   * ended (so the table holds only live counters and locks).
+   */
+  async clearAddressFailures(tenantId: string, userId: string, address: string, nowIso: string, windowCutoffIso: string): Promise<void> {
+    await this.db
+      .deleteFrom('platform_address_lockout')
+      .where('tenant_id', '=', tenantId)
+      .where('user_id', '=', userId)
+      .where((eb) =>
+        eb.or([
+          eb('address', '=', address),
+          eb.and([
+            eb.or([eb('locked_until', 'is', null), eb('locked_until', '<=', nowIso)]),
+            eb.or([eb('failed_window_start', 'is', null), eb('failed_window_start', '<', windowCutoffIso)]),
+          ]),
+        ]),
+      )
       .execute();
   }
 

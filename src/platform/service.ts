@@ -13,6 +13,7 @@ import type { AuditEvent, AuditSink } from '../audit/index.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { TachyonError } from '../core/errors.js';
 import type { Database } from '../db/database.js';
+import { addressKey } from '../defender/index.js';
 import {
   MAX_PASSWORD_LENGTH,
   TENANT_SLUG_PATTERN,
@@ -263,7 +264,11 @@ export class IdentityService {
     if (!creds) return fail('unknown-user');
     const policy = await this.repo.policy(tenant.id);
     const user = creds.user;
+    // an account lock holds whatever the scope (it may predate a change of scope, or come from a wrong current password)
     if (user.lockedUntil !== null && Date.parse(user.lockedUntil) > now) return fail('locked');
+    const byAddress = policy.lockoutScope === 'address';
+    const address = addressKey(meta.clientAddress);
+    if (byAddress && (await this.addressLocked(tenant.id, user.id, address, now))) return fail('address-locked');
     if (creds.passwordHash === null) return fail('no-local-password');
     if (!ok) {
       await this.countFailure(tenant, user, policy, now, meta);
@@ -272,9 +277,11 @@ export class IdentityService {
     // a burst of concurrent failures may have locked the account while this one verified
     const lockedNow = await this.repo.lockedUntil(tenant.id, user.id);
     if (lockedNow !== null && lockedNow !== undefined && Date.parse(lockedNow) > now) return fail('locked');
+    if (byAddress && (await this.addressLocked(tenant.id, user.id, address, now))) return fail('address-locked');
     if (user.status !== 'active') return fail('disabled');
     if (this.sso && (await this.sso.localSignInRefused(tenant.id, user.roles))) return fail('sso-required');
     await this.repo.clearFailures(tenant.id, user.id);
+    if (byAddress) await this.repo.clearAddressFailures(tenant.id, user.id, address, this.iso(now), this.iso(now - policy.failureWindowSeconds * 1000));
     if (presentedToken !== undefined) await this.endByToken(presentedToken, meta, 'superseded');
     const stage = await this.stageAfterPassword(tenant.id, user, policy);
     const r = await this.openSession(tenant, user, policy, stage, meta, now);
@@ -626,20 +633,46 @@ export class IdentityService {
     return { recoveryCodes, session };
   }
 
+  /** Whether the account is locked for sign-ins from `address` (lockoutScope 'address'). */
+  private async addressLocked(tenantId: string, userId: string, address: string, now: number): Promise<boolean> {
+    const until = await this.repo.addressLockedUntil(tenantId, userId, address);
+    return until !== null && Date.parse(until) > now;
+  }
+
   /**
    * Counts a wrong password (at sign-in, or as the current password of a change) and
-   * locks the account when the policy's threshold is reached. Returns whether it is now locked.
+   * locks when the policy's threshold is reached: the account (`lockoutScope: 'account'`),
+   * or the account for the request's source address only (`'address'`). Returns whether
+   * it is now locked. The `web.lockout` record says which `scope`.
    */
   private async countFailure(tenant: Tenant, user: PlatformUser, policy: IdentityPolicy, now: number, meta: RequestMeta): Promise<boolean> {
-    const count = await this.repo.recordFailure(tenant.id, user.id, this.iso(now), this.iso(now - policy.failureWindowSeconds * 1000));
+    const cutoff = this.iso(now - policy.failureWindowSeconds * 1000);
+    const scope = policy.lockoutScope;
+    const address = addressKey(meta.clientAddress);
+    const count =
+      scope === 'address'
+        ? await this.repo.recordAddressFailure(tenant.id, user.id, address, this.iso(now), cutoff)
+        : await this.repo.recordFailure(tenant.id, user.id, this.iso(now), cutoff);
     if (count < policy.maxFailedAttempts) return false;
     const until = this.iso(now + policy.lockoutSeconds * 1000);
-    if (await this.repo.lock(tenant.id, user.id, this.iso(now), until)) {
+    const locked =
+      scope === 'address'
+        ? await this.repo.lockAddress(tenant.id, user.id, address, this.iso(now), until)
+        : await this.repo.lock(tenant.id, user.id, this.iso(now), until);
+    if (locked) {
       this.record({
         type: 'web.lockout',
         component: 'web',
         correlationId: meta.correlationId,
-        fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, failures: count, lockedUntil: until },
+        fields: {
+          clientAddress: meta.clientAddress,
+          tenant: tenant.slug,
+          user: user.username,
+          failures: count,
+          lockedUntil: until,
+          scope,
+          ...(scope === 'address' ? { lockedAddress: address } : {}),
+        },
       });
     }
     return true;

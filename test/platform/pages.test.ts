@@ -271,10 +271,13 @@ describe('platform pages in chromium', { skip: existsSync(CHROMIUM) ? false : `$
     await ready(page);
     assert.equal(await page.getByLabel('Shortest password (characters)').inputValue(), '12');
     await page.getByLabel('Shortest password (characters)').fill('14');
+    assert.equal(await page.getByLabel('Failed sign-ins lock').inputValue(), 'account');
+    await page.getByLabel('Failed sign-ins lock').selectOption('address');
     await page.getByRole('button', { name: 'Save policy' }).click();
     await page.locator('#message.ok').waitFor({ timeout: 5000 });
     const tenant = await p.identity.repo.tenantBySlug(T);
     assert.equal((await p.identity.repo.policy(tenant?.id as string)).minPasswordLength, 14);
+    assert.equal((await p.identity.repo.policy(tenant?.id as string)).lockoutScope, 'address');
     assert.deepEqual(problemsOf(page), []);
 
     // the new user signs in with the reset password and is sent to change it

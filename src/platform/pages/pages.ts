@@ -129,6 +129,7 @@ export const PAGES: Readonly<Record<string, PageDef>> = Object.freeze({
   <label for="maxFailedAttempts">Failed sign-ins before locking</label><input id="maxFailedAttempts" type="number" min="1" max="100">
   <label for="failureWindowSeconds">Counting window (seconds)</label><input id="failureWindowSeconds" type="number" min="1">
   <label for="lockoutSeconds">Lockout (seconds)</label><input id="lockoutSeconds" type="number" min="1">
+  <label for="lockoutScope">Failed sign-ins lock</label><select id="lockoutScope"><option value="account">the account (from every address)</option><option value="address">the account from the guessing address only</option></select>
   <label for="passwordExpiryDays">Password expiry (days, 0 = never)</label><input id="passwordExpiryDays" type="number" min="0">
   <label for="sessionIdleSeconds">Session idle timeout (seconds)</label><input id="sessionIdleSeconds" type="number" min="1">
   <label for="sessionAbsoluteSeconds">Session lifetime (seconds)</label><input id="sessionAbsoluteSeconds" type="number" min="1">

@@ -266,6 +266,7 @@ const pages = {
     const fill = (policy) => {
       for (const k of numbers) $(k).value = String(policy[k]);
       $('rejectCommonPasswords').checked = policy.rejectCommonPasswords === true;
+      $('lockoutScope').value = policy.lockoutScope === 'address' ? 'address' : 'account';
       form.setAttribute('aria-busy', 'false');
     };
     try {
@@ -277,7 +278,7 @@ const pages = {
     }
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
-      const body = { rejectCommonPasswords: $('rejectCommonPasswords').checked };
+      const body = { rejectCommonPasswords: $('rejectCommonPasswords').checked, lockoutScope: $('lockoutScope').value };
       for (const k of numbers) body[k] = Number($(k).value);
       try {
         fill((await api('PUT', '/api/v1/policy', body)).policy);
