@@ -21,6 +21,7 @@ import { ID_PATTERN, type PlatformUser } from './model.js';
 import { scopeAllows } from './api-tokens.js';
 import { allowed, ROUTE_TABLE, type RouteName, type RouteRule } from './routes.js';
 import { registerPages } from './pages/pages.js';
+import { AddressGate, type AddressGateOptions } from './address-gate.js';
 import type { IdentityService, Principal, RequestMeta, SignInResult } from './service.js';
 
 export const SESSION_COOKIE = '__Host-tachyon-session';
@@ -42,7 +43,17 @@ export interface PlatformAppOptions {
    * sign-ins, second-factor codes and bearer tokens are reported to it.
    */
   readonly defender?: Defender;
+  /**
+   * The sign-in gate (address-gate.ts): password sign-ins from one source address run one
+   * at a time by default, so the defender sees each failure before the next check starts
+   * and one address cannot fill the argon2 threadpool. Raise `concurrency` only behind a
+   * proxy that makes many people share one address.
+   */
+  readonly signInGate?: AddressGateOptions;
 }
+
+/** Runs a password check through the sign-in gate (see {@link PlatformAppOptions.signInGate}). */
+type Gated = <T>(request: FastifyRequest, fn: () => Promise<T>) => Promise<T>;
 
 export interface PlatformApp {
   readonly app: FastifyInstance;
@@ -168,7 +179,7 @@ function tenantParam(request: FastifyRequest): unknown {
   return (request.params as Record<string, unknown>)['tenant'];
 }
 
-function handlers(identity: IdentityService, https: boolean): Record<RouteName, Handler> {
+function handlers(identity: IdentityService, https: boolean, gated: Gated): Record<RouteName, Handler> {
   const ssoDone = (reply: FastifyReply, r: SignInResult): undefined => {
     const maxAge = (Date.parse(r.session.expiresAt) - Date.parse(r.session.createdAt)) / 1000;
     void reply.header('set-cookie', sessionCookie(r.token, maxAge)).redirect(SSO_LANDING, 303);
@@ -202,7 +213,7 @@ function handlers(identity: IdentityService, https: boolean): Record<RouteName, 
     },
     signIn: async ({ request, reply, meta, token }) => {
       const body = parseBody(SIGNIN, request.body);
-      return sessionAnswer(reply, await identity.signIn(body, meta, token));
+      return sessionAnswer(reply, await gated(request, () => identity.signIn(body, meta, token)));
     },
     signInTotp: async ({ request, reply, meta, principal }) => {
       const body = parseBody(SECOND_STEP, request.body);
@@ -396,10 +407,34 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
     done(null, payload);
   });
 
+  /** Requests whose failure the sign-in gate has already reported to the defender. */
+  const reported = new WeakSet<FastifyRequest>();
+  const gate = new AddressGate(options.signInGate);
+  const gated: Gated = (request, fn) =>
+    gate.run(request.ip, async () => {
+      if (defender === undefined) return fn();
+      // blocked while it waited for its turn: refused before the password check
+      refuseBarred(defender, request.ip);
+      try {
+        return await fn();
+      } catch (err) {
+        // reported before the next request from this address gets its turn
+        if (err instanceof TachyonError && err.code === 'AUTH_FAILED') {
+          defender.report(request.ip, 'auth-failed');
+          reported.add(request);
+        }
+        throw err;
+      }
+    });
+
   app.setErrorHandler((err, request, reply) => {
     const { error, status } = translate(err);
     // failed sign-ins, wrong second-factor codes and bad bearer tokens count against the address
-    if (defender !== undefined && (error.code === 'AUTH_FAILED' || error.code === 'MFA_INVALID' || error.code === 'SSO_FAILED')) defender.report(request.ip, 'auth-failed');
+    if (defender !== undefined && !reported.has(request) && (error.code === 'AUTH_FAILED' || error.code === 'MFA_INVALID' || error.code === 'SSO_FAILED')) {
+      defender.report(request.ip, 'auth-failed');
+    }
+    // more sign-ins at once from one address than the gate lets wait
+    if (defender !== undefined && error.code === 'BUSY' && error.details?.['reason'] === 'waiting') defender.report(request.ip, 'rate-limited');
     if (error.details?.['audited'] !== true) refused(request, status, error.code, error.details?.['reason']);
     errorReply(reply, status, error, request.id);
   });
@@ -408,7 +443,7 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
     errorReply(reply, 404, new TachyonError('NOT_FOUND', 'no such route', { publicMessage: 'Not found.' }), request.id);
   });
 
-  const impl = handlers(identity, options.https !== undefined);
+  const impl = handlers(identity, options.https !== undefined, gated);
   for (const name of Object.keys(table) as RouteName[]) {
     const rule = table[name];
     const handler = impl[name];
