@@ -11,7 +11,7 @@
  * serves HTTPS (`https: { key, cert }`); plain HTTP only when `insecureHttp: true` (tests,
  * or behind a TLS-terminating proxy on loopback) — the cookie stays `Secure` either way.
  */
-import { barred, refuseBarred, type Defender } from '../defender/index.js';
+import { refuseBarred, type Defender } from '../defender/index.js';
 import type { Socket } from 'node:net';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
@@ -394,18 +394,16 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
 
   const defender = options.defender;
   if (defender !== undefined) {
-    // A barred address's new connections end at accept: no TLS handshake, no HTTP parsing,
+    // A blocked address's new connections end at accept: no TLS handshake, no HTTP parsing,
     // no audit record per request (the block itself is audited) — a blocked guesser costs
     // the server next to nothing. On a connection opened before the block, a request is
-    // answered 403 "Access denied." once and the connection closes.
+    // answered 403 "Access denied." once and the connection closes. An address outside the
+    // allow-lists (a configuration matter, not abuse) gets 403 on every request.
     app.server.on('connection', (socket: Socket) => {
       const address = socket.remoteAddress;
-      if (address !== undefined && barred(defender, address) !== undefined) socket.destroy();
+      if (address !== undefined && defender.isBlocked(address)) socket.destroy();
     });
-    app.addHook('onRequest', async (request, reply) => {
-      if (barred(defender, request.ip) !== undefined) void reply.header('connection', 'close');
-      refuseBarred(defender, request.ip);
-    });
+    app.addHook('onRequest', async (request) => refuseBarred(defender, request.ip));
   }
 
   app.addHook('onSend', (request, reply, payload, done) => {
@@ -448,6 +446,8 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
     // more sign-ins at once from one address than the gate lets wait
     if (defender !== undefined && error.code === 'BUSY' && error.details?.['reason'] === 'waiting') defender.report(request.ip, 'rate-limited');
     if (error.details?.['audited'] !== true) refused(request, status, error.code, error.details?.['reason']);
+    // a blocked address's connection closes after this answer (its new ones end at accept)
+    if (defender !== undefined && defender.isBlocked(request.ip)) void reply.header('connection', 'close');
     errorReply(reply, status, error, request.id);
   });
   app.setNotFoundHandler((request, reply) => {
