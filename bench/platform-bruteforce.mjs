@@ -19,10 +19,15 @@
  *
  * Run `npx tsc --build` first. Usage:
  *   node bench/platform-bruteforce.mjs [--scope address|account|both] [--attempts 10000]
- *     [--in-flight 50] [--users 8] [--legit-rate 8] [--threshold 15] [--baseline-seconds 3]
- *     [--threadpool N] [--http] [--json]
+ *     [--in-flight 50] [--users 8] [--legit-rate 8] [--threshold 15] [--baseline-seconds 10]
+ *     [--attacker-nice 10] [--threadpool N] [--http] [--json]
+ * The attacker runs in its own process at `nice` 10 (`--attacker-nice 0`: same priority):
+ * on one machine the load generator's CPU competes with the server's, which a remote
+ * attacker's would not.
+ * BENCH_SERVER_PROFILE=DIR writes a V8 CPU profile of the server process into DIR.
  * (Linux: every 127/8 address is local, so `localAddress` picks the source address.)
  */
+import { Buffer } from 'node:buffer';
 import { fork } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
@@ -30,6 +35,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { setTimeout } from 'node:timers';
 import { fileURLToPath } from 'node:url';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -78,23 +84,28 @@ async function serve() {
   const loop = monitorEventLoopDelay({ resolution: 10 });
   let cpu0 = process.cpuUsage();
   let wall0 = performance.now();
+  // CPU and event-loop delay since the last mark
+  const interval = () => {
+    const cpu = process.cpuUsage(cpu0);
+    const wall = performance.now() - wall0;
+    const r = {
+      cpuPercent: Math.round(((cpu.user + cpu.system) / 1000 / wall) * 100),
+      eventLoopDelayP99Ms: Math.round(loop.percentile(99) / 1e4) / 100,
+      eventLoopDelayMaxMs: Math.round(loop.max / 1e4) / 100,
+    };
+    cpu0 = process.cpuUsage();
+    wall0 = performance.now();
+    loop.reset();
+    loop.enable();
+    return r;
+  };
   process.on('message', async (m) => {
     if (m === 'mark') {
-      // start of the attack phase: CPU and event-loop delay are measured from here
-      cpu0 = process.cpuUsage();
-      wall0 = performance.now();
-      loop.reset();
-      loop.enable();
-      process.send({ marked: true });
+      // the start of a phase: returns the last phase's figures
+      process.send({ marked: interval() });
     } else if (m === 'stats') {
+      const server = interval();
       loop.disable();
-      const cpu = process.cpuUsage(cpu0);
-      const wall = performance.now() - wall0;
-      const server = {
-        cpuPercent: Math.round(((cpu.user + cpu.system) / 1000 / wall) * 100),
-        eventLoopDelayP99Ms: Math.round(loop.percentile(99) / 1e4) / 100,
-        eventLoopDelayMaxMs: Math.round(loop.max / 1e4) / 100,
-      };
       await audit.flush();
       await defender.settled();
       const rows = await database.db.selectFrom('platform_audit').select(['type', 'line']).where('type', 'in', ['web.signin', 'web.lockout', 'web.refusal', 'defender.block']).execute();
@@ -150,8 +161,70 @@ function summary(latencies) {
   return { count: s.length, p50: r(percentile(s, 50)), p95: r(percentile(s, 95)), p99: r(percentile(s, 99)), max: r(s.at(-1) ?? null) };
 }
 
+/** A sign-in client: one keep-alive agent per source address. */
+function makeClient({ http, port, ca, inFlight }) {
+  const agents = new Map();
+  const agentFor = (localAddress) => {
+    let a = agents.get(localAddress);
+    if (!a) {
+      const maxSockets = localAddress === '127.0.0.1' ? inFlight : 4;
+      a = http ? new HttpAgent({ keepAlive: true, localAddress, maxSockets }) : new HttpsAgent({ keepAlive: true, localAddress, maxSockets, ca, servername: 'localhost' });
+      agents.set(localAddress, a);
+    }
+    return a;
+  };
+  const signIn = (from, username, password) =>
+    new Promise((resolve, reject) => {
+      const data = JSON.stringify({ tenant: TENANT, username, password });
+      const t0 = performance.now();
+      const req = (http ? httpRequest : httpsRequest)(
+        {
+          host: '127.0.0.1',
+          port,
+          path: '/api/v1/auth/signin',
+          method: 'POST',
+          agent: agentFor(from),
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: performance.now() - t0 }));
+        },
+      );
+      // a blocked address's new connections are closed at accept: counted as 'reset'
+      req.on('error', (err) => (['ECONNRESET', 'EPIPE'].includes(err.code) ? resolve({ status: 'reset', ms: performance.now() - t0 }) : reject(err)));
+      req.end(data);
+    });
+  return { signIn, close: () => agents.forEach((a) => a.destroy()) };
+}
+
+/** The attacker, in its own process: `attempts` wrong passwords on `owner` from 127.0.0.1, `inFlight` at a time. */
+async function attack() {
+  const cfg = JSON.parse(process.env.BENCH_ATTACK ?? '{}');
+  const client = makeClient({ ...cfg, ca: cfg.caFile ? readFileSync(cfg.caFile) : undefined });
+  const statuses = {};
+  let sent = 0;
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: cfg.inFlight }, async () => {
+      while (sent < cfg.attempts) {
+        const i = sent++;
+        const r = await client.signIn('127.0.0.1', 'owner', `wrong-guess-${i}-qwertyuiop`);
+        statuses[r.status] = (statuses[r.status] ?? 0) + 1;
+      }
+    }),
+  );
+  const ms = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  client.close();
+  process.send({ done: true, statuses, ms, cpuPercent: Math.round(((cpu.user + cpu.system) / 1000 / ms) * 100) });
+  process.disconnect();
+}
+
 function startServer(config) {
   const child = fork(fileURLToPath(import.meta.url), ['--serve'], {
+    execArgv: process.env.BENCH_SERVER_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_SERVER_PROFILE}`] : [],
     env: { ...process.env, BENCH_CONFIG: JSON.stringify(config), ...(config.threadpool ? { UV_THREADPOOL_SIZE: String(config.threadpool) } : {}) },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
@@ -175,37 +248,8 @@ async function run(scope, o) {
   try {
     const ready = await next('ready');
     const ca = ready.caFile ? readFileSync(ready.caFile) : undefined;
-    const agents = new Map();
-    const agentFor = (localAddress, maxSockets) => {
-      let a = agents.get(localAddress);
-      if (!a) {
-        a = o.http ? new HttpAgent({ keepAlive: true, localAddress, maxSockets }) : new HttpsAgent({ keepAlive: true, localAddress, maxSockets, ca, servername: 'localhost' });
-        agents.set(localAddress, a);
-      }
-      return a;
-    };
-    const signIn = (from, username, password) =>
-      new Promise((resolve, reject) => {
-        const data = JSON.stringify({ tenant: TENANT, username, password });
-        const t0 = performance.now();
-        const req = (o.http ? httpRequest : httpsRequest)(
-          {
-            host: '127.0.0.1',
-            port: ready.port,
-            path: '/api/v1/auth/signin',
-            method: 'POST',
-            agent: agentFor(from, from === '127.0.0.1' ? o.inFlight : 4),
-            headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) },
-          },
-          (res) => {
-            res.resume();
-            res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: performance.now() - t0 }));
-          },
-        );
-        // a blocked address's new connections are closed at accept: counted as 'reset'
-        req.on('error', (err) => (['ECONNRESET', 'EPIPE'].includes(err.code) ? resolve({ status: 'reset', ms: performance.now() - t0 }) : reject(err)));
-        req.end(data);
-      });
+    const client = makeClient({ http: o.http, port: ready.port, ca, inFlight: o.inFlight });
+    const signIn = client.signIn;
 
     // open loop: each user signs in every `users / legitRate` seconds (staggered), whether or not the previous one has answered
     const legitimate = (isDone) => {
@@ -232,37 +276,38 @@ async function run(scope, o) {
 
     const loadBefore = os.loadavg()[0];
     // 0. baseline
+    child.send('mark');
+    await next('marked');
     const baseEnd = performance.now() + o.baselineSeconds * 1000;
     const baseline = await legitimate(() => performance.now() >= baseEnd);
 
     // 1. attack, with the users signing in meanwhile
     child.send('mark');
-    await next('marked');
+    const serverBaseline = (await next('marked')).marked;
     let attackDone = false;
     const during = legitimate(() => attackDone);
-    const statuses = {};
-    let sent = 0;
-    let firstRefusalAt = null;
-    const t0 = performance.now();
-    const attackers = Array.from({ length: o.inFlight }, async () => {
-      while (sent < o.attempts) {
-        const i = sent++;
-        const r = await signIn('127.0.0.1', 'owner', `wrong-guess-${i}-qwertyuiop`);
-        statuses[r.status] = (statuses[r.status] ?? 0) + 1;
-        if (r.status === 403 && firstRefusalAt === null) firstRefusalAt = i;
-      }
+    // the attacker in its own process, at `--attacker-nice` (default 10): on one machine the load
+    // generator's CPU competes with the server's, which a remote attacker's does not
+    const attacker = fork(fileURLToPath(import.meta.url), ['--attack'], {
+      ...(o.attackerNice > 0 ? { execPath: 'nice', execArgv: ['-n', String(o.attackerNice), process.execPath] } : {}),
+      env: { ...process.env, BENCH_ATTACK: JSON.stringify({ http: o.http, port: ready.port, caFile: ready.caFile, attempts: o.attempts, inFlight: o.inFlight }) },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
-    await Promise.all(attackers);
-    const attackMs = performance.now() - t0;
+    const attackResult = await new Promise((resolve, reject) => {
+      attacker.once('message', resolve);
+      attacker.once('exit', (code) => reject(new Error(`attacker exited (${code})`)));
+    });
     attackDone = true;
     const legit = await during;
+    const attackMs = attackResult.ms;
+    const statuses = attackResult.statuses;
 
     // 2. the owner from a clean address
     const owner = await signIn('127.0.0.200', 'owner', OWNER_PW);
 
     child.send('stats');
     const { stats } = await next('stats');
-    for (const a of agents.values()) a.destroy();
+    client.close();
     return {
       scope,
       transport: o.http ? 'http' : 'https',
@@ -272,6 +317,8 @@ async function run(scope, o) {
         attempts: o.attempts,
         inFlight: o.inFlight,
         seconds: Math.round(attackMs) / 1000,
+        attackerCpuPercent: attackResult.cpuPercent,
+        attackerNice: o.attackerNice,
         perSecond: Math.round(o.attempts / (attackMs / 1000)),
         reachedPasswordCheck: stats.checksByAddress['127.0.0.1'] ?? 0,
         reasons: stats.reasonsFromAttacker,
@@ -285,6 +332,7 @@ async function run(scope, o) {
       ownerFromCleanAddress: owner.status === 200 ? 'signed in (200)' : `refused (${owner.status})`,
       ownerStatus: owner.status,
       refusalAuditRecords: stats.refusalRecords,
+      serverBaseline,
       serverDuringAttack: stats.server,
     };
   } finally {
@@ -299,28 +347,32 @@ function table(r) {
   const lat = (s) => `${s.count} sign-ins, p50 ${s.p50} ms, p95 ${s.p95} ms, p99 ${s.p99} ms, max ${s.max} ms (statuses ${JSON.stringify(s.statuses)})`;
   return [
     `lockoutScope ${r.scope} · ${r.transport} · defender threshold ${r.defenderThreshold} · UV_THREADPOOL_SIZE ${r.threadpool} · load average ${r.loadAverage1m.before} → ${r.loadAverage1m.after} on ${r.loadAverage1m.cpus} CPUs`,
-    `  attack            ${r.attack.attempts} wrong passwords from 127.0.0.1, ${r.attack.inFlight} in flight, ${r.attack.seconds} s (${r.attack.perSecond}/s)`,
+    `  attack            ${r.attack.attempts} wrong passwords from 127.0.0.1, ${r.attack.inFlight} in flight, ${r.attack.seconds} s (${r.attack.perSecond}/s; attacker process at nice ${r.attack.attackerNice}, ${r.attack.attackerCpuPercent}% CPU)`,
     `  reached the check ${r.attack.reachedPasswordCheck} (${Object.entries(r.attack.reasons).map(([k, v]) => `${k} ${v}`).join(', ')})`,
     `  refused           ${r.attack.refused} (statuses ${JSON.stringify(r.attack.statuses)}); 127.0.0.1 blocked: ${r.attack.blocked}`,
     `  lockouts          ${r.lockouts.map((x) => `${x.user} scope=${x.scope}${x.lockedAddress ? ` address=${x.lockedAddress}` : ''}`).join('; ') || 'none'}`,
     `  legit baseline    ${lat(l.baseline)}`,
     `  legit under attack ${lat(l.duringAttack)}`,
     `                    [${l.users} users from 127.0.0.2–127.0.0.${1 + l.users}, ${l.signInsPerSecond} sign-ins/s in all, open loop]`,
-    `  server (attack)   CPU ${r.serverDuringAttack.cpuPercent}% (main thread + argon2 threads), event-loop delay p99 ${r.serverDuringAttack.eventLoopDelayP99Ms} ms, max ${r.serverDuringAttack.eventLoopDelayMaxMs} ms; web.refusal records ${r.refusalAuditRecords}`,
+    `  server baseline   CPU ${r.serverBaseline.cpuPercent}% (main thread + argon2 threads), event-loop delay p99 ${r.serverBaseline.eventLoopDelayP99Ms} ms, max ${r.serverBaseline.eventLoopDelayMaxMs} ms`,
+    `  server (attack)   CPU ${r.serverDuringAttack.cpuPercent}%, event-loop delay p99 ${r.serverDuringAttack.eventLoopDelayP99Ms} ms, max ${r.serverDuringAttack.eventLoopDelayMaxMs} ms; web.refusal records ${r.refusalAuditRecords}`,
     `  owner from 127.0.0.200 with the right password: ${r.ownerFromCleanAddress}`,
   ].join('\n');
 }
 
-if (process.argv[2] === '--serve') {
-  await serve();
+if (process.argv[2] === '--serve' || process.argv[2] === '--attack') {
+  // a child ends with its parent
+  process.on('disconnect', () => process.exit(process.argv[2] === '--attack' ? 0 : 1));
+  await (process.argv[2] === '--serve' ? serve() : attack());
 } else {
   const o = {
     attempts: opt('attempts', 10_000),
     inFlight: opt('in-flight', 50),
     users: opt('users', 8),
     threshold: opt('threshold', 15),
-    baselineSeconds: opt('baseline-seconds', 3),
+    baselineSeconds: opt('baseline-seconds', 10),
     legitRate: opt('legit-rate', 8),
+    attackerNice: opt('attacker-nice', 10),
     threadpool: opt('threadpool', 0),
     http: flag('http'),
   };
