@@ -399,9 +399,18 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
     // the server next to nothing. On a connection opened before the block, a request is
     // answered 403 "Access denied." once and the connection closes. An address outside the
     // allow-lists (a configuration matter, not abuse) gets 403 on every request.
-    app.server.on('connection', (socket: Socket) => {
+    // (ahead of the server's own connection listeners — for HTTPS the one that wraps the
+    // socket in TLS — which then never see it)
+    const server = app.server;
+    const own = server.listeners('connection') as Array<(socket: Socket) => void>;
+    server.removeAllListeners('connection');
+    server.on('connection', (socket: Socket) => {
       const address = socket.remoteAddress;
-      if (address !== undefined && defender.isBlocked(address)) socket.destroy();
+      if (address !== undefined && defender.isBlocked(address)) {
+        socket.destroy();
+        return;
+      }
+      for (const listener of own) listener.call(server, socket);
     });
     app.addHook('onRequest', async (request) => refuseBarred(defender, request.ip));
   }
