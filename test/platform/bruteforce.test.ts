@@ -16,7 +16,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { ScoringDefender } from '../../src/defender/index.js';
+import type { AddressInfo } from 'node:net';
 import { AddressGate } from '../../src/platform/address-gate.js';
+import { createPlatformApp, type PlatformApp } from '../../src/platform/app.js';
 import { applyPolicyUpdate, DEFAULT_POLICY, parseStoredPolicy } from '../../src/platform/policy.js';
 import { TachyonError } from '../../src/core/errors.js';
 import { seedTenant, startPlatform, USER_PW, type Platform, type SeededTenant } from './helpers.js';
@@ -169,6 +171,48 @@ describe('sign-in under brute force: the defender, the gate and the lockout scop
     assert.notEqual(rows[0]?.locked_until, null);
     await p.identity.repo.setPassword(addr.id, u.id, 'x', false, new Date(p.clock.now()).toISOString());
     assert.deepEqual(await p.db.db.selectFrom('platform_address_lockout').selectAll().where('user_id', '=', u.id).execute(), []);
+  });
+});
+
+describe('the sign-in gate in the app: more guesses at once from one address than it lets wait', () => {
+  let p: Platform;
+  let t: SeededTenant;
+  let web: PlatformApp;
+  let base: string;
+  let defender: ScoringDefender;
+
+  before(async () => {
+    p = await startPlatform();
+    t = await seedTenant(p, 'gated');
+    defender = await ScoringDefender.open({ database: p.db, clock: p.clock, settings: { threshold: 1000, syncIntervalMs: 60_000 } });
+    web = createPlatformApp({ identity: p.identity, insecureHttp: true, defender, signInGate: { maxWaiting: 2 } });
+    await web.app.listen({ host: '127.0.0.1', port: 0 });
+    base = `http://127.0.0.1:${(web.app.server.address() as AddressInfo).port}`;
+  });
+
+  after(async () => {
+    await web?.app.close();
+    await defender?.close();
+    await p?.close();
+  });
+
+  it('refuses the excess at once with BUSY (503, sanitized, audited); other addresses are not affected', async () => {
+    const burst = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => post(base, '/api/v1/auth/signin', { tenant: t.slug, username: 'member1', password: `burst-${i}-wrong-pass` }, '127.0.0.9')),
+    );
+    const busy = burst.filter((r) => r.status === 503);
+    assert.ok(busy.length >= 1, JSON.stringify(burst.map((r) => r.status)));
+    assert.equal(busy.length + burst.filter((r) => r.status === 401).length, 20);
+    for (const r of busy) {
+      const body = JSON.parse(r.body) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, 'BUSY');
+      assert.equal(body.error.message, 'Too many sign-in attempts at once; try again later.');
+    }
+    const refusals = auditRecords(p).filter((r) => r.type === 'web.refusal' && r.fields['code'] === 'BUSY' && r.fields['clientAddress'] === '127.0.0.9');
+    assert.equal(refusals.length, busy.length);
+    assert.equal(checked(p, '127.0.0.9'), 20 - busy.length, 'the refused ones never reached the password check');
+    const other = await post(base, '/api/v1/auth/signin', { tenant: t.slug, username: 'auditor1', password: USER_PW }, '127.0.0.10');
+    assert.equal(other.status, 200, other.body);
   });
 });
 
