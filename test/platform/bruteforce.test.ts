@@ -13,6 +13,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { ScoringDefender } from '../../src/defender/index.js';
@@ -21,7 +22,7 @@ import { AddressGate } from '../../src/platform/address-gate.js';
 import { createPlatformApp, type PlatformApp } from '../../src/platform/app.js';
 import { applyPolicyUpdate, DEFAULT_POLICY, parseStoredPolicy } from '../../src/platform/policy.js';
 import { TachyonError } from '../../src/core/errors.js';
-import { seedTenant, startPlatform, USER_PW, type Platform, type SeededTenant } from './helpers.js';
+import { PG_URL, seedTenant, startPlatform, USER_PW, type Platform, type SeededTenant } from './helpers.js';
 
 interface Res {
   /** 0: the connection was closed without an answer. */
@@ -146,33 +147,56 @@ describe('sign-in under brute force: the defender, the gate and the lockout scop
     assert.equal(last.at(-1)?.fields['reason'], 'locked');
   });
 
-  it("'address' scope below the defender's threshold: 5 wrong passwords lock the account for that address only, until lockoutSeconds pass", async () => {
-    const u = await p.identity.provisionUser(addr.id, { username: 'carol', password: USER_PW });
-    for (let i = 0; i < 5; i++) {
-      assert.equal((await post(p.base, '/api/v1/auth/signin', { tenant: addr.slug, username: 'carol', password: `nope-${i}-abcdefgh` }, '127.0.0.5')).status, 401);
-    }
-    const right = { tenant: addr.slug, username: 'carol', password: USER_PW };
-    assert.equal((await post(p.base, '/api/v1/auth/signin', right, '127.0.0.5')).status, 401, 'locked for 127.0.0.5');
-    assert.equal((await p.identity.repo.userById(addr.id, u.id))?.lockedUntil, null, 'the account itself is not locked');
-    assert.equal((await post(p.base, '/api/v1/auth/signin', right, '127.0.0.6')).status, 200, 'another address signs in');
-    // the success from .6 did not lift the lock of .5
-    assert.equal((await post(p.base, '/api/v1/auth/signin', right, '127.0.0.5')).status, 401);
-    p.clock.advance(DEFAULT_POLICY.lockoutSeconds * 1000 + 1);
-    assert.equal((await post(p.base, '/api/v1/auth/signin', right, '127.0.0.5')).status, 200, 'unlocked after lockoutSeconds');
-    const rows = await p.db.db.selectFrom('platform_address_lockout').selectAll().where('user_id', '=', u.id).execute();
-    assert.deepEqual(rows, [], 'a success clears the counters of the address and the ended ones');
-  });
-
-  it("an administrator's password reset lifts the per-address locks", async () => {
-    const u = await p.identity.provisionUser(addr.id, { username: 'dave', password: USER_PW });
-    for (let i = 0; i < 5; i++) await post(p.base, '/api/v1/auth/signin', { tenant: addr.slug, username: 'dave', password: `nope-${i}-abcdefgh` }, '127.0.0.7');
-    const rows = await p.db.db.selectFrom('platform_address_lockout').selectAll().where('user_id', '=', u.id).execute();
-    assert.equal(rows.length, 1);
-    assert.notEqual(rows[0]?.locked_until, null);
-    await p.identity.repo.setPassword(addr.id, u.id, 'x', false, new Date(p.clock.now()).toISOString());
-    assert.deepEqual(await p.db.db.selectFrom('platform_address_lockout').selectAll().where('user_id', '=', u.id).execute(), []);
-  });
 });
+
+for (const [engine, url] of [
+  ['SQLite', undefined],
+  ['PostgreSQL', PG_URL],
+] as const) {
+  describe(`lockoutScope 'address' on ${engine}`, { skip: engine === 'PostgreSQL' && !url ? 'set TACHYON_TEST_PG_URL=postgres://… to run against PostgreSQL' : false }, () => {
+    let p: Platform;
+    let addr: SeededTenant;
+    // the tenant of this run (PostgreSQL keeps earlier runs')
+    const T = `addr-${randomBytes(3).toString('hex')}`;
+
+    before(async () => {
+      p = await startPlatform(url ? { url } : {});
+      addr = await seedTenant(p, T);
+      await p.identity.repo.setPolicy(addr.id, applyPolicyUpdate(DEFAULT_POLICY, { lockoutScope: 'address' }), new Date(p.clock.now()).toISOString());
+    });
+
+    after(async () => {
+      await p?.close();
+    });
+
+    it("'address' scope below the defender's threshold: 5 wrong passwords lock the account for that address only, until lockoutSeconds pass", async () => {
+      const u = await p.identity.provisionUser(addr.id, { username: 'carol', password: USER_PW });
+      for (let i = 0; i < 5; i++) {
+        assert.equal((await post(p.base, '/api/v1/auth/signin', { tenant: addr.slug, username: 'carol', password: `nope-${i}-abcdefgh` }, '127.0.0.5')).status, 401);
+      }
+      const right = { tenant: addr.slug, username: 'carol', password: USER_PW };
+      assert.equal((await post(p.base, '/api/v1/auth/signin', right, '127.0.0.5')).status, 401, 'locked for 127.0.0.5');
+      assert.equal((await p.identity.repo.userById(addr.id, u.id))?.lockedUntil, null, 'the account itself is not locked');
+      assert.equal((await post(p.base, '/api/v1/auth/signin', right, '127.0.0.6')).status, 200, 'another address signs in');
+      // the success from .6 did not lift the lock of .5
+      assert.equal((await post(p.base, '/api/v1/auth/signin', right, '127.0.0.5')).status, 401);
+      p.clock.advance(DEFAULT_POLICY.lockoutSeconds * 1000 + 1);
+      assert.equal((await post(p.base, '/api/v1/auth/signin', right, '127.0.0.5')).status, 200, 'unlocked after lockoutSeconds');
+      const rows = await p.db.db.selectFrom('platform_address_lockout').selectAll().where('user_id', '=', u.id).execute();
+      assert.deepEqual(rows, [], 'a success clears the counters of the address and the ended ones');
+    });
+
+    it("an administrator's password reset lifts the per-address locks", async () => {
+      const u = await p.identity.provisionUser(addr.id, { username: 'dave', password: USER_PW });
+      for (let i = 0; i < 5; i++) await post(p.base, '/api/v1/auth/signin', { tenant: addr.slug, username: 'dave', password: `nope-${i}-abcdefgh` }, '127.0.0.7');
+      const rows = await p.db.db.selectFrom('platform_address_lockout').selectAll().where('user_id', '=', u.id).execute();
+      assert.equal(rows.length, 1);
+      assert.notEqual(rows[0]?.locked_until, null);
+      await p.identity.repo.setPassword(addr.id, u.id, 'x', false, new Date(p.clock.now()).toISOString());
+      assert.deepEqual(await p.db.db.selectFrom('platform_address_lockout').selectAll().where('user_id', '=', u.id).execute(), []);
+    });
+  });
+}
 
 describe('the sign-in gate in the app: more guesses at once from one address than it lets wait', () => {
   let p: Platform;
