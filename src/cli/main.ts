@@ -9,6 +9,7 @@ import { TachyonError, toTachyonError } from '../core/errors.js';
 import { CIPHERS, OVERWRITE_POLICIES, POLICIES, RESUME_LEVELS, type CipherName, type OverwritePolicy, type RatePolicy, type ResumeLevel } from '../core/types.js';
 import { formatRate, parseRate } from '../core/units.js';
 import { connectControl } from '../control/ssh-client.js';
+import type { ControlLink } from '../control/messages.js';
 import { Endpoint } from '../transport/session/endpoint.js';
 import { openUdpSocket } from '../transport/socket/udp.js';
 import { clientTransfer, DEFAULT_DATAGRAM_SIZE } from '../transfer/session.js';
@@ -178,7 +179,10 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
   const knownHosts = spec ? undefined : (o.knownHosts ?? (o.hostKeyFingerprint ? undefined : path.join(os.homedir(), '.ssh', 'known_hosts')));
   const started = performance.now();
   const cpu0 = process.cpuUsage();
-  const loopDelay = process.env.TACHYON_TRACE === '1' ? monitorEventLoopDelay({ resolution: 2 }) : undefined;
+  const tracing = process.env.TACHYON_TRACE === '1';
+  const loopDelay = tracing ? monitorEventLoopDelay({ resolution: 2 }) : undefined;
+  // TACHYON_TRACE=1: where the time goes — every SSH message and transfer phase, in ms since start
+  const trace = tracing ? (line: string): void => void process.stderr.write(`[${(performance.now() - started).toFixed(1)} ms] ${line}\n`) : undefined;
   loopDelay?.enable();
   const conn = await connectControl({
     host: remoteHost,
@@ -187,7 +191,9 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
     ...(spec ? { token: spec.token } : { privateKey: privateKey! }),
     hostKey: { ...(pinned ? { fingerprint: pinned } : {}), ...(knownHosts ? { knownHostsFile: knownHosts } : {}) },
     timeoutMs: 20_000,
+    ...(trace !== undefined ? { trace } : {}),
   });
+  trace?.('control channel open');
   const reporter = createReporter({ json: o.json, tty: process.stderr.isTTY === true, out: process.stdout, err: process.stderr });
   let manifest: ManifestWriter | undefined;
   try {
@@ -206,7 +212,7 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
   process.once('SIGTERM', onSignal);
   try {
     const summary = await clientTransfer({
-      link: conn.link,
+      link: trace !== undefined ? tracedLink(conn.link, trace) : conn.link,
       serverAddress: conn.remoteAddress,
       clock: systemClock,
       op,
@@ -238,6 +244,7 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
         },
       },
     });
+    trace?.(`transfer done (data phase ${summary.elapsedMs.toFixed(0)} ms)`);
     reporter.end();
     manifest?.close();
     if (loopDelay) {
@@ -286,6 +293,23 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+/** A control link that reports the type of every message sent and received (TACHYON_TRACE). */
+function tracedLink(inner: ControlLink, trace: (line: string) => void): ControlLink {
+  return {
+    send: (msg) => {
+      trace(`control → ${msg.t}`);
+      inner.send(msg);
+    },
+    onMessage: (handler) =>
+      inner.onMessage((msg) => {
+        trace(`control ← ${msg.t}`);
+        handler(msg);
+      }),
+    onClose: (handler) => inner.onClose(handler),
+    close: () => inner.close(),
+  };
 }
 
 export function buildProgram(argv: readonly string[] = process.argv): Command {
