@@ -226,11 +226,13 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
       });
     }
     const count = (await repo.list()).length;
+    // the signal handlers first: whoever reads the start event may stop the server at once
+    const stopped = untilSignal();
     announce(server, { json, log, users: `${count} in ${database.location}`, ...(cfg.auditLog ? { audit: cfg.auditLog } : {}) });
     if (api) announceApi(api, { json, log, ...(caFile ? { caFile } : {}) });
     if (web) announceWeb(web, { json, log, ...(caFile ? { caFile } : {}) });
     hint?.(count);
-    await untilSignal();
+    await stopped;
     return 0;
   } finally {
     await web?.close();
@@ -277,8 +279,9 @@ export async function runServe(o: ServeOpts): Promise<number> {
     subsystems: { sftp: sftpForAccounts() },
     onEvent: log,
   });
+  const stopped = untilSignal();
   announce(server, { json: o.json, log, users: `${o.user} (${keys.length} key${keys.length === 1 ? '' : 's'})`, root });
-  await untilSignal();
+  await stopped;
   await server.close();
   await defender.close();
   await memory.close();
