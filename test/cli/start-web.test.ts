@@ -23,7 +23,9 @@ import { Secret, TOTP } from 'otpauth';
 import { chromium, type Browser } from 'playwright-core';
 import { openDatabase } from '../../src/db/database.js';
 import { clientAgent, ensureLocalCertificate } from '../../src/node-api/pki.js';
+import { TachyonError } from '../../src/core/errors.js';
 import { validateServerConfig } from '../../src/server/config.js';
+import { Rng } from '../helpers/rng.js';
 import { bin, jsonLines, runCli, startConfigServer } from '../helpers/cli.js';
 import { httpsCall, type Response } from '../node-api/helpers.js';
 
@@ -355,5 +357,32 @@ describe('serve --config with a platform section', () => {
         return true;
       });
     }
+  });
+
+  it('fuzz: a valid platform section with random mutations is accepted or refused with CONFIG naming the file, never anything else', async () => {
+    const rng = new Rng(0x9443);
+    const values: unknown[] = [null, true, 0, -1, 1.5, 65536, 9443, '', 'x', 'a.crt', '0.0.0.0', '::1', 'bad host!', '127.0.0.1', [], {}, ['x'], { a: 1 }, '\u0000', 'é'.repeat(300)];
+    const keys = ['listen', 'port', 'certFile', 'keyFile', 'chainFile', 'mfaKeyFile', 'extra'];
+    let accepted = 0;
+    for (let i = 0; i < 300; i++) {
+      const platform: Record<string, unknown> = { certFile: 'web.crt', keyFile: 'web.key' };
+      for (let m = rng.range(1, 3); m > 0; m--) {
+        const k = rng.pick(keys);
+        if (rng.chance(0.2)) delete platform[k];
+        else platform[k] = rng.pick(values);
+      }
+      try {
+        const cfg = await validateServerConfig({ allowedRoots: ['file:///srv/x/*'], platform: rng.chance(0.05) ? rng.pick(values) : platform }, 'fuzz.json', '/etc/t');
+        const p = cfg.platform;
+        if (p === undefined) continue;
+        accepted++;
+        assert.ok(Number.isInteger(p.port) && p.port >= 0 && p.port <= 65535, JSON.stringify(platform));
+        assert.ok([p.certFile, p.keyFile, p.mfaKeyFile].every((f) => path.isAbsolute(f)), JSON.stringify(platform));
+      } catch (err) {
+        assert.ok(err instanceof TachyonError && err.code === 'CONFIG', `${JSON.stringify(platform).slice(0, 200)}: ${String(err)}`);
+        assert.ok(err.message.split('\n').every((l) => l.startsWith('fuzz.json: ')), err.message);
+      }
+    }
+    assert.ok(accepted > 10, `${accepted} accepted`);
   });
 });
