@@ -218,7 +218,7 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
       const p = cfg.platform;
       web = await startPlatformServer({
         database,
-        tls: loadServerTls({ certFile: p.certFile, keyFile: p.keyFile, ...(p.chainFile ? { chainFile: p.chainFile } : {}) }),
+        tls: loadServerTls({ certFile: p.certFile, keyFile: p.keyFile, ...(p.chainFile ? { chainFile: p.chainFile } : {}), service: 'web platform' }),
         mfaBox: loadSecretBox({ keyFile: p.mfaKeyFile, env: process.env }),
         listen: p.listen,
         port: p.port,

@@ -338,6 +338,30 @@ describe('serve --config with a platform section', () => {
     }
   });
 
+  it('a missing certificate or a port in use stops the server with CONFIG and a message that names the web platform', async () => {
+    const work = mkdtempSync(path.join(os.tmpdir(), 'tachyon-serve-web-bad-'));
+    const busy = net.createServer();
+    try {
+      await ensureLocalCertificate({ caDir: path.join(work, 'ca'), prefix: path.join(work, 'web') });
+      await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+      const busyPort = (busy.address() as net.AddressInfo).port;
+      const cfg = (platform: Record<string, unknown>): string => {
+        const f = path.join(work, 'tachyon.json');
+        writeFileSync(f, JSON.stringify({ port: 0, allowedRoots: [`file://${work}/files/*`], platform }));
+        return f;
+      };
+      const missing = await runCli(['serve', '--config', cfg({ port: 0, certFile: 'nope.crt', keyFile: 'web.key' })], work);
+      assert.equal(missing.code, 78, missing.stderr);
+      assert.match(missing.stderr, /cannot read the web platform certificate .*nope\.crt/);
+      const inUse = await runCli(['serve', '--config', cfg({ port: busyPort, certFile: 'web.crt', keyFile: 'web.key' })], work);
+      assert.equal(inUse.code, 78, inUse.stderr);
+      assert.match(inUse.stderr, new RegExp(`the web platform cannot listen on 127\\.0\\.0\\.1:${busyPort}: the port is in use`));
+    } finally {
+      busy.close();
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+
   it('validates the section: unknown fields, ports, addresses, missing certificate', async () => {
     const base = { allowedRoots: ['file:///srv/x/*'] };
     const ok = await validateServerConfig({ ...base, platform: { certFile: 'a.crt', keyFile: 'a.key' } }, 'c.json', '/etc/t');
