@@ -316,6 +316,33 @@ describe('tachyon start --no-web', () => {
   });
 });
 
+describe('tachyon start without --json', () => {
+  it('prints the sign-in URL and the bootstrap commands on stderr', async () => {
+    const work = mkdtempSync(path.join(os.tmpdir(), 'tachyon-start-text-'));
+    const child = spawn(process.execPath, [bin, 'start', '--port', '0', '--no-api', '--web-port', '0'], { cwd: work, env: { ...process.env, HOME: work } });
+    try {
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      await new Promise<void>((resolve, reject) => {
+        const t = setInterval(() => {
+          if (/tenant admin-add/.test(err)) {
+            clearInterval(t);
+            resolve();
+          }
+        }, 20);
+        child.on('exit', (c) => reject(new Error(`exited with ${c}: ${err}`)));
+      });
+      assert.match(err, /^web app: https:\/\/127\.0\.0\.1:\d+\/signin \(browsers trust the CA .*tachyon-data\/ca\/ca\.crt\)$/m);
+      assert.match(err, /npx tachyon tenant create acme && npx tachyon tenant admin-add acme alice/);
+    } finally {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('serve --config with a platform section', () => {
   it('serves the web platform on the configured port with the configured certificate', async () => {
     const work = mkdtempSync(path.join(os.tmpdir(), 'tachyon-serve-web-'));
@@ -331,7 +358,9 @@ describe('serve --config with a platform section', () => {
         assert.equal(r.status, 200);
         assert.ok(existsSync(path.join(work, 'mfa.key')), 'the MFA key next to the configuration');
       } finally {
+        const exited = new Promise((resolve) => s.child.once('exit', resolve));
         s.child.kill('SIGTERM');
+        await exited;
       }
     } finally {
       rmSync(work, { recursive: true, force: true });
