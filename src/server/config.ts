@@ -16,7 +16,8 @@
  *   "ssh": { "maxAuthTries": 3, "loginGraceSeconds": 30, "idleTimeoutSeconds": 900, "banner": "Authorized use only." },
  *   "auditLog": "/var/log/tachyon/audit.log",
  *   "users": [{ "name": "alice", "docroot": "file:///srv/transfers/alice", "keys": ["ssh-ed25519 AAAA… alice@laptop"] }],
- *   "s3": { "endpoint": "https://s3.eu-west-1.amazonaws.com", "region": "eu-west-1", "forcePathStyle": false }
+ *   "s3": { "endpoint": "https://s3.eu-west-1.amazonaws.com", "region": "eu-west-1", "forcePathStyle": false },
+ *   "platform": { "listen": "127.0.0.1", "port": 9443, "certFile": "tls/web.crt", "keyFile": "tls/web.key" }
  * }
  * ```
  *
@@ -24,6 +25,10 @@
  * refuses fields that look like them: the server takes them from its environment
  * (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, or an
  * instance role), through the AWS SDK's default chain.
+ *
+ * `platform` serves the web platform over HTTPS from the same process (loopback and
+ * port 9443 unless set; `mfaKeyFile`, default `mfa.key` next to the file, seals TOTP
+ * secrets; docs/platform-identity.md#serving).
  */
 import { ABUSE_KINDS, AllowLists, checkWebhookUrl, CidrList, DEFAULT_DEFENDER_SETTINGS, DEFAULT_SCORES, type DefenderSettings } from '../defender/index.js';
 import { promises as fs } from 'node:fs';
