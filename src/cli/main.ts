@@ -19,7 +19,7 @@ import { ManifestWriter } from './manifest.js';
 import { createReporter } from './progress.js';
 import { requireRemote, parseRemote } from './remote.js';
 import { defaultHostKeyPath } from './defaults.js';
-import type { ServeOpts } from './serve.js';
+import type { ServeOpts, StartOpts } from './serve.js';
 import { readTransferSpec, specTransfer, type SpecTransfer } from './transfer-spec.js';
 
 const DEFAULT_PORT = 33001;
@@ -323,13 +323,16 @@ export function buildProgram(argv: readonly string[] = process.argv): Command {
 
   program
     .command('start')
-    .description('start Tachyon on embedded defaults (multi-user transfer server on loopback; database, files and audit log in ./tachyon-data)')
+    .description('start Tachyon on embedded defaults (multi-user transfer server, node API and web platform on loopback; database, files and audit log in ./tachyon-data)')
     .option('--data <dir>', 'data directory', 'tachyon-data')
     .option('--listen <addr>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'TCP/UDP port', String(DEFAULT_PORT))
     .option('--api-port <port>', 'TCP port of the node API (HTTPS)', '9092')
     .option('--no-api', 'do not run the node API')
-    .action(async (o: { data: string; listen: string; port: string; apiPort: string; api: boolean }) => {
+    .option('--web-port <port>', 'TCP port of the web platform (HTTPS)', '9443')
+    .option('--no-web', 'do not serve the web platform')
+    .option('--json', 'log events as JSON lines on stdout (server.start, node-api.start, web.start …)', false)
+    .action(async (o: StartOpts) => {
       const { runStart } = await import('./serve.js');
       process.exitCode = await runStart(o);
     });
@@ -390,6 +393,7 @@ export function buildProgram(argv: readonly string[] = process.argv): Command {
   const nodeApiCommands = async (): Promise<(p: Command) => void> => (await import('./node-api-commands.js')).registerNodeApiCommands;
   lazyGroup(program, argv, 'ca', 'the private certificate authority of the node API (init)', nodeApiCommands);
   lazyGroup(program, argv, 'cert', 'server certificates of the node API (issue)', nodeApiCommands);
+  lazyGroup(program, argv, 'tenant', 'organisations of the web platform and their administrators (create, list, admin-add, reset-password)', async () => (await import('./tenant-commands.js')).registerTenantCommands);
   lazyGroup(program, argv, 'access-key', 'access keys of the node API (create, list, show, rotate, revoke)', nodeApiCommands);
   return program;
 }
