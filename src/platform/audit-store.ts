@@ -19,6 +19,7 @@ import { buildRecord } from '../audit/record.js';
 import { systemClock, type Clock } from '../core/clock.js';
 import { TachyonError, toTachyonError } from '../core/errors.js';
 import type { Database } from '../db/database.js';
+import type { AuditLogReader } from './audit-view.js';
 
 export interface DatabaseAuditSinkOptions {
   /** HMAC-SHA-256 chain key (as for the file sink); without it, plain SHA-256. */
@@ -41,7 +42,7 @@ export interface StoredAuditRow {
 
 const sha256 = (s: string): string => createHash('sha256').update(s, 'utf8').digest('hex');
 
-export class DatabaseAuditSink implements AuditSink {
+export class DatabaseAuditSink implements AuditSink, AuditLogReader {
   private readonly database: Database;
   private readonly mac: LineMac;
   private readonly clock: Clock;
@@ -125,6 +126,26 @@ export class DatabaseAuditSink implements AuditSink {
       correlationId: r.correlation_id,
       line: r.line,
     }));
+  }
+
+  /**
+   * The records of one tenant (slug) with `from <= ts <= to` (ISO-8601 UTC with ms, as
+   * stored), in order, read in pages of 500 (the audit views: audit-view.ts).
+   */
+  async *scan(tenant: string, range: { readonly from?: string; readonly to?: string } = {}): AsyncGenerator<StoredAuditRow> {
+    await this.queue;
+    let after = 0;
+    for (;;) {
+      let q = this.database.db.selectFrom('platform_audit').selectAll().where('tenant', '=', tenant).where('seq', '>', after);
+      if (range.from !== undefined) q = q.where('ts', '>=', range.from);
+      if (range.to !== undefined) q = q.where('ts', '<=', range.to);
+      const page = await q.orderBy('seq').limit(500).execute();
+      for (const r of page) {
+        after = Number(r.seq);
+        yield { seq: after, id: r.id, ts: r.ts, tenant: r.tenant, type: r.type, severity: r.severity, correlationId: r.correlation_id, line: r.line };
+      }
+      if (page.length < 500) return;
+    }
   }
 
   /** Verifies the whole chain with the audit layer's verifier (a missing, edited or reordered row fails). */

@@ -818,6 +818,11 @@ export class IdentityService {
     });
   }
 
+  /** Records an administrator's or auditor's action taken outside this service (audit export, allow-list, blocks: admin-routes.ts). */
+  recordAdminAction(principal: Principal, meta: RequestMeta, action: string, target: string, changed?: readonly string[]): void {
+    this.changed(principal, meta, action, target, changed);
+  }
+
   listUsers(principal: Principal): Promise<PlatformUser[]> {
     return this.repo.listUsers(principal.tenant.id);
   }

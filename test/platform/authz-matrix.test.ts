@@ -81,6 +81,8 @@ const CASES: Record<RouteName, (c: CaseCtx) => Promise<Call>> = {
   updateUser: async (c) => ({ method: 'PATCH', url: `/api/v1/users/${c.side === 'own' ? await c.victimA() : c.B.users.member}`, body: { status: 'disabled' } }),
   getPolicy: async (c) => ({ method: 'GET', url: `/api/v1/policy${q(c)}` }),
   setPolicy: async (c) => ({ method: 'PUT', url: `/api/v1/policy${q(c)}`, body: { minPasswordLength: 14 } }),
+  auditList: async (c) => ({ method: 'GET', url: `/api/v1/audit${q(c)}` }),
+  auditExport: async (c) => ({ method: 'GET', url: `/api/v1/audit/export${c.side === 'other' ? `${q(c)}&format=csv` : ''}` }),
 };
 
 const B_SESSION = { id: '' };
