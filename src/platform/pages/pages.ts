@@ -35,6 +35,7 @@ const NAV = `<nav aria-label="Main">
   <a href="/sessions">My sessions</a>
   <a href="/admin/users" data-admin hidden>Users</a>
   <a href="/admin/policy" data-admin hidden>Policy</a>
+  <a href="/admin/audit" data-admin hidden>Audit log</a>
   <button type="button" id="signout">Sign out</button>
 </nav>`;
 
@@ -134,6 +135,27 @@ export const PAGES: Readonly<Record<string, PageDef>> = Object.freeze({
   <label for="sessionAbsoluteSeconds">Session lifetime (seconds)</label><input id="sessionAbsoluteSeconds" type="number" min="1">
   <button type="submit">Save policy</button>
 </form>`,
+  },
+  '/admin/audit': {
+    title: 'Audit log',
+    page: 'audit',
+    body: `<form id="audit-filter" novalidate>
+  <label for="audit-from">From (date)</label><input id="audit-from" type="date">
+  <label for="audit-to">To (date)</label><input id="audit-to" type="date">
+  <label for="audit-action">Action</label><input id="audit-action" autocomplete="off" placeholder="web.signin, user.create …">
+  <label for="audit-actor">Actor</label><input id="audit-actor" autocomplete="off">
+  <label for="audit-outcome">Outcome</label>
+  <select id="audit-outcome"><option value="">any</option><option value="success">success</option><option value="failure">failure</option><option value="pending">pending</option></select>
+  <button type="submit">Filter</button>
+</form>
+<p id="audit-count" aria-live="polite"></p>
+<table id="audit">
+  <caption>Audit records of your organisation (oldest first)</caption>
+  <thead><tr><th scope="col">Time</th><th scope="col">Action</th><th scope="col">Actor</th><th scope="col">Outcome</th><th scope="col">Address</th><th scope="col">Details</th></tr></thead>
+  <tbody></tbody>
+</table>
+<nav aria-label="Pages" id="audit-pages"><button type="button" id="audit-prev">Previous page</button> <button type="button" id="audit-next">Next page</button></nav>
+<p id="audit-export">Export the filtered records: <a id="export-jsonl" href="/api/v1/audit/export?format=jsonl" download>JSON lines</a> · <a id="export-csv" href="/api/v1/audit/export?format=csv" download>CSV</a></p>`,
   },
 });
 

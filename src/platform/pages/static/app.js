@@ -287,6 +287,86 @@ const pages = {
       }
     });
   },
+
+  async audit() {
+    const me = await signedIn();
+    if (!me) return;
+    const PAGE = 50;
+    let offset = 0;
+    let total = 0;
+    const filters = () => {
+      const q = new URLSearchParams();
+      const add = (k, id) => {
+        const v = $(id).value.trim();
+        if (v) q.set(k, v);
+      };
+      add('from', 'audit-from');
+      add('to', 'audit-to');
+      add('action', 'audit-action');
+      add('actor', 'audit-actor');
+      add('outcome', 'audit-outcome');
+      return q;
+    };
+    const load = async () => {
+      const q = filters();
+      for (const f of ['jsonl', 'csv']) {
+        const e = new URLSearchParams(q);
+        e.set('format', f);
+        $(`export-${f}`).href = `/api/v1/audit/export?${e}`;
+      }
+      q.set('offset', String(offset));
+      q.set('limit', String(PAGE));
+      const r = await api('GET', `/api/v1/audit?${q}`);
+      total = r.total;
+      const tbody = $('audit').tBodies[0];
+      tbody.replaceChildren();
+      for (const e of r.entries) {
+        const tr = document.createElement('tr');
+        tr.dataset.seq = String(e.seq);
+        tr.dataset.outcome = e.outcome;
+        cell(tr, when(e.ts));
+        cell(tr, e.action === e.type ? e.type : `${e.type}: ${e.action}`);
+        cell(tr, e.actor);
+        cell(tr, e.outcome);
+        cell(tr, e.clientAddress);
+        const details = { ...e.fields };
+        for (const k of ['tenant', 'actor', 'user', 'action', 'clientAddress', 'result']) delete details[k];
+        cell(tr, Object.entries(details).map(([k, v]) => `${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`).join('; '));
+        tbody.append(tr);
+      }
+      $('audit-count').textContent = total === 0 ? 'No records match.' : `Records ${offset + 1}–${offset + r.entries.length} of ${total}.`;
+      $('audit-prev').disabled = offset === 0;
+      $('audit-next').disabled = offset + PAGE >= total;
+    };
+    const run = async () => {
+      try {
+        await load();
+      } catch (err) {
+        showError(err);
+      }
+    };
+    try {
+      await load();
+    } catch (err) {
+      showError(err);
+      for (const id of ['audit-filter', 'audit-pages', 'audit-export']) $(id).hidden = true;
+      return;
+    }
+    $('audit-filter').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      $('message').hidden = true;
+      offset = 0;
+      await run();
+    });
+    $('audit-prev').addEventListener('click', async () => {
+      offset = Math.max(0, offset - PAGE);
+      await run();
+    });
+    $('audit-next').addEventListener('click', async () => {
+      offset += PAGE;
+      await run();
+    });
+  },
 };
 
 async function main() {

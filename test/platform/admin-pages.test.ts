@@ -1,0 +1,191 @@
+/**
+ * The administrators' and auditors' pages in a real browser (Debian's chromium driven by
+ * playwright-core, as in pages.test.ts): the audit log page against the app served over
+ * HTTPS on 127.0.0.1 port 0, its records written by real sign-ins through the database
+ * audit sink. The page must run under the strict CSP without a script error.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, X509Certificate } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { newCorrelationId } from '../../src/core/correlation.js';
+import { openDatabase, type Database } from '../../src/db/database.js';
+import { initCa, issueServerCert } from '../../src/node-api/pki.js';
+import { createPlatformApp, type PlatformApp } from '../../src/platform/app.js';
+import { DatabaseAuditSink } from '../../src/platform/audit-store.js';
+import { argon2idHasher } from '../../src/platform/passwords.js';
+import { IdentityService } from '../../src/platform/service.js';
+import { SimClock } from '../../src/testkit/simclock.js';
+import { ADMIN_PW, seedTenant, TEST_ARGON2, USER_PW, type Platform } from './helpers.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+
+interface HttpsPlatform {
+  readonly dir: string;
+  readonly db: Database;
+  readonly audit: DatabaseAuditSink;
+  readonly clock: SimClock;
+  readonly identity: IdentityService;
+  readonly web: PlatformApp;
+  readonly base: string;
+  /** base64 SHA-256 of the server certificate's SubjectPublicKeyInfo. */
+  readonly spki: string;
+  close(): Promise<void>;
+}
+
+async function startHttpsPlatform(): Promise<HttpsPlatform> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tachyon-admin-pages-'));
+  const caDir = path.join(dir, 'ca');
+  await initCa({ dir: caDir, commonName: 'Tachyon admin pages test CA' });
+  const cert = await issueServerCert({ caDir, dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], days: 2, outPrefix: path.join(dir, 'server') });
+  const certPem = readFileSync(cert.certFile, 'utf8');
+  const keyPem = readFileSync(cert.keyFile, 'utf8');
+  const der = new X509Certificate(certPem).publicKey.export({ type: 'spki', format: 'der' });
+  const spki = createHash('sha256').update(der).digest('base64');
+  const db = await openDatabase({ url: `sqlite://${path.join(dir, 'platform.db')}` });
+  const clock = new SimClock({ startMs: Date.now() });
+  const audit = await DatabaseAuditSink.open(db, { clock });
+  const identity = new IdentityService({ database: db, audit, clock, hasher: argon2idHasher(TEST_ARGON2) });
+  const web = createPlatformApp({ identity, https: { key: keyPem, cert: certPem }, auditLog: audit, now: () => clock.now() });
+  await web.app.listen({ host: '127.0.0.1', port: 0 });
+  const base = `https://127.0.0.1:${(web.app.server.address() as AddressInfo).port}`;
+  return {
+    dir,
+    db,
+    audit,
+    clock,
+    identity,
+    web,
+    base,
+    spki,
+    async close() {
+      await web.app.close();
+      await audit.close();
+      await db.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+describe('administrator pages in chromium', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is absent (apt-get install chromium): browser tests skipped` }, () => {
+  let p: HttpsPlatform;
+  let browser: Browser;
+  const T = 'acme';
+  const contexts: BrowserContext[] = [];
+
+  before(async () => {
+    p = await startHttpsPlatform();
+    await seedTenant({ identity: p.identity } as unknown as Platform, T);
+    await seedTenant({ identity: p.identity } as unknown as Platform, 'globex');
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', `--ignore-certificate-errors-spki-list=${p.spki}`],
+    });
+  });
+  after(async () => {
+    for (const c of contexts) await c.close().catch(() => undefined);
+    await browser?.close();
+    await p.close();
+  });
+
+  async function newPage(): Promise<{ context: BrowserContext; page: Page; problems: string[] }> {
+    const context = await browser.newContext({ ignoreHTTPSErrors: false, baseURL: p.base });
+    contexts.push(context);
+    const page = await context.newPage();
+    const problems: string[] = [];
+    page.on('pageerror', (e) => problems.push(e.message));
+    page.on('console', (m) => {
+      if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())) problems.push(m.text());
+    });
+    return { context, page, problems };
+  }
+
+  async function ready(page: Page): Promise<void> {
+    await page.waitForSelector('body[data-ready="true"]', { timeout: 5000 });
+  }
+
+  async function signIn(page: Page, username: string, password: string, tenant = T): Promise<void> {
+    await page.goto('/signin');
+    await ready(page);
+    await page.getByLabel('Organisation').fill(tenant);
+    await page.getByLabel('User name').fill(username);
+    await page.getByLabel('Password').fill(password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(`${p.base}/`);
+    await ready(page);
+  }
+
+  it('an auditor filters the audit log, pages through it and exports it; a member is refused', async () => {
+    // history: wrong passwords for member1 (one with markup as the user name), another tenant's sign-in
+    for (let i = 0; i < 3; i++) {
+      await assert.rejects(p.identity.signIn({ tenant: T, username: 'member1', password: `wrong ${i} password` }, { clientAddress: '192.0.2.7', userAgent: 'test', correlationId: newCorrelationId() }));
+    }
+    await assert.rejects(p.identity.signIn({ tenant: T, username: '<img src=x>', password: 'wrong password' }, { clientAddress: '192.0.2.8', userAgent: 'test', correlationId: newCorrelationId() }));
+    await p.identity.signIn({ tenant: 'globex', username: 'admin', password: ADMIN_PW }, { clientAddress: '192.0.2.9', userAgent: 'test', correlationId: newCorrelationId() });
+
+    const { page, problems } = await newPage();
+    await signIn(page, 'auditor1', USER_PW);
+    await page.getByRole('link', { name: 'Audit log' }).click();
+    await page.waitForURL(`${p.base}/admin/audit`);
+    await ready(page);
+    const rows = page.locator('#audit tbody tr');
+    const all = await rows.count();
+    assert.ok(all >= 5, `records shown: ${all}`);
+    assert.match((await page.locator('#audit-count').textContent()) ?? '', new RegExp(`^Records 1–${all} of ${all}\\.$`));
+    assert.equal(await page.locator('#audit tbody', { hasText: 'globex' }).count(), 0, 'no other tenant’s record');
+    // markup in a record is text
+    assert.equal(await page.locator('#audit img').count(), 0);
+    assert.equal(await page.locator('#audit tbody td', { hasText: '<img src=x>' }).count(), 1);
+
+    await page.getByLabel('Outcome').selectOption('failure');
+    await page.getByLabel('Actor').fill('member1');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.locator('#audit-count', { hasText: 'of 3.' }).waitFor({ timeout: 5000 });
+    assert.equal(await rows.count(), 3);
+    for (let i = 0; i < 3; i++) assert.equal(await rows.nth(i).getAttribute('data-outcome'), 'failure');
+    assert.equal(await page.getByRole('button', { name: 'Next page' }).isDisabled(), true);
+
+    // the export links carry the filters; the export is the tenant's records with the verification
+    const href = (await page.locator('#export-csv').getAttribute('href')) ?? '';
+    assert.match(href, /^\/api\/v1\/audit\/export\?/);
+    const params = new URLSearchParams(href.split('?')[1]);
+    assert.equal(params.get('format'), 'csv');
+    assert.equal(params.get('outcome'), 'failure');
+    assert.equal(params.get('actor'), 'member1');
+    // fetched by the page itself (the browser's cookie and TLS; under the page's CSP)
+    const get = (u: string) =>
+      page.evaluate(async (url) => {
+        const r = await fetch(url, { credentials: 'same-origin' });
+        return { status: r.status, chain: r.headers.get('x-audit-chain'), text: await r.text() };
+      }, u);
+    const csv = await get(href);
+    assert.equal(csv.status, 200);
+    assert.equal(csv.chain, 'ok');
+    const lines = csv.text.split('\r\n').filter((l) => l !== '');
+    assert.equal(lines.length, 1 + 3 + 1);
+    const jsonl = await get((await page.locator('#export-jsonl').getAttribute('href')) ?? '');
+    const last = JSON.parse(jsonl.text.trim().split('\n').at(-1) as string) as Record<string, unknown>;
+    assert.equal(last['chain'], 'ok');
+    assert.equal(last['records'], 3);
+
+    // a bad filter shows the API's message
+    await page.getByLabel('Action').fill('BAD ACTION');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.locator('#message.error').waitFor({ timeout: 5000 });
+    assert.match((await page.locator('#message').textContent()) ?? '', /^Invalid request: query parameter action\. \(reference [0-9A-Z]{26}\)$/);
+    assert.deepEqual(problems, []);
+
+    const member = await newPage();
+    await signIn(member.page, 'member1', USER_PW);
+    await member.page.goto('/admin/audit');
+    await ready(member.page);
+    assert.match((await member.page.locator('#message.error').textContent()) ?? '', /^Permission denied\. \(reference [0-9A-Z]{26}\)$/);
+    assert.equal(await member.page.locator('#audit tbody tr').count(), 0);
+    assert.equal(await member.page.locator('#audit-filter').isVisible(), false, 'no filter form is offered');
+  });
+});
