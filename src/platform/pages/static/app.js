@@ -1,4 +1,4 @@
-/* global document, fetch, location */
+/* global document, fetch, location, URLSearchParams */
 // The platform pages' only script (an ES module; no framework, no build step). It talks
 // to the JSON API with fetch (same-origin credentials, the CSRF token /api/v1/me or sign-in
 // gives in X-CSRF-Token) and shows the API's sanitized error messages. Text is always set
