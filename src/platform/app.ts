@@ -23,6 +23,7 @@ import { allowed, ROUTE_TABLE, type RouteName, type RouteRule } from './routes.j
 import { registerPages } from './pages/pages.js';
 import { adminHandlers, type AdminRouteName } from './admin-routes.js';
 import type { AuditLogReader } from './audit-view.js';
+import type { TenantAllowLists } from './allow-list-store.js';
 import type { IdentityService, Principal, RequestMeta, SignInResult } from './service.js';
 
 export const SESSION_COOKIE = '__Host-tachyon-session';
@@ -46,6 +47,12 @@ export interface PlatformAppOptions {
   readonly defender?: Defender;
   /** Where the audit views (GET /api/v1/audit, /api/v1/audit/export) read records: the DatabaseAuditSink the identity service writes to. Without it they answer 409. */
   readonly auditLog?: AuditLogReader;
+  /**
+   * The tenants' IP allow-lists (allow-list-store.ts): GET/PUT /api/v1/allow-list, and
+   * every request of a session or API token from outside its tenant's list is refused
+   * (403). Give the same object to the identity service as its `addressGate` (sign-ins).
+   */
+  readonly allowLists?: TenantAllowLists;
   /** Current time for the audit export's summary. Default Date.now. */
   readonly now?: () => number;
 }
@@ -416,7 +423,7 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
 
   const impl: Record<RouteName, Handler> = {
     ...handlers(identity, options.https !== undefined),
-    ...adminHandlers({ identity, auditLog: options.auditLog, now: options.now ?? Date.now }),
+    ...adminHandlers({ identity, auditLog: options.auditLog, allowLists: options.allowLists, now: options.now ?? Date.now }),
   };
   for (const name of Object.keys(table) as RouteName[]) {
     const rule = table[name];
@@ -454,6 +461,12 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
           }
         }
         if (principal) {
+          if (options.allowLists !== undefined && !(await options.allowLists.admits(principal.tenant, meta.clientAddress))) {
+            throw new TachyonError('PERMISSION', `request from ${meta.clientAddress} outside the tenant's allow-list`, {
+              publicMessage: 'Access denied.',
+              details: { reason: 'address-not-allowed-tenant' },
+            });
+          }
           if (!(rule.stages ?? ['full']).includes(principal.stage)) {
             throw new TachyonError('PERMISSION', `session stage ${principal.stage} may not call ${rule.method} ${rule.url}`, {
               publicMessage: principal.stage === 'full' ? 'Permission denied.' : 'Complete the second sign-in step first.',

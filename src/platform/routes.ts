@@ -138,6 +138,14 @@ export const ROUTE_TABLE = Object.freeze({
     whilePasswordChangeRequired: false,
     summary: 'Export the tenant’s audit records (format=jsonl|csv, same filters), streamed, with the chain verification (X-Audit-Chain, last line).',
   },
+  getAllowList: { method: 'GET', url: '/api/v1/allow-list', access: READERS, whilePasswordChangeRequired: false, summary: 'The tenant’s IP allow-list (CIDR) and the caller’s address.' },
+  setAllowList: {
+    method: 'PUT',
+    url: '/api/v1/allow-list',
+    access: ADMIN,
+    whilePasswordChangeRequired: false,
+    summary: 'Replace the tenant’s IP allow-list (empty: none); a list without the caller’s address needs confirmLockout.',
+  },
 } as const satisfies Record<string, RouteRule>);
 
 export type RouteName = keyof typeof ROUTE_TABLE;

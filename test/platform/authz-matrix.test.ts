@@ -82,6 +82,8 @@ const CASES: Record<RouteName, (c: CaseCtx) => Promise<Call>> = {
   getPolicy: async (c) => ({ method: 'GET', url: `/api/v1/policy${q(c)}` }),
   setPolicy: async (c) => ({ method: 'PUT', url: `/api/v1/policy${q(c)}`, body: { minPasswordLength: 14 } }),
   auditList: async (c) => ({ method: 'GET', url: `/api/v1/audit${q(c)}` }),
+  getAllowList: async (c) => ({ method: 'GET', url: `/api/v1/allow-list${q(c)}` }),
+  setAllowList: async (c) => ({ method: 'PUT', url: `/api/v1/allow-list${q(c)}`, body: { cidrs: ['127.0.0.0/8', '10.0.0.0/8'] } }),
   auditExport: async (c) => ({ method: 'GET', url: `/api/v1/audit/export${c.side === 'other' ? `${q(c)}&format=csv` : ''}` }),
 };
 
@@ -120,6 +122,7 @@ async function snapshotB(p: Platform, tenantId: string): Promise<unknown> {
     sessions: await d.selectFrom('platform_session').select(['id', 'user_id', 'expires_at']).where('tenant_id', '=', tenantId).orderBy('id').execute(),
     policy: await d.selectFrom('platform_policy').selectAll().where('tenant_id', '=', tenantId).execute(),
     tokens: await d.selectFrom('platform_api_token').select(['id', 'user_id', 'scopes']).where('tenant_id', '=', tenantId).orderBy('id').execute(),
+    allowList: await d.selectFrom('platform_allow_list').selectAll().where('tenant_id', '=', tenantId).execute(),
   };
 }
 

@@ -11,6 +11,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { FileAuditSink, type AuditEvent, type AuditSink } from '../../src/audit/index.js';
 import { DatabaseAuditSink } from '../../src/platform/audit-store.js';
+import { TenantAllowLists } from '../../src/platform/allow-list-store.js';
 import { openDatabase, type Database } from '../../src/db/database.js';
 import { createPlatformApp, type PlatformApp } from '../../src/platform/app.js';
 import type { Role } from '../../src/platform/model.js';
@@ -73,9 +74,18 @@ export async function startPlatform(options: { url?: string; mfa?: boolean; sso?
   const dbAudit = await DatabaseAuditSink.open(db, { clock });
   const audit = new TeeAuditSink(fileAudit, dbAudit);
   const mfa = options.mfa === true ? new MfaService({ database: db, box: AesGcmSecretBox.random(), audit, clock }) : undefined;
-  const identity = new IdentityService({ database: db, audit, clock, hasher: argon2idHasher(TEST_ARGON2), ...(mfa ? { mfa } : {}), ...(options.sso ? { sso: options.sso } : {}) });
   const defender = options.defender ? await options.defender(db, clock) : undefined;
-  const web = createPlatformApp({ identity, insecureHttp: true, auditLog: dbAudit, now: () => clock.now(), ...(defender ? { defender } : {}) });
+  const allowLists = new TenantAllowLists(db, clock, defender);
+  const identity = new IdentityService({
+    database: db,
+    audit,
+    clock,
+    hasher: argon2idHasher(TEST_ARGON2),
+    addressGate: allowLists,
+    ...(mfa ? { mfa } : {}),
+    ...(options.sso ? { sso: options.sso } : {}),
+  });
+  const web = createPlatformApp({ identity, insecureHttp: true, auditLog: dbAudit, allowLists, now: () => clock.now(), ...(defender ? { defender } : {}) });
   await web.app.listen({ host: '127.0.0.1', port: 0 });
   const port = (web.app.server.address() as AddressInfo).port;
   return {
