@@ -17,6 +17,7 @@ import { openDatabase, type Database } from '../../src/db/database.js';
 import { initCa, issueServerCert } from '../../src/node-api/pki.js';
 import { createPlatformApp, type PlatformApp } from '../../src/platform/app.js';
 import { DatabaseAuditSink } from '../../src/platform/audit-store.js';
+import { TenantAllowLists } from '../../src/platform/allow-list-store.js';
 import { argon2idHasher } from '../../src/platform/passwords.js';
 import { IdentityService } from '../../src/platform/service.js';
 import { SimClock } from '../../src/testkit/simclock.js';
@@ -49,8 +50,9 @@ async function startHttpsPlatform(): Promise<HttpsPlatform> {
   const db = await openDatabase({ url: `sqlite://${path.join(dir, 'platform.db')}` });
   const clock = new SimClock({ startMs: Date.now() });
   const audit = await DatabaseAuditSink.open(db, { clock });
-  const identity = new IdentityService({ database: db, audit, clock, hasher: argon2idHasher(TEST_ARGON2) });
-  const web = createPlatformApp({ identity, https: { key: keyPem, cert: certPem }, auditLog: audit, now: () => clock.now() });
+  const allowLists = new TenantAllowLists(db, clock);
+  const identity = new IdentityService({ database: db, audit, clock, hasher: argon2idHasher(TEST_ARGON2), addressGate: allowLists });
+  const web = createPlatformApp({ identity, https: { key: keyPem, cert: certPem }, auditLog: audit, allowLists, now: () => clock.now() });
   await web.app.listen({ host: '127.0.0.1', port: 0 });
   const base = `https://127.0.0.1:${(web.app.server.address() as AddressInfo).port}`;
   return {
@@ -187,5 +189,52 @@ describe('administrator pages in chromium', { skip: existsSync(CHROMIUM) ? false
     assert.match((await member.page.locator('#message.error').textContent()) ?? '', /^Permission denied\. \(reference [0-9A-Z]{26}\)$/);
     assert.equal(await member.page.locator('#audit tbody tr').count(), 0);
     assert.equal(await member.page.locator('#audit-filter').isVisible(), false, 'no filter form is offered');
+  });
+
+  it('an administrator edits the allow-list: a list that would lock them out needs a confirmation; an auditor only reads it', async () => {
+    const { page, problems } = await newPage();
+    await signIn(page, 'admin', ADMIN_PW);
+    await page.getByRole('link', { name: 'Allow-list' }).click();
+    await page.waitForURL(`${p.base}/admin/allow-list`);
+    await ready(page);
+    assert.equal(await page.locator('#your-address').textContent(), '127.0.0.1');
+    assert.equal(await page.locator('#allowlist-updated').textContent(), 'No list has been set.');
+    const box = page.getByLabel(/Address blocks/);
+
+    await box.fill('10.0.0.1/8');
+    await page.getByRole('button', { name: 'Save allow-list' }).click();
+    await page.locator('#message.error').waitFor({ timeout: 5000 });
+    assert.match((await page.locator('#message').textContent()) ?? '', /^Invalid request: cidrs\[0\]: /);
+
+    await box.fill('192.0.2.0/24');
+    await page.getByRole('button', { name: 'Save allow-list' }).click();
+    await page.locator('#message.error', { hasText: 'does not include your current address' }).waitFor({ timeout: 5000 });
+    assert.equal(await page.getByLabel('I understand that this list locks me out').isVisible(), true);
+
+    await box.fill('192.0.2.0/24\n127.0.0.1\n');
+    await page.getByRole('button', { name: 'Save allow-list' }).click();
+    await page.locator('#message.ok').waitFor({ timeout: 5000 });
+    assert.equal(await box.inputValue(), '192.0.2.0/24\n127.0.0.1/32');
+    assert.equal(await page.locator('#you-admitted').textContent(), 'admitted by the list');
+    const tenant = await p.identity.repo.tenantBySlug(T);
+    const allowLists = new TenantAllowLists(p.db, p.clock);
+    assert.deepEqual((await allowLists.get(tenant?.id as string)).cidrs, ['192.0.2.0/24', '127.0.0.1/32']);
+    assert.deepEqual(problems, []);
+
+    const auditor = await newPage();
+    await signIn(auditor.page, 'auditor1', USER_PW);
+    await auditor.page.goto('/admin/allow-list');
+    await ready(auditor.page);
+    assert.equal(await auditor.page.getByLabel(/Address blocks/).inputValue(), '192.0.2.0/24\n127.0.0.1/32');
+    assert.equal(await auditor.page.getByRole('button', { name: 'Save allow-list' }).isVisible(), false);
+
+    // back to no list, for the other scenarios
+    await box.fill('');
+    const [put] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith('/api/v1/allow-list') && r.request().method() === 'PUT', { timeout: 5000 }),
+      page.getByRole('button', { name: 'Save allow-list' }).click(),
+    ]);
+    assert.equal(put.status(), 200);
+    assert.deepEqual((await allowLists.get(tenant?.id as string)).cidrs, []);
   });
 });

@@ -36,6 +36,7 @@ const NAV = `<nav aria-label="Main">
   <a href="/admin/users" data-admin hidden>Users</a>
   <a href="/admin/policy" data-admin hidden>Policy</a>
   <a href="/admin/audit" data-admin hidden>Audit log</a>
+  <a href="/admin/allow-list" data-admin hidden>Allow-list</a>
   <button type="button" id="signout">Sign out</button>
 </nav>`;
 
@@ -156,6 +157,19 @@ export const PAGES: Readonly<Record<string, PageDef>> = Object.freeze({
 </table>
 <nav aria-label="Pages" id="audit-pages"><button type="button" id="audit-prev">Previous page</button> <button type="button" id="audit-next">Next page</button></nav>
 <p id="audit-export">Export the filtered records: <a id="export-jsonl" href="/api/v1/audit/export?format=jsonl" download>JSON lines</a> · <a id="export-csv" href="/api/v1/audit/export?format=csv" download>CSV</a></p>`,
+  },
+  '/admin/allow-list': {
+    title: 'IP allow-list',
+    page: 'allowlist',
+    body: `<p>Only addresses in this list may sign in to your organisation or use its sessions and API tokens. An empty list admits every address.</p>
+<p>Your current address: <strong id="your-address"></strong> (<span id="you-admitted"></span>)</p>
+<form id="allowlist-form" novalidate aria-busy="true">
+  <label for="allowlist-cidrs">Address blocks (one per line, e.g. 192.0.2.0/24 or 2001:db8::/32)</label>
+  <textarea id="allowlist-cidrs" rows="8" cols="40" spellcheck="false" autocomplete="off"></textarea>
+  <div id="allowlist-confirm" hidden><label><input id="confirmLockout" type="checkbox"> I understand that this list locks me out</label></div>
+  <button type="submit">Save allow-list</button>
+</form>
+<p id="allowlist-updated"></p>`,
   },
 });
 

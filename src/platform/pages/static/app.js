@@ -367,6 +367,45 @@ const pages = {
       await run();
     });
   },
+
+  async allowlist() {
+    const me = await signedIn();
+    if (!me) return;
+    const form = $('allowlist-form');
+    const fill = (r) => {
+      $('allowlist-cidrs').value = (r.cidrs || []).join('\n');
+      $('your-address').textContent = r.yourAddress || '';
+      $('you-admitted').textContent = r.youAreAdmitted ? 'admitted by the list' : 'NOT admitted by the list';
+      $('allowlist-updated').textContent = r.updatedAt ? `Last changed ${when(r.updatedAt)} by ${r.updatedBy}.` : 'No list has been set.';
+      form.setAttribute('aria-busy', 'false');
+    };
+    try {
+      fill(await api('GET', '/api/v1/allow-list'));
+    } catch (err) {
+      showError(err);
+      form.hidden = true;
+      return;
+    }
+    if (!(me.user.roles || []).includes('tenant_admin')) {
+      $('allowlist-cidrs').readOnly = true;
+      form.querySelector('button[type="submit"]').hidden = true;
+    }
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const cidrs = $('allowlist-cidrs').value.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+      const body = { cidrs };
+      if (!$('allowlist-confirm').hidden && $('confirmLockout').checked) body.confirmLockout = true;
+      try {
+        fill(await api('PUT', '/api/v1/allow-list', body));
+        $('allowlist-confirm').hidden = true;
+        $('confirmLockout').checked = false;
+        show('The allow-list was saved.', 'ok');
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 409) $('allowlist-confirm').hidden = false;
+        showError(err);
+      }
+    });
+  },
 };
 
 async function main() {
