@@ -7,7 +7,8 @@ import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { TachyonError } from '../core/errors.js';
 import type { Ctx, Handler } from './app.js';
-import { chainSummary, exportAudit, parseAuditQuery, parseExportFormat, queryAudit, type AuditLogReader } from './audit-view.js';
+import { addressKey, parseIp, type Defender } from '../defender/index.js';
+import { chainSummary, entryOf, exportAudit, parseAuditQuery, parseExportFormat, queryAudit, type AuditLogReader } from './audit-view.js';
 import type { IdentityService, Principal } from './service.js';
 import { TenantAllowLists, validateAllowList } from './allow-list-store.js';
 
@@ -23,16 +24,43 @@ function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
 }
 
 /** The route names this module serves. */
-export type AdminRouteName = 'auditList' | 'auditExport' | 'getAllowList' | 'setAllowList';
+export type AdminRouteName = 'auditList' | 'auditExport' | 'getAllowList' | 'setAllowList' | 'listBlocks' | 'liftBlock';
+
+/**
+ * How far back the audit records are read to attribute a block to tenants (ms): the
+ * defender's longest default ban (24 h) — the failures that caused a live block are at most that old.
+ */
+export const BLOCK_ATTRIBUTION_MS = 24 * 3600_000;
+
+/** Failures per address key in the attribution window: against the caller's tenant, and anything else. */
+interface Attribution {
+  own: number;
+  others: number;
+}
 
 export interface AdminRouteOptions {
   readonly identity: IdentityService;
   /** Where the audit views read records (the DatabaseAuditSink the identity service writes to). */
   readonly auditLog?: AuditLogReader | undefined;
+  /** The IP defender whose blocks tenant administrators see and lift (see {@link adminHandlers}). */
+  readonly defender?: Defender | undefined;
   /** The tenants' IP allow-lists. */
   readonly allowLists?: TenantAllowLists | undefined;
   /** Current time (for the export's summary). */
   readonly now: () => number;
+}
+
+/** Codes of refusals the platform reports to the defender (app.ts's error handler). */
+const SCORED_CODES = new Set(['AUTH_FAILED', 'MFA_INVALID', 'SSO_FAILED']);
+
+/**
+ * Whether a failure record is one the defender scored (a cause of a block): failed
+ * sign-ins (password, second factor, SSO) and refusals with a scored code. Refusals of an
+ * address already blocked or outside a list are consequences, not causes.
+ */
+export function countsForDefender(type: string, fields: Record<string, unknown>): boolean {
+  if (type === 'web.signin' || type === 'sso.failure') return true;
+  return type === 'web.refusal' && typeof fields['code'] === 'string' && SCORED_CODES.has(fields['code']);
 }
 
 function must(p: Principal | undefined): Principal {
@@ -46,6 +74,32 @@ export function adminHandlers(options: AdminRouteOptions): Record<AdminRouteName
       throw new TachyonError('CONFLICT', 'no audit log reader configured', { publicMessage: 'The audit log cannot be viewed on this server.' });
     }
     return options.auditLog;
+  };
+  const defender = (): Defender => {
+    if (options.defender === undefined) {
+      throw new TachyonError('CONFLICT', 'no defender configured', { publicMessage: 'The IP defender is not enabled on this server.' });
+    }
+    return options.defender;
+  };
+  /**
+   * Which blocked addresses concern the tenant: failures the defender scores (see
+   * {@link countsForDefender}) from the address against the tenant in the platform audit of the last
+   * {@link BLOCK_ATTRIBUTION_MS}, and failures from it against anyone else (another
+   * tenant, or no tenant named).
+   */
+  const attribute = async (slug: string): Promise<Map<string, Attribution>> => {
+    const from = new Date(options.now() - BLOCK_ATTRIBUTION_MS).toISOString();
+    const out = new Map<string, Attribution>();
+    for await (const row of log().scanAll({ from })) {
+      const e = entryOf(row);
+      if (e.outcome !== 'failure' || !countsForDefender(e.type, e.fields) || parseIp(e.clientAddress) === undefined) continue;
+      const key = addressKey(e.clientAddress);
+      const a = out.get(key) ?? { own: 0, others: 0 };
+      if (row.tenant === slug) a.own++;
+      else a.others++;
+      out.set(key, a);
+    }
+    return out;
   };
   const lists = (): TenantAllowLists => {
     if (options.allowLists === undefined) {
@@ -74,6 +128,42 @@ export function adminHandlers(options: AdminRouteOptions): Record<AdminRouteName
       const saved = await lists().set(p.tenant.id, cidrs, p.user.username);
       options.identity.recordAdminAction(p, meta, 'allow-list.update', p.tenant.id, ['cidrs', ...(cidrs.length === 0 ? ['removed'] : []), ...(admitted ? [] : ['lockout-confirmed'])]);
       return { ...saved, yourAddress: meta.clientAddress, youAreAdmitted: admitted };
+    },
+    listBlocks: async ({ principal }: Ctx) => {
+      const p = must(principal);
+      const blocks = await defender().list();
+      const attribution = await attribute(p.tenant.slug);
+      return {
+        blocks: blocks
+          .filter((b) => (attribution.get(b.address)?.own ?? 0) > 0)
+          .map((b) => {
+            const a = attribution.get(b.address) as Attribution;
+            return { address: b.address, until: b.until, banCount: b.banCount, score: b.score, failuresHere: a.own, liftable: a.others === 0 };
+          }),
+      };
+    },
+    liftBlock: async ({ request, reply, meta, principal }: Ctx) => {
+      const p = must(principal);
+      const raw = (request.params as Record<string, unknown>)['address'];
+      const notBlocked = (): TachyonError => new TachyonError('NOT_FOUND', 'no such block of this tenant', { publicMessage: 'The address is not blocked.', details: { reason: 'not-blocked' } });
+      if (typeof raw !== 'string' || raw.length > 64) throw notBlocked();
+      const text = raw.endsWith('/64') ? raw.slice(0, -3) : raw;
+      if (parseIp(text) === undefined) throw notBlocked();
+      const key = addressKey(text);
+      const d = defender();
+      const a = (await attribute(p.tenant.slug)).get(key);
+      // a block this tenant cannot see does not exist for it
+      if (a === undefined || a.own === 0 || !(await d.list()).some((b) => b.address === key)) throw notBlocked();
+      if (a.others > 0) {
+        throw new TachyonError('PERMISSION', 'block also caused by failures against others', {
+          publicMessage: 'This address also failed against other organisations or services: only a platform administrator can lift its block.',
+          details: { reason: 'block-not-own' },
+        });
+      }
+      if (!(await d.unblock(key, `web:${p.tenant.slug}/${p.user.username}`))) throw notBlocked();
+      options.identity.recordAdminAction(p, meta, 'defender.unblock', key);
+      void reply.code(204);
+      return undefined;
     },
     auditList: async ({ request, reply, principal }: Ctx) => {
       const q = parseAuditQuery(request.query);

@@ -423,7 +423,7 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
 
   const impl: Record<RouteName, Handler> = {
     ...handlers(identity, options.https !== undefined),
-    ...adminHandlers({ identity, auditLog: options.auditLog, allowLists: options.allowLists, now: options.now ?? Date.now }),
+    ...adminHandlers({ identity, auditLog: options.auditLog, allowLists: options.allowLists, defender: options.defender, now: options.now ?? Date.now }),
   };
   for (const name of Object.keys(table) as RouteName[]) {
     const rule = table[name];

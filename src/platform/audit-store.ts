@@ -132,11 +132,21 @@ export class DatabaseAuditSink implements AuditSink, AuditLogReader {
    * The records of one tenant (slug) with `from <= ts <= to` (ISO-8601 UTC with ms, as
    * stored), in order, read in pages of 500 (the audit views: audit-view.ts).
    */
-  async *scan(tenant: string, range: { readonly from?: string; readonly to?: string } = {}): AsyncGenerator<StoredAuditRow> {
+  scan(tenant: string, range: { readonly from?: string; readonly to?: string } = {}): AsyncGenerator<StoredAuditRow> {
+    return this.rows(tenant, range);
+  }
+
+  /** Every tenant's records (and those naming none) with `from <= ts <= to`, in order. */
+  scanAll(range: { readonly from?: string; readonly to?: string } = {}): AsyncGenerator<StoredAuditRow> {
+    return this.rows(undefined, range);
+  }
+
+  private async *rows(tenant: string | undefined, range: { readonly from?: string; readonly to?: string }): AsyncGenerator<StoredAuditRow> {
     await this.queue;
     let after = 0;
     for (;;) {
-      let q = this.database.db.selectFrom('platform_audit').selectAll().where('tenant', '=', tenant).where('seq', '>', after);
+      let q = this.database.db.selectFrom('platform_audit').selectAll().where('seq', '>', after);
+      if (tenant !== undefined) q = q.where('tenant', '=', tenant);
       if (range.from !== undefined) q = q.where('ts', '>=', range.from);
       if (range.to !== undefined) q = q.where('ts', '<=', range.to);
       const page = await q.orderBy('seq').limit(500).execute();

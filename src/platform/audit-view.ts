@@ -26,6 +26,8 @@ import type { StoredAuditRow } from './audit-store.js';
 export interface AuditLogReader {
   /** The records naming `tenant` (slug), in chain order, with `from <= ts <= to` (ISO-8601, ms). */
   scan(tenant: string, range: { readonly from?: string; readonly to?: string }): AsyncIterable<StoredAuditRow>;
+  /** Every record (any tenant, or none) with `from <= ts <= to`, in chain order: for attributing blocks (admin-routes.ts). */
+  scanAll(range: { readonly from?: string; readonly to?: string }): AsyncIterable<StoredAuditRow>;
   /** Verifies the whole chain (every tenant's records: there is one chain). */
   verify(): Promise<AuditVerifyResult>;
 }

@@ -146,6 +146,20 @@ export const ROUTE_TABLE = Object.freeze({
     whilePasswordChangeRequired: false,
     summary: 'Replace the tenant’s IP allow-list (empty: none); a list without the caller’s address needs confirmLockout.',
   },
+  listBlocks: {
+    method: 'GET',
+    url: '/api/v1/blocks',
+    access: READERS,
+    whilePasswordChangeRequired: false,
+    summary: 'Addresses the IP defender blocks after failures against this tenant (with whether the tenant may lift them).',
+  },
+  liftBlock: {
+    method: 'DELETE',
+    url: '/api/v1/blocks/:address',
+    access: ADMIN,
+    whilePasswordChangeRequired: false,
+    summary: 'Lift a block caused only by failures against this tenant (URL-encoded address or IPv6 /64).',
+  },
 } as const satisfies Record<string, RouteRule>);
 
 export type RouteName = keyof typeof ROUTE_TABLE;
