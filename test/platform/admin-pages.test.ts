@@ -13,6 +13,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { newCorrelationId } from '../../src/core/correlation.js';
+import { CidrList, ScoringDefender } from '../../src/defender/index.js';
 import { openDatabase, type Database } from '../../src/db/database.js';
 import { initCa, issueServerCert } from '../../src/node-api/pki.js';
 import { createPlatformApp, type PlatformApp } from '../../src/platform/app.js';
@@ -30,6 +31,7 @@ interface HttpsPlatform {
   readonly db: Database;
   readonly audit: DatabaseAuditSink;
   readonly clock: SimClock;
+  readonly defender: ScoringDefender;
   readonly identity: IdentityService;
   readonly web: PlatformApp;
   readonly base: string;
@@ -50,9 +52,11 @@ async function startHttpsPlatform(): Promise<HttpsPlatform> {
   const db = await openDatabase({ url: `sqlite://${path.join(dir, 'platform.db')}` });
   const clock = new SimClock({ startMs: Date.now() });
   const audit = await DatabaseAuditSink.open(db, { clock });
-  const allowLists = new TenantAllowLists(db, clock);
+  // the browser's own address is never blocked (its scenarios are not about that)
+  const defender = await ScoringDefender.open({ database: db, clock, audit, settings: { threshold: 3, syncIntervalMs: 60_000 }, safeList: CidrList.parse(['127.0.0.0/8']) });
+  const allowLists = new TenantAllowLists(db, clock, defender);
   const identity = new IdentityService({ database: db, audit, clock, hasher: argon2idHasher(TEST_ARGON2), addressGate: allowLists });
-  const web = createPlatformApp({ identity, https: { key: keyPem, cert: certPem }, auditLog: audit, allowLists, now: () => clock.now() });
+  const web = createPlatformApp({ identity, https: { key: keyPem, cert: certPem }, auditLog: audit, allowLists, defender, now: () => clock.now() });
   await web.app.listen({ host: '127.0.0.1', port: 0 });
   const base = `https://127.0.0.1:${(web.app.server.address() as AddressInfo).port}`;
   return {
@@ -60,12 +64,14 @@ async function startHttpsPlatform(): Promise<HttpsPlatform> {
     db,
     audit,
     clock,
+    defender,
     identity,
     web,
     base,
     spki,
     async close() {
       await web.app.close();
+      await defender.close();
       await audit.close();
       await db.close();
       rmSync(dir, { recursive: true, force: true });
@@ -236,5 +242,35 @@ describe('administrator pages in chromium', { skip: existsSync(CHROMIUM) ? false
     ]);
     assert.equal(put.status(), 200);
     assert.deepEqual((await allowLists.get(tenant?.id as string)).cidrs, []);
+  });
+
+  it('an administrator lifts a block caused by failures against the organisation; a shared one is for a platform administrator', async () => {
+    const fail = async (tenant: string, address: string): Promise<void> => {
+      await assert.rejects(p.identity.signIn({ tenant, username: 'nobody', password: 'wrong password here' }, { clientAddress: address, userAgent: 'test', correlationId: newCorrelationId() }));
+      p.defender.report(address, 'auth-failed');
+    };
+    for (let i = 0; i < 3; i++) await fail(T, '198.51.100.1');
+    for (const t of [T, 'globex', T]) await fail(t, '198.51.100.2');
+    for (let i = 0; i < 3; i++) await fail('globex', '198.51.100.3');
+    await p.audit.flush();
+
+    const { page, problems } = await newPage();
+    await signIn(page, 'admin', ADMIN_PW);
+    await page.getByRole('link', { name: 'Blocked addresses' }).click();
+    await page.waitForURL(`${p.base}/admin/blocks`);
+    await ready(page);
+    const rows = page.locator('#blocks tbody tr');
+    assert.equal(await rows.count(), 2, 'globex’s block is not shown');
+    const shared = page.locator('#blocks tbody tr[data-address="198.51.100.2"]');
+    assert.equal(await shared.locator('td').nth(4).textContent(), 'Platform administrator only');
+    assert.equal(await shared.locator('button').count(), 0);
+    await page.getByRole('button', { name: 'Lift the block of 198.51.100.1' }).click();
+    await page.locator('#message.ok').waitFor({ timeout: 5000 });
+    assert.equal(await page.locator('#message').textContent(), 'The block of 198.51.100.1 was lifted.');
+    assert.equal(await rows.count(), 1);
+    assert.equal(p.defender.isBlocked('198.51.100.1'), false);
+    assert.equal(p.defender.isBlocked('198.51.100.2'), true);
+    assert.equal(p.defender.isBlocked('198.51.100.3'), true);
+    assert.deepEqual(problems, []);
   });
 });

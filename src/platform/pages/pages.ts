@@ -37,6 +37,7 @@ const NAV = `<nav aria-label="Main">
   <a href="/admin/policy" data-admin hidden>Policy</a>
   <a href="/admin/audit" data-admin hidden>Audit log</a>
   <a href="/admin/allow-list" data-admin hidden>Allow-list</a>
+  <a href="/admin/blocks" data-admin hidden>Blocked addresses</a>
   <button type="button" id="signout">Sign out</button>
 </nav>`;
 
@@ -170,6 +171,17 @@ export const PAGES: Readonly<Record<string, PageDef>> = Object.freeze({
   <button type="submit">Save allow-list</button>
 </form>
 <p id="allowlist-updated"></p>`,
+  },
+  '/admin/blocks': {
+    title: 'Blocked addresses',
+    page: 'blocks',
+    body: `<p>Addresses the IP defender blocks after failed sign-ins against your organisation. You can lift a block caused only by failures against your organisation; one that also failed elsewhere is lifted by a platform administrator.</p>
+<table id="blocks">
+  <caption>Blocked addresses</caption>
+  <thead><tr><th scope="col">Address</th><th scope="col">Blocked until</th><th scope="col">Blocks so far</th><th scope="col">Failures here</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
+  <tbody></tbody>
+</table>
+<p id="blocks-empty" hidden>No address is blocked.</p>`,
   },
 });
 

@@ -406,6 +406,43 @@ const pages = {
       }
     });
   },
+
+  async blocks() {
+    const me = await signedIn();
+    if (!me) return;
+    const admin = (me.user.roles || []).includes('tenant_admin');
+    const load = async () => {
+      const { blocks } = await api('GET', '/api/v1/blocks');
+      const tbody = $('blocks').tBodies[0];
+      tbody.replaceChildren();
+      for (const b of blocks) {
+        const tr = document.createElement('tr');
+        tr.dataset.address = b.address;
+        cell(tr, b.address);
+        cell(tr, when(b.until));
+        cell(tr, String(b.banCount));
+        cell(tr, String(b.failuresHere));
+        const actions = cell(tr, '');
+        if (!b.liftable) actions.textContent = 'Platform administrator only';
+        else if (admin) {
+          const lift = button('Lift', async () => {
+            try {
+              await api('DELETE', `/api/v1/blocks/${encodeURIComponent(b.address)}`);
+              show(`The block of ${b.address} was lifted.`, 'ok');
+              await load();
+            } catch (err) {
+              showError(err);
+            }
+          });
+          lift.setAttribute('aria-label', `Lift the block of ${b.address}`);
+          actions.append(lift);
+        }
+        tbody.append(tr);
+      }
+      $('blocks-empty').hidden = blocks.length > 0;
+    };
+    await load();
+  },
 };
 
 async function main() {
