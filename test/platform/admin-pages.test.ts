@@ -21,6 +21,8 @@ import { DatabaseAuditSink } from '../../src/platform/audit-store.js';
 import { TenantAllowLists } from '../../src/platform/allow-list-store.js';
 import { argon2idHasher } from '../../src/platform/passwords.js';
 import { IdentityService } from '../../src/platform/service.js';
+import { AesGcmSecretBox, MfaService } from '../../src/platform/mfa/index.js';
+import { Secret, TOTP } from 'otpauth';
 import { SimClock } from '../../src/testkit/simclock.js';
 import { ADMIN_PW, seedTenant, TEST_ARGON2, USER_PW, type Platform } from './helpers.js';
 
@@ -40,7 +42,7 @@ interface HttpsPlatform {
   close(): Promise<void>;
 }
 
-async function startHttpsPlatform(): Promise<HttpsPlatform> {
+async function startHttpsPlatform(options: { mfa?: boolean } = {}): Promise<HttpsPlatform> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tachyon-admin-pages-'));
   const caDir = path.join(dir, 'ca');
   await initCa({ dir: caDir, commonName: 'Tachyon admin pages test CA' });
@@ -55,7 +57,8 @@ async function startHttpsPlatform(): Promise<HttpsPlatform> {
   // the browser's own address is never blocked (its scenarios are not about that)
   const defender = await ScoringDefender.open({ database: db, clock, audit, settings: { threshold: 3, syncIntervalMs: 60_000 }, safeList: CidrList.parse(['127.0.0.0/8']) });
   const allowLists = new TenantAllowLists(db, clock, defender);
-  const identity = new IdentityService({ database: db, audit, clock, hasher: argon2idHasher(TEST_ARGON2), addressGate: allowLists });
+  const mfa = options.mfa === true ? new MfaService({ database: db, box: AesGcmSecretBox.random(), audit, clock }) : undefined;
+  const identity = new IdentityService({ database: db, audit, clock, hasher: argon2idHasher(TEST_ARGON2), addressGate: allowLists, ...(mfa ? { mfa } : {}) });
   const web = createPlatformApp({ identity, https: { key: keyPem, cert: certPem }, auditLog: audit, allowLists, defender, now: () => clock.now() });
   await web.app.listen({ host: '127.0.0.1', port: 0 });
   const base = `https://127.0.0.1:${(web.app.server.address() as AddressInfo).port}`;
@@ -271,6 +274,81 @@ describe('administrator pages in chromium', { skip: existsSync(CHROMIUM) ? false
     assert.equal(p.defender.isBlocked('198.51.100.1'), false);
     assert.equal(p.defender.isBlocked('198.51.100.2'), true);
     assert.equal(p.defender.isBlocked('198.51.100.3'), true);
+    assert.deepEqual(problems, []);
+  });
+});
+
+describe('TOTP enrolment page in chromium', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is absent: browser tests skipped` }, () => {
+  let p: HttpsPlatform;
+  let browser: Browser;
+  let context: BrowserContext | undefined;
+
+  before(async () => {
+    p = await startHttpsPlatform({ mfa: true });
+    await seedTenant({ identity: p.identity } as unknown as Platform, 'acme');
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', `--ignore-certificate-errors-spki-list=${p.spki}`],
+    });
+  });
+  after(async () => {
+    await context?.close().catch(() => undefined);
+    await browser?.close();
+    await p.close();
+  });
+
+  const codeAt = (secret: string, ms: number): string => new TOTP({ secret: Secret.fromBase32(secret), algorithm: 'SHA1', digits: 6, period: 30 }).generate({ timestamp: ms });
+
+  it('an administrator who must enrol is sent to /totp, enrols with a code computed by otpauth, sees the recovery codes once and gets a full session', async () => {
+    context = await browser.newContext({ baseURL: p.base });
+    const page = await context.newPage();
+    const problems: string[] = [];
+    page.on('pageerror', (e) => problems.push(e.message));
+    page.on('console', (m) => {
+      if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())) problems.push(m.text());
+    });
+    await page.goto('/signin');
+    await page.waitForSelector('body[data-ready="true"]');
+    await page.getByLabel('Organisation').fill('acme');
+    await page.getByLabel('User name').fill('admin');
+    await page.getByLabel('Password').fill(ADMIN_PW);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(`${p.base}/totp?required=1`);
+    await page.waitForSelector('body[data-ready="true"]');
+    assert.match((await page.locator('#message').textContent()) ?? '', /must use two-step sign-in/);
+
+    await page.getByRole('button', { name: 'Set up an authenticator app' }).click();
+    await page.locator('#totp-setup').waitFor({ state: 'visible', timeout: 5000 });
+    const uri = (await page.locator('#totp-uri').textContent()) ?? '';
+    assert.match(uri, /^otpauth:\/\/totp\/.*secret=[A-Z2-7]+/);
+    const secret = ((await page.locator('#totp-secret').textContent()) ?? '').replace(/\s+/g, '');
+    assert.equal(new URL(uri).searchParams.get('secret'), secret, 'the key shown is the one in the link');
+
+    // a wrong code: the API's message, and the form stays
+    await page.getByLabel('Code from the app').fill(codeAt(secret, p.clock.now() + 10 * 60_000));
+    await page.getByRole('button', { name: 'Confirm' }).click();
+    await page.locator('#message.error').waitFor({ timeout: 5000 });
+    assert.equal(await page.locator('#totp-setup').isVisible(), true);
+
+    await page.getByLabel('Code from the app').fill(codeAt(secret, p.clock.now()));
+    await page.getByRole('button', { name: 'Confirm' }).click();
+    await page.locator('#totp-done').waitFor({ state: 'visible', timeout: 5000 });
+    const codes = await page.locator('#recovery-codes li').allTextContents();
+    assert.equal(codes.length, 10);
+    assert.equal(new Set(codes).size, 10);
+    assert.equal(await page.locator('#totp-secret').textContent(), '', 'the key is no longer on screen');
+
+    // the session is full now: an administrator's page works
+    await page.goto('/admin/users');
+    await page.waitForSelector('body[data-ready="true"]');
+    assert.ok((await page.locator('#users tbody tr').count()) >= 3);
+    // the recovery codes were shown once: enrolling again is refused, nothing shows them
+    await page.goto('/totp');
+    await page.waitForSelector('body[data-ready="true"]');
+    await page.getByRole('button', { name: 'Set up an authenticator app' }).click();
+    await page.locator('#message.error').waitFor({ timeout: 5000 });
+    assert.equal(await page.locator('#recovery-codes li').count(), 0);
     assert.deepEqual(problems, []);
   });
 });

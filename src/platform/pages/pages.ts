@@ -33,6 +33,7 @@ const NAV = `<nav aria-label="Main">
   <a href="/">My account</a>
   <a href="/password">Change password</a>
   <a href="/sessions">My sessions</a>
+  <a href="/totp">Two-step sign-in</a>
   <a href="/admin/users" data-admin hidden>Users</a>
   <a href="/admin/policy" data-admin hidden>Policy</a>
   <a href="/admin/audit" data-admin hidden>Audit log</a>
@@ -182,6 +183,35 @@ export const PAGES: Readonly<Record<string, PageDef>> = Object.freeze({
   <tbody></tbody>
 </table>
 <p id="blocks-empty" hidden>No address is blocked.</p>`,
+  },
+  '/totp': {
+    title: 'Two-step sign-in',
+    page: 'totp',
+    body: `<p>Protect your account with an authenticator app (time-based one-time codes, RFC 6238).</p>
+<section id="totp-start">
+  <button type="button" id="totp-begin">Set up an authenticator app</button>
+</section>
+<section id="totp-setup" hidden aria-labelledby="totp-setup-title">
+  <h2 id="totp-setup-title">1. Add the account to your app</h2>
+  <p>Enter this key in your authenticator app, or give it the link below (most apps accept it pasted or as a QR code made from it).</p>
+  <dl>
+    <dt>Key</dt><dd><code id="totp-secret"></code></dd>
+    <dt>Link</dt><dd><code id="totp-uri"></code></dd>
+    <dt>Valid until</dt><dd id="totp-expires"></dd>
+  </dl>
+  <h2>2. Confirm with a code</h2>
+  <form id="totp-confirm-form" novalidate>
+    <label for="totp-code">Code from the app</label>
+    <input id="totp-code" inputmode="numeric" autocomplete="one-time-code" required>
+    <button type="submit">Confirm</button>
+  </form>
+</section>
+<section id="totp-done" hidden aria-labelledby="totp-done-title">
+  <h2 id="totp-done-title">Recovery codes</h2>
+  <p>Each code signs you in once if you lose your app. Store them somewhere safe now: they are not shown again.</p>
+  <ul id="recovery-codes"></ul>
+  <p><a href="/">Continue to my account</a></p>
+</section>`,
   },
 });
 

@@ -111,7 +111,9 @@ const pages = {
       const body = { tenant: $('tenant').value.trim(), username: $('username').value.trim(), password: $('password').value };
       try {
         const r = await api('POST', '/api/v1/auth/signin', body);
-        location.assign(r.passwordChangeRequired ? '/password?required=1' : '/');
+        // an account that must have a second factor and has none may only enrol
+        if (r.secondFactor === 'enrol') location.assign('/totp?required=1');
+        else location.assign(r.passwordChangeRequired ? '/password?required=1' : '/');
       } catch (err) {
         $('password').value = '';
         showError(err);
@@ -442,6 +444,52 @@ const pages = {
       $('blocks-empty').hidden = blocks.length > 0;
     };
     await load();
+  },
+
+  async totp() {
+    const me = await signedIn();
+    if (!me) return;
+    if (me.secondFactor === 'enrol') show('Your account must use two-step sign-in: set it up to continue.', 'notice');
+    $('totp-begin').addEventListener('click', async () => {
+      try {
+        const e = await api('POST', '/api/v1/me/totp/enrol');
+        $('totp-secret').textContent = e.secretGrouped || e.secret;
+        $('totp-uri').textContent = e.uri;
+        $('totp-expires').textContent = when(e.expiresAt);
+        $('totp-start').hidden = true;
+        $('totp-setup').hidden = false;
+        $('message').hidden = true;
+        $('totp-code').focus();
+      } catch (err) {
+        showError(err);
+      }
+    });
+    $('totp-confirm-form').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      try {
+        const r = await api('POST', '/api/v1/me/totp/confirm', { code: $('totp-code').value.trim() });
+        // a pending (enrol) session was replaced by a full one: its CSRF token too
+        if (r.csrfToken) csrf = r.csrfToken;
+        const list = $('recovery-codes');
+        list.replaceChildren();
+        for (const c of r.recoveryCodes || []) {
+          const li = document.createElement('li');
+          const code = document.createElement('code');
+          code.textContent = c;
+          li.append(code);
+          list.append(li);
+        }
+        // the key is not left on screen
+        $('totp-secret').textContent = '';
+        $('totp-uri').textContent = '';
+        $('totp-setup').hidden = true;
+        $('totp-done').hidden = false;
+        show('Two-step sign-in is on.', 'ok');
+      } catch (err) {
+        $('totp-code').value = '';
+        showError(err);
+      }
+    });
   },
 };
 
