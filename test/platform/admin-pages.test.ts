@@ -349,6 +349,23 @@ describe('TOTP enrolment page in chromium', { skip: existsSync(CHROMIUM) ? false
     await page.getByRole('button', { name: 'Set up an authenticator app' }).click();
     await page.locator('#message.error').waitFor({ timeout: 5000 });
     assert.equal(await page.locator('#recovery-codes li').count(), 0);
+
+    // next sign-in: password, then the code on the same page, then a full session
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.waitForURL(`${p.base}/signin`);
+    await page.waitForSelector('body[data-ready="true"]');
+    p.clock.advance(31_000);
+    await page.getByLabel('Organisation').fill('acme');
+    await page.getByLabel('User name').fill('admin');
+    await page.getByLabel('Password').fill(ADMIN_PW);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByLabel('Authentication code').waitFor({ state: 'visible', timeout: 5000 });
+    await page.getByLabel('Authentication code').fill(codeAt(secret, p.clock.now()));
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(`${p.base}/`);
+    await page.goto('/admin/users');
+    await page.waitForSelector('body[data-ready="true"]');
+    assert.ok((await page.locator('#users tbody tr').count()) >= 3);
     assert.deepEqual(problems, []);
   });
 });

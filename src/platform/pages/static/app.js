@@ -106,14 +106,40 @@ function wireSignOut() {
 
 const pages = {
   async signin() {
+    // after a right password, an enrolled account gives its code (or a recovery code) in a second step
+    let secondStep = false;
+    const done = (r) => {
+      // an account that must have a second factor and has none may only enrol
+      if (r.secondFactor === 'enrol') location.assign('/totp?required=1');
+      else location.assign(r.passwordChangeRequired ? '/password?required=1' : '/');
+    };
     $('signin-form').addEventListener('submit', async (ev) => {
       ev.preventDefault();
+      if (secondStep) {
+        const code = $('totp').value.trim();
+        const body = /^\d{6,8}$/.test(code) ? { code } : { recoveryCode: code };
+        try {
+          done(await api('POST', '/api/v1/auth/totp', body));
+        } catch (err) {
+          $('totp').value = '';
+          showError(err);
+        }
+        return;
+      }
       const body = { tenant: $('tenant').value.trim(), username: $('username').value.trim(), password: $('password').value };
       try {
         const r = await api('POST', '/api/v1/auth/signin', body);
-        // an account that must have a second factor and has none may only enrol
-        if (r.secondFactor === 'enrol') location.assign('/totp?required=1');
-        else location.assign(r.passwordChangeRequired ? '/password?required=1' : '/');
+        if (r.secondFactor === 'totp') {
+          csrf = r.csrfToken;
+          secondStep = true;
+          $('password').value = '';
+          for (const id of ['tenant', 'username', 'password']) $(id).disabled = true;
+          $('second-factor').hidden = false;
+          $('totp').focus();
+          show('Enter the code from your authenticator app (or a recovery code).', 'notice');
+          return;
+        }
+        done(r);
       } catch (err) {
         $('password').value = '';
         showError(err);
