@@ -45,6 +45,7 @@ const sha256 = (s: string): string => createHash('sha256').update(s, 'utf8').dig
 export class DatabaseAuditSink implements AuditSink, AuditLogReader {
   private readonly database: Database;
   private readonly mac: LineMac;
+  private readonly key: Buffer | undefined;
   private readonly clock: Clock;
   private seq: number;
   private prev: string;
@@ -55,6 +56,7 @@ export class DatabaseAuditSink implements AuditSink, AuditLogReader {
   private constructor(database: Database, options: DatabaseAuditSinkOptions, seq: number, prev: string) {
     this.database = database;
     this.mac = lineMac(options.key);
+    this.key = options.key;
     this.clock = options.clock ?? systemClock;
     this.seq = seq;
     this.prev = prev;
@@ -158,7 +160,7 @@ export class DatabaseAuditSink implements AuditSink, AuditLogReader {
     }
   }
 
-  /** Verifies the whole chain with the audit layer's verifier (a missing, edited or reordered row fails). */
+  /** Verifies the whole chain with the audit layer's verifier (a missing, edited or reordered row fails); with the sink's key unless `options.key`. */
   async verify(options: AuditVerifyOptions = {}): Promise<AuditVerifyResult> {
     await this.queue;
     const db = this.database.db;
@@ -178,6 +180,7 @@ export class DatabaseAuditSink implements AuditSink, AuditLogReader {
         }
       }
     }
-    return verifyLines(lines(), options);
+    // the sink's own chain key unless another is given: the MACs are checked, not only the links
+    return verifyLines(lines(), { ...options, ...(options.key ?? this.key ? { key: options.key ?? this.key } : {}) });
   }
 }

@@ -204,12 +204,14 @@ export interface ChainSummary {
   readonly chain: 'ok' | 'broken';
   /** Records of the whole chain that verified. */
   readonly recordsVerified: number;
+  /** Whether the records' HMACs were checked (a keyed chain verified with its key), not only the links. */
+  readonly macsChecked: boolean;
   /** The first problem's reason (e.g. hash-mismatch), when broken. */
   readonly reason?: string;
 }
 
 export function chainSummary(r: AuditVerifyResult): ChainSummary {
-  return { chain: r.ok ? 'ok' : 'broken', recordsVerified: r.records, ...(r.failure ? { reason: r.failure.reason } : {}) };
+  return { chain: r.ok ? 'ok' : 'broken', recordsVerified: r.records, macsChecked: r.macsChecked, ...(r.failure ? { reason: r.failure.reason } : {}) };
 }
 
 const CSV_COLUMNS = ['seq', 'ts', 'type', 'severity', 'actor', 'action', 'outcome', 'clientAddress', 'correlationId', 'id', 'fields'] as const;
