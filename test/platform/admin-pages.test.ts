@@ -368,4 +368,37 @@ describe('TOTP enrolment page in chromium', { skip: existsSync(CHROMIUM) ? false
     assert.ok((await page.locator('#users tbody tr').count()) >= 3);
     assert.deepEqual(problems, []);
   });
+
+  it('an administrator with a temporary password enrols first, then is sent to change the password', async () => {
+    const tenant = await p.identity.repo.tenantBySlug('acme');
+    await p.identity.provisionUser(tenant?.id as string, { username: 'admin2', roles: ['tenant_admin'], password: 'temporary passphrase 77', mustChangePassword: true });
+    const ctx = await browser.newContext({ baseURL: p.base });
+    try {
+      const page = await ctx.newPage();
+      await page.goto('/signin');
+      await page.waitForSelector('body[data-ready="true"]');
+      await page.getByLabel('Organisation').fill('acme');
+      await page.getByLabel('User name').fill('admin2');
+      await page.getByLabel('Password').fill('temporary passphrase 77');
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await page.waitForURL(`${p.base}/totp?required=1`);
+      await page.waitForSelector('body[data-ready="true"]');
+      await page.getByRole('button', { name: 'Set up an authenticator app' }).click();
+      await page.locator('#totp-setup').waitFor({ state: 'visible', timeout: 5000 });
+      const secret = ((await page.locator('#totp-secret').textContent()) ?? '').replace(/\s+/g, '');
+      await page.getByLabel('Code from the app').fill(codeAt(secret, p.clock.now()));
+      await page.getByRole('button', { name: 'Confirm' }).click();
+      await page.locator('#totp-done').waitFor({ state: 'visible', timeout: 5000 });
+      await page.getByRole('link', { name: 'Continue: change your password' }).click();
+      await page.waitForURL(`${p.base}/password?required=1`);
+      await page.waitForSelector('body[data-ready="true"]');
+      await page.getByLabel('Current password').fill('temporary passphrase 77');
+      await page.getByLabel('New password', { exact: true }).fill('settled passphrase 2027 x');
+      await page.getByLabel('New password again').fill('settled passphrase 2027 x');
+      await page.getByRole('button', { name: 'Change password' }).click();
+      await page.locator('#message.ok').waitFor({ timeout: 5000 });
+    } finally {
+      await ctx.close();
+    }
+  });
 });

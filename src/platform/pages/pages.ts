@@ -210,7 +210,7 @@ export const PAGES: Readonly<Record<string, PageDef>> = Object.freeze({
   <h2 id="totp-done-title">Recovery codes</h2>
   <p>Each code signs you in once if you lose your app. Store them somewhere safe now: they are not shown again.</p>
   <ul id="recovery-codes"></ul>
-  <p><a href="/">Continue to my account</a></p>
+  <p><a id="totp-continue" href="/">Continue to my account</a></p>
 </section>`,
   },
 });

@@ -510,6 +510,11 @@ const pages = {
         $('totp-uri').textContent = '';
         $('totp-setup').hidden = true;
         $('totp-done').hidden = false;
+        // a password that must be changed comes next (the new full session may do it)
+        if (r.passwordChangeRequired) {
+          $('totp-continue').href = '/password?required=1';
+          $('totp-continue').textContent = 'Continue: change your password';
+        }
         show('Two-step sign-in is on.', 'ok');
       } catch (err) {
         $('totp-code').value = '';
