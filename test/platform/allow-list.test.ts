@@ -113,6 +113,11 @@ describe('per-tenant IP allow-lists in the web platform', () => {
       assert.match(r.error?.message ?? '', message);
       assert.ok(!r.text.includes('script') && !r.text.includes('OR 1=1'), 'not echoed');
     }
+    // oversized, malformed and non-JSON bodies
+    const big = await admin.req('PUT', '/api/v1/allow-list', { cidrs: Array.from({ length: 2000 }, () => '192.0.2.0/24') });
+    assert.equal(big.status, 413, big.text);
+    assert.equal((await admin.req('PUT', '/api/v1/allow-list', '{"cidrs": [')).status, 400);
+    assert.equal((await admin.req('PUT', '/api/v1/allow-list', 'cidrs=10.0.0.0/8', { headers: { 'content-type': 'application/x-www-form-urlencoded' } })).status, 415);
     assert.deepEqual((await admin.req('GET', '/api/v1/allow-list')).body['cidrs'], [], 'nothing was stored');
   });
 
