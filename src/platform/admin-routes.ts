@@ -1,7 +1,9 @@
 /**
- * The handlers of the administrators' and auditors' routes (audit log; see routes.ts for
- * who may call each): kept apart from app.ts, which checks session, CSRF, stage, password
- * change and role before any of these runs. The tenant is always the principal's.
+ * The handlers of the administrators' and auditors' routes — the audit log and its
+ * export, the tenant's IP allow-list, the defender's blocks that concern the tenant (see
+ * routes.ts for who may call each; docs/platform-admin.md). Kept apart from app.ts, which
+ * checks session, CSRF, stage, password change, address and role before any of these
+ * runs. The tenant is always the principal's.
  */
 import { Readable } from 'node:stream';
 import { z } from 'zod';
