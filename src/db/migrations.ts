@@ -319,6 +319,24 @@ const m0008: Migration = {
     await db.schema.alterTable('platform_session').dropColumn('stage').execute();
   },
 };
+/**
+ * The web platform's per-tenant IP allow-list (src/platform/allow-list-store.ts): the
+ * tenant's CIDR blocks as a JSON array; no row (or an empty array) means no list.
+ */
+const m0009: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('platform_allow_list')
+      .addColumn('tenant_id', 'text', (c) => c.primaryKey())
+      .addColumn('cidrs', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .addColumn('updated_by', 'text', (c) => c.notNull().defaultTo(sql.lit('')))
+      .execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('platform_allow_list').execute();
+  },
+};
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 /** Every migration, by name. Names sort in the order they apply. */
@@ -331,4 +349,5 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   '0006_defender': m0006,
   '0007_mfa': m0007,
   '0008_platform_signin': m0008,
+  '0009_platform_allow_list': m0009,
 });

@@ -282,6 +282,16 @@ export interface DefenderBlockTable {
   updated_at: string;
 }
 
+/** A tenant's IP allow-list of the web platform (migration 0009; src/platform/allow-list-store.ts). */
+export interface PlatformAllowListTable {
+  tenant_id: string;
+  /** JSON array of normalized CIDR blocks; empty: no list. */
+  cidrs: string;
+  updated_at: string;
+  /** User name of the administrator who saved it. */
+  updated_by: string;
+}
+
 /** Every table, for `Kysely<TachyonSchema>`. */
 export interface TachyonSchema {
   transfer_user: TransferUserTable;
@@ -302,4 +312,5 @@ export interface TachyonSchema {
   platform_sso_link: PlatformSsoLinkTable;
   platform_api_token: PlatformApiTokenTable;
   platform_audit: PlatformAuditTable;
+  platform_allow_list: PlatformAllowListTable;
 }

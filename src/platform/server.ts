@@ -9,7 +9,10 @@
  *    administrators must enrol TOTP;
  *  - the identity service (argon2id with the production parameters unless a hasher is
  *    given, the shipped common-password list);
- *  - the HTTPS application of the route table (createPlatformApp), with the shared defender.
+ *  - the tenants' IP allow-lists ({@link TenantAllowLists}: the `platform_allow_list`
+ *    table and the defender's configured lists), for sign-ins and sessions;
+ *  - the HTTPS application of the route table (createPlatformApp), with the shared
+ *    defender, the audit views over the same sink, the allow-lists and the blocks.
  *
  * The database and the defender belong to the caller, who closes them after this server.
  */
@@ -20,6 +23,7 @@ import type { Database } from '../db/database.js';
 import type { Defender } from '../defender/index.js';
 import { createPlatformApp } from './app.js';
 import { DatabaseAuditSink } from './audit-store.js';
+import { TenantAllowLists } from './allow-list-store.js';
 import { MfaService, type SecretBox } from './mfa/index.js';
 import type { PasswordHasher } from './passwords.js';
 import { IdentityService } from './service.js';
@@ -69,8 +73,17 @@ export async function startPlatformServer(o: PlatformServerOptions): Promise<Pla
   const clock = o.clock ?? systemClock;
   const audit = await DatabaseAuditSink.open(o.database, { clock, ...(o.auditKey ? { key: o.auditKey } : {}) });
   const mfa = new MfaService({ database: o.database, box: o.mfaBox, audit, clock });
-  const identity = new IdentityService({ database: o.database, audit, clock, mfa, ...(o.hasher ? { hasher: o.hasher } : {}) });
-  const web = createPlatformApp({ identity, https: { key: o.tls.key, cert: o.tls.cert }, ...(o.defender ? { defender: o.defender } : {}) });
+  // tenants' IP allow-lists (and the defender's configured ones) for sign-ins and sessions
+  const allowLists = new TenantAllowLists(o.database, clock, o.defender);
+  const identity = new IdentityService({ database: o.database, audit, clock, mfa, addressGate: allowLists, ...(o.hasher ? { hasher: o.hasher } : {}) });
+  const web = createPlatformApp({
+    identity,
+    https: { key: o.tls.key, cert: o.tls.cert },
+    auditLog: audit,
+    allowLists,
+    now: () => clock.now(),
+    ...(o.defender ? { defender: o.defender } : {}),
+  });
   const listen = o.listen ?? DEFAULT_PLATFORM_LISTEN;
   try {
     await web.app.listen({ host: listen, port: o.port });
