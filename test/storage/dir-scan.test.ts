@@ -1,0 +1,136 @@
+/**
+ * The DirScanner seam: the native scanner (native/tachyon_dir.c) against the node:fs one
+ * on the same real directories — same entries, kinds, sizes and mtimes; names sorted in
+ * JavaScript's code-unit order (fuzzed with seeded random Unicode names, including the
+ * characters where UTF-8 byte order and UTF-16 order differ); errors with errno codes;
+ * LocalStorage over either scanner lists the same pages.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { DirListing, ListingCache, LocalStorage, RESERVED_PREFIX, nativeDirScanner, nodeDirScanner, type DirScanner, type ListSort, type ScannedDir } from '../../src/storage/index.js';
+import { Rng } from '../helpers/rng.js';
+
+const native = nativeDirScanner();
+// CI builds the addon (TACHYON_REQUIRE_NATIVE=1); elsewhere these tests say why they skip
+const skip = native.scanner ? false : `native scanner unavailable: ${native.reason}`;
+
+/** name -> [kind, size, mtime] of the files and directories of a scan. */
+function table(s: ScannedDir, withStats: boolean): Map<string, [number, number, number]> {
+  const m = new Map<string, [number, number, number]>();
+  s.names.forEach((n, i) => {
+    const k = s.kinds[i] as number;
+    if (k === 1 || k === 2) m.set(n, [k, withStats ? (s.sizes[i] as number) : 0, withStats ? (s.mtimes[i] as number) : 0]);
+  });
+  return m;
+}
+
+/** A random name of 1..12 characters from ranges that stress code-unit order. */
+function randomName(rng: Rng): string {
+  const ranges: Array<[number, number]> = [
+    [0x30, 0x7a], // ASCII letters and digits
+    [0xa0, 0x7ff], // two-byte UTF-8
+    [0xe000, 0xfffd], // three-byte, above the surrogates: sorts after supplementary in UTF-16
+    [0x10000, 0x1f6ff], // four-byte: surrogate pairs
+  ];
+  let s = '';
+  const len = rng.range(1, 12);
+  for (let i = 0; i < len; i++) {
+    const [lo, hi] = rng.pick(ranges);
+    s += String.fromCodePoint(rng.range(lo, hi));
+  }
+  return s.replace(/[/\\]/g, 'x');
+}
+
+describe('DirScanner', () => {
+  it('native and node:fs scanners see the same entries, kinds, sizes and mtimes', { skip }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tachyon-scan-'));
+    const rng = new Rng(4242);
+    for (let i = 0; i < 500; i++) writeFileSync(join(dir, `f${i}`), 'x'.repeat(rng.int(3000)));
+    for (let i = 0; i < 20; i++) mkdirSync(join(dir, `d${i}`));
+    utimesSync(join(dir, 'f7'), 1000.5, 1000.123456); // seconds, with microseconds
+    symlinkSync('f1', join(dir, 'link'));
+    execFileSync('mkfifo', [join(dir, 'fifo')]);
+    writeFileSync(join(dir, `${RESERVED_PREFIX}abc`), 'partial');
+    const n = native.scanner as DirScanner;
+    for (const withStats of [true, false]) {
+      const a = await n.scan(dir, withStats);
+      const b = await nodeDirScanner().scan(dir, withStats);
+      assert.equal(a.sorted, true);
+      assert.deepEqual([...a.names], [...a.names].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)), 'native names come sorted');
+      assert.deepEqual(table(a, withStats), table(b, withStats), `withStats ${withStats}`);
+      assert.ok(!table(a, withStats).has('link') && !table(a, withStats).has('fifo'), 'links and FIFOs are not files');
+      assert.equal(table(a, withStats).size, 500 + 20 + 1, 'files, directories and the (later hidden) temporary file');
+    }
+    assert.equal(table(await n.scan(dir, true), true).get('f7')?.[2], 1_000_123.456, 'mtime computed as Node computes mtimeMs');
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('fuzz: random Unicode names come back in code-unit order, as JavaScript sorts them (seeded)', { skip }, async () => {
+    const n = native.scanner as DirScanner;
+    for (const seed of [1, 2, 3]) {
+      const dir = await mkdtemp(join(tmpdir(), 'tachyon-scan-'));
+      const rng = new Rng(seed);
+      const names = new Set<string>();
+      while (names.size < 300) names.add(randomName(rng));
+      // names sharing a prefix, differing where byte and UTF-16 order disagree
+      names.add('p\u{1F600}');
+      names.add('p\uFF21');
+      names.add('p\uE000');
+      names.add('p\uD7FF');
+      for (const name of names) writeFileSync(join(dir, name), '');
+      const scan = await n.scan(dir, rng.chance(0.5));
+      const expected = [...names].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+      assert.equal(scan.sorted, true, `seed ${seed}`);
+      assert.deepEqual([...scan.names], expected, `seed ${seed}`);
+      const listing = DirListing.fromScan(scan, false);
+      assert.deepEqual([...listing.names], expected);
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('fails with the errno code: missing, not a directory, a link to a directory', { skip }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tachyon-scan-'));
+    writeFileSync(join(dir, 'file'), '');
+    mkdirSync(join(dir, 'real'));
+    symlinkSync('real', join(dir, 'link'));
+    const n = native.scanner as DirScanner;
+    for (const [p, code] of [
+      ['missing', 'ENOENT'],
+      ['file', 'ENOTDIR'],
+      ['link', 'ENOTDIR'], // O_NOFOLLOW | O_DIRECTORY on a link
+    ] as const) {
+      await assert.rejects(n.scan(join(dir, p), true), (err: NodeJS.ErrnoException) => [code, 'ELOOP'].includes(err.code ?? ''), p);
+    }
+    assert.deepEqual((await n.scan(join(dir, 'real'), true)).names, [], 'an empty directory');
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('LocalStorage pages are the same over either scanner, cached or not, for every sort and order', { skip }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tachyon-scan-'));
+    const rng = new Rng(99);
+    for (let i = 0; i < 400; i++) {
+      const f = join(dir, `${randomName(rng)}-${i}`);
+      writeFileSync(f, 'y'.repeat(rng.int(20)));
+      utimesSync(f, new Date(1e12 + rng.int(50) * 1000), new Date(1e12 + rng.int(50) * 1000));
+    }
+    for (let i = 0; i < 10; i++) mkdirSync(join(dir, `dir ${i}`));
+    const stores = [
+      await LocalStorage.open(dir, { scanner: nodeDirScanner() }),
+      await LocalStorage.open(dir, { scanner: native.scanner as DirScanner }),
+      await LocalStorage.open(dir, { scanner: native.scanner as DirScanner, listCache: new ListingCache({ minEntries: 0 }) }),
+      await LocalStorage.open(dir, { scanner: nodeDirScanner(), listCache: new ListingCache({ minEntries: 0 }) }),
+    ];
+    for (let k = 0; k < 40; k++) {
+      const o = { sort: rng.pick(['name', 'size', 'mtime'] as ListSort[]), order: rng.pick(['asc', 'desc'] as const), offset: rng.int(420), limit: rng.int(150) };
+      const pages = await Promise.all(stores.map((s) => s.list('', o)));
+      for (const p of pages.slice(1)) assert.deepEqual(p, pages[0], JSON.stringify(o));
+      assert.equal(pages[0]?.total, 410);
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+});
