@@ -102,28 +102,90 @@ static void stat_one(scan_t *s, size_t i) {
 }
 
 /*
- * Compares two NUL-terminated UTF-8 names in UTF-16 code-unit order: byte order is code
- * point order, which differs from code-unit order only between U+E000..U+FFFF (lead byte
- * 0xEE or 0xEF) and supplementary characters (lead byte 0xF0..0xF4, surrogate pairs in
- * UTF-16, which sort below U+E000).
+ * Name order: UTF-16 code-unit order (JavaScript's `<`). For valid UTF-8, byte order is
+ * code point order, which differs from code-unit order only between U+E000..U+FFFF (lead
+ * bytes 0xEE, 0xEF) and supplementary characters (lead bytes 0xF0..0xF4, surrogate pairs
+ * in UTF-16, which sort below U+E000). Those bytes only ever appear as lead bytes, so
+ * comparing bytes through RANK (0xF0..0xF4 -> 0xEE..0xF2, 0xEE/0xEF -> 0xF3/0xF4) gives
+ * code-unit order.
  */
-static int cmp_names(const void *pa, const void *pb, void *arg) {
-  const char *base = arg;
-  const unsigned char *a = (const unsigned char *)base + *(const uint32_t *)pa;
-  const unsigned char *b = (const unsigned char *)base + *(const uint32_t *)pb;
+static unsigned char RANK[256];
+
+static void init_rank(void) {
+  for (int i = 0; i < 256; i++) RANK[i] = (unsigned char)i;
+  for (int i = 0xF0; i <= 0xF4; i++) RANK[i] = (unsigned char)(i - 2);
+  RANK[0xEE] = 0xF3;
+  RANK[0xEF] = 0xF4;
+}
+
+typedef struct {
+  uint64_t key; /* the first 8 bytes through RANK, big-endian, zero-padded */
+  uint32_t off;
+  uint8_t kind;
+} rec_t;
+
+static int cmp_tail(const void *pa, const void *pb, void *arg) {
+  /* records with equal keys: their first 8 bytes are equal and non-NUL */
+  const unsigned char *a = (const unsigned char *)arg + ((const rec_t *)pa)->off + 8;
+  const unsigned char *b = (const unsigned char *)arg + ((const rec_t *)pb)->off + 8;
   while (*a && *a == *b) {
     a++;
     b++;
   }
-  unsigned ca = *a, cb = *b;
-  if ((ca == 0xEE || ca == 0xEF) && cb >= 0xF0 && cb <= 0xF4) return 1;
-  if ((cb == 0xEE || cb == 0xEF) && ca >= 0xF0 && ca <= 0xF4) return -1;
-  return (int)ca - (int)cb;
+  return (int)RANK[*a] - (int)RANK[*b];
 }
 
-static int cmp_idx(const void *pa, const void *pb, void *arg) {
-  const scan_t *s = arg;
-  return cmp_names(&s->offsets[*(const uint32_t *)pa], &s->offsets[*(const uint32_t *)pb], s->names);
+/*
+ * Sorts the scan's names (offsets and kinds) by name: LSD radix on 8-byte prefixes, then
+ * each run of equal prefixes by the rest of the names.
+ */
+static int sort_names(scan_t *s) {
+  size_t n = s->count;
+  rec_t *rec = malloc(n * sizeof *rec);
+  rec_t *tmp = malloc(n * sizeof *tmp);
+  if (!rec || !tmp) {
+    free(rec);
+    free(tmp);
+    return ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const unsigned char *p = (const unsigned char *)s->names + s->offsets[i];
+    uint64_t k = 0;
+    int j = 0;
+    for (; j < 8 && p[j]; j++) k = (k << 8) | RANK[p[j]];
+    if (j < 8) k <<= 8 * (8 - j);
+    rec[i].key = k;
+    rec[i].off = s->offsets[i];
+    rec[i].kind = s->kinds[i];
+  }
+  for (int shift = 0; shift < 64; shift += 8) {
+    size_t count[256] = {0};
+    for (size_t i = 0; i < n; i++) count[(rec[i].key >> shift) & 0xff]++;
+    if (count[(rec[0].key >> shift) & 0xff] == n) continue; /* the same byte everywhere */
+    size_t pos = 0;
+    for (int b = 0; b < 256; b++) {
+      size_t c = count[b];
+      count[b] = pos;
+      pos += c;
+    }
+    for (size_t i = 0; i < n; i++) tmp[count[(rec[i].key >> shift) & 0xff]++] = rec[i];
+    rec_t *t = rec;
+    rec = tmp;
+    tmp = t;
+  }
+  for (size_t i = 0; i < n;) {
+    size_t j = i + 1;
+    while (j < n && rec[j].key == rec[i].key) j++;
+    if (j - i > 1) qsort_r(rec + i, j - i, sizeof *rec, cmp_tail, s->names);
+    i = j;
+  }
+  for (size_t i = 0; i < n; i++) {
+    s->offsets[i] = rec[i].off;
+    s->kinds[i] = rec[i].kind;
+  }
+  free(rec);
+  free(tmp);
+  return 0;
 }
 
 static void *stat_slice(void *arg) {
@@ -168,27 +230,13 @@ static void execute(napi_env env, void *data) {
     return;
   }
   size_t n = s->count;
-  /* sort by name: kinds travel with their offsets (pack both into one sortable record) */
   if (n > 1) {
-    uint64_t *rec = malloc(n * sizeof *rec);
-    uint32_t *off = malloc(n * sizeof *off);
-    if (!rec || !off) {
-      free(rec);
-      free(off);
-      s->err = ENOMEM;
+    int r = sort_names(s);
+    if (r) {
+      s->err = r;
       closedir(d);
       return;
     }
-    for (size_t i = 0; i < n; i++) off[i] = (uint32_t)i;
-    /* sort indices, then permute offsets and kinds */
-    qsort_r(off, n, sizeof *off, cmp_idx, s);
-    for (size_t i = 0; i < n; i++) rec[i] = ((uint64_t)s->offsets[off[i]] << 8) | s->kinds[off[i]];
-    for (size_t i = 0; i < n; i++) {
-      s->offsets[i] = (uint32_t)(rec[i] >> 8);
-      s->kinds[i] = (uint8_t)(rec[i] & 0xff);
-    }
-    free(rec);
-    free(off);
   }
   s->sizes = calloc(n ? n : 1, sizeof(double));
   s->mtimes = calloc(n ? n : 1, sizeof(double));
@@ -346,6 +394,7 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
 }
 
 static napi_value init(napi_env env, napi_value exports) {
+  init_rank();
   napi_property_descriptor props[] = {
       {"scanDir", NULL, scan_dir, NULL, NULL, NULL, napi_default, NULL},
   };

@@ -77,6 +77,8 @@ describe('DirScanner', () => {
       const rng = new Rng(seed);
       const names = new Set<string>();
       while (names.size < 300) names.add(randomName(rng));
+      // long shared prefixes (the addon sorts by 8-byte prefixes first, then the rest)
+      while (names.size < 450) names.add(`${rng.pick(['IMG_2026_11_', 'IMG_2026_1', 'clip-\u{1F3AC}-', 'clip-\uFF21-', 'x'])}${randomName(rng)}`);
       // names sharing a prefix, differing where byte and UTF-16 order disagree
       names.add('p\u{1F600}');
       names.add('p\uFF21');
