@@ -8,13 +8,18 @@
  * relative to the open directory on a few threads, and hands JavaScript one buffer of
  * names and three typed arrays. Nothing runs on the event-loop thread but the copy out.
  *
- * scanDir(path, withStats, threads) -> Promise<{ names: Buffer (NUL-terminated names,
- *   sorted in UTF-16 code-unit order, the order of JavaScript's `<`, for valid UTF-8), count, kinds: Uint8Array (1 file, 2 directory, 0 anything else or gone), sizes and
- *   mtimes: Float64Array (ms since the epoch, computed as Node computes mtimeMs) }>.
- * Without withStats only entries whose d_type is unknown are stat'ed (sizes and mtimes
- * are then 0). The directory itself is opened with O_NOFOLLOW | O_DIRECTORY. A failure
+ * scanDir(path, withStats, threads, skipPrefix) -> Promise<{ count, names: Buffer (the
+ *   names back to back, sorted in UTF-16 code-unit order, the order of JavaScript's `<`),
+ *   offsets: Uint32Array (count + 1: name i is names[offsets[i], offsets[i + 1])),
+ *   validUtf8 (false when names were left out for not being valid UTF-8 or holding U+FFFD,
+ *   which the storage API cannot address), kinds: Uint8Array (1 file, 2 directory), sizes and mtimes: Float64Array (ms
+ *   since the epoch, computed as Node computes mtimeMs) }>.
+ * Only regular files and directories are returned, no name starting with skipPrefix, and
+ * no name that is not valid UTF-8 or holds U+FFFD.
+ * Without withStats, kinds come from d_type (an unknown d_type is stat'ed) and sizes and
+ * mtimes are 0. The directory itself is opened with O_NOFOLLOW | O_DIRECTORY. A failure
  * rejects with an Error whose `code` is the errno name (ENOENT, ENOTDIR, ELOOP, EACCES,
- * EMFILE, ENOMEM; anything else EIO).
+ * EPERM, EMFILE, ENFILE, ENOMEM; anything else EIO).
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
@@ -35,7 +40,9 @@ typedef struct {
   napi_async_work work;
   napi_deferred deferred;
   char *path;
+  char *skip_prefix; /* names starting with it are left out ("" for none) */
   int with_stats;
+  int valid_utf8; /* every name is valid UTF-8 (else the order may not be JavaScript's) */
   int threads;
   int err; /* errno, 0 on success */
   int dirfd;
@@ -52,6 +59,38 @@ typedef struct {
   scan_t *s;
   size_t from, to;
 } slice_t;
+
+/*
+ * True for valid UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF) without
+ * U+FFFD: the names the storage API can address (normalizeStoragePath refuses U+FFFD,
+ * which is also what Node decodes invalid bytes to).
+ */
+static int utf8_valid(const unsigned char *p) {
+  while (*p) {
+    unsigned c = *p;
+    if (c < 0x80) {
+      p++;
+      continue;
+    }
+    int n;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) n = 1;
+    else if (c == 0xE0) n = 2, lo = 0xA0;
+    else if (c >= 0xE1 && c <= 0xEC) n = 2;
+    else if (c == 0xED) n = 2, hi = 0x9F;
+    else if (c == 0xEF && p[1] == 0xBF && p[2] == 0xBD) return 0; /* U+FFFD */
+    else if (c >= 0xEE && c <= 0xEF) n = 2;
+    else if (c == 0xF0) n = 3, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) n = 3;
+    else if (c == 0xF4) n = 3, hi = 0x8F;
+    else return 0;
+    if (p[1] < lo || p[1] > hi) return 0;
+    for (int i = 2; i <= n; i++)
+      if (p[i] < 0x80 || p[i] > 0xBF) return 0;
+    p += n + 1;
+  }
+  return 1;
+}
 
 static int push_name(scan_t *s, const char *name, uint8_t kind) {
   size_t len = strlen(name) + 1;
@@ -216,6 +255,11 @@ static void execute(napi_env env, void *data) {
     if (e->d_name[0] == '.' && (e->d_name[1] == 0 || (e->d_name[1] == '.' && e->d_name[2] == 0))) continue;
     uint8_t k = kind_of_dtype(e->d_type);
     if (k == 0 && !s->with_stats) continue;
+    if (s->skip_prefix[0] && strncmp(e->d_name, s->skip_prefix, strlen(s->skip_prefix)) == 0) continue;
+    if (!utf8_valid((const unsigned char *)e->d_name)) {
+      s->valid_utf8 = 0; /* left out */
+      continue;
+    }
     int r = push_name(s, e->d_name, k);
     if (r) {
       s->err = r;
@@ -263,9 +307,17 @@ static void execute(napi_env env, void *data) {
     if (started[t]) pthread_join(tids[t], NULL);
     else stat_slice(&slices[t]); /* no thread: do it here */
   }
+  /* only files and directories are listed: drop links, special files, entries gone */
+  size_t kept = 0;
   for (size_t i = 0; i < n; i++) {
-    if (s->kinds[i] == 255) s->kinds[i] = 0; /* unknown and not stat'ed (cannot happen) */
+    if (s->kinds[i] != 1 && s->kinds[i] != 2) continue;
+    s->offsets[kept] = s->offsets[i];
+    s->kinds[kept] = s->kinds[i];
+    s->sizes[kept] = s->sizes[i];
+    s->mtimes[kept] = s->mtimes[i];
+    kept++;
   }
+  s->count = kept;
   closedir(d);
 }
 
@@ -285,6 +337,7 @@ static const char *errno_name(int e) {
 
 static void free_scan(scan_t *s) {
   free(s->path);
+  free(s->skip_prefix);
   free(s->names);
   free(s->offsets);
   free(s->kinds);
@@ -317,20 +370,36 @@ static void complete(napi_env env, napi_status status, void *data) {
     int ok = napi_create_object(env, &result) == napi_ok &&
              napi_create_buffer(env, s->names_len, &bufdata, &names) == napi_ok &&
              napi_create_double(env, (double)s->count, &count) == napi_ok;
+    napi_value offsets = NULL, valid = NULL;
+    uint32_t *outoff = NULL;
     if (ok) {
+      void *od;
+      napi_value ab;
+      ok = napi_create_arraybuffer(env, (s->count + 1) * sizeof(uint32_t), &od, &ab) == napi_ok &&
+           napi_create_typedarray(env, napi_uint32_array, s->count + 1, ab, 0, &offsets) == napi_ok &&
+           napi_get_boolean(env, s->valid_utf8, &valid) == napi_ok;
+      outoff = od;
+    }
+    if (ok) {
+      /* names in order, back to back without separators; offsets[i]..offsets[i + 1] */
       char *out = bufdata;
+      uint32_t pos = 0;
       for (size_t i = 0; i < s->count; i++) {
         const char *nm = s->names + s->offsets[i];
-        size_t len = strlen(nm) + 1;
-        memcpy(out, nm, len);
-        out += len;
+        size_t len = strlen(nm);
+        memcpy(out + pos, nm, len);
+        outoff[i] = pos;
+        pos += (uint32_t)len;
       }
+      outoff[s->count] = pos;
     }
     kinds = ok ? typed(env, napi_uint8_array, s->kinds, s->count, 1) : NULL;
     sizes = ok && kinds ? typed(env, napi_float64_array, s->sizes, s->count, sizeof(double)) : NULL;
     mtimes = ok && sizes ? typed(env, napi_float64_array, s->mtimes, s->count, sizeof(double)) : NULL;
     if (ok && mtimes && napi_set_named_property(env, result, "names", names) == napi_ok &&
         napi_set_named_property(env, result, "count", count) == napi_ok &&
+        napi_set_named_property(env, result, "offsets", offsets) == napi_ok &&
+        napi_set_named_property(env, result, "validUtf8", valid) == napi_ok &&
         napi_set_named_property(env, result, "kinds", kinds) == napi_ok &&
         napi_set_named_property(env, result, "sizes", sizes) == napi_ok &&
         napi_set_named_property(env, result, "mtimes", mtimes) == napi_ok) {
@@ -352,11 +421,13 @@ static napi_value throw_err(napi_env env, const char *msg) {
   return NULL;
 }
 
-/* scanDir(path: string, withStats: boolean, threads: number): Promise<…> */
+/* scanDir(path: string, withStats: boolean, threads: number, skipPrefix: string): Promise<…> */
 static napi_value scan_dir(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3) return throw_err(env, "scanDir: bad arguments");
+  size_t argc = 4;
+  napi_value argv[4];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4) return throw_err(env, "scanDir: bad arguments");
+  size_t plen;
+  if (napi_get_value_string_utf8(env, argv[3], NULL, 0, &plen) != napi_ok || plen > 255) return throw_err(env, "scanDir: bad skipPrefix");
   size_t len;
   if (napi_get_value_string_utf8(env, argv[0], NULL, 0, &len) != napi_ok || len == 0 || len > 4096 * 4) return throw_err(env, "scanDir: bad path");
   bool with_stats;
@@ -375,6 +446,13 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
     free_scan(s);
     return throw_err(env, "scanDir: NUL in path");
   }
+  s->skip_prefix = malloc(plen + 1);
+  if (!s->skip_prefix) {
+    free_scan(s);
+    return throw_err(env, "scanDir: out of memory");
+  }
+  napi_get_value_string_utf8(env, argv[3], s->skip_prefix, plen + 1, &plen);
+  s->valid_utf8 = 1;
   s->with_stats = with_stats;
   s->threads = threads;
   s->dirfd = -1;

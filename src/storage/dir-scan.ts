@@ -18,16 +18,23 @@ import { existsSync } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { RESERVED_PREFIX } from './backend.js';
 
 /** Entry kinds in a scan. */
 export const SCAN_OTHER = 0;
 export const SCAN_FILE = 1;
 export const SCAN_DIRECTORY = 2;
 
-/** One directory's entries. */
+/**
+ * One directory's entries, never a name starting with RESERVED_PREFIX or holding U+FFFD
+ * (what Node decodes bytes that are not UTF-8 to; the storage API refuses such paths). When `sorted`,
+ * they are in name order (UTF-16 code units, JavaScript's `<`) and only files and
+ * directories; otherwise in the order read, with SCAN_OTHER entries among them.
+ */
 export interface ScannedDir {
-  /** In the order read, or sorted (code-unit order, JavaScript's `<`) when `sorted`. */
-  readonly names: readonly string[];
+  readonly count: number;
+  /** The name of entry `i` (0 <= i < count). */
+  name(i: number): string;
   readonly sorted: boolean;
   /** SCAN_FILE, SCAN_DIRECTORY or SCAN_OTHER (links, devices, entries gone meanwhile). */
   readonly kinds: Uint8Array;
@@ -55,7 +62,7 @@ export function nodeDirScanner(): DirScanner {
   return {
     kind: 'node',
     async scan(dir: string, withStats: boolean): Promise<ScannedDir> {
-      const dirents = await readdir(dir, { withFileTypes: true });
+      const dirents = (await readdir(dir, { withFileTypes: true })).filter((e) => !e.name.startsWith(RESERVED_PREFIX) && !e.name.includes('\uFFFD'));
       const n = dirents.length;
       const names = dirents.map((e) => e.name);
       const kinds = new Uint8Array(n);
@@ -78,19 +85,18 @@ export function nodeDirScanner(): DirScanner {
           }
         }
       }
-      return { names, kinds, sizes, mtimes, sorted: false };
+      return { count: n, name: (i) => names[i] as string, kinds, sizes, mtimes, sorted: false };
     },
   };
 }
 
-/** True when `names` is in strictly ascending code-unit order. */
-function ascending(names: readonly string[]): boolean {
-  for (let i = 1; i < names.length; i++) if (!((names[i - 1] as string) < (names[i] as string))) return false;
-  return true;
-}
-
 interface DirAddon {
-  scanDir(dir: string, withStats: boolean, threads: number): Promise<{ names: Buffer; count: number; kinds: Uint8Array; sizes: Float64Array; mtimes: Float64Array }>;
+  scanDir(
+    dir: string,
+    withStats: boolean,
+    threads: number,
+    skipPrefix: string,
+  ): Promise<{ count: number; names: Buffer; offsets: Uint32Array; validUtf8: boolean; kinds: Uint8Array; sizes: Float64Array; mtimes: Float64Array }>;
 }
 
 /** Where the addon would be (dist/src/storage/ or src/storage/ under a TS loader). */
@@ -120,11 +126,12 @@ export function nativeDirScanner(options: { readonly threads?: number } = {}): {
     scanner: {
       kind: 'native',
       async scan(dir: string, withStats: boolean): Promise<ScannedDir> {
-        const r = await addon.scanDir(dir, withStats, threads);
-        const names = r.count === 0 ? [] : r.names.toString('utf8', 0, r.names.length - 1).split('\0');
-        // the addon sorts by bytes, which is code-unit order for valid UTF-8; a name that is
-        // not (decoded with U+FFFD) may break it: then the caller sorts
-        return { names, kinds: r.kinds, sizes: r.sizes, mtimes: r.mtimes, sorted: ascending(names) };
+        const r = await addon.scanDir(dir, withStats, threads, RESERVED_PREFIX);
+        const { names: buf, offsets } = r;
+        // names are decoded when asked for (a page's worth), not all 100,000
+        const name = (i: number): string => buf.toString('utf8', offsets[i], offsets[i + 1]);
+        // sorted in code-unit order (names that are not valid UTF-8 are left out)
+        return { count: r.count, name, kinds: r.kinds, sizes: r.sizes, mtimes: r.mtimes, sorted: true };
       },
     },
   };

@@ -47,8 +47,10 @@ export class DirListing {
   private readonly orders = new Map<'size' | 'mtime', Uint32Array>();
 
   private constructor(
-    /** Sorted by name (code units). */
-    readonly names: readonly string[],
+    /** The name at name rank r. */
+    private readonly nameAt: (r: number) => string,
+    /** Entries in all. */
+    readonly total: number,
     readonly kinds: Uint8Array,
     readonly sizes: Float64Array,
     readonly mtimes: Float64Array,
@@ -58,27 +60,13 @@ export class DirListing {
 
   /** The files and directories of a scan, without reserved temporary names, sorted by name. */
   static fromScan(scan: ScannedDir, statted: boolean): DirListing {
+    if (scan.sorted) return new DirListing((r) => scan.name(r), scan.count, scan.kinds, scan.sizes, scan.mtimes, statted);
     const keep: number[] = [];
-    for (let i = 0; i < scan.names.length; i++) {
+    for (let i = 0; i < scan.count; i++) {
       const k = scan.kinds[i];
-      if ((k === SCAN_FILE || k === SCAN_DIRECTORY) && !(scan.names[i] as string).startsWith(RESERVED_PREFIX)) keep.push(i);
+      if ((k === SCAN_FILE || k === SCAN_DIRECTORY) && !scan.name(i).startsWith(RESERVED_PREFIX)) keep.push(i);
     }
-    if (scan.sorted) {
-      const n = keep.length;
-      const kinds = new Uint8Array(n);
-      const sizes = new Float64Array(n);
-      const mtimes = new Float64Array(n);
-      const names = new Array<string>(n);
-      for (let r = 0; r < n; r++) {
-        const i = keep[r] as number;
-        names[r] = scan.names[i] as string;
-        kinds[r] = scan.kinds[i] as number;
-        sizes[r] = scan.sizes[i] as number;
-        mtimes[r] = scan.mtimes[i] as number;
-      }
-      return new DirListing(names, kinds, sizes, mtimes, statted);
-    }
-    const names = keep.map((i) => scan.names[i] as string);
+    const names = keep.map((i) => scan.name(i));
     // sort the names themselves (fast), then find each one's scan index (names are unique)
     const sorted = names.slice().sort(byCodeUnits);
     const at = new Map<string, number>();
@@ -93,11 +81,12 @@ export class DirListing {
       sizes[r] = scan.sizes[i] as number;
       mtimes[r] = scan.mtimes[i] as number;
     }
-    return new DirListing(sorted, kinds, sizes, mtimes, statted);
+    return new DirListing((r) => sorted[r] as string, n, kinds, sizes, mtimes, statted);
   }
 
-  get total(): number {
-    return this.names.length;
+  /** The name at name rank `r`. */
+  name(r: number): string {
+    return this.nameAt(r);
   }
 
   /** Name ranks in ascending `sort` order (ties by name). */
@@ -105,7 +94,7 @@ export class DirListing {
     let o = this.orders.get(sort);
     if (!o) {
       const key = sort === 'size' ? this.sizes : this.mtimes;
-      o = new Uint32Array(this.names.length);
+      o = new Uint32Array(this.total);
       for (let i = 0; i < o.length; i++) o[i] = i;
       o.sort((a, b) => (key[a] as number) - (key[b] as number) || a - b);
       this.orders.set(sort, o);
@@ -122,7 +111,7 @@ export class DirListing {
     const offset = options.offset ?? 0;
     const limit = options.limit ?? MAX_LIST_LIMIT;
     const sort = options.sort ?? 'name';
-    const n = this.names.length;
+    const n = this.total;
     const asc = options.order !== 'desc';
     const start = asc ? Math.min(n, offset) : Math.max(0, n - offset - limit);
     const end = asc ? Math.min(n, offset + limit) : Math.max(0, n - offset);
@@ -134,7 +123,7 @@ export class DirListing {
 
   /** The entry at name rank `r` of the directory `dir` (normalized; '' for the root). */
   entry(dir: string, r: number): StorageEntry {
-    const name = this.names[r] as string;
+    const name = this.nameAt(r);
     const kind = this.kinds[r] === SCAN_FILE ? 'file' : 'directory';
     return { name, path: dir === '' ? name : `${dir}/${name}`, kind, size: kind === 'file' ? (this.sizes[r] as number) : 0, mtimeMs: this.mtimes[r] as number };
   }

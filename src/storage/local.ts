@@ -203,7 +203,7 @@ export class LocalStorage implements StorageBackend {
     const ranks = listing.page(options);
     const l = listing;
     if (l.statted) return { entries: ranks.map((r) => l.entry(d, r)), total: l.total };
-    return { entries: await this.statAll(d, ranks.map((r) => l.names[r] as string)), total: l.total };
+    return { entries: await this.statAll(d, ranks.map((r) => l.name(r))), total: l.total };
   }
 
   /**
