@@ -42,6 +42,50 @@ function byCodeUnits(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+const LITTLE_ENDIAN = new Uint8Array(new Float64Array([1]).buffer)[7] === 0x3f;
+
+/**
+ * The indices of `keys` in ascending key order, ties in index order: a stable LSD radix
+ * sort on the bytes of the doubles (for non-negative doubles, the order of the bit
+ * patterns is the order of the values), skipping bytes that are the same in every key
+ * (all sizes 0, whole seconds…). Undefined when a key is negative (or -0) or the platform
+ * is big-endian: the caller sorts with a comparator.
+ */
+function radixOrder(keys: Float64Array): Uint32Array | undefined {
+  const n = keys.length;
+  if (!LITTLE_ENDIAN) return undefined;
+  for (let i = 0; i < n; i++) if ((keys[i] as number) < 0 || Object.is(keys[i], -0)) return undefined;
+  const bytes = new Uint8Array(keys.buffer, keys.byteOffset, n * 8);
+  let idx = new Uint32Array(n);
+  for (let i = 0; i < n; i++) idx[i] = i;
+  let tmp = new Uint32Array(n);
+  const count = new Uint32Array(256);
+  for (let b = 0; b < 8 && n > 1; b++) {
+    count.fill(0);
+    for (let i = 0; i < n; i++) {
+      const v = bytes[i * 8 + b] as number;
+      count[v] = (count[v] as number) + 1;
+    }
+    if (count[bytes[b] as number] === n) continue; // this byte is the same in every key
+    let pos = 0;
+    for (let v = 0; v < 256; v++) {
+      const c = count[v] as number;
+      count[v] = pos;
+      pos += c;
+    }
+    for (let i = 0; i < n; i++) {
+      const j = idx[i] as number;
+      const v = bytes[j * 8 + b] as number;
+      tmp[count[v] as number] = j;
+      count[v] = (count[v] as number) + 1;
+    }
+    const t = idx;
+    idx = tmp;
+    tmp = t;
+  }
+  return idx;
+}
+
 /** One directory's files and directories, sorted by name, with or without their stats. */
 export class DirListing {
   private readonly orders = new Map<'size' | 'mtime', Uint32Array>();
@@ -94,9 +138,12 @@ export class DirListing {
     let o = this.orders.get(sort);
     if (!o) {
       const key = sort === 'size' ? this.sizes : this.mtimes;
-      o = new Uint32Array(this.total);
-      for (let i = 0; i < o.length; i++) o[i] = i;
-      o.sort((a, b) => (key[a] as number) - (key[b] as number) || a - b);
+      o = radixOrder(key);
+      if (!o) {
+        o = new Uint32Array(this.total);
+        for (let i = 0; i < o.length; i++) o[i] = i;
+        o.sort((a, b) => (key[a] as number) - (key[b] as number) || a - b);
+      }
       this.orders.set(sort, o);
     }
     return o;

@@ -12,7 +12,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { DirListing, ListingCache, LocalStorage, RESERVED_PREFIX, nativeDirScanner, nodeDirScanner, type DirScanner, type ListSort, type ScannedDir } from '../../src/storage/index.js';
+import { DirListing, ListingCache, LocalStorage, RESERVED_PREFIX, nativeDirScanner, nodeDirScanner, pageEntries, type DirScanner, type ListSort, type ScannedDir, type StorageEntry } from '../../src/storage/index.js';
 import { Rng } from '../helpers/rng.js';
 
 const native = nativeDirScanner();
@@ -147,5 +147,39 @@ describe('DirScanner', () => {
       assert.equal(pages[0]?.total, 410);
     }
     await rm(dir, { recursive: true, force: true });
+  });
+
+  it('fuzz: DirListing pages equal pageEntries (the other backends\' sort) for random sizes, mtimes and names (seeded)', () => {
+    for (const seed of [11, 12, 13, 14, 15, 16]) {
+      const rng = new Rng(seed);
+      const n = rng.range(0, 700);
+      const names = new Set<string>();
+      while (names.size < n) names.add(randomName(rng));
+      const list = [...names];
+      // few distinct values (many ties), huge values, fractions, and (seed 16) negative mtimes
+      const pool = [0, 1, 2, 255, 256, 65_536, 2 ** 40 + 3, 2 ** 52, 1.5, 1e12 + 0.25];
+      const kinds = new Uint8Array(n);
+      const sizes = new Float64Array(n);
+      const mtimes = new Float64Array(n);
+      for (let i = 0; i < n; i++) {
+        kinds[i] = rng.chance(0.1) ? 2 : rng.chance(0.05) ? 0 : 1;
+        sizes[i] = kinds[i] === 1 ? (rng.chance(0.5) ? rng.pick(pool) : rng.int(1e9)) : 0;
+        mtimes[i] = seed === 16 && rng.chance(0.3) ? -rng.int(1e6) : rng.chance(0.5) ? rng.pick(pool) : 1.7e12 + rng.int(1e6) / 8;
+      }
+      const scan: ScannedDir = { count: n, name: (i) => list[i] as string, kinds, sizes, mtimes, sorted: false };
+      const listing = DirListing.fromScan(scan, true);
+      const all: StorageEntry[] = [];
+      for (let i = 0; i < n; i++) {
+        if (kinds[i] === 0) continue;
+        const kind = kinds[i] === 1 ? 'file' : 'directory';
+        all.push({ name: list[i] as string, path: `d/${list[i] as string}`, kind, size: sizes[i] as number, mtimeMs: mtimes[i] as number });
+      }
+      for (let k = 0; k < 30; k++) {
+        const o = { sort: rng.pick(['name', 'size', 'mtime'] as ListSort[]), order: rng.pick(['asc', 'desc'] as const), offset: rng.int(n + 20), limit: rng.int(200) };
+        const got = listing.page(o).map((r) => listing.entry('d', r));
+        assert.deepEqual(got, pageEntries(all, o).entries, `seed ${seed} ${JSON.stringify(o)}`);
+      }
+      assert.equal(listing.total, all.length);
+    }
   });
 });
