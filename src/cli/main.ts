@@ -9,6 +9,7 @@ import { TachyonError, toTachyonError } from '../core/errors.js';
 import { CIPHERS, OVERWRITE_POLICIES, POLICIES, RESUME_LEVELS, type CipherName, type OverwritePolicy, type RatePolicy, type ResumeLevel } from '../core/types.js';
 import { formatRate, parseRate } from '../core/units.js';
 import { connectControl } from '../control/ssh-client.js';
+import type { ControlLink } from '../control/messages.js';
 import { Endpoint } from '../transport/session/endpoint.js';
 import { openUdpSocket } from '../transport/socket/udp.js';
 import { clientTransfer, DEFAULT_DATAGRAM_SIZE } from '../transfer/session.js';
@@ -18,7 +19,7 @@ import { ManifestWriter } from './manifest.js';
 import { createReporter } from './progress.js';
 import { requireRemote, parseRemote } from './remote.js';
 import { defaultHostKeyPath } from './defaults.js';
-import type { ServeOpts } from './serve.js';
+import type { ServeOpts, StartOpts } from './serve.js';
 import { readTransferSpec, specTransfer, type SpecTransfer } from './transfer-spec.js';
 
 const DEFAULT_PORT = 33001;
@@ -178,7 +179,10 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
   const knownHosts = spec ? undefined : (o.knownHosts ?? (o.hostKeyFingerprint ? undefined : path.join(os.homedir(), '.ssh', 'known_hosts')));
   const started = performance.now();
   const cpu0 = process.cpuUsage();
-  const loopDelay = process.env.TACHYON_TRACE === '1' ? monitorEventLoopDelay({ resolution: 2 }) : undefined;
+  const tracing = process.env.TACHYON_TRACE === '1';
+  const loopDelay = tracing ? monitorEventLoopDelay({ resolution: 2 }) : undefined;
+  // TACHYON_TRACE=1: where the time goes — every SSH message and transfer phase, in ms since start
+  const trace = tracing ? (line: string): void => void process.stderr.write(`[${(performance.now() - started).toFixed(1)} ms] ${line}\n`) : undefined;
   loopDelay?.enable();
   const conn = await connectControl({
     host: remoteHost,
@@ -187,7 +191,9 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
     ...(spec ? { token: spec.token } : { privateKey: privateKey! }),
     hostKey: { ...(pinned ? { fingerprint: pinned } : {}), ...(knownHosts ? { knownHostsFile: knownHosts } : {}) },
     timeoutMs: 20_000,
+    ...(trace !== undefined ? { trace } : {}),
   });
+  trace?.('control channel open');
   const reporter = createReporter({ json: o.json, tty: process.stderr.isTTY === true, out: process.stdout, err: process.stderr });
   let manifest: ManifestWriter | undefined;
   try {
@@ -206,7 +212,7 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
   process.once('SIGTERM', onSignal);
   try {
     const summary = await clientTransfer({
-      link: conn.link,
+      link: trace !== undefined ? tracedLink(conn.link, trace) : conn.link,
       serverAddress: conn.remoteAddress,
       clock: systemClock,
       op,
@@ -238,6 +244,7 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
         },
       },
     });
+    trace?.(`transfer done (data phase ${summary.elapsedMs.toFixed(0)} ms)`);
     reporter.end();
     manifest?.close();
     if (loopDelay) {
@@ -288,6 +295,23 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
   }
 }
 
+/** A control link that reports the type of every message sent and received (TACHYON_TRACE). */
+function tracedLink(inner: ControlLink, trace: (line: string) => void): ControlLink {
+  return {
+    send: (msg) => {
+      trace(`control → ${msg.t}`);
+      inner.send(msg);
+    },
+    onMessage: (handler) =>
+      inner.onMessage((msg) => {
+        trace(`control ← ${msg.t}`);
+        handler(msg);
+      }),
+    onClose: (handler) => inner.onClose(handler),
+    close: () => inner.close(),
+  };
+}
+
 export function buildProgram(argv: readonly string[] = process.argv): Command {
   const program = new Command();
   program
@@ -299,13 +323,16 @@ export function buildProgram(argv: readonly string[] = process.argv): Command {
 
   program
     .command('start')
-    .description('start Tachyon on embedded defaults (multi-user transfer server on loopback; database, files and audit log in ./tachyon-data)')
+    .description('start Tachyon on embedded defaults (multi-user transfer server, node API and web platform on loopback; database, files and audit log in ./tachyon-data)')
     .option('--data <dir>', 'data directory', 'tachyon-data')
     .option('--listen <addr>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'TCP/UDP port', String(DEFAULT_PORT))
     .option('--api-port <port>', 'TCP port of the node API (HTTPS)', '9092')
     .option('--no-api', 'do not run the node API')
-    .action(async (o: { data: string; listen: string; port: string; apiPort: string; api: boolean }) => {
+    .option('--web-port <port>', 'TCP port of the web platform (HTTPS)', '9443')
+    .option('--no-web', 'do not serve the web platform')
+    .option('--json', 'log events as JSON lines on stdout (server.start, node-api.start, web.start …)', false)
+    .action(async (o: StartOpts) => {
       const { runStart } = await import('./serve.js');
       process.exitCode = await runStart(o);
     });
@@ -366,6 +393,7 @@ export function buildProgram(argv: readonly string[] = process.argv): Command {
   const nodeApiCommands = async (): Promise<(p: Command) => void> => (await import('./node-api-commands.js')).registerNodeApiCommands;
   lazyGroup(program, argv, 'ca', 'the private certificate authority of the node API (init)', nodeApiCommands);
   lazyGroup(program, argv, 'cert', 'server certificates of the node API (issue)', nodeApiCommands);
+  lazyGroup(program, argv, 'tenant', 'organisations of the web platform and their administrators (create, list, admin-add, reset-password, allow-list)', async () => (await import('./tenant-commands.js')).registerTenantCommands);
   lazyGroup(program, argv, 'access-key', 'access keys of the node API (create, list, show, rotate, revoke)', nodeApiCommands);
   return program;
 }

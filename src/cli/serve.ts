@@ -33,6 +33,8 @@ import { ensureLocalCertificate, loadServerTls } from '../node-api/pki.js';
 import { defenderRoutes } from '../node-api/defender-routes.js';
 import { openConfiguredDefender } from './defender-commands.js';
 import { ScoringDefender, type Defender } from '../defender/index.js';
+import { loadSecretBox } from '../platform/mfa/index.js';
+import { startPlatformServer, type PlatformServer } from '../platform/server.js';
 
 export interface ServeOpts {
   config?: string;
@@ -96,6 +98,12 @@ function announceApi(api: NodeApiServer, o: { json: boolean; log: Log; caFile?: 
   }
 }
 
+function announceWeb(web: PlatformServer, o: { json: boolean; log: Log; caFile?: string }): void {
+  const signin = `${web.url}/signin`;
+  if (o.json) o.log({ type: 'web.start', url: web.url, signin, listen: web.address, port: web.port, ...(o.caFile ? { caFile: o.caFile } : {}) });
+  else process.stderr.write(`web app: ${signin}${o.caFile ? ` (browsers trust the CA ${o.caFile})` : ''}\n`);
+}
+
 function parsePort(text: string): number {
   const port = Number(text);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new TachyonError('USAGE', `invalid port '${text}'`);
@@ -109,6 +117,7 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
   let audit: AuditSink | undefined;
   let server: TransferServer | undefined;
   let api: NodeApiServer | undefined;
+  let web: PlatformServer | undefined;
   let defender: Defender | undefined;
   let apiS3: S3Backends | undefined;
   try {
@@ -204,13 +213,29 @@ export async function runConfigured(cfg: ServerConfig, json: boolean, hint?: (us
         ],
       });
     }
+    if (cfg.platform) {
+      // the web platform: same database (its tables and its audit table), same defender
+      const p = cfg.platform;
+      web = await startPlatformServer({
+        database,
+        tls: loadServerTls({ certFile: p.certFile, keyFile: p.keyFile, ...(p.chainFile ? { chainFile: p.chainFile } : {}), service: 'web platform' }),
+        mfaBox: loadSecretBox({ keyFile: p.mfaKeyFile, env: process.env }),
+        listen: p.listen,
+        port: p.port,
+        ...(defender ? { defender } : {}),
+      });
+    }
     const count = (await repo.list()).length;
+    // the signal handlers first: whoever reads the start event may stop the server at once
+    const stopped = untilSignal();
     announce(server, { json, log, users: `${count} in ${database.location}`, ...(cfg.auditLog ? { audit: cfg.auditLog } : {}) });
     if (api) announceApi(api, { json, log, ...(caFile ? { caFile } : {}) });
+    if (web) announceWeb(web, { json, log, ...(caFile ? { caFile } : {}) });
     hint?.(count);
-    await untilSignal();
+    await stopped;
     return 0;
   } finally {
+    await web?.close();
     await api?.close();
     await apiS3?.close();
     await server?.close();
@@ -254,21 +279,35 @@ export async function runServe(o: ServeOpts): Promise<number> {
     subsystems: { sftp: sftpForAccounts() },
     onEvent: log,
   });
+  const stopped = untilSignal();
   announce(server, { json: o.json, log, users: `${o.user} (${keys.length} key${keys.length === 1 ? '' : 's'})`, root });
-  await untilSignal();
+  await stopped;
   await server.close();
   await defender.close();
   await memory.close();
   return 0;
 }
 
+export interface StartOpts {
+  data: string;
+  listen: string;
+  port: string;
+  apiPort: string;
+  api: boolean;
+  webPort: string;
+  web: boolean;
+  json: boolean;
+}
+
 /** `tachyon start`: the multi-user server on embedded defaults (SQLite, local disk, audit log) under DIR. */
-export async function runStart(o: { data: string; listen: string; port: string; apiPort: string; api: boolean }): Promise<number> {
+export async function runStart(o: StartOpts): Promise<number> {
   const data = path.resolve(o.data);
   const files = path.join(data, 'files');
   mkdirSync(files, { recursive: true, mode: 0o700 });
   // the node API's private CA and a localhost certificate, made on first start
   const pki = o.api ? await ensureLocalCertificate({ caDir: path.join(data, 'ca'), prefix: path.join(data, 'tls', 'node') }) : undefined;
+  // the web platform's certificate, from the same CA
+  const webPki = o.web ? await ensureLocalCertificate({ caDir: path.join(data, 'ca'), prefix: path.join(data, 'tls', 'web') }) : undefined;
   const cfg = await validateServerConfig(
     {
       listen: o.listen,
@@ -284,23 +323,28 @@ export async function runStart(o: { data: string; listen: string; port: string; 
             transferTokens: { keyFile: path.join(data, 'token.key') },
           }
         : {}),
+      ...(webPki
+        ? { platform: { listen: o.listen, port: parsePort(o.webPort), certFile: webPki.certFile, keyFile: webPki.keyFile, mfaKeyFile: path.join(data, 'mfa.key') } }
+        : {}),
     },
     '(embedded defaults)',
     data,
   );
   process.stderr.write(`Tachyon on embedded defaults: data in ${data}\n`);
-  for (const f of pki?.created ?? []) process.stderr.write(`created ${f}\n`);
+  for (const f of [...(pki?.created ?? []), ...(webPki?.created ?? [])]) process.stderr.write(`created ${f}\n`);
+  const dataOpt = o.data === 'tachyon-data' ? '' : ` --data ${o.data}`;
   return runConfigured(
     cfg,
-    false,
+    o.json,
     (users) => {
       const rel = path.relative(process.cwd(), files) || files;
       if (users === 0) {
         process.stderr.write(`no transfer users yet; add one (docroots live under ${rel}/):\n`);
         process.stderr.write(`  mkdir -p ${rel}/alice && npx tachyon user add alice --docroot ${rel}/alice --key ~/.ssh/id_ed25519.pub\n`);
       }
-      if (pki) process.stderr.write(`node API administrator key (shown once): npx tachyon access-key create --admin${o.data === 'tachyon-data' ? '' : ` --data ${o.data}`}\n`);
+      if (pki) process.stderr.write(`node API administrator key (shown once): npx tachyon access-key create --admin${dataOpt}\n`);
+      if (webPki) process.stderr.write(`web app organisation and its first administrator: npx tachyon tenant create acme${dataOpt} && npx tachyon tenant admin-add acme alice${dataOpt}\n`);
     },
-    pki?.caFile,
+    pki?.caFile ?? webPki?.caFile,
   );
 }

@@ -43,6 +43,8 @@ export interface ConnectOptions {
   hostKey: HostKeyPin;
   /** Limit for TCP connect + SSH handshake + authentication + opening the subsystem. Default 15000 ms. */
   timeoutMs?: number;
+  /** Receives ssh2's protocol trace (one line per SSH message; never key material). For `TACHYON_TRACE`. */
+  trace?: (line: string) => void;
 }
 
 /** An open control connection. */
@@ -302,6 +304,7 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
     };
 
     socket.once('connect', () => {
+      opts.trace?.('TCP connected');
       if (settled) return;
       socket.setNoDelay(true);
       phase = 'in the SSH handshake';
@@ -318,6 +321,7 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
           keepaliveInterval: 15_000,
           keepaliveCountMax: 3,
           ident: SSH_IDENT,
+          ...(opts.trace !== undefined ? { debug: opts.trace } : {}),
         });
       } catch (err) {
         fail(new TachyonError('CONFIG', `Cannot start the SSH client: ${(err as Error).message}`, { cause: err }));

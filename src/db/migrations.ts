@@ -320,11 +320,29 @@ const m0008: Migration = {
   },
 };
 /**
+ * The web platform's per-tenant IP allow-list (src/platform/allow-list-store.ts): the
+ * tenant's CIDR blocks as a JSON array; no row (or an empty array) means no list.
+ */
+const m0009: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('platform_allow_list')
+      .addColumn('tenant_id', 'text', (c) => c.primaryKey())
+      .addColumn('cidrs', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .addColumn('updated_by', 'text', (c) => c.notNull().defaultTo(sql.lit('')))
+      .execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('platform_allow_list').execute();
+  },
+};
+/**
  * Failed sign-ins counted per (tenant, user, source address) for tenants whose policy
  * says `lockoutScope: 'address'` (src/platform/policy.ts): the same counter, window and
  * lock as the account's own columns, but one per address key (IPv4, or IPv6 /64).
  */
-const m0009: Migration = {
+const m0010: Migration = {
   async up(db: Kysely<any>) {
     await db.schema
       .createTable('platform_address_lockout')
@@ -353,5 +371,6 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   '0006_defender': m0006,
   '0007_mfa': m0007,
   '0008_platform_signin': m0008,
-  '0009_platform_address_lockout': m0009,
+  '0009_platform_allow_list': m0009,
+  '0010_platform_address_lockout': m0010,
 });

@@ -174,7 +174,7 @@ export interface PlatformUserTable {
 }
 
 /**
- * Failed sign-ins of one account from one source address (migration 0009), for tenants
+ * Failed sign-ins of one account from one source address (migration 0010), for tenants
  * whose policy says `lockoutScope: 'address'`.
  */
 export interface PlatformAddressLockoutTable {
@@ -297,6 +297,16 @@ export interface DefenderBlockTable {
   updated_at: string;
 }
 
+/** A tenant's IP allow-list of the web platform (migration 0009; src/platform/allow-list-store.ts). */
+export interface PlatformAllowListTable {
+  tenant_id: string;
+  /** JSON array of normalized CIDR blocks; empty: no list. */
+  cidrs: string;
+  updated_at: string;
+  /** User name of the administrator who saved it. */
+  updated_by: string;
+}
+
 /** Every table, for `Kysely<TachyonSchema>`. */
 export interface TachyonSchema {
   transfer_user: TransferUserTable;
@@ -317,5 +327,6 @@ export interface TachyonSchema {
   platform_sso_link: PlatformSsoLinkTable;
   platform_api_token: PlatformApiTokenTable;
   platform_audit: PlatformAuditTable;
+  platform_allow_list: PlatformAllowListTable;
   platform_address_lockout: PlatformAddressLockoutTable;
 }

@@ -269,12 +269,13 @@ export interface ServerTlsMaterial {
  * Reads an operator's (or `cert issue`'s) certificate, key and optional chain files. The
  * certificate must parse and match the key; an expired one is refused (`CONFIG`).
  */
-export function loadServerTls(o: { certFile: string; keyFile: string; chainFile?: string; now?: Date }): ServerTlsMaterial {
+export function loadServerTls(o: { certFile: string; keyFile: string; chainFile?: string; now?: Date; /** who uses it, in messages (default `node API`) */ service?: string }): ServerTlsMaterial {
+  const service = o.service ?? 'node API';
   const read = (f: string, what: string): string => {
     try {
       return readFileSync(f, 'utf8');
     } catch (err) {
-      throw new TachyonError('CONFIG', `cannot read the node API ${what} ${f}: ${(err as Error).message}`, { cause: err });
+      throw new TachyonError('CONFIG', `cannot read the ${service} ${what} ${f}: ${(err as Error).message}`, { cause: err });
     }
   };
   let cert = read(o.certFile, 'certificate');
@@ -294,7 +295,7 @@ export function loadServerTls(o: { certFile: string; keyFile: string; chainFile?
   }
   if (!matches) throw new TachyonError('CONFIG', `${o.keyFile} is not the key of the certificate ${o.certFile}`);
   const notAfter = new Date(leaf.validTo);
-  if (notAfter.getTime() <= (o.now ?? new Date()).getTime()) throw new TachyonError('CONFIG', `the node API certificate ${o.certFile} expired on ${notAfter.toISOString()}`);
+  if (notAfter.getTime() <= (o.now ?? new Date()).getTime()) throw new TachyonError('CONFIG', `the ${service} certificate ${o.certFile} expired on ${notAfter.toISOString()}`);
   return { cert, key, certFile: o.certFile, notAfter, fingerprint: leaf.fingerprint256 };
 }
 

@@ -124,6 +124,42 @@ export const ROUTE_TABLE = Object.freeze({
   updateUser: { method: 'PATCH', url: '/api/v1/users/:id', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Change display name, status (disable) or roles.' },
   getPolicy: { method: 'GET', url: '/api/v1/policy', access: READERS, whilePasswordChangeRequired: false, summary: 'The tenant’s password, lockout and session policy.' },
   setPolicy: { method: 'PUT', url: '/api/v1/policy', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Change the tenant’s policy.' },
+  auditList: {
+    method: 'GET',
+    url: '/api/v1/audit',
+    access: READERS,
+    whilePasswordChangeRequired: false,
+    summary: 'The tenant’s audit records (filters from, to, action, actor, outcome; offset, limit; X-Total-Count).',
+  },
+  auditExport: {
+    method: 'GET',
+    url: '/api/v1/audit/export',
+    access: READERS,
+    whilePasswordChangeRequired: false,
+    summary: 'Export the tenant’s audit records (format=jsonl|csv, same filters), streamed, with the chain verification (X-Audit-Chain, last line).',
+  },
+  getAllowList: { method: 'GET', url: '/api/v1/allow-list', access: READERS, whilePasswordChangeRequired: false, summary: 'The tenant’s IP allow-list (CIDR) and the caller’s address.' },
+  setAllowList: {
+    method: 'PUT',
+    url: '/api/v1/allow-list',
+    access: ADMIN,
+    whilePasswordChangeRequired: false,
+    summary: 'Replace the tenant’s IP allow-list (empty: none); a list without the caller’s address needs confirmLockout.',
+  },
+  listBlocks: {
+    method: 'GET',
+    url: '/api/v1/blocks',
+    access: READERS,
+    whilePasswordChangeRequired: false,
+    summary: 'Addresses the IP defender blocks after failures against this tenant (with whether the tenant may lift them).',
+  },
+  liftBlock: {
+    method: 'DELETE',
+    url: '/api/v1/blocks/:address',
+    access: ADMIN,
+    whilePasswordChangeRequired: false,
+    summary: 'Lift a block caused only by failures against this tenant (URL-encoded address or IPv6 /64).',
+  },
 } as const satisfies Record<string, RouteRule>);
 
 export type RouteName = keyof typeof ROUTE_TABLE;

@@ -42,6 +42,7 @@ import type { MfaService, MfaVerified, TotpEnrolment } from './mfa/service.js';
 import { argon2idHasher, checkNewPassword, loadCommonPasswords, type PasswordHasher } from './passwords.js';
 import { applyPolicyUpdate, type IdentityPolicy } from './policy.js';
 import { IdentityRepository, noSuchUser } from './repository.js';
+import type { TenantAddressGate } from './allow-list-store.js';
 
 /** Who is asking, as the HTTP edge saw it. */
 export interface RequestMeta {
@@ -101,6 +102,12 @@ export interface IdentityServiceOptions {
    * whose SSO configuration says `ssoRequiredForAdmins` refuses its administrators' password sign-in.
    */
   readonly sso?: SsoServices;
+  /**
+   * The tenants' IP allow-lists (allow-list-store.ts): a sign-in from an address outside
+   * the tenant's list fails like any other (`address-not-allowed` in the audit record),
+   * before the password counts against the account.
+   */
+  readonly addressGate?: TenantAddressGate;
 }
 
 export interface NewUserInput {
@@ -144,6 +151,7 @@ export class IdentityService {
   private readonly mfa: MfaService | undefined;
   readonly sso: SsoServices | undefined;
   private readonly database: Database;
+  private readonly addressGate: TenantAddressGate | undefined;
   private dummyHash: Promise<string> | undefined;
 
   constructor(options: IdentityServiceOptions) {
@@ -155,6 +163,7 @@ export class IdentityService {
     this.mfa = options.mfa;
     this.sso = options.sso;
     this.database = options.database;
+    this.addressGate = options.addressGate;
   }
 
   private nowMs(): number {
@@ -262,6 +271,7 @@ export class IdentityService {
     };
     if (!tenant) return fail('unknown-tenant');
     if (!creds) return fail('unknown-user');
+    if (this.addressGate && !(await this.addressGate.admits(tenant, meta.clientAddress))) return fail('address-not-allowed');
     const policy = await this.repo.policy(tenant.id);
     const user = creds.user;
     // an account lock holds whatever the scope (it may predate a change of scope, or come from a wrong current password)
@@ -849,6 +859,11 @@ export class IdentityService {
         ...(changed ? { changed } : {}),
       },
     });
+  }
+
+  /** Records an administrator's or auditor's action taken outside this service (audit export, allow-list, blocks: admin-routes.ts). */
+  recordAdminAction(principal: Principal, meta: RequestMeta, action: string, target: string, changed?: readonly string[]): void {
+    this.changed(principal, meta, action, target, changed);
   }
 
   listUsers(principal: Principal): Promise<PlatformUser[]> {

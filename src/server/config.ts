@@ -16,7 +16,8 @@
  *   "ssh": { "maxAuthTries": 3, "loginGraceSeconds": 30, "idleTimeoutSeconds": 900, "banner": "Authorized use only." },
  *   "auditLog": "/var/log/tachyon/audit.log",
  *   "users": [{ "name": "alice", "docroot": "file:///srv/transfers/alice", "keys": ["ssh-ed25519 AAAA… alice@laptop"] }],
- *   "s3": { "endpoint": "https://s3.eu-west-1.amazonaws.com", "region": "eu-west-1", "forcePathStyle": false }
+ *   "s3": { "endpoint": "https://s3.eu-west-1.amazonaws.com", "region": "eu-west-1", "forcePathStyle": false },
+ *   "platform": { "listen": "127.0.0.1", "port": 9443, "certFile": "tls/web.crt", "keyFile": "tls/web.key" }
  * }
  * ```
  *
@@ -24,6 +25,10 @@
  * refuses fields that look like them: the server takes them from its environment
  * (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, or an
  * instance role), through the AWS SDK's default chain.
+ *
+ * `platform` serves the web platform over HTTPS from the same process (loopback and
+ * port 9443 unless set; `mfaKeyFile`, default `mfa.key` next to the file, seals TOTP
+ * secrets; docs/platform-identity.md#serving).
  */
 import { ABUSE_KINDS, AllowLists, checkWebhookUrl, CidrList, DEFAULT_DEFENDER_SETTINGS, DEFAULT_SCORES, type DefenderSettings } from '../defender/index.js';
 import { promises as fs } from 'node:fs';
@@ -81,6 +86,21 @@ export interface NodeApiConfig {
 
 export const DEFAULT_NODE_API_PORT = 9092;
 
+/** The web platform (HTTPS, docs/platform-identity.md) run by the same process, when configured. */
+export interface PlatformConfig {
+  readonly listen: string;
+  readonly port: number;
+  /** PEM certificate (with its chain, or see chainFile), absolute path. */
+  readonly certFile: string;
+  /** PEM private key, absolute path. */
+  readonly keyFile: string;
+  readonly chainFile?: string;
+  /** The key that seals TOTP secrets (64 hex digits, mode 0600; created on first start). TACHYON_MFA_KEY overrides it. */
+  readonly mfaKeyFile: string;
+}
+
+export const DEFAULT_PLATFORM_PORT = 9443;
+
 /** A validated server configuration. */
 export interface ServerConfig {
   /** The file it was read from (absolute). */
@@ -110,6 +130,8 @@ export interface ServerConfig {
   readonly serverSideEncryption?: ServerSideEncryptionSettings;
   /** The node API, if the file has a `nodeApi` section. */
   readonly nodeApi?: NodeApiConfig;
+  /** The web platform, if the file has a `platform` section. */
+  readonly platform?: PlatformConfig;
   /** The shared transfer user that logs in with transfer tokens (docs/transfer-tokens.md); absent: off. */
   readonly transferTokens?: TransferTokenSettings;
   /** The IP defender (docs/defender.md); on unless `defender.enabled` is false. */
@@ -303,6 +325,21 @@ const ConfigSchema = z.strictObject({
       tokenTtlSeconds: posInt(12 * 3600).optional(),
     })
     .optional(),
+  platform: z
+    .strictObject({
+      listen: nonEmpty.optional(),
+      port: z
+        .number(expected('expected a port number (0-65535)'))
+        .int({ error: 'expected a port number (0-65535)' })
+        .min(0, { error: 'expected a port number (0-65535)' })
+        .max(65535, { error: 'expected a port number (0-65535)' })
+        .optional(),
+      certFile: nonEmpty,
+      keyFile: nonEmpty,
+      chainFile: nonEmpty.optional(),
+      mfaKeyFile: nonEmpty.optional(),
+    })
+    .optional(),
   defender: DefenderSchema.optional(),
   transferTokens: z
     .strictObject({
@@ -471,6 +508,10 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
   if (c.nodeApi !== undefined && isIP(apiListen) === 0 && !/^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$/.test(apiListen)) {
     problems.push(`nodeApi.listen: expected an IP address or host name, got ${JSON.stringify(apiListen).slice(0, 60)}`);
   }
+  const webListen = c.platform?.listen ?? DEFAULT_LISTEN;
+  if (c.platform !== undefined && isIP(webListen) === 0 && !/^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$/.test(webListen)) {
+    problems.push(`platform.listen: expected an IP address or host name, got ${JSON.stringify(webListen).slice(0, 60)}`);
+  }
   let transferTokens: TransferTokenSettings | undefined;
   if (c.transferTokens !== undefined) {
     const t = c.transferTokens;
@@ -561,6 +602,18 @@ export async function validateServerConfig(raw: unknown, file: string, baseDir: 
             keyFile: abs(c.nodeApi.keyFile),
             ...(c.nodeApi.chainFile !== undefined ? { chainFile: abs(c.nodeApi.chainFile) } : {}),
             ...(c.nodeApi.tokenTtlSeconds !== undefined ? { tokenTtlSeconds: c.nodeApi.tokenTtlSeconds } : {}),
+          }),
+        }
+      : {}),
+    ...(c.platform !== undefined
+      ? {
+          platform: Object.freeze({
+            listen: webListen,
+            port: c.platform.port ?? DEFAULT_PLATFORM_PORT,
+            certFile: abs(c.platform.certFile),
+            keyFile: abs(c.platform.keyFile),
+            ...(c.platform.chainFile !== undefined ? { chainFile: abs(c.platform.chainFile) } : {}),
+            mfaKeyFile: abs(c.platform.mfaKeyFile ?? 'mfa.key'),
           }),
         }
       : {}),

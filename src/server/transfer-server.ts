@@ -331,7 +331,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       );
     };
   }
-  control = await startControlServer({
+  const controlOptions: Parameters<typeof startControlServer>[0] = {
     listen: o.listen,
     port: o.port,
     hostKey: hostKey.privateKey,
@@ -501,13 +501,21 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
       if (a) record(a);
       o.onEvent?.(e as unknown as { type: string; [k: string]: unknown });
     },
-  });
+  };
+  control = await startControlServer(controlOptions);
   let socket;
-  try {
-    socket = await openUdpSocket({ address: o.listen, port: control.port });
-  } catch (err) {
-    await control.close();
-    throw err;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      socket = await openUdpSocket({ address: o.listen, port: control.port });
+      break;
+    } catch (err) {
+      await control.close();
+      // port 0: the kernel chose a free TCP port, but another process may hold the same
+      // UDP port; choose again rather than fail
+      const inUse = (err as { cause?: { code?: string } }).cause?.code === 'EADDRINUSE';
+      if (o.port !== 0 || !inUse || attempt >= 5) throw err;
+      control = await startControlServer(controlOptions);
+    }
   }
   const endpoint = new Endpoint(socket);
   data.endpoint = endpoint;

@@ -16,14 +16,13 @@
  *   the check and the use are not closed here (the transfer jail pins directories through
  *   /proc/self/fd; this backend is for trusted roots).
  */
-import { constants, type Dirent } from 'node:fs';
-import { link, lstat, mkdir, open, readdir, realpath, rename, rm, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { link, lstat, mkdir, open, realpath, rename, rm, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { TachyonError, toTachyonError } from '../core/errors.js';
 import {
   CoverageSet,
-  MAX_LIST_LIMIT,
   RESERVED_PREFIX,
   baseName,
   checkChunk,
@@ -44,7 +43,8 @@ import {
   type StorageEntry,
   type WriterOptions,
 } from './backend.js';
-import type { ListingCache } from './list-cache.js';
+import { DirListing, type ListingCache } from './list-cache.js';
+import { defaultDirScanner, type DirScanner } from './dir-scan.js';
 
 const O_NOFOLLOW = constants.O_NOFOLLOW ?? 0;
 /** lstat calls in flight at once while listing a directory. */
@@ -89,15 +89,17 @@ export class LocalStorage implements StorageBackend {
 
   private constructor(
     private readonly root: string,
+    private readonly scanner: DirScanner,
     private readonly listCache?: ListingCache,
   ) {}
 
   /**
    * Opens a backend over an existing directory (NOT_FOUND if missing, PATH_INVALID if not a
    * directory). With `listCache`, listings of large directories are reused between pages
-   * (see list-cache.ts).
+   * (see list-cache.ts). `scanner` reads directories for listings (default: the native
+   * scanner when built, else node:fs; see dir-scan.ts).
    */
-  static async open(root: string, options: { readonly listCache?: ListingCache } = {}): Promise<LocalStorage> {
+  static async open(root: string, options: { readonly listCache?: ListingCache; readonly scanner?: DirScanner } = {}): Promise<LocalStorage> {
     let real: string;
     try {
       real = await realpath(root);
@@ -108,7 +110,7 @@ export class LocalStorage implements StorageBackend {
     if (!st.isDirectory()) {
       throw new TachyonError('PATH_INVALID', `storage root is not a directory: ${root}`, { details: { reason: 'not-a-directory' } });
     }
-    return new LocalStorage(real, options.listCache);
+    return new LocalStorage(real, options.scanner ?? defaultDirScanner(), options.listCache);
   }
 
   private abs(rel: string): string {
@@ -172,49 +174,48 @@ export class LocalStorage implements StorageBackend {
     const d = normalizeStoragePath(dir);
     const self = await this.lstatChecked(d);
     if (self.kind !== 'directory') throw translateFsError(Object.assign(new Error('ENOTDIR'), { code: 'ENOTDIR' }), d);
-    let stamp: string | undefined;
-    if (this.listCache) {
-      const st = await lstat(this.abs(d)).catch((err: unknown) => {
+    pageEntries([], options); // validates the options (USAGE)
+    // name order needs the stats of the requested page only; size and mtime orders need all
+    const needStats = (options?.sort ?? 'name') !== 'name';
+    const absDir = this.abs(d);
+    const cache = this.listCache;
+    let listing: DirListing | undefined;
+    let stamp = '';
+    if (cache) {
+      const st = await lstat(absDir).catch((err: unknown) => {
         throw translateFsError(err, d);
       });
       stamp = `${st.dev}:${st.ino}:${st.mtimeMs}:${st.ctimeMs}`;
-      const hit = this.listCache.page(this.abs(d), stamp, options);
-      if (hit) return hit;
+      listing = cache.get(absDir, stamp, needStats);
     }
-    const sort = options?.sort ?? 'name';
-    if (sort === 'name') {
-      // name order needs the stats of the requested page only
-      pageEntries([], options); // validates the options (USAGE)
-      let names = stamp !== undefined ? this.listCache?.names(this.abs(d), stamp) : undefined;
-      if (!names) {
-        const all = (await this.readEntries(d)).map((e) => e.name).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-        if (stamp !== undefined) this.listCache?.storeNames(this.abs(d), stamp, all);
-        names = all;
+    if (!listing) {
+      const ticket = cache?.begin();
+      try {
+        const scan = await this.scanner.scan(absDir, needStats).catch((err: unknown) => {
+          throw translateFsError(err, d);
+        });
+        listing = DirListing.fromScan(scan, needStats);
+        if (cache && ticket !== undefined) cache.store(absDir, stamp, listing, ticket);
+      } finally {
+        if (ticket !== undefined) cache?.end();
       }
-      const offset = options?.offset ?? 0;
-      const limit = options?.limit ?? MAX_LIST_LIMIT;
-      const n = names.length;
-      const picked = (options?.order ?? 'asc') === 'asc' ? names.slice(offset, offset + limit) : names.slice(Math.max(0, n - offset - limit), Math.max(0, n - offset)).reverse();
-      return { entries: await this.statAll(d, picked), total: n };
     }
-    const wanted = await this.readEntries(d);
-    const entries = await this.statAll(
-      d,
-      wanted.map((e) => e.name),
-    );
-    if (this.listCache && stamp !== undefined) return this.listCache.store(this.abs(d), stamp, entries, options);
-    return pageEntries(entries, options);
+    const ranks = listing.page(options);
+    const l = listing;
+    if (l.statted) return { entries: ranks.map((r) => l.entry(d, r)), total: l.total };
+    return { entries: await this.statAll(d, ranks.map((r) => l.name(r))), total: l.total };
   }
 
-  /** The files and directories of `d` (by d_type), without temporary names. */
-  private async readEntries(d: string): Promise<Dirent[]> {
-    let dirents: Dirent[];
-    try {
-      dirents = await readdir(this.abs(d), { withFileTypes: true });
-    } catch (err) {
-      throw translateFsError(err, d);
-    }
-    return dirents.filter((e) => (e.isFile() || e.isDirectory()) && !e.name.startsWith(RESERVED_PREFIX));
+  /**
+   * `rel` was created, replaced, moved or removed: forget its own listing, its
+   * directory's, and that directory's parent's (whose mtime column changed).
+   */
+  private changed(rel: string): void {
+    if (!this.listCache) return;
+    const parent = this.abs(parentOf(rel));
+    if (rel !== '') this.listCache.invalidate(this.abs(rel)); // removed or moved away
+    this.listCache.invalidate(parent);
+    this.listCache.invalidate(dirname(parent));
   }
 
   /** Entries for `names` in `d`, in that order; names gone (or turned into links) meanwhile are left out. */
@@ -354,6 +355,7 @@ export class LocalStorage implements StorageBackend {
             await unlink(temp);
           }
           state = 'committed';
+          this.changed(p);
         } catch (err) {
           await discard();
           throw translateFsError(err, p);
@@ -392,6 +394,7 @@ export class LocalStorage implements StorageBackend {
       } catch (err) {
         throw translateFsError(err, rel);
       }
+      this.changed(rel);
     }
   }
 
@@ -417,6 +420,9 @@ export class LocalStorage implements StorageBackend {
       }
     } catch (err) {
       throw translateFsError(err, t);
+    } finally {
+      this.changed(f);
+      this.changed(t);
     }
   }
 
@@ -430,6 +436,8 @@ export class LocalStorage implements StorageBackend {
       else await rmdir(this.abs(p));
     } catch (err) {
       throw translateFsError(err, p);
+    } finally {
+      this.changed(p);
     }
   }
 }

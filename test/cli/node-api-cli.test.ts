@@ -42,7 +42,7 @@ describe('node API CLI', () => {
   it('tachyon start serves the node API with its CA; CLI-made keys work, and a CLI revocation reaches the running node', async () => {
     const dir = path.join(work, 'start');
     mkdirSync(path.join(dir, 'tachyon-data', 'files', 'alice'), { recursive: true });
-    const s = startCli(['start', '--port', '0', '--api-port', '0'], dir, 60_000);
+    const s = startCli(['start', '--port', '0', '--api-port', '0', '--web-port', '0'], dir, 60_000);
     let err = '';
     s.child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     let url = '';

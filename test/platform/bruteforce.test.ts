@@ -9,7 +9,7 @@
  * all of 127/8 to lo, so `localAddress` picks the source address.
  *
  * Also: the per-(account, address) lock below the defender's threshold, the policy
- * field's bad values, and the AddressGate on its own (order, concurrency, BUSY bounds).
+ * field's bad values, and the SignInGate on its own (order, concurrency, BUSY bounds).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,7 +18,7 @@ import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { ScoringDefender } from '../../src/defender/index.js';
 import type { AddressInfo } from 'node:net';
-import { AddressGate } from '../../src/platform/address-gate.js';
+import { SignInGate } from '../../src/platform/sign-in-gate.js';
 import { createPlatformApp, type PlatformApp } from '../../src/platform/app.js';
 import { applyPolicyUpdate, DEFAULT_POLICY, parseStoredPolicy } from '../../src/platform/policy.js';
 import { TachyonError } from '../../src/core/errors.js';
@@ -258,11 +258,11 @@ describe('the lockoutScope policy field', () => {
   });
 });
 
-describe('AddressGate', () => {
+describe('SignInGate', () => {
   const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
   it('runs one check per address at a time, in arrival order; other addresses are not held up', async () => {
-    const gate = new AddressGate();
+    const gate = new SignInGate();
     const log: string[] = [];
     const release: Array<() => void> = [];
     const job = (name: string) => () =>
@@ -290,7 +290,7 @@ describe('AddressGate', () => {
   });
 
   it('an IPv6 /64 is one address; concurrency 2 runs two at a time; an error releases the slot', async () => {
-    const gate = new AddressGate({ concurrency: 2 });
+    const gate = new SignInGate({ concurrency: 2 });
     let running = 0;
     let peak = 0;
     const job = async (fail: boolean): Promise<void> => {
@@ -308,7 +308,7 @@ describe('AddressGate', () => {
   });
 
   it('refuses with BUSY beyond maxWaiting for one address and beyond maxAddresses', async () => {
-    const gate = new AddressGate({ maxWaiting: 2, maxAddresses: 2 });
+    const gate = new SignInGate({ maxWaiting: 2, maxAddresses: 2 });
     let open!: () => void;
     const held = new Promise<void>((r) => (open = r));
     const runs = Array.from({ length: 5 }, () => gate.run('10.0.0.1', () => held));
@@ -328,7 +328,7 @@ describe('AddressGate', () => {
 
   it('refuses bad settings with CONFIG', () => {
     for (const o of [{ concurrency: 0 }, { concurrency: 1.5 }, { maxWaiting: -1 }, { maxAddresses: 0 }, { concurrency: Number.NaN }]) {
-      assert.throws(() => new AddressGate(o), (e: unknown) => e instanceof TachyonError && e.code === 'CONFIG', JSON.stringify(o));
+      assert.throws(() => new SignInGate(o), (e: unknown) => e instanceof TachyonError && e.code === 'CONFIG', JSON.stringify(o));
     }
   });
 });

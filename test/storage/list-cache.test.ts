@@ -6,10 +6,10 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ListingCache, LocalStorage, type ListSort } from '../../src/storage/index.js';
+import { ListingCache, LocalStorage, nodeDirScanner, type DirScanner, type ListOptions, type ListSort, type StorageBackend } from '../../src/storage/index.js';
 import { rejectsCode } from '../helpers/errors.js';
 import { Rng } from '../helpers/rng.js';
 import { storageContract } from './contract.js';
@@ -70,6 +70,71 @@ describe('ListingCache with LocalStorage', () => {
     assert.equal((await s.list('d2', { sort: 'size' })).total, 30);
     assert.equal((await s.list('d1', { sort: 'size' })).total, 30, 'evicted and read again');
     assert.ok((cache as unknown as { held: number }).held <= 40);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('sorted paging across writes through the storage: a file added to or removed from a subdirectory moves it in mtime order at once', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tachyon-lc-'));
+    await mkdir(join(dir, 'sub'));
+    for (let i = 0; i < 25; i++) {
+      await writeFile(join(dir, `f${String(i).padStart(2, '0')}`), 'x'.repeat(i));
+      await utimes(join(dir, `f${String(i).padStart(2, '0')}`), 1_000_000_000 + i, 1_000_000_000 + i);
+    }
+    await utimes(join(dir, 'sub'), 900_000_000, 900_000_000); // the oldest entry
+    // only a change of the directory's stamp or an invalidation can refresh a listing here
+    const s = await LocalStorage.open(dir, { listCache: new ListingCache({ minEntries: 0, maxAgeMs: 3_600_000, now: () => 5 }) });
+    const fresh = async (o: ListOptions): Promise<unknown> => (await LocalStorage.open(dir)).list('', o);
+    const o = (offset: number, order: 'asc' | 'desc' = 'asc'): ListOptions => ({ sort: 'mtime', order, offset, limit: 10 });
+    const put = async (b: StorageBackend, p: string, text: string): Promise<void> => {
+      const w = await b.createWriter(p, text.length);
+      await w.write(0, Buffer.from(text));
+      await w.commit();
+    };
+    assert.equal((await s.list('', o(0))).entries[0]?.name, 'sub', 'page 1: sub is the oldest');
+    await put(s, 'sub/new', 'abc'); // sub's mtime changes; its parent's does not
+    const page3 = await s.list('', o(20));
+    assert.deepEqual(page3, await fresh(o(20)), 'page 3 after a file was added to sub');
+    assert.equal(page3.entries.at(-1)?.name, 'sub', 'sub is now the newest');
+    assert.deepEqual(await s.list('', o(0)), await fresh(o(0)), 'page 1 again');
+    await s.remove('sub/new'); // and again
+    assert.deepEqual(await s.list('', o(10, 'desc')), await fresh(o(10, 'desc')), 'page 2 (desc) after the file was removed');
+    // entries added to and removed from the directory itself
+    await put(s, 'g-new', 'zz');
+    await s.remove('f03');
+    await s.rename('f04', 'sub/f04');
+    for (const off of [0, 10, 20]) assert.deepEqual(await s.list('', o(off)), await fresh(o(off)), `page at ${off} after add, remove, rename`);
+    assert.equal((await s.list('', o(0))).total, 25);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a listing read while a write changes the directory is not kept', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tachyon-lc-'));
+    await mkdir(join(dir, 'sub'));
+    for (let i = 0; i < 5; i++) await writeFile(join(dir, `f${i}`), '');
+    await utimes(join(dir, 'sub'), 900_000_000, 900_000_000);
+    let during: (() => Promise<void>) | undefined;
+    const inner = nodeDirScanner();
+    // the test adapter of the DirScanner seam: a write lands after the directory was read
+    const slow: DirScanner = {
+      kind: 'test',
+      async scan(d, withStats) {
+        const r = await inner.scan(d, withStats);
+        const f = during;
+        during = undefined;
+        if (f) await f();
+        return r;
+      },
+    };
+    const s = await LocalStorage.open(dir, { scanner: slow, listCache: new ListingCache({ minEntries: 0, maxAgeMs: 3_600_000, now: () => 5 }) });
+    during = async () => {
+      const w = await s.createWriter('sub/x', 0);
+      await w.commit();
+    };
+    const stale = await s.list('', { sort: 'mtime' });
+    assert.equal(stale.entries[0]?.mtimeMs, 900_000_000_000, 'read before the write');
+    const after = await s.list('', { sort: 'mtime' });
+    assert.equal(after.entries.at(-1)?.name, 'sub', 'the listing read during the write was not cached');
+    assert.ok((after.entries.at(-1)?.mtimeMs ?? 0) > 900_000_000_000);
     await rm(dir, { recursive: true, force: true });
   });
 });

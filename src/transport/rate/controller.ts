@@ -57,11 +57,24 @@ const STARTUP_EXIT_QUEUE_MS = 5;
 /** largest re-probe step per round trip (it starts at 5% and doubles every two round trips) */
 const PROBE_MAX_STEP = 0.25;
 
-/** when a re-probe meets a queue, the rate returns to this share of the delivery rate */
-const PROBE_BACKOFF = 0.95;
+/**
+ * when a re-probe meets a queue, the rate returns to this share of the delivery rate
+ * (0.95 emptied the queue for seconds on a 300 ms path, where the delay law adds only
+ * GAIN * alpha per round trip)
+ */
+const PROBE_BACKOFF = 0.98;
 
-/** gain of the delay law per round trip */
-const GAIN = 0.4;
+/** weight of the queue's trend over one round trip in the delay law (its damping) */
+const TREND_GAIN = 2;
+
+/**
+ * gain of the delay law per round trip. With the trend term the loop is damped (without
+ * it, a gain of 0.4 swung the rate ±15% around capacity with a period of about ten
+ * round trips, emptying the queue on every swing); a smaller gain then keeps the queue
+ * near its set point: on the simulated 200 Mbit/s, 100 ms path the median queue stays
+ * at 10 ms and goodput rose 2% (4% for two flows).
+ */
+const GAIN = 0.25;
 
 /** shortest control time scale, ms (the law is applied as if the RTT were at least this) */
 const MIN_CONTROL_MS = 40;
@@ -91,6 +104,8 @@ export class DelayBasedRateController implements RateController {
   private qAvg = 0;
   /** recent queueing-delay samples: a real queue persists, a receiver hiccup does not */
   private readonly recentQ: number[] = [];
+  /** (time, filtered queueing delay) over the last round trip: the queue's trend */
+  private readonly qHist: { t: number; q: number }[] = [];
 
   constructor(private readonly opts: RateOptions & { policy: Exclude<RatePolicy, 'fixed'> }) {
     this.alpha = POLICY_ALPHA_BYTES[opts.policy];
@@ -115,6 +130,11 @@ export class DelayBasedRateController implements RateController {
     // a smoothed queue (time constant: the RTT, at most 100 ms) to tell a standing queue
     // or a standing empty path from end-host noise
     const tau = Math.min(rtt, 100);
+    this.qHist.push({ t: f.now, q: qMs });
+    while (this.qHist.length > 2 && f.now - this.qHist[1]!.t >= rtt) this.qHist.shift();
+    const oldest = this.qHist[0]!;
+    const span = f.now - oldest.t;
+    const slope = span >= rtt / 2 ? (qMs - oldest.q) / span : 0;
     this.qAvg += Math.min(1, dt / tau) * (qMs - this.qAvg);
     if (this.startup && qMs >= STARTUP_EXIT_QUEUE_MS && this.qAvg >= STARTUP_EXIT_QUEUE_MS / 2) {
       // the path is full: what arrives is its capacity. Growing for the round trip the
@@ -154,7 +174,10 @@ export class DelayBasedRateController implements RateController {
     } else {
       // the delay law; gain GAIN per round trip: feedback lags a round trip behind a
       // rate change and pacing has no ack clock, so a smaller gain avoids a limit cycle
-      const err = this.alpha - x * q; // bytes
+      // the queue a round trip from now if it keeps its trend: acting on it damps the
+      // oscillation the round trip of feedback delay otherwise causes
+      const qPred = Math.max(0, q + (TREND_GAIN * slope * rtt) / 1000);
+      const err = this.alpha - x * qPred; // bytes
       next = x + GAIN * frac * (err / (rtt / 1000));
       // never cut by more than half in one round trip
       next = Math.max(next, x * (1 - 0.5 * frac));

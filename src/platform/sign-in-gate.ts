@@ -19,7 +19,7 @@
 import { TachyonError } from '../core/errors.js';
 import { addressKey } from '../defender/index.js';
 
-export interface AddressGateOptions {
+export interface SignInGateOptions {
   /** Password checks from one address at the same time (1–64). Default 1. */
   readonly concurrency?: number;
   /** Requests from one address waiting for their turn (0–10000); beyond it `BUSY`. Default 64. */
@@ -28,7 +28,7 @@ export interface AddressGateOptions {
   readonly maxAddresses?: number;
 }
 
-export const DEFAULT_ADDRESS_GATE: Required<AddressGateOptions> = Object.freeze({ concurrency: 1, maxWaiting: 64, maxAddresses: 10_000 });
+export const DEFAULT_SIGN_IN_GATE: Required<SignInGateOptions> = Object.freeze({ concurrency: 1, maxWaiting: 64, maxAddresses: 10_000 });
 
 interface Lane {
   running: number;
@@ -44,14 +44,14 @@ function bounded(name: string, v: number, lo: number, hi: number): number {
   return v;
 }
 
-export class AddressGate {
+export class SignInGate {
   readonly concurrency: number;
   readonly maxWaiting: number;
   readonly maxAddresses: number;
   private readonly lanes = new Map<string, Lane>();
 
-  constructor(options: AddressGateOptions = {}) {
-    const o = { ...DEFAULT_ADDRESS_GATE, ...options };
+  constructor(options: SignInGateOptions = {}) {
+    const o = { ...DEFAULT_SIGN_IN_GATE, ...options };
     this.concurrency = bounded('concurrency', o.concurrency, 1, 64);
     this.maxWaiting = bounded('maxWaiting', o.maxWaiting, 0, 10_000);
     this.maxAddresses = bounded('maxAddresses', o.maxAddresses, 1, 1_000_000);
