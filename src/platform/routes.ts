@@ -124,6 +124,16 @@ export const ROUTE_TABLE = Object.freeze({
   updateUser: { method: 'PATCH', url: '/api/v1/users/:id', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Change display name, status (disable) or roles.' },
   getPolicy: { method: 'GET', url: '/api/v1/policy', access: READERS, whilePasswordChangeRequired: false, summary: 'The tenant’s password, lockout and session policy.' },
   setPolicy: { method: 'PUT', url: '/api/v1/policy', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Change the tenant’s policy.' },
+  getSso: { method: 'GET', url: '/api/v1/sso', access: READERS, whilePasswordChangeRequired: false, summary: 'The tenant’s single sign-on configuration (the OIDC client secret only as clientSecretSet; null when none).' },
+  setSso: {
+    method: 'PUT',
+    url: '/api/v1/sso',
+    access: ADMIN,
+    whilePasswordChangeRequired: false,
+    sessionOnly: true,
+    summary: 'Replace the tenant’s single sign-on configuration (OIDC without clientSecret keeps the stored secret).',
+  },
+  clearSso: { method: 'DELETE', url: '/api/v1/sso', access: ADMIN, whilePasswordChangeRequired: false, sessionOnly: true, summary: 'Remove the tenant’s single sign-on configuration.' },
 } as const satisfies Record<string, RouteRule>);
 
 export type RouteName = keyof typeof ROUTE_TABLE;

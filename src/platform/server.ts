@@ -9,6 +9,10 @@
  *    administrators must enrol TOTP;
  *  - the identity service (argon2id with the production parameters unless a hasher is
  *    given, the shipped common-password list);
+ *  - single sign-on: {@link SsoServices} over a {@link DatabaseSsoConfigSource} (the
+ *    `platform_sso_config` table, OIDC client secrets sealed by the same SecretBox), so a
+ *    tenant whose administrators configured SSO (PUT /api/v1/sso, `tachyon tenant sso-set`)
+ *    offers it at /api/v1/auth/sso/… and may refuse its administrators' password sign-in;
  *  - the HTTPS application of the route table (createPlatformApp), with the shared defender.
  *
  * The database and the defender belong to the caller, who closes them after this server.
@@ -23,6 +27,7 @@ import { DatabaseAuditSink } from './audit-store.js';
 import { MfaService, type SecretBox } from './mfa/index.js';
 import type { PasswordHasher } from './passwords.js';
 import { IdentityService } from './service.js';
+import { DatabaseSsoConfigSource, MemorySsoStore, SsoServices, type OidcDiscover } from './sso/index.js';
 
 /** Where the platform listens by default (loopback; `tachyon start --web-port`, `platform.port`). */
 export const DEFAULT_PLATFORM_LISTEN = '127.0.0.1';
@@ -42,6 +47,8 @@ export interface PlatformServerOptions {
   readonly auditKey?: Buffer;
   readonly hasher?: PasswordHasher;
   readonly clock?: Clock;
+  /** OIDC discovery (default: HTTPS only; tests pass one that reaches a provider on 127.0.0.1 over HTTP). */
+  readonly oidcDiscover?: OidcDiscover;
 }
 
 export interface PlatformServer {
@@ -51,6 +58,8 @@ export interface PlatformServer {
   readonly url: string;
   readonly identity: IdentityService;
   readonly audit: DatabaseAuditSink;
+  /** The tenants' SSO configurations (the table the SSO services read). */
+  readonly ssoConfigs: DatabaseSsoConfigSource;
   /** Stops listening, then stores the queued audit records. */
   close(): Promise<void>;
 }
@@ -69,7 +78,9 @@ export async function startPlatformServer(o: PlatformServerOptions): Promise<Pla
   const clock = o.clock ?? systemClock;
   const audit = await DatabaseAuditSink.open(o.database, { clock, ...(o.auditKey ? { key: o.auditKey } : {}) });
   const mfa = new MfaService({ database: o.database, box: o.mfaBox, audit, clock });
-  const identity = new IdentityService({ database: o.database, audit, clock, mfa, ...(o.hasher ? { hasher: o.hasher } : {}) });
+  const ssoConfigs = new DatabaseSsoConfigSource({ database: o.database, box: o.mfaBox, clock });
+  const sso = new SsoServices({ configs: ssoConfigs, store: new MemorySsoStore({ clock }), audit, clock, ...(o.oidcDiscover ? { oidcDiscover: o.oidcDiscover } : {}) });
+  const identity = new IdentityService({ database: o.database, audit, clock, mfa, sso, ssoConfigs, ...(o.hasher ? { hasher: o.hasher } : {}) });
   const web = createPlatformApp({ identity, https: { key: o.tls.key, cert: o.tls.cert }, ...(o.defender ? { defender: o.defender } : {}) });
   const listen = o.listen ?? DEFAULT_PLATFORM_LISTEN;
   try {
@@ -90,6 +101,7 @@ export async function startPlatformServer(o: PlatformServerOptions): Promise<Pla
     url: httpsUrl(bound.address, bound.port),
     identity,
     audit,
+    ssoConfigs,
     async close() {
       await web.app.close();
       await audit.close();

@@ -81,7 +81,13 @@ const CASES: Record<RouteName, (c: CaseCtx) => Promise<Call>> = {
   updateUser: async (c) => ({ method: 'PATCH', url: `/api/v1/users/${c.side === 'own' ? await c.victimA() : c.B.users.member}`, body: { status: 'disabled' } }),
   getPolicy: async (c) => ({ method: 'GET', url: `/api/v1/policy${q(c)}` }),
   setPolicy: async (c) => ({ method: 'PUT', url: `/api/v1/policy${q(c)}`, body: { minPasswordLength: 14 } }),
+  getSso: async (c) => ({ method: 'GET', url: `/api/v1/sso${q(c)}` }),
+  setSso: async (c) => ({ method: 'PUT', url: `/api/v1/sso${q(c)}`, body: { ...(c.side === 'other' ? { tenantId: B_ID } : {}), oidc: MATRIX_OIDC } }),
+  clearSso: async (c) => ({ method: 'DELETE', url: `/api/v1/sso${q(c)}` }),
 };
+
+/** A valid OIDC section (nothing signs in through it here: the matrix checks who may change it). */
+const MATRIX_OIDC = { issuer: 'https://idp.example', clientId: 'tachyon', clientSecret: 'matrix-secret-0123456789', redirectUri: 'https://tachyon.example/api/v1/auth/sso/oidc/callback' };
 
 const B_SESSION = { id: '' };
 const B_TOKEN = { id: '' };
@@ -118,6 +124,7 @@ async function snapshotB(p: Platform, tenantId: string): Promise<unknown> {
     sessions: await d.selectFrom('platform_session').select(['id', 'user_id', 'expires_at']).where('tenant_id', '=', tenantId).orderBy('id').execute(),
     policy: await d.selectFrom('platform_policy').selectAll().where('tenant_id', '=', tenantId).execute(),
     tokens: await d.selectFrom('platform_api_token').select(['id', 'user_id', 'scopes']).where('tenant_id', '=', tenantId).orderBy('id').execute(),
+    sso: await d.selectFrom('platform_sso_config').selectAll().where('tenant_id', '=', tenantId).execute(),
   };
 }
 
@@ -140,6 +147,8 @@ describe(`platform authorization matrix (generated from the route table) on ${en
     await p.identity.provisionUser(A.id, { username: 'only-in-a', password: USER_PW });
     const bAdmin = await signedIn(p, B.slug, 'admin', 'violet-harbour-engine-47');
     assert.equal((await bAdmin.req('PUT', '/api/v1/policy', { minPasswordLength: 20 })).status, 200);
+    // B has an SSO configuration: no other tenant's PUT or DELETE may reach it
+    assert.equal((await bAdmin.req('PUT', '/api/v1/sso', { oidc: { ...MATRIX_OIDC, clientId: 'tenant-b-client' } })).status, 200);
     const bMember = await signedIn(p, B.slug, 'member1', USER_PW);
     B_SESSION.id = (await bMember.req('GET', '/api/v1/me')).body['sessionId'] as string;
     const bToken = await bMember.req('POST', '/api/v1/me/tokens', { name: 'b', scopes: ['read'] });

@@ -16,7 +16,7 @@ import type { Role } from '../../src/platform/model.js';
 import { argon2idHasher } from '../../src/platform/passwords.js';
 import { IdentityService } from '../../src/platform/service.js';
 import { AesGcmSecretBox, MfaService } from '../../src/platform/mfa/index.js';
-import type { SsoServices } from '../../src/platform/sso/index.js';
+import { DatabaseSsoConfigSource, type SsoServices } from '../../src/platform/sso/index.js';
 import { SimClock } from '../../src/testkit/simclock.js';
 
 /** Cheap argon2id parameters for tests (the real defaults cost ~50 ms a hash). */
@@ -34,6 +34,8 @@ export interface Platform {
   /** Set when started with `mfa: true` (then local administrators must have TOTP). */
   readonly mfa: MfaService | undefined;
   readonly web: PlatformApp;
+  /** The `/api/v1/sso` store (the table, secrets sealed under a random key). */
+  readonly ssoConfigs: DatabaseSsoConfigSource;
   readonly base: string;
   close(): Promise<void>;
 }
@@ -49,7 +51,8 @@ export async function startPlatform(options: { url?: string; mfa?: boolean; sso?
   const auditFile = path.join(dir, 'audit.log');
   const audit = new FileAuditSink(auditFile, { clock, fsync: 'never' });
   const mfa = options.mfa === true ? new MfaService({ database: db, box: AesGcmSecretBox.random(), audit, clock }) : undefined;
-  const identity = new IdentityService({ database: db, audit, clock, hasher: argon2idHasher(TEST_ARGON2), ...(mfa ? { mfa } : {}), ...(options.sso ? { sso: options.sso } : {}) });
+  const ssoConfigs = new DatabaseSsoConfigSource({ database: db, box: AesGcmSecretBox.random(), clock });
+  const identity = new IdentityService({ database: db, audit, clock, hasher: argon2idHasher(TEST_ARGON2), ssoConfigs, ...(mfa ? { mfa } : {}), ...(options.sso ? { sso: options.sso } : {}) });
   const defender = options.defender ? await options.defender(db, clock) : undefined;
   const web = createPlatformApp({ identity, insecureHttp: true, ...(defender ? { defender } : {}) });
   await web.app.listen({ host: '127.0.0.1', port: 0 });
@@ -63,6 +66,7 @@ export async function startPlatform(options: { url?: string; mfa?: boolean; sso?
     identity,
     mfa,
     web,
+    ssoConfigs,
     base: `http://127.0.0.1:${port}`,
     async close() {
       await web.app.close();

@@ -17,6 +17,7 @@ export * from './identity.js';
 export { OidcService, discoverOidcProvider, translateOidcError, claimsToIdentity, type OidcBegin, type OidcDiscover, type OidcServiceOptions } from './oidc.js';
 export { SamlService, MAX_SAML_RESPONSE, translateSamlError, type SamlBegin, type SamlServiceOptions } from './saml.js';
 export { MemorySsoStore, type SsoStore } from './store.js';
+export { DatabaseSsoConfigSource, type SsoConfigStore, type SsoConfigView } from './config-store.js';
 
 export interface SsoServicesOptions {
   configs: SsoConfigSource;
