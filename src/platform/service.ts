@@ -908,7 +908,16 @@ export class IdentityService {
    */
   async setSsoConfig(principal: Principal, input: unknown, meta: RequestMeta): Promise<SsoConfigView> {
     const store = this.requireSsoConfigs();
-    const { changed } = await store.put(principal.tenant.id, input);
+    const { changed } = await store.put(principal.tenant.id, input).catch((err: unknown) => {
+      // an administrator's invalid configuration is a bad request (400) naming the fields, never their values
+      if (!(err instanceof TachyonError) || err.code !== 'CONFIG') throw err;
+      const fields = Array.isArray(err.details?.['fields']) ? (err.details['fields'] as unknown[]).map(String) : [];
+      throw new TachyonError('USAGE', err.message, {
+        cause: err,
+        publicMessage: `Invalid single sign-on configuration: ${fields.join(', ').slice(0, 200) || 'body'}.`,
+        details: { fields },
+      });
+    });
     this.changed(principal, meta, 'sso.update', principal.tenant.id, changed);
     return (await store.view(principal.tenant.id)) as SsoConfigView;
   }

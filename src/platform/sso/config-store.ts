@@ -154,7 +154,8 @@ export class DatabaseSsoConfigSource implements SsoConfigStore {
       }
     });
     this.cache.set(tenantId, { revision, config });
-    const changed: string[] = SECTIONS.filter((k) => JSON.stringify(config[k]) !== JSON.stringify(before?.[k]));
+    const prev: Partial<TenantSsoConfig> = before ?? { ssoRequiredForAdmins: false };
+    const changed: string[] = SECTIONS.filter((k) => JSON.stringify(config[k]) !== JSON.stringify(prev[k]));
     if (before?.oidc?.clientSecret !== oidc?.clientSecret) changed.push('oidc.clientSecret');
     return { config, changed };
   }
