@@ -5,7 +5,8 @@
  * administrator stores the configuration with PUT /api/v1/sso; auditors read it, members
  * may not; the OIDC client secret is sealed in the row and never appears in an answer or
  * an audit row; a person then signs in through the provider with the stored
- * configuration, also after the server restarts on the same file; `ssoRequiredForAdmins`
+ * configuration, also after the server restarts on the same file, and through a SAML
+ * IdP once a SAML section is added; `ssoRequiredForAdmins`
  * refuses the administrators' password sign-in until the configuration is removed.
  */
 import { after, before, describe, it } from 'node:test';
@@ -25,6 +26,7 @@ import type { OidcDiscover } from '../../src/platform/sso/index.js';
 import { httpsCall, makePki, type Response } from '../node-api/helpers.js';
 import { ADMIN_PW, TEST_ARGON2, USER_PW } from './helpers.js';
 import { browse, startOidcProvider, type TestOidcProvider } from './sso/oidc-idp.js';
+import { fetchPostForm, startSamlIdp, type TestSamlIdp } from './sso/saml-idp.js';
 
 /** The test adapter of the discovery seam: plain HTTP to the provider on 127.0.0.1; signatures still checked. */
 const testDiscover: OidcDiscover = (c) =>
@@ -33,6 +35,7 @@ const testDiscover: OidcDiscover = (c) =>
   });
 
 const SECRET = 'the-oidc-client-secret-7f3a9c41d2e8';
+const SP = 'https://tachyon.example/sso/saml/served';
 
 /** A cookie-keeping HTTPS client (the way a browser holds the session cookie). */
 class WebClient {
@@ -66,6 +69,7 @@ describe('SSO configured per tenant in the served platform (HTTPS, SQLite file, 
   let database: Database;
   let server: PlatformServer;
   let oidc: TestOidcProvider;
+  let saml: TestSamlIdp;
   let port = 0;
   const box = AesGcmSecretBox.random();
   let admin: WebClient;
@@ -126,6 +130,7 @@ describe('SSO configured per tenant in the served platform (HTTPS, SQLite file, 
       },
       [{ clientId: 'tachyon-platform', clientSecret: SECRET, redirectUri }],
     );
+    saml = await startSamlIdp(SP);
     oidcConfig = {
       issuer: oidc.issuer,
       clientId: 'tachyon-platform',
@@ -147,6 +152,7 @@ describe('SSO configured per tenant in the served platform (HTTPS, SQLite file, 
 
   after(async () => {
     await oidc?.close();
+    await saml?.close();
     await stop().catch(() => undefined);
     rmSync(work, { recursive: true, force: true });
   });
@@ -234,6 +240,35 @@ describe('SSO configured per tenant in the served platform (HTTPS, SQLite file, 
     assert.equal(res.status, 303, res.text);
   });
 
+  it('SAML added to the stored configuration: the IdP’s form post to the served ACS opens a session for the mapped user', async () => {
+    const view = (await admin.req('GET', '/api/v1/sso')).body['sso'] as Record<string, unknown>;
+    const samlConfig = {
+      idpEntityId: saml.entityId,
+      ssoUrl: saml.ssoUrl,
+      idpCertificates: [saml.identity.certPem],
+      spEntityId: SP,
+      acsUrl: `${server.url}/api/v1/auth/sso/saml/acs`,
+      roleMapping: { 'tachyon-auditors': 'auditor' },
+    };
+    const put = await admin.req('PUT', '/api/v1/sso', { ...view, saml: samlConfig });
+    assert.equal(put.status, 200, put.text);
+    saml.next = { nameId: 'carol@example.com', attributes: { email: ['carol@example.com'], groups: ['tachyon-auditors'] } };
+    const startRes = await httpsCall(agent, port, 'GET', '/api/v1/auth/sso/acme/saml/start');
+    assert.equal(startRes.status, 303, startRes.text);
+    const form = await fetchPostForm(String(startRes.headers['location']));
+    assert.equal(form.action, `${server.url}/api/v1/auth/sso/saml/acs`);
+    const res = await httpsCall(agent, port, 'POST', '/api/v1/auth/sso/saml/acs', {
+      rawBody: new URLSearchParams({ SAMLResponse: form.SAMLResponse, RelayState: form.RelayState }).toString(),
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
+    assert.equal(res.status, 303, res.text);
+    const c = new WebClient(agent, () => port);
+    c.cookie = /^(__Host-tachyon-session=[^;]+)/.exec(String(res.headers['set-cookie']))?.[1];
+    const me = await c.req('GET', '/api/v1/me');
+    assert.equal(me.status, 200, me.text);
+    assert.deepEqual((me.body['user'] as { roles: string[] }).roles, ['auditor']);
+  });
+
   it('ssoRequiredForAdmins: the administrators’ password sign-in is refused (members sign in); DELETE lifts it', async () => {
     const view = (await admin.req('GET', '/api/v1/sso')).body['sso'] as Record<string, unknown>;
     const put = await admin.req('PUT', '/api/v1/sso', { ...view, ssoRequiredForAdmins: true });
@@ -270,11 +305,12 @@ describe('SSO configured per tenant in the served platform (HTTPS, SQLite file, 
       .filter((f) => String(f['action']).startsWith('sso.'));
     assert.deepEqual(
       changes.map((f) => f['action']),
-      ['sso.update', 'sso.update', 'sso.update', 'sso.clear'],
+      ['sso.update', 'sso.update', 'sso.update', 'sso.update', 'sso.clear'],
     );
     assert.deepEqual(changes[0]!['changed'], ['oidc', 'oidc.clientSecret']);
     assert.deepEqual(changes[1]!['changed'], ['oidc']);
-    assert.deepEqual(changes[2]!['changed'], ['ssoRequiredForAdmins']);
+    assert.deepEqual(changes[2]!['changed'], ['saml']);
+    assert.deepEqual(changes[3]!['changed'], ['ssoRequiredForAdmins']);
     assert.ok(changes.every((f) => f['actor'] === 'admin' && f['target'] === tenantId));
     // the refused PUTs are audited as refusals (no secret either: checked above)
     assert.ok(rows.some((r) => r.type === 'web.refusal' && r.line.includes('PUT /api/v1/sso')));
