@@ -78,9 +78,9 @@ describe('SSO configured per tenant in the served platform (HTTPS, SQLite file, 
   let oidcConfig: Record<string, unknown>;
   let tenantId: string;
 
-  async function start(): Promise<void> {
+  async function start(mfaBox = box): Promise<void> {
     database = await openDatabase({ url: `sqlite://${dbFile}` });
-    server = await startPlatformServer({ database, tls, mfaBox: box, port, hasher: argon2idHasher(TEST_ARGON2), oidcDiscover: testDiscover });
+    server = await startPlatformServer({ database, tls, mfaBox, port, hasher: argon2idHasher(TEST_ARGON2), oidcDiscover: testDiscover });
     port = server.port;
   }
 
@@ -240,6 +240,47 @@ describe('SSO configured per tenant in the served platform (HTTPS, SQLite file, 
     assert.equal(res.status, 303, res.text);
   });
 
+  it('restarted with another key: SSO answers 503 KEY_MISSING with a sanitized message; members still sign in with a password; the view still reads', async () => {
+    await stop();
+    await start(AesGcmSecretBox.random());
+    try {
+      const r = await httpsCall(agent, port, 'GET', '/api/v1/auth/sso/acme/oidc/start');
+      assert.equal(r.status, 503, r.text);
+      const err = (r.json as { error: { code: string; message: string } }).error;
+      assert.equal(err.code, 'KEY_MISSING');
+      assert.equal(err.message, 'Single sign-on is not available; contact an administrator.');
+      await signIn('member1', USER_PW);
+      assert.equal((await auditor.req('GET', '/api/v1/sso')).status, 200);
+    } finally {
+      await stop();
+      await start();
+    }
+  });
+
+  it('bad input on PUT /api/v1/sso: oversized (413), malformed (400) and form-encoded (415) bodies; script and SQL in fields are data, returned JSON-encoded', async () => {
+    const before = (await auditor.req('GET', '/api/v1/sso')).text;
+    const big = await httpsCall(agent, port, 'PUT', '/api/v1/sso', {
+      rawBody: JSON.stringify({ oidc: { ...oidcConfig, clientId: 'x'.repeat(100 * 1024) } }),
+      headers: { cookie: admin.cookie!, 'x-csrf-token': admin.csrf! },
+    });
+    assert.equal(big.status, 413, big.text);
+    const malformed = await httpsCall(agent, port, 'PUT', '/api/v1/sso', { rawBody: '{"oidc": {', headers: { cookie: admin.cookie!, 'x-csrf-token': admin.csrf!, 'content-type': 'application/json' } });
+    assert.equal(malformed.status, 400, malformed.text);
+    const form = await httpsCall(agent, port, 'PUT', '/api/v1/sso', { rawBody: 'oidc=1', headers: { cookie: admin.cookie!, 'x-csrf-token': admin.csrf!, 'content-type': 'application/x-www-form-urlencoded' } });
+    assert.equal(form.status, 415, form.text);
+    const noCsrf = await httpsCall(agent, port, 'PUT', '/api/v1/sso', { body: { oidc: oidcConfig }, headers: { cookie: admin.cookie! } });
+    assert.equal(noCsrf.status, 403, 'a CSRF-less change is refused');
+    assert.equal((await auditor.req('GET', '/api/v1/sso')).text, before, 'nothing changed');
+    const view = JSON.parse(before) as { sso: Record<string, unknown> };
+    const hostile = `<script>alert(1)</script>'; drop table platform_sso_config; --`;
+    const put = await admin.req('PUT', '/api/v1/sso', { ...view.sso, oidc: { ...(view.sso['oidc'] as object), clientId: hostile } });
+    assert.equal(put.status, 200, put.text);
+    assert.match(String(put.headers['content-type']), /^application\/json/);
+    assert.equal(((await auditor.req('GET', '/api/v1/sso')).body['sso'] as { oidc: { clientId: string } }).oidc.clientId, hostile);
+    const restore = await admin.req('PUT', '/api/v1/sso', { ...view.sso, oidc: { ...(view.sso['oidc'] as object) } });
+    assert.equal(restore.status, 200, restore.text);
+  });
+
   it('SAML added to the stored configuration: the IdP’s form post to the served ACS opens a session for the mapped user', async () => {
     const view = (await admin.req('GET', '/api/v1/sso')).body['sso'] as Record<string, unknown>;
     const samlConfig = {
@@ -305,12 +346,14 @@ describe('SSO configured per tenant in the served platform (HTTPS, SQLite file, 
       .filter((f) => String(f['action']).startsWith('sso.'));
     assert.deepEqual(
       changes.map((f) => f['action']),
-      ['sso.update', 'sso.update', 'sso.update', 'sso.update', 'sso.clear'],
+      ['sso.update', 'sso.update', 'sso.update', 'sso.update', 'sso.update', 'sso.update', 'sso.clear'],
     );
     assert.deepEqual(changes[0]!['changed'], ['oidc', 'oidc.clientSecret']);
     assert.deepEqual(changes[1]!['changed'], ['oidc']);
-    assert.deepEqual(changes[2]!['changed'], ['saml']);
-    assert.deepEqual(changes[3]!['changed'], ['ssoRequiredForAdmins']);
+    assert.deepEqual(changes[2]!['changed'], ['oidc'], 'the hostile client id');
+    assert.deepEqual(changes[3]!['changed'], ['oidc'], 'restored');
+    assert.deepEqual(changes[4]!['changed'], ['saml']);
+    assert.deepEqual(changes[5]!['changed'], ['ssoRequiredForAdmins']);
     assert.ok(changes.every((f) => f['actor'] === 'admin' && f['target'] === tenantId));
     // the refused PUTs are audited as refusals (no secret either: checked above)
     assert.ok(rows.some((r) => r.type === 'web.refusal' && r.line.includes('PUT /api/v1/sso')));
