@@ -9,6 +9,7 @@
  *   tachyon tenant sso-set TENANT --file sso.json [--key-file FILE] [--json]
  *   tachyon tenant sso-show TENANT [--json]
  *   tachyon tenant sso-clear TENANT [--json]
+ *   tachyon tenant allow-list TENANT [--clear] [--json]
  *
  * `sso-set` stores the tenant's single sign-on configuration (OIDC and/or SAML, role
  * mapping, `ssoRequiredForAdmins`; docs/platform-sso.md) from a JSON file, replacing any
@@ -24,6 +25,8 @@
  * shown once, stored only as an argon2id hash, and must be changed at the first sign-in;
  * a local administrator also enrols TOTP then (the identity service enforces both).
  * `reset-password` also ends the account's sessions and lifts its lockout.
+ * `allow-list` shows the tenant's IP allow-list; `--clear` removes it — the recovery when
+ * the tenant's administrators locked themselves out (a running server sees it within 2 s).
  *
  * Every command takes `--config FILE`, `--db URL` or `--data DIR` (the embedded defaults
  * of `tachyon start`: DIR/tachyon.db, DIR defaulting to ./tachyon-data), and records what
@@ -41,6 +44,8 @@ import { validateDisplayName, validateTenantSlug, validateUsername } from '../pl
 import { MemoryAuditSink } from '../audit/index.js';
 import { argon2idHasher, checkNewPassword, loadCommonPasswords, type PasswordHasher } from '../platform/passwords.js';
 import { IdentityService } from '../platform/service.js';
+import { TenantAllowLists } from '../platform/allow-list-store.js';
+import { systemClock } from '../core/clock.js';
 import type { Tenant } from '../platform/model.js';
 import { openStore, type Store } from './user-commands.js';
 import { AesGcmSecretBox, loadSecretBox, type SecretBox } from '../platform/mfa/index.js';
@@ -215,6 +220,25 @@ export function registerTenantCommands(program: Command): void {
           o.json,
           { event: 'tenant.admin-added', tenant: t.slug, id: user.id, username: user.username, roles: user.roles, temporaryPassword: password, mustChangePassword: true },
           `added administrator ${user.username} to ${t.slug}\ntemporary password (shown once; ${FIRST_SIGN_IN}):\n${password}\n`,
+        );
+      });
+    });
+
+  addOptions(tenant.command('allow-list').description("show a tenant's IP allow-list; --clear removes it (when its administrators locked themselves out)").argument('<tenant>'))
+    .option('--clear', 'remove the list: every address may sign in again', false)
+    .action(async (slug: string, o: JsonOpts & { clear: boolean }) => {
+      await withStore(o, false, async ({ store, identity }) => {
+        const t = await tenantOf(identity, slug);
+        const lists = new TenantAllowLists(store.database, systemClock);
+        if (o.clear) {
+          await lists.set(t.id, [], actor());
+          store.audit?.record({ type: 'config.change', component: 'config', fields: { actor: actor(), action: 'tenant.allow-list-clear', target: t.slug } });
+        }
+        const l = await lists.get(t.id);
+        print(
+          o.json,
+          { event: o.clear ? 'tenant.allow-list-cleared' : 'tenant.allow-list', tenant: t.slug, cidrs: l.cidrs, updatedAt: l.updatedAt, updatedBy: l.updatedBy },
+          l.cidrs.length === 0 ? `${t.slug}: no allow-list (every address may sign in)\n` : `${t.slug}: ${l.cidrs.join(' ')}\n`,
         );
       });
     });

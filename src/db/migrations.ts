@@ -320,6 +320,24 @@ const m0008: Migration = {
   },
 };
 /**
+ * The web platform's per-tenant IP allow-list (src/platform/allow-list-store.ts): the
+ * tenant's CIDR blocks as a JSON array; no row (or an empty array) means no list.
+ */
+const m0009: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('platform_allow_list')
+      .addColumn('tenant_id', 'text', (c) => c.primaryKey())
+      .addColumn('cidrs', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .addColumn('updated_by', 'text', (c) => c.notNull().defaultTo(sql.lit('')))
+      .execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('platform_allow_list').execute();
+  },
+};
+/**
  * Per-tenant single sign-on configuration (src/platform/sso/config-store.ts): the
  * validated configuration as JSON without the OIDC client secret, which is kept sealed
  * by the platform's SecretBox (bound to the tenant) in its own column. `revision` changes
@@ -352,5 +370,6 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   '0006_defender': m0006,
   '0007_mfa': m0007,
   '0008_platform_signin': m0008,
+  '0009_platform_allow_list': m0009,
   '0011_platform_sso_config': m0011,
 });

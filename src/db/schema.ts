@@ -282,6 +282,16 @@ export interface DefenderBlockTable {
   updated_at: string;
 }
 
+/** A tenant's IP allow-list of the web platform (migration 0009; src/platform/allow-list-store.ts). */
+export interface PlatformAllowListTable {
+  tenant_id: string;
+  /** JSON array of normalized CIDR blocks; empty: no list. */
+  cidrs: string;
+  updated_at: string;
+  /** User name of the administrator who saved it. */
+  updated_by: string;
+}
+
 /** Every table, for `Kysely<TachyonSchema>`. */
 /** A tenant's single sign-on configuration (migration 0011; src/platform/sso/config-store.ts). */
 export interface PlatformSsoConfigTable {
@@ -315,4 +325,5 @@ export interface TachyonSchema {
   platform_sso_config: PlatformSsoConfigTable;
   platform_api_token: PlatformApiTokenTable;
   platform_audit: PlatformAuditTable;
+  platform_allow_list: PlatformAllowListTable;
 }

@@ -21,6 +21,9 @@ import { ID_PATTERN, type PlatformUser } from './model.js';
 import { scopeAllows } from './api-tokens.js';
 import { allowed, ROUTE_TABLE, type RouteName, type RouteRule } from './routes.js';
 import { registerPages } from './pages/pages.js';
+import { adminHandlers, type AdminRouteName } from './admin-routes.js';
+import type { AuditLogReader } from './audit-view.js';
+import type { TenantAllowLists } from './allow-list-store.js';
 import type { IdentityService, Principal, RequestMeta, SignInResult } from './service.js';
 
 export const SESSION_COOKIE = '__Host-tachyon-session';
@@ -42,6 +45,16 @@ export interface PlatformAppOptions {
    * sign-ins, second-factor codes and bearer tokens are reported to it.
    */
   readonly defender?: Defender;
+  /** Where the audit views (GET /api/v1/audit, /api/v1/audit/export) read records: the DatabaseAuditSink the identity service writes to. Without it they answer 409. */
+  readonly auditLog?: AuditLogReader;
+  /**
+   * The tenants' IP allow-lists (allow-list-store.ts): GET/PUT /api/v1/allow-list, and
+   * every request of a session or API token from outside its tenant's list is refused
+   * (403). Give the same object to the identity service as its `addressGate` (sign-ins).
+   */
+  readonly allowLists?: TenantAllowLists;
+  /** Current time for the audit export's summary. Default Date.now. */
+  readonly now?: () => number;
 }
 
 export interface PlatformApp {
@@ -62,7 +75,7 @@ function errorReply(reply: FastifyReply, status: number, error: TachyonError, co
   void reply.code(status).type('application/json; charset=utf-8').send(errorBody(error, correlationId));
 }
 
-interface Ctx {
+export interface Ctx {
   readonly request: FastifyRequest;
   readonly reply: FastifyReply;
   readonly meta: RequestMeta;
@@ -71,7 +84,7 @@ interface Ctx {
   readonly token: string | undefined;
 }
 
-type Handler = (ctx: Ctx) => Promise<unknown>;
+export type Handler = (ctx: Ctx) => Promise<unknown>;
 
 function usage(message: string): TachyonError {
   return new TachyonError('USAGE', message, { publicMessage: `Invalid request: ${message}.` });
@@ -170,7 +183,7 @@ function tenantParam(request: FastifyRequest): unknown {
   return (request.params as Record<string, unknown>)['tenant'];
 }
 
-function handlers(identity: IdentityService, https: boolean): Record<RouteName, Handler> {
+function handlers(identity: IdentityService, https: boolean): Record<Exclude<RouteName, AdminRouteName>, Handler> {
   const ssoDone = (reply: FastifyReply, r: SignInResult): undefined => {
     const maxAge = (Date.parse(r.session.expiresAt) - Date.parse(r.session.createdAt)) / 1000;
     void reply.header('set-cookie', sessionCookie(r.token, maxAge)).redirect(SSO_LANDING, 303);
@@ -417,7 +430,10 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
     errorReply(reply, 404, new TachyonError('NOT_FOUND', 'no such route', { publicMessage: 'Not found.' }), request.id);
   });
 
-  const impl = handlers(identity, options.https !== undefined);
+  const impl: Record<RouteName, Handler> = {
+    ...handlers(identity, options.https !== undefined),
+    ...adminHandlers({ identity, auditLog: options.auditLog, allowLists: options.allowLists, defender: options.defender, now: options.now ?? Date.now }),
+  };
   for (const name of Object.keys(table) as RouteName[]) {
     const rule = table[name];
     const handler = impl[name];
@@ -454,6 +470,12 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
           }
         }
         if (principal) {
+          if (options.allowLists !== undefined && !(await options.allowLists.admits(principal.tenant, meta.clientAddress))) {
+            throw new TachyonError('PERMISSION', `request from ${meta.clientAddress} outside the tenant's allow-list`, {
+              publicMessage: 'Access denied.',
+              details: { reason: 'address-not-allowed-tenant' },
+            });
+          }
           if (!(rule.stages ?? ['full']).includes(principal.stage)) {
             throw new TachyonError('PERMISSION', `session stage ${principal.stage} may not call ${rule.method} ${rule.url}`, {
               publicMessage: principal.stage === 'full' ? 'Permission denied.' : 'Complete the second sign-in step first.',

@@ -9,11 +9,14 @@
  *    administrators must enrol TOTP;
  *  - the identity service (argon2id with the production parameters unless a hasher is
  *    given, the shipped common-password list);
+ *  - the tenants' IP allow-lists ({@link TenantAllowLists}: the `platform_allow_list`
+ *    table and the defender's configured lists), for sign-ins and sessions;
  *  - single sign-on: {@link SsoServices} over a {@link DatabaseSsoConfigSource} (the
  *    `platform_sso_config` table, OIDC client secrets sealed by the same SecretBox), so a
  *    tenant whose administrators configured SSO (PUT /api/v1/sso, `tachyon tenant sso-set`)
  *    offers it at /api/v1/auth/sso/… and may refuse its administrators' password sign-in;
- *  - the HTTPS application of the route table (createPlatformApp), with the shared defender.
+ *  - the HTTPS application of the route table (createPlatformApp), with the shared
+ *    defender, the audit views over the same sink, the allow-lists and the blocks.
  *
  * The database and the defender belong to the caller, who closes them after this server.
  */
@@ -24,6 +27,7 @@ import type { Database } from '../db/database.js';
 import type { Defender } from '../defender/index.js';
 import { createPlatformApp } from './app.js';
 import { DatabaseAuditSink } from './audit-store.js';
+import { TenantAllowLists } from './allow-list-store.js';
 import { MfaService, type SecretBox } from './mfa/index.js';
 import type { PasswordHasher } from './passwords.js';
 import { IdentityService } from './service.js';
@@ -80,8 +84,17 @@ export async function startPlatformServer(o: PlatformServerOptions): Promise<Pla
   const mfa = new MfaService({ database: o.database, box: o.mfaBox, audit, clock });
   const ssoConfigs = new DatabaseSsoConfigSource({ database: o.database, box: o.mfaBox, clock });
   const sso = new SsoServices({ configs: ssoConfigs, store: new MemorySsoStore({ clock }), audit, clock, ...(o.oidcDiscover ? { oidcDiscover: o.oidcDiscover } : {}) });
-  const identity = new IdentityService({ database: o.database, audit, clock, mfa, sso, ssoConfigs, ...(o.hasher ? { hasher: o.hasher } : {}) });
-  const web = createPlatformApp({ identity, https: { key: o.tls.key, cert: o.tls.cert }, ...(o.defender ? { defender: o.defender } : {}) });
+  // tenants' IP allow-lists (and the defender's configured ones) for sign-ins and sessions
+  const allowLists = new TenantAllowLists(o.database, clock, o.defender);
+  const identity = new IdentityService({ database: o.database, audit, clock, mfa, sso, ssoConfigs, addressGate: allowLists, ...(o.hasher ? { hasher: o.hasher } : {}) });
+  const web = createPlatformApp({
+    identity,
+    https: { key: o.tls.key, cert: o.tls.cert },
+    auditLog: audit,
+    allowLists,
+    now: () => clock.now(),
+    ...(o.defender ? { defender: o.defender } : {}),
+  });
   const listen = o.listen ?? DEFAULT_PLATFORM_LISTEN;
   try {
     await web.app.listen({ host: listen, port: o.port });

@@ -41,6 +41,7 @@ import type { MfaService, MfaVerified, TotpEnrolment } from './mfa/service.js';
 import { argon2idHasher, checkNewPassword, loadCommonPasswords, type PasswordHasher } from './passwords.js';
 import { applyPolicyUpdate, type IdentityPolicy } from './policy.js';
 import { IdentityRepository, noSuchUser } from './repository.js';
+import type { TenantAddressGate } from './allow-list-store.js';
 
 /** Who is asking, as the HTTP edge saw it. */
 export interface RequestMeta {
@@ -106,6 +107,12 @@ export interface IdentityServiceOptions {
    * Without it those routes answer `CONFLICT`.
    */
   readonly ssoConfigs?: SsoConfigStore;
+  /**
+   * The tenants' IP allow-lists (allow-list-store.ts): a sign-in from an address outside
+   * the tenant's list fails like any other (`address-not-allowed` in the audit record),
+   * before the password counts against the account.
+   */
+  readonly addressGate?: TenantAddressGate;
 }
 
 export interface NewUserInput {
@@ -150,6 +157,7 @@ export class IdentityService {
   readonly sso: SsoServices | undefined;
   private readonly ssoConfigs: SsoConfigStore | undefined;
   private readonly database: Database;
+  private readonly addressGate: TenantAddressGate | undefined;
   private dummyHash: Promise<string> | undefined;
 
   constructor(options: IdentityServiceOptions) {
@@ -162,6 +170,7 @@ export class IdentityService {
     this.sso = options.sso;
     this.ssoConfigs = options.ssoConfigs;
     this.database = options.database;
+    this.addressGate = options.addressGate;
   }
 
   private nowMs(): number {
@@ -269,6 +278,7 @@ export class IdentityService {
     };
     if (!tenant) return fail('unknown-tenant');
     if (!creds) return fail('unknown-user');
+    if (this.addressGate && !(await this.addressGate.admits(tenant, meta.clientAddress))) return fail('address-not-allowed');
     const policy = await this.repo.policy(tenant.id);
     const user = creds.user;
     if (user.lockedUntil !== null && Date.parse(user.lockedUntil) > now) return fail('locked');
@@ -824,6 +834,11 @@ export class IdentityService {
         ...(changed ? { changed } : {}),
       },
     });
+  }
+
+  /** Records an administrator's or auditor's action taken outside this service (audit export, allow-list, blocks: admin-routes.ts). */
+  recordAdminAction(principal: Principal, meta: RequestMeta, action: string, target: string, changed?: readonly string[]): void {
+    this.changed(principal, meta, action, target, changed);
   }
 
   listUsers(principal: Principal): Promise<PlatformUser[]> {

@@ -233,6 +233,16 @@ describe('tachyon start serves the web platform', () => {
     const users = await c.req('GET', '/api/v1/users');
     assert.equal(users.status, 200, users.text);
     assert.deepEqual((users.body['users'] as { username: string }[]).map((u) => u.username).sort(), ['alice', 'bob']);
+    // the audit views, the allow-list and the blocks are served by the started server (docs/platform-admin.md)
+    const audit = await c.req('GET', '/api/v1/audit?action=web.signin');
+    assert.equal(audit.status, 200, audit.text);
+    assert.deepEqual((audit.body['entries'] as { outcome: string }[]).map((x) => x.outcome), ['failure', 'pending', 'success']);
+    const exported = await c.req('GET', '/api/v1/audit/export?format=jsonl');
+    assert.equal(exported.status, 200, exported.text);
+    assert.equal(exported.headers['x-audit-chain'], 'ok');
+    assert.match(exported.text.trim().split('\n').at(-1) ?? '', /"type":"audit\.export".*"chain":"ok"/);
+    assert.equal((await c.req('GET', '/api/v1/allow-list')).status, 200);
+    assert.equal((await c.req('GET', '/api/v1/blocks')).status, 200);
 
     // the web records are in the same database (platform_audit), with the audit log's chain
     const db = await openDatabase({ url: `sqlite://${path.join(data, 'tachyon.db')}` });
@@ -267,7 +277,9 @@ describe('tachyon start serves the web platform', () => {
       await page.getByLabel('User name').fill('bob');
       await page.getByLabel('Password').fill(bobPassword);
       await page.getByRole('button', { name: 'Sign in' }).click();
-      await page.waitForURL(`${String(web.url)}/password?required=1`, { timeout: 10_000 });
+      // a tenant administrator of a local account must enrol TOTP before anything else (the
+      // pending session may not even change the password): the sign-in page sends bob there
+      await page.waitForURL(`${String(web.url)}/totp?required=1`, { timeout: 10_000 });
       const session = (await context.cookies()).find((x) => x.name === '__Host-tachyon-session');
       assert.ok(session, 'the session cookie is stored');
       assert.equal(session.secure, true);

@@ -81,6 +81,12 @@ const CASES: Record<RouteName, (c: CaseCtx) => Promise<Call>> = {
   updateUser: async (c) => ({ method: 'PATCH', url: `/api/v1/users/${c.side === 'own' ? await c.victimA() : c.B.users.member}`, body: { status: 'disabled' } }),
   getPolicy: async (c) => ({ method: 'GET', url: `/api/v1/policy${q(c)}` }),
   setPolicy: async (c) => ({ method: 'PUT', url: `/api/v1/policy${q(c)}`, body: { minPasswordLength: 14 } }),
+  auditList: async (c) => ({ method: 'GET', url: `/api/v1/audit${q(c)}` }),
+  getAllowList: async (c) => ({ method: 'GET', url: `/api/v1/allow-list${q(c)}` }),
+  setAllowList: async (c) => ({ method: 'PUT', url: `/api/v1/allow-list${q(c)}`, body: { cidrs: ['127.0.0.0/8', '10.0.0.0/8'] } }),
+  listBlocks: async (c) => ({ method: 'GET', url: `/api/v1/blocks${q(c)}` }),
+  liftBlock: async (c) => ({ method: 'DELETE', url: `/api/v1/blocks/${c.side === 'own' ? '192.0.2.1' : '192.0.2.2'}${q(c)}` }),
+  auditExport: async (c) => ({ method: 'GET', url: `/api/v1/audit/export${c.side === 'other' ? `${q(c)}&format=csv` : ''}` }),
   getSso: async (c) => ({ method: 'GET', url: `/api/v1/sso${q(c)}` }),
   setSso: async (c) => ({ method: 'PUT', url: `/api/v1/sso${q(c)}`, body: { ...(c.side === 'other' ? { tenantId: B_ID } : {}), oidc: MATRIX_OIDC } }),
   clearSso: async (c) => ({ method: 'DELETE', url: `/api/v1/sso${q(c)}` }),
@@ -112,6 +118,8 @@ function expected(name: RouteName, caller: Caller, side: Side): number[] {
   // this platform has no TOTP service (its administrators sign in with a password only):
   // enrolment answers 409; test/platform/signin-totp.test.ts runs these routes with one
   if (name === 'enrolTotp' || name === 'confirmTotp') return [409];
+  // nor an IP defender: its blocks cannot be listed or lifted (409); test/platform/blocks.test.ts runs them with one
+  if (name === 'listBlocks' || name === 'liftBlock') return [409];
   if (side === 'other' && rule.url.includes(':id')) return [404];
   return [200, 201, 204];
 }
@@ -124,6 +132,7 @@ async function snapshotB(p: Platform, tenantId: string): Promise<unknown> {
     sessions: await d.selectFrom('platform_session').select(['id', 'user_id', 'expires_at']).where('tenant_id', '=', tenantId).orderBy('id').execute(),
     policy: await d.selectFrom('platform_policy').selectAll().where('tenant_id', '=', tenantId).execute(),
     tokens: await d.selectFrom('platform_api_token').select(['id', 'user_id', 'scopes']).where('tenant_id', '=', tenantId).orderBy('id').execute(),
+    allowList: await d.selectFrom('platform_allow_list').selectAll().where('tenant_id', '=', tenantId).execute(),
     sso: await d.selectFrom('platform_sso_config').selectAll().where('tenant_id', '=', tenantId).execute(),
   };
 }

@@ -9,7 +9,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { FileAuditSink } from '../../src/audit/index.js';
+import { FileAuditSink, type AuditEvent, type AuditSink } from '../../src/audit/index.js';
+import { DatabaseAuditSink } from '../../src/platform/audit-store.js';
+import { TenantAllowLists } from '../../src/platform/allow-list-store.js';
 import { openDatabase, type Database } from '../../src/db/database.js';
 import { createPlatformApp, type PlatformApp } from '../../src/platform/app.js';
 import type { Role } from '../../src/platform/model.js';
@@ -29,6 +31,8 @@ export interface Platform {
   readonly db: Database;
   readonly audit: FileAuditSink;
   readonly auditFile: string;
+  /** The same records in the database (what the audit views read). */
+  readonly dbAudit: DatabaseAuditSink;
   readonly clock: SimClock;
   readonly identity: IdentityService;
   /** Set when started with `mfa: true` (then local administrators must have TOTP). */
@@ -43,25 +47,57 @@ export interface Platform {
 /** PostgreSQL for the suites that also run there (CI sets it; they skip without it). */
 export const PG_URL = process.env['TACHYON_TEST_PG_URL'];
 
+/** Records every event in two sinks (the file the tests read, and the database the audit views read). */
+export class TeeAuditSink implements AuditSink {
+  constructor(
+    private readonly first: AuditSink,
+    private readonly second: AuditSink,
+  ) {}
+
+  record(event: AuditEvent): string {
+    const id = this.first.record(event);
+    this.second.record(event);
+    return id;
+  }
+
+  async close(): Promise<void> {
+    await this.first.close();
+    await this.second.close();
+  }
+}
+
 /** Starts a platform on a fresh SQLite file, or on `url` (PostgreSQL: use unique tenant slugs, the database outlives the test). */
 export async function startPlatform(options: { url?: string; mfa?: boolean; sso?: SsoServices; defender?: (db: Database, clock: SimClock) => Promise<Defender> } = {}): Promise<Platform> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tachyon-platform-'));
   const db = await openDatabase({ url: options.url ?? `sqlite://${path.join(dir, 'platform.db')}` });
   const clock = new SimClock({ startMs: T0 });
   const auditFile = path.join(dir, 'audit.log');
-  const audit = new FileAuditSink(auditFile, { clock, fsync: 'never' });
+  const fileAudit = new FileAuditSink(auditFile, { clock, fsync: 'never' });
+  const dbAudit = await DatabaseAuditSink.open(db, { clock });
+  const audit = new TeeAuditSink(fileAudit, dbAudit);
   const mfa = options.mfa === true ? new MfaService({ database: db, box: AesGcmSecretBox.random(), audit, clock }) : undefined;
   const ssoConfigs = new DatabaseSsoConfigSource({ database: db, box: AesGcmSecretBox.random(), clock });
-  const identity = new IdentityService({ database: db, audit, clock, hasher: argon2idHasher(TEST_ARGON2), ssoConfigs, ...(mfa ? { mfa } : {}), ...(options.sso ? { sso: options.sso } : {}) });
   const defender = options.defender ? await options.defender(db, clock) : undefined;
-  const web = createPlatformApp({ identity, insecureHttp: true, ...(defender ? { defender } : {}) });
+  const allowLists = new TenantAllowLists(db, clock, defender);
+  const identity = new IdentityService({
+    database: db,
+    audit,
+    clock,
+    hasher: argon2idHasher(TEST_ARGON2),
+    addressGate: allowLists,
+    ssoConfigs,
+    ...(mfa ? { mfa } : {}),
+    ...(options.sso ? { sso: options.sso } : {}),
+  });
+  const web = createPlatformApp({ identity, insecureHttp: true, auditLog: dbAudit, allowLists, now: () => clock.now(), ...(defender ? { defender } : {}) });
   await web.app.listen({ host: '127.0.0.1', port: 0 });
   const port = (web.app.server.address() as AddressInfo).port;
   return {
     dir,
     db,
-    audit,
+    audit: fileAudit,
     auditFile,
+    dbAudit,
     clock,
     identity,
     mfa,
@@ -71,7 +107,8 @@ export async function startPlatform(options: { url?: string; mfa?: boolean; sso?
     async close() {
       await web.app.close();
       await defender?.close();
-      await audit.close();
+      await fileAudit.close();
+      await dbAudit.close();
       await db.close();
       rmSync(dir, { recursive: true, force: true });
     },
@@ -119,7 +156,7 @@ export class Client {
     }
     const text = await r.text();
     let parsed: Record<string, unknown> = {};
-    if (text !== '') parsed = JSON.parse(text) as Record<string, unknown>;
+    if (text !== '' && /json/.test(r.headers.get('content-type') ?? '') && !/ndjson/.test(r.headers.get('content-type') ?? '')) parsed = JSON.parse(text) as Record<string, unknown>;
     return { status: r.status, headers: r.headers, body: parsed, error: parsed['error'] as ErrorBody | undefined, text };
   }
 

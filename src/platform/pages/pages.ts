@@ -33,8 +33,12 @@ const NAV = `<nav aria-label="Main">
   <a href="/">My account</a>
   <a href="/password">Change password</a>
   <a href="/sessions">My sessions</a>
+  <a href="/totp">Two-step sign-in</a>
   <a href="/admin/users" data-admin hidden>Users</a>
   <a href="/admin/policy" data-admin hidden>Policy</a>
+  <a href="/admin/audit" data-admin hidden>Audit log</a>
+  <a href="/admin/allow-list" data-admin hidden>Allow-list</a>
+  <a href="/admin/blocks" data-admin hidden>Blocked addresses</a>
   <button type="button" id="signout">Sign out</button>
 </nav>`;
 
@@ -134,6 +138,80 @@ export const PAGES: Readonly<Record<string, PageDef>> = Object.freeze({
   <label for="sessionAbsoluteSeconds">Session lifetime (seconds)</label><input id="sessionAbsoluteSeconds" type="number" min="1">
   <button type="submit">Save policy</button>
 </form>`,
+  },
+  '/admin/audit': {
+    title: 'Audit log',
+    page: 'audit',
+    body: `<form id="audit-filter" novalidate>
+  <label for="audit-from">From (date)</label><input id="audit-from" type="date">
+  <label for="audit-to">To (date)</label><input id="audit-to" type="date">
+  <label for="audit-action">Action</label><input id="audit-action" autocomplete="off" placeholder="web.signin, user.create …">
+  <label for="audit-actor">Actor</label><input id="audit-actor" autocomplete="off">
+  <label for="audit-outcome">Outcome</label>
+  <select id="audit-outcome"><option value="">any</option><option value="success">success</option><option value="failure">failure</option><option value="pending">pending</option></select>
+  <button type="submit">Filter</button>
+</form>
+<p id="audit-count" aria-live="polite"></p>
+<table id="audit">
+  <caption>Audit records of your organisation (oldest first)</caption>
+  <thead><tr><th scope="col">Time</th><th scope="col">Action</th><th scope="col">Actor</th><th scope="col">Outcome</th><th scope="col">Address</th><th scope="col">Details</th></tr></thead>
+  <tbody></tbody>
+</table>
+<nav aria-label="Pages" id="audit-pages"><button type="button" id="audit-prev">Previous page</button> <button type="button" id="audit-next">Next page</button></nav>
+<p id="audit-export">Export the filtered records: <a id="export-jsonl" href="/api/v1/audit/export?format=jsonl" download>JSON lines</a> · <a id="export-csv" href="/api/v1/audit/export?format=csv" download>CSV</a></p>`,
+  },
+  '/admin/allow-list': {
+    title: 'IP allow-list',
+    page: 'allowlist',
+    body: `<p>Only addresses in this list may sign in to your organisation or use its sessions and API tokens. An empty list admits every address.</p>
+<p>Your current address: <strong id="your-address"></strong> (<span id="you-admitted"></span>)</p>
+<form id="allowlist-form" novalidate aria-busy="true">
+  <label for="allowlist-cidrs">Address blocks (one per line, e.g. 192.0.2.0/24 or 2001:db8::/32)</label>
+  <textarea id="allowlist-cidrs" rows="8" cols="40" spellcheck="false" autocomplete="off"></textarea>
+  <div id="allowlist-confirm" hidden><label><input id="confirmLockout" type="checkbox"> I understand that this list locks me out</label></div>
+  <button type="submit">Save allow-list</button>
+</form>
+<p id="allowlist-updated"></p>`,
+  },
+  '/admin/blocks': {
+    title: 'Blocked addresses',
+    page: 'blocks',
+    body: `<p>Addresses the IP defender blocks after failed sign-ins against your organisation. You can lift a block caused only by failures against your organisation; one that also failed elsewhere is lifted by a platform administrator.</p>
+<table id="blocks">
+  <caption>Blocked addresses</caption>
+  <thead><tr><th scope="col">Address</th><th scope="col">Blocked until</th><th scope="col">Blocks so far</th><th scope="col">Failures here</th><th scope="col"><span class="sr-only">Actions</span></th></tr></thead>
+  <tbody></tbody>
+</table>
+<p id="blocks-empty" hidden>No address is blocked.</p>`,
+  },
+  '/totp': {
+    title: 'Two-step sign-in',
+    page: 'totp',
+    body: `<p>Protect your account with an authenticator app (time-based one-time codes, RFC 6238).</p>
+<section id="totp-start">
+  <button type="button" id="totp-begin">Set up an authenticator app</button>
+</section>
+<section id="totp-setup" hidden aria-labelledby="totp-setup-title">
+  <h2 id="totp-setup-title">1. Add the account to your app</h2>
+  <p>Enter this key in your authenticator app, or give it the link below (most apps accept it pasted or as a QR code made from it).</p>
+  <dl>
+    <dt>Key</dt><dd><code id="totp-secret"></code></dd>
+    <dt>Link</dt><dd><code id="totp-uri"></code></dd>
+    <dt>Valid until</dt><dd id="totp-expires"></dd>
+  </dl>
+  <h2>2. Confirm with a code</h2>
+  <form id="totp-confirm-form" novalidate>
+    <label for="totp-code">Code from the app</label>
+    <input id="totp-code" inputmode="numeric" autocomplete="one-time-code" required>
+    <button type="submit">Confirm</button>
+  </form>
+</section>
+<section id="totp-done" hidden aria-labelledby="totp-done-title">
+  <h2 id="totp-done-title">Recovery codes</h2>
+  <p>Each code signs you in once if you lose your app. Store them somewhere safe now: they are not shown again.</p>
+  <ul id="recovery-codes"></ul>
+  <p><a id="totp-continue" href="/">Continue to my account</a></p>
+</section>`,
   },
 });
 

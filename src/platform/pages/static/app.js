@@ -1,4 +1,4 @@
-/* global document, fetch, location */
+/* global document, fetch, location, URLSearchParams */
 // The platform pages' only script (an ES module; no framework, no build step). It talks
 // to the JSON API with fetch (same-origin credentials, the CSRF token /api/v1/me or sign-in
 // gives in X-CSRF-Token) and shows the API's sanitized error messages. Text is always set
@@ -106,12 +106,40 @@ function wireSignOut() {
 
 const pages = {
   async signin() {
+    // after a right password, an enrolled account gives its code (or a recovery code) in a second step
+    let secondStep = false;
+    const done = (r) => {
+      // an account that must have a second factor and has none may only enrol
+      if (r.secondFactor === 'enrol') location.assign('/totp?required=1');
+      else location.assign(r.passwordChangeRequired ? '/password?required=1' : '/');
+    };
     $('signin-form').addEventListener('submit', async (ev) => {
       ev.preventDefault();
+      if (secondStep) {
+        const code = $('totp').value.trim();
+        const body = /^\d{6,8}$/.test(code) ? { code } : { recoveryCode: code };
+        try {
+          done(await api('POST', '/api/v1/auth/totp', body));
+        } catch (err) {
+          $('totp').value = '';
+          showError(err);
+        }
+        return;
+      }
       const body = { tenant: $('tenant').value.trim(), username: $('username').value.trim(), password: $('password').value };
       try {
         const r = await api('POST', '/api/v1/auth/signin', body);
-        location.assign(r.passwordChangeRequired ? '/password?required=1' : '/');
+        if (r.secondFactor === 'totp') {
+          csrf = r.csrfToken;
+          secondStep = true;
+          $('password').value = '';
+          for (const id of ['tenant', 'username', 'password']) $(id).disabled = true;
+          $('second-factor').hidden = false;
+          $('totp').focus();
+          show('Enter the code from your authenticator app (or a recovery code).', 'notice');
+          return;
+        }
+        done(r);
       } catch (err) {
         $('password').value = '';
         showError(err);
@@ -283,6 +311,213 @@ const pages = {
         fill((await api('PUT', '/api/v1/policy', body)).policy);
         show('The policy was saved.', 'ok');
       } catch (err) {
+        showError(err);
+      }
+    });
+  },
+
+  async audit() {
+    const me = await signedIn();
+    if (!me) return;
+    const PAGE = 50;
+    let offset = 0;
+    let total = 0;
+    const filters = () => {
+      const q = new URLSearchParams();
+      const add = (k, id) => {
+        const v = $(id).value.trim();
+        if (v) q.set(k, v);
+      };
+      add('from', 'audit-from');
+      add('to', 'audit-to');
+      add('action', 'audit-action');
+      add('actor', 'audit-actor');
+      add('outcome', 'audit-outcome');
+      return q;
+    };
+    const load = async () => {
+      const q = filters();
+      for (const f of ['jsonl', 'csv']) {
+        const e = new URLSearchParams(q);
+        e.set('format', f);
+        $(`export-${f}`).href = `/api/v1/audit/export?${e}`;
+      }
+      q.set('offset', String(offset));
+      q.set('limit', String(PAGE));
+      const r = await api('GET', `/api/v1/audit?${q}`);
+      total = r.total;
+      const tbody = $('audit').tBodies[0];
+      tbody.replaceChildren();
+      for (const e of r.entries) {
+        const tr = document.createElement('tr');
+        tr.dataset.seq = String(e.seq);
+        tr.dataset.outcome = e.outcome;
+        cell(tr, when(e.ts));
+        cell(tr, e.action === e.type ? e.type : `${e.type}: ${e.action}`);
+        cell(tr, e.actor);
+        cell(tr, e.outcome);
+        cell(tr, e.clientAddress);
+        const details = { ...e.fields };
+        for (const k of ['tenant', 'actor', 'user', 'action', 'clientAddress', 'result']) delete details[k];
+        cell(tr, Object.entries(details).map(([k, v]) => `${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`).join('; '));
+        tbody.append(tr);
+      }
+      $('audit-count').textContent = total === 0 ? 'No records match.' : `Records ${offset + 1}–${offset + r.entries.length} of ${total}.`;
+      $('audit-prev').disabled = offset === 0;
+      $('audit-next').disabled = offset + PAGE >= total;
+    };
+    const run = async () => {
+      try {
+        await load();
+      } catch (err) {
+        showError(err);
+      }
+    };
+    try {
+      await load();
+    } catch (err) {
+      showError(err);
+      for (const id of ['audit-filter', 'audit-pages', 'audit-export']) $(id).hidden = true;
+      return;
+    }
+    $('audit-filter').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      $('message').hidden = true;
+      offset = 0;
+      await run();
+    });
+    $('audit-prev').addEventListener('click', async () => {
+      offset = Math.max(0, offset - PAGE);
+      await run();
+    });
+    $('audit-next').addEventListener('click', async () => {
+      offset += PAGE;
+      await run();
+    });
+  },
+
+  async allowlist() {
+    const me = await signedIn();
+    if (!me) return;
+    const form = $('allowlist-form');
+    const fill = (r) => {
+      $('allowlist-cidrs').value = (r.cidrs || []).join('\n');
+      $('your-address').textContent = r.yourAddress || '';
+      $('you-admitted').textContent = r.youAreAdmitted ? 'admitted by the list' : 'NOT admitted by the list';
+      $('allowlist-updated').textContent = r.updatedAt ? `Last changed ${when(r.updatedAt)} by ${r.updatedBy}.` : 'No list has been set.';
+      form.setAttribute('aria-busy', 'false');
+    };
+    try {
+      fill(await api('GET', '/api/v1/allow-list'));
+    } catch (err) {
+      showError(err);
+      form.hidden = true;
+      return;
+    }
+    if (!(me.user.roles || []).includes('tenant_admin')) {
+      $('allowlist-cidrs').readOnly = true;
+      form.querySelector('button[type="submit"]').hidden = true;
+    }
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const cidrs = $('allowlist-cidrs').value.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+      const body = { cidrs };
+      if (!$('allowlist-confirm').hidden && $('confirmLockout').checked) body.confirmLockout = true;
+      try {
+        fill(await api('PUT', '/api/v1/allow-list', body));
+        $('allowlist-confirm').hidden = true;
+        $('confirmLockout').checked = false;
+        show('The allow-list was saved.', 'ok');
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 409) $('allowlist-confirm').hidden = false;
+        showError(err);
+      }
+    });
+  },
+
+  async blocks() {
+    const me = await signedIn();
+    if (!me) return;
+    const admin = (me.user.roles || []).includes('tenant_admin');
+    const load = async () => {
+      const { blocks } = await api('GET', '/api/v1/blocks');
+      const tbody = $('blocks').tBodies[0];
+      tbody.replaceChildren();
+      for (const b of blocks) {
+        const tr = document.createElement('tr');
+        tr.dataset.address = b.address;
+        cell(tr, b.address);
+        cell(tr, when(b.until));
+        cell(tr, String(b.banCount));
+        cell(tr, String(b.failuresHere));
+        const actions = cell(tr, '');
+        if (!b.liftable) actions.textContent = 'Platform administrator only';
+        else if (admin) {
+          const lift = button('Lift', async () => {
+            try {
+              await api('DELETE', `/api/v1/blocks/${encodeURIComponent(b.address)}`);
+              show(`The block of ${b.address} was lifted.`, 'ok');
+              await load();
+            } catch (err) {
+              showError(err);
+            }
+          });
+          lift.setAttribute('aria-label', `Lift the block of ${b.address}`);
+          actions.append(lift);
+        }
+        tbody.append(tr);
+      }
+      $('blocks-empty').hidden = blocks.length > 0;
+    };
+    await load();
+  },
+
+  async totp() {
+    const me = await signedIn();
+    if (!me) return;
+    if (me.secondFactor === 'enrol') show('Your account must use two-step sign-in: set it up to continue.', 'notice');
+    $('totp-begin').addEventListener('click', async () => {
+      try {
+        const e = await api('POST', '/api/v1/me/totp/enrol');
+        $('totp-secret').textContent = e.secretGrouped || e.secret;
+        $('totp-uri').textContent = e.uri;
+        $('totp-expires').textContent = when(e.expiresAt);
+        $('totp-start').hidden = true;
+        $('totp-setup').hidden = false;
+        $('message').hidden = true;
+        $('totp-code').focus();
+      } catch (err) {
+        showError(err);
+      }
+    });
+    $('totp-confirm-form').addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      try {
+        const r = await api('POST', '/api/v1/me/totp/confirm', { code: $('totp-code').value.trim() });
+        // a pending (enrol) session was replaced by a full one: its CSRF token too
+        if (r.csrfToken) csrf = r.csrfToken;
+        const list = $('recovery-codes');
+        list.replaceChildren();
+        for (const c of r.recoveryCodes || []) {
+          const li = document.createElement('li');
+          const code = document.createElement('code');
+          code.textContent = c;
+          li.append(code);
+          list.append(li);
+        }
+        // the key is not left on screen
+        $('totp-secret').textContent = '';
+        $('totp-uri').textContent = '';
+        $('totp-setup').hidden = true;
+        $('totp-done').hidden = false;
+        // a password that must be changed comes next (the new full session may do it)
+        if (r.passwordChangeRequired) {
+          $('totp-continue').href = '/password?required=1';
+          $('totp-continue').textContent = 'Continue: change your password';
+        }
+        show('Two-step sign-in is on.', 'ok');
+      } catch (err) {
+        $('totp-code').value = '';
         showError(err);
       }
     });
