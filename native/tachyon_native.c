@@ -362,8 +362,9 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_err(env, "udpOpen: socket() failed");
   int b = (int)bufbytes;
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &b, sizeof b);
-  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &b, sizeof b);
+  /* a privileged server may exceed net.core.rmem_max (CAP_NET_ADMIN); others get what it allows */
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &b, sizeof b) != 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &b, sizeof b);
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &b, sizeof b) != 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &b, sizeof b);
   if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
     int e = errno;
     close(fd);

@@ -393,7 +393,7 @@ export function buildProgram(argv: readonly string[] = process.argv): Command {
   const nodeApiCommands = async (): Promise<(p: Command) => void> => (await import('./node-api-commands.js')).registerNodeApiCommands;
   lazyGroup(program, argv, 'ca', 'the private certificate authority of the node API (init)', nodeApiCommands);
   lazyGroup(program, argv, 'cert', 'server certificates of the node API (issue)', nodeApiCommands);
-  lazyGroup(program, argv, 'tenant', 'organisations of the web platform and their administrators (create, list, admin-add, reset-password, allow-list)', async () => (await import('./tenant-commands.js')).registerTenantCommands);
+  lazyGroup(program, argv, 'tenant', 'organisations of the web platform and their administrators (create, list, admin-add, reset-password, allow-list, sso-set, sso-show, sso-clear)', async () => (await import('./tenant-commands.js')).registerTenantCommands);
   lazyGroup(program, argv, 'access-key', 'access keys of the node API (create, list, show, rotate, revoke)', nodeApiCommands);
   return program;
 }

@@ -6,7 +6,19 @@
  *   tachyon tenant list [--json]
  *   tachyon tenant admin-add TENANT USERNAME [--display-name NAME] [--json]
  *   tachyon tenant reset-password TENANT USERNAME [--json]
+ *   tachyon tenant sso-set TENANT --file sso.json [--key-file FILE] [--json]
+ *   tachyon tenant sso-show TENANT [--json]
+ *   tachyon tenant sso-clear TENANT [--json]
  *   tachyon tenant allow-list TENANT [--clear] [--json]
+ *
+ * `sso-set` stores the tenant's single sign-on configuration (OIDC and/or SAML, role
+ * mapping, `ssoRequiredForAdmins`; docs/platform-sso.md) from a JSON file, replacing any
+ * earlier one; an `oidc` section without `clientSecret` keeps the stored secret. The
+ * secret is sealed with the platform's key (the MFA key: TACHYON_MFA_KEY, `--key-file`,
+ * the configuration's `platform.mfaKeyFile`, or DIR/mfa.key of `--data`) — the key the
+ * running server opens it with — and is never printed: `sso-show` prints the
+ * configuration with `clientSecretSet: true` in its place. A running server uses the
+ * change at the next sign-in.
  *
  * `admin-add` and `reset-password` print a one-time temporary password (random, 24
  * characters or the tenant's minimum length, checked against the tenant's policy): it is
@@ -23,7 +35,9 @@
  * command does not write there.
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
 import { userInfo } from 'node:os';
+import path from 'node:path';
 import type { Command } from 'commander';
 import { TachyonError } from '../core/errors.js';
 import { validateDisplayName, validateTenantSlug, validateUsername } from '../platform/model.js';
@@ -34,6 +48,9 @@ import { TenantAllowLists } from '../platform/allow-list-store.js';
 import { systemClock } from '../core/clock.js';
 import type { Tenant } from '../platform/model.js';
 import { openStore, type Store } from './user-commands.js';
+import { AesGcmSecretBox, loadSecretBox, type SecretBox } from '../platform/mfa/index.js';
+import { DatabaseSsoConfigSource, type SsoConfigView } from '../platform/sso/index.js';
+import { loadServerConfig } from '../server/config.js';
 
 interface StoreOpts {
   config?: string;
@@ -106,6 +123,52 @@ function exists(err: unknown, message: string): unknown {
 
 function print(json: boolean, value: Record<string, unknown>, text: string): void {
   process.stdout.write(json ? `${JSON.stringify(value)}\n` : text);
+}
+
+/** Largest SSO configuration file read by `sso-set`. */
+const MAX_SSO_FILE = 256 * 1024;
+
+/** The platform's secret box, from where `tachyon start` / `serve --config` take it. */
+async function platformBox(o: StoreOpts & { keyFile?: string }): Promise<SecretBox> {
+  let keyFile = o.keyFile;
+  if (keyFile === undefined && o.config !== undefined) {
+    const cfg = await loadServerConfig(o.config);
+    keyFile = cfg.platform?.mfaKeyFile;
+    if (keyFile === undefined && !process.env['TACHYON_MFA_KEY']) {
+      throw new TachyonError('USAGE', `${o.config} has no platform section: give --key-file (the key that seals secrets for the web platform)`);
+    }
+  }
+  if (keyFile === undefined && o.db === undefined) keyFile = path.join(path.resolve(o.data ?? 'tachyon-data'), 'mfa.key');
+  if (keyFile === undefined && !process.env['TACHYON_MFA_KEY']) {
+    throw new TachyonError('USAGE', 'with --db, give --key-file (or TACHYON_MFA_KEY): the key the web platform seals secrets with');
+  }
+  return loadSecretBox({ ...(keyFile !== undefined ? { keyFile } : {}), env: process.env });
+}
+
+function readSsoFile(file: string): unknown {
+  let text: string;
+  try {
+    if (statSync(file).size > MAX_SSO_FILE) throw new TachyonError('USAGE', `${file} is larger than ${MAX_SSO_FILE} bytes`);
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if (err instanceof TachyonError) throw err;
+    throw new TachyonError('USAGE', `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { cause: err });
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    // the file holds a secret: never quote it
+    throw new TachyonError('USAGE', `${file} is not valid JSON`);
+  }
+}
+
+function ssoSummary(v: SsoConfigView | undefined): string {
+  if (!v) return 'no single sign-on configuration\n';
+  const lines = [`ssoRequiredForAdmins: ${v.ssoRequiredForAdmins}`];
+  if (v.oidc) lines.push(`oidc: issuer ${v.oidc.issuer}, client ${v.oidc.clientId}, client secret set, redirect URI ${v.oidc.redirectUri}`);
+  if (v.saml) lines.push(`saml: IdP ${v.saml.idpEntityId} (${v.saml.ssoUrl}), SP ${v.saml.spEntityId}, ACS ${v.saml.acsUrl}, ${v.saml.idpCertificates.length} certificate(s)`);
+  lines.push(`updated ${v.updatedAt}`);
+  return `${lines.join('\n')}\n`;
 }
 
 const FIRST_SIGN_IN = 'must be changed at the first sign-in; an administrator then enrols TOTP';
@@ -203,4 +266,38 @@ export function registerTenantCommands(program: Command): void {
       });
     },
   );
+
+  addOptions(tenant.command('sso-set').description('store the tenant’s single sign-on configuration (OIDC/SAML) from a JSON file; the client secret is sealed, never printed').argument('<tenant>'))
+    .requiredOption('--file <file>', 'the configuration (JSON: oidc, saml, ssoRequiredForAdmins; see docs/platform-sso.md)')
+    .option('--key-file <file>', 'the platform key file that seals the secret (default: the MFA key of the configuration or data directory)')
+    .action(async (slug: string, o: JsonOpts & { file: string; keyFile?: string }) => {
+      const input = readSsoFile(o.file);
+      const box = await platformBox(o);
+      await withStore(o, false, async ({ store, identity }) => {
+        const t = await tenantOf(identity, slug);
+        const configs = new DatabaseSsoConfigSource({ database: store.database, box });
+        const { config, changed } = await configs.put(t.id, input);
+        store.audit?.record({ type: 'config.change', component: 'config', fields: { actor: actor(), action: 'tenant.sso-set', target: t.slug, changed } });
+        const view = await configs.view(t.id);
+        print(o.json, { event: 'tenant.sso-set', tenant: t.slug, changed, sso: view ?? null }, `stored the single sign-on configuration of ${t.slug} (${[config.oidc ? 'OIDC' : '', config.saml ? 'SAML' : ''].filter((x) => x !== '').join(' and ') || 'no method'})\n${ssoSummary(view)}`);
+      });
+    });
+
+  addOptions(tenant.command('sso-show').description('show the tenant’s single sign-on configuration (the client secret only as set)').argument('<tenant>')).action(async (slug: string, o: JsonOpts) => {
+    await withStore(o, false, async ({ store, identity }) => {
+      const t = await tenantOf(identity, slug);
+      // reading the view opens no secret: any key will do
+      const view = await new DatabaseSsoConfigSource({ database: store.database, box: AesGcmSecretBox.random() }).view(t.id);
+      print(o.json, { tenant: t.slug, sso: view ?? null }, ssoSummary(view));
+    });
+  });
+
+  addOptions(tenant.command('sso-clear').description('remove the tenant’s single sign-on configuration (password sign-in only afterwards)').argument('<tenant>')).action(async (slug: string, o: JsonOpts) => {
+    await withStore(o, false, async ({ store, identity }) => {
+      const t = await tenantOf(identity, slug);
+      const removed = await new DatabaseSsoConfigSource({ database: store.database, box: AesGcmSecretBox.random() }).delete(t.id);
+      if (removed) store.audit?.record({ type: 'config.change', component: 'config', fields: { actor: actor(), action: 'tenant.sso-clear', target: t.slug } });
+      print(o.json, { event: 'tenant.sso-cleared', tenant: t.slug, removed }, removed ? `removed the single sign-on configuration of ${t.slug}\n` : `${t.slug} had no single sign-on configuration\n`);
+    });
+  });
 }

@@ -359,6 +359,27 @@ const m0010: Migration = {
     await db.schema.dropTable('platform_address_lockout').execute();
   },
 };
+/**
+ * Per-tenant single sign-on configuration (src/platform/sso/config-store.ts): the
+ * validated configuration as JSON without the OIDC client secret, which is kept sealed
+ * by the platform's SecretBox (bound to the tenant) in its own column. `revision` changes
+ * at every write (readers cache by it).
+ */
+const m0011: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable('platform_sso_config')
+      .addColumn('tenant_id', 'text', (c) => c.primaryKey())
+      .addColumn('config', 'text', (c) => c.notNull())
+      .addColumn('oidc_secret_sealed', 'text')
+      .addColumn('revision', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.dropTable('platform_sso_config').execute();
+  },
+};
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 /** Every migration, by name. Names sort in the order they apply. */
@@ -373,4 +394,5 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   '0008_platform_signin': m0008,
   '0009_platform_allow_list': m0009,
   '0010_platform_address_lockout': m0010,
+  '0011_platform_sso_config': m0011,
 });

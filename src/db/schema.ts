@@ -308,6 +308,18 @@ export interface PlatformAllowListTable {
 }
 
 /** Every table, for `Kysely<TachyonSchema>`. */
+/** A tenant's single sign-on configuration (migration 0011; src/platform/sso/config-store.ts). */
+export interface PlatformSsoConfigTable {
+  tenant_id: string;
+  /** The validated configuration as JSON, without `tenantId` and without the OIDC client secret. */
+  config: string;
+  /** The OIDC client secret sealed by the platform's SecretBox (null without OIDC). */
+  oidc_secret_sealed: string | null;
+  /** Random, new at every write. */
+  revision: string;
+  updated_at: string;
+}
+
 export interface TachyonSchema {
   transfer_user: TransferUserTable;
   user_key: UserKeyTable;
@@ -325,6 +337,7 @@ export interface TachyonSchema {
   platform_session: PlatformSessionTable;
   platform_policy: PlatformPolicyTable;
   platform_sso_link: PlatformSsoLinkTable;
+  platform_sso_config: PlatformSsoConfigTable;
   platform_api_token: PlatformApiTokenTable;
   platform_audit: PlatformAuditTable;
   platform_allow_list: PlatformAllowListTable;

@@ -187,6 +187,8 @@ function sessionAnswer(reply: FastifyReply, r: SignInResult): Record<string, unk
 export const SSO_LANDING = '/';
 /** Largest body of the SAML assertion consumer (a signed response, base64, form-encoded). */
 export const ACS_BODY_LIMIT = 1024 * 1024;
+/** Largest body of PUT /api/v1/sso (a configuration with up to four IdP certificates). */
+export const SSO_CONFIG_BODY_LIMIT = 96 * 1024;
 const ACS_FORM = z.object({ SAMLResponse: z.string().max(ACS_BODY_LIMIT), RelayState: z.string().max(1024) });
 
 function tenantParam(request: FastifyRequest): unknown {
@@ -309,6 +311,13 @@ function handlers(identity: IdentityService, https: boolean, gated: Gated): Reco
     },
     getPolicy: async ({ principal }) => ({ policy: await identity.policy(must(principal)) }),
     setPolicy: async ({ request, meta, principal }) => ({ policy: await identity.setPolicy(must(principal), request.body ?? {}, meta) }),
+    getSso: async ({ principal }) => ({ sso: await identity.ssoConfig(must(principal)) }),
+    setSso: async ({ request, meta, principal }) => ({ sso: await identity.setSsoConfig(must(principal), request.body ?? {}, meta) }),
+    clearSso: async ({ reply, meta, principal }) => {
+      await identity.clearSsoConfig(must(principal), meta);
+      void reply.code(204);
+      return undefined;
+    },
   };
 }
 
@@ -548,7 +557,7 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
       },
     };
     if (name !== 'ssoSamlAcs') {
-      app.route(route);
+      app.route(name === 'setSso' ? { ...route, bodyLimit: SSO_CONFIG_BODY_LIMIT } : route);
       continue;
     }
     // The SAML assertion consumer is the one route that takes a form post, and a

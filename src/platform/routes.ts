@@ -160,6 +160,16 @@ export const ROUTE_TABLE = Object.freeze({
     whilePasswordChangeRequired: false,
     summary: 'Lift a block caused only by failures against this tenant (URL-encoded address or IPv6 /64).',
   },
+  getSso: { method: 'GET', url: '/api/v1/sso', access: READERS, whilePasswordChangeRequired: false, summary: 'The tenant’s single sign-on configuration (the OIDC client secret only as clientSecretSet; null when none).' },
+  setSso: {
+    method: 'PUT',
+    url: '/api/v1/sso',
+    access: ADMIN,
+    whilePasswordChangeRequired: false,
+    sessionOnly: true,
+    summary: 'Replace the tenant’s single sign-on configuration (OIDC without clientSecret keeps the stored secret).',
+  },
+  clearSso: { method: 'DELETE', url: '/api/v1/sso', access: ADMIN, whilePasswordChangeRequired: false, sessionOnly: true, summary: 'Remove the tenant’s single sign-on configuration.' },
 } as const satisfies Record<string, RouteRule>);
 
 export type RouteName = keyof typeof ROUTE_TABLE;

@@ -11,6 +11,10 @@
  *    given, the shipped common-password list);
  *  - the tenants' IP allow-lists ({@link TenantAllowLists}: the `platform_allow_list`
  *    table and the defender's configured lists), for sign-ins and sessions;
+ *  - single sign-on: {@link SsoServices} over a {@link DatabaseSsoConfigSource} (the
+ *    `platform_sso_config` table, OIDC client secrets sealed by the same SecretBox), so a
+ *    tenant whose administrators configured SSO (PUT /api/v1/sso, `tachyon tenant sso-set`)
+ *    offers it at /api/v1/auth/sso/… and may refuse its administrators' password sign-in;
  *  - the HTTPS application of the route table (createPlatformApp), with the shared
  *    defender, the audit views over the same sink, the allow-lists and the blocks.
  *
@@ -27,6 +31,7 @@ import { TenantAllowLists } from './allow-list-store.js';
 import { MfaService, type SecretBox } from './mfa/index.js';
 import type { PasswordHasher } from './passwords.js';
 import { IdentityService } from './service.js';
+import { DatabaseSsoConfigSource, MemorySsoStore, SsoServices, type OidcDiscover } from './sso/index.js';
 
 /** Where the platform listens by default (loopback; `tachyon start --web-port`, `platform.port`). */
 export const DEFAULT_PLATFORM_LISTEN = '127.0.0.1';
@@ -46,6 +51,8 @@ export interface PlatformServerOptions {
   readonly auditKey?: Buffer;
   readonly hasher?: PasswordHasher;
   readonly clock?: Clock;
+  /** OIDC discovery (default: HTTPS only; tests pass one that reaches a provider on 127.0.0.1 over HTTP). */
+  readonly oidcDiscover?: OidcDiscover;
 }
 
 export interface PlatformServer {
@@ -55,6 +62,8 @@ export interface PlatformServer {
   readonly url: string;
   readonly identity: IdentityService;
   readonly audit: DatabaseAuditSink;
+  /** The tenants' SSO configurations (the table the SSO services read). */
+  readonly ssoConfigs: DatabaseSsoConfigSource;
   /** Stops listening, then stores the queued audit records. */
   close(): Promise<void>;
 }
@@ -73,9 +82,11 @@ export async function startPlatformServer(o: PlatformServerOptions): Promise<Pla
   const clock = o.clock ?? systemClock;
   const audit = await DatabaseAuditSink.open(o.database, { clock, ...(o.auditKey ? { key: o.auditKey } : {}) });
   const mfa = new MfaService({ database: o.database, box: o.mfaBox, audit, clock });
+  const ssoConfigs = new DatabaseSsoConfigSource({ database: o.database, box: o.mfaBox, clock });
+  const sso = new SsoServices({ configs: ssoConfigs, store: new MemorySsoStore({ clock }), audit, clock, ...(o.oidcDiscover ? { oidcDiscover: o.oidcDiscover } : {}) });
   // tenants' IP allow-lists (and the defender's configured ones) for sign-ins and sessions
   const allowLists = new TenantAllowLists(o.database, clock, o.defender);
-  const identity = new IdentityService({ database: o.database, audit, clock, mfa, addressGate: allowLists, ...(o.hasher ? { hasher: o.hasher } : {}) });
+  const identity = new IdentityService({ database: o.database, audit, clock, mfa, sso, ssoConfigs, addressGate: allowLists, ...(o.hasher ? { hasher: o.hasher } : {}) });
   const web = createPlatformApp({
     identity,
     https: { key: o.tls.key, cert: o.tls.cert },
@@ -103,6 +114,7 @@ export async function startPlatformServer(o: PlatformServerOptions): Promise<Pla
     url: httpsUrl(bound.address, bound.port),
     identity,
     audit,
+    ssoConfigs,
     async close() {
       await web.app.close();
       await audit.close();

@@ -37,7 +37,7 @@ import {
   type ApiTokenInfo,
   type TokenScope,
 } from './api-tokens.js';
-import type { SsoIdentity, SsoProtocol, SsoServices } from './sso/index.js';
+import type { SsoConfigStore, SsoConfigView, SsoIdentity, SsoProtocol, SsoServices } from './sso/index.js';
 import type { MfaService, MfaVerified, TotpEnrolment } from './mfa/service.js';
 import { argon2idHasher, checkNewPassword, loadCommonPasswords, type PasswordHasher } from './passwords.js';
 import { applyPolicyUpdate, type IdentityPolicy } from './policy.js';
@@ -103,6 +103,12 @@ export interface IdentityServiceOptions {
    */
   readonly sso?: SsoServices;
   /**
+   * Where tenant administrators read and change their tenant's SSO configuration (the
+   * `/api/v1/sso` routes; the same store the SSO services read in the served platform).
+   * Without it those routes answer `CONFLICT`.
+   */
+  readonly ssoConfigs?: SsoConfigStore;
+  /**
    * The tenants' IP allow-lists (allow-list-store.ts): a sign-in from an address outside
    * the tenant's list fails like any other (`address-not-allowed` in the audit record),
    * before the password counts against the account.
@@ -150,6 +156,7 @@ export class IdentityService {
   private readonly common: ReadonlySet<string>;
   private readonly mfa: MfaService | undefined;
   readonly sso: SsoServices | undefined;
+  private readonly ssoConfigs: SsoConfigStore | undefined;
   private readonly database: Database;
   private readonly addressGate: TenantAddressGate | undefined;
   private dummyHash: Promise<string> | undefined;
@@ -162,6 +169,7 @@ export class IdentityService {
     this.common = options.commonPasswords ?? loadCommonPasswords();
     this.mfa = options.mfa;
     this.sso = options.sso;
+    this.ssoConfigs = options.ssoConfigs;
     this.database = options.database;
     this.addressGate = options.addressGate;
   }
@@ -289,7 +297,7 @@ export class IdentityService {
     if (lockedNow !== null && lockedNow !== undefined && Date.parse(lockedNow) > now) return fail('locked');
     if (byAddress && (await this.addressLocked(tenant.id, user.id, address, now))) return fail('address-locked');
     if (user.status !== 'active') return fail('disabled');
-    if (this.sso && (await this.sso.localSignInRefused(tenant.id, user.roles))) return fail('sso-required');
+    if (await this.ssoRequiredFor(tenant.id, user.roles)) return fail('sso-required');
     await this.repo.clearFailures(tenant.id, user.id);
     if (byAddress) await this.repo.clearAddressFailures(tenant.id, user.id, address, this.iso(now), this.iso(now - policy.failureWindowSeconds * 1000));
     if (presentedToken !== undefined) await this.endByToken(presentedToken, meta, 'superseded');
@@ -919,5 +927,51 @@ export class IdentityService {
     const changed = (Object.keys(next) as (keyof IdentityPolicy)[]).filter((k) => next[k] !== base[k]);
     this.changed(principal, meta, 'policy.update', principal.tenant.id, changed);
     return next;
+  }
+  // -- single sign-on configuration (tenant administrators) ---------------------------------
+
+  /** Whether the tenant's SSO configuration refuses a password sign-in to someone holding `roles` (`ssoRequiredForAdmins`). */
+  private async ssoRequiredFor(tenantId: string, roles: readonly string[]): Promise<boolean> {
+    if (this.sso) return this.sso.localSignInRefused(tenantId, roles);
+    if (!this.ssoConfigs || !roles.includes('tenant_admin')) return false;
+    return (await this.ssoConfigs.get(tenantId))?.ssoRequiredForAdmins ?? false;
+  }
+
+  private requireSsoConfigs(): SsoConfigStore {
+    if (!this.ssoConfigs) {
+      throw new TachyonError('CONFLICT', 'no SSO configuration store', { publicMessage: 'Single sign-on cannot be configured on this server.' });
+    }
+    return this.ssoConfigs;
+  }
+
+  /** The caller's tenant's SSO configuration, the OIDC client secret replaced by `clientSecretSet` (null when none). */
+  async ssoConfig(principal: Principal): Promise<SsoConfigView | null> {
+    return (await this.requireSsoConfigs().view(principal.tenant.id)) ?? null;
+  }
+
+  /**
+   * Replaces the caller's tenant's SSO configuration (see SsoConfigStore.put: an OIDC
+   * section without `clientSecret` keeps the stored one). Audited as `sso.update` with the
+   * names of the changed sections, never a value.
+   */
+  async setSsoConfig(principal: Principal, input: unknown, meta: RequestMeta): Promise<SsoConfigView> {
+    const store = this.requireSsoConfigs();
+    const { changed } = await store.put(principal.tenant.id, input).catch((err: unknown) => {
+      // an administrator's invalid configuration is a bad request (400) naming the fields, never their values
+      if (!(err instanceof TachyonError) || err.code !== 'CONFIG') throw err;
+      const fields = Array.isArray(err.details?.['fields']) ? (err.details['fields'] as unknown[]).map(String) : [];
+      throw new TachyonError('USAGE', err.message, {
+        cause: err,
+        publicMessage: `Invalid single sign-on configuration: ${fields.join(', ').slice(0, 200) || 'body'}.`,
+        details: { fields },
+      });
+    });
+    this.changed(principal, meta, 'sso.update', principal.tenant.id, changed);
+    return (await store.view(principal.tenant.id)) as SsoConfigView;
+  }
+
+  /** Removes the caller's tenant's SSO configuration (idempotent; audited as `sso.clear` when there was one). */
+  async clearSsoConfig(principal: Principal, meta: RequestMeta): Promise<void> {
+    if (await this.requireSsoConfigs().delete(principal.tenant.id)) this.changed(principal, meta, 'sso.clear', principal.tenant.id);
   }
 }

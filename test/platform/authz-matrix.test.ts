@@ -87,7 +87,13 @@ const CASES: Record<RouteName, (c: CaseCtx) => Promise<Call>> = {
   listBlocks: async (c) => ({ method: 'GET', url: `/api/v1/blocks${q(c)}` }),
   liftBlock: async (c) => ({ method: 'DELETE', url: `/api/v1/blocks/${c.side === 'own' ? '192.0.2.1' : '192.0.2.2'}${q(c)}` }),
   auditExport: async (c) => ({ method: 'GET', url: `/api/v1/audit/export${c.side === 'other' ? `${q(c)}&format=csv` : ''}` }),
+  getSso: async (c) => ({ method: 'GET', url: `/api/v1/sso${q(c)}` }),
+  setSso: async (c) => ({ method: 'PUT', url: `/api/v1/sso${q(c)}`, body: { ...(c.side === 'other' ? { tenantId: B_ID } : {}), oidc: MATRIX_OIDC } }),
+  clearSso: async (c) => ({ method: 'DELETE', url: `/api/v1/sso${q(c)}` }),
 };
+
+/** A valid OIDC section (nothing signs in through it here: the matrix checks who may change it). */
+const MATRIX_OIDC = { issuer: 'https://idp.example', clientId: 'tachyon', clientSecret: 'matrix-secret-0123456789', redirectUri: 'https://tachyon.example/api/v1/auth/sso/oidc/callback' };
 
 const B_SESSION = { id: '' };
 const B_TOKEN = { id: '' };
@@ -127,6 +133,7 @@ async function snapshotB(p: Platform, tenantId: string): Promise<unknown> {
     policy: await d.selectFrom('platform_policy').selectAll().where('tenant_id', '=', tenantId).execute(),
     tokens: await d.selectFrom('platform_api_token').select(['id', 'user_id', 'scopes']).where('tenant_id', '=', tenantId).orderBy('id').execute(),
     allowList: await d.selectFrom('platform_allow_list').selectAll().where('tenant_id', '=', tenantId).execute(),
+    sso: await d.selectFrom('platform_sso_config').selectAll().where('tenant_id', '=', tenantId).execute(),
   };
 }
 
@@ -149,6 +156,8 @@ describe(`platform authorization matrix (generated from the route table) on ${en
     await p.identity.provisionUser(A.id, { username: 'only-in-a', password: USER_PW });
     const bAdmin = await signedIn(p, B.slug, 'admin', 'violet-harbour-engine-47');
     assert.equal((await bAdmin.req('PUT', '/api/v1/policy', { minPasswordLength: 20 })).status, 200);
+    // B has an SSO configuration: no other tenant's PUT or DELETE may reach it
+    assert.equal((await bAdmin.req('PUT', '/api/v1/sso', { oidc: { ...MATRIX_OIDC, clientId: 'tenant-b-client' } })).status, 200);
     const bMember = await signedIn(p, B.slug, 'member1', USER_PW);
     B_SESSION.id = (await bMember.req('GET', '/api/v1/me')).body['sessionId'] as string;
     const bToken = await bMember.req('POST', '/api/v1/me/tokens', { name: 'b', scopes: ['read'] });

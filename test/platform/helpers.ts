@@ -18,7 +18,7 @@ import type { Role } from '../../src/platform/model.js';
 import { argon2idHasher } from '../../src/platform/passwords.js';
 import { IdentityService } from '../../src/platform/service.js';
 import { AesGcmSecretBox, MfaService } from '../../src/platform/mfa/index.js';
-import type { SsoServices } from '../../src/platform/sso/index.js';
+import { DatabaseSsoConfigSource, type SsoServices } from '../../src/platform/sso/index.js';
 import { SimClock } from '../../src/testkit/simclock.js';
 
 /** Cheap argon2id parameters for tests (the real defaults cost ~50 ms a hash). */
@@ -38,6 +38,8 @@ export interface Platform {
   /** Set when started with `mfa: true` (then local administrators must have TOTP). */
   readonly mfa: MfaService | undefined;
   readonly web: PlatformApp;
+  /** The `/api/v1/sso` store (the table, secrets sealed under a random key). */
+  readonly ssoConfigs: DatabaseSsoConfigSource;
   readonly base: string;
   close(): Promise<void>;
 }
@@ -74,6 +76,7 @@ export async function startPlatform(options: { url?: string; mfa?: boolean; sso?
   const dbAudit = await DatabaseAuditSink.open(db, { clock });
   const audit = new TeeAuditSink(fileAudit, dbAudit);
   const mfa = options.mfa === true ? new MfaService({ database: db, box: AesGcmSecretBox.random(), audit, clock }) : undefined;
+  const ssoConfigs = new DatabaseSsoConfigSource({ database: db, box: AesGcmSecretBox.random(), clock });
   const defender = options.defender ? await options.defender(db, clock) : undefined;
   const allowLists = new TenantAllowLists(db, clock, defender);
   const identity = new IdentityService({
@@ -82,6 +85,7 @@ export async function startPlatform(options: { url?: string; mfa?: boolean; sso?
     clock,
     hasher: argon2idHasher(TEST_ARGON2),
     addressGate: allowLists,
+    ssoConfigs,
     ...(mfa ? { mfa } : {}),
     ...(options.sso ? { sso: options.sso } : {}),
   });
@@ -98,6 +102,7 @@ export async function startPlatform(options: { url?: string; mfa?: boolean; sso?
     identity,
     mfa,
     web,
+    ssoConfigs,
     base: `http://127.0.0.1:${port}`,
     async close() {
       await web.app.close();

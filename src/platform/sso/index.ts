@@ -17,6 +17,7 @@ export * from './identity.js';
 export { OidcService, discoverOidcProvider, translateOidcError, claimsToIdentity, type OidcBegin, type OidcDiscover, type OidcServiceOptions } from './oidc.js';
 export { SamlService, MAX_SAML_RESPONSE, translateSamlError, type SamlBegin, type SamlServiceOptions } from './saml.js';
 export { MemorySsoStore, type SsoStore } from './store.js';
+export { DatabaseSsoConfigSource, type SsoConfigStore, type SsoConfigView } from './config-store.js';
 
 export interface SsoServicesOptions {
   configs: SsoConfigSource;
@@ -54,8 +55,10 @@ export class SsoServices {
    * after verifying the password and before creating a session.
    */
   async localSignInRefused(tenantId: string, roles: readonly string[]): Promise<boolean> {
+    // only administrators are concerned: others never depend on the configuration being readable
+    if (!roles.includes('tenant_admin')) return false;
     const c = await this.configs.get(tenantId);
-    return (c?.ssoRequiredForAdmins ?? false) && roles.includes('tenant_admin');
+    return c?.ssoRequiredForAdmins ?? false;
   }
 
   beginOidc(tenantId: string, ctx?: SsoRequestContext): Promise<OidcBegin> {
