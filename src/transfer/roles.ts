@@ -183,6 +183,10 @@ interface TxFile {
   prefix: Hash | undefined;
   source: TxBlocks | undefined;
   since: number;
+  /** our SHA-256 of the file, once every block was sent */
+  sha256?: string;
+  /** settled by the receiver's `verified` feedback, ahead of its `results` message */
+  settledEarly?: boolean;
 }
 
 export interface SenderRoleOptions {
@@ -443,8 +447,10 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
       }
     };
 
-    const onResult = (r: ResultEntry): void => {
+    const onResult = (r: ResultEntry, early = false): void => {
       const t = tx[r.id];
+      // the feedback's fast path settles it (or did); the message says the same
+      if (!early && t?.settledEarly && r.ok) return;
       if (!t || t.state !== Tx.Announced) throw new TachyonError('PROTOCOL', `result for a file that is not in flight (${r.id})`);
       if (!r.ok) sender.skip(r.id);
       sender.release(r.id);
@@ -517,7 +523,21 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
         failWith(toTachyonError(err, 'IO'));
         return;
       }
+      t.sha256 = sha;
       digests.push({ id, sha256: sha });
+    };
+    // the receiver verified the file against our digest and stored it: settle it now
+    // rather than when the `results` message arrives (a lost TCP segment on a lossy path
+    // holds that back by a retransmission timeout; the message is then ignored)
+    sender.onFileVerified = (id: number): void => {
+      const t = tx[id];
+      if (!t || t.state !== Tx.Announced || t.sha256 === undefined || t.settledEarly) return;
+      t.settledEarly = true;
+      const sha256 = t.sha256;
+      work.push(() => {
+        if (t.state === Tx.Announced) onResult({ id, ok: true, sha256 }, true);
+      });
+      work.push(afterChange);
     };
 
     const dirs = opts.dirs ?? [];
@@ -837,6 +857,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
         return;
       }
       results.push({ id: e.id, ok: true, sha256: sha });
+      receiver.announceVerified(e.id);
       settle({ path: e.path, size: e.size, ok: true, status: 'done', sha256: sha, sentBytes: e.size - e.offset, skippedBytes: e.offset, elapsedMs: clock.now() - e.since });
       maybeDone();
     };
@@ -900,6 +921,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       }
       if (e.record) removeRecord(e.final);
       results.push({ id: e.id, ok: true, sha256: sha });
+      receiver.announceVerified(e.id);
       settle({ path: e.path, size: e.size, ok: true, status: 'done', sha256: sha, sentBytes: e.size - e.offset, skippedBytes: e.offset, elapsedMs: clock.now() - e.since, local: e.final });
       maybeDone();
     };

@@ -136,6 +136,11 @@ export interface TransferOptions {
   exclude?: string[];
   /** sees every control message the client sends and receives */
   onControl?(direction: 'sent' | 'received', m: ControlMessage): void;
+  /**
+   * holds every `results` message the client sends or receives back this long (ms), as a
+   * lost TCP segment would; one still held when the client's link closes is dropped
+   */
+  delayResults?: number;
 }
 
 export interface RunningTransfer {
@@ -150,21 +155,46 @@ export function startTransfer(server: Server, o: TransferOptions): RunningTransf
   const [clientLink, serverLink] = memoryLinkPair();
   const clientClock = new TrackingClock();
   const served = settle(server.serve(serverLink));
-  const watched: ControlLink = o.onControl
-    ? {
-        send: (m) => {
-          o.onControl?.('sent', m);
-          clientLink.send(m);
-        },
-        onMessage: (h) =>
-          clientLink.onMessage((m) => {
-            o.onControl?.('received', m);
-            h(m);
-          }),
-        onClose: (h) => clientLink.onClose(h),
-        close: () => clientLink.close(),
+  // delayResults: a held `results` message holds back everything after it in its direction
+  // (head-of-line blocking, as behind a lost TCP segment), the link's close included
+  let linkClosed = false;
+  const holder = (): ((m: ControlMessage | undefined, deliver: () => void) => void) => {
+    const queue: (() => void)[] = [];
+    return (m, deliver) => {
+      if (o.delayResults === undefined || (queue.length === 0 && m?.t !== 'results')) return deliver();
+      queue.push(deliver);
+      if (queue.length === 1) {
+        setTimeout(() => {
+          for (const d of queue.splice(0)) d();
+        }, o.delayResults).unref();
       }
-    : clientLink;
+    };
+  };
+  const holdIn = holder();
+  const holdOut = holder();
+  const watched: ControlLink =
+    o.onControl || o.delayResults !== undefined
+      ? {
+          send: (m) => {
+            o.onControl?.('sent', m);
+            holdOut(m, () => {
+              if (!linkClosed) clientLink.send(m);
+            });
+          },
+          onMessage: (h) =>
+            clientLink.onMessage((m) => {
+              o.onControl?.('received', m);
+              holdIn(m, () => {
+                if (!linkClosed) h(m);
+              });
+            }),
+          onClose: (h) => clientLink.onClose((err) => holdIn(undefined, () => h(err))),
+          close: () => {
+            linkClosed = true;
+            clientLink.close();
+          },
+        }
+      : clientLink;
   const client = settle(
     clientTransfer({
       link: watched,

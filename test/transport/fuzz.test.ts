@@ -132,6 +132,8 @@ function plainTemplates(r: Rng): Buffer[] {
       intervalPackets: r.int(1e5),
       intervalLost: r.int(1e3),
       naks,
+      // the optional trailer of verified file ids, in some seeds
+      ...(r.int(3) === 0 ? { verified: Array.from({ length: r.range(1, 32) }, () => r.int(2 ** 32)) } : {}),
     });
     const fb = Buffer.alloc(COMMON_HEADER + body.length);
     writeCommon(fb, PacketType.FEEDBACK, 0, SESSION, r.int(2 ** 40));
@@ -193,6 +195,7 @@ describe('fuzz: decoders', () => {
           accepted.feedback++;
           assert.ok(f.cumAck <= f.nextExpected, 'cumAck beyond nextExpected accepted');
           for (const n of f.naks) assert.ok(n.count > 0 && n.start + n.count <= f.nextExpected, 'NAK range outside the stream accepted');
+          if (f.verified) assert.ok(f.verified.length >= 1 && f.verified.length <= 32, 'verified trailer of a bad length accepted');
         }),
       );
       fail(

@@ -123,6 +123,27 @@ describe('wire codec: round trips', () => {
     assert.equal(maxNakRanges(FEEDBACK_FIXED - 1), 0);
   });
 
+  it("FEEDBACK round-trips its optional trailer of verified file ids (1 to 32), with and without NAK ranges; a bad trailer is refused", () => {
+    for (const naks of [[], [{ start: 5, count: 2 }]]) {
+      const f = feedback({ naks, verified: [0, 7, 0xffffffff] });
+      const body = encodeFeedback(f);
+      assert.equal(body.length, FEEDBACK_FIXED + naks.length * NAK_RANGE_BYTES + 2 + 3 * 4);
+      assert.deepEqual(decodeFeedback(body), f);
+    }
+    const full = feedback({ naks: [], verified: Array.from({ length: 32 }, (_, i) => i) });
+    assert.deepEqual(decodeFeedback(encodeFeedback(full)), full);
+    throwsCode(() => encodeFeedback(feedback({ naks: [], verified: Array.from({ length: 33 }, (_, i) => i) })), 'PROTOCOL', '33 ids');
+    const body = encodeFeedback(feedback({ naks: [], verified: [1, 2] }));
+    throwsCode(() => decodeFeedback(body.subarray(0, body.length - 1)), 'PROTOCOL', 'truncated id');
+    throwsCode(() => decodeFeedback(Buffer.concat([body, Buffer.alloc(4)])), 'PROTOCOL', 'id beyond the count');
+    const zero = Buffer.from(body);
+    zero.writeUInt16BE(0, FEEDBACK_FIXED);
+    throwsCode(() => decodeFeedback(zero.subarray(0, FEEDBACK_FIXED + 2)), 'PROTOCOL', 'empty trailer');
+    const lying = Buffer.from(body);
+    lying.writeUInt16BE(33, FEEDBACK_FIXED);
+    throwsCode(() => decodeFeedback(lying), 'PROTOCOL', 'count above 32');
+  });
+
   it('FEEDBACK fields saturate or round instead of wrapping', () => {
     const f = feedback({ bytesReceived: 2 ** 50, holdUs: 2 ** 40, qdelayUs: -500, recvRateKbps: 12.4, intervalPackets: 2 ** 33, intervalLost: 2 ** 33, naks: [] });
     const d = decodeFeedback(encodeFeedback(f));

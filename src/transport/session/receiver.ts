@@ -14,6 +14,8 @@ import { findBySsn } from './ssn-range.js';
 const RENAK = 1.25;
 /** copies of each NAK after the first, one per feedback (see collectNaks) */
 const NAK_REPEATS = 2;
+/** feedbacks that carry each verified file id (a lost feedback costs nothing then) */
+const VERIFIED_REPEATS = 4;
 import {
   COMMON_HEADER,
   DATA_HEADER,
@@ -23,6 +25,8 @@ import {
   decodeStatus,
   encodeFeedback,
   maxNakRanges,
+  MAX_VERIFIED_PER_FEEDBACK,
+  verifiedTrailerBytes,
   type CommonHeader,
   type DataHeader,
   type NakRange,
@@ -323,13 +327,47 @@ export class DataReceiver extends SessionPeer {
     return m;
   }
 
+  /** files verified and stored, still to be told to the sender: id -> feedbacks left */
+  private readonly verifiedToTell = new Map<number, number>();
+
+  /**
+   * Tells the sender, in the next {@link VERIFIED_REPEATS} feedbacks, that file `fileId`
+   * was verified and stored: a fast path beside the control channel's `results`, which
+   * a lost TCP segment on a lossy path can delay by a retransmission timeout.
+   */
+  announceVerified(fileId: number): void {
+    if (!this.closed) this.verifiedToTell.set(fileId >>> 0, VERIFIED_REPEATS);
+  }
+
+  /**
+   * Closes the session; files verified but not yet told to the sender go out first in a
+   * last burst of feedbacks (the session usually ends right after its last file is
+   * verified, before the next feedback was due).
+   */
+  override close(): void {
+    if (this.closed) return;
+    for (let i = 0; i < VERIFIED_REPEATS && this.verifiedToTell.size > 0; i++) this.sendFeedback();
+    super.close();
+  }
+
+  private takeVerified(): number[] {
+    const ids: number[] = [];
+    for (const [id, left] of this.verifiedToTell) {
+      if (ids.length === MAX_VERIFIED_PER_FEEDBACK) break;
+      ids.push(id);
+      if (left <= 1) this.verifiedToTell.delete(id);
+      else this.verifiedToTell.set(id, left - 1);
+    }
+    return ids;
+  }
+
   private sendFeedback(): void {
     const peer = this.peer;
     const now = this.o.clock.now();
     const interval = now - this.intervalStart;
     if (!peer) return;
     // when nothing is happening, slow down to a keepalive
-    const quiet = this.intervalPackets === 0 && this.missing.size === 0;
+    const quiet = this.intervalPackets === 0 && this.missing.size === 0 && this.verifiedToTell.size === 0;
     if (quiet && now - this.lastActivity > 1000 && interval < 200) return;
     let qdelayUs = -1;
     if (this.intervalMinOwd !== Infinity) {
@@ -339,10 +377,15 @@ export class DataReceiver extends SessionPeer {
     const recvRateKbps = interval > 0 ? (this.intervalBytes * 8) / interval : 0;
     const naks = this.collectNaks(now);
     const capacity = this.o.datagramSize - COMMON_HEADER - this.o.seal.overhead;
+    const verified = this.takeVerified();
     const perPacket = Math.max(1, maxNakRanges(capacity));
-    let first = true;
-    for (let i = 0; first || i < naks.length; i += perPacket) {
-      const chunk = naks.slice(i, i + perPacket);
+    const firstRanges = Math.max(1, maxNakRanges(capacity - verifiedTrailerBytes(verified.length)));
+    // the first feedback carries the verified ids and correspondingly fewer NAK ranges
+    for (let i = 0, packet = 0; packet === 0 || i < naks.length; packet++) {
+      const first = packet === 0;
+      const take = first ? firstRanges : perPacket;
+      const chunk = naks.slice(i, i + take);
+      i += take;
       const body = encodeFeedback({
         cumAck: this.cumAck,
         nextExpected: this.nextExpected,
@@ -354,11 +397,11 @@ export class DataReceiver extends SessionPeer {
         intervalPackets: first ? this.intervalPackets : 0,
         intervalLost: first ? this.intervalLost : 0,
         naks: chunk,
+        ...(first && verified.length > 0 ? { verified } : {}),
       });
       this.sendSealed(PacketType.FEEDBACK, body, peer);
       this.stats.feedbacksSent++;
-      first = false;
-      if (i / perPacket >= 16) break;
+      if (packet >= 16) break;
     }
     this.intervalStart = now;
     this.intervalMinOwd = Infinity;

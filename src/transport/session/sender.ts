@@ -88,6 +88,11 @@ export class DataSender extends SessionPeer {
   onFileSent: ((fileId: number) => void) | undefined;
   /** called when reading a file's blocks failed; the file is no longer sent */
   onSourceError: ((fileId: number, err: unknown) => void) | undefined;
+  /**
+   * called when a feedback says the receiver verified and stored a file (each id may be
+   * reported several times: feedbacks repeat it)
+   */
+  onFileVerified: ((fileId: number) => void) | undefined;
   private readonly files: FileEntry[] = [];
   private readonly byId = new Map<number, FileEntry>();
   private nextAssign = 0;
@@ -250,6 +255,7 @@ export class DataSender extends SessionPeer {
       );
     }
     this.o.onFeedback?.(f);
+    if (f.verified && this.onFileVerified) for (const id of f.verified) this.onFileVerified(id);
     if (this.retransmitHead < this.retransmitQueue.length) this.kick();
   }
 

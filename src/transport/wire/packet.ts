@@ -116,17 +116,34 @@ export interface Feedback {
   /** gaps newly detected in the interval */
   intervalLost: number;
   naks: NakRange[];
+  /**
+   * Files the receiver has verified (digest matched) and stored, by file id: each is
+   * repeated in a few consecutive feedbacks so that the sender learns of success without
+   * waiting for the `results` message, which a lost TCP segment can hold back by a
+   * retransmission timeout. Optional trailer: u16 count, then u32 ids.
+   */
+  verified?: number[];
 }
 
 export const FEEDBACK_FIXED = 44;
 export const NAK_RANGE_BYTES = 8;
+
+/** Most file ids one feedback carries in its `verified` trailer. */
+export const MAX_VERIFIED_PER_FEEDBACK = 32;
+
+/** Bytes the `verified` trailer takes for `n` ids (0 when there are none). */
+export function verifiedTrailerBytes(n: number): number {
+  return n === 0 ? 0 : 2 + 4 * n;
+}
 
 export function maxNakRanges(bodyCapacity: number): number {
   return Math.max(0, Math.floor((bodyCapacity - FEEDBACK_FIXED) / NAK_RANGE_BYTES));
 }
 
 export function encodeFeedback(f: Feedback): Buffer {
-  const b = Buffer.allocUnsafe(FEEDBACK_FIXED + f.naks.length * NAK_RANGE_BYTES);
+  const verified = f.verified ?? [];
+  if (verified.length > MAX_VERIFIED_PER_FEEDBACK) throw new TachyonError('PROTOCOL', `too many verified ids in one feedback (${verified.length})`);
+  const b = Buffer.allocUnsafe(FEEDBACK_FIXED + f.naks.length * NAK_RANGE_BYTES + verifiedTrailerBytes(verified.length));
   b.writeUIntBE(f.cumAck, 0, 6);
   b.writeUIntBE(f.nextExpected, 6, 6);
   b.writeUIntBE(Math.min(f.bytesReceived, 2 ** 48 - 1), 12, 6);
@@ -143,14 +160,29 @@ export function encodeFeedback(f: Feedback): Buffer {
     b.writeUInt16BE(r.count, o + 6);
     o += NAK_RANGE_BYTES;
   }
+  if (verified.length > 0) {
+    b.writeUInt16BE(verified.length, o);
+    o += 2;
+    for (const id of verified) {
+      b.writeUInt32BE(id >>> 0, o);
+      o += 4;
+    }
+  }
   return b;
 }
 
 export function decodeFeedback(b: Buffer): Feedback {
   if (b.length < FEEDBACK_FIXED) throw new TachyonError('PROTOCOL', `feedback body too short (${b.length})`);
   const n = b.readUInt16BE(42);
-  if (b.length !== FEEDBACK_FIXED + n * NAK_RANGE_BYTES) {
-    throw new TachyonError('PROTOCOL', `feedback body length ${b.length} does not match ${n} NAK ranges`);
+  const nakEnd = FEEDBACK_FIXED + n * NAK_RANGE_BYTES;
+  let verified: number[] | undefined;
+  if (b.length !== nakEnd) {
+    const m = b.length >= nakEnd + 2 ? b.readUInt16BE(nakEnd) : -1;
+    if (m < 1 || m > MAX_VERIFIED_PER_FEEDBACK || b.length !== nakEnd + verifiedTrailerBytes(m)) {
+      throw new TachyonError('PROTOCOL', `feedback body length ${b.length} does not match ${n} NAK ranges`);
+    }
+    verified = [];
+    for (let i = 0; i < m; i++) verified.push(b.readUInt32BE(nakEnd + 2 + 4 * i));
   }
   const cumAck = b.readUIntBE(0, 6);
   const nextExpected = b.readUIntBE(6, 6);
@@ -175,6 +207,7 @@ export function decodeFeedback(b: Buffer): Feedback {
     intervalPackets: b.readUInt32BE(34),
     intervalLost: b.readUInt32BE(38),
     naks,
+    ...(verified ? { verified } : {}),
   };
 }
 
