@@ -138,6 +138,8 @@ const SECOND_STEP = z.object({ code: z.string().max(64).optional(), recoveryCode
 const CONFIRM = z.object({ code: z.string().max(64) }).strict();
 const NEW_TOKEN = z.object({ name: z.string().max(1024).optional(), scopes: z.array(z.string().max(32)).max(4), expiresInDays: z.number().optional() }).strict();
 const RESET = z.object({ password: pw }).strict();
+const NEW_GROUP = z.object({ name: z.string().max(256) }).strict();
+const MEMBER = z.object({ userId: z.string().max(64) }).strict();
 const PATCH = z
   .object({ displayName: z.string().max(1024).optional(), status: z.string().max(32).optional(), roles: z.array(z.string().max(64)).max(8).optional() })
   .strict();
@@ -289,6 +291,34 @@ function handlers(identity: IdentityService, https: boolean, gated: Gated): Reco
     listTokens: async ({ principal }) => ({ tokens: await identity.listApiTokens(must(principal)) }),
     deleteToken: async ({ request, reply, meta, principal }) => {
       await identity.revokeApiToken(must(principal), idParam(request), meta);
+      void reply.code(204);
+      return undefined;
+    },
+    listGroups: async ({ principal }) => ({ groups: await identity.listGroups(must(principal)) }),
+    createGroup: async ({ request, reply, meta, principal }) => {
+      const body = parseBody(NEW_GROUP, request.body);
+      const group = await identity.createGroup(must(principal), body.name, meta);
+      void reply.code(201);
+      return { group };
+    },
+    deleteGroup: async ({ request, reply, meta, principal }) => {
+      await identity.deleteGroup(must(principal), idParam(request), meta);
+      void reply.code(204);
+      return undefined;
+    },
+    addGroupMember: async ({ request, reply, meta, principal }) => {
+      const id = idParam(request);
+      const body = parseBody(MEMBER, request.body);
+      if (!ID_PATTERN.test(body.userId)) throw new TachyonError('NOT_FOUND', 'malformed user id', { publicMessage: 'No such group or user.' });
+      await identity.addGroupMember(must(principal), id, body.userId, meta);
+      void reply.code(204);
+      return undefined;
+    },
+    removeGroupMember: async ({ request, reply, meta, principal }) => {
+      const id = idParam(request);
+      const userId = (request.params as Record<string, unknown>)['userId'];
+      if (typeof userId !== 'string' || !ID_PATTERN.test(userId)) throw new TachyonError('NOT_FOUND', 'malformed user id', { publicMessage: 'No such group or user.' });
+      await identity.removeGroupMember(must(principal), id, userId, meta);
       void reply.code(204);
       return undefined;
     },

@@ -400,6 +400,32 @@ export class IdentityRepository {
     });
   }
 
+  /** Removes a user from a group of the tenant (no-op if not a member). @throws `NOT_FOUND` if the group is not the tenant's. */
+  async removeGroupMember(tenantId: string, groupId: string, userId: string): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      const g = await tx.selectFrom('platform_group').select('id').where('tenant_id', '=', tenantId).where('id', '=', groupId).executeTakeFirst();
+      if (!g) throw new TachyonError('NOT_FOUND', 'no such group in this tenant', { publicMessage: 'No such group or user.' });
+      await tx.deleteFrom('platform_group_member').where('tenant_id', '=', tenantId).where('group_id', '=', groupId).where('user_id', '=', userId).execute();
+    });
+  }
+
+  /** Deletes a group of the tenant and its memberships. @throws `NOT_FOUND` if it is not the tenant's. */
+  async deleteGroup(tenantId: string, groupId: string): Promise<void> {
+    await this.db.transaction().execute(async (tx) => {
+      await tx.deleteFrom('platform_group_member').where('tenant_id', '=', tenantId).where('group_id', '=', groupId).execute();
+      const r = await tx.deleteFrom('platform_group').where('tenant_id', '=', tenantId).where('id', '=', groupId).executeTakeFirst();
+      if (Number(r.numDeletedRows) === 0) throw new TachyonError('NOT_FOUND', 'no such group in this tenant', { publicMessage: 'No such group.' });
+    });
+  }
+
+  /** Every member of every group of the tenant: group id -> user ids (sorted). */
+  async allGroupMembers(tenantId: string): Promise<Map<string, string[]>> {
+    const rows = await this.db.selectFrom('platform_group_member').select(['group_id', 'user_id']).where('tenant_id', '=', tenantId).orderBy('user_id').execute();
+    const m = new Map<string, string[]>();
+    for (const r of rows) m.set(r.group_id, [...(m.get(r.group_id) ?? []), r.user_id]);
+    return m;
+  }
+
   async groupMembers(tenantId: string, groupId: string): Promise<string[]> {
     const rows = await this.db
       .selectFrom('platform_group_member')

@@ -144,6 +144,25 @@ function notSignedIn(reason: string): TachyonError {
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
 
 /** The CSRF token of a session: HMAC-SHA-256 keyed by the session token (so bound to it, and computable only by whoever holds it). */
+/** A group as the API shows it. */
+export interface GroupView {
+  readonly id: string;
+  readonly name: string;
+  readonly createdAt: string;
+  /** user ids, sorted */
+  readonly members: readonly string[];
+}
+
+/** Group names: 1–64 characters, no control characters, trimmed. @throws `USAGE` */
+export function validateGroupName(name: string): string {
+  const clean = name.trim();
+  // eslint-disable-next-line no-control-regex
+  if (clean.length < 1 || clean.length > 64 || /[\u0000-\u001f\u007f]/.test(clean)) {
+    throw new TachyonError('USAGE', 'bad group name', { publicMessage: 'Invalid group name: 1 to 64 printable characters.', details: { field: 'name' } });
+  }
+  return clean;
+}
+
 export function csrfTokenFor(token: string): string {
   return createHmac('sha256', token).update('tachyon-csrf-v1').digest('base64url');
 }
@@ -872,6 +891,47 @@ export class IdentityService {
   /** Records an administrator's or auditor's action taken outside this service (audit export, allow-list, blocks: admin-routes.ts). */
   recordAdminAction(principal: Principal, meta: RequestMeta, action: string, target: string, changed?: readonly string[]): void {
     this.changed(principal, meta, action, target, changed);
+  }
+
+  // -- groups (tenant administrators change them; auditors read) -------------------------------
+
+  /** The tenant's groups with their members' user ids. */
+  async listGroups(principal: Principal): Promise<GroupView[]> {
+    const tenantId = principal.tenant.id;
+    const [groups, members] = await Promise.all([this.repo.listGroups(tenantId), this.repo.allGroupMembers(tenantId)]);
+    return groups.map((g) => ({ id: g.id, name: g.name, createdAt: g.createdAt, members: members.get(g.id) ?? [] }));
+  }
+
+  /** @throws `USAGE` for a bad name, `CONFLICT` if the tenant has a group of that name. */
+  async createGroup(principal: Principal, name: string, meta: RequestMeta): Promise<GroupView> {
+    const clean = validateGroupName(name);
+    const tenantId = principal.tenant.id;
+    if ((await this.repo.listGroups(tenantId)).some((g) => g.name === clean)) {
+      throw new TachyonError('CONFLICT', 'group name taken', { publicMessage: 'A group with this name exists.' });
+    }
+    const g = await this.repo.createGroup(tenantId, clean, this.iso());
+    this.changed(principal, meta, 'group.create', g.id, ['name']);
+    return { id: g.id, name: g.name, createdAt: g.createdAt, members: [] };
+  }
+
+  async deleteGroup(principal: Principal, groupId: string, meta: RequestMeta): Promise<void> {
+    await this.repo.deleteGroup(principal.tenant.id, groupId);
+    this.changed(principal, meta, 'group.delete', groupId);
+  }
+
+  /** @throws `NOT_FOUND` if the group or the user is not the tenant's, `CONFLICT` if already a member. */
+  async addGroupMember(principal: Principal, groupId: string, userId: string, meta: RequestMeta): Promise<void> {
+    const tenantId = principal.tenant.id;
+    if ((await this.repo.groupMembers(tenantId, groupId)).includes(userId)) {
+      throw new TachyonError('CONFLICT', 'already a member', { publicMessage: 'The user is already in this group.' });
+    }
+    await this.repo.addGroupMember(tenantId, groupId, userId);
+    this.changed(principal, meta, 'group.member.add', groupId, [`user:${userId}`]);
+  }
+
+  async removeGroupMember(principal: Principal, groupId: string, userId: string, meta: RequestMeta): Promise<void> {
+    await this.repo.removeGroupMember(principal.tenant.id, groupId, userId);
+    this.changed(principal, meta, 'group.member.remove', groupId, [`user:${userId}`]);
   }
 
   listUsers(principal: Principal): Promise<PlatformUser[]> {

@@ -42,6 +42,8 @@ interface CaseCtx {
   ownOtherSession(): Promise<string>;
   /** An API token of the caller (anonymous: someone else's in A). */
   ownToken(): Promise<string>;
+  /** A fresh group of tenant A with one member (a target that may be changed). */
+  groupA(): Promise<{ id: string; member: string }>;
 }
 
 /** How to call each route. Typed by RouteName: a route added to the table without a case here does not compile. */
@@ -79,6 +81,18 @@ const CASES: Record<RouteName, (c: CaseCtx) => Promise<Call>> = {
     body: { password: 'temporary passphrase 808' },
   }),
   updateUser: async (c) => ({ method: 'PATCH', url: `/api/v1/users/${c.side === 'own' ? await c.victimA() : c.B.users.member}`, body: { status: 'disabled' } }),
+  listGroups: async (c) => ({ method: 'GET', url: `/api/v1/groups${q(c)}` }),
+  createGroup: async (c) => ({ method: 'POST', url: `/api/v1/groups${q(c)}`, body: { name: `group of ${c.callerName} ${c.side}` } }),
+  deleteGroup: async (c) => ({ method: 'DELETE', url: `/api/v1/groups/${c.side === 'own' ? (await c.groupA()).id : B_GROUP.id}` }),
+  addGroupMember: async (c) =>
+    c.side === 'own'
+      ? { method: 'POST', url: `/api/v1/groups/${(await c.groupA()).id}/members`, body: { userId: await c.victimA() } }
+      : { method: 'POST', url: `/api/v1/groups/${B_GROUP.id}/members`, body: { userId: c.B.users.tenant_admin } },
+  removeGroupMember: async (c) => {
+    if (c.side === 'other') return { method: 'DELETE', url: `/api/v1/groups/${B_GROUP.id}/members/${c.B.users.member}` };
+    const g = await c.groupA();
+    return { method: 'DELETE', url: `/api/v1/groups/${g.id}/members/${g.member}` };
+  },
   getPolicy: async (c) => ({ method: 'GET', url: `/api/v1/policy${q(c)}` }),
   setPolicy: async (c) => ({ method: 'PUT', url: `/api/v1/policy${q(c)}`, body: { minPasswordLength: 14 } }),
   auditList: async (c) => ({ method: 'GET', url: `/api/v1/audit${q(c)}` }),
@@ -96,6 +110,7 @@ const CASES: Record<RouteName, (c: CaseCtx) => Promise<Call>> = {
 const MATRIX_OIDC = { issuer: 'https://idp.example', clientId: 'tachyon', clientSecret: 'matrix-secret-0123456789', redirectUri: 'https://tachyon.example/api/v1/auth/sso/oidc/callback' };
 
 const B_SESSION = { id: '' };
+const B_GROUP = { id: '' };
 const B_TOKEN = { id: '' };
 let B_ID = '';
 function q(c: CaseCtx): string {
@@ -134,6 +149,8 @@ async function snapshotB(p: Platform, tenantId: string): Promise<unknown> {
     tokens: await d.selectFrom('platform_api_token').select(['id', 'user_id', 'scopes']).where('tenant_id', '=', tenantId).orderBy('id').execute(),
     allowList: await d.selectFrom('platform_allow_list').selectAll().where('tenant_id', '=', tenantId).execute(),
     sso: await d.selectFrom('platform_sso_config').selectAll().where('tenant_id', '=', tenantId).execute(),
+    groups: await d.selectFrom('platform_group').selectAll().where('tenant_id', '=', tenantId).orderBy('id').execute(),
+    members: await d.selectFrom('platform_group_member').selectAll().where('tenant_id', '=', tenantId).orderBy('group_id').orderBy('user_id').execute(),
   };
 }
 
@@ -158,6 +175,11 @@ describe(`platform authorization matrix (generated from the route table) on ${en
     assert.equal((await bAdmin.req('PUT', '/api/v1/policy', { minPasswordLength: 20 })).status, 200);
     // B has an SSO configuration: no other tenant's PUT or DELETE may reach it
     assert.equal((await bAdmin.req('PUT', '/api/v1/sso', { oidc: { ...MATRIX_OIDC, clientId: 'tenant-b-client' } })).status, 200);
+    // B has a group with its member in it: no other tenant may delete it or change who is in it
+    const bGroup = await bAdmin.req('POST', '/api/v1/groups', { name: 'b-team' });
+    assert.equal(bGroup.status, 201, bGroup.text);
+    B_GROUP.id = (bGroup.body['group'] as Record<string, string>)['id']!;
+    assert.equal((await bAdmin.req('POST', `/api/v1/groups/${B_GROUP.id}/members`, { userId: B.users.member })).status, 204);
     const bMember = await signedIn(p, B.slug, 'member1', USER_PW);
     B_SESSION.id = (await bMember.req('GET', '/api/v1/me')).body['sessionId'] as string;
     const bToken = await bMember.req('POST', '/api/v1/me/tokens', { name: 'b', scopes: ['read'] });
@@ -197,7 +219,8 @@ describe(`platform authorization matrix (generated from the route table) on ${en
 
   it('every route × every role × own/other tenant answers as its rule says, and tenant B is untouched', async () => {
     const before = JSON.stringify(await snapshotB(p, B.id));
-    const bIds = [B.id, ...Object.values(B.users), B_SESSION.id, B_TOKEN.id];
+    const bIds = [B.id, ...Object.values(B.users), B_SESSION.id, B_TOKEN.id, B_GROUP.id];
+    const aAdmin = await signedIn(p, A.slug, 'admin', 'violet-harbour-engine-47');
     const rows: string[] = [];
     const refs: string[] = [];
     let n = 0;
@@ -222,6 +245,14 @@ describe(`platform authorization matrix (generated from the route table) on ${en
               const who = caller === 'anonymous' ? 'only-in-a' : name;
               const second = await signedIn(p, A.slug, who, USER_PW);
               return (await second.req('GET', '/api/v1/me')).body['sessionId'] as string;
+            },
+            groupA: async () => {
+              const g = await aAdmin.req('POST', '/api/v1/groups', { name: `g-${name}-${side}` });
+              assert.equal(g.status, 201, g.text);
+              const id = (g.body['group'] as Record<string, string>)['id']!;
+              const member = (await p.identity.provisionUser(A.id, { username: `${name}-gm`, password: USER_PW })).id;
+              assert.equal((await aAdmin.req('POST', `/api/v1/groups/${id}/members`, { userId: member })).status, 204);
+              return { id, member };
             },
             ownToken: async () => {
               const owner = caller === 'anonymous' ? await signedIn(p, A.slug, 'only-in-a', USER_PW) : client;
@@ -288,7 +319,13 @@ describe(`platform authorization matrix (generated from the route table) on ${en
     await r.addGroupMember(A.id, gA.id, A.users.member);
     assert.deepEqual(await r.groupMembers(A.id, gA.id), [A.users.member]);
     assert.deepEqual(await r.groupMembers(A.id, gB.id), []);
-    assert.deepEqual((await r.listGroups(A.id)).map((g) => g.id), [gA.id]);
+    const groupsA = await r.listGroups(A.id);
+    assert.ok(groupsA.some((g) => g.id === gA.id) && groupsA.every((g) => g.tenantId === A.id && g.id !== gB.id));
+    await r.addGroupMember(B.id, gB.id, bMember);
+    await assert.rejects(r.removeGroupMember(A.id, gB.id, bMember), (e: unknown) => e instanceof TachyonError && e.code === 'NOT_FOUND');
+    await assert.rejects(r.deleteGroup(A.id, gB.id), (e: unknown) => e instanceof TachyonError && e.code === 'NOT_FOUND');
+    assert.equal((await r.allGroupMembers(A.id)).has(gB.id), false);
+    assert.deepEqual(await r.groupMembers(B.id, gB.id), [bMember], 'B’s group and its member are untouched');
     const bRow = await p.db.db.selectFrom('platform_user').selectAll().where('id', '=', bMember).executeTakeFirstOrThrow();
     assert.equal(bRow.status, 'active');
     assert.equal(bRow.failed_count, 0);
