@@ -9,7 +9,7 @@
  * (the token is the credential that names its tenant).
  */
 import { randomUUID } from 'node:crypto';
-import type { Kysely, Selectable, Transaction } from 'kysely';
+import type { ExpressionBuilder, Kysely, Selectable, Transaction } from 'kysely';
 import { TachyonError } from '../core/errors.js';
 import type { Database } from '../db/database.js';
 import type { PlatformSessionTable, PlatformUserTable, TachyonSchema } from '../db/schema.js';
@@ -41,6 +41,25 @@ export interface UserPatch {
 }
 
 export type SessionRow = Selectable<PlatformSessionTable>;
+
+/**
+ * The SET clause that counts one failed sign-in in a table with `failed_count` and
+ * `failed_window_start` (users, and per-address lockouts): the count restarts at 1 when
+ * the window began before `windowCutoffIso`, else grows by one, in one statement.
+ */
+function countFailure<T extends 'platform_user' | 'platform_address_lockout'>(
+  eb: ExpressionBuilder<TachyonSchema, T>,
+  nowIso: string,
+  windowCutoffIso: string,
+) {
+  // both tables have the two columns; kysely's typing cannot see through the union
+  const e = eb as unknown as ExpressionBuilder<TachyonSchema, 'platform_user'>;
+  const windowOver = e.or([e('failed_window_start', 'is', null), e('failed_window_start', '<', windowCutoffIso)]);
+  return {
+    failed_count: e.case().when(windowOver).then(1).else(e('failed_count', '+', 1)).end(),
+    failed_window_start: e.case().when(windowOver).then(nowIso).else(e.ref('failed_window_start')).end(),
+  };
+}
 
 export interface Group {
   readonly id: string;
@@ -237,20 +256,7 @@ export class IdentityRepository {
   async recordFailure(tenantId: string, userId: string, nowIso: string, windowCutoffIso: string): Promise<number> {
     const row = await this.db
       .updateTable('platform_user')
-      .set((eb) => ({
-        failed_count: eb
-          .case()
-          .when(eb.or([eb('failed_window_start', 'is', null), eb('failed_window_start', '<', windowCutoffIso)]))
-          .then(1)
-          .else(eb('failed_count', '+', 1))
-          .end(),
-        failed_window_start: eb
-          .case()
-          .when(eb.or([eb('failed_window_start', 'is', null), eb('failed_window_start', '<', windowCutoffIso)]))
-          .then(nowIso)
-          .else(eb.ref('failed_window_start'))
-          .end(),
-      }))
+      .set((eb) => countFailure(eb, nowIso, windowCutoffIso))
       .where('tenant_id', '=', tenantId)
       .where('id', '=', userId)
       .returning('failed_count')
@@ -308,20 +314,7 @@ export class IdentityRepository {
       .execute();
     const row = await this.db
       .updateTable('platform_address_lockout')
-      .set((eb) => ({
-        failed_count: eb
-          .case()
-          .when(eb.or([eb('failed_window_start', 'is', null), eb('failed_window_start', '<', windowCutoffIso)]))
-          .then(1)
-          .else(eb('failed_count', '+', 1))
-          .end(),
-        failed_window_start: eb
-          .case()
-          .when(eb.or([eb('failed_window_start', 'is', null), eb('failed_window_start', '<', windowCutoffIso)]))
-          .then(nowIso)
-          .else(eb.ref('failed_window_start'))
-          .end(),
-      }))
+      .set((eb) => countFailure(eb, nowIso, windowCutoffIso))
       .where('tenant_id', '=', tenantId)
       .where('user_id', '=', userId)
       .where('address', '=', address)
