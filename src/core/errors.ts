@@ -21,6 +21,8 @@ export const ERROR_CODES = {
   MFA_LOCKED: { exit: 77, retryable: true, summary: 'Too many wrong verification codes; try again later.' },
   /** single sign-on (OIDC, SAML) refused the response; `details.reason` says why (logs only) */
   SSO_FAILED: { exit: 77, retryable: false, summary: 'Single sign-on failed.' },
+  /** a sensitive change needs a recent proof of identity: re-authenticate (POST /api/v1/auth/reauth, or SSO again) and retry */
+  REAUTH_REQUIRED: { exit: 77, retryable: true, summary: 'Confirm your identity again (re-authenticate) to do this.' },
   // paths and storage
   PATH_INVALID: { exit: 65, retryable: false, summary: 'A path is malformed or leaves the allowed root.' },
   NOT_FOUND: { exit: 66, retryable: false, summary: 'A file or directory does not exist.' },

@@ -380,6 +380,19 @@ const m0011: Migration = {
     await db.schema.dropTable('platform_sso_config').execute();
   },
 };
+/**
+ * When each web session's user last proved who they are (password sign-in, TOTP step,
+ * SSO, or re-authentication): sensitive changes need a recent proof
+ * (src/platform/routes.ts `reauth`). Null on sessions from before: their `created_at`.
+ */
+const m0012: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema.alterTable('platform_session').addColumn('authenticated_at', 'text').execute();
+  },
+  async down(db: Kysely<any>) {
+    await db.schema.alterTable('platform_session').dropColumn('authenticated_at').execute();
+  },
+};
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
 /** Every migration, by name. Names sort in the order they apply. */
@@ -395,4 +408,5 @@ export const MIGRATIONS: Readonly<Record<string, Migration>> = Object.freeze({
   '0009_platform_allow_list': m0009,
   '0010_platform_address_lockout': m0010,
   '0011_platform_sso_config': m0011,
+  '0012_platform_session_reauth': m0012,
 });

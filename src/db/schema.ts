@@ -253,6 +253,8 @@ export interface PlatformSessionTable {
   user_agent: string;
   /** `full`, `mfa` (second step due) or `enrol` (may only enrol TOTP); migration 0008. */
   stage: string;
+  /** When the user last proved who they are in this session (ISO); null: `created_at`. Migration 0012. */
+  authenticated_at: string | null;
 }
 
 /**

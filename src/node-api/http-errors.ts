@@ -25,6 +25,7 @@ export const HTTP_STATUS: Readonly<Partial<Record<ErrorCode, number>>> = Object.
   HOST_KEY_UNKNOWN: 401,
   HOST_KEY_MISMATCH: 401,
   PERMISSION: 403,
+  REAUTH_REQUIRED: 403,
   ENCRYPTION_REQUIRED: 403,
   NOT_FOUND: 404,
   EXISTS: 409,

@@ -3,7 +3,8 @@
  * instance with the routes of the route table (routes.ts) — nothing else can be
  * registered — and the checks every request passes in order: the session cookie
  * (401), the CSRF token on every state-changing request (403), a pending password change
- * (403), the route's roles (403). Errors leave in the node API's shape
+ * (403), the route's roles (403), and for routes flagged `reauth` a recent proof of
+ * identity (403 `REAUTH_REQUIRED`; POST /api/v1/auth/reauth refreshes it). Errors leave in the node API's shape
  * (`{ error: { code, message, correlation_id } }`, src/node-api/http-errors.ts): the
  * code's public message and the request's correlation id, which its audit records carry.
  *
@@ -135,6 +136,7 @@ const NEW_USER = z
   .object({ username: z.string().max(512), displayName: z.string().max(1024).optional(), roles: z.array(z.string().max(64)).max(8).optional(), password: pw })
   .strict();
 const SECOND_STEP = z.object({ code: z.string().max(64).optional(), recoveryCode: z.string().max(64).optional() }).strict();
+const REAUTH = z.object({ password: pw, code: z.string().max(64).optional(), recoveryCode: z.string().max(64).optional() }).strict();
 const CONFIRM = z.object({ code: z.string().max(64) }).strict();
 const NEW_TOKEN = z.object({ name: z.string().max(1024).optional(), scopes: z.array(z.string().max(32)).max(4), expiresInDays: z.number().optional() }).strict();
 const RESET = z.object({ password: pw }).strict();
@@ -205,6 +207,11 @@ function handlers(identity: IdentityService, https: boolean, gated: Gated): Reco
   };
   return {
     disclaimer: async ({ request }) => ({ disclaimer: await identity.disclaimer(tenantParam(request)) }),
+    ssoMethods: async ({ request }) => ({ methods: await identity.ssoMethods(tenantParam(request)) }),
+    reauth: async ({ request, meta, principal }) => {
+      const body = parseBody(REAUTH, request.body);
+      return await gated(request, () => identity.reauthenticate(must(principal), body, meta));
+    },
     ssoOidcStart: async ({ request, reply, meta }) => {
       void reply.redirect(await identity.beginSso('oidc', tenantParam(request), meta), 303);
       return undefined;
@@ -252,9 +259,9 @@ function handlers(identity: IdentityService, https: boolean, gated: Gated): Reco
       void reply.header('set-cookie', CLEAR_COOKIE).code(204);
       return undefined;
     },
-    me: ({ principal, token }) => {
+    me: async ({ principal, token }) => {
       const p = must(principal);
-      return Promise.resolve({
+      return {
         user: userView(p.user),
         tenant: { slug: p.tenant.slug, name: p.tenant.name },
         // null for an API-token caller (no session: no CSRF token needed or given)
@@ -262,7 +269,10 @@ function handlers(identity: IdentityService, https: boolean, gated: Gated): Reco
         passwordChangeRequired: p.passwordChangeRequired,
         secondFactor: p.stage === 'full' ? null : p.stage === 'mfa' ? 'totp' : 'enrol',
         sessionId: p.sessionId,
-      });
+        // when the session last proved its user's identity, and how it can again (POST /api/v1/auth/reauth, or SSO)
+        authenticatedAt: p.authenticatedAt ?? null,
+        reauthMethod: p.apiToken ? null : await identity.reauthMethod(p),
+      };
     },
     changePassword: async ({ request, reply, meta, principal }) => {
       const body = parseBody(CHANGE, request.body);
@@ -580,6 +590,8 @@ export function createPlatformApp(options: PlatformAppOptions): PlatformApp {
               details: { reason: 'role' },
             });
           }
+          // a sensitive change: the session's last proof of identity must be recent (REAUTH_REQUIRED, 403)
+          if (rule.reauth !== undefined) await identity.requireRecentProof(principal, rule.reauth === true ? 'always' : 'when-enrolled');
         }
         const out = await handler({ request, reply, meta, principal, token });
         if (out === undefined) return reply.send();

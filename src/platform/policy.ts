@@ -47,6 +47,12 @@ export interface IdentityPolicy {
    * with a password; '' (default) = none. Plain text, at most {@link MAX_DISCLAIMER} characters.
    */
   readonly disclaimer: string;
+  /**
+   * How long a proof of identity (password sign-in, TOTP step, SSO sign-in, or
+   * POST /api/v1/auth/reauth) lets a session make sensitive changes (routes flagged
+   * `reauth` in routes.ts); older, they answer REAUTH_REQUIRED. 60–86400; default 600.
+   */
+  readonly reauthWindowSeconds: number;
 }
 
 export const MAX_DISCLAIMER = 4000;
@@ -67,6 +73,7 @@ export const DEFAULT_POLICY: IdentityPolicy = Object.freeze({
   requireTotp: false,
   ssoJustInTime: true,
   disclaimer: '',
+  reauthWindowSeconds: 600,
 });
 
 const int = (lo: number, hi: number) => z.number().int().min(lo).max(hi);
@@ -85,6 +92,7 @@ export const POLICY_UPDATE_SCHEMA = z
     sessionAbsoluteSeconds: int(300, 30 * 86400),
     requireTotp: z.boolean(),
     ssoJustInTime: z.boolean(),
+    reauthWindowSeconds: int(60, 86400),
     // plain text: tabs and line breaks allowed, no other control characters
     // eslint-disable-next-line no-control-regex -- refusing control characters is the point
     disclaimer: z.string().max(MAX_DISCLAIMER).regex(/^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*$/),

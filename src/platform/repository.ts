@@ -444,6 +444,11 @@ export class IdentityRepository {
     await this.db.updateTable('platform_session').set({ last_seen_at: nowIso }).where('tenant_id', '=', tenantId).where('id', '=', sessionId).execute();
   }
 
+  /** Records a new proof of identity in one session (re-authentication). */
+  async markSessionAuthenticated(tenantId: string, sessionId: string, nowIso: string): Promise<void> {
+    await this.db.updateTable('platform_session').set({ authenticated_at: nowIso }).where('tenant_id', '=', tenantId).where('id', '=', sessionId).execute();
+  }
+
   async listSessions(tenantId: string, userId: string): Promise<SessionInfo[]> {
     const rows = await this.db
       .selectFrom('platform_session')

@@ -32,6 +32,13 @@ export interface RouteRule {
   readonly stages?: readonly RouteStage[];
   /** Only with the session cookie, never with an API token (`Authorization: Bearer`). */
   readonly sessionOnly?: boolean;
+  /**
+   * A sensitive change: a session may call it only while its last proof of identity
+   * (sign-in, TOTP step, SSO, POST /api/v1/auth/reauth) is younger than the tenant's
+   * `reauthWindowSeconds`; else 403 `REAUTH_REQUIRED`. `'when-enrolled'`: only when the
+   * caller has a second factor (enrolling again replaces it). API tokens are not asked.
+   */
+  readonly reauth?: true | 'when-enrolled';
 }
 
 /** Every role: for routes about the caller's own account. */
@@ -47,6 +54,21 @@ export const ROUTE_TABLE = Object.freeze({
     access: 'public',
     whilePasswordChangeRequired: true,
     summary: 'The tenant’s sign-in disclaimer (null when none, or no such tenant).',
+  },
+  ssoMethods: {
+    method: 'GET',
+    url: '/api/v1/auth/sso/:tenant/methods',
+    access: 'public',
+    whilePasswordChangeRequired: true,
+    summary: 'The single sign-on methods the tenant offers (oidc, saml); an empty list when none, or no such tenant.',
+  },
+  reauth: {
+    sessionOnly: true,
+    method: 'POST',
+    url: '/api/v1/auth/reauth',
+    access: ANY_ROLE,
+    whilePasswordChangeRequired: true,
+    summary: 'Re-authenticate in the current session (current password, and a TOTP code when enrolled) before sensitive changes.',
   },
   ssoOidcStart: {
     method: 'GET',
@@ -86,6 +108,7 @@ export const ROUTE_TABLE = Object.freeze({
     summary: 'Second sign-in step: a TOTP code or a recovery code; opens the full session.',
   },
   enrolTotp: {
+    reauth: 'when-enrolled',
     sessionOnly: true,
     method: 'POST',
     url: '/api/v1/me/totp/enrol',
@@ -109,6 +132,7 @@ export const ROUTE_TABLE = Object.freeze({
   listSessions: { method: 'GET', url: '/api/v1/me/sessions', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'One’s own active sessions.' },
   endSession: { method: 'DELETE', url: '/api/v1/me/sessions/:id', access: ANY_ROLE, whilePasswordChangeRequired: true, summary: 'End one of one’s own sessions.' },
   createToken: {
+    reauth: true,
     method: 'POST',
     url: '/api/v1/me/tokens',
     access: ANY_ROLE,
@@ -124,11 +148,11 @@ export const ROUTE_TABLE = Object.freeze({
   addGroupMember: { method: 'POST', url: '/api/v1/groups/:id/members', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Add a user of the tenant to a group.' },
   removeGroupMember: { method: 'DELETE', url: '/api/v1/groups/:id/members/:userId', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Remove a user from a group.' },
   listUsers: { method: 'GET', url: '/api/v1/users', access: READERS, whilePasswordChangeRequired: false, summary: 'The tenant’s users.' },
-  createUser: { method: 'POST', url: '/api/v1/users', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Create a user with a temporary password.' },
-  resetPassword: { method: 'POST', url: '/api/v1/users/:id/reset-password', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Set a temporary password; forces a change at next sign-in.' },
-  updateUser: { method: 'PATCH', url: '/api/v1/users/:id', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Change display name, status (disable) or roles.' },
+  createUser: { reauth: true, method: 'POST', url: '/api/v1/users', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Create a user with a temporary password.' },
+  resetPassword: { reauth: true, method: 'POST', url: '/api/v1/users/:id/reset-password', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Set a temporary password; forces a change at next sign-in.' },
+  updateUser: { reauth: true, method: 'PATCH', url: '/api/v1/users/:id', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Change display name, status (disable) or roles.' },
   getPolicy: { method: 'GET', url: '/api/v1/policy', access: READERS, whilePasswordChangeRequired: false, summary: 'The tenant’s password, lockout and session policy.' },
-  setPolicy: { method: 'PUT', url: '/api/v1/policy', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Change the tenant’s policy.' },
+  setPolicy: { reauth: true, method: 'PUT', url: '/api/v1/policy', access: ADMIN, whilePasswordChangeRequired: false, summary: 'Change the tenant’s policy.' },
   auditList: {
     method: 'GET',
     url: '/api/v1/audit',
@@ -145,6 +169,7 @@ export const ROUTE_TABLE = Object.freeze({
   },
   getAllowList: { method: 'GET', url: '/api/v1/allow-list', access: READERS, whilePasswordChangeRequired: false, summary: 'The tenant’s IP allow-list (CIDR) and the caller’s address.' },
   setAllowList: {
+    reauth: true,
     method: 'PUT',
     url: '/api/v1/allow-list',
     access: ADMIN,
@@ -159,6 +184,7 @@ export const ROUTE_TABLE = Object.freeze({
     summary: 'Addresses the IP defender blocks after failures against this tenant (with whether the tenant may lift them).',
   },
   liftBlock: {
+    reauth: true,
     method: 'DELETE',
     url: '/api/v1/blocks/:address',
     access: ADMIN,
@@ -167,6 +193,7 @@ export const ROUTE_TABLE = Object.freeze({
   },
   getSso: { method: 'GET', url: '/api/v1/sso', access: READERS, whilePasswordChangeRequired: false, summary: 'The tenant’s single sign-on configuration (the OIDC client secret only as clientSecretSet; null when none).' },
   setSso: {
+    reauth: true,
     method: 'PUT',
     url: '/api/v1/sso',
     access: ADMIN,
@@ -174,7 +201,7 @@ export const ROUTE_TABLE = Object.freeze({
     sessionOnly: true,
     summary: 'Replace the tenant’s single sign-on configuration (OIDC without clientSecret keeps the stored secret).',
   },
-  clearSso: { method: 'DELETE', url: '/api/v1/sso', access: ADMIN, whilePasswordChangeRequired: false, sessionOnly: true, summary: 'Remove the tenant’s single sign-on configuration.' },
+  clearSso: { reauth: true, method: 'DELETE', url: '/api/v1/sso', access: ADMIN, whilePasswordChangeRequired: false, sessionOnly: true, summary: 'Remove the tenant’s single sign-on configuration.' },
 } as const satisfies Record<string, RouteRule>);
 
 export type RouteName = keyof typeof ROUTE_TABLE;

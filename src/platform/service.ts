@@ -71,6 +71,11 @@ export interface Principal {
   /** The password must be changed before anything else (admin reset, or expiry). */
   readonly passwordChangeRequired: boolean;
   readonly stage: SessionStage;
+  /**
+   * When the session's user last proved who they are (ISO): sign-in with a password, the
+   * TOTP step, an SSO sign-in, or POST /api/v1/auth/reauth. Unset for API-token callers.
+   */
+  readonly authenticatedAt?: string;
   /** Set when the caller authenticated with an API token (then `sessionId` is `token:<id>`). */
   readonly apiToken?: { readonly id: string; readonly scopes: readonly TokenScope[] };
 }
@@ -365,13 +370,14 @@ export class IdentityService {
       client_address: meta.clientAddress.slice(0, 64),
       user_agent: meta.userAgent.slice(0, 256),
       stage,
+      authenticated_at: this.iso(now),
     };
     await this.repo.createSession(row);
     const fresh = (await this.repo.userById(tenant.id, user.id)) ?? user;
     return {
       token,
       csrfToken: csrfTokenFor(token),
-      principal: { tenant, user: fresh, sessionId: row.id, passwordChangeRequired: changeRequired, stage },
+      principal: { tenant, user: fresh, sessionId: row.id, passwordChangeRequired: changeRequired, stage, authenticatedAt: row.authenticated_at },
       session: {
         id: row.id,
         createdAt: row.created_at,
@@ -762,7 +768,153 @@ export class IdentityService {
       sessionId: row.id,
       passwordChangeRequired: user.mustChangePassword || this.passwordExpired(user, policy, now),
       stage: row.stage === 'mfa' || row.stage === 'enrol' ? row.stage : 'full',
+      authenticatedAt: row.authenticated_at ?? row.created_at,
     };
+  }
+
+  // -- re-authentication ---------------------------------------------------------------------
+
+  /**
+   * Refuses (`REAUTH_REQUIRED`) a session whose last proof of identity is older than the
+   * tenant's `reauthWindowSeconds`. `when: 'when-enrolled'` asks only of a user who has a
+   * second factor (re-enrolling replaces it). API-token callers pass: the token is
+   * presented with every request, was created after a re-authentication, and its `admin`
+   * scope was chosen then. A pending session (stage `mfa`/`enrol`) has just proved its
+   * password and passes too (the stage rules limit it to the second-factor routes).
+   */
+  async requireRecentProof(principal: Principal, when: 'always' | 'when-enrolled'): Promise<void> {
+    if (principal.apiToken !== undefined || principal.stage !== 'full') return;
+    if (when === 'when-enrolled' && !(this.mfa && (await this.mfa.isEnrolled(principal.tenant.id, principal.user.id)))) return;
+    const policy = await this.repo.policy(principal.tenant.id);
+    const at = principal.authenticatedAt === undefined ? Number.NaN : Date.parse(principal.authenticatedAt);
+    const age = this.nowMs() - at;
+    if (Number.isFinite(age) && age < policy.reauthWindowSeconds * 1000) return;
+    throw new TachyonError('REAUTH_REQUIRED', 'the session’s last proof of identity is older than the re-authentication window', {
+      publicMessage: 'Confirm your identity again (re-authenticate) to do this.',
+      details: { reason: 'reauth-required' },
+    });
+  }
+
+  /**
+   * How the caller re-authenticates: `password` (+ `totp` when a second factor is
+   * enrolled), or `sso` for an account without a local password (sign in again through
+   * the organisation's identity provider: a new session, with a fresh proof).
+   */
+  async reauthMethod(principal: Principal): Promise<'password' | 'password+totp' | 'sso'> {
+    const creds = await this.repo.credentials(principal.tenant.id, principal.user.username);
+    if (!creds || creds.passwordHash === null) return 'sso';
+    return this.mfa && (await this.mfa.isEnrolled(principal.tenant.id, principal.user.id)) ? 'password+totp' : 'password';
+  }
+
+  /**
+   * Re-authentication in a signed-in session: the current password, and a TOTP `code`
+   * (or a `recoveryCode`) when the user has a second factor. Success records the proof in
+   * the session (its token and CSRF token stay). A wrong password counts against the
+   * account (or the account from this address) exactly like a failed sign-in, and at the
+   * policy's threshold locks it and ends its sessions; every attempt is audited as
+   * `web.signin` with `method: 'reauth'`. An account without a local password (SSO only)
+   * gets `CONFLICT`: it re-authenticates by signing in through SSO again.
+   * @throws `AUTH_FAILED` (wrong password, locked), `MFA_INVALID`/`MFA_LOCKED`, `CONFLICT`.
+   */
+  async reauthenticate(principal: Principal, input: { password: unknown; code?: string | undefined; recoveryCode?: string | undefined }, meta: RequestMeta): Promise<{ authenticatedAt: string }> {
+    const password = input.password;
+    if (typeof password !== 'string' || password.length === 0 || password.length > MAX_PASSWORD_LENGTH * 4) {
+      throw new TachyonError('USAGE', 'reauth without a usable password', { publicMessage: 'Invalid request: password is required.' });
+    }
+    const { tenant, user } = principal;
+    const creds = await this.repo.credentials(tenant.id, user.username);
+    const ok = await this.hasher.verify(creds?.passwordHash ?? (await this.dummy()), password);
+    const now = this.nowMs();
+    const fail = (reason: string, method = 'reauth'): never => {
+      this.record({
+        type: 'web.signin',
+        component: 'web',
+        severity: 'warning',
+        correlationId: meta.correlationId,
+        fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, result: 'failure', method, reason },
+      });
+      throw new TachyonError('AUTH_FAILED', `re-authentication refused: ${reason}`, {
+        publicMessage: 'Re-authentication failed: the password is wrong, or the account is locked.',
+        details: { reason, audited: true },
+      });
+    };
+    if (!creds) return fail('user-vanished');
+    if (creds.passwordHash === null) {
+      this.record({
+        type: 'web.signin',
+        component: 'web',
+        severity: 'warning',
+        correlationId: meta.correlationId,
+        fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, result: 'failure', method: 'reauth', reason: 'no-local-password' },
+      });
+      throw new TachyonError('CONFLICT', 'reauth by password of an SSO-only account', {
+        publicMessage: 'This account signs in through single sign-on: sign in again through your organisation to confirm your identity.',
+        details: { reason: 'no-local-password', audited: true },
+      });
+    }
+    const policy = await this.repo.policy(tenant.id);
+    if (user.lockedUntil !== null && Date.parse(user.lockedUntil) > now) return fail('locked');
+    const byAddress = policy.lockoutScope === 'address';
+    if (byAddress && (await this.addressLocked(tenant.id, user.id, addressKey(meta.clientAddress), now))) return fail('address-locked');
+    if (!ok) {
+      // a stolen session must not become a way around the lockout: wrong passwords count
+      const locked = await this.countFailure(tenant, user, policy, now, meta);
+      if (locked) await this.repo.deleteUserSessions(tenant.id, user.id);
+      return fail(locked ? 'bad-credentials-locked' : 'bad-credentials');
+    }
+    let method = 'reauth';
+    if (this.mfa && (await this.mfa.isEnrolled(tenant.id, user.id))) {
+      if ((input.code === undefined) === (input.recoveryCode === undefined)) {
+        throw new TachyonError('USAGE', 'reauth without exactly one of code, recoveryCode', {
+          publicMessage: 'Invalid request: send the code from your authenticator app (code) or a recovery code (recoveryCode) with the password.',
+          details: { field: 'code', reason: 'code-missing' },
+        });
+      }
+      method = input.code !== undefined ? 'reauth+totp' : 'reauth+recovery';
+      try {
+        if (input.code !== undefined) await this.mfa.verify(tenant.id, user.id, input.code, this.mfaCtx(principal, meta));
+        else await this.mfa.verifyRecoveryCode(tenant.id, user.id, input.recoveryCode as string, this.mfaCtx(principal, meta));
+      } catch (err) {
+        if (err instanceof TachyonError && (err.code === 'MFA_INVALID' || err.code === 'MFA_LOCKED')) {
+          const reason = err.code === 'MFA_LOCKED' ? 'mfa-locked' : String(err.details?.['reason'] ?? 'mfa-invalid');
+          this.record({
+            type: 'web.signin',
+            component: 'web',
+            severity: 'warning',
+            correlationId: meta.correlationId,
+            fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, result: 'failure', method, reason },
+          });
+          throw new TachyonError(err.code, err.message, { cause: err, publicMessage: err.publicMessage, details: { ...err.details, reason, audited: true } });
+        }
+        throw err;
+      }
+    }
+    await this.repo.clearFailures(tenant.id, user.id);
+    const at = this.iso(now);
+    await this.repo.markSessionAuthenticated(tenant.id, principal.sessionId, at);
+    this.record({
+      type: 'web.signin',
+      component: 'web',
+      correlationId: meta.correlationId,
+      fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, result: 'success', method },
+    });
+    return { authenticatedAt: at };
+  }
+
+  /**
+   * The single sign-on methods a tenant offers on its sign-in page (`oidc`, `saml`): the
+   * same answer shape for a tenant without SSO and for no such tenant (an empty list), so
+   * it tells nothing about which tenants exist.
+   */
+  async ssoMethods(slug: unknown): Promise<SsoProtocol[]> {
+    if (!this.sso || !this.ssoConfigs) return [];
+    const tenant = typeof slug === 'string' && TENANT_SLUG_PATTERN.test(slug) ? await this.repo.tenantBySlug(slug) : undefined;
+    if (!tenant) return [];
+    const view = await this.ssoConfigs.view(tenant.id);
+    const out: SsoProtocol[] = [];
+    if (view?.oidc) out.push('oidc');
+    if (view?.saml) out.push('saml');
+    return out;
   }
 
   /** The CSRF token of the session `token`. */

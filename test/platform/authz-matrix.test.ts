@@ -54,6 +54,8 @@ const CASES: Record<RouteName, (c: CaseCtx) => Promise<Call>> = {
     body: { tenant: c.side === 'own' ? c.A.slug : c.B.slug, username: 'only-in-a', password: USER_PW },
   }),
   disclaimer: async (c) => ({ method: 'GET', url: `/api/v1/auth/disclaimer/${c.side === 'own' ? c.A.slug : c.B.slug}` }),
+  ssoMethods: async (c) => ({ method: 'GET', url: `/api/v1/auth/sso/${c.side === 'own' ? c.A.slug : c.B.slug}/methods` }),
+  reauth: async (c) => ({ method: 'POST', url: `/api/v1/auth/reauth${q(c)}`, body: { password: USER_PW } }),
   ssoOidcStart: async (c) => ({ method: 'GET', url: `/api/v1/auth/sso/${c.side === 'own' ? c.A.slug : c.B.slug}/oidc/start` }),
   ssoOidcCallback: async (c) => ({ method: 'GET', url: `/api/v1/auth/sso/oidc/callback?state=x&code=y${c.side === 'other' ? `&tenant=${B_ID}` : ''}` }),
   ssoSamlStart: async (c) => ({ method: 'GET', url: `/api/v1/auth/sso/${c.side === 'own' ? c.A.slug : c.B.slug}/saml/start` }),
@@ -122,6 +124,8 @@ function expected(name: RouteName, caller: Caller, side: Side): number[] {
   const rule = ROUTE_TABLE[name];
   // this platform has no SSO services: every SSO route refuses (SSO_FAILED, 401), whoever
   // calls; test/platform/signin-sso.test.ts runs them against real identity providers
+  // (which SSO methods a tenant offers is public, and this platform offers none: 200, an empty list)
+  if (name === 'ssoMethods') return [200];
   if (name.startsWith('sso')) return [401];
   // public and tenant-named: answers for any tenant (B's disclaimer is public by design)
   if (name === 'disclaimer') return [200];
