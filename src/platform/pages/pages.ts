@@ -39,6 +39,7 @@ const NAV = `<nav aria-label="Main">
   <a href="/admin/audit" data-admin hidden>Audit log</a>
   <a href="/admin/allow-list" data-admin hidden>Allow-list</a>
   <a href="/admin/blocks" data-admin hidden>Blocked addresses</a>
+  <a href="/admin/sso" data-admin hidden>Single sign-on</a>
   <button type="button" id="signout">Sign out</button>
 </nav>`;
 
@@ -137,6 +138,7 @@ export const PAGES: Readonly<Record<string, PageDef>> = Object.freeze({
   <label for="passwordExpiryDays">Password expiry (days, 0 = never)</label><input id="passwordExpiryDays" type="number" min="0">
   <label for="sessionIdleSeconds">Session idle timeout (seconds)</label><input id="sessionIdleSeconds" type="number" min="1">
   <label for="sessionAbsoluteSeconds">Session lifetime (seconds)</label><input id="sessionAbsoluteSeconds" type="number" min="1">
+  <label for="reauthWindowSeconds">Re-authentication before sensitive changes after (seconds)</label><input id="reauthWindowSeconds" type="number" min="60" max="86400">
   <button type="submit">Save policy</button>
 </form>`,
   },
@@ -184,6 +186,19 @@ export const PAGES: Readonly<Record<string, PageDef>> = Object.freeze({
   <tbody></tbody>
 </table>
 <p id="blocks-empty" hidden>No address is blocked.</p>`,
+  },
+  '/admin/sso': {
+    title: 'Single sign-on',
+    page: 'sso',
+    body: `<p>Your organisation’s identity providers (OpenID Connect, SAML 2.0), as JSON: see the documentation for the fields. An OpenID Connect section without <code>clientSecret</code> keeps the stored secret.</p>
+<p>OpenID Connect client secret: <strong id="sso-secret"></strong></p>
+<form id="sso-form" novalidate aria-busy="true">
+  <label for="sso-config">Configuration (JSON)</label>
+  <textarea id="sso-config" rows="18" cols="80" spellcheck="false" autocomplete="off"></textarea>
+  <button type="submit">Save configuration</button>
+  <button type="button" id="sso-clear" hidden>Remove single sign-on</button>
+</form>
+<p id="sso-updated"></p>`,
   },
   '/totp': {
     title: 'Two-step sign-in',

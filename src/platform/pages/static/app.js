@@ -2,19 +2,35 @@
 // The platform pages' only script (an ES module; no framework, no build step). It talks
 // to the JSON API with fetch (same-origin credentials, the CSRF token /api/v1/me or sign-in
 // gives in X-CSRF-Token) and shows the API's sanitized error messages. Text is always set
-// with textContent, never as HTML.
+// with textContent, never as HTML. A sensitive change the API refuses with
+// REAUTH_REQUIRED opens a dialog that asks for the password (and the authenticator code
+// when the account has one), sends it to POST /api/v1/auth/reauth and retries the change.
 
 let csrf;
+/** How the signed-in user re-authenticates (GET /api/v1/me): password, password+totp or sso. */
+let reauthMethod = 'password';
 
 class ApiError extends Error {
-  constructor(status, message, ref) {
+  constructor(status, message, ref, code) {
     super(message);
     this.status = status;
     this.ref = ref;
+    this.code = code;
   }
 }
 
+/** A call to the API; a REAUTH_REQUIRED refusal asks the user to re-authenticate, then retries once. */
 async function api(method, url, body) {
+  try {
+    return await call(method, url, body);
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.code !== 'REAUTH_REQUIRED' || url === '/api/v1/auth/reauth') throw err;
+    if (!(await reauthenticate())) throw err;
+    return call(method, url, body);
+  }
+}
+
+async function call(method, url, body) {
   const headers = { accept: 'application/json' };
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (method !== 'GET' && csrf) headers['x-csrf-token'] = csrf;
@@ -34,9 +50,88 @@ async function api(method, url, body) {
   }
   if (!r.ok) {
     const e = data && data.error ? data.error : {};
-    throw new ApiError(r.status, typeof e.message === 'string' ? e.message : `The request failed (HTTP ${r.status}).`, e.correlation_id);
+    throw new ApiError(r.status, typeof e.message === 'string' ? e.message : `The request failed (HTTP ${r.status}).`, e.correlation_id, e.code);
   }
   return data;
+}
+
+function el(tag, props = {}, children = []) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === 'text') e.textContent = v;
+    else e.setAttribute(k, v);
+  }
+  e.append(...children);
+  return e;
+}
+
+/**
+ * The re-authentication dialog: resolves true once POST /api/v1/auth/reauth accepted the
+ * password (and code), false when the user cancels. An account that signs in through SSO
+ * is told to sign in again that way.
+ */
+function reauthenticate() {
+  return new Promise((resolve) => {
+    const sso = reauthMethod === 'sso';
+    const message = el('p', { id: 'reauth-message', role: 'alert', 'aria-live': 'assertive' });
+    const password = el('input', { id: 'reauth-password', type: 'password', autocomplete: 'current-password', required: '' });
+    const code = el('input', { id: 'reauth-code', inputmode: 'numeric', autocomplete: 'one-time-code' });
+    const fields = sso
+      ? [el('p', { text: 'Your account signs in through your organisation’s single sign-on: sign in again that way, then repeat the change.' })]
+      : [
+          el('label', { for: 'reauth-password', text: 'Password' }),
+          password,
+          ...(reauthMethod === 'password+totp' ? [el('label', { for: 'reauth-code', text: 'Code from your authenticator app (or a recovery code)' }), code] : []),
+        ];
+    const confirm = el('button', { type: 'submit', text: 'Confirm' });
+    const cancel = el('button', { type: 'button', text: 'Cancel' });
+    const form = el('form', { method: 'dialog', novalidate: '' }, [
+      el('h2', { id: 'reauth-title', text: 'Confirm it is you' }),
+      el('p', { text: 'This change needs your identity confirmed again.' }),
+      ...fields,
+      message,
+      ...(sso ? [el('a', { href: '/signin', text: 'Sign in again' })] : [confirm]),
+      cancel,
+    ]);
+    const dialog = el('dialog', { id: 'reauth-dialog', 'aria-labelledby': 'reauth-title' }, [form]);
+    let settled = false;
+    const finish = (ok) => {
+      if (settled) return;
+      settled = true;
+      password.value = '';
+      dialog.close();
+      dialog.remove();
+      resolve(ok);
+    };
+    cancel.addEventListener('click', () => finish(false));
+    dialog.addEventListener('cancel', () => finish(false));
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      if (sso) return;
+      const body = { password: password.value };
+      const c = code.value.trim();
+      if (reauthMethod === 'password+totp' && c !== '') {
+        if (/^\d{6,8}$/.test(c)) body.code = c;
+        else body.recoveryCode = c;
+      }
+      confirm.disabled = true;
+      try {
+        await call('POST', '/api/v1/auth/reauth', body);
+        finish(true);
+      } catch (err) {
+        password.value = '';
+        code.value = '';
+        confirm.disabled = false;
+        // too many wrong passwords lock the account and end its sessions
+        if (err instanceof ApiError && err.status === 401 && err.code === 'AUTH_FAILED' && /^Not signed in/.test(err.message)) location.assign('/signin');
+        message.textContent = err instanceof ApiError ? err.message : 'The server could not be reached. Try again.';
+        password.focus();
+      }
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    if (!sso) password.focus();
+  });
 }
 
 const $ = (id) => document.getElementById(id);
@@ -78,6 +173,7 @@ async function signedIn() {
   try {
     const me = await api('GET', '/api/v1/me');
     csrf = me.csrfToken;
+    if (me.reauthMethod) reauthMethod = me.reauthMethod;
     if ((me.user.roles || []).includes('tenant_admin') || (me.user.roles || []).includes('auditor')) {
       for (const a of document.querySelectorAll('[data-admin]')) a.hidden = false;
     }
@@ -113,6 +209,33 @@ const pages = {
       if (r.secondFactor === 'enrol') location.assign('/totp?required=1');
       else location.assign(r.passwordChangeRequired ? '/password?required=1' : '/');
     };
+    // the organisation's single sign-on buttons, for the tenant typed in (an unknown tenant offers none, like one without SSO)
+    const SSO_LABELS = { oidc: 'OpenID Connect', saml: 'SAML' };
+    let asked = '';
+    const offerSso = async () => {
+      const tenant = $('tenant').value.trim();
+      if (tenant === asked) return;
+      asked = tenant;
+      const box = $('sso');
+      let methods = [];
+      if (/^[a-z0-9][a-z0-9-]{0,62}$/i.test(tenant)) {
+        try {
+          methods = (await api('GET', `/api/v1/auth/sso/${encodeURIComponent(tenant)}/methods`)).methods || [];
+        } catch {
+          methods = [];
+        }
+      }
+      if (asked !== tenant) return;
+      box.replaceChildren(
+        ...methods
+          .filter((m) => m in SSO_LABELS)
+          .map((m) => el('a', { class: 'sso-button', href: `/api/v1/auth/sso/${encodeURIComponent(tenant)}/${m}/start`, text: `Sign in with your organisation’s SSO (${SSO_LABELS[m]})` })),
+      );
+      box.hidden = box.childElementCount === 0;
+    };
+    $('tenant').addEventListener('change', () => void offerSso());
+    $('tenant').addEventListener('blur', () => void offerSso());
+    if ($('tenant').value.trim() !== '') await offerSso();
     $('signin-form').addEventListener('submit', async (ev) => {
       ev.preventDefault();
       if (secondStep) {
@@ -290,7 +413,7 @@ const pages = {
     const me = await signedIn();
     if (!me) return;
     const form = $('policy-form');
-    const numbers = ['minPasswordLength', 'maxFailedAttempts', 'failureWindowSeconds', 'lockoutSeconds', 'passwordExpiryDays', 'sessionIdleSeconds', 'sessionAbsoluteSeconds'];
+    const numbers = ['minPasswordLength', 'maxFailedAttempts', 'failureWindowSeconds', 'lockoutSeconds', 'passwordExpiryDays', 'sessionIdleSeconds', 'sessionAbsoluteSeconds', 'reauthWindowSeconds'];
     const fill = (policy) => {
       for (const k of numbers) $(k).value = String(policy[k]);
       $('rejectCommonPasswords').checked = policy.rejectCommonPasswords === true;
@@ -311,6 +434,67 @@ const pages = {
       try {
         fill((await api('PUT', '/api/v1/policy', body)).policy);
         show('The policy was saved.', 'ok');
+      } catch (err) {
+        showError(err);
+      }
+    });
+  },
+
+  async sso() {
+    const me = await signedIn();
+    if (!me) return;
+    const admin = (me.user.roles || []).includes('tenant_admin');
+    const form = $('sso-form');
+    const fill = (view) => {
+      // the OIDC client secret never comes back: only whether one is stored
+      const config = view ? { ...view } : null;
+      let secret = 'none';
+      if (config) {
+        delete config.updatedAt;
+        if (config.oidc) {
+          const { clientSecretSet, ...oidc } = config.oidc;
+          config.oidc = oidc;
+          if (clientSecretSet) secret = 'set';
+        }
+      }
+      $('sso-config').value = config ? JSON.stringify(config, null, 2) : '';
+      $('sso-secret').textContent = secret;
+      $('sso-updated').textContent = view && view.updatedAt ? `Last changed ${when(view.updatedAt)}.` : 'Single sign-on is not configured.';
+      $('sso-clear').hidden = !admin || !view;
+      form.setAttribute('aria-busy', 'false');
+    };
+    try {
+      fill((await api('GET', '/api/v1/sso')).sso);
+    } catch (err) {
+      showError(err);
+      form.hidden = true;
+      return;
+    }
+    if (!admin) {
+      $('sso-config').readOnly = true;
+      form.querySelector('button[type="submit"]').hidden = true;
+    }
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      let body;
+      try {
+        body = JSON.parse($('sso-config').value);
+      } catch {
+        show('The configuration is not valid JSON.', 'error');
+        return;
+      }
+      try {
+        fill((await api('PUT', '/api/v1/sso', body)).sso);
+        show('The single sign-on configuration was saved.', 'ok');
+      } catch (err) {
+        showError(err);
+      }
+    });
+    $('sso-clear').addEventListener('click', async () => {
+      try {
+        await api('DELETE', '/api/v1/sso');
+        fill(null);
+        show('Single sign-on was removed.', 'ok');
       } catch (err) {
         showError(err);
       }
