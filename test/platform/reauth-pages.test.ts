@@ -155,6 +155,26 @@ describe('SSO buttons, re-authentication dialog and SSO page in chromium', { ski
     await ready(page);
     assert.ok(visited.some((u) => u.startsWith(`${oidc.issuer}/`)), `went to the IdP: ${visited.join(' ')}`);
     assert.equal(await page.locator('#me-username').textContent(), 'alice@example.com');
+    // an SSO-only account re-authenticates through SSO again: no password to send (409, audited)
+    const r = await page.evaluate(async () => {
+      const me = (await (await fetch('/api/v1/me')).json()) as { csrfToken: string; reauthMethod: string };
+      const res = await fetch('/api/v1/auth/reauth', { method: 'POST', headers: { 'content-type': 'application/json', 'x-csrf-token': me.csrfToken }, body: JSON.stringify({ password: 'anything at all 1' }) });
+      return { method: me.reauthMethod, status: res.status, body: await res.text() };
+    });
+    assert.equal(r.method, 'sso');
+    assert.equal(r.status, 409, r.body);
+    assert.match(r.body, /sign in again through your organisation/);
+    // stale: a sensitive change is refused like anyone's (the dialog then offers to sign in again)
+    clock.advance(601_000);
+    await page.goto('/');
+    await ready(page);
+    const stale = await page.evaluate(async () => {
+      const me = (await (await fetch('/api/v1/me')).json()) as { csrfToken: string };
+      const res = await fetch('/api/v1/me/tokens', { method: 'POST', headers: { 'content-type': 'application/json', 'x-csrf-token': me.csrfToken }, body: JSON.stringify({ scopes: ['read'] }) });
+      return { status: res.status, body: await res.text() };
+    });
+    assert.equal(stale.status, 403, stale.body);
+    assert.match(stale.body, /REAUTH_REQUIRED/);
     assert.deepEqual(problems, []);
   });
 
@@ -190,7 +210,7 @@ describe('SSO buttons, re-authentication dialog and SSO page in chromium', { ski
 
     await audit.flush();
     const rows = await db.db.selectFrom('platform_audit').select(['type', 'line']).orderBy('seq').execute();
-    const reauths = rows.filter((r) => r.type === 'web.signin' && r.line.includes('"method":"reauth"')).map((r) => (JSON.parse(r.line) as { fields: { result: string } }).fields.result);
+    const reauths = rows.filter((r) => r.type === 'web.signin' && r.line.includes('"method":"reauth"') && r.line.includes('"user":"admin"')).map((r) => (JSON.parse(r.line) as { fields: { result: string } }).fields.result);
     assert.deepEqual(reauths, ['failure', 'success']);
     assert.ok(!rows.some((r) => r.line.includes(ADMIN_PW) || r.line.includes('certainly not the password')), 'no password in the audit');
     assert.deepEqual(problems, []);
