@@ -37,7 +37,7 @@ function codeAt(secret: string, ms: number): string {
 
 /** A concrete URL of a route (parameters filled with well-formed values that name nothing). */
 function concrete(url: string): string {
-  return url.replace(':id', '00000000-0000-4000-8000-000000000000').replace(':address', '192.0.2.77').replace(':tenant', 'nobody');
+  return url.replace(/:(\w+)/g, (_m, name: string) => (name === 'address' ? '192.0.2.77' : name === 'tenant' ? 'nobody' : '00000000-0000-4000-8000-000000000000'));
 }
 
 const FLAGGED = routeRules().filter((r) => r.reauth !== undefined);
