@@ -216,6 +216,44 @@ describe('platform pages in chromium', { skip: existsSync(CHROMIUM) ? false : `$
     assert.deepEqual(problemsOf(page), []);
   });
 
+  it("a tenant's notice shows before sign-in: without the box ticked the page refuses, ticked it signs in and the acceptance is recorded", async () => {
+    const g = await seedTenant({ identity: p.identity } as unknown as Platform, 'globex');
+    const NOTICE = 'Authorised users only. Activity is recorded.';
+    await p.identity.repo.setPolicy(g.id, { ...(await p.identity.repo.policy(g.id)), disclaimer: NOTICE }, new Date().toISOString());
+    const { context, page } = await newPage();
+    await page.goto('/signin');
+    await ready(page);
+    assert.equal(await page.locator('#disclaimer').isVisible(), false, 'no notice before an organisation is named');
+    await page.getByLabel('Organisation').fill('globex');
+    await page.getByLabel('User name').fill('member1');
+    await page.locator('#disclaimer').waitFor({ state: 'visible', timeout: 5000 });
+    assert.equal(await page.locator('#disclaimer-text').textContent(), NOTICE);
+    await page.getByLabel('Password').fill(USER_PW);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.locator('#message.error').waitFor({ timeout: 5000 });
+    assert.match((await page.locator('#message').textContent()) ?? '', /Read the notice above/);
+    assert.deepEqual(await context.cookies(), [], 'no session without accepting');
+    await page.getByLabel('I have read this notice and I am authorised to proceed').check();
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(`${p.base}/`);
+    const accepted = readFileSync(path.join(p.dir, 'audit.log'), 'utf8')
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l) as { type: string; fields: Record<string, unknown> })
+      .filter((e) => e.type === 'web.signin' && e.fields['tenant'] === 'globex' && e.fields['result'] === 'success');
+    assert.equal(accepted.length, 1);
+    assert.equal(typeof accepted[0]!.fields['disclaimerAccepted'], 'string', 'the acceptance (a digest of the notice) is in the sign-in record');
+    // an organisation without a notice shows none
+    const other = await newPage();
+    await other.page.goto('/signin');
+    await ready(other.page);
+    await other.page.getByLabel('Organisation').fill(T);
+    await other.page.getByLabel('User name').fill('member1');
+    await other.page.waitForTimeout(300);
+    assert.equal(await other.page.locator('#disclaimer').isVisible(), false);
+    assert.deepEqual(problemsOf(page), []);
+  });
+
   it('a wrong password shows the API message and creates no session', async () => {
     const { context, page } = await newPage();
     await signIn(page, 'auditor1', 'not the password at all');

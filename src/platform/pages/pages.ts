@@ -48,7 +48,8 @@ export const PAGES: Readonly<Record<string, PageDef>> = Object.freeze({
   '/signin': {
     title: 'Sign in',
     page: 'signin',
-    body: `<section id="disclaimer" hidden aria-labelledby="disclaimer-title"><h2 id="disclaimer-title">Notice</h2><p id="disclaimer-text"></p></section>
+    body: `<section id="disclaimer" hidden aria-labelledby="disclaimer-title"><h2 id="disclaimer-title">Notice</h2><p id="disclaimer-text"></p>
+  <label><input id="accept-disclaimer" type="checkbox"> I have read this notice and I am authorised to proceed</label></section>
 <form id="signin-form" novalidate>
   <label for="tenant">Organisation</label>
   <input id="tenant" name="tenant" autocomplete="organization" required>

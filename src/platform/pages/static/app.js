@@ -233,9 +233,29 @@ const pages = {
       );
       box.hidden = box.childElementCount === 0;
     };
-    $('tenant').addEventListener('change', () => void offerSso());
-    $('tenant').addEventListener('blur', () => void offerSso());
-    if ($('tenant').value.trim() !== '') await offerSso();
+    // the organisation's notice, shown before sign-in; signing in means accepting it
+    let noticeFor = '';
+    const offerNotice = async () => {
+      const tenant = $('tenant').value.trim();
+      if (tenant === noticeFor) return;
+      noticeFor = tenant;
+      let text = '';
+      if (/^[a-z0-9][a-z0-9-]{0,62}$/i.test(tenant)) {
+        try {
+          text = (await api('GET', `/api/v1/auth/disclaimer/${encodeURIComponent(tenant)}`)).disclaimer || '';
+        } catch {
+          text = '';
+        }
+      }
+      if (noticeFor !== tenant) return;
+      $('disclaimer-text').textContent = text;
+      $('accept-disclaimer').checked = false;
+      $('disclaimer').hidden = text === '';
+    };
+    const onTenant = () => void Promise.all([offerSso(), offerNotice()]);
+    $('tenant').addEventListener('change', onTenant);
+    $('tenant').addEventListener('blur', onTenant);
+    if ($('tenant').value.trim() !== '') await Promise.all([offerSso(), offerNotice()]);
     $('signin-form').addEventListener('submit', async (ev) => {
       ev.preventDefault();
       if (secondStep) {
@@ -249,7 +269,14 @@ const pages = {
         }
         return;
       }
+      await offerNotice();
+      if (!$('disclaimer').hidden && !$('accept-disclaimer').checked) {
+        show('Read the notice above and confirm that you are authorised to proceed.', 'error');
+        $('accept-disclaimer').focus();
+        return;
+      }
       const body = { tenant: $('tenant').value.trim(), username: $('username').value.trim(), password: $('password').value };
+      if (!$('disclaimer').hidden) body.acceptDisclaimer = true;
       try {
         const r = await api('POST', '/api/v1/auth/signin', body);
         if (r.secondFactor === 'totp') {
