@@ -278,7 +278,7 @@ describe('platform pages in chromium', { skip: existsSync(CHROMIUM) ? false : `$
 
     await page.getByLabel('User name').fill('newbie');
     await page.getByLabel('Name', { exact: true }).fill('New <b>Bie</b>');
-    await page.getByLabel('Role').selectOption('member');
+    await page.getByLabel('Role', { exact: true }).selectOption('member');
     await page.getByLabel('Temporary password').first().fill('first temporary pass 1');
     await page.getByRole('button', { name: 'Create user' }).click();
     await page.locator('#message.ok').waitFor({ timeout: 5000 });
@@ -303,6 +303,13 @@ describe('platform pages in chromium', { skip: existsSync(CHROMIUM) ? false : `$
 
     await page.getByRole('button', { name: 'Disable auditor1' }).click();
     await page.locator('#users tbody tr[data-username="auditor1"] td:nth-child(4)', { hasText: 'disabled' }).waitFor({ timeout: 5000 });
+
+    // roles: the new user becomes an auditor from the page
+    await page.getByLabel('Role of newbie', { exact: true }).selectOption('auditor');
+    await page.getByRole('button', { name: 'Set the role of newbie' }).click();
+    await page.locator('#users tbody tr[data-username="newbie"] td:nth-child(3)', { hasText: 'auditor' }).waitFor({ timeout: 5000 });
+    const acme = (await p.identity.repo.tenantBySlug(T))?.id as string;
+    assert.deepEqual((await p.identity.repo.listUsers(acme)).find((u) => u.username === 'newbie')?.roles, ['auditor']);
 
     await page.getByRole('link', { name: 'Policy' }).click();
     await page.waitForURL(`${p.base}/admin/policy`);

@@ -393,7 +393,27 @@ const pages = {
             }
           });
           b.setAttribute('aria-label', `${disable ? 'Disable' : 'Enable'} ${u.username}`);
-          actions.append(b);
+          // roles: one role per user from this page (the API takes a list)
+          const role = document.createElement('select');
+          role.setAttribute('aria-label', `Role of ${u.username}`);
+          for (const r of ['member', 'auditor', 'tenant_admin']) {
+            const o = document.createElement('option');
+            o.value = r;
+            o.textContent = r;
+            o.selected = (u.roles || []).length === 1 && u.roles[0] === r;
+            role.append(o);
+          }
+          const set = button('Set role', async () => {
+            try {
+              await api('PATCH', `/api/v1/users/${encodeURIComponent(u.id)}`, { roles: [role.value] });
+              show(`${u.username} now has the role ${role.value}.`, 'ok');
+              await load();
+            } catch (err) {
+              showError(err);
+            }
+          });
+          set.setAttribute('aria-label', `Set the role of ${u.username}`);
+          actions.append(b, role, set);
         }
         tbody.append(tr);
         const opt = document.createElement('option');
