@@ -13,14 +13,14 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createHash, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { Agent as HttpsAgent } from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Secret, TOTP } from 'otpauth';
-import { chromium, type Browser } from 'playwright-core';
+import { type Browser } from 'playwright-core';
 import { openDatabase } from '../../src/db/database.js';
 import { clientAgent, ensureLocalCertificate } from '../../src/node-api/pki.js';
 import { TachyonError } from '../../src/core/errors.js';
@@ -28,8 +28,8 @@ import { validateServerConfig } from '../../src/server/config.js';
 import { Rng } from '../helpers/rng.js';
 import { bin, jsonLines, runCli, startConfigServer } from '../helpers/cli.js';
 import { httpsCall, type Response } from '../node-api/helpers.js';
+import { CHROMIUM, launchChromium, spkiHash } from '../helpers/browser.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 
 interface Started {
   child: ChildProcessWithoutNullStreams;
@@ -261,11 +261,10 @@ describe('tachyon start serves the web platform', () => {
     const reset = await runCli(['tenant', 'reset-password', 'acme', 'bob', '--json'], work);
     assert.equal(reset.code, 0, reset.stderr);
     const bobPassword = String((JSON.parse(reset.stdout) as Record<string, unknown>).temporaryPassword);
-    const der = new X509Certificate(readFileSync(path.join(data, 'tls', 'web.crt'))).publicKey.export({ type: 'spki', format: 'der' });
-    const spki = createHash('sha256').update(der).digest('base64');
+    const spki = spkiHash(readFileSync(path.join(data, 'tls', 'web.crt')));
     let browser: Browser | undefined;
     try {
-      browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', `--ignore-certificate-errors-spki-list=${spki}`] });
+      browser = await launchChromium(spki);
       const context = await browser.newContext({ ignoreHTTPSErrors: false, baseURL: String(web.url) });
       const page = await context.newPage();
       const problems: string[] = [];

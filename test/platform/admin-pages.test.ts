@@ -6,16 +6,14 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, X509Certificate } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { newCorrelationId } from '../../src/core/correlation.js';
 import { CidrList, ScoringDefender } from '../../src/defender/index.js';
 import { openDatabase, type Database } from '../../src/db/database.js';
-import { initCa, issueServerCert } from '../../src/node-api/pki.js';
 import { createPlatformApp, type PlatformApp } from '../../src/platform/app.js';
 import { DatabaseAuditSink } from '../../src/platform/audit-store.js';
 import { TenantAllowLists } from '../../src/platform/allow-list-store.js';
@@ -25,8 +23,8 @@ import { AesGcmSecretBox, MfaService } from '../../src/platform/mfa/index.js';
 import { Secret, TOTP } from 'otpauth';
 import { SimClock } from '../../src/testkit/simclock.js';
 import { ADMIN_PW, seedTenant, TEST_ARGON2, USER_PW, type Platform } from './helpers.js';
+import { CHROMIUM, issueTestCert, launchChromium } from '../helpers/browser.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 
 interface HttpsPlatform {
   readonly dir: string;
@@ -44,13 +42,7 @@ interface HttpsPlatform {
 
 async function startHttpsPlatform(options: { mfa?: boolean } = {}): Promise<HttpsPlatform> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tachyon-admin-pages-'));
-  const caDir = path.join(dir, 'ca');
-  await initCa({ dir: caDir, commonName: 'Tachyon admin pages test CA' });
-  const cert = await issueServerCert({ caDir, dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], days: 2, outPrefix: path.join(dir, 'server') });
-  const certPem = readFileSync(cert.certFile, 'utf8');
-  const keyPem = readFileSync(cert.keyFile, 'utf8');
-  const der = new X509Certificate(certPem).publicKey.export({ type: 'spki', format: 'der' });
-  const spki = createHash('sha256').update(der).digest('base64');
+  const { certPem, keyPem, spki } = await issueTestCert(dir, 'admin pages');
   const db = await openDatabase({ url: `sqlite://${path.join(dir, 'platform.db')}` });
   const clock = new SimClock({ startMs: Date.now() });
   const audit = await DatabaseAuditSink.open(db, { clock });
@@ -92,11 +84,7 @@ describe('administrator pages in chromium', { skip: existsSync(CHROMIUM) ? false
     p = await startHttpsPlatform();
     await seedTenant({ identity: p.identity } as unknown as Platform, T);
     await seedTenant({ identity: p.identity } as unknown as Platform, 'globex');
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', `--ignore-certificate-errors-spki-list=${p.spki}`],
-    });
+    browser = await launchChromium(p.spki);
   });
   after(async () => {
     for (const c of contexts) await c.close().catch(() => undefined);
@@ -286,11 +274,7 @@ describe('TOTP enrolment page in chromium', { skip: existsSync(CHROMIUM) ? false
   before(async () => {
     p = await startHttpsPlatform({ mfa: true });
     await seedTenant({ identity: p.identity } as unknown as Platform, 'acme');
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', `--ignore-certificate-errors-spki-list=${p.spki}`],
-    });
+    browser = await launchChromium(p.spki);
   });
   after(async () => {
     await context?.close().catch(() => undefined);

@@ -15,15 +15,13 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, X509Certificate } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { FileAuditSink } from '../../src/audit/index.js';
 import { openDatabase, type Database } from '../../src/db/database.js';
-import { initCa, issueServerCert } from '../../src/node-api/pki.js';
 import { createPlatformApp, type PlatformApp } from '../../src/platform/app.js';
 import { argon2idHasher } from '../../src/platform/passwords.js';
 import { PAGE_CSP, pageRoutes } from '../../src/platform/pages/pages.js';
@@ -31,8 +29,8 @@ import { IdentityService } from '../../src/platform/service.js';
 import { SimClock } from '../../src/testkit/simclock.js';
 import { ROUTE_TABLE } from '../../src/platform/routes.js';
 import { ADMIN_PW, seedTenant, startPlatform, TEST_ARGON2, USER_PW, type Platform } from './helpers.js';
+import { CHROMIUM, issueTestCert, launchChromium } from '../helpers/browser.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 
 describe('platform pages over HTTP', () => {
   let p: Platform;
@@ -105,13 +103,7 @@ interface HttpsPlatform {
 
 async function startHttpsPlatform(): Promise<HttpsPlatform> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tachyon-pages-'));
-  const caDir = path.join(dir, 'ca');
-  await initCa({ dir: caDir, commonName: 'Tachyon pages test CA' });
-  const cert = await issueServerCert({ caDir, dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], days: 2, outPrefix: path.join(dir, 'server') });
-  const certPem = readFileSync(cert.certFile, 'utf8');
-  const keyPem = readFileSync(cert.keyFile, 'utf8');
-  const der = new X509Certificate(certPem).publicKey.export({ type: 'spki', format: 'der' });
-  const spki = createHash('sha256').update(der).digest('base64');
+  const { certPem, keyPem, spki } = await issueTestCert(dir, 'pages');
   const db = await openDatabase({ url: `sqlite://${path.join(dir, 'platform.db')}` });
   const clock = new SimClock({ startMs: Date.now() });
   const audit = new FileAuditSink(path.join(dir, 'audit.log'), { clock, fsync: 'never' });
@@ -132,11 +124,7 @@ describe('platform pages in chromium', { skip: existsSync(CHROMIUM) ? false : `$
     p = await startHttpsPlatform();
     // seedTenant takes a Platform; it uses only `identity`
     await seedTenant({ identity: p.identity } as unknown as Platform, T);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', `--ignore-certificate-errors-spki-list=${p.spki}`],
-    });
+    browser = await launchChromium(p.spki);
   });
   after(async () => {
     for (const c of contexts) await c.close().catch(() => undefined);

@@ -10,15 +10,13 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, X509Certificate } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import * as client from 'openid-client';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { openDatabase, type Database } from '../../src/db/database.js';
-import { initCa, issueServerCert } from '../../src/node-api/pki.js';
 import { createPlatformApp, type PlatformApp } from '../../src/platform/app.js';
 import { DatabaseAuditSink } from '../../src/platform/audit-store.js';
 import { AesGcmSecretBox } from '../../src/platform/mfa/index.js';
@@ -28,8 +26,8 @@ import { DatabaseSsoConfigSource, MemorySsoStore, SsoServices, type OidcDiscover
 import { SimClock } from '../../src/testkit/simclock.js';
 import { ADMIN_PW, seedTenant, TEST_ARGON2, type Platform } from './helpers.js';
 import { startOidcProvider, type TestOidcProvider } from './sso/oidc-idp.js';
+import { CHROMIUM, issueTestCert, launchChromium } from '../helpers/browser.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const SECRET = 'reauth-pages-oidc-secret-5c2e7a91';
 
 /** The test adapter of the discovery seam: plain HTTP to the provider on 127.0.0.1; signatures still checked. */
@@ -54,12 +52,7 @@ describe('SSO buttons, re-authentication dialog and SSO page in chromium', { ski
 
   before(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'tachyon-reauth-pages-'));
-    const caDir = path.join(dir, 'ca');
-    await initCa({ dir: caDir, commonName: 'Tachyon reauth pages test CA' });
-    const cert = await issueServerCert({ caDir, dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], days: 2, outPrefix: path.join(dir, 'server') });
-    const certPem = readFileSync(cert.certFile, 'utf8');
-    const keyPem = readFileSync(cert.keyFile, 'utf8');
-    const spki = createHash('sha256').update(new X509Certificate(certPem).publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
+    const { certPem, keyPem, spki } = await issueTestCert(dir, 'reauth pages');
     db = await openDatabase({ url: `sqlite://${path.join(dir, 'platform.db')}` });
     clock = new SimClock({ startMs: Date.now() });
     audit = await DatabaseAuditSink.open(db, { clock });
@@ -78,11 +71,7 @@ describe('SSO buttons, re-authentication dialog and SSO page in chromium', { ski
     await ssoConfigs.put(acmeId, {
       oidc: { issuer: oidc.issuer, clientId: 'tachyon-platform', clientSecret: SECRET, redirectUri, scopes: ['openid', 'email', 'profile', 'groups'] },
     });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', `--ignore-certificate-errors-spki-list=${spki}`],
-    });
+    browser = await launchChromium(spki);
   });
   after(async () => {
     for (const c of contexts) await c.close().catch(() => undefined);
