@@ -401,6 +401,40 @@ export class IdentityService {
   }
 
   /**
+   * Checks a TOTP `code` (or else the `recoveryCode`) of the principal's user. A wrong or
+   * locked one is audited as a failed `web.signin` with `method` and rethrown marked as
+   * audited (`MFA_INVALID` / `MFA_LOCKED`).
+   */
+  private async verifySecondFactor(
+    mfa: MfaService,
+    principal: Principal,
+    input: { code?: string | undefined; recoveryCode?: string | undefined },
+    ctx: ReturnType<IdentityService['mfaCtx']>,
+    method: string,
+    meta: RequestMeta,
+  ): Promise<MfaVerified> {
+    const { tenant, user } = principal;
+    try {
+      return input.code !== undefined
+        ? await mfa.verify(tenant.id, user.id, input.code, ctx)
+        : await mfa.verifyRecoveryCode(tenant.id, user.id, input.recoveryCode as string, ctx);
+    } catch (err) {
+      if (err instanceof TachyonError && (err.code === 'MFA_INVALID' || err.code === 'MFA_LOCKED')) {
+        const reason = err.code === 'MFA_LOCKED' ? 'mfa-locked' : String(err.details?.['reason'] ?? 'mfa-invalid');
+        this.record({
+          type: 'web.signin',
+          component: 'web',
+          severity: 'warning',
+          correlationId: meta.correlationId,
+          fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, result: 'failure', method, reason },
+        });
+        throw new TachyonError(err.code, err.message, { cause: err, publicMessage: err.publicMessage, details: { ...err.details, reason, audited: true } });
+      }
+      throw err;
+    }
+  }
+
+  /**
    * The second sign-in step: a TOTP `code` or a `recoveryCode` for a session at stage
    * `mfa`. Success ends the pending session and opens a full one (a new token);
    * failure is audited as a failed sign-in and answered `MFA_INVALID` / `MFA_LOCKED`.
@@ -417,26 +451,7 @@ export class IdentityService {
     }
     const ctx = this.mfaCtx(principal, meta);
     const method = input.code !== undefined ? 'password+totp' : 'password+recovery';
-    let verified: MfaVerified;
-    try {
-      verified =
-        input.code !== undefined
-          ? await mfa.verify(principal.tenant.id, principal.user.id, input.code, ctx)
-          : await mfa.verifyRecoveryCode(principal.tenant.id, principal.user.id, input.recoveryCode as string, ctx);
-    } catch (err) {
-      if (err instanceof TachyonError && (err.code === 'MFA_INVALID' || err.code === 'MFA_LOCKED')) {
-        const reason = err.code === 'MFA_LOCKED' ? 'mfa-locked' : String(err.details?.['reason'] ?? 'mfa-invalid');
-        this.record({
-          type: 'web.signin',
-          component: 'web',
-          severity: 'warning',
-          correlationId: meta.correlationId,
-          fields: { clientAddress: meta.clientAddress, tenant: principal.tenant.slug, user: principal.user.username, result: 'failure', method, reason },
-        });
-        throw new TachyonError(err.code, err.message, { cause: err, publicMessage: err.publicMessage, details: { ...err.details, reason, audited: true } });
-      }
-      throw err;
-    }
+    const verified = await this.verifySecondFactor(mfa, principal, input, ctx, method, meta);
     await this.repo.deleteSession(principal.tenant.id, principal.user.id, principal.sessionId);
     const policy = await this.repo.policy(principal.tenant.id);
     const r = await this.openSession(principal.tenant, principal.user, policy, 'full', meta, this.nowMs());
@@ -871,23 +886,7 @@ export class IdentityService {
         });
       }
       method = input.code !== undefined ? 'reauth+totp' : 'reauth+recovery';
-      try {
-        if (input.code !== undefined) await this.mfa.verify(tenant.id, user.id, input.code, this.mfaCtx(principal, meta));
-        else await this.mfa.verifyRecoveryCode(tenant.id, user.id, input.recoveryCode as string, this.mfaCtx(principal, meta));
-      } catch (err) {
-        if (err instanceof TachyonError && (err.code === 'MFA_INVALID' || err.code === 'MFA_LOCKED')) {
-          const reason = err.code === 'MFA_LOCKED' ? 'mfa-locked' : String(err.details?.['reason'] ?? 'mfa-invalid');
-          this.record({
-            type: 'web.signin',
-            component: 'web',
-            severity: 'warning',
-            correlationId: meta.correlationId,
-            fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, result: 'failure', method, reason },
-          });
-          throw new TachyonError(err.code, err.message, { cause: err, publicMessage: err.publicMessage, details: { ...err.details, reason, audited: true } });
-        }
-        throw err;
-      }
+      await this.verifySecondFactor(this.mfa, principal, input, this.mfaCtx(principal, meta), method, meta);
     }
     await this.repo.clearFailures(tenant.id, user.id);
     const at = this.iso(now);
