@@ -994,19 +994,7 @@ export class IdentityService {
     }
     await this.repo.setPassword(principal.tenant.id, principal.user.id, await this.hasher.hash(pw), false, this.iso());
     const ended = await this.repo.deleteUserSessions(principal.tenant.id, principal.user.id, principal.sessionId);
-    this.record({
-      type: 'web.change',
-      component: 'web',
-      correlationId: meta.correlationId,
-      fields: {
-        clientAddress: meta.clientAddress,
-        tenant: principal.tenant.slug,
-        actor: principal.user.username,
-        action: 'user.self-change',
-        target: principal.user.id,
-        changed: ['credential', ...(ended > 0 ? ['other-sessions-ended'] : [])],
-      },
-    });
+    this.changed(principal, meta, 'user.self-change', principal.user.id, ['credential', ...(ended > 0 ? ['other-sessions-ended'] : [])]);
   }
 
   /** An administrator sets a temporary password: the user must change it at next sign-in; their sessions end. */

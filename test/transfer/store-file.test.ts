@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import type { Hello } from '../../src/control/messages.js';
 import { MemoryStorage } from '../../src/storage/index.js';
 import { storageUploadResolver } from '../../src/transfer/session.js';
-import { Spooler, StoreSink, hashStoredRanges, storageListing, type ReceiverStore } from '../../src/transfer/store-file.js';
+import { Spooler, StoreSink, hashStoredRanges, storageListing } from '../../src/transfer/store-file.js';
 import { ExcludeSet } from '../../src/transfer/exclude.js';
 import type { OutgoingFile } from '../../src/transfer/roles.js';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
@@ -16,27 +16,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { rejectsCode, throwsCode } from '../helpers/errors.js';
 import { Rng } from '../helpers/rng.js';
+import { readAll, storeOf } from '../helpers/memory-store.js';
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
-function storeOf(backend: MemoryStorage): ReceiverStore {
-  return {
-    backend,
-    ensureDir: async (d) => {
-      if (d === '') return;
-      await backend.mkdir(d, { recursive: true }).catch(() => undefined);
-    },
-  };
-}
-
-async function readAll(s: MemoryStorage, p: string): Promise<Buffer> {
-  const h = await s.openRead(p);
-  try {
-    return await h.read(0, h.size);
-  } finally {
-    await h.close();
-  }
-}
 
 describe('StoreSink', () => {
   it('takes blocks out of order (reused buffer), gives the SHA-256, and publishes only on commit with the mtime', async () => {

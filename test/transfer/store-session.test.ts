@@ -17,29 +17,11 @@ import { MemoryStorage } from '../../src/storage/index.js';
 import { storageGrant } from '../../src/transfer/grant.js';
 import type { FileOutcome, FileStart } from '../../src/transfer/roles.js';
 import { serveSession, type ServerSessionContext } from '../../src/transfer/session.js';
-import type { ReceiverStore } from '../../src/transfer/store-file.js';
 import { removeDir, startServer, startTransfer, tempDir, type Server } from '../helpers/loopback.js';
+import { readAll, storeOf } from '../helpers/memory-store.js';
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
-function storeOf(backend: MemoryStorage): ReceiverStore {
-  return {
-    backend,
-    ensureDir: async (d) => {
-      if (d === '') return;
-      await backend.mkdir(d, { recursive: true }).catch(() => undefined);
-    },
-  };
-}
-
-async function readAll(s: MemoryStorage, p: string): Promise<Buffer> {
-  const h = await s.openRead(p);
-  try {
-    return await h.read(0, h.size);
-  } finally {
-    await h.close();
-  }
-}
 
 const codeOf = (e: unknown): string | undefined => (e instanceof TachyonError ? e.code : undefined);
 

@@ -67,6 +67,49 @@ export function ssoFailure(protocol: SsoProtocol, reason: SsoFailureReason, tena
   });
 }
 
+/** Records a successful SSO sign-in (`sso.success`) and returns the identity. */
+export function auditSuccess(audit: AuditSink, identity: SsoIdentity, ctx: SsoRequestContext): SsoIdentity {
+  audit.record({
+    type: 'sso.success',
+    component: 'platform.sso',
+    fields: {
+      tenantId: identity.tenantId,
+      protocol: identity.protocol,
+      subject: identity.subject,
+      ...(identity.email === undefined ? {} : { email: identity.email }),
+      roles: identity.roles,
+      ...(ctx.clientAddress === undefined ? {} : { clientAddress: ctx.clientAddress }),
+    },
+  });
+  return identity;
+}
+
+/**
+ * The error an SSO sign-in answers with: an `SSO_FAILED` gains the tenant when it lacks
+ * one and is audited; another TachyonError passes unchanged; anything else is translated
+ * by the protocol's `translate` and audited.
+ */
+export function ssoRefusal(
+  audit: AuditSink,
+  protocol: SsoProtocol,
+  err: unknown,
+  tenantId: string | undefined,
+  ctx: SsoRequestContext,
+  subject: string | undefined,
+  translate: (err: unknown, tenantId: string | undefined) => TachyonError,
+): TachyonError {
+  if (err instanceof TachyonError && err.code === 'SSO_FAILED') {
+    const d = err.details ?? {};
+    const e =
+      d.tenantId === undefined && tenantId !== undefined
+        ? ssoFailure(protocol, d.reason as SsoFailureReason, tenantId, typeof d.upstream === 'string' ? d.upstream : undefined)
+        : err;
+    return auditFailure(audit, e, ctx, subject);
+  }
+  if (err instanceof TachyonError) return err;
+  return auditFailure(audit, translate(err, tenantId), ctx, subject);
+}
+
 /** Records the refusal (best effort: a failing sink must not turn a refusal into something else) and returns the error to throw. */
 export function auditFailure(audit: AuditSink, err: TachyonError, ctx: SsoRequestContext, subject?: string): TachyonError {
   const d = err.details ?? {};

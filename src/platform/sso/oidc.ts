@@ -11,7 +11,7 @@ import { systemClock } from '../../core/clock.js';
 import { TachyonError } from '../../core/errors.js';
 import type { AuditSink } from '../../audit/event.js';
 import { emailDomainAllowed, mapRoles, type OidcConfig, type SsoConfigSource } from './config.js';
-import { auditFailure, ssoFailure, type SsoFailureReason, type SsoIdentity, type SsoRequestContext } from './identity.js';
+import { auditSuccess, ssoFailure, ssoRefusal, type SsoFailureReason, type SsoIdentity, type SsoRequestContext } from './identity.js';
 import type { SsoStore } from './store.js';
 
 /**
@@ -167,31 +167,14 @@ export class OidcService {
         }
       }
       const identity = claimsToIdentity(tx.tenantId, c, claims);
-      this.audit.record({
-        type: 'sso.success',
-        component: 'platform.sso',
-        fields: {
-          tenantId: identity.tenantId,
-          protocol: 'oidc',
-          subject: identity.subject,
-          ...(identity.email === undefined ? {} : { email: identity.email }),
-          roles: identity.roles,
-          ...(ctx.clientAddress === undefined ? {} : { clientAddress: ctx.clientAddress }),
-        },
-      });
-      return identity;
+      return auditSuccess(this.audit, identity, ctx);
     } catch (err) {
       throw this.refuse(err, tenantId, ctx, subject);
     }
   }
 
   private refuse(err: unknown, tenantId: string | undefined, ctx: SsoRequestContext, subject?: string): TachyonError {
-    if (err instanceof TachyonError && err.code === 'SSO_FAILED') {
-      const e = err.details?.tenantId === undefined && tenantId !== undefined ? withTenant(err, tenantId) : err;
-      return auditFailure(this.audit, e, ctx, subject);
-    }
-    if (err instanceof TachyonError) return err;
-    return auditFailure(this.audit, translateOidcError(err, tenantId), ctx, subject);
+    return ssoRefusal(this.audit, 'oidc', err, tenantId, ctx, subject, translateOidcError);
   }
 
   private async tenantConfig(tenantId: string): Promise<OidcConfig> {
@@ -211,11 +194,6 @@ export class OidcService {
     this.discovered.set(tenantId, { source: c, at: now, cfg });
     return cfg;
   }
-}
-
-function withTenant(err: TachyonError, tenantId: string): TachyonError {
-  const d = err.details ?? {};
-  return ssoFailure('oidc', d.reason as SsoFailureReason, tenantId, typeof d.upstream === 'string' ? d.upstream : undefined);
 }
 
 /** Turns verified claims into an identity, applying the e-mail and role rules of the tenant. */

@@ -17,7 +17,7 @@ import { systemClock } from '../../core/clock.js';
 import { TachyonError } from '../../core/errors.js';
 import type { AuditSink } from '../../audit/event.js';
 import { emailDomainAllowed, mapRoles, type SamlConfig, type SsoConfigSource } from './config.js';
-import { auditFailure, ssoFailure, type SsoFailureReason, type SsoIdentity, type SsoRequestContext } from './identity.js';
+import { auditSuccess, ssoFailure, ssoRefusal, type SsoFailureReason, type SsoIdentity, type SsoRequestContext } from './identity.js';
 import type { SsoStore } from './store.js';
 
 /** What `beginSaml` returns: where to send the browser. */
@@ -165,32 +165,14 @@ export class SamlService {
       }
 
       const identity = profileToIdentity(tx.tenantId, c, profile, subject);
-      this.audit.record({
-        type: 'sso.success',
-        component: 'platform.sso',
-        fields: {
-          tenantId: identity.tenantId,
-          protocol: 'saml',
-          subject: identity.subject,
-          ...(identity.email === undefined ? {} : { email: identity.email }),
-          roles: identity.roles,
-          ...(ctx.clientAddress === undefined ? {} : { clientAddress: ctx.clientAddress }),
-        },
-      });
-      return identity;
+      return auditSuccess(this.audit, identity, ctx);
     } catch (err) {
       throw this.refuse(err, tenantId, ctx, subject);
     }
   }
 
   private refuse(err: unknown, tenantId: string | undefined, ctx: SsoRequestContext, subject?: string): TachyonError {
-    if (err instanceof TachyonError && err.code === 'SSO_FAILED') {
-      const d = err.details ?? {};
-      const e = d.tenantId === undefined && tenantId !== undefined ? ssoFailure('saml', d.reason as SsoFailureReason, tenantId, d.upstream as string | undefined) : err;
-      return auditFailure(this.audit, e, ctx, subject);
-    }
-    if (err instanceof TachyonError) return err;
-    return auditFailure(this.audit, translateSamlError(err, tenantId), ctx, subject);
+    return ssoRefusal(this.audit, 'saml', err, tenantId, ctx, subject, translateSamlError);
   }
 
   private async tenantConfig(tenantId: string): Promise<SamlConfig> {
