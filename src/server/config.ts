@@ -210,6 +210,11 @@ const posInt = (max: number): z.ZodNumber =>
 const cipher = z.enum(CIPHERS, expected(`expected one of ${CIPHERS.join(', ')}`));
 const rate = z.union([z.string(), z.number()], expected('expected a rate such as "200m", "1g" or a number of bits/s'));
 const nonEmpty = z.string(expected('expected a string')).min(1, { error: 'must not be empty' });
+const portNumber = z
+  .number(expected('expected a port number (0-65535)'))
+  .int({ error: 'expected a port number (0-65535)' })
+  .min(0, { error: 'expected a port number (0-65535)' })
+  .max(65535, { error: 'expected a port number (0-65535)' });
 
 const UserSchema = z.strictObject({
   name: z.string(expected('expected a string')),
@@ -261,12 +266,7 @@ const DefenderSchema = z.strictObject({
 
 const ConfigSchema = z.strictObject({
   listen: nonEmpty.optional(),
-  port: z
-    .number(expected('expected a port number (0-65535)'))
-    .int({ error: 'expected a port number (0-65535)' })
-    .min(0, { error: 'expected a port number (0-65535)' })
-    .max(65535, { error: 'expected a port number (0-65535)' })
-    .optional(),
+  port: portNumber.optional(),
   hostKeyFile: nonEmpty.optional(),
   database: nonEmpty.optional(),
   allowedRoots: z
@@ -313,12 +313,7 @@ const ConfigSchema = z.strictObject({
   nodeApi: z
     .strictObject({
       listen: nonEmpty.optional(),
-      port: z
-        .number(expected('expected a port number (0-65535)'))
-        .int({ error: 'expected a port number (0-65535)' })
-        .min(0, { error: 'expected a port number (0-65535)' })
-        .max(65535, { error: 'expected a port number (0-65535)' })
-        .optional(),
+      port: portNumber.optional(),
       certFile: nonEmpty,
       keyFile: nonEmpty,
       chainFile: nonEmpty.optional(),
@@ -328,12 +323,7 @@ const ConfigSchema = z.strictObject({
   platform: z
     .strictObject({
       listen: nonEmpty.optional(),
-      port: z
-        .number(expected('expected a port number (0-65535)'))
-        .int({ error: 'expected a port number (0-65535)' })
-        .min(0, { error: 'expected a port number (0-65535)' })
-        .max(65535, { error: 'expected a port number (0-65535)' })
-        .optional(),
+      port: portNumber.optional(),
       certFile: nonEmpty,
       keyFile: nonEmpty,
       chainFile: nonEmpty.optional(),
