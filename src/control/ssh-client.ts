@@ -13,6 +13,7 @@ import type { StreamControlLink } from './framing.js';
 import { blobKeyType, checkKnownHosts, fingerprintOf, knownHostsName, normalizeFingerprint } from './hostkeys.js';
 import type { KnownHostsResult } from './hostkeys.js';
 import { SUBSYSTEM } from './messages.js';
+import { onSubsystemRequested, pipelineClientAuth } from './ssh-pipeline.js';
 import type { ControlLink } from './messages.js';
 import { SSH_IDENT, controlAlgorithms } from './ssh-server.js';
 
@@ -43,6 +44,8 @@ export interface ConnectOptions {
   hostKey: HostKeyPin;
   /** Limit for TCP connect + SSH handshake + authentication + opening the subsystem. Default 15000 ms. */
   timeoutMs?: number;
+  /** false: one round trip per SSH step, as stock clients do (default: pipelined, see ssh-pipeline.ts). */
+  pipeline?: boolean;
   /** Receives ssh2's protocol trace (one line per SSH message; never key material). For `TACHYON_TRACE`. */
   trace?: (line: string) => void;
 }
@@ -55,6 +58,11 @@ export interface ControlConnection {
   remoteAddress: string;
   /** The verified `SHA256:…` fingerprint of the server's host key. */
   hostKeyFingerprint: string;
+  /**
+   * True when the set-up was pipelined (ssh-pipeline.ts): two round trips after the key
+   * exchange instead of six.
+   */
+  pipelined: boolean;
   /** Closes the link and the SSH connection. */
   close(): void;
 }
@@ -144,6 +152,7 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
     let serverFingerprint: string | undefined;
     let link: StreamControlLink | undefined;
     let channel: ClientChannel | undefined;
+    let pipelined = false;
 
     const fail = (err: TachyonError): void => {
       if (settled) return;
@@ -240,41 +249,63 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
       if (phase === 'in the SSH handshake') phase = 'authenticating';
     });
 
-    client.on('ready', () => {
-      if (settled) return;
+    /** Builds the link on the subsystem channel and hands the connection to the caller. */
+    const linkUp = (ch: ClientChannel): void => {
+      if (settled || link !== undefined) return;
+      channel = ch;
+      channel.on('error', () => {});
+      const theLink = linkFromStream(channel);
+      link = theLink;
+      theLink.onClose(() => shutdown());
+      settled = true;
+      clearTimeout(timer);
+      resolve({
+        link: theLink,
+        remoteAddress: socket.remoteAddress ?? host,
+        hostKeyFingerprint: serverFingerprint ?? '',
+        pipelined,
+        close: () => {
+          theLink.close();
+          shutdown();
+        },
+      });
+    };
+
+    let subsystemOpened = false;
+    const openSubsystem = (): void => {
+      if (settled || subsystemOpened) return;
+      subsystemOpened = true;
       phase = `opening the ${SUBSYSTEM} subsystem`;
       client.subsys(SUBSYSTEM, (err, ch) => {
-        if (settled) {
-          ch?.destroy();
+        if (err && !authenticated && !settled) {
+          // A server that refuses a channel opened before authentication has succeeded
+          // (an older Tachyon, see ssh-pipeline.ts): open it again once it has.
+          subsystemOpened = false;
           return;
         }
         if (err) {
-          fail(
-            new TachyonError(
-              'PROTOCOL',
-              `The server ${target} refused the ${SUBSYSTEM} subsystem (is it a Tachyon server?): ${err.message}`,
-              { cause: err },
-            ),
+          const refused = new TachyonError(
+            'PROTOCOL',
+            `The server ${target} refused the ${SUBSYSTEM} subsystem (is it a Tachyon server?): ${err.message}`,
+            { cause: err },
           );
+          // With the first messages already sent (see ssh-pipeline.ts), the link carries the refusal.
+          if (link !== undefined) link.abort(refused);
+          else fail(refused);
           return;
         }
-        channel = ch;
-        channel.on('error', () => {});
-        const theLink = linkFromStream(channel);
-        link = theLink;
-        theLink.onClose(() => shutdown());
-        settled = true;
-        clearTimeout(timer);
-        resolve({
-          link: theLink,
-          remoteAddress: socket.remoteAddress ?? host,
-          hostKeyFingerprint: serverFingerprint ?? '',
-          close: () => {
-            theLink.close();
-            shutdown();
-          },
-        });
+        if (settled && link === undefined) {
+          ch.destroy();
+          return;
+        }
+        linkUp(ch);
       });
+    };
+
+    let authenticated = false;
+    client.on('ready', () => {
+      authenticated = true;
+      if (!settled) openSubsystem();
     });
 
     let shuttingDown = false;
@@ -325,7 +356,23 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
         });
       } catch (err) {
         fail(new TachyonError('CONFIG', `Cannot start the SSH client: ${(err as Error).message}`, { cause: err }));
+        return;
       }
+      if (opts.pipeline === false) return;
+      // Fewer round trips (ssh-pipeline.ts): the first control messages ride with the
+      // subsystem request, and authentication and the channel open with the service request.
+      const early = onSubsystemRequested(client, SUBSYSTEM, linkUp);
+      const fast = pipelineClientAuth(client, {
+        user,
+        credential: clientKey !== undefined ? { key: clientKey } : { password: opts.token ?? '' },
+        onAuthFailure: () => {
+          const e: Ssh2Error = new Error('All configured authentication methods failed');
+          e.level = 'client-authentication';
+          fail(mapError(e));
+        },
+        afterAuth: openSubsystem,
+      });
+      pipelined = early && fast;
     });
     socket.connect({ host, port });
   });

@@ -30,6 +30,7 @@ import { TachyonError, toTachyonError } from '../core/errors.js';
 import { linkFromStream } from './framing.js';
 import type { StreamControlLink } from './framing.js';
 import { fingerprintOf, MIN_RSA_BITS } from './hostkeys.js';
+import { holdChannelOpensDuringAuth } from './ssh-pipeline.js';
 import { SUBSYSTEM } from './messages.js';
 import type { ControlLink } from './messages.js';
 
@@ -627,11 +628,21 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     conn.on('error', (err: Error & { level?: string }) => {
       emit({ type: 'client-error', message: clip(err.message, 200), ...(err.level !== undefined ? { level: err.level } : {}), ...where(rec) });
     });
+    // A client may send CHANNEL_OPEN right behind its signed request (ssh-pipeline.ts): it
+    // waits for the decision on that request instead of being refused while we check the key.
+    let deciding = 0;
+    const release = holdChannelOpensDuringAuth(conn, () => deciding > 0);
     conn.on('authentication', (ctx: AuthContext) => {
-      handleAuth(rec, ctx).catch((err: unknown) => {
-        emit({ type: 'client-error', message: clip(String(err), 200), ...where(rec) });
-        hangUp(rec, 'internal-error', undefined);
-      });
+      deciding++;
+      handleAuth(rec, ctx)
+        .catch((err: unknown) => {
+          emit({ type: 'client-error', message: clip(String(err), 200), ...where(rec) });
+          hangUp(rec, 'internal-error', undefined);
+        })
+        .finally(() => {
+          deciding--;
+          release?.();
+        });
     });
     conn.on('ready', () => {
       if (rec.graceTimer) clearTimeout(rec.graceTimer);
