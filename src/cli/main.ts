@@ -1,6 +1,7 @@
 /** The `tachyon` command. */
 import { Command, CommanderError, Option } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import path from 'node:path';
@@ -8,11 +9,7 @@ import { systemClock } from '../core/clock.js';
 import { TachyonError, toTachyonError } from '../core/errors.js';
 import { CIPHERS, OVERWRITE_POLICIES, POLICIES, RESUME_LEVELS, type CipherName, type OverwritePolicy, type RatePolicy, type ResumeLevel } from '../core/types.js';
 import { formatRate, parseRate } from '../core/units.js';
-import { connectControl } from '../control/ssh-client.js';
 import type { ControlLink } from '../control/messages.js';
-import { Endpoint } from '../transport/session/endpoint.js';
-import { openUdpSocket } from '../transport/socket/udp.js';
-import { clientTransfer, DEFAULT_DATAGRAM_SIZE } from '../transfer/session.js';
 import { parseFileList } from '../transfer/sources.js';
 import { prepareAtRest, registerAtRestCommands, registerKeyCommands } from './atrest-commands.js';
 import { ManifestWriter } from './manifest.js';
@@ -20,7 +17,7 @@ import { createReporter } from './progress.js';
 import { requireRemote, parseRemote } from './remote.js';
 import { defaultHostKeyPath } from './defaults.js';
 import type { ServeOpts, StartOpts } from './serve.js';
-import { readTransferSpec, specTransfer, type SpecTransfer } from './transfer-spec.js';
+import type { SpecTransfer } from './transfer-spec.js';
 
 const DEFAULT_PORT = 33001;
 
@@ -113,6 +110,7 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
     if (o.fileList !== undefined || o.identity !== undefined || o.knownHosts !== undefined) {
       throw new TachyonError('USAGE', '--transfer-spec names the paths, the credentials and the host key: leave out --file-list, -i and --known-hosts');
     }
+    const { readTransferSpec, specTransfer } = await import('./transfer-spec.js');
     spec = specTransfer(op, readTransferSpec(o.transferSpec), args);
     if (o.hostKeyFingerprint !== undefined && o.hostKeyFingerprint !== spec.hostKeyFingerprint) {
       throw new TachyonError('USAGE', `--host-key-fingerprint ${o.hostKeyFingerprint} differs from the transfer spec's ${spec.hostKeyFingerprint}`);
@@ -184,7 +182,18 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
   // TACHYON_TRACE=1: where the time goes — every SSH message and transfer phase, in ms since start
   const trace = tracing ? (line: string): void => void process.stderr.write(`[${(performance.now() - started).toFixed(1)} ms] ${line}\n`) : undefined;
   loopDelay?.enable();
+  // Load the transfer code (about 90 ms) while the TCP handshake and the server's greeting
+  // are on their way: on a long path that time is free.
+  const socket = net.connect({ host: remoteHost, port });
+  socket.on('error', () => {}); // connectControl reports it (socket.errored)
+  const [{ connectControl }, { clientTransfer, DEFAULT_DATAGRAM_SIZE }, { Endpoint }, { openUdpSocket }] = await Promise.all([
+    import('../control/ssh-client.js'),
+    import('../transfer/session.js'),
+    import('../transport/session/endpoint.js'),
+    import('../transport/socket/udp.js'),
+  ]);
   const conn = await connectControl({
+    socket,
     host: remoteHost,
     port,
     user: remoteUser ?? 'xfer',

@@ -44,6 +44,11 @@ export interface ConnectOptions {
   hostKey: HostKeyPin;
   /** Limit for TCP connect + SSH handshake + authentication + opening the subsystem. Default 15000 ms. */
   timeoutMs?: number;
+  /**
+   * A TCP connection to host:port already under way (`net.connect`), so that the caller
+   * can do other work while the handshake travels. Default: connect here.
+   */
+  socket?: net.Socket;
   /** false: one round trip per SSH step, as stock clients do (default: pipelined, see ssh-pipeline.ts). */
   pipeline?: boolean;
   /** Receives ssh2's protocol trace (one line per SSH message; never key material). For `TACHYON_TRACE`. */
@@ -145,7 +150,8 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
 
   return new Promise<ControlConnection>((resolve, reject) => {
     const client = new Client();
-    const socket = new net.Socket();
+    const given = opts.socket;
+    const socket = given ?? new net.Socket();
     let settled = false;
     let phase = 'connecting';
     let verifyError: TachyonError | undefined;
@@ -334,7 +340,7 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
       });
     };
 
-    socket.once('connect', () => {
+    const onConnected = (): void => {
       opts.trace?.('TCP connected');
       if (settled) return;
       socket.setNoDelay(true);
@@ -373,8 +379,19 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
         afterAuth: openSubsystem,
       });
       pipelined = early && fast;
-    });
-    socket.connect({ host, port });
+    };
+    if (given === undefined) {
+      socket.once('connect', onConnected);
+      socket.connect({ host, port });
+    } else if (given.errored) {
+      fail(new TachyonError('CONNECT', `Cannot connect to ${target}: ${given.errored.message}`, { cause: given.errored }));
+    } else if (given.destroyed) {
+      fail(new TachyonError('CONNECT', `Cannot connect to ${target}: the connection closed`));
+    } else if (given.readyState === 'open') {
+      onConnected();
+    } else {
+      socket.once('connect', onConnected);
+    }
   });
 }
 

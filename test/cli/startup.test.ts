@@ -44,11 +44,21 @@ function packagesIn(urls: string[]): Set<string> {
 }
 
 describe('CLI start-up', () => {
-  it('loading the CLI loads the transfer client (ssh2) but none of the server-only packages', () => {
+  it('loading the CLI loads neither ssh2 nor zod: send and recv load them while the TCP handshake travels', () => {
     const pkgs = packagesIn(modulesLoadedBy(path.join(repo, 'dist', 'src', 'cli', 'main.js')));
+    assert.ok(pkgs.has('commander'), `the hook saw no commander (saw: ${[...pkgs].join(', ')})`);
+    const early = [...pkgs].filter((p) => ['ssh2', 'zod', ...SERVER_ONLY].some((s) => p === s || p.startsWith(s + '/')));
+    assert.deepEqual(early, [], `loaded before the first packet: ${early.join(', ')}`);
+  });
+
+  it('the transfer client (loaded once connecting) needs ssh2 but none of the server-only packages', () => {
+    const pkgs = new Set<string>();
+    for (const m of ['control/ssh-client.js', 'transfer/session.js', 'transport/session/endpoint.js', 'transport/socket/udp.js']) {
+      for (const p of packagesIn(modulesLoadedBy(path.join(repo, 'dist', 'src', m)))) pkgs.add(p);
+    }
     assert.ok(pkgs.has('ssh2'), `the hook saw no ssh2 (saw: ${[...pkgs].join(', ')})`);
     const heavy = [...pkgs].filter((p) => SERVER_ONLY.some((s) => p === s || p.startsWith(s + '/')));
-    assert.deepEqual(heavy, [], `server-only packages loaded at CLI start-up: ${heavy.join(', ')}`);
+    assert.deepEqual(heavy, [], `server-only packages loaded by the transfer client: ${heavy.join(', ')}`);
   });
 
   it('a lazily loaded command group still parses its own options and help', () => {

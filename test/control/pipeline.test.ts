@@ -203,4 +203,29 @@ describe('pipelined SSH set-up', () => {
       await new Promise<void>((r) => plain.close(() => r()));
     }
   });
+
+  it('takes a TCP connection already under way, connected or failed', async () => {
+    const connected = net.connect(server.port, '127.0.0.1');
+    connected.on('error', () => {});
+    await new Promise((r) => connected.once('connect', r));
+    const conn = await connectControl(opts(server.port, { socket: connected }));
+    assert.equal(conn.pipelined, true);
+    conn.close();
+    // a port nobody listens on: the connection has failed before connectControl sees it
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const deadPort = (probe.address() as AddressInfo).port;
+    await new Promise<void>((r) => probe.close(() => r()));
+    const refused = net.connect(deadPort, '127.0.0.1');
+    refused.on('error', () => {});
+    await new Promise((r) => refused.once('close', r));
+    const t0 = performance.now();
+    await assert.rejects(connectControl(opts(deadPort, { socket: refused })), (e: unknown) => {
+      assert.ok(e instanceof TachyonError);
+      assert.equal(e.code, 'CONNECT', e.message);
+      assert.match(e.message, /ECONNREFUSED/);
+      return true;
+    });
+    assert.ok(performance.now() - t0 < 1000, 'reported at once, not after the timeout');
+  });
 });
