@@ -181,6 +181,7 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
   const loopDelay = tracing ? monitorEventLoopDelay({ resolution: 2 }) : undefined;
   // TACHYON_TRACE=1: where the time goes — every SSH message and transfer phase, in ms since start
   const trace = tracing ? (line: string): void => void process.stderr.write(`[${(performance.now() - started).toFixed(1)} ms] ${line}\n`) : undefined;
+  trace?.(`clock origin ${(performance.timeOrigin + started).toFixed(1)} ms (the data plane's trace lines, t=, count from the same epoch)`);
   loopDelay?.enable();
   // Load the transfer code (about 90 ms) while the TCP handshake and the server's greeting
   // are on their way: on a long path that time is free.

@@ -147,6 +147,22 @@ describe('data plane on a simulated network: integrity', () => {
     assert.ok(o.allAcked, 'the sender saw every block acknowledged');
   });
 
+  it('a file started while the sender idles leaves at once, not at its next idle tick', async () => {
+    const { clock, net } = simPath(7, { delayMs: 50 });
+    const flow = createFlow({ net, clock, sender: SENDER, receiver: RECEIVER, files: [contentFor(64 * 1024, 1)] });
+    try {
+      // the sender has nothing to send: it idles on a 50 ms timer
+      clock.advance(20);
+      assert.equal(flow.sender.stats.packetsSent, 0);
+      flow.start();
+      clock.advance(1);
+      assert.ok(flow.sender.stats.packetsSent > 0, 'no datagram within 1 ms of start()');
+      assert.equal(flow.sender.stats.firstSendAt, flow.startedAt);
+    } finally {
+      await flow.close();
+    }
+  });
+
   it('several files back to back, with sizes on and off block boundaries', async () => {
     const p = payloadPerDatagram(DATAGRAM);
     const o = await transfer({ forward: { delayMs: 5, loss: 0.05 }, reverse: { delayMs: 5, loss: 0.05 }, sizes: [1, p, p + 1, 3 * p - 1, 200_000], maxMs: 10_000 });

@@ -291,12 +291,23 @@ export class DataSender extends SessionPeer {
     return Math.round(this.o.clock.now() * 1000) >>> 0;
   }
 
+  /** Work arrived (a file is ready, blocks were NAKed): send now, not at the next idle tick. */
   private kick(): void {
-    if (this.cancelTimer === undefined) this.schedule(0);
+    if (this.cancelTimer !== undefined) {
+      // a pacing wait is due soon anyway; an idle wait (10-50 ms) would hold the work back
+      if (this.timerDueAt - this.o.clock.now() <= 1) return;
+      this.cancelTimer();
+      this.cancelTimer = undefined;
+    }
+    this.schedule(0);
   }
+
+  /** when the pending timer fires (clock ms) */
+  private timerDueAt = 0;
 
   private schedule(ms: number): void {
     if (this.closed) return;
+    this.timerDueAt = this.o.clock.now() + ms;
     this.cancelTimer = this.o.clock.setTimer(ms, () => {
       this.cancelTimer = undefined;
       this.tick();
