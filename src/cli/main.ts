@@ -195,6 +195,8 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
   ]);
   const conn = await connectControl({
     socket,
+    // hello and the first probes ride with the authentication (a refused key ends the link with AUTH_FAILED)
+    early: true,
     host: remoteHost,
     port,
     user: remoteUser ?? 'xfer',

@@ -6,14 +6,16 @@
 import { promises as fs } from 'node:fs';
 import net from 'node:net';
 import ssh2 from 'ssh2';
-import type { ClientChannel, ParsedKey } from 'ssh2';
+import type { Duplex } from 'node:stream';
+import type { ParsedKey } from 'ssh2';
 import { TachyonError } from '../core/errors.js';
 import { linkFromStream } from './framing.js';
 import type { StreamControlLink } from './framing.js';
 import { blobKeyType, checkKnownHosts, fingerprintOf, knownHostsName, normalizeFingerprint } from './hostkeys.js';
 import type { KnownHostsResult } from './hostkeys.js';
 import { SUBSYSTEM } from './messages.js';
-import { onSubsystemRequested, pipelineClientAuth } from './ssh-pipeline.js';
+import { pipelineClient } from './ssh-pipeline.js';
+import type { ClientPipeline } from './ssh-pipeline.js';
 import type { ControlLink } from './messages.js';
 import { SSH_IDENT, controlAlgorithms } from './ssh-server.js';
 
@@ -49,6 +51,13 @@ export interface ConnectOptions {
    * can do other work while the handshake travels. Default: connect here.
    */
   socket?: net.Socket;
+  /**
+   * Resolve as soon as the first control messages can be written, before the server has
+   * accepted the credential, so that they travel in the authentication flight (one round
+   * trip less; ssh-pipeline.ts). A refused credential then ends the link with the
+   * `AUTH_FAILED` error. Default: resolve once authenticated.
+   */
+  early?: boolean;
   /** false: one round trip per SSH step, as stock clients do (default: pipelined, see ssh-pipeline.ts). */
   pipeline?: boolean;
   /** Receives ssh2's protocol trace (one line per SSH message; never key material). For `TACHYON_TRACE`. */
@@ -64,10 +73,10 @@ export interface ControlConnection {
   /** The verified `SHA256:…` fingerprint of the server's host key. */
   hostKeyFingerprint: string;
   /**
-   * True when the set-up was pipelined (ssh-pipeline.ts): two round trips after the key
-   * exchange instead of six.
+   * How the set-up after the key exchange went (ssh-pipeline.ts): `one-flight` (one round
+   * trip, a `Tachyon_2` server), `two-flights` (other servers), `no` (one per step, six).
    */
-  pipelined: boolean;
+  readonly pipelined: 'one-flight' | 'two-flights' | 'no';
   /** Closes the link and the SSH connection. */
   close(): void;
 }
@@ -157,8 +166,8 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
     let verifyError: TachyonError | undefined;
     let serverFingerprint: string | undefined;
     let link: StreamControlLink | undefined;
-    let channel: ClientChannel | undefined;
-    let pipelined = false;
+    let channel: Duplex | undefined;
+    let pipeline: ClientPipeline | undefined;
 
     const fail = (err: TachyonError): void => {
       if (settled) return;
@@ -256,8 +265,15 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
     });
 
     /** Builds the link on the subsystem channel and hands the connection to the caller. */
-    const linkUp = (ch: ClientChannel): void => {
+    let authenticated = false;
+    let heldStream: Duplex | undefined;
+    const linkUp = (ch: Duplex): void => {
       if (settled || link !== undefined) return;
+      if (!authenticated && opts.early !== true) {
+        // the caller learns of the connection once the server has accepted the credential
+        heldStream = ch;
+        return;
+      }
       channel = ch;
       channel.on('error', () => {});
       const theLink = linkFromStream(channel);
@@ -269,7 +285,9 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
         link: theLink,
         remoteAddress: socket.remoteAddress ?? host,
         hostKeyFingerprint: serverFingerprint ?? '',
-        pipelined,
+        get pipelined() {
+          return pipeline === undefined ? 'no' : pipeline.earlyChannel() ? 'one-flight' : 'two-flights';
+        },
         close: () => {
           theLink.close();
           shutdown();
@@ -308,9 +326,9 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
       });
     };
 
-    let authenticated = false;
     client.on('ready', () => {
       authenticated = true;
+      if (heldStream !== undefined) linkUp(heldStream);
       if (!settled) openSubsystem();
     });
 
@@ -327,7 +345,7 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
         }
         setTimeout(() => socket.destroy(), 1000).unref();
       };
-      const ch = channel as (ClientChannel & { destroyed?: boolean }) | undefined;
+      const ch = channel;
       if (ch === undefined || socket.destroyed) {
         end();
         return;
@@ -367,18 +385,20 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
       if (opts.pipeline === false) return;
       // Fewer round trips (ssh-pipeline.ts): the first control messages ride with the
       // subsystem request, and authentication and the channel open with the service request.
-      const early = onSubsystemRequested(client, SUBSYSTEM, linkUp);
-      const fast = pipelineClientAuth(client, {
+      pipeline = pipelineClient(client, {
         user,
         credential: clientKey !== undefined ? { key: clientKey } : { password: opts.token ?? '' },
+        subsystem: SUBSYSTEM,
         onAuthFailure: () => {
           const e: Ssh2Error = new Error('All configured authentication methods failed');
           e.level = 'client-authentication';
-          fail(mapError(e));
+          // with `early`, the caller may already hold the link: it ends with the refusal
+          if (link !== undefined) link.abort(mapError(e));
+          else fail(mapError(e));
         },
-        afterAuth: openSubsystem,
+        openChannel: openSubsystem,
+        onStream: linkUp,
       });
-      pipelined = early && fast;
     };
     if (given === undefined) {
       socket.once('connect', onConnected);

@@ -30,7 +30,7 @@ import { TachyonError, toTachyonError } from '../core/errors.js';
 import { linkFromStream } from './framing.js';
 import type { StreamControlLink } from './framing.js';
 import { fingerprintOf, MIN_RSA_BITS } from './hostkeys.js';
-import { holdChannelOpensDuringAuth } from './ssh-pipeline.js';
+import { holdConnectionMessagesDuringAuth } from './ssh-pipeline.js';
 import { SUBSYSTEM } from './messages.js';
 import type { ControlLink } from './messages.js';
 
@@ -105,7 +105,7 @@ export function controlAlgorithms(options: { nistKex?: boolean } = {}): Algorith
 }
 
 /** The SSH software version string the control server and client announce. */
-export const SSH_IDENT = 'Tachyon_1';
+export const SSH_IDENT = 'Tachyon_2';
 
 // ---------------------------------------------------------------------------------------
 // Public types
@@ -628,10 +628,11 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     conn.on('error', (err: Error & { level?: string }) => {
       emit({ type: 'client-error', message: clip(err.message, 200), ...(err.level !== undefined ? { level: err.level } : {}), ...where(rec) });
     });
-    // A client may send CHANNEL_OPEN right behind its signed request (ssh-pipeline.ts): it
-    // waits for the decision on that request instead of being refused while we check the key.
+    // A client may send its channel open, subsystem request and first messages right behind
+    // its signed request (ssh-pipeline.ts): they wait for the decision on that request
+    // instead of being refused or dropped while we check the key.
     let deciding = 0;
-    const release = holdChannelOpensDuringAuth(conn, () => deciding > 0);
+    const release = holdConnectionMessagesDuringAuth(conn, () => deciding > 0);
     conn.on('authentication', (ctx: AuthContext) => {
       deciding++;
       handleAuth(rec, ctx)

@@ -16,6 +16,7 @@ import type { AuthorizedKey, HostKeyInfo } from '../../src/control/hostkeys.js';
 import { encodeFrame } from '../../src/control/framing.js';
 import type { ControlMessage } from '../../src/control/messages.js';
 import { connectControl } from '../../src/control/ssh-client.js';
+import { holdConnectionMessagesDuringAuth } from '../../src/control/ssh-pipeline.js';
 import type { ConnectOptions } from '../../src/control/ssh-client.js';
 import { startControlServer } from '../../src/control/ssh-server.js';
 import type { ControlServer, ControlServerEvent } from '../../src/control/ssh-server.js';
@@ -104,11 +105,11 @@ describe('pipelined SSH set-up', () => {
   }
 
   /** Connects through a delaying relay and waits for the answer to the first message. */
-  async function firstAnswer(pipeline: boolean): Promise<{ flights: number; ms: number; pipelined: boolean }> {
+  async function firstAnswer(pipeline: boolean): Promise<{ flights: number; ms: number; pipelined: string }> {
     const proxy = await delayProxy(server.port);
     try {
       const t0 = performance.now();
-      const conn = await connectControl(opts(proxy.port, { pipeline }));
+      const conn = await connectControl(opts(proxy.port, { pipeline, early: true }));
       const answered = new Promise<ControlMessage>((resolve, reject) => {
         conn.link.onMessage(resolve);
         conn.link.onClose((err) => reject(err ?? new Error('closed before the answer')));
@@ -124,23 +125,32 @@ describe('pipelined SSH set-up', () => {
     }
   }
 
-  it('answers the first control message four round trips sooner than a stock client', async () => {
+  it('answers the first control message five round trips sooner than a stock client', async () => {
     const stock = await firstAnswer(false);
     const fast = await firstAnswer(true);
     const rtt = 2 * ONE_WAY_MS;
     console.log(
       `stock: ${stock.flights} flights, ${stock.ms.toFixed(0)} ms; pipelined: ${fast.flights} flights, ${fast.ms.toFixed(0)} ms (RTT ${rtt} ms)`,
     );
-    assert.equal(stock.pipelined, false);
-    assert.equal(fast.pipelined, true, 'ssh2 internals changed: the pipelined path is off (see src/control/ssh-pipeline.ts)');
+    assert.equal(stock.pipelined, 'no');
+    assert.equal(fast.pipelined, 'one-flight', 'ssh2 internals changed: the pipelined path is off (see src/control/ssh-pipeline.ts)');
     // after the key exchange: service, key query, signature, channel, subsystem, first message
-    // (6 waits) become service+signature+channel, subsystem+first message (2 waits)
-    assert.equal(stock.flights - fast.flights, 4, `stock ${stock.flights} flights, pipelined ${fast.flights}`);
-    assert.ok(stock.ms - fast.ms > 3 * rtt, `saved ${(stock.ms - fast.ms).toFixed(0)} ms`);
+    // (6 waits) become one flight (1 wait)
+    assert.equal(stock.flights - fast.flights, 5, `stock ${stock.flights} flights, pipelined ${fast.flights}`);
+    assert.ok(stock.ms - fast.ms > 4 * rtt, `saved ${(stock.ms - fast.ms).toFixed(0)} ms`);
   });
 
-  it('refuses a channel pipelined behind a refused key: no session starts', async () => {
+  it('refuses a channel pipelined behind a refused key: no session starts, the link ends with AUTH_FAILED', async () => {
     const before = events.length;
+    const conn = await connectControl(opts(server.port, { privateKey: otherKey, early: true }));
+    const closed = new Promise<Error | undefined>((resolve) => conn.link.onClose(resolve));
+    conn.link.send({ t: 'bye' });
+    const err = await closed;
+    assert.ok(err instanceof TachyonError, String(err));
+    assert.equal(err.code, 'AUTH_FAILED', err.message);
+    assert.match(err.message, /refused public key authentication as "alice"/);
+    conn.close();
+    // without `early`, connectControl itself reports it
     await assert.rejects(connectControl(opts(server.port, { privateKey: otherKey })), (e: unknown) => {
       assert.ok(e instanceof TachyonError);
       assert.equal(e.code, 'AUTH_FAILED', e.message);
@@ -198,6 +208,7 @@ describe('pipelined SSH set-up', () => {
       conn.link.send({ t: 'bye' });
       assert.equal((await answer).t, 'bye');
       assert.equal(opens, 1, 'the early channel was refused, the second one served');
+      assert.equal(conn.pipelined, 'two-flights', 'not a Tachyon_2 server: the subsystem request waits for the channel');
       conn.close();
     } finally {
       await new Promise<void>((r) => plain.close(() => r()));
@@ -209,7 +220,7 @@ describe('pipelined SSH set-up', () => {
     connected.on('error', () => {});
     await new Promise((r) => connected.once('connect', r));
     const conn = await connectControl(opts(server.port, { socket: connected }));
-    assert.equal(conn.pipelined, true);
+    assert.equal(conn.pipelined, 'one-flight');
     conn.close();
     // a port nobody listens on: the connection has failed before connectControl sees it
     const probe = net.createServer();
@@ -227,5 +238,80 @@ describe('pipelined SSH set-up', () => {
       return true;
     });
     assert.ok(performance.now() - t0 < 1000, 'reported at once, not after the timeout');
+  });
+
+  it('first messages larger than what may go ahead of the channel wait for it, in order', async () => {
+    const conn = await connectControl(opts(server.port));
+    assert.equal(conn.pipelined, 'one-flight');
+    const answers: ControlMessage[] = [];
+    const done = new Promise<void>((resolve, reject) => {
+      conn.link.onMessage((m) => {
+        answers.push(m);
+        if (m.t === 'bye') resolve();
+      });
+      conn.link.onClose((err) => reject(err ?? new Error('closed')));
+    });
+    // ~60 KB of digests: more than goes ahead of the channel confirmation (16 KiB)
+    const files = Array.from({ length: 700 }, (_, id) => ({ id, sha256: id.toString(16).padStart(64, '0') }));
+    conn.link.send({ t: 'digests', files });
+    conn.link.send({ t: 'bye' });
+    await done;
+    assert.deepEqual(answers.map((m) => m.t), ['results', 'bye']);
+    const results = answers[0]!;
+    assert.ok(results.t === 'results');
+    assert.deepEqual(results.files.map((f) => f.id), files.map((f) => f.id));
+    conn.close();
+  });
+});
+
+describe('holdConnectionMessagesDuringAuth', () => {
+  const NAMES = ['CHANNEL_OPEN', 'CHANNEL_OPEN_CONFIRMATION', 'CHANNEL_OPEN_FAILURE', 'CHANNEL_REQUEST', 'CHANNEL_SUCCESS', 'CHANNEL_FAILURE', 'CHANNEL_DATA', 'CHANNEL_EXTENDED_DATA', 'CHANNEL_WINDOW_ADJUST', 'CHANNEL_EOF', 'CHANNEL_CLOSE', 'GLOBAL_REQUEST'];
+  function fakeConnection(): { conn: object; calls: string[]; handlers: Record<string, (...a: unknown[]) => void> } {
+    const calls: string[] = [];
+    const handlers: Record<string, (...a: unknown[]) => void> = {};
+    for (const n of NAMES) handlers[n] = (_p: unknown, recipient: unknown) => calls.push(`${n}:${String(recipient)}`);
+    return { conn: { _protocol: { _handlers: handlers } }, calls, handlers };
+  }
+
+  it('holds connection messages while a decision is pending and replays them in order after it', () => {
+    const { conn, calls, handlers } = fakeConnection();
+    let pending = false;
+    const release = holdConnectionMessagesDuringAuth(conn, () => pending)!;
+    assert.ok(release);
+    handlers['CHANNEL_OPEN']!(undefined, 0);
+    assert.deepEqual(calls, ['CHANNEL_OPEN:0'], 'nothing pending: handled at once');
+    pending = true;
+    handlers['CHANNEL_OPEN']!(undefined, 1);
+    handlers['CHANNEL_REQUEST']!(undefined, 1);
+    handlers['CHANNEL_DATA']!(undefined, 1, Buffer.alloc(10));
+    release();
+    assert.deepEqual(calls, ['CHANNEL_OPEN:0'], 'still pending: release does nothing');
+    pending = false;
+    handlers['CHANNEL_EOF']!(undefined, 1); // behind the held ones, not ahead of them
+    assert.deepEqual(calls, ['CHANNEL_OPEN:0']);
+    release();
+    assert.deepEqual(calls, ['CHANNEL_OPEN:0', 'CHANNEL_OPEN:1', 'CHANNEL_REQUEST:1', 'CHANNEL_DATA:1', 'CHANNEL_EOF:1']);
+    handlers['CHANNEL_CLOSE']!(undefined, 1);
+    assert.equal(calls.at(-1), 'CHANNEL_CLOSE:1');
+  });
+
+  it('holds at most maxHeld messages and maxBytes of data: past that, all are handled at once', () => {
+    const a = fakeConnection();
+    holdConnectionMessagesDuringAuth(a.conn, () => true, { maxHeld: 3, maxBytes: 1000 });
+    for (let i = 0; i < 3; i++) a.handlers['GLOBAL_REQUEST']!(undefined, i);
+    assert.deepEqual(a.calls, []);
+    a.handlers['GLOBAL_REQUEST']!(undefined, 3);
+    assert.deepEqual(a.calls, ['GLOBAL_REQUEST:0', 'GLOBAL_REQUEST:1', 'GLOBAL_REQUEST:2', 'GLOBAL_REQUEST:3']);
+    const b = fakeConnection();
+    holdConnectionMessagesDuringAuth(b.conn, () => true, { maxHeld: 100, maxBytes: 1000 });
+    b.handlers['CHANNEL_DATA']!(undefined, 0, Buffer.alloc(600));
+    assert.deepEqual(b.calls, []);
+    b.handlers['CHANNEL_DATA']!(undefined, 0, Buffer.alloc(600));
+    assert.deepEqual(b.calls, ['CHANNEL_DATA:0', 'CHANNEL_DATA:0']);
+  });
+
+  it('changes nothing when ssh2 does not look as expected', () => {
+    assert.equal(holdConnectionMessagesDuringAuth({}, () => true), undefined);
+    assert.equal(holdConnectionMessagesDuringAuth({ _protocol: { _handlers: { CHANNEL_OPEN: () => {} } } }, () => true), undefined);
   });
 });
