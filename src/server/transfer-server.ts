@@ -15,6 +15,7 @@ import { fingerprintOf, loadOrCreateHostKey, parseAuthorizedKeys, type Authorize
 import { startControlServer, type ControlServer, type ControlServerEvent, type SessionInfo, type SubsystemHandler } from '../control/ssh-server.js';
 import { Endpoint } from '../transport/session/endpoint.js';
 import { openUdpSocket } from '../transport/socket/udp.js';
+import type { DatagramSocket } from '../transport/socket/types.js';
 import { pathGrant, storageGrant, type SessionRestriction } from '../transfer/grant.js';
 import { Jail } from '../transfer/jail.js';
 import type { FileOutcome } from '../transfer/roles.js';
@@ -58,6 +59,8 @@ export interface TransferServerOptions {
    */
   subsystems?: Readonly<Record<string, (account: Account, jail: Jail, info: SessionInfo) => SubsystemHandler>>;
   clock?: Clock;
+  /** Binds the shared UDP data socket (the datagram-socket seam; default: the real one, native when built). */
+  openUdp?: (address: string, port: number) => Promise<DatagramSocket>;
   /**
    * IP defence: a blocked or not allowed address is refused right after TCP accept (before
    * the SSH handshake); refused authentications are reported to it.
@@ -506,7 +509,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
   let socket;
   for (let attempt = 1; ; attempt++) {
     try {
-      socket = await openUdpSocket({ address: o.listen, port: control.port });
+      socket = await (o.openUdp ?? ((address, port) => openUdpSocket({ address, port })))(o.listen, control.port);
       break;
     } catch (err) {
       await control.close();
