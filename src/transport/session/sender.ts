@@ -351,8 +351,11 @@ export class DataSender extends SessionPeer {
     // burst allowance: timers are coarse and the event loop is shared, so allow up to
     // ~50 ms of sending to catch up after a late tick or a descheduled process
     const burst = Math.max(bytesPerMs * 50, this.o.datagramSize * 8);
-    const refill = this.tokens + bytesPerMs * elapsed;
-    if (refill > burst && this.hasWork()) this.stats.pacingLostBytes += refill - burst;
+    let refill = this.tokens + bytesPerMs * elapsed;
+    // the first datagrams go out as one burst allowance at the start rate (an initial
+    // window: the path shows its first delay samples a little sooner)
+    if (this.stats.firstSendAt === 0 && this.hasWork()) refill = Math.max(refill, burst);
+    else if (refill > burst && this.hasWork()) this.stats.pacingLostBytes += refill - burst;
     this.tokens = Math.min(burst, refill);
     let sentThisTick = 0;
     const peer = this.peer;
