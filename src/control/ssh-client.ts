@@ -264,9 +264,9 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
       if (phase === 'in the SSH handshake') phase = 'authenticating';
     });
 
-    /** Builds the link on the subsystem channel and hands the connection to the caller. */
     let authenticated = false;
     let heldStream: Duplex | undefined;
+    /** Builds the link on the subsystem channel and hands the connection to the caller. */
     const linkUp = (ch: Duplex): void => {
       if (settled || link !== undefined) return;
       if (!authenticated && opts.early !== true) {
