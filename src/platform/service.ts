@@ -210,6 +210,17 @@ export class IdentityService {
     return this.audit.record(event);
   }
 
+  /** Records a refused sign-in or re-authentication (`web.signin`, result `failure`). */
+  private recordSigninFailure(meta: RequestMeta, tenant: string, user: string, method: string, reason: string): void {
+    this.record({
+      type: 'web.signin',
+      component: 'web',
+      severity: 'warning',
+      correlationId: meta.correlationId,
+      fields: { clientAddress: meta.clientAddress, tenant, user, result: 'failure', method, reason },
+    });
+  }
+
   /** Records a refused web request (the HTTP edge calls this for every error it answers that the service has not recorded). */
   recordRefusal(meta: RequestMeta, fields: { route: string; status: number; code: string; reason?: string; principal?: Principal }): void {
     const { principal, ...rest } = fields;
@@ -292,13 +303,7 @@ export class IdentityService {
     const ok = await this.hasher.verify(creds?.passwordHash ?? (await this.dummy()), password);
     const now = this.nowMs();
     const fail = (reason: string): never => {
-      this.record({
-        type: 'web.signin',
-        component: 'web',
-        severity: 'warning',
-        correlationId: meta.correlationId,
-        fields: { clientAddress: meta.clientAddress, tenant: shownTenant, user: shownUser, result: 'failure', method: 'password', reason },
-      });
+      this.recordSigninFailure(meta, shownTenant, shownUser, 'password', reason);
       throw signInFailed(reason);
     };
     if (!tenant) return fail('unknown-tenant');
@@ -421,13 +426,7 @@ export class IdentityService {
     } catch (err) {
       if (err instanceof TachyonError && (err.code === 'MFA_INVALID' || err.code === 'MFA_LOCKED')) {
         const reason = err.code === 'MFA_LOCKED' ? 'mfa-locked' : String(err.details?.['reason'] ?? 'mfa-invalid');
-        this.record({
-          type: 'web.signin',
-          component: 'web',
-          severity: 'warning',
-          correlationId: meta.correlationId,
-          fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, result: 'failure', method, reason },
-        });
+        this.recordSigninFailure(meta, tenant.slug, user.username, method, reason);
         throw new TachyonError(err.code, err.message, { cause: err, publicMessage: err.publicMessage, details: { ...err.details, reason, audited: true } });
       }
       throw err;
@@ -610,13 +609,7 @@ export class IdentityService {
   private async ssoSignIn(id: SsoIdentity, meta: RequestMeta, presentedToken?: string): Promise<SignInResult> {
     const tenant = await this.repo.tenantById(id.tenantId);
     const refuse = (reason: string, who: string): never => {
-      this.record({
-        type: 'web.signin',
-        component: 'web',
-        severity: 'warning',
-        correlationId: meta.correlationId,
-        fields: { clientAddress: meta.clientAddress, tenant: tenant?.slug ?? id.tenantId, user: who.slice(0, 128), result: 'failure', method: id.protocol, reason },
-      });
+      this.recordSigninFailure(meta, tenant?.slug ?? id.tenantId, who.slice(0, 128), id.protocol, reason);
       throw new TachyonError('SSO_FAILED', `SSO sign-in refused: ${reason}`, { details: { reason, audited: true } });
     };
     if (!tenant) return refuse('unknown-tenant', id.subject);
@@ -841,13 +834,7 @@ export class IdentityService {
     const ok = await this.hasher.verify(creds?.passwordHash ?? (await this.dummy()), password);
     const now = this.nowMs();
     const fail = (reason: string, method = 'reauth'): never => {
-      this.record({
-        type: 'web.signin',
-        component: 'web',
-        severity: 'warning',
-        correlationId: meta.correlationId,
-        fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, result: 'failure', method, reason },
-      });
+      this.recordSigninFailure(meta, tenant.slug, user.username, method, reason);
       throw new TachyonError('AUTH_FAILED', `re-authentication refused: ${reason}`, {
         publicMessage: 'Re-authentication failed: the password is wrong, or the account is locked.',
         details: { reason, audited: true },
@@ -855,13 +842,7 @@ export class IdentityService {
     };
     if (!creds) return fail('user-vanished');
     if (creds.passwordHash === null) {
-      this.record({
-        type: 'web.signin',
-        component: 'web',
-        severity: 'warning',
-        correlationId: meta.correlationId,
-        fields: { clientAddress: meta.clientAddress, tenant: tenant.slug, user: user.username, result: 'failure', method: 'reauth', reason: 'no-local-password' },
-      });
+      this.recordSigninFailure(meta, tenant.slug, user.username, 'reauth', 'no-local-password');
       throw new TachyonError('CONFLICT', 'reauth by password of an SSO-only account', {
         publicMessage: 'This account signs in through single sign-on: sign in again through your organisation to confirm your identity.',
         details: { reason: 'no-local-password', audited: true },

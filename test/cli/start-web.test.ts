@@ -19,7 +19,6 @@ import { Agent as HttpsAgent } from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { Secret, TOTP } from 'otpauth';
 import { type Browser } from 'playwright-core';
 import { openDatabase } from '../../src/db/database.js';
 import { clientAgent, ensureLocalCertificate } from '../../src/node-api/pki.js';
@@ -27,8 +26,9 @@ import { TachyonError } from '../../src/core/errors.js';
 import { validateServerConfig } from '../../src/server/config.js';
 import { Rng } from '../helpers/rng.js';
 import { bin, jsonLines, runCli, startConfigServer } from '../helpers/cli.js';
-import { httpsCall, type Response } from '../node-api/helpers.js';
+import { httpsCall, WebClient } from '../node-api/helpers.js';
 import { CHROMIUM, launchChromium, spkiHash } from '../helpers/browser.js';
+import { codeAt } from '../helpers/totp.js';
 
 
 interface Started {
@@ -71,34 +71,6 @@ function startTachyon(cwd: string, args: string[], web = true): Promise<Started>
     });
     void exited.then((c) => reject(new Error(`tachyon start exited with ${c}: ${err}`)));
   });
-}
-
-function codeAt(secret: string, ms: number): string {
-  return new TOTP({ secret: Secret.fromBase32(secret), algorithm: 'SHA1', digits: 6, period: 30 }).generate({ timestamp: ms });
-}
-
-/** A cookie-keeping HTTPS client of the platform (the way a browser holds the session cookie). */
-class WebClient {
-  cookie: string | undefined;
-  csrf: string | undefined;
-  constructor(
-    readonly agent: HttpsAgent,
-    readonly port: number,
-  ) {}
-
-  async req(method: string, url: string, body?: unknown): Promise<Response & { body: Record<string, unknown> }> {
-    const headers: Record<string, string> = {};
-    if (this.cookie !== undefined) headers['cookie'] = this.cookie;
-    if (this.csrf !== undefined) headers['x-csrf-token'] = this.csrf;
-    const r = await httpsCall(this.agent, this.port, method, url, { ...(body !== undefined ? { body } : {}), headers });
-    const set = r.headers['set-cookie'];
-    const first = Array.isArray(set) ? set[0] : set;
-    const m = first !== undefined ? /^__Host-tachyon-session=([^;]*)/.exec(first) : null;
-    if (m) this.cookie = m[1] === '' ? undefined : `__Host-tachyon-session=${m[1]}`;
-    const json = (r.json ?? {}) as Record<string, unknown>;
-    if (typeof json['csrfToken'] === 'string') this.csrf = json['csrfToken'];
-    return { ...r, body: json };
-  }
 }
 
 /** A TCP port nothing listens on (bound and released). */

@@ -6,7 +6,7 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { initCa, issueServerCert } from '../../src/node-api/pki.js';
 
 export const CHROMIUM = '/usr/bin/chromium';
@@ -33,4 +33,21 @@ export function launchChromium(spki: string): Promise<Browser> {
     headless: true,
     args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', `--ignore-certificate-errors-spki-list=${spki}`],
   });
+}
+
+/**
+ * A page in a fresh browser context on `baseURL` (the context is pushed on `contexts` for
+ * closing). Script errors and console errors, CSP violations among them, collect in
+ * `problems`; failed loads answered 4xx are expected by the scenarios and left out.
+ */
+export async function openPage(browser: Browser, baseURL: string, contexts: BrowserContext[]): Promise<{ context: BrowserContext; page: Page; problems: string[] }> {
+  const context = await browser.newContext({ ignoreHTTPSErrors: false, baseURL });
+  contexts.push(context);
+  const page = await context.newPage();
+  const problems: string[] = [];
+  page.on('pageerror', (e) => problems.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())) problems.push(m.text());
+  });
+  return { context, page, problems };
 }

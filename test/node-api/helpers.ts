@@ -82,6 +82,32 @@ export function httpsCall(
   });
 }
 
+/** A cookie-keeping HTTPS client of the web platform (the way a browser holds the session cookie and CSRF token). */
+export class WebClient {
+  cookie: string | undefined;
+  csrf: string | undefined;
+  constructor(
+    readonly agent: Agent,
+    /** the server's port, or a getter (a server restarted on another port) */
+    readonly port: number | (() => number),
+  ) {}
+
+  async req(method: string, url: string, body?: unknown): Promise<Response & { body: Record<string, unknown> }> {
+    const headers: Record<string, string> = {};
+    if (this.cookie !== undefined) headers['cookie'] = this.cookie;
+    if (this.csrf !== undefined) headers['x-csrf-token'] = this.csrf;
+    const port = typeof this.port === 'number' ? this.port : this.port();
+    const r = await httpsCall(this.agent, port, method, url, { ...(body !== undefined ? { body } : {}), headers });
+    const set = r.headers['set-cookie'];
+    const first = Array.isArray(set) ? set[0] : set;
+    const m = first !== undefined ? /^__Host-tachyon-session=([^;]*)/.exec(first) : null;
+    if (m) this.cookie = m[1] === '' ? undefined : `__Host-tachyon-session=${m[1]}`;
+    const json = (r.json ?? {}) as Record<string, unknown>;
+    if (typeof json['csrfToken'] === 'string') this.csrf = json['csrfToken'];
+    return { ...r, body: json };
+  }
+}
+
 export async function makePki(work: string): Promise<{ caDir: string; caFile: string; certFile: string; keyFile: string }> {
   const caDir = path.join(work, 'ca');
   const ca = await initCa({ dir: caDir });

@@ -23,7 +23,7 @@ import { AesGcmSecretBox, MfaService } from '../../src/platform/mfa/index.js';
 import { Secret, TOTP } from 'otpauth';
 import { SimClock } from '../../src/testkit/simclock.js';
 import { ADMIN_PW, seedTenant, TEST_ARGON2, USER_PW, type Platform } from './helpers.js';
-import { CHROMIUM, issueTestCert, launchChromium } from '../helpers/browser.js';
+import { CHROMIUM, issueTestCert, launchChromium, openPage } from '../helpers/browser.js';
 
 
 interface HttpsPlatform {
@@ -92,17 +92,7 @@ describe('administrator pages in chromium', { skip: existsSync(CHROMIUM) ? false
     await p.close();
   });
 
-  async function newPage(): Promise<{ context: BrowserContext; page: Page; problems: string[] }> {
-    const context = await browser.newContext({ ignoreHTTPSErrors: false, baseURL: p.base });
-    contexts.push(context);
-    const page = await context.newPage();
-    const problems: string[] = [];
-    page.on('pageerror', (e) => problems.push(e.message));
-    page.on('console', (m) => {
-      if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())) problems.push(m.text());
-    });
-    return { context, page, problems };
-  }
+  const newPage = (): Promise<{ context: BrowserContext; page: Page; problems: string[] }> => openPage(browser, p.base, contexts);
 
   async function ready(page: Page): Promise<void> {
     await page.waitForSelector('body[data-ready="true"]', { timeout: 5000 });

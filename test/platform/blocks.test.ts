@@ -9,27 +9,11 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
 import { ScoringDefender } from '../../src/defender/index.js';
 import { countsForDefender } from '../../src/platform/admin-routes.js';
-import { ADMIN_PW, seedTenant, signedIn, startPlatform, USER_PW, type Client, type Platform } from './helpers.js';
+import { ADMIN_PW, postFrom, seedTenant, signedIn, startPlatform, USER_PW, type Client, type Platform } from './helpers.js';
 
-function post(base: string, path: string, body: unknown, localAddress: string): Promise<number> {
-  const url = new URL(path, base);
-  const data = JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { host: url.hostname, port: url.port, path: url.pathname, method: 'POST', localAddress, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } },
-      (res) => {
-        res.resume();
-        res.on('end', () => resolve(res.statusCode ?? 0));
-      },
-    );
-    // a blocked address's new connections are closed at accept: 0
-    req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? resolve(0) : reject(err)));
-    req.end(data);
-  });
-}
+const post = async (base: string, path: string, body: unknown, localAddress: string): Promise<number> => (await postFrom(base, path, body, localAddress)).status;
 
 interface Block {
   address: string;

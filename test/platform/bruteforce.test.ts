@@ -15,39 +15,13 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { ScoringDefender } from '../../src/defender/index.js';
 import type { AddressInfo } from 'node:net';
 import { SignInGate } from '../../src/platform/sign-in-gate.js';
 import { createPlatformApp, type PlatformApp } from '../../src/platform/app.js';
 import { applyPolicyUpdate, DEFAULT_POLICY, parseStoredPolicy } from '../../src/platform/policy.js';
 import { TachyonError } from '../../src/core/errors.js';
-import { PG_URL, seedTenant, startPlatform, USER_PW, type Platform, type SeededTenant } from './helpers.js';
-
-interface Res {
-  /** 0: the connection was closed without an answer. */
-  status: number;
-  body: string;
-}
-
-function post(base: string, path: string, body: unknown, localAddress: string): Promise<Res> {
-  const url = new URL(path, base);
-  const data = JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { host: url.hostname, port: url.port, path: url.pathname, method: 'POST', localAddress, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (text += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-      },
-    );
-    // a blocked address's new connections end at accept: status 0
-    req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? resolve({ status: 0, body: '' }) : reject(err)));
-    req.end(data);
-  });
-}
+import { PG_URL, postFrom, seedTenant, startPlatform, USER_PW, type Platform, type SeededTenant } from './helpers.js';
 
 interface AuditLine {
   type: string;
@@ -68,7 +42,7 @@ async function attack(p: Platform, tenant: string, username: string, from: strin
   const worker = async (): Promise<void> => {
     while (next < total) {
       const i = next++;
-      statuses[i] = (await post(p.base, '/api/v1/auth/signin', { tenant, username, password: `wrong-guess-${i}-qwertyuiop` }, from)).status;
+      statuses[i] = (await postFrom(p.base, '/api/v1/auth/signin', { tenant, username, password: `wrong-guess-${i}-qwertyuiop` }, from)).status;
     }
   };
   await Promise.all(Array.from({ length: inFlight }, worker));
@@ -124,10 +98,10 @@ describe('sign-in under brute force: the defender, the gate and the lockout scop
       .map((r) => r.fields['reason']);
     assert.deepEqual(reasons, [...Array<string>(5).fill('bad-credentials'), ...Array<string>(THRESHOLD - 5).fill('address-locked')]);
     // the owner, from a clean address
-    const owner = await post(p.base, '/api/v1/auth/signin', { tenant: addr.slug, username: 'member1', password: USER_PW }, '127.0.0.2');
+    const owner = await postFrom(p.base, '/api/v1/auth/signin', { tenant: addr.slug, username: 'member1', password: USER_PW }, '127.0.0.2');
     assert.equal(owner.status, 200, owner.body);
     // and the attacker's address, even with the right password: refused before any check
-    const fromAttacker = await post(p.base, '/api/v1/auth/signin', { tenant: addr.slug, username: 'member1', password: USER_PW }, '127.0.0.1');
+    const fromAttacker = await postFrom(p.base, '/api/v1/auth/signin', { tenant: addr.slug, username: 'member1', password: USER_PW }, '127.0.0.1');
     assert.ok(fromAttacker.status === 0 || fromAttacker.status === 403, String(fromAttacker.status));
     assert.equal(checked(p, '127.0.0.1'), THRESHOLD);
   });
@@ -141,7 +115,7 @@ describe('sign-in under brute force: the defender, the gate and the lockout scop
     assert.equal(lockouts.length, 1);
     assert.equal(lockouts[0]?.fields['scope'], 'account');
     assert.equal(lockouts[0]?.fields['lockedAddress'], undefined);
-    const owner = await post(p.base, '/api/v1/auth/signin', { tenant: acct.slug, username: 'member1', password: USER_PW }, '127.0.0.4');
+    const owner = await postFrom(p.base, '/api/v1/auth/signin', { tenant: acct.slug, username: 'member1', password: USER_PW }, '127.0.0.4');
     assert.equal(owner.status, 401, 'the account is locked against its owner');
     const last = auditRecords(p).filter((r) => r.type === 'web.signin' && r.fields['clientAddress'] === '127.0.0.4');
     assert.equal(last.at(-1)?.fields['reason'], 'locked');
@@ -172,23 +146,23 @@ for (const [engine, url] of [
     it("'address' scope below the defender's threshold: 5 wrong passwords lock the account for that address only, until lockoutSeconds pass", async () => {
       const u = await p.identity.provisionUser(addr.id, { username: 'carol', password: USER_PW });
       for (let i = 0; i < 5; i++) {
-        assert.equal((await post(p.base, '/api/v1/auth/signin', { tenant: addr.slug, username: 'carol', password: `nope-${i}-abcdefgh` }, '127.0.0.5')).status, 401);
+        assert.equal((await postFrom(p.base, '/api/v1/auth/signin', { tenant: addr.slug, username: 'carol', password: `nope-${i}-abcdefgh` }, '127.0.0.5')).status, 401);
       }
       const right = { tenant: addr.slug, username: 'carol', password: USER_PW };
-      assert.equal((await post(p.base, '/api/v1/auth/signin', right, '127.0.0.5')).status, 401, 'locked for 127.0.0.5');
+      assert.equal((await postFrom(p.base, '/api/v1/auth/signin', right, '127.0.0.5')).status, 401, 'locked for 127.0.0.5');
       assert.equal((await p.identity.repo.userById(addr.id, u.id))?.lockedUntil, null, 'the account itself is not locked');
-      assert.equal((await post(p.base, '/api/v1/auth/signin', right, '127.0.0.6')).status, 200, 'another address signs in');
+      assert.equal((await postFrom(p.base, '/api/v1/auth/signin', right, '127.0.0.6')).status, 200, 'another address signs in');
       // the success from .6 did not lift the lock of .5
-      assert.equal((await post(p.base, '/api/v1/auth/signin', right, '127.0.0.5')).status, 401);
+      assert.equal((await postFrom(p.base, '/api/v1/auth/signin', right, '127.0.0.5')).status, 401);
       p.clock.advance(DEFAULT_POLICY.lockoutSeconds * 1000 + 1);
-      assert.equal((await post(p.base, '/api/v1/auth/signin', right, '127.0.0.5')).status, 200, 'unlocked after lockoutSeconds');
+      assert.equal((await postFrom(p.base, '/api/v1/auth/signin', right, '127.0.0.5')).status, 200, 'unlocked after lockoutSeconds');
       const rows = await p.db.db.selectFrom('platform_address_lockout').selectAll().where('user_id', '=', u.id).execute();
       assert.deepEqual(rows, [], 'a success clears the counters of the address and the ended ones');
     });
 
     it("an administrator's password reset lifts the per-address locks", async () => {
       const u = await p.identity.provisionUser(addr.id, { username: 'dave', password: USER_PW });
-      for (let i = 0; i < 5; i++) await post(p.base, '/api/v1/auth/signin', { tenant: addr.slug, username: 'dave', password: `nope-${i}-abcdefgh` }, '127.0.0.7');
+      for (let i = 0; i < 5; i++) await postFrom(p.base, '/api/v1/auth/signin', { tenant: addr.slug, username: 'dave', password: `nope-${i}-abcdefgh` }, '127.0.0.7');
       const rows = await p.db.db.selectFrom('platform_address_lockout').selectAll().where('user_id', '=', u.id).execute();
       assert.equal(rows.length, 1);
       assert.notEqual(rows[0]?.locked_until, null);
@@ -222,7 +196,7 @@ describe('the sign-in gate in the app: more guesses at once from one address tha
 
   it('refuses the excess at once with BUSY (503, sanitized, audited); other addresses are not affected', async () => {
     const burst = await Promise.all(
-      Array.from({ length: 20 }, (_, i) => post(base, '/api/v1/auth/signin', { tenant: t.slug, username: 'member1', password: `burst-${i}-wrong-pass` }, '127.0.0.9')),
+      Array.from({ length: 20 }, (_, i) => postFrom(base, '/api/v1/auth/signin', { tenant: t.slug, username: 'member1', password: `burst-${i}-wrong-pass` }, '127.0.0.9')),
     );
     const busy = burst.filter((r) => r.status === 503);
     assert.ok(busy.length >= 1, JSON.stringify(burst.map((r) => r.status)));
@@ -235,7 +209,7 @@ describe('the sign-in gate in the app: more guesses at once from one address tha
     const refusals = auditRecords(p).filter((r) => r.type === 'web.refusal' && r.fields['code'] === 'BUSY' && r.fields['clientAddress'] === '127.0.0.9');
     assert.equal(refusals.length, busy.length);
     assert.equal(checked(p, '127.0.0.9'), 20 - busy.length, 'the refused ones never reached the password check');
-    const other = await post(base, '/api/v1/auth/signin', { tenant: t.slug, username: 'auditor1', password: USER_PW }, '127.0.0.10');
+    const other = await postFrom(base, '/api/v1/auth/signin', { tenant: t.slug, username: 'auditor1', password: USER_PW }, '127.0.0.10');
     assert.equal(other.status, 200, other.body);
   });
 });

@@ -9,33 +9,9 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Agent, request } from 'node:http';
+import { Agent } from 'node:http';
 import { ScoringDefender } from '../../src/defender/index.js';
-import { USER_PW, seedTenant, startPlatform, type Platform, type SeededTenant } from './helpers.js';
-
-interface Res {
-  status: number;
-  body: string;
-}
-
-/** `status` 0: the connection was closed without an answer (a blocked address's new connection ends at accept). */
-function post(base: string, path: string, body: unknown, localAddress: string, agent?: Agent): Promise<Res> {
-  const url = new URL(path, base);
-  const data = JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { host: url.hostname, port: url.port, path: url.pathname, method: 'POST', localAddress, ...(agent ? { agent } : {}), headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (text += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-      },
-    );
-    req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? resolve({ status: 0, body: '' }) : reject(err)));
-    req.end(data);
-  });
-}
+import { postFrom, USER_PW, seedTenant, startPlatform, type Platform, type RawRes as Res, type SeededTenant } from './helpers.js';
 
 describe('web platform sign-in and the IP defender', () => {
   let p: Platform;
@@ -57,10 +33,10 @@ describe('web platform sign-in and the IP defender', () => {
     // one opened before the block and left idle (a malformed sign-in, 400, is not scored)
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     const idle = new Agent({ keepAlive: true, maxSockets: 1 });
-    assert.equal((await post(p.base, '/api/v1/auth/signin', {}, attacker, idle)).status, 400);
+    assert.equal((await postFrom(p.base, '/api/v1/auth/signin', {}, attacker, idle)).status, 400);
     const results: Res[] = [];
     for (let i = 0; i < THRESHOLD + 2; i++) {
-      results.push(await post(p.base, '/api/v1/auth/signin', { tenant: t.slug, username: `nobody${i}`, password: `wrong-password-${i}-xyz` }, attacker, agent));
+      results.push(await postFrom(p.base, '/api/v1/auth/signin', { tenant: t.slug, username: `nobody${i}`, password: `wrong-password-${i}-xyz` }, attacker, agent));
     }
     // the guess that reached the threshold is answered 401 and its connection closes; new connections end at accept
     assert.deepEqual(
@@ -68,15 +44,15 @@ describe('web platform sign-in and the IP defender', () => {
       [...Array<number>(THRESHOLD).fill(401), 0, 0],
     );
     // on the connection opened before the block: 403 once, even with the right password, and it closes
-    const refused = await post(p.base, '/api/v1/auth/signin', { tenant: t.slug, username: 'member1', password: USER_PW }, attacker, idle);
+    const refused = await postFrom(p.base, '/api/v1/auth/signin', { tenant: t.slug, username: 'member1', password: USER_PW }, attacker, idle);
     assert.equal(refused.status, 403);
     assert.match(refused.body, /Access denied/);
     assert.doesNotMatch(refused.body, /127\.0\.0\.1|blocked/, 'the body does not explain the block');
-    const blocked = await post(p.base, '/api/v1/auth/signin', { tenant: t.slug, username: 'member1', password: USER_PW }, attacker, idle);
+    const blocked = await postFrom(p.base, '/api/v1/auth/signin', { tenant: t.slug, username: 'member1', password: USER_PW }, attacker, idle);
     assert.equal(blocked.status, 0, 'the right password from the blocked address, on a new connection');
     agent.destroy();
     idle.destroy();
-    const other = await post(p.base, '/api/v1/auth/signin', { tenant: t.slug, username: 'member1', password: USER_PW }, '127.0.0.2');
+    const other = await postFrom(p.base, '/api/v1/auth/signin', { tenant: t.slug, username: 'member1', password: USER_PW }, '127.0.0.2');
     assert.equal(other.status, 200, other.body);
   });
 });

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
+import { request, type Agent } from 'node:http';
 import { FileAuditSink, type AuditEvent, type AuditSink } from '../../src/audit/index.js';
 import { DatabaseAuditSink } from '../../src/platform/audit-store.js';
 import { TenantAllowLists } from '../../src/platform/allow-list-store.js';
@@ -129,6 +130,31 @@ export interface Res {
   /** `body.error` of an error answer. */
   error: ErrorBody | undefined;
   text: string;
+}
+
+/** An answer read as text; `status` 0: the connection was closed without one (a blocked address's new connection ends at accept). */
+export interface RawRes {
+  status: number;
+  body: string;
+}
+
+/** POSTs JSON over plain HTTP from a given local address (127/8 all routes to lo), optionally through `agent`. */
+export function postFrom(base: string, path: string, body: unknown, localAddress: string, agent?: Agent): Promise<RawRes> {
+  const url = new URL(path, base);
+  const data = JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: url.hostname, port: url.port, path: url.pathname, method: 'POST', localAddress, ...(agent ? { agent } : {}), headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+      },
+    );
+    req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? resolve({ status: 0, body: '' }) : reject(err)));
+    req.end(data);
+  });
 }
 
 /** A minimal cookie-keeping client, the way a browser holds the session cookie. */

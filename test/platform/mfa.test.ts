@@ -29,6 +29,7 @@ import {
 import { SimClock } from '../../src/testkit/simclock.js';
 import { rejectsCode, throwsCode } from '../helpers/errors.js';
 import { Rng } from '../helpers/rng.js';
+import { codeAt } from '../helpers/totp.js';
 
 let dir: string;
 before(() => {
@@ -49,10 +50,6 @@ const RFC_SHA1: ReadonlyArray<[number, string]> = [
 
 /** A time well inside a 30 s step, so ±1 step arithmetic in tests is unambiguous. */
 const T0 = Date.UTC(2026, 10, 29, 12, 0, 0) + 10_000;
-
-function codeAt(secretB32: string, ms: number): string {
-  return TOTP.generate({ secret: Secret.fromBase32(secretB32), algorithm: 'SHA1', digits: 6, period: 30, timestamp: ms });
-}
 
 describe('RFC 6238 test vectors (SHA-1)', () => {
   it('otpauth, configured as the service configures it, produces the appendix values', () => {

@@ -29,7 +29,7 @@ import { IdentityService } from '../../src/platform/service.js';
 import { SimClock } from '../../src/testkit/simclock.js';
 import { ROUTE_TABLE } from '../../src/platform/routes.js';
 import { ADMIN_PW, seedTenant, startPlatform, TEST_ARGON2, USER_PW, type Platform } from './helpers.js';
-import { CHROMIUM, issueTestCert, launchChromium } from '../helpers/browser.js';
+import { CHROMIUM, issueTestCert, launchChromium, openPage } from '../helpers/browser.js';
 
 
 describe('platform pages over HTTP', () => {
@@ -136,15 +136,8 @@ describe('platform pages in chromium', { skip: existsSync(CHROMIUM) ? false : `$
   });
 
   async function newPage(): Promise<{ context: BrowserContext; page: Page }> {
-    const context = await browser.newContext({ ignoreHTTPSErrors: false, baseURL: p.base });
-    contexts.push(context);
-    const page = await context.newPage();
+    const { context, page, problems } = await openPage(browser, p.base, contexts);
     // a CSP violation or script error fails the scenario
-    const problems: string[] = [];
-    page.on('pageerror', (e) => problems.push(e.message));
-    page.on('console', (m) => {
-      if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())) problems.push(m.text());
-    });
     (page as Page & { problems?: string[] }).problems = problems;
     return { context, page };
   }

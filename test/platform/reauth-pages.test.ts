@@ -26,7 +26,7 @@ import { DatabaseSsoConfigSource, MemorySsoStore, SsoServices, type OidcDiscover
 import { SimClock } from '../../src/testkit/simclock.js';
 import { ADMIN_PW, seedTenant, TEST_ARGON2, type Platform } from './helpers.js';
 import { startOidcProvider, type TestOidcProvider } from './sso/oidc-idp.js';
-import { CHROMIUM, issueTestCert, launchChromium } from '../helpers/browser.js';
+import { CHROMIUM, issueTestCert, launchChromium, openPage } from '../helpers/browser.js';
 
 const SECRET = 'reauth-pages-oidc-secret-5c2e7a91';
 
@@ -83,17 +83,7 @@ describe('SSO buttons, re-authentication dialog and SSO page in chromium', { ski
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function newPage(): Promise<{ page: Page; problems: string[] }> {
-    const context = await browser.newContext({ baseURL: base });
-    contexts.push(context);
-    const page = await context.newPage();
-    const problems: string[] = [];
-    page.on('pageerror', (e) => problems.push(e.message));
-    page.on('console', (m) => {
-      if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())) problems.push(m.text());
-    });
-    return { page, problems };
-  }
+  const newPage = (): Promise<{ page: Page; problems: string[] }> => openPage(browser, base, contexts);
 
   async function ready(page: Page): Promise<void> {
     await page.waitForSelector('body[data-ready="true"]', { timeout: 5000 });

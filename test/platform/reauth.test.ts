@@ -12,11 +12,11 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { readFileSync } from 'node:fs';
-import { Secret, TOTP } from 'otpauth';
 import { ScoringDefender, type Defender } from '../../src/defender/index.js';
 import { routeRules } from '../../src/platform/routes.js';
 import { Rng } from '../helpers/rng.js';
 import { ADMIN_PW, Client, seedTenant, signedIn, startPlatform, USER_PW, type Platform, type SeededTenant } from './helpers.js';
+import { codeAt } from '../helpers/totp.js';
 
 interface Rec {
   type: string;
@@ -29,10 +29,6 @@ function auditRecords(p: Platform): Rec[] {
     .split('\n')
     .filter((l) => l !== '')
     .map((l) => JSON.parse(l) as Rec);
-}
-
-function codeAt(secret: string, ms: number): string {
-  return new TOTP({ secret: Secret.fromBase32(secret), algorithm: 'SHA1', digits: 6, period: 30 }).generate({ timestamp: ms });
 }
 
 /** A concrete URL of a route (parameters filled with well-formed values that name nothing). */

@@ -10,18 +10,14 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { Secret, TOTP } from 'otpauth';
 import { ADMIN_PW, Client, seedTenant, signedIn, startPlatform, USER_PW, type Platform, type SeededTenant } from './helpers.js';
+import { codeAt } from '../helpers/totp.js';
 
 function auditRecords(p: Platform): { type: string; fields: Record<string, unknown> }[] {
   return readFileSync(p.auditFile, 'utf8')
     .split('\n')
     .filter((l) => l !== '')
     .map((l) => JSON.parse(l) as { type: string; fields: Record<string, unknown> });
-}
-
-function codeAt(secret: string, ms: number): string {
-  return new TOTP({ secret: Secret.fromBase32(secret), algorithm: 'SHA1', digits: 6, period: 30 }).generate({ timestamp: ms });
 }
 
 describe('platform sign-in with TOTP', () => {

@@ -23,7 +23,7 @@ import { AesGcmSecretBox } from '../../src/platform/mfa/index.js';
 import { argon2idHasher } from '../../src/platform/passwords.js';
 import { startPlatformServer, type PlatformServer } from '../../src/platform/server.js';
 import type { OidcDiscover } from '../../src/platform/sso/index.js';
-import { httpsCall, makePki, type Response } from '../node-api/helpers.js';
+import { httpsCall, makePki, WebClient, type Response } from '../node-api/helpers.js';
 import { ADMIN_PW, TEST_ARGON2, USER_PW } from './helpers.js';
 import { browse, startOidcProvider, type TestOidcProvider } from './sso/oidc-idp.js';
 import { fetchPostForm, startSamlIdp, type TestSamlIdp } from './sso/saml-idp.js';
@@ -36,30 +36,6 @@ const testDiscover: OidcDiscover = (c) =>
 
 const SECRET = 'the-oidc-client-secret-7f3a9c41d2e8';
 const SP = 'https://tachyon.example/sso/saml/served';
-
-/** A cookie-keeping HTTPS client (the way a browser holds the session cookie). */
-class WebClient {
-  cookie: string | undefined;
-  csrf: string | undefined;
-  constructor(
-    readonly agent: HttpsAgent,
-    readonly port: () => number,
-  ) {}
-
-  async req(method: string, url: string, body?: unknown): Promise<Response & { body: Record<string, unknown> }> {
-    const headers: Record<string, string> = {};
-    if (this.cookie !== undefined) headers['cookie'] = this.cookie;
-    if (this.csrf !== undefined) headers['x-csrf-token'] = this.csrf;
-    const r = await httpsCall(this.agent, this.port(), method, url, { ...(body !== undefined ? { body } : {}), headers });
-    const set = r.headers['set-cookie'];
-    const first = Array.isArray(set) ? set[0] : set;
-    const m = first !== undefined ? /^__Host-tachyon-session=([^;]*)/.exec(first) : null;
-    if (m) this.cookie = m[1] === '' ? undefined : `__Host-tachyon-session=${m[1]}`;
-    const json = (r.json ?? {}) as Record<string, unknown>;
-    if (typeof json['csrfToken'] === 'string') this.csrf = json['csrfToken'];
-    return { ...r, body: json };
-  }
-}
 
 describe('SSO configured per tenant in the served platform (HTTPS, SQLite file, real oidc-provider)', () => {
   let work: string;
