@@ -85,8 +85,6 @@ export interface ClientPipelineOptions {
 
 /** What {@link pipelineClient} installed. */
 export interface ClientPipeline {
-  /** The first messages go with the subsystem request (always, once installed). */
-  readonly helloWithSubsystem: true;
   /** Whether the subsystem request and the first messages went in the authentication flight. */
   readonly earlyChannel: () => boolean;
 }
@@ -175,7 +173,7 @@ export function pipelineClient(client: object, o: ClientPipelineOptions): Client
   handlers.SERVICE_ACCEPT = () => {};
   // ssh2's handler expects an attempt of its own in progress; there is none to retry.
   handlers.USERAUTH_FAILURE = () => o.onAuthFailure();
-  return { helloWithSubsystem: true, earlyChannel: () => early !== undefined };
+  return { earlyChannel: () => early !== undefined };
 }
 
 /** Most bytes written ahead of the channel's confirmation (the server's smallest packet limit is larger). */
@@ -186,7 +184,7 @@ const EARLY_BYTES = 16 * 1024;
  * data for channel 0 (up to {@link EARLY_BYTES}; more waits), and once ssh2 has the channel
  * (`attach`), everything goes through it, with its flow control, in both directions.
  */
-export class EarlyChannelStream extends Duplex {
+class EarlyChannelStream extends Duplex {
   private channel: ClientChannel | undefined;
   private earlyBytes = 0;
   private readonly waiting: { chunk: Buffer; cb: (err?: Error | null) => void }[] = [];
