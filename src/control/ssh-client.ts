@@ -14,8 +14,8 @@ import type { StreamControlLink } from './framing.js';
 import { blobKeyType, checkKnownHosts, fingerprintOf, knownHostsName, normalizeFingerprint } from './hostkeys.js';
 import type { KnownHostsResult } from './hostkeys.js';
 import { SUBSYSTEM } from './messages.js';
-import { pipelineClient } from './ssh-pipeline.js';
-import type { ClientPipeline } from './ssh-pipeline.js';
+import { guessKeyExchange, pipelineClient } from './ssh-pipeline.js';
+import type { ClientPipeline, KexGuess } from './ssh-pipeline.js';
 import type { ControlLink } from './messages.js';
 import { SSH_IDENT, controlAlgorithms } from './ssh-server.js';
 
@@ -74,9 +74,15 @@ export interface ControlConnection {
   hostKeyFingerprint: string;
   /**
    * How the set-up after the key exchange went (ssh-pipeline.ts): `one-flight` (one round
-   * trip, a `Tachyon_2` server), `two-flights` (other servers), `no` (one per step, six).
+   * trip, a `Tachyon_2` or later server), `two-flights` (other servers), `no` (one per step, six).
    */
   readonly pipelined: 'one-flight' | 'two-flights' | 'no';
+  /**
+   * The key exchange (ssh-pipeline.ts, `guessKeyExchange`): `right` when the server used
+   * the client's guessed share (one round trip saved), `wrong` when it ignored it, `no`
+   * when the client did not guess (`pipeline: false`).
+   */
+  readonly kexGuess: 'right' | 'wrong' | 'no';
   /** Closes the link and the SSH connection. */
   close(): void;
 }
@@ -168,6 +174,7 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
     let link: StreamControlLink | undefined;
     let channel: Duplex | undefined;
     let pipeline: ClientPipeline | undefined;
+    let kexGuess: KexGuess | undefined;
 
     const fail = (err: TachyonError): void => {
       if (settled) return;
@@ -288,6 +295,10 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
         get pipelined() {
           return pipeline === undefined ? 'no' : pipeline.earlyChannel() ? 'one-flight' : 'two-flights';
         },
+        get kexGuess() {
+          const o = kexGuess?.outcome();
+          return o === 'right' || o === 'wrong' ? o : 'no';
+        },
         close: () => {
           theLink.close();
           shutdown();
@@ -383,6 +394,8 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
         return;
       }
       if (opts.pipeline === false) return;
+      // One round trip less: KEXINIT and our key share go with the version string.
+      kexGuess = guessKeyExchange(client);
       // Fewer round trips (ssh-pipeline.ts): the first control messages ride with the
       // subsystem request, and authentication and the channel open with the service request.
       pipeline = pipelineClient(client, {

@@ -25,6 +25,9 @@
  * channel is served only to an authenticated client; data on a channel whose subsystem
  * is refused is discarded with the channel.
  *
+ * Before that, the client guesses the key exchange ({@link guessKeyExchange}): its KEXINIT
+ * and curve25519 share go with its version string, one round trip less again.
+ *
  * ssh2 has no public hook for this, so these functions reach into its `_protocol` and
  * `_chanMgr` (version 1.17, pinned by package-lock). Each checks the shapes it needs
  * first and returns false when they are not there: the caller then takes the ordinary
@@ -32,6 +35,8 @@
  * so an ssh2 upgrade that silently disables this fails a test instead of slowing every
  * transfer.
  */
+import { generateKeyPairSync, randomFillSync } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { Duplex } from 'node:stream';
 import type { ClientChannel, ParsedKey } from 'ssh2';
 
@@ -307,4 +312,192 @@ export function holdConnectionMessagesDuringAuth(
   return () => {
     if (!authPending()) drain();
   };
+}
+
+/** The key exchanges the client may guess (its first choice): curve25519, by either name. */
+const GUESSABLE_KEX = ['curve25519-sha256', 'curve25519-sha256@libssh.org'];
+const MSG_KEXINIT = 20;
+const MSG_KEX_ECDH_INIT = 30;
+
+/** The parts of ssh2's Protocol object the key-exchange guess uses (ssh2 1.17). */
+interface KexInternals {
+  start: (() => void) | undefined;
+  _server: boolean;
+  _onWrite(data: Buffer): void;
+  _offer: { totalSize: number; copyAllTo(buf: Buffer, offset: number): void; lists: { kex: { array: string[] }; serverHostKey: { array: string[] } } };
+  _cipher: { outSeqno: number; encrypt(packet: Buffer): void };
+  _kexinit: Buffer | undefined;
+  _kex: { type?: unknown; negotiated?: { kex?: unknown }; _remoteKexinit?: unknown; _keys?: unknown } | undefined;
+}
+
+function kexInternals(client: object): KexInternals | undefined {
+  const p = (client as { _protocol?: Partial<KexInternals> })._protocol;
+  if (p === undefined || p._server !== false || typeof p.start !== 'function' || typeof p._onWrite !== 'function') return undefined;
+  const offer = p._offer;
+  if (offer === undefined || typeof offer.totalSize !== 'number' || typeof offer.copyAllTo !== 'function') return undefined;
+  if (!Array.isArray(offer.lists?.kex?.array) || !Array.isArray(offer.lists?.serverHostKey?.array)) return undefined;
+  const cipher = p._cipher;
+  if (cipher === undefined || typeof cipher.encrypt !== 'function' || typeof cipher.outSeqno !== 'number' || cipher.outSeqno !== 0) return undefined;
+  return p as KexInternals;
+}
+
+/** An unencrypted SSH binary packet (RFC 4253 §6) around `payload`, as ssh2's NullCipher frames it. */
+function plainPacket(payload: Buffer): Buffer {
+  let len = 4 + 1 + payload.length;
+  let pad = 8 - (len & 7);
+  if (pad < 4) pad += 8;
+  len += pad;
+  const packet = Buffer.alloc(len);
+  packet.writeUInt32BE(len - 4, 0);
+  packet[4] = pad;
+  payload.copy(packet, 5);
+  randomFillSync(packet, 5 + payload.length, pad);
+  return packet;
+}
+
+/** The first `count` name-lists of a KEXINIT payload, each as its first name ('' if empty or malformed). */
+function firstNames(kexinit: Buffer, count: number): string[] {
+  const out: string[] = [];
+  let pos = 17;
+  for (let i = 0; i < count; i++) {
+    if (pos + 4 > kexinit.length) return out;
+    const len = kexinit.readUInt32BE(pos);
+    pos += 4;
+    if (pos + len > kexinit.length) return out;
+    out.push(kexinit.toString('latin1', pos, pos + len).split(',')[0] ?? '');
+    pos += len;
+  }
+  return out;
+}
+
+/** The first version of our server that uses a right guess (see {@link honourKexGuess}). */
+const KEX_GUESS_VERSION = 3;
+
+/** Whether a KEXINIT's first key exchange and host key algorithms are `kex` and `hostKey` (RFC 4253 §7.1: a right guess). */
+function firstChoicesAre(kexinit: unknown, kex: string, hostKey: string | undefined): boolean {
+  if (!Buffer.isBuffer(kexinit) || hostKey === undefined) return false;
+  const [k, h] = firstNames(kexinit, 2);
+  return k === kex && h === hostKey;
+}
+
+/**
+ * Whether the server used our guessed KEX_ECDH_INIT. RFC 4253 §7.1 (OpenSSH, and our
+ * server since `Tachyon_3`): the guess is right when both sides' first key exchange and
+ * first host key algorithms are the same. A stock ssh2 server (`ssh2js`, and ours before
+ * `Tachyon_3`) skips every guessed packet (lib/protocol/kex.js compares the negotiated
+ * name with a character of it), so the client sends its own again. Sending it again when
+ * the server used the first, or not when it skipped it, would break the exchange.
+ */
+function guessUsed(p: KexInternals, guessed: string, software: unknown): boolean {
+  const kex = p._kex;
+  if (kex === undefined || kex.negotiated?.kex !== guessed || kex.type !== '25519' || !('_keys' in kex)) return false;
+  const sw = typeof software === 'string' ? software : '';
+  if (sw.startsWith('ssh2js')) return false;
+  const tachyon = tachyonVersion(sw);
+  if (sw.startsWith('Tachyon_') && tachyon < KEX_GUESS_VERSION) return false;
+  return firstChoicesAre(kex._remoteKexinit, guessed, p._offer.lists.serverHostKey.array[0]);
+}
+
+/**
+ * Server side: use a client's right guess (RFC 4253 §7.1). ssh2 1.17's server marks every
+ * packet that follows a KEXINIT with `first_kex_packet_follows` for skipping, right guess
+ * or not (it compares the negotiated name with its first character); the client would
+ * then wait for an answer to a key share the server threw away. When the key exchange is
+ * set up (ssh2 assigns `_kex`), this clears that mark if the client's first key exchange
+ * and host key algorithms are the server's first ones. Call on the `connection` event,
+ * before the client's KEXINIT is parsed. Returns false, changing nothing, when ssh2's
+ * internals are not as expected (guessed packets are then skipped, as stock ssh2 does).
+ */
+export function honourKexGuess(conn: object): boolean {
+  const p = (conn as { _protocol?: Record<string, unknown> })._protocol;
+  if (p === undefined || p._server !== true || !('_kex' in p) || typeof p._skipNextInboundPacket !== 'boolean') return false;
+  let kex: unknown = p._kex;
+  Object.defineProperty(p, '_kex', {
+    configurable: true,
+    enumerable: true,
+    get: () => kex,
+    set: (v: unknown) => {
+      kex = v;
+      if (p._skipNextInboundPacket !== true || v === null || typeof v !== 'object') return;
+      const ex = v as { _remoteKexinit?: unknown; _kexinit?: unknown; negotiated?: { kex?: unknown } };
+      if (!Buffer.isBuffer(ex._kexinit) || typeof ex.negotiated?.kex !== 'string') return;
+      const [kexName, hostKey] = firstNames(ex._kexinit, 2);
+      if (kexName === ex.negotiated.kex && firstChoicesAre(ex._remoteKexinit, kexName, hostKey)) p._skipNextInboundPacket = false;
+    },
+  });
+  return true;
+}
+
+/** What {@link guessKeyExchange} installed. */
+export interface KexGuess {
+  /** `right`: the server used the guessed packet (one round trip saved); `wrong`: it ignored it; `pending`: not known yet. */
+  readonly outcome: () => 'right' | 'wrong' | 'pending';
+}
+
+/**
+ * One round trip less before the key exchange completes: the client sends its KEXINIT and
+ * its curve25519 share (KEX_ECDH_INIT, with `first_kex_packet_follows` set) right behind
+ * its version string, instead of waiting for the server's version and KEXINIT (RFC 4253
+ * §7: each side may guess the other's method). The server answers all three at once with
+ * its reply and NEWKEYS, so the authentication flight leaves after two round trips of
+ * TCP data instead of three.
+ *
+ * ssh2's client never guesses, so this writes the two packets itself, then takes the
+ * place of ssh2's own: its KEXINIT is not written (ours stands in the exchange hash), and
+ * its KEX_ECDH_INIT is not written when the server used ours (our key pair is handed to
+ * its key exchange); when the server ignored ours (another method, or another first
+ * choice), ssh2's goes out as usual. Packet sequence numbers count what went on the wire.
+ * Call right after `client.connect()` (before ssh2 writes its version string). Returns
+ * undefined, changing nothing, when ssh2's internals are not as expected or the client's
+ * first choice is not curve25519.
+ */
+export function guessKeyExchange(client: object): KexGuess | undefined {
+  const p = kexInternals(client);
+  const guessed = p?._offer.lists.kex.array[0];
+  if (p === undefined || guessed === undefined || !GUESSABLE_KEX.includes(guessed)) return undefined;
+  const start = p.start!;
+  const cipher = p._cipher;
+  const encrypt = cipher.encrypt.bind(cipher);
+
+  const kexinit = Buffer.alloc(1 + 16 + p._offer.totalSize + 1 + 4);
+  kexinit[0] = MSG_KEXINIT;
+  randomFillSync(kexinit, 1, 16);
+  p._offer.copyAllTo(kexinit, 17);
+  kexinit[kexinit.length - 5] = 1; // first_kex_packet_follows; reserved uint32 stays 0
+  const keys: { publicKey: KeyObject; privateKey: KeyObject } = generateKeyPairSync('x25519');
+  const share = keys.publicKey.export({ type: 'spki', format: 'der' }).subarray(-32);
+  const ecdhInit = Buffer.alloc(1 + 4 + share.length);
+  ecdhInit[0] = MSG_KEX_ECDH_INIT;
+  ecdhInit.writeUInt32BE(share.length, 1);
+  share.copy(ecdhInit, 5);
+
+  let outcome: 'right' | 'wrong' | 'pending' = 'pending';
+  let step: 'kexinit' | 'ecdh' | 'done' = 'kexinit';
+  p.start = (): void => {
+    start();
+    p._onWrite(plainPacket(kexinit));
+    p._onWrite(plainPacket(ecdhInit));
+  };
+  cipher.encrypt = (packet: Buffer): void => {
+    const type = packet[5];
+    if (step === 'kexinit' && type === MSG_KEXINIT) {
+      // ours went first: it is the one the exchange hash covers
+      step = 'ecdh';
+      p._kexinit = kexinit;
+      cipher.outSeqno = (cipher.outSeqno + 1) >>> 0;
+      return;
+    }
+    if (step === 'ecdh' && type === MSG_KEX_ECDH_INIT) {
+      step = 'done';
+      cipher.outSeqno = (cipher.outSeqno + 1) >>> 0; // our guessed packet
+      if (guessUsed(p, guessed, (client as { _remoteVer?: unknown })._remoteVer)) {
+        outcome = 'right';
+        p._kex!._keys = keys;
+        return;
+      }
+      outcome = 'wrong';
+    }
+    encrypt(packet);
+  };
+  return { outcome: () => outcome };
 }

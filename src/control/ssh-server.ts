@@ -30,7 +30,7 @@ import { TachyonError, toTachyonError } from '../core/errors.js';
 import { linkFromStream } from './framing.js';
 import type { StreamControlLink } from './framing.js';
 import { fingerprintOf, MIN_RSA_BITS } from './hostkeys.js';
-import { holdConnectionMessagesDuringAuth } from './ssh-pipeline.js';
+import { holdConnectionMessagesDuringAuth, honourKexGuess } from './ssh-pipeline.js';
 import { SUBSYSTEM } from './messages.js';
 import type { ControlLink } from './messages.js';
 
@@ -105,7 +105,7 @@ export function controlAlgorithms(options: { nistKex?: boolean } = {}): Algorith
 }
 
 /** The SSH software version string the control server and client announce. */
-export const SSH_IDENT = 'Tachyon_2';
+export const SSH_IDENT = 'Tachyon_3';
 
 // ---------------------------------------------------------------------------------------
 // Public types
@@ -633,6 +633,8 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     // instead of being refused or dropped while we check the key.
     let deciding = 0;
     const release = holdConnectionMessagesDuringAuth(conn, () => deciding > 0);
+    // A client's key share sent with its KEXINIT (a right guess) is used, not skipped.
+    honourKexGuess(conn);
     conn.on('authentication', (ctx: AuthContext) => {
       deciding++;
       handleAuth(rec, ctx)

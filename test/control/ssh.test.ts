@@ -319,7 +319,7 @@ describe('SSH control channel (ssh2 client <-> server)', () => {
       got += c.toString('latin1');
     });
     const closedAt = await new Promise<number>((r) => sock.on('close', () => r(Date.now())));
-    assert.match(got, /^SSH-2\.0-Tachyon_2/, 'the server spoke first');
+    assert.match(got, /^SSH-2\.0-Tachyon_3/, 'the server spoke first');
     const elapsed = closedAt - opened;
     assert.ok(elapsed >= 280 && elapsed < 3000, `closed after ${elapsed} ms`);
     await sleep(10);
@@ -347,8 +347,8 @@ describe('SSH control channel (ssh2 client <-> server)', () => {
       const a = await open(s.port);
       const b = await open(s.port);
       const c = await open(s.port);
-      assert.match(await a.ident, /^SSH-2\.0-Tachyon_2/);
-      assert.match(await b.ident, /^SSH-2\.0-Tachyon_2/);
+      assert.match(await a.ident, /^SSH-2\.0-Tachyon_3/);
+      assert.match(await b.ident, /^SSH-2\.0-Tachyon_3/);
       assert.equal(await c.ident, '', `${detail}: the third connection is dropped before the version exchange`);
       assert.ok(events.some((e) => e.type === 'refused' && e['what'] === 'connection' && e['detail'] === detail));
       // A closed connection frees its place, and so does one that authenticates.
@@ -356,7 +356,7 @@ describe('SSH control channel (ssh2 client <-> server)', () => {
       await sleep(50);
       const conn = await connectControl(opts({ port: s.port }));
       const d = await open(s.port);
-      assert.match(await d.ident, /^SSH-2\.0-Tachyon_2/, `${detail}: a place freed up`);
+      assert.match(await d.ident, /^SSH-2\.0-Tachyon_3/, `${detail}: a place freed up`);
       conn.close();
       for (const x of [b, c, d]) x.sock.destroy();
     }
