@@ -167,6 +167,25 @@ describe('data plane on a simulated network: integrity', () => {
     }
   });
 
+  it('the initial window is one burst, then pacing: also on a clock that starts at 0', async () => {
+    // the window was once keyed on "first send time is 0": at virtual time 0 every tick
+    // refilled it, and the whole file left at once
+    const { clock, net } = simPath(7, { delayMs: 50 });
+    assert.equal(clock.now(), 0);
+    const flow = createFlow({ net, clock, sender: SENDER, receiver: RECEIVER, files: [contentFor(32 << 20, 1)] });
+    try {
+      flow.start();
+      clock.advance(40); // before any feedback (RTT 100 ms)
+      const window = (50e6 / 8) * 0.05 / DATAGRAM;
+      const paced = (50e6 / 8) * 0.04 / DATAGRAM;
+      const sent = flow.sender.stats.packetsSent;
+      assert.ok(sent >= 0.9 * window, `${sent} datagrams, window ${window.toFixed(0)}`);
+      assert.ok(sent <= 1.1 * (window + paced), `${sent} datagrams in 40 ms: more than the window plus 40 ms at 50 Mbit/s (${(window + paced).toFixed(0)})`);
+    } finally {
+      await flow.close();
+    }
+  });
+
   it('several files back to back, with sizes on and off block boundaries', async () => {
     const p = payloadPerDatagram(DATAGRAM);
     const o = await transfer({ forward: { delayMs: 5, loss: 0.05 }, reverse: { delayMs: 5, loss: 0.05 }, sizes: [1, p, p + 1, 3 * p - 1, 200_000], maxMs: 10_000 });

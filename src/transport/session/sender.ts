@@ -354,7 +354,7 @@ export class DataSender extends SessionPeer {
     let refill = this.tokens + bytesPerMs * elapsed;
     // the first datagrams go out as one burst allowance at the start rate (an initial
     // window: the path shows its first delay samples a little sooner)
-    if (this.stats.firstSendAt === 0 && this.hasWork()) refill = Math.max(refill, burst);
+    if (this.stats.packetsSent === 0 && this.hasWork()) refill = Math.max(refill, burst);
     else if (refill > burst && this.hasWork()) this.stats.pacingLostBytes += refill - burst;
     this.tokens = Math.min(burst, refill);
     let sentThisTick = 0;
