@@ -414,6 +414,31 @@ describe('data plane on a simulated network: rate control', () => {
     },
   );
 
+  it('start-up measures the initial window as a packet train: one RTT after the first feedback the rate is at the path\'s, with no queue drops (300 ms, 200 Mbit/s)', async (t: TestContext) => {
+    // doubling from 50 Mbit/s instead reached the path's rate after three round trips and
+    // overshot to ~380 Mbit/s before the queue showed: hundreds of queue drops
+    const path: LinkConfig = { delayMs: 150, rateBps: BOTTLENECK_BPS, queueBytes: 7_500_000 };
+    const { clock, net } = simPath(5, path, { delayMs: 150 });
+    const flow = createFlow({ net, clock, sender: SENDER, receiver: RECEIVER, files: [contentFor(24 * MiB, 3)], policy: 'fair', targetBps: 1e9 });
+    const rates: number[] = [];
+    const stop = every(clock, 100, () => rates.push(flow.sender.stats.rateBps));
+    try {
+      flow.start();
+      clock.advanceTo(600); // the first feedback arrives at 300 ms
+      const at600 = flow.sender.stats.rateBps;
+      assert.ok(runToCompletion(clock, [flow], 30_000));
+      const drops = net.stats(HOST_A, HOST_B).droppedQueue;
+      const peak = Math.max(...rates);
+      t.diagnostic(`rate at 600 ms ${mbps(at600)}, peak ${mbps(peak)}, ${drops} queue drops, whole ${mbps((24 * MiB * 8 * 1000) / (flow.completedAt! - flow.startedAt))}`);
+      assert.ok(at600 >= 0.9 * PAYLOAD_CAPACITY && at600 <= 1.1 * BOTTLENECK_BPS, `rate at 600 ms: ${mbps(at600)}`);
+      assert.ok(peak <= 1.1 * BOTTLENECK_BPS, `peak rate ${mbps(peak)}`);
+      assert.equal(drops, 0);
+    } finally {
+      stop();
+      await flow.close();
+    }
+  });
+
   it('the tail on 300 ms, 5% loss each way: done within 2 RTT of the last new block (NAKs repeated, near-tail retransmissions in copies)', async (t: TestContext) => {
     // Without repeated NAKs and extra copies near the end, a block whose NAK or whose
     // retransmission is lost in the last round trips finishes one re-NAK interval
@@ -466,7 +491,7 @@ describe('data plane on a simulated network: rate control', () => {
         receiver: { address: HOST_B, port: port + 1000 },
         sessionId,
         keySeed: sessionId,
-        files: [contentFor(48 * MiB, sessionId)],
+        files: [contentFor(64 * MiB, sessionId)],
         policy: policies[sessionId - 1]!,
         targetBps: 1e9,
       });

@@ -23,6 +23,11 @@ export interface FeedbackSample {
   rttMs: number;
   /** delivery rate measured over the last few tens of ms, bits/s */
   recvRateBps: number;
+  /**
+   * the receiver's arrival rate over its last feedback interval (a few ms), bits/s; 0 or
+   * absent when the feedback did not carry one
+   */
+  intervalRateBps?: number;
 }
 
 export interface RateController {
@@ -53,6 +58,15 @@ export const POLICY_ALPHA_BYTES: Record<Exclude<RatePolicy, 'fixed'>, number> = 
  * noise shows up as a few ms that vanish at the next samples.
  */
 const STARTUP_EXIT_QUEUE_MS = 5;
+
+/**
+ * Start-up jumps to the rate at which the initial window arrived once that is at least
+ * this many times the sending rate (see {@link DelayBasedRateController.onFeedback}).
+ */
+const TRAIN_JUMP_MIN = 1.5;
+
+/** The jump never goes above this multiple of the current rate (a receiver's read hiccup bunches arrivals). */
+const TRAIN_JUMP_MAX = 8;
 
 /** largest re-probe step per round trip (it starts at 5% and doubles every two round trips) */
 const PROBE_MAX_STEP = 0.25;
@@ -100,6 +114,10 @@ export class DelayBasedRateController implements RateController {
   /** draining the queue built during start-up */
   private draining = false;
   private capacityBps = 0;
+  /** start-up jumped to the initial window's arrival rate */
+  private jumped = false;
+  /** since when start-up holds that rate (ms; undefined: not holding) */
+  private holdSince: number | undefined;
   /** smoothed queueing delay, ms */
   private qAvg = 0;
   /** recent queueing-delay samples: a real queue persists, a receiver hiccup does not */
@@ -147,6 +165,28 @@ export class DelayBasedRateController implements RateController {
         this.rate = clamp(Math.min(this.rate, f.recvRateBps * 0.75), this.opts.minBps, this.opts.targetBps);
         return;
       }
+    }
+    if (this.startup && !this.jumped && f.intervalRateBps !== undefined && f.intervalRateBps > TRAIN_JUMP_MIN * this.rate) {
+      // The initial window left as one burst and the bottleneck spaced it out at its own
+      // rate: arrivals faster than we send measure the path (a packet train). Go there at
+      // once instead of doubling towards it for several round trips and overshooting by
+      // the round trip the queue signal takes. A queue then ends start-up as usual. Past
+      // TRAIN_JUMP_MAX the measurement may be a receiver's read hiccup: jump that far and
+      // go on doubling.
+      this.jumped = true;
+      const capped = f.intervalRateBps > TRAIN_JUMP_MAX * this.rate;
+      if (!capped) this.holdSince = f.now;
+      this.rate = clamp(Math.min(f.intervalRateBps, TRAIN_JUMP_MAX * this.rate), this.opts.minBps, this.opts.targetBps);
+      return;
+    }
+    if (this.startup && this.holdSince !== undefined) {
+      // hold the measured rate; if no queue shows for two round trips it was an
+      // underestimate (the train met other traffic, or arrived in pieces): leave start-up
+      // and let the gentle re-probe find the rest
+      if (this.qAvg >= this.emptyQueueMs) this.holdSince = f.now;
+      else if (f.now - this.holdSince > 2 * rtt) this.startup = false;
+      this.emptyFor = this.qAvg < this.emptyQueueMs ? this.emptyFor + dt : 0;
+      return;
     }
     if (this.draining) {
       if (qMs < STARTUP_EXIT_QUEUE_MS) {

@@ -247,6 +247,7 @@ export class DataSender extends SessionPeer {
       qdelayMs: f.qdelayUs < 0 ? undefined : f.qdelayUs / 1000,
       rttMs: this.stats.srttMs || 100,
       recvRateBps: this.deliveryRate(now, f.bytesReceived),
+      intervalRateBps: f.recvRateKbps * 1000,
     });
     this.stats.rateBps = this.o.rate.rateBps();
     if (TRACE) {
