@@ -14,6 +14,22 @@ function controller(): DelayBasedRateController {
   return new DelayBasedRateController({ policy: 'fair', targetBps: 10e9, minBps: 1e6 });
 }
 
+/**
+ * The first feedbacks: at 300 ms (the first, whose interval is partial), then every 5 ms
+ * the initial window arriving at `train` bits/s for two intervals, then paced arrivals at
+ * the start rate until the train window (40 ms) has passed. Returns the time of the last.
+ */
+function firstRtt(c: DelayBasedRateController, train: number): number {
+  c.onFeedback({ now: 300, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 0 });
+  let t = 305;
+  for (const r of [train, train]) {
+    c.onFeedback({ now: t, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: r });
+    t += 5;
+  }
+  for (; t <= 345; t += 5) c.onFeedback({ now: t, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: START });
+  return t - 5;
+}
+
 /** Feedback every 5 ms from `from` to `to` (ms) with an empty queue, delivering `recv` bits/s. */
 function quiet(c: DelayBasedRateController, from: number, to: number, recv: number): void {
   for (let t = from; t <= to; t += 5) c.onFeedback({ now: t, qdelayMs: 0, rttMs: RTT, recvRateBps: recv, intervalRateBps: recv });
@@ -23,10 +39,9 @@ describe('rate control: start-up from a packet train', () => {
   it('arrivals faster than the sending rate set the rate, which then holds while the queue stays empty', () => {
     const c = controller();
     assert.equal(c.rateBps(), START);
-    c.onFeedback({ now: 300, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 0 });
-    c.onFeedback({ now: 305, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 190e6 });
+    const t = firstRtt(c, 190e6);
     assert.equal(c.rateBps(), 190e6);
-    quiet(c, 310, 300 + 2 * RTT, 190e6);
+    quiet(c, t + 5, 300 + 2 * RTT, 190e6);
     assert.equal(c.rateBps(), 190e6, 'held for two round trips');
     // still no queue: it was an underestimate; a gentle re-probe (≤ 25% per round trip) follows
     quiet(c, 300 + 2 * RTT + 5, 300 + 6 * RTT, 190e6);
@@ -35,31 +50,41 @@ describe('rate control: start-up from a packet train', () => {
     assert.ok(r < 190e6 * 1.25 ** 3, `rate ${r}: faster than a re-probe`);
   });
 
-  it('arrivals below 1.5 times the sending rate are no train: start-up doubles as before', () => {
+  it('fast arrivals after the train window, or over intervals shorter than 4 ms, are no train', () => {
     const c = controller();
     c.onFeedback({ now: 300, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 0 });
-    c.onFeedback({ now: 305, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 70e6 });
-    assert.ok(Math.abs(c.rateBps() - START) < 2e6, `rate ${c.rateBps()}`);
-    quiet(c, 310, 300 + RTT, 1e9);
+    // a 3 ms interval that reads 270 on a 200 Mbit/s path: too few datagrams to tell
+    c.onFeedback({ now: 303, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 270e6 });
+    quiet(c, 308, 345, START);
+    // a receiver hiccup much later: a burst of reads, not the path
+    c.onFeedback({ now: 500, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 300e6 });
+    assert.ok(c.rateBps() < 2 * START, `rate ${c.rateBps()}: jumped`);
+  });
+
+  it('arrivals below 1.5 times the sending rate are no train: start-up doubles as before', () => {
+    const c = controller();
+    const t = firstRtt(c, 70e6);
+    // start-up's own doubling over the 45 ms since the first feedback, no jump
+    assert.ok(c.rateBps() < 1.2 * START, `rate ${c.rateBps()}`);
+    quiet(c, t + 5, 300 + RTT, 1e9);
     assert.ok(c.rateBps() > 1.8 * START, `rate ${c.rateBps()} after one round trip of doubling`);
   });
 
   it('a train measured above 8 times the sending rate (a receiver read hiccup?) jumps 8 times and keeps doubling', () => {
     const c = controller();
-    c.onFeedback({ now: 300, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 0 });
-    c.onFeedback({ now: 305, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 5e9 });
-    assert.equal(c.rateBps(), 8 * START);
-    quiet(c, 310, 305 + RTT, 10e9);
+    const t = firstRtt(c, 5e9);
+    // 8 times the rate start-up had reached by then (a little over START)
+    assert.ok(c.rateBps() >= 8 * START && c.rateBps() <= 8 * 1.2 * START, `rate ${c.rateBps()}`);
+    quiet(c, t + 5, t + RTT, 10e9);
     assert.ok(c.rateBps() > 1.8 * 8 * START, `rate ${c.rateBps()}: start-up goes on`);
   });
 
   it('a queue after the jump ends start-up: the rate drains below the delivery rate, then holds it', () => {
     const c = controller();
-    c.onFeedback({ now: 300, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 0 });
-    c.onFeedback({ now: 305, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 250e6 });
+    const t0 = firstRtt(c, 250e6);
     assert.equal(c.rateBps(), 250e6);
     // the path carries 190: a queue builds
-    for (let t = 310, q = 0; t <= 700; t += 5, q += 1) c.onFeedback({ now: t, qdelayMs: q, rttMs: RTT, recvRateBps: 190e6, intervalRateBps: 190e6 });
+    for (let t = t0 + 5, q = 0; t <= 700; t += 5, q += 1) c.onFeedback({ now: t, qdelayMs: q, rttMs: RTT, recvRateBps: 190e6, intervalRateBps: 190e6 });
     assert.ok(c.rateBps() <= 0.76 * 190e6, `draining at ${c.rateBps()}`);
     for (let t = 705; t <= 800; t += 5) c.onFeedback({ now: t, qdelayMs: 0, rttMs: RTT, recvRateBps: 190e6, intervalRateBps: 190e6 });
     // back at the capacity measured when start-up ended, the delay law creeping from there
