@@ -130,7 +130,7 @@ export class DelayBasedRateController implements RateController {
   /** the fastest arrivals over one feedback interval since then, bits/s */
   private trainMax = 0;
   /** start-up has decided on the train (jumped, or found none) */
-  private jumped = false;
+  private trainDecided = false;
   /** since when start-up holds that rate (ms; undefined: not holding) */
   private holdSince: number | undefined;
   /** smoothed queueing delay, ms */
@@ -183,7 +183,7 @@ export class DelayBasedRateController implements RateController {
         return;
       }
     }
-    if (this.startup && !this.jumped && this.trainFrom !== undefined) {
+    if (this.startup && !this.trainDecided && this.trainFrom !== undefined) {
       // The initial window left as one burst and the bottleneck spaced it out at its own
       // rate: arrivals faster than we send, in the first feedback intervals, measure the
       // path (a packet train). Start-up jumps there instead of doubling towards it for
@@ -194,7 +194,7 @@ export class DelayBasedRateController implements RateController {
       // receiver's read hiccup: jump that far and go on doubling.
       if (dt >= TRAIN_MIN_INTERVAL_MS) this.trainMax = Math.max(this.trainMax, f.intervalRateBps ?? 0);
       if (f.now - this.trainFrom >= TRAIN_WINDOW_MS) {
-        this.jumped = true;
+        this.trainDecided = true;
         if (this.trainMax > TRAIN_JUMP_MIN * this.rate) {
           if (this.trainMax <= TRAIN_JUMP_MAX * this.rate) this.holdSince = f.now;
           this.rate = clamp(Math.min(this.trainMax, TRAIN_JUMP_MAX * this.rate), this.opts.minBps, this.opts.targetBps);
