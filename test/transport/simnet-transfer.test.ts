@@ -537,6 +537,17 @@ describe('data plane on a simulated network: rate control', () => {
     assert.ok(s.totalBps >= 0.85 * PAYLOAD_CAPACITY, 'together they keep the bottleneck busy');
   });
 
+  for (const stagger of [200, 500]) {
+    it(`a fair flow joining ${stagger} ms later, while the first is still leaving start-up, gets an even share (40–60%)`, async (t: TestContext) => {
+      // the first flow's start-up drain once waited for the queue to vanish, which the
+      // other flow's delay law never lets happen: it stayed at a fixed rate (76/24 at
+      // 200 ms with the packet-train start, 81/19 at 500 ms before it)
+      const s = await share(stagger, 3000);
+      t.diagnostic(`shares ${pct(s.a)} (first) / ${pct(s.b)} (late), together ${mbps(s.totalBps)}`);
+      for (const x of [s.a, s.b]) assert.ok(x >= 0.4 && x <= 0.6, `share ${pct(x)}`);
+    });
+  }
+
   it(
     'a fair flow joining 1 s later gets an even share too (each 40–60%, measured from 1 s after it joined)',
     async (t: TestContext) => {

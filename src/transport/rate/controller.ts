@@ -124,6 +124,8 @@ export class DelayBasedRateController implements RateController {
   private emptyFor = 0;
   /** draining the queue built during start-up */
   private draining = false;
+  /** draining ends by then (ms) even if the queue stays */
+  private drainUntil = 0;
   private capacityBps = 0;
   /** when the first feedback arrived (ms): the initial window's train is measured from there */
   private trainFrom: number | undefined;
@@ -131,8 +133,10 @@ export class DelayBasedRateController implements RateController {
   private trainMax = 0;
   /** start-up has decided on the train (jumped, or found none) */
   private trainDecided = false;
-  /** since when start-up holds that rate (ms; undefined: not holding) */
+  /** since when start-up holds that rate with the queue empty (ms; undefined: not holding) */
   private holdSince: number | undefined;
+  /** when the hold began (ms) */
+  private holdFrom = 0;
   /** smoothed queueing delay, ms */
   private qAvg = 0;
   /** recent queueing-delay samples: a real queue persists, a receiver hiccup does not */
@@ -179,6 +183,11 @@ export class DelayBasedRateController implements RateController {
       if (f.recvRateBps > 0) {
         this.capacityBps = f.recvRateBps;
         this.draining = true;
+        // at 3/4 of the capacity a queue of q ms drains in about 4q ms. It may not: the
+        // queue can be another flow's standing one (its delay law keeps it), and a drain
+        // that waited for it to vanish held this flow at a fixed rate for good (two fair
+        // flows started 200–500 ms apart split 76/24 for seconds)
+        this.drainUntil = f.now + rtt + 4 * qMs;
         this.rate = clamp(Math.min(this.rate, f.recvRateBps * 0.75), this.opts.minBps, this.opts.targetBps);
         return;
       }
@@ -196,7 +205,7 @@ export class DelayBasedRateController implements RateController {
       if (f.now - this.trainFrom >= TRAIN_WINDOW_MS) {
         this.trainDecided = true;
         if (this.trainMax > TRAIN_JUMP_MIN * this.rate) {
-          if (this.trainMax <= TRAIN_JUMP_MAX * this.rate) this.holdSince = f.now;
+          if (this.trainMax <= TRAIN_JUMP_MAX * this.rate) this.holdSince = this.holdFrom = f.now;
           this.rate = clamp(Math.min(this.trainMax, TRAIN_JUMP_MAX * this.rate), this.opts.minBps, this.opts.targetBps);
           return;
         }
@@ -205,14 +214,16 @@ export class DelayBasedRateController implements RateController {
     if (this.startup && this.holdSince !== undefined) {
       // hold the measured rate; if no queue shows for two round trips it was an
       // underestimate (the train met other traffic, or arrived in pieces): leave start-up
-      // and let the gentle re-probe find the rest
+      // and let the gentle re-probe find the rest. A small queue that neither grows to
+      // end start-up nor vanishes (the rate is about right, or another flow's queue)
+      // hands over to the delay law after four round trips.
       if (this.qAvg >= this.emptyQueueMs) this.holdSince = f.now;
-      else if (f.now - this.holdSince > 2 * rtt) this.startup = false;
+      if (f.now - this.holdSince > 2 * rtt || f.now - this.holdFrom > 4 * rtt) this.startup = false;
       this.emptyFor = this.qAvg < this.emptyQueueMs ? this.emptyFor + dt : 0;
       return;
     }
     if (this.draining) {
-      if (qMs < STARTUP_EXIT_QUEUE_MS) {
+      if (qMs < STARTUP_EXIT_QUEUE_MS || f.now >= this.drainUntil) {
         this.draining = false;
         this.rate = clamp(this.capacityBps, this.opts.minBps, this.opts.targetBps);
       }
