@@ -45,6 +45,17 @@ async function roundTrip(conn: ControlConnection): Promise<void> {
   assert.equal((await answer).t, 'bye');
 }
 
+/** Connects, sends a message through and back, and says what the key exchange guess came to. */
+async function guessOutcome(o: ConnectOptions): Promise<{ kexGuess: string; pipelined: string }> {
+  const conn = await connectControl(o);
+  try {
+    await roundTrip(conn);
+    return { kexGuess: conn.kexGuess, pipelined: conn.pipelined };
+  } finally {
+    conn.close();
+  }
+}
+
 const canRunSshd = await (async (): Promise<string | undefined> => {
   if (process.getuid?.() !== 0) return 'sshd needs root here';
   try {
@@ -130,28 +141,33 @@ describe('key exchange guess', () => {
     return { port, fingerprint };
   }
 
+  /** Our control server with the host key in `keyFile` (created if missing), for alice. */
+  async function withControlServer(keyFile: string, fn: (port: number, fingerprint: string) => Promise<void>): Promise<void> {
+    const hostKey = await loadOrCreateHostKey(keyFile);
+    const server = await startControlServer({
+      listen: '127.0.0.1',
+      port: 0,
+      hostKey: hostKey.privateKey,
+      authorize: async (user, _algo, blob) => user === 'alice' && findAuthorizedKey(authorized, blob) !== undefined,
+      onSession: (link) => echoSession(link),
+    });
+    try {
+      await fn(server.port, hostKey.fingerprint);
+    } finally {
+      await server.close();
+    }
+  }
+
   it('OpenSSH with the same first choices uses the guessed share', { skip: canRunSshd }, async () => {
     const sshd = await startSshd('same', 'curve25519-sha256,ecdh-sha2-nistp256');
-    const conn = await connectControl(opts(sshd.port, 'root', sshd.fingerprint));
-    try {
-      await roundTrip(conn);
-      assert.equal(conn.kexGuess, 'right');
-    } finally {
-      conn.close();
-    }
+    assert.equal((await guessOutcome(opts(sshd.port, 'root', sshd.fingerprint))).kexGuess, 'right');
   });
 
   it('OpenSSH preferring another key exchange skips the guess, and the client sends its share again', { skip: canRunSshd }, async () => {
     // curve25519 is still negotiated (the client's first choice the server supports), but
     // the server's first choice differs: by RFC 4253 the guess was wrong
     const sshd = await startSshd('other', 'ecdh-sha2-nistp256,curve25519-sha256');
-    const conn = await connectControl(opts(sshd.port, 'root', sshd.fingerprint));
-    try {
-      await roundTrip(conn);
-      assert.equal(conn.kexGuess, 'wrong');
-    } finally {
-      conn.close();
-    }
+    assert.equal((await guessOutcome(opts(sshd.port, 'root', sshd.fingerprint))).kexGuess, 'wrong');
   });
 
   for (const [type, expected] of [
@@ -160,26 +176,9 @@ describe('key exchange guess', () => {
   ] as const) {
     it(`our control server with an ${type} host key: the guess is ${expected}`, async () => {
       const keyFile = type === 'ed25519' ? join(dir, 'tachyon_host') : await sshKeygen(dir, 'tachyon_rsa_host', 'rsa', ['-b', '3072']);
-      const hostKey = await loadOrCreateHostKey(keyFile);
-      const server = await startControlServer({
-        listen: '127.0.0.1',
-        port: 0,
-        hostKey: hostKey.privateKey,
-        authorize: async (user, _algo, blob) => user === 'alice' && findAuthorizedKey(authorized, blob) !== undefined,
-        onSession: (link) => echoSession(link),
+      await withControlServer(keyFile, async (port, fingerprint) => {
+        assert.deepEqual(await guessOutcome(opts(port, 'alice', fingerprint)), { kexGuess: expected, pipelined: 'one-flight' });
       });
-      try {
-        const conn = await connectControl(opts(server.port, 'alice', hostKey.fingerprint));
-        try {
-          await roundTrip(conn);
-          assert.equal(conn.kexGuess, expected);
-          assert.equal(conn.pipelined, 'one-flight');
-        } finally {
-          conn.close();
-        }
-      } finally {
-        await server.close();
-      }
     });
   }
 
@@ -197,37 +196,16 @@ describe('key exchange guess', () => {
     });
     await new Promise<void>((r) => plain.listen(0, '127.0.0.1', r));
     try {
-      const conn = await connectControl(opts((plain.address() as AddressInfo).port, 'alice', hostKey.fingerprint));
-      try {
-        await roundTrip(conn);
-        assert.equal(conn.kexGuess, 'wrong');
-      } finally {
-        conn.close();
-      }
+      const port = (plain.address() as AddressInfo).port;
+      assert.equal((await guessOutcome(opts(port, 'alice', hostKey.fingerprint))).kexGuess, 'wrong');
     } finally {
       await new Promise<void>((r) => plain.close(() => r()));
     }
   });
 
   it('without pipelining the client does not guess', async () => {
-    const hostKey = await loadOrCreateHostKey(join(dir, 'tachyon_host'));
-    const server = await startControlServer({
-      listen: '127.0.0.1',
-      port: 0,
-      hostKey: hostKey.privateKey,
-      authorize: async (user, _algo, blob) => user === 'alice' && findAuthorizedKey(authorized, blob) !== undefined,
-      onSession: (link) => echoSession(link),
+    await withControlServer(join(dir, 'tachyon_host'), async (port, fingerprint) => {
+      assert.equal((await guessOutcome({ ...opts(port, 'alice', fingerprint), pipeline: false })).kexGuess, 'no');
     });
-    try {
-      const conn = await connectControl({ ...opts(server.port, 'alice', hostKey.fingerprint), pipeline: false });
-      try {
-        await roundTrip(conn);
-        assert.equal(conn.kexGuess, 'no');
-      } finally {
-        conn.close();
-      }
-    } finally {
-      await server.close();
-    }
   });
 });
