@@ -97,6 +97,8 @@ export interface FlowOptions {
   feedbackMs?: number;
   /** seed of the per-direction secrets */
   keySeed?: number;
+  /** the receiver learns of the files this long after the sender starts (a delayed `files` message), ms */
+  announceDelayMs?: number;
 }
 
 export interface FlowFile {
@@ -188,7 +190,10 @@ export function createFlow(o: FlowOptions): Flow {
     writeErrors: [],
     start() {
       flow.startedAt = clock.now();
-      for (const f of files) receiver.addFile(f.id, sender.assign(f.id, f.data.length), f.data.length, f.sink);
+      const ssn0 = files.map((f) => sender.assign(f.id, f.data.length));
+      const announce = (): void => files.forEach((f, i) => receiver.addFile(f.id, ssn0[i]!, f.data.length, f.sink));
+      if (o.announceDelayMs === undefined) announce();
+      else clock.setTimer(o.announceDelayMs, announce);
       for (const f of files) sender.start(f.id, f.source);
     },
     async close() {

@@ -186,6 +186,34 @@ describe('data plane on a simulated network: integrity', () => {
     }
   });
 
+  it('blocks that arrive before their file is announced are held and written, not asked for again', async (t: TestContext) => {
+    // the `files` message comes over TCP: a lost segment delays it by a retransmission
+    // timeout while the datagrams are already arriving (they used to be dropped and resent)
+    const { clock, net } = simPath(9, { delayMs: 50 });
+    const flow = createFlow({ net, clock, sender: SENDER, receiver: RECEIVER, files: [contentFor(8 * MiB, 4)], announceDelayMs: 200 });
+    try {
+      flow.start();
+      const completed = runToCompletion(clock, [flow], 10_000);
+      t.diagnostic(`${flow.sender.stats.packetsSent} datagrams, ${flow.sender.stats.retransmits} retransmits`);
+      assertIntact({ flow, completed });
+      assert.equal(flow.sender.stats.retransmits, 0, 'no block was asked for twice');
+    } finally {
+      await flow.close();
+    }
+  });
+
+  it('past 8 MiB held before the announcement, further blocks are asked for again: the file still arrives intact', async () => {
+    const { clock, net } = simPath(9, { delayMs: 5 });
+    const flow = createFlow({ net, clock, sender: SENDER, receiver: RECEIVER, files: [contentFor(24 * MiB, 5)], announceDelayMs: 2_000, targetBps: 400e6, policy: 'fixed' });
+    try {
+      flow.start();
+      assertIntact({ flow, completed: runToCompletion(clock, [flow], 20_000) });
+      assert.ok(flow.sender.stats.retransmits > 0, 'blocks past the bound were asked for again');
+    } finally {
+      await flow.close();
+    }
+  });
+
   it('several files back to back, with sizes on and off block boundaries', async () => {
     const p = payloadPerDatagram(DATAGRAM);
     const o = await transfer({ forward: { delayMs: 5, loss: 0.05 }, reverse: { delayMs: 5, loss: 0.05 }, sizes: [1, p, p + 1, 3 * p - 1, 200_000], maxMs: 10_000 });

@@ -60,6 +60,15 @@ export interface DataReceiverOptions extends SessionPeerOptions {
   feedbackMs?: number;
 }
 
+/**
+ * Blocks that arrive before their file's announcement (the `files` message travels on the
+ * TCP control channel; a lost segment delays it by a retransmission timeout) are held, up
+ * to this many bytes per session, and written when the announcement comes, instead of
+ * being dropped and asked for again: that resent a whole timeout's worth of data.
+ * Only authenticated datagrams of this session get here.
+ */
+const EARLY_HOLD_BYTES = 8 * 1024 * 1024;
+
 interface RxFile {
   id: number;
   ssn0: number;
@@ -75,6 +84,8 @@ interface RxFile {
 interface Missing {
   seen: number;
   naked: number;
+  /** arrived before its file was announced and is held (see EARLY_HOLD_BYTES): not asked for */
+  held?: boolean;
   /** copies of the last NAK still to send, one per feedback (a lost NAK costs a re-NAK interval) */
   repeat?: number;
 }
@@ -89,6 +100,9 @@ export class DataReceiver extends SessionPeer {
   private nextExpected = 0;
   private cumAck = 0;
   private readonly missing = new Map<number, Missing>();
+  /** blocks held until their file is announced, by ssn */
+  private readonly early = new Map<number, Buffer>();
+  private earlyBytes = 0;
   private senderSrttMs = 0;
   // delay and rate measurement
   private owdRef: number | undefined;
@@ -123,6 +137,21 @@ export class DataReceiver extends SessionPeer {
       f.done = true;
       queueMicrotask(() => this.onFileComplete?.(id));
     }
+    this.placeEarly(f);
+  }
+
+  /** Writes the held blocks of a file just announced (or drops them for a skipped one). */
+  private placeEarly(f: RxFile): void {
+    if (this.early.size === 0) return;
+    for (const [ssn, data] of this.early) {
+      if (ssn < f.ssn0 || ssn >= f.ssn0 + f.blocks) continue;
+      this.early.delete(ssn);
+      this.earlyBytes -= data.length;
+      // from here on it is an ordinary missing block: asked for if it cannot be placed
+      const m = this.missing.get(ssn);
+      if (m) m.held = false;
+      this.place(f, ssn, data, false);
+    }
   }
 
   /** The file's blocks will not be sent (it was refused): never ask for them. */
@@ -131,6 +160,7 @@ export class DataReceiver extends SessionPeer {
     const f: RxFile = { id, ssn0, blocks, size, sink: { write() {} }, have: new Uint8Array(0), count: 0, done: true, skipped: true };
     this.insertFile(f);
     for (let s = ssn0; s < ssn0 + blocks; s++) this.missing.delete(s);
+    this.placeEarly(f);
     this.advanceCumAck();
   }
 
@@ -219,10 +249,26 @@ export class DataReceiver extends SessionPeer {
     }
     const f = this.fileFor(ssn);
     if (!f) {
-      // not expected (yet): leave it missing so that it is asked for again
+      // not announced yet: hold it (EARLY_HOLD_BYTES); past that, leave it missing so that
+      // it is asked for again
+      if (!this.early.has(ssn) && this.earlyBytes + data.length <= EARLY_HOLD_BYTES) {
+        this.early.set(ssn, Buffer.from(data));
+        this.earlyBytes += data.length;
+        // counted as received now, when it arrived: counted when written, a whole hold
+        // would show the sender a burst of delivery that the path never carried
+        this.stats.bytes += data.length;
+        this.intervalBytes += data.length;
+        this.missing.set(ssn, { seen: now, naked: 0, held: true });
+        return;
+      }
       if (!this.missing.has(ssn)) this.missing.set(ssn, { seen: now, naked: 0 });
       return;
     }
+    this.place(f, ssn, data, true);
+  }
+
+  /** Writes one block of a known file; `arrived`: it arrived just now (held blocks were counted when they arrived). */
+  private place(f: RxFile, ssn: number, data: Buffer, arrived: boolean): void {
     if (f.skipped) {
       this.missing.delete(ssn);
       this.advanceCumAck();
@@ -249,8 +295,10 @@ export class DataReceiver extends SessionPeer {
     f.have[idx] = 1;
     f.count++;
     this.missing.delete(ssn);
-    this.stats.bytes += data.length;
-    this.intervalBytes += data.length;
+    if (arrived) {
+      this.stats.bytes += data.length;
+      this.intervalBytes += data.length;
+    }
     this.advanceCumAck();
     if (f.count === f.blocks && !f.done) {
       f.done = true;
@@ -347,6 +395,8 @@ export class DataReceiver extends SessionPeer {
   override close(): void {
     if (this.closed) return;
     for (let i = 0; i < VERIFIED_REPEATS && this.verifiedToTell.size > 0; i++) this.sendFeedback();
+    this.early.clear();
+    this.earlyBytes = 0;
     super.close();
   }
 
@@ -420,6 +470,7 @@ export class DataReceiver extends SessionPeer {
     let cur: NakRange | undefined;
     let budget = 4096;
     for (const [ssn, m] of this.missing) {
+      if (m.held === true) continue;
       const due = m.naked === 0 ? now - m.seen >= reorder : now - m.naked >= renak;
       if (due) {
         m.naked = now;
