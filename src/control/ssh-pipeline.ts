@@ -325,7 +325,8 @@ interface KexInternals {
   _server: boolean;
   _onWrite(data: Buffer): void;
   _offer: { totalSize: number; copyAllTo(buf: Buffer, offset: number): void; lists: { kex: { array: string[] }; serverHostKey: { array: string[] } } };
-  _cipher: { outSeqno: number; encrypt(packet: Buffer): void };
+  /** ssh2's NullCipher until NEWKEYS: `allocPacket` frames a payload (length, padding) */
+  _cipher: { outSeqno: number; allocPacket(payloadLen: number): Buffer; encrypt(packet: Buffer): void };
   _kexinit: Buffer | undefined;
   _kex: { type?: unknown; negotiated?: { kex?: unknown }; _remoteKexinit?: unknown; _keys?: unknown } | undefined;
 }
@@ -337,22 +338,8 @@ function kexInternals(client: object): KexInternals | undefined {
   if (offer === undefined || typeof offer.totalSize !== 'number' || typeof offer.copyAllTo !== 'function') return undefined;
   if (!Array.isArray(offer.lists?.kex?.array) || !Array.isArray(offer.lists?.serverHostKey?.array)) return undefined;
   const cipher = p._cipher;
-  if (cipher === undefined || typeof cipher.encrypt !== 'function' || typeof cipher.outSeqno !== 'number' || cipher.outSeqno !== 0) return undefined;
+  if (cipher === undefined || typeof cipher.encrypt !== 'function' || typeof cipher.allocPacket !== 'function' || typeof cipher.outSeqno !== 'number' || cipher.outSeqno !== 0) return undefined;
   return p as KexInternals;
-}
-
-/** An unencrypted SSH binary packet (RFC 4253 §6) around `payload`, as ssh2's NullCipher frames it. */
-function plainPacket(payload: Buffer): Buffer {
-  let len = 4 + 1 + payload.length;
-  let pad = 8 - (len & 7);
-  if (pad < 4) pad += 8;
-  len += pad;
-  const packet = Buffer.alloc(len);
-  packet.writeUInt32BE(len - 4, 0);
-  packet[4] = pad;
-  payload.copy(packet, 5);
-  randomFillSync(packet, 5 + payload.length, pad);
-  return packet;
 }
 
 /** The first `count` name-lists of a KEXINIT payload, each as its first name ('' if empty or malformed). */
@@ -475,8 +462,13 @@ export function guessKeyExchange(client: object): KexGuess | undefined {
   let step: 'kexinit' | 'ecdh' | 'done' = 'kexinit';
   p.start = (): void => {
     start();
-    p._onWrite(plainPacket(kexinit));
-    p._onWrite(plainPacket(ecdhInit));
+    // framed as ssh2 frames every packet before NEWKEYS (length, padding), not counted:
+    // ssh2's own KEXINIT and share take these sequence numbers below
+    for (const payload of [kexinit, ecdhInit]) {
+      const packet = cipher.allocPacket(payload.length);
+      payload.copy(packet, 5);
+      p._onWrite(packet);
+    }
   };
   cipher.encrypt = (packet: Buffer): void => {
     const type = packet[5];

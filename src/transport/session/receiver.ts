@@ -84,8 +84,6 @@ interface RxFile {
 interface Missing {
   seen: number;
   naked: number;
-  /** arrived before its file was announced and is held (see EARLY_HOLD_BYTES): not asked for */
-  held?: boolean;
   /** copies of the last NAK still to send, one per feedback (a lost NAK costs a re-NAK interval) */
   repeat?: number;
 }
@@ -147,9 +145,7 @@ export class DataReceiver extends SessionPeer {
       if (ssn < f.ssn0 || ssn >= f.ssn0 + f.blocks) continue;
       this.early.delete(ssn);
       this.earlyBytes -= data.length;
-      // from here on it is an ordinary missing block: asked for if it cannot be placed
-      const m = this.missing.get(ssn);
-      if (m) m.held = false;
+      // no longer held: if it cannot be placed, it is asked for like any missing block
       this.place(f, ssn, data, false);
     }
   }
@@ -258,7 +254,8 @@ export class DataReceiver extends SessionPeer {
         // would show the sender a burst of delivery that the path never carried
         this.stats.bytes += data.length;
         this.intervalBytes += data.length;
-        this.missing.set(ssn, { seen: now, naked: 0, held: true });
+        // missing until placed (out of the cumulative ack), but not asked for while held
+        this.missing.set(ssn, { seen: now, naked: 0 });
         return;
       }
       if (!this.missing.has(ssn)) this.missing.set(ssn, { seen: now, naked: 0 });
@@ -470,7 +467,7 @@ export class DataReceiver extends SessionPeer {
     let cur: NakRange | undefined;
     let budget = 4096;
     for (const [ssn, m] of this.missing) {
-      if (m.held === true) continue;
+      if (this.early.size > 0 && this.early.has(ssn)) continue; // held until its file is announced
       const due = m.naked === 0 ? now - m.seen >= reorder : now - m.naked >= renak;
       if (due) {
         m.naked = now;
