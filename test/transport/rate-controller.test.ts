@@ -90,4 +90,39 @@ describe('rate control: start-up from a packet train', () => {
     // back at the capacity measured when start-up ended, the delay law creeping from there
     assert.ok(Math.abs(c.rateBps() - 190e6) < 0.01 * 190e6, `rate ${c.rateBps()}`);
   });
+
+  it("one bunched interval in the train does not set the rate: the train's lower median does", () => {
+    const c = controller();
+    c.onFeedback({ now: 300, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 0 });
+    // as on the real 200 Mbit/s, 300 ms path: the first full interval read 291
+    let t = 305;
+    for (const r of [291e6, 178e6, 173e6]) {
+      c.onFeedback({ now: t, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: r });
+      t += 5;
+    }
+    quiet(c, t, 345, START);
+    assert.equal(c.rateBps(), 178e6);
+  });
+
+  it('a noisy delivery report when start-up ends is not taken for the capacity', () => {
+    // the path carries 180 and a queue builds; `noisyAt` (when ≥ 0) names the report that
+    // reads 234 instead. Returns the index of the report that ended start-up.
+    const run = (noisyAt: number): { c: DelayBasedRateController; exit: number; end: number } => {
+      const c = controller();
+      let t = firstRtt(c, 250e6) + 5;
+      let exit = -1;
+      for (let i = 0; exit < 0 && i < 200; i++, t += 5) {
+        const recv = i === noisyAt ? 234e6 : 180e6;
+        c.onFeedback({ now: t, qdelayMs: i, rttMs: RTT, recvRateBps: recv, intervalRateBps: recv });
+        if (c.rateBps() < 250e6) exit = i;
+      }
+      return { c, exit, end: t };
+    };
+    const { exit } = run(-1);
+    assert.ok(exit > 0, 'start-up ends on the queue');
+    const { c, end } = run(exit);
+    assert.ok(c.rateBps() <= 0.76 * 180e6, `draining at ${c.rateBps()}`);
+    quiet(c, end, end + 2 * RTT, 180e6);
+    assert.ok(c.rateBps() < 1.02 * 180e6, `rate ${c.rateBps()}: held a capacity the path does not have`);
+  });
 });

@@ -79,6 +79,14 @@ const TRAIN_WINDOW_MS = 40;
 /** Shortest feedback interval (ms) whose arrival rate counts towards the train. */
 const TRAIN_MIN_INTERVAL_MS = 4;
 
+/**
+ * The delivery rate is the median of the receiver's reports over a quarter of a round
+ * trip, within these bounds (ms), and of at least DELIVERY_MIN_SAMPLES reports.
+ */
+const DELIVERY_WINDOW_MIN_MS = 20;
+const DELIVERY_WINDOW_MAX_MS = 100;
+const DELIVERY_MIN_SAMPLES = 5;
+
 /** largest re-probe step per round trip (it starts at 5% and doubles every two round trips) */
 const PROBE_MAX_STEP = 0.25;
 
@@ -129,8 +137,8 @@ export class DelayBasedRateController implements RateController {
   private capacityBps = 0;
   /** when the first feedback arrived (ms): the initial window's train is measured from there */
   private trainFrom: number | undefined;
-  /** the fastest arrivals over one feedback interval since then, bits/s */
-  private trainMax = 0;
+  /** arrival rates over the feedback intervals (≥ TRAIN_MIN_INTERVAL_MS) since then, bits/s */
+  private readonly trainRates: number[] = [];
   /** start-up has decided on the train (jumped, or found none) */
   private trainDecided = false;
   /** since when start-up holds that rate with the queue empty (ms; undefined: not holding) */
@@ -143,6 +151,8 @@ export class DelayBasedRateController implements RateController {
   private readonly recentQ: number[] = [];
   /** (time, filtered queueing delay) over the last round trip: the queue's trend */
   private readonly qHist: { t: number; q: number }[] = [];
+  /** (time, delivery rate) over the last DELIVERY_WINDOW: one sample is noisy */
+  private readonly recvHist: { t: number; bps: number }[] = [];
 
   constructor(private readonly opts: RateOptions & { policy: Exclude<RatePolicy, 'fixed'> }) {
     this.alpha = POLICY_ALPHA_BYTES[opts.policy];
@@ -175,20 +185,24 @@ export class DelayBasedRateController implements RateController {
     const span = f.now - oldest.t;
     const slope = span >= rtt / 2 ? (qMs - oldest.q) / span : 0;
     this.qAvg += Math.min(1, dt / tau) * (qMs - this.qAvg);
+    if (f.recvRateBps > 0) this.recvHist.push({ t: f.now, bps: f.recvRateBps });
+    const window = Math.min(DELIVERY_WINDOW_MAX_MS, Math.max(DELIVERY_WINDOW_MIN_MS, rtt / 4));
+    while (this.recvHist.length > DELIVERY_MIN_SAMPLES && f.now - this.recvHist[0]!.t > window) this.recvHist.shift();
     if (this.startup && qMs >= STARTUP_EXIT_QUEUE_MS && this.qAvg >= STARTUP_EXIT_QUEUE_MS / 2) {
       // the path is full: what arrives is its capacity. Growing for the round trip the
       // signal took has built a queue: drain it at 3/4 of the capacity, then hold the
       // capacity and let the delay law take over.
       this.startup = false;
-      if (f.recvRateBps > 0) {
-        this.capacityBps = f.recvRateBps;
+      const delivered = this.deliveryRate();
+      if (delivered > 0) {
+        this.capacityBps = delivered;
         this.draining = true;
         // at 3/4 of the capacity a queue of q ms drains in about 4q ms. It may not: the
         // queue can be another flow's standing one (its delay law keeps it), and a drain
         // that waited for it to vanish held this flow at a fixed rate for good (two fair
         // flows started 200–500 ms apart split 76/24 for seconds)
         this.drainUntil = f.now + rtt + 4 * qMs;
-        this.rate = clamp(Math.min(this.rate, f.recvRateBps * 0.75), this.opts.minBps, this.opts.targetBps);
+        this.rate = clamp(Math.min(this.rate, delivered * 0.75), this.opts.minBps, this.opts.targetBps);
         return;
       }
     }
@@ -197,16 +211,20 @@ export class DelayBasedRateController implements RateController {
       // rate: arrivals faster than we send, in the first feedback intervals, measure the
       // path (a packet train). Start-up jumps there instead of doubling towards it for
       // several round trips and overshooting by the round trip the queue signal takes; a
-      // queue then ends start-up as usual. The estimate is the fastest interval of at
-      // least TRAIN_MIN_INTERVAL_MS (shorter ones count too few datagrams: a 3 ms
-      // interval read 270 on a 200 Mbit/s path). Past TRAIN_JUMP_MAX it may be a
-      // receiver's read hiccup: jump that far and go on doubling.
-      if (dt >= TRAIN_MIN_INTERVAL_MS) this.trainMax = Math.max(this.trainMax, f.intervalRateBps ?? 0);
+      // queue then ends start-up as usual. The estimate is the lower median of the
+      // intervals of at least TRAIN_MIN_INTERVAL_MS (shorter ones count too few datagrams:
+      // a 3 ms interval read 270 on a 200 Mbit/s path) that outran the sending rate by
+      // TRAIN_JUMP_MIN: the train's own intervals. Not the fastest of them: one bunched
+      // interval read 291 on the 200 Mbit/s, 300 ms path, the jump built a 180 ms queue
+      // and the run lost 0.6 s getting back. Past TRAIN_JUMP_MAX it may be a receiver's
+      // read hiccup: jump that far and go on doubling.
+      if (dt >= TRAIN_MIN_INTERVAL_MS && (f.intervalRateBps ?? 0) > 0) this.trainRates.push(f.intervalRateBps!);
       if (f.now - this.trainFrom >= TRAIN_WINDOW_MS) {
         this.trainDecided = true;
-        if (this.trainMax > TRAIN_JUMP_MIN * this.rate) {
-          if (this.trainMax <= TRAIN_JUMP_MAX * this.rate) this.holdSince = this.holdFrom = f.now;
-          this.rate = clamp(Math.min(this.trainMax, TRAIN_JUMP_MAX * this.rate), this.opts.minBps, this.opts.targetBps);
+        const train = lowerMedian(this.trainRates.filter((r) => r > TRAIN_JUMP_MIN * this.rate));
+        if (train > 0) {
+          if (train <= TRAIN_JUMP_MAX * this.rate) this.holdSince = this.holdFrom = f.now;
+          this.rate = clamp(Math.min(train, TRAIN_JUMP_MAX * this.rate), this.opts.minBps, this.opts.targetBps);
           return;
         }
       }
@@ -258,11 +276,20 @@ export class DelayBasedRateController implements RateController {
       // a re-probe that found the path full: back to just under what the path
       // delivers at once (the queue it built shows a round trip late; waiting for the
       // law to undo a round trip of growth overshoots, then undershoots)
-      const recv = f.recvRateBps / 8;
+      const recv = this.deliveryRate() / 8;
       if (this.wasProbing && recv > 0) next = Math.min(next, recv * PROBE_BACKOFF);
     }
     this.wasProbing = probing && !this.startup;
     this.rate = clamp(next * 8, this.opts.minBps, this.opts.targetBps);
+  }
+
+  /**
+   * What the path delivers: the median of the delivery rates over the last
+   * DELIVERY_WINDOW (0 when there is none). A single sample is noisy: one read 234 on a
+   * 200 Mbit/s path, start-up took it for the capacity and held 20% too much.
+   */
+  private deliveryRate(): number {
+    return lowerMedian(this.recvHist.map((s) => s.bps));
   }
 
   /** the last update was a re-probe (not start-up) */
@@ -276,6 +303,13 @@ export class DelayBasedRateController implements RateController {
 export function createRateController(opts: RateOptions): RateController {
   if (opts.policy === 'fixed') return new FixedRateController(opts.targetBps);
   return new DelayBasedRateController({ ...opts, policy: opts.policy });
+}
+
+/** The lower median of `xs` (0 when empty). */
+function lowerMedian(xs: number[]): number {
+  if (xs.length === 0) return 0;
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)]!;
 }
 
 function clamp(v: number, lo: number, hi: number): number {
