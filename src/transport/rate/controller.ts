@@ -211,17 +211,20 @@ export class DelayBasedRateController implements RateController {
       // rate: arrivals faster than we send, in the first feedback intervals, measure the
       // path (a packet train). Start-up jumps there instead of doubling towards it for
       // several round trips and overshooting by the round trip the queue signal takes; a
-      // queue then ends start-up as usual. The estimate is the lower median of the
-      // intervals of at least TRAIN_MIN_INTERVAL_MS (shorter ones count too few datagrams:
-      // a 3 ms interval read 270 on a 200 Mbit/s path) that outran the sending rate by
+      // queue then ends start-up as usual. The estimate is the median of the intervals of
+      // at least TRAIN_MIN_INTERVAL_MS (shorter ones count too few datagrams: a 3 ms
+      // interval read 270 on a 200 Mbit/s path) that outran the sending rate by
       // TRAIN_JUMP_MIN: the train's own intervals. Not the fastest of them: one bunched
       // interval read 291 on the 200 Mbit/s, 300 ms path, the jump built a 180 ms queue
-      // and the run lost 0.6 s getting back. Past TRAIN_JUMP_MAX it may be a receiver's
-      // read hiccup: jump that far and go on doubling.
+      // and the run lost 0.6 s getting back. Of two, the faster: the slower is often the
+      // partial one the train began in (108 and 176 on that path; holding 108 cost two
+      // seconds of re-probing), and a queue soon corrects an overestimate. Past
+      // TRAIN_JUMP_MAX it may be a receiver's read hiccup: jump that far and go on
+      // doubling.
       if (dt >= TRAIN_MIN_INTERVAL_MS && (f.intervalRateBps ?? 0) > 0) this.trainRates.push(f.intervalRateBps!);
       if (f.now - this.trainFrom >= TRAIN_WINDOW_MS) {
         this.trainDecided = true;
-        const train = lowerMedian(this.trainRates.filter((r) => r > TRAIN_JUMP_MIN * this.rate));
+        const train = median(this.trainRates.filter((r) => r > TRAIN_JUMP_MIN * this.rate), 'upper');
         if (train > 0) {
           if (train <= TRAIN_JUMP_MAX * this.rate) this.holdSince = this.holdFrom = f.now;
           this.rate = clamp(Math.min(train, TRAIN_JUMP_MAX * this.rate), this.opts.minBps, this.opts.targetBps);
@@ -289,7 +292,7 @@ export class DelayBasedRateController implements RateController {
    * 200 Mbit/s path, start-up took it for the capacity and held 20% too much.
    */
   private deliveryRate(): number {
-    return lowerMedian(this.recvHist.map((s) => s.bps));
+    return median(this.recvHist.map((s) => s.bps), 'lower');
   }
 
   /** the last update was a re-probe (not start-up) */
@@ -305,11 +308,11 @@ export function createRateController(opts: RateOptions): RateController {
   return new DelayBasedRateController({ ...opts, policy: opts.policy });
 }
 
-/** The lower median of `xs` (0 when empty). */
-function lowerMedian(xs: number[]): number {
+/** The median of `xs`, of an even count the lower or the upper middle one (0 when empty). */
+function median(xs: number[], even: 'lower' | 'upper'): number {
   if (xs.length === 0) return 0;
   const sorted = [...xs].sort((a, b) => a - b);
-  return sorted[Math.floor((sorted.length - 1) / 2)]!;
+  return sorted[even === 'lower' ? Math.floor((sorted.length - 1) / 2) : Math.floor(sorted.length / 2)]!;
 }
 
 function clamp(v: number, lo: number, hi: number): number {
