@@ -18,6 +18,7 @@ import { guessKeyExchange, pipelineClient } from './ssh-pipeline.js';
 import type { ClientPipeline, KexGuess } from './ssh-pipeline.js';
 import type { ControlLink } from './messages.js';
 import { SSH_IDENT, controlAlgorithms } from './ssh-server.js';
+import { coalesceFlights } from './flights.js';
 
 const { Client, utils } = ssh2;
 
@@ -373,6 +374,9 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
       opts.trace?.('TCP connected');
       if (settled) return;
       socket.setNoDelay(true);
+      // each flight in one segment (flights.ts): the version with the key exchange guess,
+      // then authentication, channel, subsystem, hello and probe
+      if (opts.pipeline !== false) coalesceFlights(socket);
       phase = 'in the SSH handshake';
       try {
         client.connect({

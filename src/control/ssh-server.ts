@@ -31,6 +31,8 @@ import { linkFromStream } from './framing.js';
 import type { StreamControlLink } from './framing.js';
 import { fingerprintOf, MIN_RSA_BITS } from './hostkeys.js';
 import { holdConnectionMessagesDuringAuth, honourKexGuess } from './ssh-pipeline.js';
+import { coalesceFlights } from './flights.js';
+import type { Flights } from './flights.js';
 import { SUBSYSTEM } from './messages.js';
 import type { ControlLink } from './messages.js';
 
@@ -346,6 +348,8 @@ interface ConnRecord {
   links: Set<StreamControlLink>;
   channels: Set<ServerChannel>;
   hungUp: boolean;
+  /** Writes coalesced into one segment per flight (flights.ts); stopped for other subsystems such as `sftp`. */
+  flights: Flights;
 }
 
 function hasControlChars(text: string): boolean {
@@ -579,6 +583,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     }
     socket.setNoDelay(true);
     const rec: ConnRecord = {
+      flights: coalesceFlights(socket),
       id,
       socket,
       clientAddress,
@@ -817,6 +822,8 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       }
       const hook = Object.prototype.hasOwnProperty.call(extraSubsystems, name) ? extraSubsystems[name] : undefined;
       if (hook !== undefined) {
+        // an interactive protocol (sftp): its answers go out at once
+        rec.flights.stop();
         startSubsystem(rec, accept(), sessionInfo, name, hook);
         return;
       }
