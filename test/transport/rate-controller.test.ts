@@ -130,4 +130,25 @@ describe('rate control: start-up from a packet train', () => {
     quiet(c, end, end + 2 * RTT, 180e6);
     assert.ok(c.rateBps() < 1.02 * 180e6, `rate ${c.rateBps()}: held a capacity the path does not have`);
   });
+
+  it('below capacity, short bursts of queue do not stop the re-probe: the path fills in seconds', () => {
+    // a fluid path of 196 Mbit/s whose queue, while not full, still shows 6 ms bursts of
+    // 50 ms every 300 ms (as on the real 300 ms path at 85% of it)
+    const C = 196e6;
+    const c = controller();
+    let t = firstRtt(c, 165e6) + 5;
+    let q = 0;
+    const step = (until: number): void => {
+      for (; t <= until; t += 5) {
+        const rate = c.rateBps();
+        q = Math.max(0, q + ((rate - C) / C) * 5);
+        const burst = t % 300 < 50 ? 6 : 0.15;
+        c.onFeedback({ now: t, qdelayMs: Math.max(q, burst), rttMs: RTT + q, recvRateBps: Math.min(rate, C), intervalRateBps: Math.min(rate, C) });
+      }
+    };
+    step(3_500);
+    assert.ok(c.rateBps() >= 0.95 * C, `rate ${(c.rateBps() / 1e6).toFixed(1)} Mbit/s after 3.5 s on a 196 Mbit/s path`);
+    step(8_000);
+    assert.ok(q < 60, `queue ${q.toFixed(0)} ms: the re-probe overran the path`);
+  });
 });
