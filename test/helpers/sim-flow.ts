@@ -5,6 +5,7 @@
  * file there, and `start` lets the blocks go. Everything runs on a SimClock.
  */
 import type { CipherName, RatePolicy } from '../../src/core/types.js';
+import type { Clock } from '../../src/core/clock.js';
 import { SimClock, SimNetwork, type LinkConfig } from '../../src/testkit/index.js';
 import { createProtection, SECRET_BYTES } from '../../src/transport/crypto/aead.js';
 import { createRateController, type RateController } from '../../src/transport/rate/controller.js';
@@ -99,6 +100,8 @@ export interface FlowOptions {
   keySeed?: number;
   /** the receiver learns of the files this long after the sender starts (a delayed `files` message), ms */
   announceDelayMs?: number;
+  /** the receiver's clock (default `clock`): one that reads differently models a skewed host */
+  receiverClock?: Clock;
 }
 
 export interface FlowFile {
@@ -163,7 +166,7 @@ export function createFlow(o: FlowOptions): Flow {
   const receiver = new DataReceiver({
     endpoint: receiverEndpoint,
     sessionId,
-    clock,
+    clock: o.receiverClock ?? clock,
     seal: createProtection(cipher, secretB),
     open: createProtection(cipher, secretA),
     datagramSize,

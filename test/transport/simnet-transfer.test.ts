@@ -11,6 +11,7 @@ import { describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import type { LinkConfig, LinkStats } from '../../src/testkit/index.js';
 import type { CipherName, RatePolicy } from '../../src/core/types.js';
+import { createRateController, type FeedbackSample } from '../../src/transport/rate/controller.js';
 import {
   DATAGRAM,
   HOST_A,
@@ -463,6 +464,29 @@ describe('data plane on a simulated network: rate control', () => {
       assert.equal(drops, 0);
     } finally {
       stop();
+      await flow.close();
+    }
+  });
+
+  it('a receiver whose one-way delays read high (a drifting clock) does not show the sender a queue the round trip does not have', async () => {
+    // the receiver's clock runs 1% fast: every one-way delay reads a little higher than
+    // the last, above the base the receiver took at the start. Seen on the real 300 ms
+    // path (cause unknown): 4.3 ms of "queue" for a whole transfer held it at 56% of the
+    // path. The round trip, all on the sender's clock, shows none.
+    const { clock, net } = simPath(6, { delayMs: 50, rateBps: BOTTLENECK_BPS, queueBytes: 2_500_000 }, { delayMs: 50 });
+    const receiverClock = { now: () => clock.now() * 1.01, setTimer: (ms: number, fn: () => void) => clock.setTimer(ms / 1.01, fn) };
+    const seen: number[] = [];
+    const inner = createRateController({ policy: 'fixed', targetBps: 100e6, minBps: 1e6 });
+    const rate = { onFeedback: (f: FeedbackSample) => (f.qdelayMs !== undefined && f.now > 400 ? seen.push(f.qdelayMs) : 0, inner.onFeedback(f)), rateBps: () => inner.rateBps() };
+    const flow = createFlow({ net, clock, sender: SENDER, receiver: RECEIVER, files: [contentFor(8 * MiB, 6)], rate, receiverClock });
+    try {
+      flow.start();
+      assert.ok(runToCompletion(clock, [flow], 10_000));
+      seen.sort((a, b) => a - b);
+      const median = seen[Math.floor(seen.length / 2)]!;
+      // half the path's rate: no queue at all
+      assert.ok(seen.length > 50 && median < 1, `median queueing delay ${median.toFixed(2)} ms over ${seen.length} feedbacks`);
+    } finally {
       await flow.close();
     }
   });
