@@ -284,7 +284,6 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
           rateBps: st.rateBps,
           pacingLostBytes: st.pacingLostBytes,
           tailDuplicates: st.tailDuplicates,
-          tailCopies: st.tailCopies,
           firstSendMs: st.firstSendAt ? st.firstSendAt - started : -1,
           allSentMs: st.allSentAt ? st.allSentAt - started : -1,
           controlSent: link.sent + (opts.probed?.messages ?? 0),

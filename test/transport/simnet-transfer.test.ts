@@ -143,8 +143,7 @@ describe('data plane on a simulated network: integrity', () => {
     assertIntact(o);
     assert.equal(o.flow.sender.stats.retransmits, 0);
     assert.equal(o.flow.receiver.stats.rejected, 0);
-    // the only duplicates: the tail copies of the last round trip's blocks
-    assert.ok(o.flow.receiver.stats.duplicates <= o.flow.sender.stats.tailCopies, `${o.flow.receiver.stats.duplicates} duplicates, ${o.flow.sender.stats.tailCopies} tail copies`);
+    assert.equal(o.flow.receiver.stats.duplicates, 0);
     assert.equal(o.flow.sender.stats.badPackets, 0);
     assert.ok(o.allAcked, 'the sender saw every block acknowledged');
   });
@@ -492,7 +491,7 @@ describe('data plane on a simulated network: rate control', () => {
     }
   });
 
-  it('the tail on 300 ms, 5% loss each way: done within 1.5 RTT of the last new block (NAKs repeated, near-tail retransmissions in copies, the last round trip copied)', async (t: TestContext) => {
+  it('the tail on 300 ms, 5% loss each way: done within 2 RTT of the last new block (NAKs repeated, near-tail retransmissions in copies)', async (t: TestContext) => {
     // Without repeated NAKs and extra copies near the end, a block whose NAK or whose
     // retransmission is lost in the last round trips finishes one re-NAK interval
     // (1.25 RTT) after everything else: tails of 2.7 to 3 RTT on these seeds.
@@ -507,11 +506,7 @@ describe('data plane on a simulated network: rate control', () => {
       await flow.close();
     }
     t.diagnostic(`tails after the last new block: ${tails.map((x) => x.toFixed(0)).join(', ')} ms`);
-    for (const tail of tails) assert.ok(tail <= 465, `tail ${tail.toFixed(0)} ms > 1.55 RTT`);
-    // without the tail copies (the last round trip's blocks once more, newest first, while
-    // the path idles): 468, 462, 490 ms on these seeds
-    const mean = tails.reduce((a, b) => a + b, 0) / tails.length;
-    assert.ok(mean <= 450, `mean tail ${mean.toFixed(0)} ms > 1.5 RTT`);
+    for (const tail of tails) assert.ok(tail <= 600, `tail ${tail.toFixed(0)} ms > 2 RTT`);
   });
 
   it('fixed policy at 50 Mbit/s on a 200 Mbit/s bottleneck delivers 50 Mbit/s ± 5%', async (t: TestContext) => {

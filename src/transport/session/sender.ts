@@ -55,8 +55,6 @@ export interface SenderStats {
   pacingLostBytes: number;
   /** second copies of retransmissions sent in the tail of the transfer */
   tailDuplicates: number;
-  /** copies of the last round trip's blocks sent, newest first, once everything was sent (the link idles then) */
-  tailCopies: number;
   /** clock time of the first data datagram, and of the latest first sending of a block */
   firstSendAt: number;
   allSentAt: number;
@@ -98,13 +96,6 @@ export class DataSender extends SessionPeer {
   private readonly files: FileEntry[] = [];
   private readonly byId = new Map<number, FileEntry>();
   private nextAssign = 0;
-  /**
-   * Tail copies (see {@link nextTailCopy}): the next block to copy, counting down to
-   * `copyFloor`; armed once per `copyArmedFor` (the stream's end when armed).
-   */
-  private copyNext = -1;
-  private copyFloor = 0;
-  private copyArmedFor = -1;
   private nextNew = 0;
   private newFileIdx = 0;
   private cumAck = 0;
@@ -138,7 +129,6 @@ export class DataSender extends SessionPeer {
       lastFeedbackAt: o.clock.now(),
       pacingLostBytes: 0,
       tailDuplicates: 0,
-      tailCopies: 0,
       firstSendAt: 0,
       allSentAt: 0,
     };
@@ -394,21 +384,15 @@ export class DataSender extends SessionPeer {
           this.retransmitQueue.length = 0;
           this.retransmitHead = 0;
         }
-        let copy = false;
         if (ssn === undefined) {
           const f = this.nextNewFile();
-          if (!f) {
-            ssn = this.nextTailCopy();
-            if (ssn === undefined) break;
-            copy = retransmit = true;
-          } else {
-            if (!f.ready) {
-              blockedOnReady = true;
-              break;
-            }
-            ssn = this.nextNew++;
-            sentNew = true;
+          if (!f) break;
+          if (!f.ready) {
+            blockedOnReady = true;
+            break;
           }
+          ssn = this.nextNew++;
+          sentNew = true;
         }
         const f = this.fileForSsn(ssn);
         if (!f || !f.source) continue; // released (already verified): nothing to resend
@@ -431,9 +415,7 @@ export class DataSender extends SessionPeer {
         sentThisTick++;
         this.stats.packetsSent++;
         this.stats.bytesSent += pkt.length;
-        if (copy) {
-          this.stats.tailCopies++;
-        } else if (retransmit) {
+        if (retransmit) {
           this.stats.retransmits++;
           // extra copies where losing this one costs another round trip for little
           // bandwidth: near the end (a block lost now finishes a re-NAK interval after
@@ -471,7 +453,7 @@ export class DataSender extends SessionPeer {
         }
       }
     }
-    const more = this.retransmitHead < this.retransmitQueue.length || (this.nextNew < this.nextAssign && !blockedOnReady) || this.copyNext >= this.copyFloor;
+    const more = this.retransmitHead < this.retransmitQueue.length || (this.nextNew < this.nextAssign && !blockedOnReady);
     if (more) {
       // wait until enough tokens for a datagram have accumulated (timers are ~1 ms coarse)
       const deficit = this.payloadSize - this.tokens;
@@ -482,35 +464,6 @@ export class DataSender extends SessionPeer {
     } else {
       this.schedule(50);
     }
-  }
-
-  /**
-   * Once every block has been sent and no retransmission waits, the path would idle for
-   * the round trip the last blocks' NAKs take, and a block lost in that last round trip
-   * finishes two round trips after it was sent. Instead, the blocks of the last round
-   * trip that are not acknowledged yet go once more, newest first, at the sending rate:
-   * the copy of a block sent x before the end arrives about x after the end, so a lost
-   * block finishes by the earlier of its copy (end + x + RTT/2) and its NAK (end - x +
-   * 1.5 RTT): the tail shrinks from two round trips to one and a half. NAKs still come
-   * first. Once per end of stream: a stream that grows again arms it again.
-   */
-  private nextTailCopy(): number | undefined {
-    if (this.copyArmedFor !== this.nextAssign) {
-      if (this.nextNew < this.nextAssign) return undefined;
-      this.copyArmedFor = this.nextAssign;
-      const perRtt = Math.ceil((this.stats.rateBps * (this.stats.srttMs || 0)) / 1000 / 8 / this.payloadSize);
-      this.copyNext = this.nextNew - 1;
-      this.copyFloor = Math.max(this.cumAck, this.nextNew - perRtt);
-    }
-    while (this.copyNext >= this.copyFloor) {
-      const s = this.copyNext--;
-      if (s < this.cumAck) {
-        this.copyNext = -1;
-        return undefined;
-      }
-      if (!this.queued.has(s)) return s;
-    }
-    return undefined;
   }
 
   /**
