@@ -258,6 +258,10 @@ export class DataReceiver extends SessionPeer {
         this.missing.set(ssn, { seen: now, naked: 0 });
         return;
       }
+      // the path carried it all the same: the arrival rate the sender's rate control reads
+      // must not fall to nothing while the announcement is late (a start-up that ended
+      // then took half the path for its capacity)
+      this.intervalBytes += data.length;
       if (!this.missing.has(ssn)) this.missing.set(ssn, { seen: now, naked: 0 });
       return;
     }
