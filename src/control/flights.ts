@@ -9,49 +9,36 @@
  * instead of six.
  *
  * While coalescing is on, the first write of a flight corks the socket, and the socket
- * is uncorked once no write has come for `quietMs`, or `maxMs` after the first, whichever
+ * is uncorked once no write has come for 5 ms, or 20 ms after the first, whichever
  * is first: a flight's messages may be a few ms apart (a signature check, a stat), a
  * flight's answer takes a round trip. Nagle's algorithm would instead hold everything
  * after the first segment for a whole round trip.
  */
 import type { Socket } from 'node:net';
 
-export interface FlightOptions {
-  /** uncork once no write came for this long, ms */
-  quietMs?: number;
-  /** uncork at the latest this long after a flight's first write, ms */
-  maxMs?: number;
-  /** stop coalescing by itself this long after it began, ms (a safety net) */
-  forMs?: number;
-}
-
 export interface Flights {
   /** Sends what is held now and writes go out at once from then on. Idempotent. */
   stop(): void;
-  /** flights sent so far (each one uncork) */
-  readonly flights: number;
 }
 
-export const FLIGHT_QUIET_MS = 5;
-export const FLIGHT_MAX_MS = 20;
+/** uncork once no write came for this long, ms */
+const QUIET_MS = 5;
+/** uncork at the latest this long after a flight's first write, ms */
+const MAX_MS = 20;
 
-/** Coalesces what `socket` is given to write into flights (see the module comment). */
-export function coalesceFlights(socket: Socket, o: FlightOptions = {}): Flights {
-  const quietMs = o.quietMs ?? FLIGHT_QUIET_MS;
-  const maxMs = o.maxMs ?? FLIGHT_MAX_MS;
+/** Coalesces what `socket` is given to write into flights (see the module comment) until stopped or closed. */
+export function coalesceFlights(socket: Socket): Flights {
   const write = socket.write;
   let corked = false;
   let firstAt = 0;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
-  let flights = 0;
 
   const flush = (): void => {
     if (timer !== undefined) clearTimeout(timer);
     timer = undefined;
     if (!corked) return;
     corked = false;
-    flights++;
     if (!socket.destroyed) socket.uncork();
   };
 
@@ -59,7 +46,6 @@ export function coalesceFlights(socket: Socket, o: FlightOptions = {}): Flights 
     if (stopped) return;
     stopped = true;
     if (socket.write !== write) socket.write = write;
-    if (lifetime !== undefined) clearTimeout(lifetime);
     flush();
   };
 
@@ -74,19 +60,11 @@ export function coalesceFlights(socket: Socket, o: FlightOptions = {}): Flights 
         socket.cork();
       }
       if (timer !== undefined) clearTimeout(timer);
-      timer = setTimeout(flush, Math.max(0, Math.min(quietMs, firstAt + maxMs - now)));
+      timer = setTimeout(flush, Math.max(0, Math.min(QUIET_MS, firstAt + MAX_MS - now)));
     }
     return write.apply(socket, args);
   } as Socket['write'];
 
-  const lifetime = o.forMs !== undefined ? setTimeout(stop, o.forMs) : undefined;
-  lifetime?.unref();
   socket.once('close', stop);
-
-  return {
-    stop,
-    get flights() {
-      return flights;
-    },
-  };
+  return { stop };
 }

@@ -145,7 +145,7 @@ describe('pipelined SSH set-up', () => {
     }
   }
 
-  it('answers the first control message six round trips sooner than a stock client', async () => {
+  it('answers the first control message at least six round trips sooner than a stock client', async () => {
     const stock = await firstAnswer(false);
     const fast = await firstAnswer(true);
     const rtt = 2 * ONE_WAY_MS;
@@ -159,7 +159,9 @@ describe('pipelined SSH set-up', () => {
     // the key exchange share goes with the version string (one wait less), and after the
     // key exchange: service, key query, signature, channel, subsystem, first message (6
     // waits) become one flight (1 wait)
-    assert.equal(stock.flights - fast.flights, 6, `stock ${stock.flights} flights, pipelined ${fast.flights}`);
+    // (the relay counts 8 or 9 for the stock client since the server gathers each flight
+    // for 5 ms: how the stock client's writes interleave with the server's varies)
+    assert.ok(stock.flights - fast.flights >= 6, `stock ${stock.flights} flights, pipelined ${fast.flights}`);
     assert.equal(fast.flights, 2, 'version + KEXINIT + key share, then the authentication flight');
     assert.ok(stock.ms - fast.ms > 5 * rtt, `saved ${(stock.ms - fast.ms).toFixed(0)} ms`);
     // each flight in one segment (src/control/flights.ts): the version, the key exchange

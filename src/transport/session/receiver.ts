@@ -258,9 +258,9 @@ export class DataReceiver extends SessionPeer {
         this.missing.set(ssn, { seen: now, naked: 0 });
         return;
       }
-      // the path carried it all the same: the arrival rate the sender's rate control reads
-      // must not fall to nothing while the announcement is late (a start-up that ended
-      // then took half the path for its capacity)
+      // the path carried it all the same: the interval's arrival rate (what the sender's
+      // start-up train is measured from) must not fall to nothing while the announcement
+      // is late
       this.intervalBytes += data.length;
       if (!this.missing.has(ssn)) this.missing.set(ssn, { seen: now, naked: 0 });
       return;

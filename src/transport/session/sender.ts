@@ -510,7 +510,7 @@ export class DataSender extends SessionPeer {
  * for a whole transfer, while the round trip showed 0.8) held the rate at 56% of the path
  * and crept up for 20 s.
  */
-export function queueingDelay(owdQueueUs: number, rttQueueMs: number | undefined): number | undefined {
+function queueingDelay(owdQueueUs: number, rttQueueMs: number | undefined): number | undefined {
   if (owdQueueUs < 0) return undefined;
   const owd = owdQueueUs / 1000;
   return rttQueueMs === undefined ? owd : Math.min(owd, Math.max(0, rttQueueMs));
