@@ -11,7 +11,7 @@ import { describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import type { LinkConfig, LinkStats } from '../../src/testkit/index.js';
 import type { CipherName, RatePolicy } from '../../src/core/types.js';
-import { createRateController, type FeedbackSample } from '../../src/transport/rate/controller.js';
+import { createRateController, type FeedbackSample, type RateController } from '../../src/transport/rate/controller.js';
 import {
   DATAGRAM,
   HOST_A,
@@ -27,6 +27,18 @@ import {
 } from '../helpers/sim-flow.js';
 
 const MiB = 1 << 20;
+
+/** A fixed-rate controller that shows `watch` every feedback sample the sender gives it. */
+function fixedRateWatching(bps: number, watch: (f: FeedbackSample) => void): RateController {
+  const inner = createRateController({ policy: 'fixed', targetBps: bps, minBps: 1e6 });
+  return {
+    onFeedback: (f) => {
+      watch(f);
+      inner.onFeedback(f);
+    },
+    rateBps: () => inner.rateBps(),
+  };
+}
 const SENDER = { address: HOST_A, port: 5000 };
 const RECEIVER = { address: HOST_B, port: 6000 };
 /** size of a STATUS datagram with a 16-byte tag; every DATA datagram in these tests is larger */
@@ -207,8 +219,9 @@ describe('data plane on a simulated network: integrity', () => {
     const { clock, net } = simPath(9, { delayMs: 5 });
     // the arrival rates the receiver reports between 0.5 s and the announcement at 2 s
     const arrivals: number[] = [];
-    const inner = createRateController({ policy: 'fixed', targetBps: 400e6, minBps: 1e6 });
-    const rate = { onFeedback: (f: FeedbackSample) => (f.now > 500 && f.now < 1_900 && f.intervalRateBps ? arrivals.push(f.intervalRateBps) : 0, inner.onFeedback(f)), rateBps: () => inner.rateBps() };
+    const rate = fixedRateWatching(400e6, (f) => {
+      if (f.now > 500 && f.now < 1_900 && f.intervalRateBps) arrivals.push(f.intervalRateBps);
+    });
     const flow = createFlow({ net, clock, sender: SENDER, receiver: RECEIVER, files: [contentFor(24 * MiB, 5)], announceDelayMs: 2_000, rate });
     try {
       flow.start();
@@ -484,8 +497,9 @@ describe('data plane on a simulated network: rate control', () => {
     const { clock, net } = simPath(6, { delayMs: 50, rateBps: BOTTLENECK_BPS, queueBytes: 2_500_000 }, { delayMs: 50 });
     const receiverClock = { now: () => clock.now() * 1.01, setTimer: (ms: number, fn: () => void) => clock.setTimer(ms / 1.01, fn) };
     const seen: number[] = [];
-    const inner = createRateController({ policy: 'fixed', targetBps: 100e6, minBps: 1e6 });
-    const rate = { onFeedback: (f: FeedbackSample) => (f.qdelayMs !== undefined && f.now > 400 ? seen.push(f.qdelayMs) : 0, inner.onFeedback(f)), rateBps: () => inner.rateBps() };
+    const rate = fixedRateWatching(100e6, (f) => {
+      if (f.qdelayMs !== undefined && f.now > 400) seen.push(f.qdelayMs);
+    });
     const flow = createFlow({ net, clock, sender: SENDER, receiver: RECEIVER, files: [contentFor(8 * MiB, 6)], rate, receiverClock });
     try {
       flow.start();

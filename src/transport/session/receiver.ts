@@ -141,8 +141,12 @@ export class DataReceiver extends SessionPeer {
   /** Writes the held blocks of a file just announced (or drops them for a skipped one). */
   private placeEarly(f: RxFile): void {
     if (this.early.size === 0) return;
-    for (const [ssn, data] of this.early) {
-      if (ssn < f.ssn0 || ssn >= f.ssn0 + f.blocks) continue;
+    // whichever is shorter: the held blocks, or the file's range (thousands of small files
+    // announced while a full hold waits must not each walk the whole hold)
+    const ssns = f.blocks < this.early.size ? range(f.ssn0, f.ssn0 + f.blocks) : this.early.keys(); // deleting while iterating a Map is safe
+    for (const ssn of ssns) {
+      const data = this.early.get(ssn);
+      if (data === undefined || ssn < f.ssn0 || ssn >= f.ssn0 + f.blocks) continue;
       this.early.delete(ssn);
       this.earlyBytes -= data.length;
       // no longer held: if it cannot be placed, it is asked for like any missing block
@@ -245,23 +249,21 @@ export class DataReceiver extends SessionPeer {
     }
     const f = this.fileFor(ssn);
     if (!f) {
-      // not announced yet: hold it (EARLY_HOLD_BYTES); past that, leave it missing so that
-      // it is asked for again
+      // not announced yet. It arrived all the same: it counts in the interval's arrival
+      // rate (what the sender's start-up train is measured from), held or not, so that
+      // the rate does not fall to nothing while the announcement is late
+      this.intervalBytes += data.length;
+      // hold it (EARLY_HOLD_BYTES); past that, leave it missing so that it is asked for again
       if (!this.early.has(ssn) && this.earlyBytes + data.length <= EARLY_HOLD_BYTES) {
         this.early.set(ssn, Buffer.from(data));
         this.earlyBytes += data.length;
-        // counted as received now, when it arrived: counted when written, a whole hold
-        // would show the sender a burst of delivery that the path never carried
+        // received now, when it arrived: counted when written, a whole hold would show the
+        // sender a burst of delivery that the path never carried
         this.stats.bytes += data.length;
-        this.intervalBytes += data.length;
         // missing until placed (out of the cumulative ack), but not asked for while held
         this.missing.set(ssn, { seen: now, naked: 0 });
         return;
       }
-      // the path carried it all the same: the interval's arrival rate (what the sender's
-      // start-up train is measured from) must not fall to nothing while the announcement
-      // is late
-      this.intervalBytes += data.length;
       if (!this.missing.has(ssn)) this.missing.set(ssn, { seen: now, naked: 0 });
       return;
     }
@@ -494,4 +496,9 @@ export class DataReceiver extends SessionPeer {
     naks.sort((a, b) => a.start - b.start);
     return naks;
   }
+}
+
+/** The integers from `from` up to (not including) `to`. */
+function* range(from: number, to: number): Generator<number> {
+  for (let i = from; i < to; i++) yield i;
 }
