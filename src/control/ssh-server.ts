@@ -319,6 +319,11 @@ export interface ControlServer {
   hostKeys: OfferedHostKey[];
   /** The algorithms offered in key exchange. */
   algorithms: { kex: string[]; serverHostKey: string[]; cipher: string[]; mac: string[] };
+  /**
+   * Whether `address` has a TCP connection to this server now (authenticated or not): the
+   * data endpoint holds early datagrams only from such addresses.
+   */
+  hasConnectionFrom(address: string): boolean;
   /** Stops listening, ends all connections (their links end with `CANCELLED`) and resolves when done. */
   close(): Promise<void>;
 }
@@ -502,6 +507,8 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   const records = new Map<string, ConnRecord>();
   const recordKey = (address: string | undefined, port: number | undefined): string => `${address ?? ''}|${port ?? 0}`;
   const unauthBySource = new Map<string, number>();
+  /** open connections per client address */
+  const connsBySource = new Map<string, number>();
   let unauthTotal = 0;
   let closing = false;
 
@@ -603,6 +610,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     };
     unauthTotal++;
     unauthBySource.set(clientAddress, fromSource + 1);
+    connsBySource.set(clientAddress, (connsBySource.get(clientAddress) ?? 0) + 1);
     const key = recordKey(socket.remoteAddress, socket.remotePort);
     records.set(key, rec);
     emit({ type: 'connect', ...where(rec), localAddress: rec.localAddress });
@@ -613,6 +621,9 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     socket.once('close', () => {
       clearTimers(rec);
       releaseUnauthenticated(rec);
+      const open = (connsBySource.get(clientAddress) ?? 1) - 1;
+      if (open <= 0) connsBySource.delete(clientAddress);
+      else connsBySource.set(clientAddress, open);
       records.delete(key);
       const vanished = new TachyonError('PEER_VANISHED', 'The SSH connection closed');
       for (const link of rec.links) link.abort(vanished);
@@ -922,6 +933,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       cipher: [...(base.cipher as string[])],
       mac: [...(base.hmac as string[])],
     },
+    hasConnectionFrom: (address: string) => connsBySource.has(address),
     close(): Promise<void> {
       if (closed) return closed;
       closing = true;

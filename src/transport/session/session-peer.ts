@@ -34,10 +34,15 @@ export abstract class SessionPeer implements PacketSink {
     base.endpoint.register(base.sessionId, this);
   }
 
-  abstract onPacket(packet: Buffer, from: PeerAddress): void;
+  abstract onPacket(packet: Buffer, from: PeerAddress, arrivedAt?: number): void;
 
   get peerAddress(): PeerAddress | undefined {
     return this.peer;
+  }
+
+  /** Sends to `peer` from now on (the client learned the server's data port from `welcome`). */
+  redirect(peer: PeerAddress): void {
+    this.peer = peer;
   }
 
   close(): void {
