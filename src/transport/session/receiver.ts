@@ -164,6 +164,17 @@ export class DataReceiver extends SessionPeer {
     this.advanceCumAck();
   }
 
+  /** The SSN range [ssn0, ssn0 + count) carries no file (sent speculatively, then not wanted): count it received, never ask for it. */
+  voidRange(ssn0: number, count: number): void {
+    const f: RxFile = { id: -1, ssn0, blocks: count, size: 0, sink: { write() {} }, have: new Uint8Array(0), count: 0, done: true, skipped: true };
+    this.insertFile(f);
+    if (this.missing.size < count) {
+      for (const s of this.missing.keys()) if (s >= ssn0 && s < ssn0 + count) this.missing.delete(s);
+    } else for (let s = ssn0; s < ssn0 + count; s++) this.missing.delete(s);
+    this.placeEarly(f);
+    this.advanceCumAck();
+  }
+
   /** Keeps `files` sorted by ssn0 (announcements mostly arrive in order: scan from the end). */
   private insertFile(f: RxFile): void {
     let i = this.files.length;
@@ -179,7 +190,8 @@ export class DataReceiver extends SessionPeer {
 
   // ---- incoming ------------------------------------------------------------------
 
-  onPacket(packet: Buffer, from: PeerAddress): void {
+  /** `arrivedAt`: a datagram the endpoint held arrived then, not now (every timing uses it) */
+  onPacket(packet: Buffer, from: PeerAddress, arrivedAt?: number): void {
     if (this.closed) return;
     let common: CommonHeader;
     try {
@@ -193,8 +205,8 @@ export class DataReceiver extends SessionPeer {
       this.stats.rejected++;
       return;
     }
-    if (common.type === PacketType.DATA) this.onData(packet, common, from);
-    else if (common.type === PacketType.STATUS) this.onStatus(packet, common.packetNumber, from);
+    if (common.type === PacketType.DATA) this.onData(packet, common, from, arrivedAt);
+    else if (common.type === PacketType.STATUS) this.onStatus(packet, common.packetNumber, from, arrivedAt);
     else this.stats.rejected++;
   }
 
@@ -204,7 +216,7 @@ export class DataReceiver extends SessionPeer {
     return body;
   }
 
-  private onStatus(packet: Buffer, pn: number, from: PeerAddress): void {
+  private onStatus(packet: Buffer, pn: number, from: PeerAddress, arrivedAt?: number): void {
     const body = this.authentic(packet, COMMON_HEADER, pn);
     if (!body) return;
     let nextSsn: number;
@@ -215,12 +227,12 @@ export class DataReceiver extends SessionPeer {
       return;
     }
     this.peer = from;
-    this.lastActivity = this.o.clock.now();
+    this.lastActivity = arrivedAt ?? this.o.clock.now();
     this.stats.lastPacketAt = this.lastActivity;
     if (nextSsn > this.nextExpected) this.markGap(this.nextExpected, nextSsn, this.lastActivity);
   }
 
-  private onData(packet: Buffer, common: CommonHeader, from: PeerAddress): void {
+  private onData(packet: Buffer, common: CommonHeader, from: PeerAddress, arrivedAt?: number): void {
     let h: DataHeader;
     try {
       h = decodeDataHeader(packet, common);
@@ -230,7 +242,9 @@ export class DataReceiver extends SessionPeer {
     }
     const data = this.authentic(packet, DATA_HEADER, common.packetNumber);
     if (!data) return;
-    const now = this.o.clock.now();
+    const now = arrivedAt ?? this.o.clock.now();
+    // a held datagram's interval began when it arrived (a burst handed over at once is no arrival rate)
+    if (now < this.intervalStart) this.intervalStart = now;
     this.peer = from;
     this.lastActivity = now;
     this.stats.lastPacketAt = now;

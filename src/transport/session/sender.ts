@@ -174,6 +174,24 @@ export class DataSender extends SessionPeer {
     this.byId.delete(fileId);
   }
 
+  /**
+   * Stops sending a file that was sent speculatively, before its plan (it must be the last
+   * one assigned): its range shrinks to the blocks sent so far, which are never sent
+   * again, and the next file is assigned right after them. Returns that void range.
+   */
+  abandon(fileId: number): { ssn0: number; blocks: number } {
+    const e = this.byId.get(fileId);
+    if (!e || this.files[this.files.length - 1] !== e) throw new TachyonError('INTERNAL', `file ${fileId} is not the last assigned`);
+    e.blocks = Math.min(e.blocks, Math.max(0, this.nextNew - e.ssn0));
+    e.source = undefined;
+    e.ready = false;
+    e.skipped = true;
+    e.sentAll = true;
+    this.byId.delete(fileId);
+    this.nextAssign = e.ssn0 + e.blocks;
+    return { ssn0: e.ssn0, blocks: e.blocks };
+  }
+
   /** True when every assigned block has been acknowledged. */
   get allAcked(): boolean {
     return this.cumAck >= this.nextAssign && this.nextNew >= this.nextAssign;
