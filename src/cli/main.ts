@@ -226,6 +226,8 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
     const summary = await clientTransfer({
       link: trace !== undefined ? tracedLink(conn.link, trace) : conn.link,
       serverAddress: conn.remoteAddress,
+      // the data port is the SSH port's number by convention: an upload's data leaves before welcome says so
+      serverPort: port,
       clock: systemClock,
       op,
       cipher: spec?.cipher ?? o.cipher,

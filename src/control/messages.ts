@@ -13,7 +13,7 @@
  */
 import { z } from 'zod';
 
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 export const SUBSYSTEM = 'tachyon-v1';
 export const MAX_FRAME_BYTES = 1 << 20;
 /** most entries in one batched message (`probe`, `plan`, `files`, `digests`, `results`, `dirs`) */
@@ -32,6 +32,8 @@ const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
 const timeMs = z.number().min(0).max(1e15);
 const errorCode = z.string().max(64);
 const errorText = z.string().max(1024);
+/** a 32-byte secret, base64 */
+const secret = b64.refine((k) => Buffer.from(k, 'base64').length === 32, 'a key is 32 bytes');
 const batch = <T extends z.ZodType>(entry: T) => z.array(entry).min(1).max(MAX_BATCH);
 
 export const HelloSchema = z.strictObject({
@@ -65,6 +67,11 @@ export const HelloSchema = z.strictObject({
   exclude: z.array(z.string().min(1).max(1024)).max(256).optional(),
   /** recv: the client's destination holds nothing yet, so no file needs a plan */
   fresh: z.boolean().optional(),
+  /**
+   * send: the session id and 32-byte secrets (base64) the client chose, so that its data
+   * can leave before `welcome` (docs/protocol.md: early data); `welcome` echoes them
+   */
+  early: z.strictObject({ sessionId: z.number().int().min(1).max(0xffffffff), c2s: secret, s2c: secret }).optional(),
 });
 
 export const WelcomeSchema = z.strictObject({
@@ -128,7 +135,12 @@ export const DeclineSchema = z.strictObject({
   code: errorCode.optional(),
   message: errorText.optional(),
 });
-export const FilesSchema = z.strictObject({ t: z.literal('files'), files: batch(z.union([AnnounceSchema, DeclineSchema])) });
+/**
+ * sender: the SSN range [ssn0, ssn0 + void) carries no file: blocks sent speculatively
+ * before a plan that did not ask for them. The receiver counts it received and never asks for it.
+ */
+export const VoidSchema = z.strictObject({ void: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER), ssn0: u53 });
+export const FilesSchema = z.strictObject({ t: z.literal('files'), files: batch(z.union([AnnounceSchema, DeclineSchema, VoidSchema])) });
 
 export const DirsSchema = z.strictObject({ t: z.literal('dirs'), paths: batch(relPath) });
 export const DigestsSchema = z.strictObject({ t: z.literal('digests'), files: batch(z.strictObject({ id: fileId, sha256: sha256Hex })) });
@@ -170,6 +182,7 @@ export type PlanEntry = z.infer<typeof PlanEntrySchema>;
 export type RangeSum = z.infer<typeof RangeSumSchema>;
 export type Announce = z.infer<typeof AnnounceSchema>;
 export type Decline = z.infer<typeof DeclineSchema>;
+export type VoidRange = z.infer<typeof VoidSchema>;
 export type ResultEntry = z.infer<typeof ResultEntrySchema>;
 export type ControlMessage = z.infer<typeof ControlMessageSchema>;
 

@@ -17,7 +17,7 @@ import { lutimes, rename } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../core/clock.js';
 import { TachyonError, isErrorCode, toTachyonError, type ErrorCode } from '../core/errors.js';
-import type { Announce, ControlLink, ControlMessage, Decline, PlanEntry, ProbeEntry, ResultEntry } from '../control/messages.js';
+import type { Announce, ControlLink, ControlMessage, Decline, PlanEntry, ProbeEntry, ResultEntry, VoidRange } from '../control/messages.js';
 import type { DataReceiver } from '../transport/session/receiver.js';
 import type { DataSender } from '../transport/session/sender.js';
 import { checkRanges, decide, sampleRanges, type SkipReason, type TransferPolicy } from './policy.js';
@@ -187,6 +187,10 @@ interface TxFile {
   sha256?: string;
   /** settled by the receiver's `verified` feedback, ahead of its `results` message */
   settledEarly?: boolean;
+  /** sent speculatively before its plan: the first SSN it was assigned (until it is announced or abandoned) */
+  preassigned?: number;
+  /** every block of the speculative file was sent before it was announced (its digest is due at the announcement) */
+  sentEarly?: boolean;
 }
 
 export interface SenderRoleOptions {
@@ -200,6 +204,12 @@ export interface SenderRoleOptions {
   planned: boolean;
   /** probes already sent before the role started (pipelined behind hello) */
   probed?: ProbesSent;
+  /**
+   * Planned sessions: send the first probed file's blocks (from offset 0, at the start of
+   * the stream) before its plan arrives, as if the plan said `send`; a plan that says
+   * otherwise turns the blocks sent into a void range (docs/protocol.md: early data).
+   */
+  speculate?: boolean;
   /** Opens a file to send or to hash (default: a plain open; the server pins it in its jail). */
   openSource?: (abs: string) => number;
   /**
@@ -234,13 +244,15 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
   let sentDone = 0;
   let skippedBytes = 0;
   let endSent = false;
+  /** the file sent speculatively, until its plan arrives */
+  let spec: TxFile | undefined;
   const jobs = new JobQueue(HASH_JOBS);
   for (let i = 0; i < probed; i++) tx[i]!.state = Tx.Probed;
 
   return new Promise<TransferSummary>((resolve, reject) => {
     let finished = false;
     const watchdog = { stop: (): void => {} };
-    const files$ = new Batcher<Announce | Decline>((items) => link.send({ t: 'files', files: items }), clock);
+    const files$ = new Batcher<Announce | Decline | VoidRange>((items) => link.send({ t: 'files', files: items }), clock);
     const digests = new Batcher<{ id: number; sha256: string }>((items) => link.send({ t: 'digests', files: items }), clock, BATCH_MS);
     const work = new WorkQueue(clock, (err) => failWith(err));
     const cleanup = (): void => {
@@ -332,10 +344,15 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
 
     const announce = (): void => {
       const now = clock.now();
+      // the speculative file must stay the last one assigned until its plan says what it is
+      if (spec !== undefined) {
+        files$.flush();
+        return;
+      }
       while (queueHead < queue.length && inflight < ANNOUNCE_AHEAD_FILES) {
         const t = tx[queue[queueHead++]!]!;
         const f = t.f;
-        const ssn0 = sender.assign(t.id, f.size - t.offset);
+        const ssn0 = t.preassigned ?? sender.assign(t.id, f.size - t.offset);
         const a: Announce = { id: t.id, path: f.path, size: f.size, mtimeMs: f.mtimeMs, ssn0 };
         if (policy.preserveTimes && f.atimeMs !== undefined) a.atimeMs = f.atimeMs;
         if (t.offset > 0) a.offset = t.offset;
@@ -351,7 +368,11 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
           t.prefix = undefined;
           sender.start(t.id, t.source);
         };
-        if (opts.prepare) {
+        if (t.preassigned !== undefined) {
+          // sent speculatively, and the plan said `send`: its blocks are on their way already
+          t.preassigned = undefined;
+          if (t.sentEarly) fileSent(t.id);
+        } else if (opts.prepare) {
           // the file is readable at f.abs once prepared; its blocks wait until then
           opts.prepare(f).then(
             () => {
@@ -420,6 +441,19 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
       const t = tx[e.id];
       if (!t || t.state !== Tx.Probed) throw new TachyonError('PROTOCOL', `plan for a file that was not probed or is already planned (${e.id})`);
       const size = t.f.size;
+      if (t === spec) {
+        spec = undefined;
+        if (e.do !== 'send') {
+          // not wanted as sent: what went out is void, and the file goes on as the plan says
+          const v = sender.abandon(t.id);
+          t.source?.close();
+          t.source = undefined;
+          t.preassigned = undefined;
+          t.sentEarly = false;
+          if (v.blocks > 0) files$.push({ void: v.blocks, ssn0: v.ssn0 }, 64);
+          if (TRACE) process.stderr.write(`trace speculation on ${t.f.path} void: ${e.do}, ${v.blocks} blocks\n`);
+        }
+      }
       switch (e.do) {
         case 'send':
           enqueue(t, 0, undefined);
@@ -515,6 +549,11 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
     sender.onSourceError = (_id: number, err: unknown): void => failWith(toTachyonError(err, 'IO'));
     sender.onFileSent = (id: number): void => {
       const t = tx[id];
+      if (t !== undefined && t.preassigned !== undefined && t.state !== Tx.Announced) t.sentEarly = true;
+      else fileSent(id);
+    };
+    function fileSent(id: number): void {
+      const t = tx[id];
       if (!t || t.state !== Tx.Announced || !t.source) return;
       let sha: string;
       try {
@@ -525,7 +564,7 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
       }
       t.sha256 = sha;
       digests.push({ id, sha256: sha });
-    };
+    }
     // the receiver verified the file against our digest and stored it: settle it now
     // rather than when the `results` message arrives (a lost TCP segment on a lossy path
     // holds that back by a retransmission timeout; the message is then ignored)
@@ -547,6 +586,21 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
       dirBatch.flush();
     }
     if (!opts.planned) for (const t of tx) enqueue(t, 0, undefined);
+    else if (opts.speculate && !opts.prepare && n > 0 && tx[0]!.state === Tx.Probed) {
+      // the first file's blocks leave now, before its plan (a plan comes a round trip later)
+      const t = tx[0]!;
+      try {
+        t.source = opts.content ? opts.content.open(t.f, 0, undefined, opts.openSource) : new TxSource(t.f.abs, t.f.size, 0, undefined, opts.openSource);
+        t.preassigned = sender.assign(t.id, t.f.size);
+        sender.start(t.id, t.source);
+        spec = t;
+      } catch {
+        // unreadable now: no speculation; its plan handles it as usual
+        t.source?.close();
+        t.source = undefined;
+        t.preassigned = undefined;
+      }
+    }
     probe();
     announce();
     if (n === 0) {
@@ -1124,6 +1178,14 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       }
     };
 
+    /** blocks the sender sent before a plan that did not want them (once per session, planned sessions only) */
+    let voided = false;
+    const onVoid = (v: VoidRange): void => {
+      if (!opts.planned || voided) throw new TachyonError('PROTOCOL', 'a void range in a session without plans, or a second one');
+      voided = true;
+      receiver.voidRange(v.ssn0, v.void);
+    };
+
     const onAnnounce = (a: Announce): void => {
       const offset = a.offset ?? 0;
       if (offset > a.size) throw new TachyonError('PROTOCOL', `file ${a.id}: offset beyond its size`);
@@ -1250,7 +1312,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
             for (const pe of msg.files) work.push(() => onProbe(pe));
             break;
           case 'files':
-            for (const f of msg.files) work.push(() => ('skip' in f ? onDecline(f) : onAnnounce(f)));
+            for (const f of msg.files) work.push(() => ('skip' in f ? onDecline(f) : 'void' in f ? onVoid(f) : onAnnounce(f)));
             work.push(maybeDone);
             break;
           case 'digests':

@@ -11,7 +11,7 @@ import { TachyonError, isErrorCode, toTachyonError, type ErrorCode } from '../co
 import type { CipherName, OverwritePolicy, Permission, RatePolicy, ResumeLevel } from '../core/types.js';
 import { PROTOCOL_VERSION, type ControlLink, type ControlMessage, type Hello, type Welcome } from '../control/messages.js';
 import { createProtection, SECRET_BYTES } from '../transport/crypto/aead.js';
-import { createRateController } from '../transport/rate/controller.js';
+import { createRateController, type FeedbackSample, type RateController } from '../transport/rate/controller.js';
 import type { Endpoint } from '../transport/session/endpoint.js';
 import { DataReceiver } from '../transport/session/receiver.js';
 import { DataSender } from '../transport/session/sender.js';
@@ -277,9 +277,19 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
   } catch (err) {
     return refuse(toTachyonError(err));
   }
-  const sessionId = newSessionId(ctx.endpoint);
-  const c2s = randomBytes(SECRET_BYTES);
-  const s2c = randomBytes(SECRET_BYTES);
+  // send: the client chose the session id and keys, so that its data could leave before
+  // this welcome; the endpoint held what arrived for the id (docs/protocol.md: early data)
+  const early = hello.op === 'send' ? hello.early : undefined;
+  if (early !== undefined && ctx.endpoint.has(early.sessionId)) {
+    return refuse(
+      new TachyonError('BUSY', `the session id ${early.sessionId} the client chose is in use`, {
+        publicMessage: 'The session id your client chose is already in use on the server (a rare coincidence); try again.',
+      }),
+    );
+  }
+  const sessionId = early?.sessionId ?? newSessionId(ctx.endpoint);
+  const c2s = early ? Buffer.from(early.c2s, 'base64') : randomBytes(SECRET_BYTES);
+  const s2c = early ? Buffer.from(early.s2c, 'base64') : randomBytes(SECRET_BYTES);
   const datagramSize = hello.datagramSize;
   const targetBps = Math.min(hello.targetRate, ctx.maxRateBps);
   const welcome: Welcome = {
@@ -754,6 +764,12 @@ export interface ClientTransferOptions {
   link: ControlLink;
   /** the server's address as connected (its UDP port comes from `welcome`) */
   serverAddress: string;
+  /**
+   * send: the server's UDP port as guessed before `welcome` says it (its TCP port: the
+   * same number by convention). With it the data leaves right behind `hello`, under a
+   * session id and keys the client chooses (docs/protocol.md: early data).
+   */
+  serverPort?: number;
   openSocket(remote: PeerAddress): Promise<Endpoint>;
   clock: Clock;
   op: 'send' | 'recv';
@@ -815,12 +831,19 @@ export async function clientTransfer(o: ClientTransferOptions): Promise<Transfer
     if (o.exclude?.length) hello.exclude = o.exclude;
     if (isFresh(path.resolve(o.dest))) hello.fresh = true;
   }
+  // send: the client chooses the session id and the keys (fresh random, per direction,
+  // delivered over the authenticated SSH channel as the server's would be)
+  const early = local && o.serverPort !== undefined ? { sessionId: randomInt(1, 0xffffffff), c2s: randomBytes(SECRET_BYTES), s2c: randomBytes(SECRET_BYTES) } : undefined;
+  if (early) hello.early = { sessionId: early.sessionId, c2s: early.c2s.toString('base64'), s2c: early.s2c.toString('base64') };
   const planned = sessionPlanned(hello);
   const link = new QueuedLink(o.link);
   link.send(hello);
   // the first probes travel right behind hello: their plan comes back with welcome
   let probed: ProbesSent | undefined;
   if (local && planned) probed = sendProbes(link, local.files, 0, initialProbeCount(local.files.length));
+  if (early && local && o.serverPort !== undefined) {
+    return sendEarly(o, { hello, early, link, local, planned, port: o.serverPort, ...(probed ? { probed } : {}), ...(content ? { content } : {}) });
+  }
   const w = await link.next(o.clock, 30_000);
   if (w.t === 'error') throw new TachyonError(toCode(w.code), w.message, { publicMessage: w.message });
   if (w.t !== 'welcome') throw new TachyonError('PROTOCOL', `expected welcome, got ${w.t}`);
@@ -862,6 +885,98 @@ export async function clientTransfer(o: ClientTransferOptions): Promise<Transfer
     const receiver = new DataReceiver({ endpoint, sessionId: w.sessionId, clock: o.clock, seal, open, datagramSize: w.datagramSize, peer });
     return await runReceiverRole({ link, receiver, clock: o.clock, resolve: resolve!, policy, planned, ...events });
   } finally {
+    await endpoint.socket.close();
+  }
+}
+
+/** A rate controller under a ceiling that arrives later (the server's `maxRate`, in `welcome`). */
+class CappedRate implements RateController {
+  cap = Infinity;
+  constructor(private readonly inner: RateController) {}
+  onFeedback(f: FeedbackSample): void {
+    this.inner.onFeedback(f);
+  }
+  rateBps(): number {
+    return Math.min(this.inner.rateBps(), this.cap);
+  }
+}
+
+/**
+ * An upload whose data leaves right behind `hello` (docs/protocol.md: early data): the
+ * data plane opens towards the guessed port under the session id and keys the client
+ * chose, and the sending role starts at once (a planned session sends its first file
+ * speculatively); `welcome` then confirms the id and keys and gives the real port and
+ * the server's rate ceiling.
+ */
+async function sendEarly(
+  o: ClientTransferOptions,
+  s: {
+    hello: Hello;
+    early: { sessionId: number; c2s: Buffer; s2c: Buffer };
+    link: QueuedLink;
+    local: Listing;
+    planned: boolean;
+    port: number;
+    probed?: ProbesSent;
+    content?: SendContent;
+  },
+): Promise<TransferSummary> {
+  const { link, early } = s;
+  // welcome is the first answer: take it before the role takes the link
+  const welcomed = link.next(o.clock, 30_000);
+  welcomed.catch(() => {});
+  const guess = { address: o.serverAddress, port: s.port };
+  const endpoint = await o.openSocket(guess);
+  let sender: DataSender | undefined;
+  try {
+    const rate = new CappedRate(createRateController({ policy: o.policy, targetBps: o.targetBps, minBps: o.minBps }));
+    sender = new DataSender({
+      endpoint,
+      sessionId: early.sessionId,
+      clock: o.clock,
+      seal: createProtection(o.cipher, early.c2s),
+      open: createProtection(o.cipher, early.s2c),
+      datagramSize: o.datagramSize,
+      peer: guess,
+      rate,
+    });
+    const policy = policyOf(s.hello);
+    if (o.createDir) policy.createDir = true;
+    const role = runSenderRole({
+      link,
+      sender,
+      clock: o.clock,
+      files: s.local.files,
+      dirs: s.local.dirs,
+      policy,
+      planned: s.planned,
+      speculate: true,
+      ...(s.probed ? { probed: s.probed } : {}),
+      ...(s.content ? { content: s.content } : {}),
+      ...(o.events ? { events: o.events } : {}),
+    });
+    role.catch(() => {});
+    let w: ControlMessage;
+    try {
+      w = await welcomed;
+      if (w.t === 'error') throw new TachyonError(toCode(w.code), w.message, { publicMessage: w.message });
+      if (w.t !== 'welcome') throw new TachyonError('PROTOCOL', `expected welcome, got ${w.t}`);
+      const e = s.hello.early!;
+      if (w.sessionId !== early.sessionId || w.keys.c2s !== e.c2s || w.keys.s2c !== e.s2c || w.cipher !== o.cipher || w.datagramSize !== o.datagramSize) {
+        throw new TachyonError('PROTOCOL', 'the welcome does not confirm the session id, keys, cipher and datagram size the client chose');
+      }
+    } catch (err) {
+      // the role ends with the link (its sender stops); the welcome's error is the one to report
+      link.close();
+      throw err;
+    }
+    o.onWelcome?.(w);
+    rate.cap = Math.min(o.targetBps, w.maxRate);
+    // another data port than guessed: what went to the guess is lost, and asked for again
+    if (w.udpPort !== guess.port) sender.redirect({ address: o.serverAddress, port: w.udpPort });
+    return await role;
+  } finally {
+    sender?.close();
     await endpoint.socket.close();
   }
 }

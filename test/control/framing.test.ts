@@ -17,6 +17,7 @@ const hello: ControlMessage = {
   datagramSize: 1400,
   dest: 'incoming/',
   single: false,
+  early: { sessionId: 0xfeedbeef, c2s: Buffer.alloc(32, 3).toString('base64'), s2c: Buffer.alloc(32, 4).toString('base64') },
 };
 const welcome: ControlMessage = {
   t: 'welcome',
@@ -45,6 +46,7 @@ const samples: ControlMessage[] = [
     files: [
       { id: 0, path: 'dir/ünïcødé 文件.bin', size: 123456789, mtimeMs: 1700000000000, offset: 65536, ssn0: 0 },
       { id: 3, skip: 'same' },
+      { void: 1234, ssn0: 0 },
     ],
   },
   { t: 'dirs', paths: ['dir'] },

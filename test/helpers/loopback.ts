@@ -67,7 +67,8 @@ export interface Server {
 
 export async function startServer(root: string, allowedCiphers: CipherName[] = ['aes-128-gcm', 'aes-256-gcm', 'none']): Promise<Server> {
   const socket = await openUdpSocket({ address: '127.0.0.1', port: 0 });
-  const endpoint = new Endpoint(socket);
+  // the in-memory control link stands in for an SSH connection from 127.0.0.1: early data from there is held
+  const endpoint = new Endpoint(socket, { holdFrom: (address) => address === '127.0.0.1' });
   const clock = new TrackingClock();
   const jail = new Jail(root);
   const server: Server = {
@@ -141,6 +142,12 @@ export interface TransferOptions {
    * lost TCP segment would; one still held when the client's link closes is dropped
    */
   delayResults?: number;
+  /** holds the first `plan` the client receives, and everything after it, this long (ms): speculation runs that much longer */
+  delayPlan?: number;
+  /** holds the client's `hello`, and everything after it, this long (ms), as a TCP flight slower than the first datagrams */
+  delayHello?: number;
+  /** the UDP port the client guesses before welcome (default: the server's; null: no guess, no early data) */
+  serverPort?: number | null;
 }
 
 export interface RunningTransfer {
@@ -158,22 +165,26 @@ export function startTransfer(server: Server, o: TransferOptions): RunningTransf
   // delayResults: a held `results` message holds back everything after it in its direction
   // (head-of-line blocking, as behind a lost TCP segment), the link's close included
   let linkClosed = false;
-  const holder = (): ((m: ControlMessage | undefined, deliver: () => void) => void) => {
+  const holder = (type: ControlMessage['t'], delay: number | undefined): ((m: ControlMessage | undefined, deliver: () => void) => void) => {
     const queue: (() => void)[] = [];
     return (m, deliver) => {
-      if (o.delayResults === undefined || (queue.length === 0 && m?.t !== 'results')) return deliver();
+      if (delay === undefined || (queue.length === 0 && m?.t !== type)) return deliver();
       queue.push(deliver);
       if (queue.length === 1) {
         setTimeout(() => {
           for (const d of queue.splice(0)) d();
-        }, o.delayResults).unref();
+        }, delay).unref();
       }
     };
   };
-  const holdIn = holder();
-  const holdOut = holder();
+  const holdResultsIn = holder('results', o.delayResults);
+  const holdPlan = holder('plan', o.delayPlan);
+  const holdIn = (m: ControlMessage | undefined, deliver: () => void): void => holdPlan(m, () => holdResultsIn(m, deliver));
+  const holdResultsOut = holder('results', o.delayResults);
+  const holdHello = holder('hello', o.delayHello);
+  const holdOut = (m: ControlMessage | undefined, deliver: () => void): void => holdHello(m, () => holdResultsOut(m, deliver));
   const watched: ControlLink =
-    o.onControl || o.delayResults !== undefined
+    o.onControl || o.delayResults !== undefined || o.delayPlan !== undefined || o.delayHello !== undefined
       ? {
           send: (m) => {
             o.onControl?.('sent', m);
@@ -199,6 +210,7 @@ export function startTransfer(server: Server, o: TransferOptions): RunningTransf
     clientTransfer({
       link: watched,
       serverAddress: '127.0.0.1',
+      ...(o.serverPort !== null ? { serverPort: o.serverPort ?? server.port } : {}),
       clock: clientClock,
       op: o.op,
       cipher: o.cipher ?? 'aes-128-gcm',
