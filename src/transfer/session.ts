@@ -280,13 +280,14 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
   // send: the client chose the session id and keys, so that its data could leave before
   // this welcome; the endpoint held what arrived for the id (docs/protocol.md: early data)
   const early = hello.op === 'send' ? hello.early : undefined;
-  if (early !== undefined && ctx.endpoint.has(early.sessionId)) {
-    return refuse(
-      new TachyonError('BUSY', `the session id ${early.sessionId} the client chose is in use`, {
+  const idInUse = (): boolean => early !== undefined && ctx.endpoint.has(early.sessionId);
+  const busy = (): never =>
+    refuse(
+      new TachyonError('BUSY', `the session id ${early?.sessionId} the client chose is in use`, {
         publicMessage: 'The session id your client chose is already in use on the server (a rare coincidence); try again.',
       }),
     );
-  }
+  if (idInUse()) return busy();
   const sessionId = early?.sessionId ?? newSessionId(ctx.endpoint);
   const c2s = early ? Buffer.from(early.c2s, 'base64') : randomBytes(SECRET_BYTES);
   const s2c = early ? Buffer.from(early.s2c, 'base64') : randomBytes(SECRET_BYTES);
@@ -365,6 +366,8 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       } catch (err) {
         return refuse(toTachyonError(err));
       }
+      // the storage look-up above awaited: another session may have taken the id meanwhile
+      if (idInUse()) return busy();
       const receiver = new DataReceiver({ endpoint: ctx.endpoint, sessionId, clock: ctx.clock, seal, open, datagramSize });
       const rs = receiver.stats;
       counters = () => ({ datagrams: rs.packets, duplicates: rs.duplicates, naksSent: rs.naksSent });

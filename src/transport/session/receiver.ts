@@ -114,6 +114,8 @@ export class DataReceiver extends SessionPeer {
   private lastEchoTs = 0;
   private lastEchoAt = 0;
   private lastActivity = 0;
+  /** when the datagram being handled arrived, if the endpoint held it (else it arrived now) */
+  private arrivedAt: number | undefined;
 
   constructor(private readonly o: DataReceiverOptions) {
     super(o);
@@ -193,6 +195,7 @@ export class DataReceiver extends SessionPeer {
   /** `arrivedAt`: a datagram the endpoint held arrived then, not now (every timing uses it) */
   onPacket(packet: Buffer, from: PeerAddress, arrivedAt?: number): void {
     if (this.closed) return;
+    this.arrivedAt = arrivedAt;
     let common: CommonHeader;
     try {
       common = decodeCommon(packet);
@@ -205,8 +208,8 @@ export class DataReceiver extends SessionPeer {
       this.stats.rejected++;
       return;
     }
-    if (common.type === PacketType.DATA) this.onData(packet, common, from, arrivedAt);
-    else if (common.type === PacketType.STATUS) this.onStatus(packet, common.packetNumber, from, arrivedAt);
+    if (common.type === PacketType.DATA) this.onData(packet, common, from);
+    else if (common.type === PacketType.STATUS) this.onStatus(packet, common.packetNumber, from);
     else this.stats.rejected++;
   }
 
@@ -216,7 +219,7 @@ export class DataReceiver extends SessionPeer {
     return body;
   }
 
-  private onStatus(packet: Buffer, pn: number, from: PeerAddress, arrivedAt?: number): void {
+  private onStatus(packet: Buffer, pn: number, from: PeerAddress): void {
     const body = this.authentic(packet, COMMON_HEADER, pn);
     if (!body) return;
     let nextSsn: number;
@@ -227,12 +230,12 @@ export class DataReceiver extends SessionPeer {
       return;
     }
     this.peer = from;
-    this.lastActivity = arrivedAt ?? this.o.clock.now();
+    this.lastActivity = this.arrivedAt ?? this.o.clock.now();
     this.stats.lastPacketAt = this.lastActivity;
     if (nextSsn > this.nextExpected) this.markGap(this.nextExpected, nextSsn, this.lastActivity);
   }
 
-  private onData(packet: Buffer, common: CommonHeader, from: PeerAddress, arrivedAt?: number): void {
+  private onData(packet: Buffer, common: CommonHeader, from: PeerAddress): void {
     let h: DataHeader;
     try {
       h = decodeDataHeader(packet, common);
@@ -242,7 +245,7 @@ export class DataReceiver extends SessionPeer {
     }
     const data = this.authentic(packet, DATA_HEADER, common.packetNumber);
     if (!data) return;
-    const now = arrivedAt ?? this.o.clock.now();
+    const now = this.arrivedAt ?? this.o.clock.now();
     // a held datagram's interval began when it arrived (a burst handed over at once is no arrival rate)
     if (now < this.intervalStart) this.intervalStart = now;
     this.peer = from;
