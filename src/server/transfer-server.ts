@@ -521,7 +521,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<Tra
     }
   }
   // early data: datagrams for a session not set up yet are held only from an address with an SSH connection here
-  const endpoint = new Endpoint(socket, { holdFrom: (address) => control?.hasConnectionFrom(address) === true });
+  const endpoint = new Endpoint(socket, { clock, holdFrom: (address) => control?.hasConnectionFrom(address) === true });
   data.endpoint = endpoint;
   const udpPort = socket.local().port;
   data.udpPort = udpPort;

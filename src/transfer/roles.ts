@@ -246,6 +246,8 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
   let endSent = false;
   /** the file sent speculatively, until its plan arrives */
   let spec: TxFile | undefined;
+  /** blocks sent speculatively that a plan then did not want (the void range) */
+  let voidBlocks = 0;
   const jobs = new JobQueue(HASH_JOBS);
   for (let i = 0; i < probed; i++) tx[i]!.state = Tx.Probed;
 
@@ -298,6 +300,7 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
           tailDuplicates: st.tailDuplicates,
           firstSendMs: st.firstSendAt ? st.firstSendAt - started : -1,
           allSentMs: st.allSentAt ? st.allSentAt - started : -1,
+          voidBlocks,
           controlSent: link.sent + (opts.probed?.messages ?? 0),
           controlReceived: link.received,
         },
@@ -451,6 +454,7 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
           t.preassigned = undefined;
           t.sentEarly = false;
           if (v.blocks > 0) files$.push({ void: v.blocks, ssn0: v.ssn0 }, 64);
+          voidBlocks = v.blocks;
           if (TRACE) process.stderr.write(`trace speculation on ${t.f.path} void: ${e.do}, ${v.blocks} blocks\n`);
         }
       }
