@@ -484,7 +484,86 @@ static napi_value udp_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+
+/* ------------------------------------------------------------------ tail parity (GF(2^8)) */
+/* The same code as src/transport/fec/parity.ts: polynomial 0x11d, Cauchy coefficients
+ * 1 / (j ^ (128 + i)). Only the byte loops live here; the TypeScript path is the reference. */
+
+static uint8_t gf_mul_table[256][256];
+static uint8_t gf_coef[128][128];
+
+static void gf_init(void) {
+  uint8_t exp[512], log[256];
+  unsigned x = 1;
+  for (int i = 0; i < 255; i++) {
+    exp[i] = (uint8_t)x;
+    log[x] = (uint8_t)i;
+    x <<= 1;
+    if (x & 0x100) x ^= 0x11d;
+  }
+  for (int i = 255; i < 512; i++) exp[i] = exp[i - 255];
+  log[0] = 0;
+  for (int a = 0; a < 256; a++)
+    for (int b = 0; b < 256; b++) gf_mul_table[a][b] = (a == 0 || b == 0) ? 0 : exp[log[a] + log[b]];
+  for (int j = 0; j < 128; j++)
+    for (int i = 0; i < 128; i++) gf_coef[j][i] = exp[255 - log[j ^ (128 + i)]];
+}
+
+static void gf_mul_add(uint8_t *dst, const uint8_t *src, size_t n, uint8_t c) {
+  if (c == 0) return;
+  if (c == 1) {
+    for (size_t i = 0; i < n; i++) dst[i] ^= src[i];
+    return;
+  }
+  const uint8_t *t = gf_mul_table[c];
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    dst[i] ^= t[src[i]];
+    dst[i + 1] ^= t[src[i + 1]];
+    dst[i + 2] ^= t[src[i + 2]];
+    dst[i + 3] ^= t[src[i + 3]];
+    dst[i + 4] ^= t[src[i + 4]];
+    dst[i + 5] ^= t[src[i + 5]];
+    dst[i + 6] ^= t[src[i + 6]];
+    dst[i + 7] ^= t[src[i + 7]];
+  }
+  for (; i < n; i++) dst[i] ^= t[src[i]];
+}
+
+/* fecMulAdd(dst, src, c): dst[0, src.length) ^= c * src */
+static napi_value fec_mul_add(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *dst, *src;
+  size_t dl, sl;
+  uint32_t c;
+  if (argc < 3 || !get_buffer(env, argv[0], &dst, &dl) || !get_buffer(env, argv[1], &src, &sl) || !get_u32(env, argv[2], &c) || c > 255)
+    return throw_err(env, "fecMulAdd: bad arguments");
+  if (sl > dl) return throw_err(env, "fecMulAdd: source longer than destination");
+  gf_mul_add(dst, src, sl, (uint8_t)c);
+  return NULL;
+}
+
+/* fecAdd(parity, m, len, block, i): parity holds m symbols of len bytes one after the
+ * other; adds data block i (block.length <= len) to each of them. */
+static napi_value fec_add(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *par, *blk;
+  size_t pl, bl;
+  uint32_t m, len, i;
+  if (argc < 5 || !get_buffer(env, argv[0], &par, &pl) || !get_u32(env, argv[1], &m) || !get_u32(env, argv[2], &len) ||
+      !get_buffer(env, argv[3], &blk, &bl) || !get_u32(env, argv[4], &i))
+    return throw_err(env, "fecAdd: bad arguments");
+  if (m < 1 || m > 128 || i >= 128 || bl > len || (size_t)m * len > pl) return throw_err(env, "fecAdd: out of range");
+  for (uint32_t j = 0; j < m; j++) gf_mul_add(par + (size_t)j * len, blk, bl, gf_coef[j][i]);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
+  gf_init();
   napi_property_descriptor props[] = {
       {"gcmCreate", NULL, gcm_create, NULL, NULL, NULL, napi_default, NULL},
       {"gcmSeal", NULL, gcm_seal, NULL, NULL, NULL, napi_default, NULL},
@@ -493,6 +572,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_default, NULL},
       {"udpLocalPort", NULL, udp_local_port, NULL, NULL, NULL, napi_default, NULL},
       {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_default, NULL},
+      {"fecMulAdd", NULL, fec_mul_add, NULL, NULL, NULL, napi_default, NULL},
+      {"fecAdd", NULL, fec_add, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

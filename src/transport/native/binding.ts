@@ -23,6 +23,10 @@ export interface NativeBinding {
   udpSend(sock: UdpHandle, buf: Uint8Array, offset: number, length: number, ipv4: number, port: number): number;
   udpLocalPort(sock: UdpHandle): number;
   udpClose(sock: UdpHandle): void;
+  /** dst[0, src.length) ^= c·src in GF(2^8) (src/transport/fec/parity.ts) */
+  fecMulAdd(dst: Uint8Array, src: Uint8Array, c: number): void;
+  /** Adds data block i of a group to each of the m parity symbols of `len` bytes held one after the other in `parity`. */
+  fecAdd(parity: Buffer, m: number, len: number, block: Uint8Array, i: number): void;
 }
 
 function load(): { binding: NativeBinding | undefined; reason: string } {
