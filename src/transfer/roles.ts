@@ -368,6 +368,7 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
       }
       if (decided === n && !endSent) {
         endSent = true;
+        opts.sender.lastFileAssigned();
         files$.flush();
         link.send({ t: 'end', files: n, bytes: totalBytes });
       } else files$.flush();

@@ -16,12 +16,16 @@ const RENAK = 1.25;
 const NAK_REPEATS = 2;
 /** feedbacks that carry each verified file id (a lost feedback costs nothing then) */
 const VERIFIED_REPEATS = 4;
+import { MAX_GROUP, recover } from '../fec/parity.js';
 import {
   COMMON_HEADER,
   DATA_HEADER,
+  FLAG_GROUPED,
   PacketType,
   decodeCommon,
   decodeDataHeader,
+  decodeParityHeader,
+  type ParityHeader,
   decodeStatus,
   encodeFeedback,
   maxNakRanges,
@@ -48,6 +52,10 @@ export interface ReceiverStats {
   naksSent: number;
   feedbacksSent: number;
   lastPacketAt: number;
+  /** parity datagrams received (tail parity) */
+  parity: number;
+  /** blocks rebuilt from parity instead of waiting for their retransmission */
+  rebuilt: number;
 }
 
 export interface DataReceiverOptions extends SessionPeerOptions {
@@ -68,7 +76,23 @@ export interface DataReceiverOptions extends SessionPeerOptions {
  * Only authenticated datagrams of this session get here.
  */
 const EARLY_HOLD_BYTES = 8 * 1024 * 1024;
+/**
+ * Tail parity (docs/protocol.md): copies of blocks sent in parity groups are kept until
+ * their group is settled, up to this many bytes per session (past it, a lost block of a
+ * group is asked for by NAK as before). The sender covers at most 24 MiB of blocks.
+ */
+const KEEP_BYTES = 32 * 1024 * 1024;
+/** most parity groups waiting for blocks at once */
+const MAX_GROUPS = 4096;
 
+/** where a block placed in its file came from: counting differs */
+type Arrival = 'arrived' | 'held' | 'rebuilt';
+
+interface ParityGroup {
+  k: number;
+  /** parity symbols by index */
+  parity: Map<number, Buffer>;
+}
 interface RxFile {
   id: number;
   ssn0: number;
@@ -101,6 +125,11 @@ export class DataReceiver extends SessionPeer {
   /** blocks held until their file is announced, by ssn */
   private readonly early = new Map<number, Buffer>();
   private earlyBytes = 0;
+  /** copies of blocks in parity groups (FLAG_GROUPED), by ssn, until their group settles */
+  private readonly kept = new Map<number, Buffer>();
+  private keptBytes = 0;
+  /** parity groups not yet settled, by first SSN */
+  private readonly groups = new Map<number, ParityGroup>();
   private senderSrttMs = 0;
   // delay and rate measurement
   private owdRef: number | undefined;
@@ -121,7 +150,7 @@ export class DataReceiver extends SessionPeer {
     this.onFileComplete = o.onFileComplete;
     this.onWriteError = o.onWriteError;
     this.intervalStart = o.clock.now();
-    this.stats = { packets: 0, duplicates: 0, bytes: 0, rejected: 0, replayed: 0, naksSent: 0, feedbacksSent: 0, lastPacketAt: o.clock.now() };
+    this.stats = { packets: 0, duplicates: 0, bytes: 0, rejected: 0, replayed: 0, naksSent: 0, feedbacksSent: 0, lastPacketAt: o.clock.now(), parity: 0, rebuilt: 0 };
     this.schedule();
   }
 
@@ -150,7 +179,7 @@ export class DataReceiver extends SessionPeer {
       this.early.delete(ssn);
       this.earlyBytes -= data.length;
       // no longer held: if it cannot be placed, it is asked for like any missing block
-      this.place(f, ssn, data, false);
+      this.place(f, ssn, data, 'held');
     }
   }
 
@@ -195,6 +224,7 @@ export class DataReceiver extends SessionPeer {
     }
     if (common.type === PacketType.DATA) this.onData(packet, common, from);
     else if (common.type === PacketType.STATUS) this.onStatus(packet, common.packetNumber, from);
+    else if (common.type === PacketType.PARITY) this.onParity(packet, common, from);
     else this.stats.rejected++;
   }
 
@@ -238,13 +268,17 @@ export class DataReceiver extends SessionPeer {
     this.intervalPackets++;
     this.senderSrttMs = h.srttMs;
     this.sampleDelay(h.sendTsUs, now);
-    const ssn = h.ssn;
-    // stream bookkeeping
+    if ((common.flags & FLAG_GROUPED) !== 0) this.keep(h.ssn, data);
+    this.accept(h.ssn, data, now, 'arrived');
+  }
+
+  /** A block that arrived (or was rebuilt from parity): stream bookkeeping, then its file or the hold. */
+  private accept(ssn: number, data: Buffer, now: number, how: 'arrived' | 'rebuilt'): void {
     if (ssn >= this.nextExpected) {
       if (ssn > this.nextExpected) this.markGap(this.nextExpected, ssn, now);
       this.nextExpected = ssn + 1;
     } else if (!this.missing.has(ssn)) {
-      this.stats.duplicates++;
+      if (how === 'arrived') this.stats.duplicates++;
       return;
     }
     const f = this.fileFor(ssn);
@@ -252,7 +286,7 @@ export class DataReceiver extends SessionPeer {
       // not announced yet. It arrived all the same: it counts in the interval's arrival
       // rate (what the sender's start-up train is measured from), held or not, so that
       // the rate does not fall to nothing while the announcement is late
-      this.intervalBytes += data.length;
+      if (how === 'arrived') this.intervalBytes += data.length;
       // hold it (EARLY_HOLD_BYTES); past that, leave it missing so that it is asked for again
       if (!this.early.has(ssn) && this.earlyBytes + data.length <= EARLY_HOLD_BYTES) {
         this.early.set(ssn, Buffer.from(data));
@@ -267,11 +301,116 @@ export class DataReceiver extends SessionPeer {
       if (!this.missing.has(ssn)) this.missing.set(ssn, { seen: now, naked: 0 });
       return;
     }
-    this.place(f, ssn, data, true);
+    this.place(f, ssn, data, how);
   }
 
-  /** Writes one block of a known file; `arrived`: it arrived just now (held blocks were counted when they arrived). */
-  private place(f: RxFile, ssn: number, data: Buffer, arrived: boolean): void {
+  // ---- tail parity -------------------------------------------------------------------
+
+  /** Keeps a copy of a block of a parity group (bounded), and settles its group if it waits for it. */
+  private keep(ssn: number, data: Buffer): void {
+    if (ssn + MAX_GROUP <= this.cumAck || this.kept.has(ssn) || this.keptBytes + data.length > KEEP_BYTES) return;
+    this.kept.set(ssn, Buffer.from(data));
+    this.keptBytes += data.length;
+    if (this.groups.size === 0) return;
+    for (const [first, g] of this.groups) {
+      if (ssn >= first && ssn < first + g.k) {
+        this.settle(first, g, this.o.clock.now());
+        break;
+      }
+    }
+  }
+
+  private onParity(packet: Buffer, common: CommonHeader, from: PeerAddress): void {
+    let h: ParityHeader;
+    try {
+      h = decodeParityHeader(packet, common);
+    } catch {
+      this.stats.rejected++;
+      return;
+    }
+    const symbol = this.authentic(packet, DATA_HEADER, common.packetNumber);
+    if (!symbol) return;
+    const now = this.o.clock.now();
+    this.peer = from;
+    this.lastActivity = now;
+    this.stats.lastPacketAt = now;
+    this.stats.parity++;
+    // it crossed the path like a block: it counts in the arrival rate, not in unique bytes
+    this.intervalBytes += symbol.length;
+    if (h.first + h.k <= this.cumAck) return; // the group's blocks are all here
+    let g = this.groups.get(h.first);
+    if (!g) {
+      if (this.groups.size >= MAX_GROUPS || symbol.length !== this.payloadSize) {
+        this.stats.rejected++;
+        return;
+      }
+      g = { k: h.k, parity: new Map() };
+      this.groups.set(h.first, g);
+    } else if (g.k !== h.k) {
+      this.stats.rejected++;
+      return;
+    }
+    if (!g.parity.has(h.j)) g.parity.set(h.j, Buffer.from(symbol));
+    this.settle(h.first, g, now);
+  }
+
+  /** Whether the block is here (written, or held until its file is announced). */
+  private received(ssn: number): boolean {
+    return ssn < this.nextExpected && (!this.missing.has(ssn) || this.early.has(ssn));
+  }
+
+  /**
+   * Rebuilds a group's lost blocks once enough of it is here (any k of its k data and m
+   * parity blocks), then forgets the group. A group whose blocks all arrived is
+   * forgotten too.
+   */
+  private settle(first: number, g: ParityGroup, now: number): void {
+    const have = new Map<number, Buffer>();
+    let lost = 0;
+    for (let i = 0; i < g.k; i++) {
+      const b = this.kept.get(first + i);
+      if (b) have.set(i, b);
+      else if (!this.received(first + i)) lost++;
+    }
+    if (lost > 0) {
+      if (have.size + g.parity.size < g.k) return;
+      const rebuilt = recover(g.k, this.payloadSize, have, g.parity);
+      for (const [i, block] of rebuilt ?? []) {
+        const ssn = first + i;
+        const f = this.fileFor(ssn);
+        if (!f || this.received(ssn)) continue;
+        const len = Math.min(this.payloadSize, f.size - (ssn - f.ssn0) * this.payloadSize);
+        if (len <= 0) continue;
+        this.stats.rebuilt++;
+        this.accept(ssn, block.subarray(0, len), now, 'rebuilt');
+      }
+    }
+    this.groups.delete(first);
+    for (let i = 0; i < g.k; i++) this.unkeep(first + i);
+  }
+
+  private unkeep(ssn: number): void {
+    const b = this.kept.get(ssn);
+    if (b === undefined) return;
+    this.kept.delete(ssn);
+    this.keptBytes -= b.length;
+  }
+
+  /** Forgets groups and kept blocks the cumulative ack has passed (a group whose parity was all lost). */
+  private sweepParity(): void {
+    for (const [first, g] of this.groups) if (first + g.k <= this.cumAck) this.groups.delete(first);
+    let fresh = 0;
+    for (const ssn of this.kept.keys()) {
+      if (ssn + MAX_GROUP <= this.cumAck) this.unkeep(ssn);
+      else if (++fresh >= 64) break; // kept in SSN order, mostly: the stale ones come first
+    }
+  }
+
+  /**
+   * Writes one block of a known file. `how`: it arrived just now, or was held (counted
+   * when it arrived), or was rebuilt from parity (a unique block, but not an arrival).
+   */
+  private place(f: RxFile, ssn: number, data: Buffer, how: Arrival): void {
     if (f.skipped) {
       this.missing.delete(ssn);
       this.advanceCumAck();
@@ -298,10 +437,8 @@ export class DataReceiver extends SessionPeer {
     f.have[idx] = 1;
     f.count++;
     this.missing.delete(ssn);
-    if (arrived) {
-      this.stats.bytes += data.length;
-      this.intervalBytes += data.length;
-    }
+    if (how !== 'held') this.stats.bytes += data.length;
+    if (how === 'arrived') this.intervalBytes += data.length;
     this.advanceCumAck();
     if (f.count === f.blocks && !f.done) {
       f.done = true;
@@ -400,6 +537,9 @@ export class DataReceiver extends SessionPeer {
     for (let i = 0; i < VERIFIED_REPEATS && this.verifiedToTell.size > 0; i++) this.sendFeedback();
     this.early.clear();
     this.earlyBytes = 0;
+    this.kept.clear();
+    this.keptBytes = 0;
+    this.groups.clear();
     super.close();
   }
 
@@ -456,6 +596,7 @@ export class DataReceiver extends SessionPeer {
       this.stats.feedbacksSent++;
       if (packet >= 16) break;
     }
+    if (this.kept.size > 0 || this.groups.size > 0) this.sweepParity();
     this.intervalStart = now;
     this.intervalMinOwd = Infinity;
     this.intervalBytes = 0;
