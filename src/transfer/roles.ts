@@ -284,6 +284,7 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
           rateBps: st.rateBps,
           pacingLostBytes: st.pacingLostBytes,
           tailDuplicates: st.tailDuplicates,
+          parityPackets: st.parityPackets,
           firstSendMs: st.firstSendAt ? st.firstSendAt - started : -1,
           allSentMs: st.allSentAt ? st.allSentAt - started : -1,
           controlSent: link.sent + (opts.probed?.messages ?? 0),

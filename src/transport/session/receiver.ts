@@ -76,6 +76,7 @@ export interface DataReceiverOptions extends SessionPeerOptions {
  * Only authenticated datagrams of this session get here.
  */
 const EARLY_HOLD_BYTES = 8 * 1024 * 1024;
+const TRACE = process.env.TACHYON_TRACE === '1';
 /**
  * Tail parity (docs/protocol.md): copies of blocks sent in parity groups are kept until
  * their group is settled, up to this many bytes per session (past it, a lost block of a
@@ -597,6 +598,11 @@ export class DataReceiver extends SessionPeer {
       if (packet >= 16) break;
     }
     if (this.kept.size > 0 || this.groups.size > 0) this.sweepParity();
+    if (TRACE && this.stats.feedbacksSent % 8 === 0) {
+      process.stderr.write(
+        `rtrace t=${now.toFixed(1)} next=${this.nextExpected} cum=${this.cumAck} missing=${this.missing.size} naks=${naks.length} early=${this.early.size} kept=${this.kept.size} groups=${this.groups.size} parity=${this.stats.parity} rebuilt=${this.stats.rebuilt} dup=${this.stats.duplicates} rej=${this.stats.rejected}\n`,
+      );
+    }
     this.intervalStart = now;
     this.intervalMinOwd = Infinity;
     this.intervalBytes = 0;
