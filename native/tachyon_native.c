@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TAG_BYTES 16
@@ -191,6 +192,8 @@ typedef struct {
   size_t slots;    /* number of slots (<= MAX_BATCH) */
   napi_ref meta_ref;
   uint32_t *meta;  /* per message: length, IPv4 address (host order), port */
+  napi_ref ages_ref;
+  double *ages;    /* per message (optional): ms between its arrival (kernel timestamp) and the read */
   napi_ref cb_ref;
   napi_async_context actx;
   napi_ref self_ref;
@@ -231,6 +234,11 @@ static void udp_read(udp_t *u) {
   struct mmsghdr msgs[MAX_BATCH];
   struct iovec iov[MAX_BATCH];
   struct sockaddr_in from[MAX_BATCH];
+  /* SO_TIMESTAMPNS: the kernel's receive time of each datagram */
+  union {
+    char buf[CMSG_SPACE(sizeof(struct timespec))];
+    struct cmsghdr align;
+  } ctl[MAX_BATCH];
   for (int rounds = 0; rounds < 16 && !u->closing; rounds++) {
     size_t n = u->slots;
     memset(msgs, 0, sizeof(msgs[0]) * n);
@@ -241,9 +249,15 @@ static void udp_read(udp_t *u) {
       msgs[i].msg_hdr.msg_iovlen = 1;
       msgs[i].msg_hdr.msg_name = &from[i];
       msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+      if (u->ages) {
+        msgs[i].msg_hdr.msg_control = ctl[i].buf;
+        msgs[i].msg_hdr.msg_controllen = sizeof ctl[i].buf;
+      }
     }
     int got = recvmmsg(u->fd, msgs, (unsigned)n, MSG_DONTWAIT, NULL);
     if (got <= 0) return;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
     int count = 0;
     for (int i = 0; i < got; i++) {
       if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) continue; /* larger than a slot: drop */
@@ -254,6 +268,18 @@ static void udp_read(udp_t *u) {
       u->meta[4 * count + 1] = ntohl(from[i].sin_addr.s_addr);
       u->meta[4 * count + 2] = ntohs(from[i].sin_port);
       u->meta[4 * count + 3] = (uint32_t)i;
+      if (u->ages) {
+        double age = -1; /* no timestamp */
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
+          if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof ts);
+            age = (double)(now.tv_sec - ts.tv_sec) * 1e3 + (double)(now.tv_nsec - ts.tv_nsec) / 1e6;
+            if (age < 0) age = 0; /* the realtime clock stepped back */
+          }
+        }
+        u->ages[count] = age;
+      }
       count++;
     }
     if (count > 0) {
@@ -297,6 +323,7 @@ static void udp_closed_cb(uv_handle_t *h) {
   napi_env env = u->env;
   if (u->slab_ref) napi_delete_reference(env, u->slab_ref);
   if (u->meta_ref) napi_delete_reference(env, u->meta_ref);
+  if (u->ages_ref) napi_delete_reference(env, u->ages_ref);
   if (u->cb_ref) napi_delete_reference(env, u->cb_ref);
   if (u->actx) napi_async_destroy(env, u->actx);
   u->released = 1;
@@ -328,13 +355,16 @@ static udp_t *get_udp(napi_env env, napi_value v) {
   return (udp_t *)p;
 }
 
-/* udpOpen(address, port, bufferBytes, slab, slotBytes, meta, onBatch) -> external.
+/* udpOpen(address, port, bufferBytes, slab, slotBytes, meta, onBatch[, ages]) -> external.
  * Binds an IPv4 UDP socket; the address is an IPv4 literal. `slab` holds the received
  * datagrams (slot i at i * slotBytes), `meta` (Uint32Array, 4 per message) their length,
- * sender address, sender port and slot. onBatch(count) is called once per batch. */
+ * sender address, sender port and slot. onBatch(count) is called once per batch. With
+ * `ages` (Float64Array, 1 per message) the socket asks for kernel receive timestamps
+ * (SO_TIMESTAMPNS) and ages[k] is how long before the read message k arrived, in ms
+ * (-1 when the kernel gave no timestamp). */
 static napi_value udp_open(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
+  size_t argc = 8;
+  napi_value argv[8];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   char addr[64];
   size_t alen;
@@ -354,6 +384,19 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   size_t slots = slablen / slot;
   if (slots > MAX_BATCH) slots = MAX_BATCH;
   if (slots < 1 || mlen < 4 * slots) return throw_err(env, "udpOpen: slab or meta too small");
+  double *ages = NULL;
+  if (argc >= 8) {
+    napi_valuetype vt;
+    if (napi_typeof(env, argv[7], &vt) != napi_ok) return throw_err(env, "udpOpen: bad ages");
+    if (vt != napi_undefined) {
+      size_t alen2;
+      void *adata;
+      if (napi_is_typedarray(env, argv[7], &is_ta) != napi_ok || !is_ta ||
+          napi_get_typedarray_info(env, argv[7], &tt, &alen2, &adata, NULL, NULL) != napi_ok || tt != napi_float64_array || alen2 < slots)
+        return throw_err(env, "udpOpen: ages must be a Float64Array with a slot per message");
+      ages = (double *)adata;
+    }
+  }
   struct sockaddr_in sa;
   memset(&sa, 0, sizeof sa);
   sa.sin_family = AF_INET;
@@ -365,6 +408,8 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   /* a privileged server may exceed net.core.rmem_max (CAP_NET_ADMIN); others get what it allows */
   if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &b, sizeof b) != 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &b, sizeof b);
   if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &b, sizeof b) != 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &b, sizeof b);
+  int on = 1;
+  if (ages && setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) != 0) ages = NULL;
   if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
     int e = errno;
     close(fd);
@@ -388,6 +433,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   u->slot = slot;
   u->slots = slots;
   u->meta = (uint32_t *)mdata;
+  u->ages = ages;
   uv_loop_t *loop;
   napi_value ext, name;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok || uv_poll_init(loop, &u->poll, fd) != 0) {
@@ -398,6 +444,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   u->poll.data = u;
   CHECK(env, napi_create_reference(env, argv[3], 1, &u->slab_ref));
   CHECK(env, napi_create_reference(env, argv[5], 1, &u->meta_ref));
+  if (ages) CHECK(env, napi_create_reference(env, argv[7], 1, &u->ages_ref));
   CHECK(env, napi_create_reference(env, argv[6], 1, &u->cb_ref));
   CHECK(env, napi_create_string_utf8(env, "tachyon.udp", NAPI_AUTO_LENGTH, &name));
   CHECK(env, napi_async_init(env, NULL, name, &u->actx));

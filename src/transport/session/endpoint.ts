@@ -7,7 +7,8 @@ import type { DatagramSocket, PeerAddress } from '../socket/types.js';
 import { COMMON_HEADER, peekSessionId } from '../wire/packet.js';
 
 export interface PacketSink {
-  onPacket(packet: Buffer, from: PeerAddress): void;
+  /** `arrivedAt`: the kernel's receive time in the session's clock, when the socket tells it */
+  onPacket(packet: Buffer, from: PeerAddress, arrivedAt?: number): void;
 }
 
 export interface EndpointStats {
@@ -21,10 +22,10 @@ export class Endpoint {
   private readonly sessions = new Map<number, PacketSink>();
 
   constructor(readonly socket: DatagramSocket) {
-    socket.onDatagram((packet, from) => this.dispatch(packet, from));
+    socket.onDatagram((packet, from, arrivedAt) => this.dispatch(packet, from, arrivedAt));
   }
 
-  private dispatch(packet: Buffer, from: PeerAddress): void {
+  private dispatch(packet: Buffer, from: PeerAddress, arrivedAt: number | undefined): void {
     this.stats.received++;
     if (packet.length < COMMON_HEADER) {
       this.stats.malformed++;
@@ -36,7 +37,7 @@ export class Endpoint {
       this.stats.unknownSession++;
       return;
     }
-    sink.onPacket(packet, from);
+    sink.onPacket(packet, from, arrivedAt);
   }
 
   register(sessionId: number, sink: PacketSink): void {

@@ -34,7 +34,7 @@ export abstract class SessionPeer implements PacketSink {
     base.endpoint.register(base.sessionId, this);
   }
 
-  abstract onPacket(packet: Buffer, from: PeerAddress): void;
+  abstract onPacket(packet: Buffer, from: PeerAddress, arrivedAt?: number): void;
 
   get peerAddress(): PeerAddress | undefined {
     return this.peer;
