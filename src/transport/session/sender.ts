@@ -293,6 +293,8 @@ export class DataSender extends SessionPeer {
       rttMs: this.stats.srttMs || 100,
       recvRateBps: this.deliveryRate(now, f.bytesReceived),
       intervalRateBps: f.recvRateKbps * 1000,
+      intervalPackets: f.intervalPackets,
+      intervalLost: f.intervalLost,
     });
     this.stats.rateBps = this.o.rate.rateBps();
     if (TRACE) {
