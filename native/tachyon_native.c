@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TAG_BYTES 16
@@ -191,6 +192,8 @@ typedef struct {
   size_t slots;    /* number of slots (<= MAX_BATCH) */
   napi_ref meta_ref;
   uint32_t *meta;  /* per message: length, IPv4 address (host order), port */
+  napi_ref ages_ref;
+  double *ages;    /* per message (optional): ms between its arrival (kernel timestamp) and the read */
   napi_ref cb_ref;
   napi_async_context actx;
   napi_ref self_ref;
@@ -231,6 +234,11 @@ static void udp_read(udp_t *u) {
   struct mmsghdr msgs[MAX_BATCH];
   struct iovec iov[MAX_BATCH];
   struct sockaddr_in from[MAX_BATCH];
+  /* SO_TIMESTAMPNS: the kernel's receive time of each datagram */
+  union {
+    char buf[CMSG_SPACE(sizeof(struct timespec))];
+    struct cmsghdr align;
+  } ctl[MAX_BATCH];
   for (int rounds = 0; rounds < 16 && !u->closing; rounds++) {
     size_t n = u->slots;
     memset(msgs, 0, sizeof(msgs[0]) * n);
@@ -241,9 +249,15 @@ static void udp_read(udp_t *u) {
       msgs[i].msg_hdr.msg_iovlen = 1;
       msgs[i].msg_hdr.msg_name = &from[i];
       msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+      if (u->ages) {
+        msgs[i].msg_hdr.msg_control = ctl[i].buf;
+        msgs[i].msg_hdr.msg_controllen = sizeof ctl[i].buf;
+      }
     }
     int got = recvmmsg(u->fd, msgs, (unsigned)n, MSG_DONTWAIT, NULL);
     if (got <= 0) return;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
     int count = 0;
     for (int i = 0; i < got; i++) {
       if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) continue; /* larger than a slot: drop */
@@ -254,6 +268,18 @@ static void udp_read(udp_t *u) {
       u->meta[4 * count + 1] = ntohl(from[i].sin_addr.s_addr);
       u->meta[4 * count + 2] = ntohs(from[i].sin_port);
       u->meta[4 * count + 3] = (uint32_t)i;
+      if (u->ages) {
+        double age = -1; /* no timestamp */
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
+          if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof ts);
+            age = (double)(now.tv_sec - ts.tv_sec) * 1e3 + (double)(now.tv_nsec - ts.tv_nsec) / 1e6;
+            if (age < 0) age = 0; /* the realtime clock stepped back */
+          }
+        }
+        u->ages[count] = age;
+      }
       count++;
     }
     if (count > 0) {
@@ -297,6 +323,7 @@ static void udp_closed_cb(uv_handle_t *h) {
   napi_env env = u->env;
   if (u->slab_ref) napi_delete_reference(env, u->slab_ref);
   if (u->meta_ref) napi_delete_reference(env, u->meta_ref);
+  if (u->ages_ref) napi_delete_reference(env, u->ages_ref);
   if (u->cb_ref) napi_delete_reference(env, u->cb_ref);
   if (u->actx) napi_async_destroy(env, u->actx);
   u->released = 1;
@@ -328,13 +355,16 @@ static udp_t *get_udp(napi_env env, napi_value v) {
   return (udp_t *)p;
 }
 
-/* udpOpen(address, port, bufferBytes, slab, slotBytes, meta, onBatch) -> external.
+/* udpOpen(address, port, bufferBytes, slab, slotBytes, meta, onBatch[, ages]) -> external.
  * Binds an IPv4 UDP socket; the address is an IPv4 literal. `slab` holds the received
  * datagrams (slot i at i * slotBytes), `meta` (Uint32Array, 4 per message) their length,
- * sender address, sender port and slot. onBatch(count) is called once per batch. */
+ * sender address, sender port and slot. onBatch(count) is called once per batch. With
+ * `ages` (Float64Array, 1 per message) the socket asks for kernel receive timestamps
+ * (SO_TIMESTAMPNS) and ages[k] is how long before the read message k arrived, in ms
+ * (-1 when the kernel gave no timestamp). */
 static napi_value udp_open(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
+  size_t argc = 8;
+  napi_value argv[8];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   char addr[64];
   size_t alen;
@@ -354,6 +384,19 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   size_t slots = slablen / slot;
   if (slots > MAX_BATCH) slots = MAX_BATCH;
   if (slots < 1 || mlen < 4 * slots) return throw_err(env, "udpOpen: slab or meta too small");
+  double *ages = NULL;
+  if (argc >= 8) {
+    napi_valuetype vt;
+    if (napi_typeof(env, argv[7], &vt) != napi_ok) return throw_err(env, "udpOpen: bad ages");
+    if (vt != napi_undefined) {
+      size_t alen2;
+      void *adata;
+      if (napi_is_typedarray(env, argv[7], &is_ta) != napi_ok || !is_ta ||
+          napi_get_typedarray_info(env, argv[7], &tt, &alen2, &adata, NULL, NULL) != napi_ok || tt != napi_float64_array || alen2 < slots)
+        return throw_err(env, "udpOpen: ages must be a Float64Array with a slot per message");
+      ages = (double *)adata;
+    }
+  }
   struct sockaddr_in sa;
   memset(&sa, 0, sizeof sa);
   sa.sin_family = AF_INET;
@@ -365,6 +408,8 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   /* a privileged server may exceed net.core.rmem_max (CAP_NET_ADMIN); others get what it allows */
   if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &b, sizeof b) != 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &b, sizeof b);
   if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &b, sizeof b) != 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &b, sizeof b);
+  int on = 1;
+  if (ages && setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) != 0) ages = NULL;
   if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
     int e = errno;
     close(fd);
@@ -388,6 +433,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   u->slot = slot;
   u->slots = slots;
   u->meta = (uint32_t *)mdata;
+  u->ages = ages;
   uv_loop_t *loop;
   napi_value ext, name;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok || uv_poll_init(loop, &u->poll, fd) != 0) {
@@ -398,6 +444,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   u->poll.data = u;
   CHECK(env, napi_create_reference(env, argv[3], 1, &u->slab_ref));
   CHECK(env, napi_create_reference(env, argv[5], 1, &u->meta_ref));
+  if (ages) CHECK(env, napi_create_reference(env, argv[7], 1, &u->ages_ref));
   CHECK(env, napi_create_reference(env, argv[6], 1, &u->cb_ref));
   CHECK(env, napi_create_string_utf8(env, "tachyon.udp", NAPI_AUTO_LENGTH, &name));
   CHECK(env, napi_async_init(env, NULL, name, &u->actx));
@@ -484,7 +531,86 @@ static napi_value udp_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+
+/* ------------------------------------------------------------------ tail parity (GF(2^8)) */
+/* The same code as src/transport/fec/parity.ts: polynomial 0x11d, Cauchy coefficients
+ * 1 / (j ^ (128 + i)). Only the byte loops live here; the TypeScript path is the reference. */
+
+static uint8_t gf_mul_table[256][256];
+static uint8_t gf_coef[128][128];
+
+static void gf_init(void) {
+  uint8_t exp[512], log[256];
+  unsigned x = 1;
+  for (int i = 0; i < 255; i++) {
+    exp[i] = (uint8_t)x;
+    log[x] = (uint8_t)i;
+    x <<= 1;
+    if (x & 0x100) x ^= 0x11d;
+  }
+  for (int i = 255; i < 512; i++) exp[i] = exp[i - 255];
+  log[0] = 0;
+  for (int a = 0; a < 256; a++)
+    for (int b = 0; b < 256; b++) gf_mul_table[a][b] = (a == 0 || b == 0) ? 0 : exp[log[a] + log[b]];
+  for (int j = 0; j < 128; j++)
+    for (int i = 0; i < 128; i++) gf_coef[j][i] = exp[255 - log[j ^ (128 + i)]];
+}
+
+static void gf_mul_add(uint8_t *dst, const uint8_t *src, size_t n, uint8_t c) {
+  if (c == 0) return;
+  if (c == 1) {
+    for (size_t i = 0; i < n; i++) dst[i] ^= src[i];
+    return;
+  }
+  const uint8_t *t = gf_mul_table[c];
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    dst[i] ^= t[src[i]];
+    dst[i + 1] ^= t[src[i + 1]];
+    dst[i + 2] ^= t[src[i + 2]];
+    dst[i + 3] ^= t[src[i + 3]];
+    dst[i + 4] ^= t[src[i + 4]];
+    dst[i + 5] ^= t[src[i + 5]];
+    dst[i + 6] ^= t[src[i + 6]];
+    dst[i + 7] ^= t[src[i + 7]];
+  }
+  for (; i < n; i++) dst[i] ^= t[src[i]];
+}
+
+/* fecMulAdd(dst, src, c): dst[0, src.length) ^= c * src */
+static napi_value fec_mul_add(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *dst, *src;
+  size_t dl, sl;
+  uint32_t c;
+  if (argc < 3 || !get_buffer(env, argv[0], &dst, &dl) || !get_buffer(env, argv[1], &src, &sl) || !get_u32(env, argv[2], &c) || c > 255)
+    return throw_err(env, "fecMulAdd: bad arguments");
+  if (sl > dl) return throw_err(env, "fecMulAdd: source longer than destination");
+  gf_mul_add(dst, src, sl, (uint8_t)c);
+  return NULL;
+}
+
+/* fecAdd(parity, m, len, block, i): parity holds m symbols of len bytes one after the
+ * other; adds data block i (block.length <= len) to each of them. */
+static napi_value fec_add(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *par, *blk;
+  size_t pl, bl;
+  uint32_t m, len, i;
+  if (argc < 5 || !get_buffer(env, argv[0], &par, &pl) || !get_u32(env, argv[1], &m) || !get_u32(env, argv[2], &len) ||
+      !get_buffer(env, argv[3], &blk, &bl) || !get_u32(env, argv[4], &i))
+    return throw_err(env, "fecAdd: bad arguments");
+  if (m < 1 || m > 128 || i >= 128 || bl > len || (size_t)m * len > pl) return throw_err(env, "fecAdd: out of range");
+  for (uint32_t j = 0; j < m; j++) gf_mul_add(par + (size_t)j * len, blk, bl, gf_coef[j][i]);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
+  gf_init();
   napi_property_descriptor props[] = {
       {"gcmCreate", NULL, gcm_create, NULL, NULL, NULL, napi_default, NULL},
       {"gcmSeal", NULL, gcm_seal, NULL, NULL, NULL, napi_default, NULL},
@@ -493,6 +619,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_default, NULL},
       {"udpLocalPort", NULL, udp_local_port, NULL, NULL, NULL, napi_default, NULL},
       {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_default, NULL},
+      {"fecMulAdd", NULL, fec_mul_add, NULL, NULL, NULL, napi_default, NULL},
+      {"fecAdd", NULL, fec_add, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

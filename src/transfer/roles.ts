@@ -298,6 +298,7 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
           rateBps: st.rateBps,
           pacingLostBytes: st.pacingLostBytes,
           tailDuplicates: st.tailDuplicates,
+          parityPackets: st.parityPackets,
           firstSendMs: st.firstSendAt ? st.firstSendAt - started : -1,
           allSentMs: st.allSentAt ? st.allSentAt - started : -1,
           voidBlocks,
@@ -392,6 +393,7 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
       }
       if (decided === n && !endSent) {
         endSent = true;
+        opts.sender.lastFileAssigned();
         files$.flush();
         link.send({ t: 'end', files: n, bytes: totalBytes });
       } else files$.flush();

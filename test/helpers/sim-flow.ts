@@ -102,6 +102,8 @@ export interface FlowOptions {
   announceDelayMs?: number;
   /** the receiver's clock (default `clock`): one that reads differently models a skewed host */
   receiverClock?: Clock;
+  /** the sender's tail parity (default on) */
+  tailParity?: boolean;
 }
 
 export interface FlowFile {
@@ -162,6 +164,7 @@ export function createFlow(o: FlowOptions): Flow {
     rate,
     datagramSize,
     peer: rSock.local(),
+    ...(o.tailParity !== undefined ? { tailParity: o.tailParity } : {}),
   });
   const receiver = new DataReceiver({
     endpoint: receiverEndpoint,
@@ -194,6 +197,7 @@ export function createFlow(o: FlowOptions): Flow {
     start() {
       flow.startedAt = clock.now();
       const ssn0 = files.map((f) => sender.assign(f.id, f.data.length));
+      sender.lastFileAssigned();
       const announce = (): void => files.forEach((f, i) => receiver.addFile(f.id, ssn0[i]!, f.data.length, f.sink));
       if (o.announceDelayMs === undefined) announce();
       else clock.setTimer(o.announceDelayMs, announce);

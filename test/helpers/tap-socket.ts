@@ -1,9 +1,9 @@
 /** A DatagramSocket double: records what is sent and lets a test inject datagrams. */
-import type { DatagramSocket, PeerAddress } from '../../src/transport/socket/types.js';
+import type { DatagramHandler, DatagramSocket, PeerAddress } from '../../src/transport/socket/types.js';
 
 export class TapSocket implements DatagramSocket {
   readonly sent: { packet: Buffer; to: PeerAddress }[] = [];
-  private handler: ((packet: Buffer, from: PeerAddress) => void) | undefined;
+  private handler: DatagramHandler | undefined;
   closed = false;
 
   constructor(readonly addr: PeerAddress) {}
@@ -12,7 +12,7 @@ export class TapSocket implements DatagramSocket {
     for (const p of packets) this.sent.push({ packet: Buffer.from(p), to });
   }
 
-  onDatagram(handler: (packet: Buffer, from: PeerAddress) => void): void {
+  onDatagram(handler: DatagramHandler): void {
     this.handler = handler;
   }
 
@@ -27,10 +27,11 @@ export class TapSocket implements DatagramSocket {
 
   /**
    * Delivers a datagram as if it had arrived from `from`. Like a real socket, the
-   * receiver gets its own copy (a receiver may decrypt in place).
+   * receiver gets its own copy (a receiver may decrypt in place). `arrivedAt`: the
+   * kernel receive time a native socket would report.
    */
-  inject(packet: Buffer, from: PeerAddress): void {
-    this.handler?.(Buffer.from(packet), from);
+  inject(packet: Buffer, from: PeerAddress, arrivedAt?: number): void {
+    this.handler?.(Buffer.from(packet), from, arrivedAt);
   }
 
   /** Removes and returns everything sent so far. */

@@ -27,6 +27,8 @@ import {
   decodeCommon,
   decodeDataHeader,
   decodeFeedback,
+  decodeParityHeader,
+  writeParityHeader,
   decodeStatus,
   encodeFeedback,
   encodeStatus,
@@ -92,7 +94,8 @@ function mutate(r: Rng, templates: readonly Buffer[], kind: Mutation): Buffer {
     case 'random-with-header': {
       // random bytes behind a well-formed header for the live session: reaches the AEAD
       out = r.bytes(r.range(COMMON_HEADER, 1600));
-      writeCommon(out, r.pick([PacketType.DATA, PacketType.FEEDBACK, PacketType.STATUS, PacketType.PROBE]), r.int(2), SESSION, r.int(2 ** 30));
+      const type = r.pick([PacketType.DATA, PacketType.FEEDBACK, PacketType.STATUS, PacketType.PROBE, PacketType.PARITY]);
+      writeCommon(out, type, type === PacketType.DATA ? r.int(4) : r.int(2), SESSION, r.int(2 ** 30));
       break;
     }
   }
@@ -113,6 +116,12 @@ function plainTemplates(r: Rng): Buffer[] {
     writeDataHeader(data, r.int(2 ** 40), r.int(2 ** 32), r.int(500));
     r.fill(data.subarray(DATA_HEADER));
     out.push(data);
+
+    const parity = Buffer.alloc(DATA_HEADER + r.range(0, 1448));
+    writeCommon(parity, PacketType.PARITY, 0, SESSION, r.int(2 ** 40));
+    writeParityHeader(parity, r.int(2 ** 40), r.range(1, 129), r.int(128), r.int(2 ** 32));
+    r.fill(parity.subarray(DATA_HEADER));
+    out.push(parity);
 
     const next = r.range(1000, 2 ** 40);
     const naks: NakRange[] = [];
@@ -164,7 +173,7 @@ describe('fuzz: decoders', () => {
     const r = new Rng(SEED);
     const templates = plainTemplates(r);
     const failures: string[] = [];
-    const accepted = { common: 0, data: 0, feedback: 0, status: 0 };
+    const accepted = { common: 0, data: 0, parity: 0, feedback: 0, status: 0 };
     const started = performance.now();
     const N = 24_000;
     for (let i = 0; i < N; i++) {
@@ -179,11 +188,17 @@ describe('fuzz: decoders', () => {
           const h = decodeCommon(pkt);
           accepted.common++;
           assert.equal(pkt[0]! >> 4, WIRE_VERSION);
-          assert.ok(h.type >= PacketType.DATA && h.type <= PacketType.PROBE);
-          assert.equal(h.flags & ~1, 0);
+          assert.ok(h.type >= PacketType.DATA && h.type <= PacketType.PARITY);
+          // the grouped flag only on DATA
+          assert.equal(h.flags & ~(h.type === PacketType.DATA ? 3 : 1), 0);
           if (h.type === PacketType.DATA) {
             decodeDataHeader(pkt, h);
             accepted.data++;
+          }
+          if (h.type === PacketType.PARITY) {
+            const p = decodeParityHeader(pkt, h);
+            assert.ok(p.k >= 1 && p.k <= 128 && p.j <= 127, `parity group k ${p.k} j ${p.j} accepted`);
+            accepted.parity++;
           }
         }),
       );
@@ -206,6 +221,7 @@ describe('fuzz: decoders', () => {
       );
       // decodeDataHeader on any buffer with any header it is handed
       fail(onlyProtocolErrors('decodeDataHeader', () => decodeDataHeader(pkt, { type: PacketType.DATA, flags: 0, sessionId: 0, packetNumber: 0 })));
+      fail(onlyProtocolErrors('decodeParityHeader', () => decodeParityHeader(pkt, { type: PacketType.PARITY, flags: 0, sessionId: 0, packetNumber: 0 })));
     }
     const ms = performance.now() - started;
     assert.deepEqual(failures, []);

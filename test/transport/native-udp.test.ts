@@ -69,6 +69,43 @@ describe('native UDP socket', { skip }, () => {
     }
   });
 
+  it('each datagram carries the kernel\'s receive time: read 80 ms late, it still says when it arrived', async () => {
+    const a = await openUdpSocket({ address: '127.0.0.1', port: 0 });
+    const b = await openUdpSocket({ address: '127.0.0.1', port: 0 }); // native
+    const c = await openUdpSocket({ address: '127.0.0.1', port: 0, native: undefined }); // node:dgram: no kernel time
+    try {
+      const seen: { arrivedAt: number | undefined; readAt: number }[] = [];
+      const done = new Promise<void>((resolve) => {
+        b.onDatagram((_p, _f, arrivedAt) => {
+          seen.push({ arrivedAt, readAt: performance.timeOrigin + performance.now() });
+          if (seen.length === 40) resolve();
+        });
+      });
+      let dgram: number | undefined | null = null;
+      c.onDatagram((_p, _f, arrivedAt) => (dgram = arrivedAt));
+      const sentAt = performance.timeOrigin + performance.now();
+      for (let i = 0; i < 40; i++) a.send([Buffer.alloc(1200, i)], b.local());
+      a.send([Buffer.alloc(10)], c.local());
+      // keep the event loop busy: nothing is read for 80 ms
+      const until = performance.now() + 80;
+      while (performance.now() < until);
+      await done;
+      for (const { arrivedAt, readAt } of seen) {
+        assert.ok(arrivedAt !== undefined, 'no arrival time');
+        assert.ok(readAt - sentAt >= 79, `read ${(readAt - sentAt).toFixed(1)} ms after sending`);
+        // it arrived within a few ms of being sent (loopback), not when it was read
+        assert.ok(arrivedAt >= sentAt - 1 && arrivedAt - sentAt < 20, `arrived ${(arrivedAt - sentAt).toFixed(2)} ms after sending, read ${(readAt - sentAt).toFixed(1)} ms after`);
+        assert.ok(arrivedAt <= readAt);
+      }
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(dgram, undefined, 'node:dgram has no kernel time: the receiver uses its own clock');
+    } finally {
+      await a.close();
+      await b.close();
+      await c.close();
+    }
+  });
+
   it('a buffer reused at once after send is what arrives (send copies)', async () => {
     const a = await openUdpSocket({ address: '127.0.0.1', port: 0 });
     const b = await openUdpSocket({ address: '127.0.0.1', port: 0 });

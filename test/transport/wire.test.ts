@@ -9,6 +9,7 @@ import {
   COMMON_HEADER,
   DATA_HEADER,
   FEEDBACK_FIXED,
+  FLAG_GROUPED,
   FLAG_RETRANSMIT,
   NAK_RANGE_BYTES,
   PacketType,
@@ -17,6 +18,7 @@ import {
   decodeCommon,
   decodeDataHeader,
   decodeFeedback,
+  decodeParityHeader,
   decodeStatus,
   encodeFeedback,
   encodeStatus,
@@ -24,6 +26,7 @@ import {
   peekSessionId,
   writeCommon,
   writeDataHeader,
+  writeParityHeader,
   type Feedback,
   type PacketTypeValue,
 } from '../../src/transport/wire/packet.js';
@@ -70,6 +73,21 @@ describe('wire codec: round trips', () => {
           }
         }
       }
+    }
+  });
+
+  it('the PARITY header round-trips at the extremes of each field; DATA may carry the grouped flag', () => {
+    for (const [first, k, j, ts] of [
+      [0, 1, 0, 0],
+      [U48_MAX, 128, 127, 0xffffffff],
+      [123456789, 64, 11, 42],
+    ] as const) {
+      const b = common(PacketType.PARITY, 0, 7, 9, DATA_HEADER + 3);
+      writeParityHeader(b, first, k, j, ts);
+      assert.deepEqual(decodeParityHeader(b, decodeCommon(b)), { type: PacketType.PARITY, flags: 0, sessionId: 7, packetNumber: 9, first, k, j, sendTsUs: ts });
+    }
+    for (const flags of [FLAG_GROUPED, FLAG_GROUPED | FLAG_RETRANSMIT]) {
+      assert.equal(decodeCommon(common(PacketType.DATA, flags, 1, 1, DATA_HEADER)).flags, flags);
     }
   });
 
@@ -206,6 +224,33 @@ describe('wire codec: malformed datagrams are refused with PROTOCOL', () => {
         const b = common(PacketType.FEEDBACK, base | (1 << bit), 1, 1);
         throwsCode(() => decodeCommon(b), 'PROTOCOL', `flags ${base | (1 << bit)}`);
       }
+    }
+  });
+
+  it('the grouped flag on anything but DATA', () => {
+    for (const type of TYPES) {
+      if (type === PacketType.DATA) continue;
+      throwsCode(() => decodeCommon(common(type, FLAG_GROUPED, 1, 1, DATA_HEADER)), 'PROTOCOL', `type ${type}`);
+    }
+  });
+
+  it('PARITY: shorter than its header, an empty or oversized group, a parity index past 127', () => {
+    for (let n = COMMON_HEADER; n < DATA_HEADER; n++) {
+      const b = common(PacketType.PARITY, 0, 1, 1, n);
+      throwsCode(() => decodeParityHeader(b, decodeCommon(b)), 'PROTOCOL', `${n} bytes`);
+    }
+    for (const [k, j] of [
+      [0, 0],
+      [129, 0],
+      [255, 3],
+      [64, 128],
+      [64, 255],
+    ]) {
+      const b = common(PacketType.PARITY, 0, 1, 1, DATA_HEADER + 16);
+      writeParityHeader(b, 5, 1, 0, 0);
+      b[18] = k!;
+      b[19] = j!;
+      throwsCode(() => decodeParityHeader(b, decodeCommon(b)), 'PROTOCOL', `k ${k} j ${j}`);
     }
   });
 

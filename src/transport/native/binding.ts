@@ -18,11 +18,16 @@ export interface NativeBinding {
   gcmSeal(ctx: GcmHandle, buf: Buffer, headerLen: number, plainLen: number, pn: number): void;
   /** Authenticates and decrypts buf[headerLen, totalLen - 16) in place. */
   gcmOpen(ctx: GcmHandle, buf: Buffer, headerLen: number, totalLen: number, pn: number): boolean;
-  udpOpen(address: string, port: number, bufferBytes: number, slab: Buffer, slotBytes: number, meta: Uint32Array, onBatch: (count: number) => void): UdpHandle;
+  /** `ages`: when given, kernel receive timestamps as ms before the read, per message (-1: none) */
+  udpOpen(address: string, port: number, bufferBytes: number, slab: Buffer, slotBytes: number, meta: Uint32Array, onBatch: (count: number) => void, ages?: Float64Array): UdpHandle;
   /** 0 sent, 1 queued until the socket is writable, 2 dropped */
   udpSend(sock: UdpHandle, buf: Uint8Array, offset: number, length: number, ipv4: number, port: number): number;
   udpLocalPort(sock: UdpHandle): number;
   udpClose(sock: UdpHandle): void;
+  /** dst[0, src.length) ^= c·src in GF(2^8) (src/transport/fec/parity.ts) */
+  fecMulAdd(dst: Uint8Array, src: Uint8Array, c: number): void;
+  /** Adds data block i of a group to each of the m parity symbols of `len` bytes held one after the other in `parity`. */
+  fecAdd(parity: Buffer, m: number, len: number, block: Uint8Array, i: number): void;
 }
 
 function load(): { binding: NativeBinding | undefined; reason: string } {

@@ -28,6 +28,9 @@ export interface FeedbackSample {
    * absent when the feedback did not carry one
    */
   intervalRateBps?: number;
+  /** datagrams that arrived in that interval, and gaps it found (datagrams lost on the way) */
+  intervalPackets?: number;
+  intervalLost?: number;
 }
 
 export interface RateController {
@@ -75,6 +78,14 @@ const TRAIN_JUMP_MAX = 8;
  * then is a receiver's hiccup, not the path.
  */
 const TRAIN_WINDOW_MS = 40;
+
+/**
+ * The train's arrival rate is what the path delivered; datagrams lost after the
+ * bottleneck (random loss) took their share of it too, so the sending rate that fills
+ * it is the arrival rate / (1 - the train's loss). Loss counted up to this share only:
+ * a train that overflowed a small buffer lost its datagrams before the bottleneck.
+ */
+const TRAIN_LOSS_MAX = 0.1;
 
 /** Shortest feedback interval (ms) whose arrival rate counts towards the train. */
 const TRAIN_MIN_INTERVAL_MS = 4;
@@ -138,7 +149,7 @@ export class DelayBasedRateController implements RateController {
   /** when the first feedback arrived (ms): the initial window's train is measured from there */
   private trainFrom: number | undefined;
   /** arrival rates over the feedback intervals (≥ TRAIN_MIN_INTERVAL_MS) since then, bits/s */
-  private readonly trainRates: number[] = [];
+  private readonly trainRates: { bps: number; packets: number; lost: number }[] = [];
   /** start-up has decided on the train (jumped, or found none) */
   private trainDecided = false;
   /** since when start-up holds that rate with the queue empty (ms; undefined: not holding) */
@@ -221,10 +232,23 @@ export class DelayBasedRateController implements RateController {
       // seconds of re-probing), and a queue soon corrects an overestimate. Past
       // TRAIN_JUMP_MAX it may be a receiver's read hiccup: jump that far and go on
       // doubling.
-      if (dt >= TRAIN_MIN_INTERVAL_MS && (f.intervalRateBps ?? 0) > 0) this.trainRates.push(f.intervalRateBps!);
+      if (dt >= TRAIN_MIN_INTERVAL_MS && (f.intervalRateBps ?? 0) > 0) {
+        this.trainRates.push({ bps: f.intervalRateBps!, packets: f.intervalPackets ?? 0, lost: f.intervalLost ?? 0 });
+      }
       if (f.now - this.trainFrom >= TRAIN_WINDOW_MS) {
         this.trainDecided = true;
-        const train = median(this.trainRates.filter((r) => r > TRAIN_JUMP_MIN * this.rate), 'upper');
+        const fast = this.trainRates.filter((r) => r.bps > TRAIN_JUMP_MIN * this.rate);
+        let packets = 0;
+        let lost = 0;
+        for (const r of fast) {
+          packets += r.packets;
+          lost += r.lost;
+        }
+        const loss = packets + lost > 0 ? Math.min(TRAIN_LOSS_MAX, lost / (packets + lost)) : 0;
+        const train = median(
+          fast.map((r) => r.bps),
+          'upper',
+        ) / (1 - loss);
         if (train > 0) {
           if (train <= TRAIN_JUMP_MAX * this.rate) this.holdSince = this.holdFrom = f.now;
           this.rate = clamp(Math.min(train, TRAIN_JUMP_MAX * this.rate), this.opts.minBps, this.opts.targetBps);

@@ -16,7 +16,11 @@ import type { DatagramSocket, PeerAddress } from '../socket/types.js';
 import { COMMON_HEADER, peekSessionId } from '../wire/packet.js';
 
 export interface PacketSink {
-  /** `arrivedAt`: when the datagram arrived (clock ms), if it was held before it was handed over */
+  /**
+   * `arrivedAt`: when the datagram arrived, in the session's clock: the kernel's receive
+   * time when the socket tells it, and for a datagram the endpoint held before the session
+   * registered, that time or when the endpoint got it
+   */
   onPacket(packet: Buffer, from: PeerAddress, arrivedAt?: number): void;
 }
 
@@ -86,10 +90,10 @@ export class Endpoint {
   ) {
     this.holdFrom = o.holdFrom;
     this.clock = o.clock ?? systemClock;
-    socket.onDatagram((packet, from) => this.dispatch(packet, from));
+    socket.onDatagram((packet, from, arrivedAt) => this.dispatch(packet, from, arrivedAt));
   }
 
-  private dispatch(packet: Buffer, from: PeerAddress): void {
+  private dispatch(packet: Buffer, from: PeerAddress, arrivedAt: number | undefined): void {
     this.stats.received++;
     if (packet.length < COMMON_HEADER) {
       this.stats.malformed++;
@@ -98,11 +102,11 @@ export class Endpoint {
     const id = peekSessionId(packet);
     const sink = id === undefined ? undefined : this.sessions.get(id);
     if (!sink) {
-      if (id !== undefined && id !== 0 && this.holdFrom !== undefined && this.mayHold(from.address)) this.hold(id, packet, from);
+      if (id !== undefined && id !== 0 && this.holdFrom !== undefined && this.mayHold(from.address)) this.hold(id, packet, from, arrivedAt);
       else this.stats.unknownSession++;
       return;
     }
-    sink.onPacket(packet, from);
+    sink.onPacket(packet, from, arrivedAt);
   }
 
   private mayHold(address: string): boolean {
@@ -113,7 +117,7 @@ export class Endpoint {
     }
   }
 
-  private hold(id: number, packet: Buffer, from: PeerAddress): void {
+  private hold(id: number, packet: Buffer, from: PeerAddress, arrivedAt: number | undefined): void {
     const now = this.clock.now();
     this.purge(now);
     const cost = packet.length + HOLD_ENTRY_BYTES;
@@ -123,7 +127,7 @@ export class Endpoint {
       return;
     }
     // the socket may reuse its receive buffer after this call: keep a copy
-    const h: Held = { id, packet: Buffer.from(packet), from: { address: from.address, port: from.port }, at: now, cost, gone: false };
+    const h: Held = { id, packet: Buffer.from(packet), from: { address: from.address, port: from.port }, at: arrivedAt ?? now, cost, gone: false };
     if (bucket) {
       bucket.packets.push(h);
       bucket.bytes += cost;

@@ -16,12 +16,16 @@ const RENAK = 1.25;
 const NAK_REPEATS = 2;
 /** feedbacks that carry each verified file id (a lost feedback costs nothing then) */
 const VERIFIED_REPEATS = 4;
+import { MAX_GROUP, recover } from '../fec/parity.js';
 import {
   COMMON_HEADER,
   DATA_HEADER,
+  FLAG_GROUPED,
   PacketType,
   decodeCommon,
   decodeDataHeader,
+  decodeParityHeader,
+  type ParityHeader,
   decodeStatus,
   encodeFeedback,
   maxNakRanges,
@@ -48,6 +52,10 @@ export interface ReceiverStats {
   naksSent: number;
   feedbacksSent: number;
   lastPacketAt: number;
+  /** parity datagrams received (tail parity) */
+  parity: number;
+  /** blocks rebuilt from parity instead of waiting for their retransmission */
+  rebuilt: number;
 }
 
 export interface DataReceiverOptions extends SessionPeerOptions {
@@ -68,7 +76,27 @@ export interface DataReceiverOptions extends SessionPeerOptions {
  * Only authenticated datagrams of this session get here.
  */
 const EARLY_HOLD_BYTES = 8 * 1024 * 1024;
+const TRACE = process.env.TACHYON_TRACE === '1';
+/** an interval's arrival rate is taken over its arrivals' span when it is at least this long (ms) and has this many datagrams */
+const SPAN_MIN_MS = 2;
+const SPAN_MIN_PACKETS = 8;
+/**
+ * Tail parity (docs/protocol.md): copies of blocks sent in parity groups are kept until
+ * their group is settled, up to this many bytes per session (past it, a lost block of a
+ * group is asked for by NAK as before). The sender covers at most 24 MiB of blocks.
+ */
+const KEEP_BYTES = 32 * 1024 * 1024;
+/** most parity groups waiting for blocks at once */
+const MAX_GROUPS = 4096;
 
+/** where a block placed in its file came from: counting differs */
+type Arrival = 'arrived' | 'held' | 'rebuilt';
+
+interface ParityGroup {
+  k: number;
+  /** parity symbols by index */
+  parity: Map<number, Buffer>;
+}
 interface RxFile {
   id: number;
   ssn0: number;
@@ -101,6 +129,11 @@ export class DataReceiver extends SessionPeer {
   /** blocks held until their file is announced, by ssn */
   private readonly early = new Map<number, Buffer>();
   private earlyBytes = 0;
+  /** copies of blocks in parity groups (FLAG_GROUPED), by ssn, until their group settles */
+  private readonly kept = new Map<number, Buffer>();
+  private keptBytes = 0;
+  /** parity groups not yet settled, by first SSN */
+  private readonly groups = new Map<number, ParityGroup>();
   private senderSrttMs = 0;
   // delay and rate measurement
   private owdRef: number | undefined;
@@ -109,13 +142,16 @@ export class DataReceiver extends SessionPeer {
   private baseSlotAt = 0;
   private intervalBytes = 0;
   private intervalPackets = 0;
+  // the interval's arrivals: first and last arrival time, and the bytes after the first
+  private spanFirst = 0;
+  private spanLast = 0;
+  private spanBytes = 0;
+  private spanPackets = 0;
   private intervalLost = 0;
   private intervalStart: number;
   private lastEchoTs = 0;
   private lastEchoAt = 0;
   private lastActivity = 0;
-  /** when the datagram being handled arrived, if the endpoint held it (else it arrived now) */
-  private arrivedAt: number | undefined;
 
   constructor(private readonly o: DataReceiverOptions) {
     super(o);
@@ -123,7 +159,7 @@ export class DataReceiver extends SessionPeer {
     this.onFileComplete = o.onFileComplete;
     this.onWriteError = o.onWriteError;
     this.intervalStart = o.clock.now();
-    this.stats = { packets: 0, duplicates: 0, bytes: 0, rejected: 0, replayed: 0, naksSent: 0, feedbacksSent: 0, lastPacketAt: o.clock.now() };
+    this.stats = { packets: 0, duplicates: 0, bytes: 0, rejected: 0, replayed: 0, naksSent: 0, feedbacksSent: 0, lastPacketAt: o.clock.now(), parity: 0, rebuilt: 0 };
     this.schedule();
   }
 
@@ -152,7 +188,7 @@ export class DataReceiver extends SessionPeer {
       this.early.delete(ssn);
       this.earlyBytes -= data.length;
       // no longer held: if it cannot be placed, it is asked for like any missing block
-      this.place(f, ssn, data, false);
+      this.place(f, ssn, data, 'held');
     }
   }
 
@@ -192,10 +228,12 @@ export class DataReceiver extends SessionPeer {
 
   // ---- incoming ------------------------------------------------------------------
 
-  /** `arrivedAt`: a datagram the endpoint held arrived then, not now (every timing uses it) */
+  /**
+   * `arrivedAt`: the kernel's receive time, when the socket tells it (or when the endpoint
+   * held the datagram before the session registered: early data); else now
+   */
   onPacket(packet: Buffer, from: PeerAddress, arrivedAt?: number): void {
     if (this.closed) return;
-    this.arrivedAt = arrivedAt;
     let common: CommonHeader;
     try {
       common = decodeCommon(packet);
@@ -208,8 +246,10 @@ export class DataReceiver extends SessionPeer {
       this.stats.rejected++;
       return;
     }
-    if (common.type === PacketType.DATA) this.onData(packet, common, from);
-    else if (common.type === PacketType.STATUS) this.onStatus(packet, common.packetNumber, from);
+    const at = arrivedAt ?? this.o.clock.now();
+    if (common.type === PacketType.DATA) this.onData(packet, common, from, at);
+    else if (common.type === PacketType.STATUS) this.onStatus(packet, common.packetNumber, from, at);
+    else if (common.type === PacketType.PARITY) this.onParity(packet, common, from, at);
     else this.stats.rejected++;
   }
 
@@ -219,7 +259,7 @@ export class DataReceiver extends SessionPeer {
     return body;
   }
 
-  private onStatus(packet: Buffer, pn: number, from: PeerAddress): void {
+  private onStatus(packet: Buffer, pn: number, from: PeerAddress, at: number): void {
     const body = this.authentic(packet, COMMON_HEADER, pn);
     if (!body) return;
     let nextSsn: number;
@@ -230,12 +270,12 @@ export class DataReceiver extends SessionPeer {
       return;
     }
     this.peer = from;
-    this.lastActivity = this.arrivedAt ?? this.o.clock.now();
-    this.stats.lastPacketAt = this.lastActivity;
+    this.lastActivity = at;
+    this.stats.lastPacketAt = at;
     if (nextSsn > this.nextExpected) this.markGap(this.nextExpected, nextSsn, this.lastActivity);
   }
 
-  private onData(packet: Buffer, common: CommonHeader, from: PeerAddress): void {
+  private onData(packet: Buffer, common: CommonHeader, from: PeerAddress, now: number): void {
     let h: DataHeader;
     try {
       h = decodeDataHeader(packet, common);
@@ -245,7 +285,7 @@ export class DataReceiver extends SessionPeer {
     }
     const data = this.authentic(packet, DATA_HEADER, common.packetNumber);
     if (!data) return;
-    const now = this.arrivedAt ?? this.o.clock.now();
+    this.noteArrival(data.length, now);
     // a held datagram's interval began when it arrived (a burst handed over at once is no arrival rate)
     if (now < this.intervalStart) this.intervalStart = now;
     this.peer = from;
@@ -255,13 +295,17 @@ export class DataReceiver extends SessionPeer {
     this.intervalPackets++;
     this.senderSrttMs = h.srttMs;
     this.sampleDelay(h.sendTsUs, now);
-    const ssn = h.ssn;
-    // stream bookkeeping
+    if ((common.flags & FLAG_GROUPED) !== 0) this.keep(h.ssn, data);
+    this.accept(h.ssn, data, now, 'arrived');
+  }
+
+  /** A block that arrived (or was rebuilt from parity): stream bookkeeping, then its file or the hold. */
+  private accept(ssn: number, data: Buffer, now: number, how: 'arrived' | 'rebuilt'): void {
     if (ssn >= this.nextExpected) {
       if (ssn > this.nextExpected) this.markGap(this.nextExpected, ssn, now);
       this.nextExpected = ssn + 1;
     } else if (!this.missing.has(ssn)) {
-      this.stats.duplicates++;
+      if (how === 'arrived') this.stats.duplicates++;
       return;
     }
     const f = this.fileFor(ssn);
@@ -269,7 +313,7 @@ export class DataReceiver extends SessionPeer {
       // not announced yet. It arrived all the same: it counts in the interval's arrival
       // rate (what the sender's start-up train is measured from), held or not, so that
       // the rate does not fall to nothing while the announcement is late
-      this.intervalBytes += data.length;
+      if (how === 'arrived') this.intervalBytes += data.length;
       // hold it (EARLY_HOLD_BYTES); past that, leave it missing so that it is asked for again
       if (!this.early.has(ssn) && this.earlyBytes + data.length <= EARLY_HOLD_BYTES) {
         this.early.set(ssn, Buffer.from(data));
@@ -284,11 +328,116 @@ export class DataReceiver extends SessionPeer {
       if (!this.missing.has(ssn)) this.missing.set(ssn, { seen: now, naked: 0 });
       return;
     }
-    this.place(f, ssn, data, true);
+    this.place(f, ssn, data, how);
   }
 
-  /** Writes one block of a known file; `arrived`: it arrived just now (held blocks were counted when they arrived). */
-  private place(f: RxFile, ssn: number, data: Buffer, arrived: boolean): void {
+  // ---- tail parity -------------------------------------------------------------------
+
+  /** Keeps a copy of a block of a parity group (bounded), and settles its group if it waits for it. */
+  private keep(ssn: number, data: Buffer): void {
+    if (ssn + MAX_GROUP <= this.cumAck || this.kept.has(ssn) || this.keptBytes + data.length > KEEP_BYTES) return;
+    this.kept.set(ssn, Buffer.from(data));
+    this.keptBytes += data.length;
+    if (this.groups.size === 0) return;
+    for (const [first, g] of this.groups) {
+      if (ssn >= first && ssn < first + g.k) {
+        this.settle(first, g, this.o.clock.now());
+        break;
+      }
+    }
+  }
+
+  private onParity(packet: Buffer, common: CommonHeader, from: PeerAddress, now: number): void {
+    let h: ParityHeader;
+    try {
+      h = decodeParityHeader(packet, common);
+    } catch {
+      this.stats.rejected++;
+      return;
+    }
+    const symbol = this.authentic(packet, DATA_HEADER, common.packetNumber);
+    if (!symbol) return;
+    this.noteArrival(symbol.length, now);
+    this.peer = from;
+    this.lastActivity = now;
+    this.stats.lastPacketAt = now;
+    this.stats.parity++;
+    // it crossed the path like a block: it counts in the arrival rate, not in unique bytes
+    this.intervalBytes += symbol.length;
+    if (h.first + h.k <= this.cumAck) return; // the group's blocks are all here
+    let g = this.groups.get(h.first);
+    if (!g) {
+      if (this.groups.size >= MAX_GROUPS || symbol.length !== this.payloadSize) {
+        this.stats.rejected++;
+        return;
+      }
+      g = { k: h.k, parity: new Map() };
+      this.groups.set(h.first, g);
+    } else if (g.k !== h.k) {
+      this.stats.rejected++;
+      return;
+    }
+    if (!g.parity.has(h.j)) g.parity.set(h.j, Buffer.from(symbol));
+    this.settle(h.first, g, now);
+  }
+
+  /** Whether the block is here (written, or held until its file is announced). */
+  private received(ssn: number): boolean {
+    return ssn < this.nextExpected && (!this.missing.has(ssn) || this.early.has(ssn));
+  }
+
+  /**
+   * Rebuilds a group's lost blocks once enough of it is here (any k of its k data and m
+   * parity blocks), then forgets the group. A group whose blocks all arrived is
+   * forgotten too.
+   */
+  private settle(first: number, g: ParityGroup, now: number): void {
+    const have = new Map<number, Buffer>();
+    let lost = 0;
+    for (let i = 0; i < g.k; i++) {
+      const b = this.kept.get(first + i);
+      if (b) have.set(i, b);
+      else if (!this.received(first + i)) lost++;
+    }
+    if (lost > 0) {
+      if (have.size + g.parity.size < g.k) return;
+      const rebuilt = recover(g.k, this.payloadSize, have, g.parity);
+      for (const [i, block] of rebuilt ?? []) {
+        const ssn = first + i;
+        const f = this.fileFor(ssn);
+        if (!f || this.received(ssn)) continue;
+        const len = Math.min(this.payloadSize, f.size - (ssn - f.ssn0) * this.payloadSize);
+        if (len <= 0) continue;
+        this.stats.rebuilt++;
+        this.accept(ssn, block.subarray(0, len), now, 'rebuilt');
+      }
+    }
+    this.groups.delete(first);
+    for (let i = 0; i < g.k; i++) this.unkeep(first + i);
+  }
+
+  private unkeep(ssn: number): void {
+    const b = this.kept.get(ssn);
+    if (b === undefined) return;
+    this.kept.delete(ssn);
+    this.keptBytes -= b.length;
+  }
+
+  /** Forgets groups and kept blocks the cumulative ack has passed (a group whose parity was all lost). */
+  private sweepParity(): void {
+    for (const [first, g] of this.groups) if (first + g.k <= this.cumAck) this.groups.delete(first);
+    let fresh = 0;
+    for (const ssn of this.kept.keys()) {
+      if (ssn + MAX_GROUP <= this.cumAck) this.unkeep(ssn);
+      else if (++fresh >= 64) break; // kept in SSN order, mostly: the stale ones come first
+    }
+  }
+
+  /**
+   * Writes one block of a known file. `how`: it arrived just now, or was held (counted
+   * when it arrived), or was rebuilt from parity (a unique block, but not an arrival).
+   */
+  private place(f: RxFile, ssn: number, data: Buffer, how: Arrival): void {
     if (f.skipped) {
       this.missing.delete(ssn);
       this.advanceCumAck();
@@ -315,10 +464,8 @@ export class DataReceiver extends SessionPeer {
     f.have[idx] = 1;
     f.count++;
     this.missing.delete(ssn);
-    if (arrived) {
-      this.stats.bytes += data.length;
-      this.intervalBytes += data.length;
-    }
+    if (how !== 'held') this.stats.bytes += data.length;
+    if (how === 'arrived') this.intervalBytes += data.length;
     this.advanceCumAck();
     if (f.count === f.blocks && !f.done) {
       f.done = true;
@@ -357,6 +504,31 @@ export class DataReceiver extends SessionPeer {
     const f = findBySsn(this.files, ssn);
     if (f) this.lastFile = f;
     return f;
+  }
+
+  /** Notes an authentic datagram's arrival for the interval's arrival rate. */
+  private noteArrival(bytes: number, at: number): void {
+    if (this.spanPackets++ === 0) {
+      this.spanFirst = this.spanLast = at;
+      this.spanBytes = 0;
+      return;
+    }
+    if (at > this.spanLast) this.spanLast = at;
+    else if (at < this.spanFirst) this.spanFirst = at;
+    this.spanBytes += bytes;
+  }
+
+  /**
+   * The interval's arrival rate, kbit/s: over the span of its arrivals when they span at
+   * least SPAN_MIN_MS with SPAN_MIN_PACKETS (kernel times, when the socket gives them: a
+   * read that came late, or in one batch, does not change them), else over the interval.
+   * The start-up train is measured from this: reading the socket late used to split the
+   * train's intervals into slow/fast pairs (61 then 217, 48 then 253 on a 200 Mbit/s path).
+   */
+  private arrivalRateKbps(interval: number): number {
+    const span = this.spanLast - this.spanFirst;
+    if (this.spanPackets >= SPAN_MIN_PACKETS && span >= SPAN_MIN_MS) return (this.spanBytes * 8) / span;
+    return interval > 0 ? (this.intervalBytes * 8) / interval : 0;
   }
 
   /** One-way delay relative to the first sample (immune to clock offset and wrap). */
@@ -417,6 +589,9 @@ export class DataReceiver extends SessionPeer {
     for (let i = 0; i < VERIFIED_REPEATS && this.verifiedToTell.size > 0; i++) this.sendFeedback();
     this.early.clear();
     this.earlyBytes = 0;
+    this.kept.clear();
+    this.keptBytes = 0;
+    this.groups.clear();
     super.close();
   }
 
@@ -444,7 +619,7 @@ export class DataReceiver extends SessionPeer {
       const base = this.baseDelay(this.intervalMinOwd, now);
       qdelayUs = Math.max(0, this.intervalMinOwd - base);
     }
-    const recvRateKbps = interval > 0 ? (this.intervalBytes * 8) / interval : 0;
+    const recvRateKbps = this.arrivalRateKbps(interval);
     const naks = this.collectNaks(now);
     const capacity = this.o.datagramSize - COMMON_HEADER - this.o.seal.overhead;
     const verified = this.takeVerified();
@@ -473,10 +648,17 @@ export class DataReceiver extends SessionPeer {
       this.stats.feedbacksSent++;
       if (packet >= 16) break;
     }
+    if (this.kept.size > 0 || this.groups.size > 0) this.sweepParity();
+    if (TRACE && this.stats.feedbacksSent % 8 === 0) {
+      process.stderr.write(
+        `rtrace t=${now.toFixed(1)} next=${this.nextExpected} cum=${this.cumAck} missing=${this.missing.size} naks=${naks.length} early=${this.early.size} kept=${this.kept.size} groups=${this.groups.size} parity=${this.stats.parity} rebuilt=${this.stats.rebuilt} dup=${this.stats.duplicates} rej=${this.stats.rejected}\n`,
+      );
+    }
     this.intervalStart = now;
     this.intervalMinOwd = Infinity;
     this.intervalBytes = 0;
     this.intervalPackets = 0;
+    this.spanPackets = 0;
     this.intervalLost = 0;
   }
 

@@ -13,8 +13,10 @@ import type { RateController } from '../rate/controller.js';
 import type { PeerAddress } from '../socket/types.js';
 import { SessionPeer, type SessionPeerOptions } from './session-peer.js';
 import { findBySsn } from './ssn-range.js';
+import { ParityEncoder, parityFor } from '../fec/parity.js';
 import {
   DATA_HEADER,
+  FLAG_GROUPED,
   FLAG_RETRANSMIT,
   PacketType,
   decodeCommon,
@@ -22,6 +24,7 @@ import {
   encodeStatus,
   writeCommon,
   writeDataHeader,
+  writeParityHeader,
   COMMON_HEADER,
   type Feedback,
 } from '../wire/packet.js';
@@ -37,6 +40,14 @@ const TRACE = process.env.TACHYON_TRACE === '1';
 const TAIL_RTTS = 2.5;
 /** extra copies of a retransmission near the end (P(all 3 lost) at 5% loss: 1 in 8000) */
 const TAIL_EXTRA = 2;
+/** data blocks per parity group in the tail (docs/protocol.md, "Tail parity") */
+const PARITY_GROUP = 64;
+/** a group may fail to decode (and wait for a NAK round trip) with at most this probability */
+const PARITY_FAILURE = 1e-4;
+/** below this measured loss rate the tail gets no parity */
+const PARITY_MIN_LOSS = 5e-4;
+/** the tail covered by parity: a round trip of sending and a margin, at most this many bytes */
+const PARITY_MAX_BYTES = 24 * 1024 * 1024;
 /** most datagram bytes sent in one pacing tick before yielding to the event loop */
 const MAX_TICK_BYTES = 1 << 20;
 
@@ -55,6 +66,8 @@ export interface SenderStats {
   pacingLostBytes: number;
   /** second copies of retransmissions sent in the tail of the transfer */
   tailDuplicates: number;
+  /** parity datagrams sent for the tail's groups */
+  parityPackets: number;
   /** clock time of the first data datagram, and of the latest first sending of a block */
   firstSendAt: number;
   allSentAt: number;
@@ -68,6 +81,15 @@ export interface DataSenderOptions extends SessionPeerOptions {
   onFileSent?: (fileId: number) => void;
   /** called on each feedback */
   onFeedback?: (f: Feedback) => void;
+  /** send parity for the last round trip of new blocks (default true; docs/protocol.md, "Tail parity") */
+  tailParity?: boolean;
+}
+
+/** the parity group being filled: blocks first .. first + enc.k - 1, `added` of them sent */
+interface OpenGroup {
+  first: number;
+  enc: ParityEncoder;
+  added: number;
 }
 
 interface FileEntry {
@@ -108,6 +130,17 @@ export class DataSender extends SessionPeer {
   private resentSweepAt = 4096;
   private tokens = 0;
   private lastTick: number;
+  /** no more files will be assigned: the end of the stream is known */
+  private final = false;
+  /** first SSN the tail parity covers (-1: not started) */
+  private parityFrom = -1;
+  private group: OpenGroup | undefined;
+  /** parity datagrams of finished groups, sent ahead of new blocks */
+  private readonly parityQueue: { first: number; k: number; j: number; symbol: Buffer }[] = [];
+  // loss rate seen by the receiver: packets and new gaps, decayed with a 2 s time constant
+  private lossSeen = 0;
+  private lossLost = 0;
+  private lossAt = 0;
   private lastStatusAt = 0;
 
   constructor(private readonly o: DataSenderOptions) {
@@ -129,6 +162,7 @@ export class DataSender extends SessionPeer {
       lastFeedbackAt: o.clock.now(),
       pacingLostBytes: 0,
       tailDuplicates: 0,
+      parityPackets: 0,
       firstSendAt: 0,
       allSentAt: 0,
     };
@@ -145,6 +179,11 @@ export class DataSender extends SessionPeer {
     this.files.push(e);
     this.byId.set(fileId, e);
     return e.ssn0;
+  }
+
+  /** No file is assigned after this one: the stream's end is known, and its tail gets parity. */
+  lastFileAssigned(): void {
+    this.final = true;
   }
 
   /** The receiver is ready for the file: its blocks may now be sent. */
@@ -251,6 +290,10 @@ export class DataSender extends SessionPeer {
       }
     }
     this.stats.bytesAcked = f.bytesReceived;
+    const decay = Math.exp(-Math.max(0, now - this.lossAt) / 2000);
+    this.lossAt = now;
+    this.lossSeen = this.lossSeen * decay + f.intervalPackets;
+    this.lossLost = this.lossLost * decay + f.intervalLost;
     for (const r of f.naks) {
       for (let s = r.start; s < r.start + r.count; s++) {
         if (s < this.cumAck || s >= this.nextNew || this.queued.has(s)) continue;
@@ -268,6 +311,8 @@ export class DataSender extends SessionPeer {
       rttMs: this.stats.srttMs || 100,
       recvRateBps: this.deliveryRate(now, f.bytesReceived),
       intervalRateBps: f.recvRateKbps * 1000,
+      intervalPackets: f.intervalPackets,
+      intervalLost: f.intervalLost,
     });
     this.stats.rateBps = this.o.rate.rateBps();
     if (TRACE) {
@@ -358,7 +403,45 @@ export class DataSender extends SessionPeer {
   }
 
   private hasWork(): boolean {
-    return this.retransmitHead < this.retransmitQueue.length || this.nextNew < this.nextAssign;
+    return this.retransmitHead < this.retransmitQueue.length || this.parityQueue.length > 0 || this.nextNew < this.nextAssign;
+  }
+
+  /** The share of datagrams the path loses, as the receiver's feedback shows it. */
+  lossRate(): number {
+    const n = this.lossSeen + this.lossLost;
+    return n < 100 ? 0 : this.lossLost / n;
+  }
+
+  /**
+   * The parity group a new block joins, if any. Blocks sent in the last round trip of
+   * the stream cannot be repaired by a NAK before the stream would otherwise end (the
+   * NAK takes a round trip, the repair half of one more): they go in groups of
+   * PARITY_GROUP with enough parity blocks that the receiver rebuilds what the path lost
+   * at the measured loss rate, and the transfer ends a round trip sooner.
+   */
+  private groupFor(ssn: number): OpenGroup | undefined {
+    const g = this.group;
+    if (g) {
+      if (ssn === g.first + g.added) return g;
+      // the stream skipped past the group (a file was skipped): its parity is never sent
+      this.group = undefined;
+    }
+    if (this.o.tailParity === false || !this.final) return undefined;
+    if (this.parityFrom < 0) {
+      const srtt = this.stats.srttMs;
+      if (!srtt) return undefined;
+      const leftBytes = (this.nextAssign - ssn) * this.payloadSize;
+      const cover = Math.min(PARITY_MAX_BYTES, (this.stats.rateBps / 8) * ((srtt * 1.1 + 20) / 1000));
+      if (leftBytes > cover) return undefined;
+      this.parityFrom = ssn;
+    }
+    if (ssn < this.parityFrom) return undefined;
+    const p = this.lossRate();
+    if (p < PARITY_MIN_LOSS) return undefined;
+    const k = Math.min(PARITY_GROUP, this.nextAssign - ssn);
+    const m = Math.min(k, parityFor(k, p * 1.25 + 0.002, PARITY_FAILURE));
+    this.group = { first: ssn, enc: new ParityEncoder(k, m, this.payloadSize), added: 0 };
+    return this.group;
   }
 
   private tick(): void {
@@ -402,6 +485,18 @@ export class DataSender extends SessionPeer {
           this.retransmitQueue.length = 0;
           this.retransmitHead = 0;
         }
+        if (ssn === undefined && this.parityQueue.length > 0) {
+          const par = this.parityQueue.shift()!;
+          const pkt = this.buildParity(par.first, par.k, par.j, par.symbol);
+          this.emit(batch, pkt, peer);
+          this.tokens -= par.symbol.length;
+          bytesThisTick += pkt.length;
+          sentThisTick++;
+          this.stats.packetsSent++;
+          this.stats.bytesSent += pkt.length;
+          this.stats.parityPackets++;
+          continue;
+        }
         if (ssn === undefined) {
           const f = this.nextNewFile();
           if (!f) break;
@@ -416,9 +511,10 @@ export class DataSender extends SessionPeer {
         if (!f || !f.source) continue; // released (already verified): nothing to resend
         const offset = (ssn - f.ssn0) * this.payloadSize;
         const len = Math.min(this.payloadSize, f.size - offset);
+        const group = retransmit ? undefined : this.groupFor(ssn);
         let pkt: Buffer;
         try {
-          pkt = this.buildData(ssn, f.source, offset, len, retransmit);
+          pkt = this.buildData(ssn, f.source, offset, len, retransmit, group);
         } catch (err) {
           // the source failed (vanished, shrank, I/O error): stop sending this file
           f.source = undefined;
@@ -471,7 +567,7 @@ export class DataSender extends SessionPeer {
         }
       }
     }
-    const more = this.retransmitHead < this.retransmitQueue.length || (this.nextNew < this.nextAssign && !blockedOnReady);
+    const more = this.retransmitHead < this.retransmitQueue.length || this.parityQueue.length > 0 || (this.nextNew < this.nextAssign && !blockedOnReady);
     if (more) {
       // wait until enough tokens for a datagram have accumulated (timers are ~1 ms coarse)
       const deficit = this.payloadSize - this.tokens;
@@ -503,15 +599,38 @@ export class DataSender extends SessionPeer {
     else batch.push(pkt);
   }
 
-  private buildData(ssn: number, source: BlockSource, offset: number, len: number, retransmit: boolean): Buffer {
-    const size = DATA_HEADER + len + this.o.seal.overhead;
+  private datagram(size: number): Buffer {
     if (this.txBuf === undefined && this.o.endpoint.socket.copiesOnSend === true) this.txBuf = Buffer.allocUnsafeSlow(this.o.datagramSize);
-    const pkt = this.txBuf !== undefined && size <= this.txBuf.length ? this.txBuf.subarray(0, size) : Buffer.allocUnsafe(size);
+    return this.txBuf !== undefined && size <= this.txBuf.length ? this.txBuf.subarray(0, size) : Buffer.allocUnsafe(size);
+  }
+
+  /** A DATA datagram; a first sending in a parity group also adds the block to the group's parity. */
+  private buildData(ssn: number, source: BlockSource, offset: number, len: number, retransmit: boolean, group?: OpenGroup): Buffer {
+    const pkt = this.datagram(DATA_HEADER + len + this.o.seal.overhead);
     const pn = this.nextPacketNumber();
-    writeCommon(pkt, PacketType.DATA, retransmit ? FLAG_RETRANSMIT : 0, this.o.sessionId, pn);
+    // a retransmission of a block in a group is kept by the receiver too (it may complete the group)
+    const grouped = group !== undefined || (this.parityFrom >= 0 && ssn >= this.parityFrom);
+    writeCommon(pkt, PacketType.DATA, (retransmit ? FLAG_RETRANSMIT : 0) | (grouped ? FLAG_GROUPED : 0), this.o.sessionId, pn);
     writeDataHeader(pkt, ssn, this.nowUs(), this.stats.srttMs);
     source.read(offset, len, pkt, DATA_HEADER);
+    if (group) {
+      group.enc.add(group.added++, pkt.subarray(DATA_HEADER, DATA_HEADER + len));
+      if (group.added === group.enc.k) {
+        this.group = undefined;
+        group.enc.parity.forEach((symbol, j) => this.parityQueue.push({ first: group.first, k: group.enc.k, j, symbol }));
+      }
+    }
     this.o.seal.sealInPlace(pkt, DATA_HEADER, len, pn);
+    return pkt;
+  }
+
+  private buildParity(first: number, k: number, j: number, symbol: Buffer): Buffer {
+    const pkt = this.datagram(DATA_HEADER + symbol.length + this.o.seal.overhead);
+    const pn = this.nextPacketNumber();
+    writeCommon(pkt, PacketType.PARITY, 0, this.o.sessionId, pn);
+    writeParityHeader(pkt, first, k, j, this.nowUs());
+    symbol.copy(pkt, DATA_HEADER);
+    this.o.seal.sealInPlace(pkt, DATA_HEADER, symbol.length, pn);
     return pkt;
   }
 

@@ -5,6 +5,13 @@ export interface PeerAddress {
 }
 
 /**
+ * Receives one datagram. `arrivedAt`: when the kernel received it, in the socket's clock
+ * (real sockets that can tell: the native one), so that a receiver's timing does not
+ * depend on how late its event loop read the socket; undefined: now.
+ */
+export type DatagramHandler = (packet: Buffer, from: PeerAddress, arrivedAt?: number) => void;
+
+/**
  * The datagram seam: a bound UDP socket (real: node:dgram; tests: simulated network).
  * `send` takes ownership of the buffers (callers must not reuse them after the call).
  */
@@ -15,7 +22,7 @@ export interface DatagramSocket {
    * caller may then reuse its buffers at once, and `send`'s ownership rule is lifted.
    */
   readonly copiesOnSend?: boolean;
-  onDatagram(handler: (packet: Buffer, from: PeerAddress) => void): void;
+  onDatagram(handler: DatagramHandler): void;
   /** The locally bound address. */
   local(): PeerAddress;
   close(): Promise<void>;

@@ -1,7 +1,8 @@
 /** The real DatagramSocket: node:dgram. */
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
-import type { DatagramSocket, PeerAddress } from './types.js';
+import type { DatagramHandler, DatagramSocket, PeerAddress } from './types.js';
+import { systemClock, type Clock } from '../../core/clock.js';
 import { TachyonError } from '../../core/errors.js';
 import { native as loadedNative, type NativeBinding, type UdpHandle } from '../native/binding.js';
 
@@ -16,6 +17,8 @@ export interface UdpOptions {
   bufferBytes?: number;
   /** the native addon to use for IPv4; default: the loaded one (undefined: node:dgram) */
   native?: NativeBinding | undefined;
+  /** the clock in which arrival times are given to handlers (default: the system clock) */
+  clock?: Clock;
 }
 
 /** Largest datagram the native path receives (bigger ones are dropped, like a short read). */
@@ -53,10 +56,15 @@ function u32ToIpv4(v: number): string {
 function openNativeUdp(n: NativeBinding, opts: UdpOptions): DatagramSocket {
   const slab = Buffer.allocUnsafeSlow(NATIVE_SLOT_BYTES * NATIVE_SLOTS);
   const meta = new Uint32Array(4 * NATIVE_SLOTS);
-  let handler: ((packet: Buffer, from: PeerAddress) => void) | undefined;
+  // kernel receive timestamps, as ages at the read (-1: none)
+  const ages = new Float64Array(NATIVE_SLOTS).fill(-1);
+  const clock = opts.clock ?? systemClock;
+  let handler: DatagramHandler | undefined;
   // sender addresses repeat: keep one PeerAddress object per (address, port)
   const peers = new Map<number, PeerAddress>();
   const onBatch = (count: number): void => {
+    // the addon read the batch just now: an arrival is this long before it
+    const readAt = clock.now();
     for (let i = 0; i < count; i++) {
       const len = meta[4 * i]!;
       const ip = meta[4 * i + 1]!;
@@ -70,12 +78,13 @@ function openNativeUdp(n: NativeBinding, opts: UdpOptions): DatagramSocket {
         peers.set(k, from);
       }
       const at = slot * NATIVE_SLOT_BYTES;
-      handler?.(slab.subarray(at, at + len), from);
+      const age = ages[i]!;
+      handler?.(slab.subarray(at, at + len), from, age >= 0 ? readAt - age : undefined);
     }
   };
   let sock: UdpHandle;
   try {
-    sock = n.udpOpen(opts.address, opts.port, opts.bufferBytes ?? DEFAULT_BUFFER_BYTES, slab, NATIVE_SLOT_BYTES, meta, onBatch);
+    sock = n.udpOpen(opts.address, opts.port, opts.bufferBytes ?? DEFAULT_BUFFER_BYTES, slab, NATIVE_SLOT_BYTES, meta, onBatch, ages);
   } catch (err) {
     throw new TachyonError('CONNECT', `cannot bind UDP ${opts.address}:${opts.port}: ${(err as Error).message}`, { cause: err });
   }
@@ -124,7 +133,7 @@ async function openDgramUdp(opts: UdpOptions): Promise<DatagramSocket> {
   }
   // a UDP socket reports ICMP errors (port unreachable) asynchronously; never crash on them
   sock.on('error', () => {});
-  let handler: ((packet: Buffer, from: PeerAddress) => void) | undefined;
+  let handler: DatagramHandler | undefined;
   sock.on('message', (msg, rinfo) => handler?.(msg, { address: rinfo.address, port: rinfo.port }));
   let closed = false;
   return {

@@ -3,7 +3,8 @@
  *
  *   common header (12 bytes, authenticated as AEAD associated data)
  *     0  u8   version (high nibble, = 1) | type (low nibble)
- *     1  u8   flags (bit 0: retransmission; others 0)
+ *     1  u8   flags (bit 0: retransmission; bit 1, DATA only: the block is in a parity
+ *              group, so the receiver keeps a copy until the group is settled; others 0)
  *     2  u32  session id
  *     6  u48  packet number (never reused within a session direction; the AEAD nonce)
  *
@@ -12,6 +13,13 @@
  *    18  u32  sender timestamp, microseconds mod 2^32
  *    22  u16  sender's smoothed RTT, milliseconds (so the receiver can time NAK repeats)
  *   then the encrypted block (length = datagram - 24 - tag)
+ *
+ *   PARITY (tail parity, docs/protocol.md) adds (authenticated, not encrypted):
+ *    12  u48  first SSN of the group
+ *    18  u8   k: data blocks in the group (SSNs first .. first + k - 1), 1..128
+ *    19  u8   j: which parity block this is, 0..127
+ *    20  u32  sender timestamp, microseconds mod 2^32
+ *   then the encrypted parity symbol (length = datagram - 24 - tag)
  *
  *   FEEDBACK, STATUS and PROBE carry their body encrypted after the common header.
  */
@@ -26,10 +34,13 @@ export const PacketType = {
   FEEDBACK: 2,
   STATUS: 3,
   PROBE: 4,
+  PARITY: 5,
 } as const;
 export type PacketTypeValue = (typeof PacketType)[keyof typeof PacketType];
 
 export const FLAG_RETRANSMIT = 1;
+export const FLAG_GROUPED = 2;
+const KNOWN_FLAGS = FLAG_RETRANSMIT | FLAG_GROUPED;
 
 export interface CommonHeader {
   type: PacketTypeValue;
@@ -60,9 +71,11 @@ export function decodeCommon(buf: Buffer): CommonHeader {
   const version = vt >> 4;
   const type = vt & 0x0f;
   if (version !== WIRE_VERSION) throw new TachyonError('PROTOCOL', `unknown wire version ${version}`);
-  if (type < PacketType.DATA || type > PacketType.PROBE) throw new TachyonError('PROTOCOL', `unknown packet type ${type}`);
+  if (type < PacketType.DATA || type > PacketType.PARITY) throw new TachyonError('PROTOCOL', `unknown packet type ${type}`);
   const flags = buf[1]!;
-  if ((flags & ~FLAG_RETRANSMIT) !== 0) throw new TachyonError('PROTOCOL', `reserved flags set (${flags})`);
+  if ((flags & ~KNOWN_FLAGS) !== 0 || (type !== PacketType.DATA && (flags & FLAG_GROUPED) !== 0)) {
+    throw new TachyonError('PROTOCOL', `reserved flags set (${flags})`);
+  }
   return {
     type: type as PacketTypeValue,
     flags,
@@ -74,6 +87,29 @@ export function decodeCommon(buf: Buffer): CommonHeader {
 export function decodeDataHeader(buf: Buffer, common: CommonHeader): DataHeader {
   if (buf.length < DATA_HEADER) throw new TachyonError('PROTOCOL', `data datagram too short (${buf.length} bytes)`);
   return { ...common, ssn: readU48(buf, 12), sendTsUs: buf.readUInt32BE(18), srttMs: buf.readUInt16BE(22) };
+}
+
+export interface ParityHeader extends CommonHeader {
+  /** first SSN of the group */
+  first: number;
+  k: number;
+  j: number;
+  sendTsUs: number;
+}
+
+export function decodeParityHeader(buf: Buffer, common: CommonHeader): ParityHeader {
+  if (buf.length < DATA_HEADER) throw new TachyonError('PROTOCOL', `parity datagram too short (${buf.length} bytes)`);
+  const k = buf[18]!;
+  const j = buf[19]!;
+  if (k < 1 || k > 128 || j > 127) throw new TachyonError('PROTOCOL', `parity group out of range (k ${k}, j ${j})`);
+  return { ...common, first: readU48(buf, 12), k, j, sendTsUs: buf.readUInt32BE(20) };
+}
+
+export function writeParityHeader(buf: Buffer, first: number, k: number, j: number, sendTsUs: number): void {
+  buf.writeUIntBE(first, 12, 6);
+  buf[18] = k;
+  buf[19] = j;
+  buf.writeUInt32BE(sendTsUs >>> 0, 20);
 }
 
 export function writeCommon(buf: Buffer, type: PacketTypeValue, flags: number, sessionId: number, pn: number): void {

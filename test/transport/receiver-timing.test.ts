@@ -1,0 +1,95 @@
+/**
+ * The receiver times datagrams by when they arrived, not by when it read them: a native
+ * socket reports the kernel's receive time, and a burst read late or in one batch must
+ * still show the rate and the delays the path gave it (the sender's start-up train and
+ * its queue estimate are measured from these).
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { SimClock } from '../../src/testkit/simclock.js';
+import { createProtection, SECRET_BYTES } from '../../src/transport/crypto/aead.js';
+import { Endpoint } from '../../src/transport/session/endpoint.js';
+import { DataReceiver } from '../../src/transport/session/receiver.js';
+import { COMMON_HEADER, DATA_HEADER, PacketType, decodeFeedback, writeCommon, writeDataHeader, type Feedback } from '../../src/transport/wire/packet.js';
+import { Rng } from '../helpers/rng.js';
+import { RecordingSink } from '../helpers/sim-flow.js';
+import { TapSocket } from '../helpers/tap-socket.js';
+
+const SESSION = 0x7117;
+const SENDER = { address: '10.3.0.1', port: 4000 };
+/** 1432-byte blocks at 200 Mbit/s arrive every 57.28 µs */
+const GAP_MS = (1432 * 8) / 200e6 * 1000;
+
+function rig() {
+  const r = new Rng(5);
+  const clock = new SimClock({ startMs: 10_000 });
+  const tap = new TapSocket({ address: '10.3.0.2', port: 5000 });
+  const keyA = r.bytes(SECRET_BYTES);
+  const keyB = r.bytes(SECRET_BYTES);
+  const seal = createProtection('aes-128-gcm', keyA);
+  const receiver = new DataReceiver({ endpoint: new Endpoint(tap), sessionId: SESSION, clock, seal: createProtection('aes-128-gcm', keyB), open: createProtection('aes-128-gcm', keyA), datagramSize: 1472 });
+  receiver.addFile(1, 0, 1432 * 1000, new RecordingSink());
+  let pn = 0;
+  const data = (ssn: number, sendTsUs: number): Buffer => {
+    const pkt = Buffer.alloc(DATA_HEADER + 1432 + seal.overhead);
+    const n = pn++;
+    writeCommon(pkt, PacketType.DATA, 0, SESSION, n);
+    writeDataHeader(pkt, ssn, sendTsUs, 100);
+    seal.sealInPlace(pkt, DATA_HEADER, 1432, n);
+    return pkt;
+  };
+  const feedbacks = (): Feedback[] => {
+    const open = createProtection('aes-128-gcm', keyB);
+    return tap.drain().map((p) => decodeFeedback(open.open(p, COMMON_HEADER, p.readUIntBE(6, 6))));
+  };
+  return { clock, tap, receiver, data, feedbacks };
+}
+
+describe('receiver timing: arrival times', () => {
+  it('a train read in one late batch reads at the rate it arrived (kernel times), not as one instant', () => {
+    const t = rig();
+    // 60 blocks arrived 57 µs apart (200 Mbit/s), all read 30 ms later in one batch
+    const first = t.clock.now();
+    t.clock.advance(30);
+    for (let i = 0; i < 60; i++) t.tap.inject(t.data(i, 0), SENDER, first + i * GAP_MS);
+    t.clock.advance(5);
+    const [fb] = t.feedbacks().filter((f) => f.intervalPackets > 0);
+    assert.ok(fb, 'no feedback');
+    const mbps = fb.recvRateKbps / 1000;
+    assert.ok(Math.abs(mbps - 200) < 4, `arrival rate ${mbps.toFixed(1)} Mbit/s, the train came at 200`);
+    t.receiver.close();
+  });
+
+  it('without kernel times (node:dgram, the simulator) the same batch reads over the feedback interval', () => {
+    const t = rig();
+    t.clock.advance(30);
+    for (let i = 0; i < 60; i++) t.tap.inject(t.data(i, 0), SENDER);
+    t.clock.advance(5);
+    const [fb] = t.feedbacks().filter((f) => f.intervalPackets > 0);
+    assert.ok(fb);
+    // 60 blocks over the 5 ms interval
+    assert.ok(fb.recvRateKbps / 1000 < 150, `${(fb.recvRateKbps / 1000).toFixed(1)} Mbit/s`);
+    t.receiver.close();
+  });
+
+  it('delay samples and the echo hold use the arrival time: a late read does not look like a queue or a longer round trip', () => {
+    const t = rig();
+    const base = t.clock.now();
+    const tsUs = (ms: number): number => Math.round(ms * 1000) >>> 0;
+    // the first block sets the one-way reference; the next ones arrive with the same
+    // delay but are read 25 ms late
+    t.tap.inject(t.data(0, tsUs(base - 50)), SENDER, base);
+    t.clock.advance(5);
+    t.feedbacks();
+    const at = t.clock.now();
+    t.clock.advance(25);
+    for (let i = 1; i < 20; i++) t.tap.inject(t.data(i, tsUs(at + i * GAP_MS - 50)), SENDER, at + i * GAP_MS);
+    t.clock.advance(5);
+    const fb = t.feedbacks().find((f) => f.intervalPackets > 0)!;
+    assert.ok(fb.qdelayUs >= 0 && fb.qdelayUs < 200, `queueing delay ${fb.qdelayUs} µs`);
+    // held from the newest arrival (at + 19 gaps) to this feedback, 30 ms later at most
+    const held = fb.holdUs / 1000;
+    assert.ok(held >= 28 && held <= 30.1, `echo held ${held.toFixed(2)} ms`);
+    t.receiver.close();
+  });
+});
