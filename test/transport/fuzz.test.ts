@@ -190,7 +190,7 @@ describe('fuzz: decoders', () => {
           assert.equal(pkt[0]! >> 4, WIRE_VERSION);
           assert.ok(h.type >= PacketType.DATA && h.type <= PacketType.PARITY);
           // the grouped flag only on DATA
-          assert.equal(h.flags & ~(h.type === PacketType.DATA ? 3 : 1), 0);
+          assert.equal(h.flags & ~(h.type === PacketType.DATA ? 7 : 1), 0);
           if (h.type === PacketType.DATA) {
             decodeDataHeader(pkt, h);
             accepted.data++;

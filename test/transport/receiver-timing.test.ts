@@ -10,7 +10,7 @@ import { SimClock } from '../../src/testkit/simclock.js';
 import { createProtection, SECRET_BYTES } from '../../src/transport/crypto/aead.js';
 import { Endpoint } from '../../src/transport/session/endpoint.js';
 import { DataReceiver } from '../../src/transport/session/receiver.js';
-import { COMMON_HEADER, DATA_HEADER, PacketType, decodeFeedback, writeCommon, writeDataHeader, type Feedback } from '../../src/transport/wire/packet.js';
+import { COMMON_HEADER, DATA_HEADER, FLAG_TRAIN, PacketType, decodeFeedback, writeCommon, writeDataHeader, type Feedback } from '../../src/transport/wire/packet.js';
 import { Rng } from '../helpers/rng.js';
 import { RecordingSink } from '../helpers/sim-flow.js';
 import { TapSocket } from '../helpers/tap-socket.js';
@@ -30,10 +30,10 @@ function rig() {
   const receiver = new DataReceiver({ endpoint: new Endpoint(tap), sessionId: SESSION, clock, seal: createProtection('aes-128-gcm', keyB), open: createProtection('aes-128-gcm', keyA), datagramSize: 1472 });
   receiver.addFile(1, 0, 1432 * 1000, new RecordingSink());
   let pn = 0;
-  const data = (ssn: number, sendTsUs: number): Buffer => {
+  const data = (ssn: number, sendTsUs: number, flags = 0): Buffer => {
     const pkt = Buffer.alloc(DATA_HEADER + 1432 + seal.overhead);
     const n = pn++;
-    writeCommon(pkt, PacketType.DATA, 0, SESSION, n);
+    writeCommon(pkt, PacketType.DATA, flags, SESSION, n);
     writeDataHeader(pkt, ssn, sendTsUs, 100);
     seal.sealInPlace(pkt, DATA_HEADER, 1432, n);
     return pkt;
@@ -69,6 +69,33 @@ describe('receiver timing: arrival times', () => {
     assert.ok(fb);
     // 60 blocks over the 5 ms interval
     assert.ok(fb.recvRateKbps / 1000 < 150, `${(fb.recvRateKbps / 1000).toFixed(1)} Mbit/s`);
+    t.receiver.close();
+  });
+
+  it('the initial burst (FLAG_TRAIN) is timed from its first to its last arrival, however late and batched it is read; its losses are counted', () => {
+    const t = rig();
+    const first = t.clock.now();
+    t.clock.advance(300); // held by the endpoint until the session registered, say
+    // 80 blocks of the burst 57 µs apart, one lost (ssn 40), then paced blocks at 50 Mbit/s
+    for (let i = 0; i < 80; i++) if (i !== 40) t.tap.inject(t.data(i, 0, FLAG_TRAIN), SENDER, first + i * GAP_MS);
+    for (let i = 80; i < 120; i++) t.tap.inject(t.data(i, 0), SENDER, first + 79 * GAP_MS + (i - 79) * GAP_MS * 4);
+    t.clock.advance(5);
+    const fbs = t.feedbacks();
+    const train = fbs.find((f) => f.train)?.train;
+    assert.ok(train, 'no train in the feedback');
+    assert.equal(train.packets, 79);
+    assert.equal(train.lost, 1);
+    // 78 blocks after the first over 79 gaps: 200 * 78/79 Mbit/s
+    const mbps = train.rateKbps / 1000;
+    assert.ok(Math.abs(mbps - (200 * 78) / 79) < 1, `train ${mbps.toFixed(1)} Mbit/s`);
+    // repeated in the next few feedbacks, then no more
+    let copies = 1;
+    for (let i = 0; i < 8; i++) {
+      t.tap.inject(t.data(120 + i, 0), SENDER);
+      t.clock.advance(5);
+      copies += t.feedbacks().filter((f) => f.train).length;
+    }
+    assert.equal(copies, 4);
     t.receiver.close();
   });
 

@@ -501,16 +501,17 @@ describe('data plane on a simulated network: rate control', () => {
       const flow = createFlow({ net, clock, sender: SENDER, receiver: RECEIVER, files: [contentFor(8 * MiB, seed)], policy: 'fair', targetBps: 1e9 });
       try {
         flow.start();
-        clock.advanceTo(450); // the train is decided 40 ms after the first feedback (300 ms)
+        clock.advanceTo(450); // the first feedback arrives at 300 ms
         at.push(flow.sender.stats.rateBps);
       } finally {
         await flow.close();
       }
     }
     t.diagnostic(`rates after the train: ${at.map(mbps).join(', ')} (payload capacity ${mbps(PAYLOAD_CAPACITY)})`);
-    // without the correction: 180.7, 173.7 and 187.6 on these seeds
-    for (const r of at) assert.ok(r >= 0.95 * PAYLOAD_CAPACITY && r <= 1.06 * PAYLOAD_CAPACITY, `rate after the train ${mbps(r)}`);
-    assert.ok([...at].sort((x, y) => x - y)[1]! >= 0.96 * PAYLOAD_CAPACITY, `median rate after the train ${mbps([...at].sort((x, y) => x - y)[1]!)}`);
+    // without the loss correction: 180.7, 173.7 and 187.6 on these seeds; with it, from
+    // the median of the feedback intervals: 190.3, 188.5 and 200.6; the receiver timing
+    // the marked burst itself: 194.5 each
+    for (const r of at) assert.ok(r >= 0.97 * PAYLOAD_CAPACITY && r <= 1.03 * PAYLOAD_CAPACITY, `rate after the train ${mbps(r)}`);
   });
 
   it('a receiver whose one-way delays read high (a drifting clock) does not show the sender a queue the round trip does not have', async () => {

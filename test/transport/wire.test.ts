@@ -11,6 +11,7 @@ import {
   FEEDBACK_FIXED,
   FLAG_GROUPED,
   FLAG_RETRANSMIT,
+  FLAG_TRAIN,
   NAK_RANGE_BYTES,
   PacketType,
   WIRE_VERSION,
@@ -127,6 +128,17 @@ describe('wire codec: round trips', () => {
     const none = feedback({ naks: [], qdelayUs: -1, cumAck: 200 });
     assert.deepEqual(decodeFeedback(encodeFeedback(none)), none);
 
+    // the train's measurement, at its extremes; a zero rate means none
+    for (const train of [
+      { rateKbps: 1, packets: 0, lost: 0 },
+      { rateKbps: 0xffffffff, packets: 0xffff, lost: 0xffff },
+      { rateKbps: 190_912, packets: 211, lost: 7 },
+    ]) {
+      const t = feedback({ train });
+      assert.deepEqual(decodeFeedback(encodeFeedback(t)), t);
+    }
+    assert.equal(decodeFeedback(encodeFeedback(feedback({ train: { rateKbps: 0, packets: 9, lost: 1 } }))).train, undefined);
+
     // a range may end exactly at nextExpected (the highest SSN seen is nextExpected - 1)
     const edge = feedback({ cumAck: 0, nextExpected: U48_MAX, naks: [{ start: U48_MAX - 0xffff, count: 0xffff }] });
     assert.deepEqual(decodeFeedback(encodeFeedback(edge)), edge);
@@ -227,11 +239,12 @@ describe('wire codec: malformed datagrams are refused with PROTOCOL', () => {
     }
   });
 
-  it('the grouped flag on anything but DATA', () => {
+  it('the grouped and train flags on anything but DATA', () => {
     for (const type of TYPES) {
       if (type === PacketType.DATA) continue;
-      throwsCode(() => decodeCommon(common(type, FLAG_GROUPED, 1, 1, DATA_HEADER)), 'PROTOCOL', `type ${type}`);
+      for (const flag of [FLAG_GROUPED, FLAG_TRAIN]) throwsCode(() => decodeCommon(common(type, flag, 1, 1, DATA_HEADER)), 'PROTOCOL', `type ${type} flag ${flag}`);
     }
+    assert.equal(decodeCommon(common(PacketType.DATA, FLAG_TRAIN | FLAG_GROUPED | FLAG_RETRANSMIT, 1, 1, DATA_HEADER)).flags, 7);
   });
 
   it('PARITY: shorter than its header, an empty or oversized group, a parity index past 127', () => {
@@ -275,7 +288,7 @@ describe('wire codec: malformed datagrams are refused with PROTOCOL', () => {
     throwsCode(() => decodeFeedback(Buffer.concat([body, Buffer.alloc(NAK_RANGE_BYTES, 0)])), 'PROTOCOL', 'extra range');
     // a count field claiming 65535 ranges on a short body
     const lying = Buffer.from(body);
-    lying.writeUInt16BE(0xffff, 42);
+    lying.writeUInt16BE(0xffff, 50);
     throwsCode(() => decodeFeedback(lying), 'PROTOCOL', 'count 65535');
   });
 

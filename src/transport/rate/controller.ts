@@ -31,6 +31,12 @@ export interface FeedbackSample {
   /** datagrams that arrived in that interval, and gaps it found (datagrams lost on the way) */
   intervalPackets?: number;
   intervalLost?: number;
+  /**
+   * the initial burst's arrival rate as the receiver timed it from its first to its last
+   * datagram, bits/s, and the share of it lost on the way; absent until the burst is over
+   */
+  trainRateBps?: number;
+  trainLoss?: number;
 }
 
 export interface RateController {
@@ -214,6 +220,18 @@ export class DelayBasedRateController implements RateController {
         // flows started 200–500 ms apart split 76/24 for seconds)
         this.drainUntil = f.now + rtt + 4 * qMs;
         this.rate = clamp(Math.min(this.rate, delivered * 0.75), this.opts.minBps, this.opts.targetBps);
+        return;
+      }
+    }
+    if (this.startup && !this.trainDecided && (f.trainRateBps ?? 0) > 0) {
+      // the receiver timed the initial burst itself (kernel receive times, whichever
+      // feedback intervals or read batches it fell in): the path's rate without the
+      // intervals' noise and without waiting TRAIN_WINDOW_MS for them
+      this.trainDecided = true;
+      const train = f.trainRateBps! / (1 - Math.min(TRAIN_LOSS_MAX, f.trainLoss ?? 0));
+      if (train > TRAIN_JUMP_MIN * this.rate) {
+        if (train <= TRAIN_JUMP_MAX * this.rate) this.holdSince = this.holdFrom = f.now;
+        this.rate = clamp(Math.min(train, TRAIN_JUMP_MAX * this.rate), this.opts.minBps, this.opts.targetBps);
         return;
       }
     }

@@ -21,6 +21,7 @@ import {
   COMMON_HEADER,
   DATA_HEADER,
   FLAG_GROUPED,
+  FLAG_TRAIN,
   PacketType,
   decodeCommon,
   decodeDataHeader,
@@ -28,6 +29,7 @@ import {
   type ParityHeader,
   decodeStatus,
   encodeFeedback,
+  type Feedback,
   maxNakRanges,
   MAX_VERIFIED_PER_FEEDBACK,
   verifiedTrailerBytes,
@@ -80,6 +82,9 @@ const TRACE = process.env.TACHYON_TRACE === '1';
 /** an interval's arrival rate is taken over its arrivals' span when it is at least this long (ms) and has this many datagrams */
 const SPAN_MIN_MS = 2;
 const SPAN_MIN_PACKETS = 8;
+/** a train of fewer datagrams measures nothing; its measurement rides in this many feedbacks */
+const TRAIN_MIN_PACKETS = 8;
+const TRAIN_REPEATS = 4;
 /**
  * Tail parity (docs/protocol.md): copies of blocks sent in parity groups are kept until
  * their group is settled, up to this many bytes per session (past it, a lost block of a
@@ -286,6 +291,7 @@ export class DataReceiver extends SessionPeer {
     const data = this.authentic(packet, DATA_HEADER, common.packetNumber);
     if (!data) return;
     this.noteArrival(data.length, now);
+    this.noteTrain((common.flags & FLAG_TRAIN) !== 0, h.ssn, data.length, now);
     // a held datagram's interval began when it arrived (a burst handed over at once is no arrival rate)
     if (now < this.intervalStart) this.intervalStart = now;
     this.peer = from;
@@ -506,6 +512,51 @@ export class DataReceiver extends SessionPeer {
     return f;
   }
 
+  // the sender's initial burst (FLAG_TRAIN): the bottleneck spaced it out at its own rate
+  private trainFirst = 0;
+  private trainLast = 0;
+  private trainBytes = 0;
+  private trainCount = 0;
+  private trainMinSsn = Infinity;
+  private trainMaxSsn = -1;
+  private trainDone = false;
+  /** feedbacks still to carry the train's measurement */
+  private trainTell = 0;
+
+  /**
+   * Times the initial burst: from its first to its last arrival (kernel times when the
+   * socket gives them, and held datagrams keep theirs), whatever feedback interval or
+   * read batch each fell in. The first datagram after it ends it.
+   */
+  private noteTrain(inTrain: boolean, ssn: number, bytes: number, at: number): void {
+    if (this.trainDone) return;
+    if (!inTrain) {
+      if (this.trainCount === 0) return;
+      this.trainDone = true;
+      if (this.trainCount >= TRAIN_MIN_PACKETS && this.trainLast > this.trainFirst) this.trainTell = TRAIN_REPEATS;
+      return;
+    }
+    if (this.trainCount++ === 0) {
+      this.trainFirst = this.trainLast = at;
+    } else {
+      if (at > this.trainLast) this.trainLast = at;
+      else if (at < this.trainFirst) this.trainFirst = at;
+      this.trainBytes += bytes;
+    }
+    if (ssn < this.trainMinSsn) this.trainMinSsn = ssn;
+    if (ssn > this.trainMaxSsn) this.trainMaxSsn = ssn;
+  }
+
+  private takeTrain(): Feedback['train'] {
+    if (this.trainTell <= 0) return undefined;
+    this.trainTell--;
+    return {
+      rateKbps: (this.trainBytes * 8) / (this.trainLast - this.trainFirst),
+      packets: this.trainCount,
+      lost: Math.max(0, this.trainMaxSsn - this.trainMinSsn + 1 - this.trainCount),
+    };
+  }
+
   /** Notes an authentic datagram's arrival for the interval's arrival rate. */
   private noteArrival(bytes: number, at: number): void {
     if (this.spanPackets++ === 0) {
@@ -623,6 +674,7 @@ export class DataReceiver extends SessionPeer {
     const naks = this.collectNaks(now);
     const capacity = this.o.datagramSize - COMMON_HEADER - this.o.seal.overhead;
     const verified = this.takeVerified();
+    const train = this.takeTrain();
     const perPacket = Math.max(1, maxNakRanges(capacity));
     const firstRanges = Math.max(1, maxNakRanges(capacity - verifiedTrailerBytes(verified.length)));
     // the first feedback carries the verified ids and correspondingly fewer NAK ranges
@@ -641,6 +693,7 @@ export class DataReceiver extends SessionPeer {
         recvRateKbps: first ? recvRateKbps : 0,
         intervalPackets: first ? this.intervalPackets : 0,
         intervalLost: first ? this.intervalLost : 0,
+        ...(first && train ? { train } : {}),
         naks: chunk,
         ...(first && verified.length > 0 ? { verified } : {}),
       });

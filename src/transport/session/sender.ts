@@ -18,6 +18,7 @@ import {
   DATA_HEADER,
   FLAG_GROUPED,
   FLAG_RETRANSMIT,
+  FLAG_TRAIN,
   PacketType,
   decodeCommon,
   decodeFeedback,
@@ -313,6 +314,7 @@ export class DataSender extends SessionPeer {
       intervalRateBps: f.recvRateKbps * 1000,
       intervalPackets: f.intervalPackets,
       intervalLost: f.intervalLost,
+      ...(f.train ? { trainRateBps: f.train.rateKbps * 1000, trainLoss: f.train.lost / Math.max(1, f.train.packets + f.train.lost) } : {}),
     });
     this.stats.rateBps = this.o.rate.rateBps();
     if (TRACE) {
@@ -458,7 +460,9 @@ export class DataSender extends SessionPeer {
     let refill = this.tokens + bytesPerMs * elapsed;
     // the first datagrams go out as one burst allowance at the start rate (an initial
     // window: the path shows its first delay samples a little sooner)
-    if (this.stats.packetsSent === 0 && this.hasWork()) refill = Math.max(refill, burst);
+    // the first tick's datagrams are that burst: flagged, the receiver times them as a packet train
+    const train = this.stats.packetsSent === 0;
+    if (train && this.hasWork()) refill = Math.max(refill, burst);
     else if (refill > burst && this.hasWork()) this.stats.pacingLostBytes += refill - burst;
     this.tokens = Math.min(burst, refill);
     let sentThisTick = 0;
@@ -514,7 +518,7 @@ export class DataSender extends SessionPeer {
         const group = retransmit ? undefined : this.groupFor(ssn);
         let pkt: Buffer;
         try {
-          pkt = this.buildData(ssn, f.source, offset, len, retransmit, group);
+          pkt = this.buildData(ssn, f.source, offset, len, retransmit, group, train && !retransmit);
         } catch (err) {
           // the source failed (vanished, shrank, I/O error): stop sending this file
           f.source = undefined;
@@ -605,12 +609,12 @@ export class DataSender extends SessionPeer {
   }
 
   /** A DATA datagram; a first sending in a parity group also adds the block to the group's parity. */
-  private buildData(ssn: number, source: BlockSource, offset: number, len: number, retransmit: boolean, group?: OpenGroup): Buffer {
+  private buildData(ssn: number, source: BlockSource, offset: number, len: number, retransmit: boolean, group?: OpenGroup, train = false): Buffer {
     const pkt = this.datagram(DATA_HEADER + len + this.o.seal.overhead);
     const pn = this.nextPacketNumber();
     // a retransmission of a block in a group is kept by the receiver too (it may complete the group)
     const grouped = group !== undefined || (this.parityFrom >= 0 && ssn >= this.parityFrom);
-    writeCommon(pkt, PacketType.DATA, (retransmit ? FLAG_RETRANSMIT : 0) | (grouped ? FLAG_GROUPED : 0), this.o.sessionId, pn);
+    writeCommon(pkt, PacketType.DATA, (retransmit ? FLAG_RETRANSMIT : 0) | (grouped ? FLAG_GROUPED : 0) | (train ? FLAG_TRAIN : 0), this.o.sessionId, pn);
     writeDataHeader(pkt, ssn, this.nowUs(), this.stats.srttMs);
     source.read(offset, len, pkt, DATA_HEADER);
     if (group) {

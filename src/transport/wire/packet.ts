@@ -4,7 +4,8 @@
  *   common header (12 bytes, authenticated as AEAD associated data)
  *     0  u8   version (high nibble, = 1) | type (low nibble)
  *     1  u8   flags (bit 0: retransmission; bit 1, DATA only: the block is in a parity
- *              group, so the receiver keeps a copy until the group is settled; others 0)
+ *              group, so the receiver keeps a copy until the group is settled; bit 2, DATA
+ *              only: the block left in the initial burst, the packet train; others 0)
  *     2  u32  session id
  *     6  u48  packet number (never reused within a session direction; the AEAD nonce)
  *
@@ -40,7 +41,9 @@ export type PacketTypeValue = (typeof PacketType)[keyof typeof PacketType];
 
 export const FLAG_RETRANSMIT = 1;
 export const FLAG_GROUPED = 2;
-const KNOWN_FLAGS = FLAG_RETRANSMIT | FLAG_GROUPED;
+export const FLAG_TRAIN = 4;
+const KNOWN_FLAGS = FLAG_RETRANSMIT | FLAG_GROUPED | FLAG_TRAIN;
+const DATA_ONLY_FLAGS = FLAG_GROUPED | FLAG_TRAIN;
 
 export interface CommonHeader {
   type: PacketTypeValue;
@@ -73,7 +76,7 @@ export function decodeCommon(buf: Buffer): CommonHeader {
   if (version !== WIRE_VERSION) throw new TachyonError('PROTOCOL', `unknown wire version ${version}`);
   if (type < PacketType.DATA || type > PacketType.PARITY) throw new TachyonError('PROTOCOL', `unknown packet type ${type}`);
   const flags = buf[1]!;
-  if ((flags & ~KNOWN_FLAGS) !== 0 || (type !== PacketType.DATA && (flags & FLAG_GROUPED) !== 0)) {
+  if ((flags & ~KNOWN_FLAGS) !== 0 || (type !== PacketType.DATA && (flags & DATA_ONLY_FLAGS) !== 0)) {
     throw new TachyonError('PROTOCOL', `reserved flags set (${flags})`);
   }
   return {
@@ -151,6 +154,12 @@ export interface Feedback {
   intervalPackets: number;
   /** gaps newly detected in the interval */
   intervalLost: number;
+  /**
+   * The initial burst (FLAG_TRAIN) as it arrived: its rate from the first to the last
+   * arrival (the bottleneck's spacing), how many of its blocks arrived and how many were
+   * lost between them. Repeated in a few feedbacks once the burst is over; absent before.
+   */
+  train?: { rateKbps: number; packets: number; lost: number };
   naks: NakRange[];
   /**
    * Files the receiver has verified (digest matched) and stored, by file id: each is
@@ -161,7 +170,7 @@ export interface Feedback {
   verified?: number[];
 }
 
-export const FEEDBACK_FIXED = 44;
+export const FEEDBACK_FIXED = 52;
 export const NAK_RANGE_BYTES = 8;
 
 /** Most file ids one feedback carries in its `verified` trailer. */
@@ -189,7 +198,10 @@ export function encodeFeedback(f: Feedback): Buffer {
   b.writeUInt32BE(Math.min(0xffffffff, Math.max(0, Math.round(f.recvRateKbps))), 30);
   b.writeUInt32BE(Math.min(0xffffffff, f.intervalPackets), 34);
   b.writeUInt32BE(Math.min(0xffffffff, f.intervalLost), 38);
-  b.writeUInt16BE(f.naks.length, 42);
+  b.writeUInt32BE(Math.min(0xffffffff, Math.max(0, Math.round(f.train?.rateKbps ?? 0))), 42);
+  b.writeUInt16BE(Math.min(0xffff, f.train?.packets ?? 0), 46);
+  b.writeUInt16BE(Math.min(0xffff, f.train?.lost ?? 0), 48);
+  b.writeUInt16BE(f.naks.length, 50);
   let o = FEEDBACK_FIXED;
   for (const r of f.naks) {
     b.writeUIntBE(r.start, o, 6);
@@ -209,7 +221,7 @@ export function encodeFeedback(f: Feedback): Buffer {
 
 export function decodeFeedback(b: Buffer): Feedback {
   if (b.length < FEEDBACK_FIXED) throw new TachyonError('PROTOCOL', `feedback body too short (${b.length})`);
-  const n = b.readUInt16BE(42);
+  const n = b.readUInt16BE(50);
   const nakEnd = FEEDBACK_FIXED + n * NAK_RANGE_BYTES;
   let verified: number[] | undefined;
   if (b.length !== nakEnd) {
@@ -242,6 +254,7 @@ export function decodeFeedback(b: Buffer): Feedback {
     recvRateKbps: b.readUInt32BE(30),
     intervalPackets: b.readUInt32BE(34),
     intervalLost: b.readUInt32BE(38),
+    ...(b.readUInt32BE(42) > 0 ? { train: { rateKbps: b.readUInt32BE(42), packets: b.readUInt16BE(46), lost: b.readUInt16BE(48) } } : {}),
     naks,
     ...(verified ? { verified } : {}),
   };
