@@ -99,6 +99,8 @@ export interface TransferSummary {
 
 /** files announced ahead of their results (their sources open only when read) */
 const ANNOUNCE_AHEAD_FILES = 1024;
+/** most bytes of the speculative first file sent before its plan (the receiver holds 32 MiB of blocks it was not told of) */
+const SPECULATE_MAX_BYTES = 24 * 1024 * 1024;
 /** files probed ahead of their results */
 const PROBE_AHEAD_FILES = 4096;
 /** per-file entries (results, digests) wait this long for company before they are sent */
@@ -375,6 +377,7 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
         if (t.preassigned !== undefined) {
           // sent speculatively, and the plan said `send`: its blocks are on their way already
           t.preassigned = undefined;
+          sender.unlimit(t.id);
           if (t.sentEarly) fileSent(t.id);
         } else if (opts.prepare) {
           // the file is readable at f.abs once prepared; its blocks wait until then
@@ -599,6 +602,9 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
         t.source = opts.content ? opts.content.open(t.f, 0, undefined, opts.openSource) : new TxSource(t.f.abs, t.f.size, 0, undefined, opts.openSource);
         t.preassigned = sender.assign(t.id, t.f.size);
         sender.start(t.id, t.source);
+        // the receiver holds what arrives before the file's announcement, within bounds:
+        // a plan a retransmission timeout late must not overflow them
+        sender.limit(t.id, SPECULATE_MAX_BYTES);
         spec = t;
       } catch {
         // unreadable now: no speculation; its plan handles it as usual

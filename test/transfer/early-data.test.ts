@@ -100,6 +100,30 @@ describe('early data: an upload starts before welcome', () => {
     });
   }
 
+  it('a plan that comes late (a lost TCP segment): the speculative file stops at 24 MiB, inside what the receiver holds, and goes on once the plan says send', async () => {
+    const src = source('late-plan.bin', 48 * MiB);
+    const before = { ...server.endpoint.stats };
+    let socketSent: Buffer[] | undefined;
+    let atPlan = -1;
+    const r = await transferOk(server, {
+      op: 'send',
+      sources: [src.path],
+      dest: '/late-plan.bin',
+      onSocket: (s) => (socketSent = s.sent),
+      onControl: (d, m) => {
+        // the harness holds the plan 2.5 s after this: look just before it is handed over
+        if (d === 'received' && m.t === 'plan') setTimeout(() => (atPlan = (socketSent ?? []).filter((p) => p[0] === 0x11).reduce((n, p) => n + p.length - 40, 0)), 2400);
+      },
+      delayPlan: 2500,
+    });
+    assert.equal(r.client.files[0]!.status, 'done');
+    assert.equal(sha256File(path.join(server.root, 'late-plan.bin')), sha256File(src.path));
+    // block bytes in DATA datagrams (version 1, type 1; 40 bytes of header and tag each) before the plan: 24 MiB and repairs
+    assert.ok(atPlan > 20 * MiB && atPlan <= 26 * MiB, `${(atPlan / MiB).toFixed(1)} MiB of blocks sent before the plan`);
+    assert.equal(server.endpoint.stats.heldDropped - before.heldDropped, 0);
+    assert.deepEqual(partials(server.root), []);
+  });
+
   it('the destination already holds the same file (plan skip): the speculative blocks are void, nothing is written', async () => {
     const src = source('same.bin', 4 * MiB);
     await transferOk(server, { op: 'send', sources: [src.path], dest: '/same.bin' });

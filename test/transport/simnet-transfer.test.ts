@@ -217,19 +217,19 @@ describe('data plane on a simulated network: integrity', () => {
     }
   });
 
-  it('past 8 MiB held before the announcement, further blocks are asked for again (and still count as arrivals): the file still arrives intact', async () => {
+  it('past 32 MiB held before the announcement, further blocks are asked for again (and still count as arrivals): the file still arrives intact', async () => {
     const { clock, net } = simPath(9, { delayMs: 5 });
     // the arrival rates the receiver reports between 0.5 s and the announcement at 2 s
     const arrivals: number[] = [];
     const rate = fixedRateWatching(400e6, (f) => {
       if (f.now > 500 && f.now < 1_900 && f.intervalRateBps) arrivals.push(f.intervalRateBps);
     });
-    const flow = createFlow({ net, clock, sender: SENDER, receiver: RECEIVER, files: [contentFor(24 * MiB, 5)], announceDelayMs: 2_000, rate });
+    const flow = createFlow({ net, clock, sender: SENDER, receiver: RECEIVER, files: [contentFor(64 * MiB, 5)], announceDelayMs: 2_000, rate });
     try {
       flow.start();
       assertIntact({ flow, completed: runToCompletion(clock, [flow], 20_000) });
       assert.ok(flow.sender.stats.retransmits > 0, 'blocks past the bound were asked for again');
-      // the 8 MiB are held within 0.2 s; the path carries 400 Mbit/s throughout
+      // the 32 MiB are held within 0.7 s; the path carries 400 Mbit/s throughout
       arrivals.sort((a, b) => a - b);
       const median = arrivals[Math.floor(arrivals.length / 2)] ?? 0;
       assert.ok(median > 300e6, `median arrival rate reported while the hold was full: ${(median / 1e6).toFixed(0)} Mbit/s`);

@@ -138,6 +138,12 @@ describe('wire codec: round trips', () => {
       assert.deepEqual(decodeFeedback(encodeFeedback(t)), t);
     }
     assert.equal(decodeFeedback(encodeFeedback(feedback({ train: { rateKbps: 0, packets: 9, lost: 1 } }))).train, undefined);
+    // the receiver's arrival timestamp, mod 2^32; 0 means none
+    for (const rxTsUs of [1, 0xffffffff, 123_456_789]) {
+      const t = feedback({ rxTsUs });
+      assert.deepEqual(decodeFeedback(encodeFeedback(t)), t);
+    }
+    assert.equal(decodeFeedback(encodeFeedback(feedback({ rxTsUs: 2 ** 32 }))).rxTsUs, undefined);
 
     // a range may end exactly at nextExpected (the highest SSN seen is nextExpected - 1)
     const edge = feedback({ cumAck: 0, nextExpected: U48_MAX, naks: [{ start: U48_MAX - 0xffff, count: 0xffff }] });
@@ -288,7 +294,7 @@ describe('wire codec: malformed datagrams are refused with PROTOCOL', () => {
     throwsCode(() => decodeFeedback(Buffer.concat([body, Buffer.alloc(NAK_RANGE_BYTES, 0)])), 'PROTOCOL', 'extra range');
     // a count field claiming 65535 ranges on a short body
     const lying = Buffer.from(body);
-    lying.writeUInt16BE(0xffff, 50);
+    lying.writeUInt16BE(0xffff, 54);
     throwsCode(() => decodeFeedback(lying), 'PROTOCOL', 'count 65535');
   });
 

@@ -160,6 +160,12 @@ export interface Feedback {
    * lost between them. Repeated in a few feedbacks once the burst is over; absent before.
    */
   train?: { rateKbps: number; packets: number; lost: number };
+  /**
+   * When the newest data datagram arrived, receiver clock µs mod 2^32 (kernel time when
+   * the socket gives it): the sender measures delivery over receiver time, which neither
+   * the return path's jitter nor its own late reads stretch or squeeze. Absent (0): none.
+   */
+  rxTsUs?: number;
   naks: NakRange[];
   /**
    * Files the receiver has verified (digest matched) and stored, by file id: each is
@@ -170,7 +176,7 @@ export interface Feedback {
   verified?: number[];
 }
 
-export const FEEDBACK_FIXED = 52;
+export const FEEDBACK_FIXED = 56;
 export const NAK_RANGE_BYTES = 8;
 
 /** Most file ids one feedback carries in its `verified` trailer. */
@@ -201,7 +207,8 @@ export function encodeFeedback(f: Feedback): Buffer {
   b.writeUInt32BE(Math.min(0xffffffff, Math.max(0, Math.round(f.train?.rateKbps ?? 0))), 42);
   b.writeUInt16BE(Math.min(0xffff, f.train?.packets ?? 0), 46);
   b.writeUInt16BE(Math.min(0xffff, f.train?.lost ?? 0), 48);
-  b.writeUInt16BE(f.naks.length, 50);
+  b.writeUInt32BE((f.rxTsUs ?? 0) >>> 0, 50);
+  b.writeUInt16BE(f.naks.length, 54);
   let o = FEEDBACK_FIXED;
   for (const r of f.naks) {
     b.writeUIntBE(r.start, o, 6);
@@ -221,7 +228,7 @@ export function encodeFeedback(f: Feedback): Buffer {
 
 export function decodeFeedback(b: Buffer): Feedback {
   if (b.length < FEEDBACK_FIXED) throw new TachyonError('PROTOCOL', `feedback body too short (${b.length})`);
-  const n = b.readUInt16BE(50);
+  const n = b.readUInt16BE(54);
   const nakEnd = FEEDBACK_FIXED + n * NAK_RANGE_BYTES;
   let verified: number[] | undefined;
   if (b.length !== nakEnd) {
@@ -255,6 +262,7 @@ export function decodeFeedback(b: Buffer): Feedback {
     intervalPackets: b.readUInt32BE(34),
     intervalLost: b.readUInt32BE(38),
     ...(b.readUInt32BE(42) > 0 ? { train: { rateKbps: b.readUInt32BE(42), packets: b.readUInt16BE(46), lost: b.readUInt16BE(48) } } : {}),
+    ...(b.readUInt32BE(50) !== 0 ? { rxTsUs: b.readUInt32BE(50) } : {}),
     naks,
     ...(verified ? { verified } : {}),
   };
