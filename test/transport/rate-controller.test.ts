@@ -91,6 +91,26 @@ describe('rate control: start-up from a packet train', () => {
     assert.ok(Math.abs(c.rateBps() - 190e6) < 0.01 * 190e6, `rate ${c.rateBps()}`);
   });
 
+  it('the receiver\'s own train measurement sets the rate at the first feedback that carries it, corrected for the train\'s losses', () => {
+    const c = controller();
+    c.onFeedback({ now: 300, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 0 });
+    // 5% of the burst lost after the bottleneck: 181.4 arrived of a 190.9 path
+    c.onFeedback({ now: 305, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 60e6, trainRateBps: 181.4e6, trainLoss: 0.05 });
+    assert.ok(Math.abs(c.rateBps() - 190.9e6) < 0.2e6, `rate ${c.rateBps()}`);
+    // later interval readings no longer move it
+    c.onFeedback({ now: 345, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 300e6 });
+    assert.ok(Math.abs(c.rateBps() - 190.9e6) < 0.2e6);
+  });
+
+  it('a few ms of queue while holding an accurate train hand over to the delay law; no drain', () => {
+    const c = controller();
+    const t0 = firstRtt(c, 191e6);
+    // the path delivers 188: the queue creeps to 6 ms
+    for (let t = t0 + 5, q = 0; t <= 900; t += 5, q = Math.min(6, q + 0.1)) c.onFeedback({ now: t, qdelayMs: q, rttMs: RTT, recvRateBps: 188e6, intervalRateBps: 188e6 });
+    // before: start-up ended in a drain at 3/4 of the delivery rate (141 Mbit/s)
+    assert.ok(c.rateBps() >= 0.97 * 188e6, `rate ${c.rateBps()}`);
+  });
+
   it("one bunched interval in the train does not set the rate, nor does the partial one it began in", () => {
     const jump = (intervals: number[]): number => {
       const c = controller();
