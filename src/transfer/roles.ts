@@ -99,6 +99,8 @@ export interface TransferSummary {
 
 /** files announced ahead of their results (their sources open only when read) */
 const ANNOUNCE_AHEAD_FILES = 1024;
+/** files from this size on send their digest by datagram too (a lost TCP segment costs them a retransmission timeout) */
+const UDP_DIGEST_MIN_BYTES = 1 << 20;
 /** most bytes of the speculative first file sent before its plan (the receiver holds 32 MiB of blocks it was not told of) */
 const SPECULATE_MAX_BYTES = 24 * 1024 * 1024;
 /** files probed ahead of their results */
@@ -573,6 +575,8 @@ export function runSenderRole(opts: SenderRoleOptions): Promise<TransferSummary>
       }
       t.sha256 = sha;
       digests.push({ id, sha256: sha });
+      // a large file's digest also goes by datagram: the receiver verifies on the first copy
+      if (t.f.size >= UDP_DIGEST_MIN_BYTES) sender.sendDigest(id, sha);
     }
     // the receiver verified the file against our digest and stored it: settle it now
     // rather than when the `results` message arrives (a lost TCP segment on a lossy path
@@ -999,6 +1003,15 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       e.complete = true;
       if (e.digest !== undefined) void finalize(e);
     };
+    receiver.onDigest = (id: number, sha256: string): void => {
+      work.push(() => {
+        const e = entries.get(id);
+        if (!e || e.digest !== undefined || finished) return; // not announced yet, settled, or known already
+        if (TRACE) process.stderr.write(`trace digest ${id} by datagram at ${(clock.now() - started).toFixed(1)} ms\n`);
+        e.digest = sha256;
+        if (e.complete) void finalize(e);
+      });
+    };
     receiver.onWriteError = (_id: number, err: unknown): void => {
       const te = toTachyonError(err, 'IO');
       sendError(opts.link, te);
@@ -1332,7 +1345,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
               work.push(() => {
                 if (TRACE) process.stderr.write(`trace digest ${d.id} at ${(clock.now() - started).toFixed(1)} ms\n`);
                 const e = entries.get(d.id);
-                if (!e) return; // refused or already settled
+                if (!e || e.digest !== undefined) return; // refused, settled, or its digest came by datagram
                 e.digest = d.sha256;
                 if (e.complete) void finalize(e);
               });

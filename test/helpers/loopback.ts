@@ -142,6 +142,8 @@ export interface TransferOptions {
    * lost TCP segment would; one still held when the client's link closes is dropped
    */
   delayResults?: number;
+  /** holds every `digests` message the client sends or receives this long (ms), as a lost TCP segment would */
+  delayDigests?: number;
   /** holds the first `plan` the client receives, and everything after it, this long (ms): speculation runs that much longer */
   delayPlan?: number;
   /** holds the client's `hello`, and everything after it, this long (ms), as a TCP flight slower than the first datagrams */
@@ -179,12 +181,14 @@ export function startTransfer(server: Server, o: TransferOptions): RunningTransf
   };
   const holdResultsIn = holder('results', o.delayResults);
   const holdPlan = holder('plan', o.delayPlan);
-  const holdIn = (m: ControlMessage | undefined, deliver: () => void): void => holdPlan(m, () => holdResultsIn(m, deliver));
+  const holdDigestsIn = holder('digests', o.delayDigests);
+  const holdIn = (m: ControlMessage | undefined, deliver: () => void): void => holdPlan(m, () => holdResultsIn(m, () => holdDigestsIn(m, deliver)));
   const holdResultsOut = holder('results', o.delayResults);
   const holdHello = holder('hello', o.delayHello);
-  const holdOut = (m: ControlMessage | undefined, deliver: () => void): void => holdHello(m, () => holdResultsOut(m, deliver));
+  const holdDigestsOut = holder('digests', o.delayDigests);
+  const holdOut = (m: ControlMessage | undefined, deliver: () => void): void => holdHello(m, () => holdResultsOut(m, () => holdDigestsOut(m, deliver)));
   const watched: ControlLink =
-    o.onControl || o.delayResults !== undefined || o.delayPlan !== undefined || o.delayHello !== undefined
+    o.onControl || o.delayResults !== undefined || o.delayPlan !== undefined || o.delayHello !== undefined || o.delayDigests !== undefined
       ? {
           send: (m) => {
             o.onControl?.('sent', m);

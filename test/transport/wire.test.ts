@@ -192,6 +192,18 @@ describe('wire codec: round trips', () => {
     assert.equal(decodeFeedback(encodeFeedback(feedback({ qdelayUs: 2 ** 40, naks: [] }))).qdelayUs, 0x7fffffff);
   });
 
+  it('STATUS round-trips with a file digest; a digest of the wrong length is refused', () => {
+    const sha256 = Buffer.alloc(32, 0xab);
+    for (const fileId of [0, 7, 0xffffffff]) {
+      const st = { nextSsn: U48_MAX, sendTsUs: 123, digest: { fileId, sha256 } };
+      const body = encodeStatus(st);
+      assert.equal(body.length, 46);
+      assert.deepEqual(decodeStatus(body), st);
+    }
+    throwsCode(() => encodeStatus({ nextSsn: 1, sendTsUs: 1, digest: { fileId: 1, sha256: Buffer.alloc(31) } }), 'PROTOCOL');
+    for (const n of [11, 45, 47]) throwsCode(() => decodeStatus(Buffer.alloc(n)), 'PROTOCOL', `${n} bytes`);
+  });
+
   it('STATUS round-trips', () => {
     for (const s of [
       { nextSsn: 0, sendTsUs: 0 },

@@ -30,6 +30,7 @@ import {
   decodeStatus,
   encodeFeedback,
   type Feedback,
+  type Status,
   maxNakRanges,
   MAX_VERIFIED_PER_FEEDBACK,
   verifiedTrailerBytes,
@@ -131,6 +132,8 @@ export class DataReceiver extends SessionPeer {
   readonly stats: ReceiverStats;
   onFileComplete: ((fileId: number) => void) | undefined;
   onWriteError: ((fileId: number, err: unknown) => void) | undefined;
+  /** the sender's digest of a file, sent beside the `digests` control message (each copy: the sender repeats it) */
+  onDigest: ((fileId: number, sha256Hex: string) => void) | undefined;
   private readonly files: RxFile[] = [];
   private lastFile: RxFile | undefined;
   private nextExpected = 0;
@@ -272,17 +275,19 @@ export class DataReceiver extends SessionPeer {
   private onStatus(packet: Buffer, pn: number, from: PeerAddress, at: number): void {
     const body = this.authentic(packet, COMMON_HEADER, pn);
     if (!body) return;
-    let nextSsn: number;
+    let status: Status;
     try {
-      nextSsn = decodeStatus(body).nextSsn;
+      status = decodeStatus(body);
     } catch {
       this.stats.rejected++;
       return;
     }
+    const nextSsn = status.nextSsn;
     this.peer = from;
     this.lastActivity = at;
     this.stats.lastPacketAt = at;
     if (nextSsn > this.nextExpected) this.markGap(this.nextExpected, nextSsn, this.lastActivity);
+    if (status.digest) this.onDigest?.(status.digest.fileId, status.digest.sha256.toString('hex'));
   }
 
   private onData(packet: Buffer, common: CommonHeader, from: PeerAddress, now: number): void {

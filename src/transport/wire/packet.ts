@@ -273,18 +273,37 @@ export function decodeFeedback(b: Buffer): Feedback {
 export interface Status {
   nextSsn: number;
   sendTsUs: number;
+  /**
+   * A file's whole-content SHA-256, as the `digests` control message carries it: the
+   * receiver verifies a complete file on whichever copy comes first (a lost TCP segment
+   * holds the control channel's copy back by a retransmission timeout). Optional
+   * trailer: u32 file id, 32 bytes of digest.
+   */
+  digest?: { fileId: number; sha256: Buffer };
 }
 
+export const STATUS_BYTES = 10;
+export const STATUS_DIGEST_BYTES = STATUS_BYTES + 4 + 32;
+
 export function encodeStatus(s: Status): Buffer {
-  const b = Buffer.allocUnsafe(10);
+  const b = Buffer.allocUnsafe(s.digest ? STATUS_DIGEST_BYTES : STATUS_BYTES);
   b.writeUIntBE(s.nextSsn, 0, 6);
   b.writeUInt32BE(s.sendTsUs >>> 0, 6);
+  if (s.digest) {
+    if (s.digest.sha256.length !== 32) throw new TachyonError('PROTOCOL', `digest of ${s.digest.sha256.length} bytes`);
+    b.writeUInt32BE(s.digest.fileId >>> 0, 10);
+    s.digest.sha256.copy(b, 14);
+  }
   return b;
 }
 
 export function decodeStatus(b: Buffer): Status {
-  if (b.length !== 10) throw new TachyonError('PROTOCOL', `status body has ${b.length} bytes, expected 10`);
-  return { nextSsn: b.readUIntBE(0, 6), sendTsUs: b.readUInt32BE(6) };
+  if (b.length !== STATUS_BYTES && b.length !== STATUS_DIGEST_BYTES) {
+    throw new TachyonError('PROTOCOL', `status body has ${b.length} bytes, expected ${STATUS_BYTES} or ${STATUS_DIGEST_BYTES}`);
+  }
+  const s: Status = { nextSsn: b.readUIntBE(0, 6), sendTsUs: b.readUInt32BE(6) };
+  if (b.length === STATUS_DIGEST_BYTES) s.digest = { fileId: b.readUInt32BE(10), sha256: Buffer.from(b.subarray(14, 46)) };
+  return s;
 }
 
 /** UDP payload size for a link MTU (IPv4 20 + UDP 8 bytes of headers). */
