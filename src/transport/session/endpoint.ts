@@ -21,7 +21,7 @@ export interface PacketSink {
    * time when the socket tells it, and for a datagram the endpoint held before the session
    * registered, that time or when the endpoint got it
    */
-  onPacket(packet: Buffer, from: PeerAddress, arrivedAt?: number): void;
+  onPacket(packet: Buffer, from: PeerAddress, arrivedAt?: number, held?: boolean): void;
 }
 
 export interface EndpointStats {
@@ -211,7 +211,7 @@ export class Endpoint {
           continue;
         }
         this.stats.heldDelivered++;
-        sink.onPacket(h.packet, h.from, h.at);
+        sink.onPacket(h.packet, h.from, h.at, true);
       }
     });
   }

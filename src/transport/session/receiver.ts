@@ -164,6 +164,8 @@ export class DataReceiver extends SessionPeer {
   private intervalStart: number;
   private lastEchoTs = 0;
   private lastEchoAt = 0;
+  /** arrival time of the newest data datagram handled (kernel time when the socket gives it) */
+  private lastArrivalAt = 0;
   private lastActivity = 0;
 
   constructor(private readonly o: DataReceiverOptions) {
@@ -243,9 +245,14 @@ export class DataReceiver extends SessionPeer {
 
   /**
    * `arrivedAt`: the kernel's receive time, when the socket tells it (or when the endpoint
-   * held the datagram before the session registered: early data); else now
+   * held the datagram before the session registered: early data, `held`); else now.
+   * Rates (the train, the intervals, delivery) are timed by arrival. The delay signal is
+   * timed by when the datagram is handled, so that a receiver that cannot keep up shows
+   * its socket backlog as queue (on loopback that backlog is the bottleneck: timed by
+   * arrival, the sender never saw it and overran the socket buffer, 30–67 k repairs for
+   * 33 k blocks), except for held datagrams, whose wait is the session's set-up.
    */
-  onPacket(packet: Buffer, from: PeerAddress, arrivedAt?: number): void {
+  onPacket(packet: Buffer, from: PeerAddress, arrivedAt?: number, held = false): void {
     if (this.closed) return;
     let common: CommonHeader;
     try {
@@ -259,8 +266,9 @@ export class DataReceiver extends SessionPeer {
       this.stats.rejected++;
       return;
     }
-    const at = arrivedAt ?? this.o.clock.now();
-    if (common.type === PacketType.DATA) this.onData(packet, common, from, at);
+    const now = this.o.clock.now();
+    const at = arrivedAt ?? now;
+    if (common.type === PacketType.DATA) this.onData(packet, common, from, at, held ? at : now);
     else if (common.type === PacketType.STATUS) this.onStatus(packet, common.packetNumber, from, at);
     else if (common.type === PacketType.PARITY) this.onParity(packet, common, from, at);
     else this.stats.rejected++;
@@ -290,7 +298,8 @@ export class DataReceiver extends SessionPeer {
     if (status.digest) this.onDigest?.(status.digest.fileId, status.digest.sha256.toString('hex'));
   }
 
-  private onData(packet: Buffer, common: CommonHeader, from: PeerAddress, now: number): void {
+  /** `now`: when it arrived; `handled`: when it counts as handled, for the delay signal */
+  private onData(packet: Buffer, common: CommonHeader, from: PeerAddress, now: number, handled: number): void {
     let h: DataHeader;
     try {
       h = decodeDataHeader(packet, common);
@@ -302,6 +311,7 @@ export class DataReceiver extends SessionPeer {
     if (!data) return;
     this.noteArrival(data.length, now);
     this.noteTrain((common.flags & FLAG_TRAIN) !== 0, h.ssn, data.length, now);
+    if (now > this.lastArrivalAt) this.lastArrivalAt = now;
     // a held datagram's interval began when it arrived (a burst handed over at once is no arrival rate)
     if (now < this.intervalStart) this.intervalStart = now;
     this.peer = from;
@@ -310,7 +320,7 @@ export class DataReceiver extends SessionPeer {
     this.stats.packets++;
     this.intervalPackets++;
     this.senderSrttMs = h.srttMs;
-    this.sampleDelay(h.sendTsUs, now);
+    this.sampleDelay(h.sendTsUs, handled);
     if ((common.flags & FLAG_GROUPED) !== 0) this.keep(h.ssn, data);
     this.accept(h.ssn, data, now, 'arrived');
   }
@@ -704,7 +714,7 @@ export class DataReceiver extends SessionPeer {
         intervalPackets: first ? this.intervalPackets : 0,
         intervalLost: first ? this.intervalLost : 0,
         ...(first && train ? { train } : {}),
-        ...(this.lastEchoAt ? { rxTsUs: Math.round(this.lastEchoAt * 1000) >>> 0 } : {}),
+        ...(this.lastArrivalAt ? { rxTsUs: Math.round(this.lastArrivalAt * 1000) >>> 0 } : {}),
         naks: chunk,
         ...(first && verified.length > 0 ? { verified } : {}),
       });

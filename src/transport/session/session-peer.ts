@@ -34,7 +34,7 @@ export abstract class SessionPeer implements PacketSink {
     base.endpoint.register(base.sessionId, this);
   }
 
-  abstract onPacket(packet: Buffer, from: PeerAddress, arrivedAt?: number): void;
+  abstract onPacket(packet: Buffer, from: PeerAddress, arrivedAt?: number, held?: boolean): void;
 
   get peerAddress(): PeerAddress | undefined {
     return this.peer;
