@@ -99,34 +99,38 @@ describe('receiver timing: arrival times', () => {
     t.receiver.close();
   });
 
-  it('a late read counts in the delay signal (the receiver\'s backlog is a queue: on loopback it is the bottleneck); a held datagram\'s wait does not', () => {
+  it('the delay signal: a moment\'s late read is no queue, a receiver that stays behind is; a held datagram\'s wait is neither', () => {
     const tsUs = (ms: number): number => Math.round(ms * 1000) >>> 0;
-    const run = (held: boolean): Feedback => {
+    /** blocks sent every 0.5 ms, each arriving 50 ms later and handled `lag(i)` ms after that */
+    const run = (n: number, lag: (i: number) => number, held = false): Feedback[] => {
       const t = rig();
       const base = t.clock.now();
-      // the first block sets the one-way reference; the next ones arrive with the same
-      // delay but are handled 25 ms late
-      t.tap.inject(t.data(0, tsUs(base - 50)), SENDER, base);
-      t.clock.advance(5);
-      t.feedbacks();
-      const at = t.clock.now();
-      t.clock.advance(25);
-      for (let i = 1; i < 20; i++) {
-        const pkt = t.data(i, tsUs(at + i * GAP_MS - 50));
-        if (held) t.receiver.onPacket(pkt, SENDER, at + i * GAP_MS, true);
-        else t.tap.inject(pkt, SENDER, at + i * GAP_MS);
+      const fbs: Feedback[] = [];
+      for (let i = 0; i < n; i++) {
+        const arrive = base + i * 0.5;
+        const handle = arrive + lag(i);
+        if (handle > t.clock.now()) {
+          t.clock.advanceTo(handle);
+          fbs.push(...t.feedbacks());
+        }
+        const pkt = t.data(i, tsUs(arrive - 50));
+        if (held) t.receiver.onPacket(pkt, SENDER, arrive, true);
+        else t.tap.inject(pkt, SENDER, arrive);
       }
       t.clock.advance(5);
-      const fb = t.feedbacks().find((f) => f.intervalPackets > 0)!;
+      fbs.push(...t.feedbacks());
       t.receiver.close();
-      return fb;
+      return fbs.filter((f) => f.intervalPackets > 0 && f.qdelayUs >= 0);
     };
-    const live = run(false);
-    assert.ok(live.qdelayUs >= 23_000, `live: queueing delay ${live.qdelayUs} µs`);
-    // the echo is held from when the newest block was handled
-    assert.ok(live.holdUs / 1000 <= 5.1, `live: echo held ${live.holdUs / 1000} ms`);
-    const held = run(true);
-    assert.ok(held.qdelayUs >= 0 && held.qdelayUs < 200, `held: queueing delay ${held.qdelayUs} µs`);
-    assert.ok(held.holdUs / 1000 >= 28 && held.holdUs / 1000 <= 30.1, `held: echo held ${held.holdUs / 1000} ms`);
+    // one 25 ms stall at 100 ms: the path shows no queue
+    const stall = run(400, (i) => (i >= 200 && i < 250 ? 125 - i * 0.5 : 0));
+    assert.ok(Math.max(...stall.map((f) => f.qdelayUs)) < 500, `a stall: queue up to ${Math.max(...stall.map((f) => f.qdelayUs))} µs`);
+    // from 50 ms on every block waits 10 ms in the socket: 10 ms of queue once it has lasted 50 ms
+    const behind = run(400, (i) => (i >= 100 ? 10 : 0));
+    const last = behind.at(-1)!;
+    assert.ok(last.qdelayUs >= 9_500 && last.qdelayUs <= 10_500, `a backlog: queue ${last.qdelayUs} µs`);
+    // the same waits on held datagrams (early data): their wait is the session's set-up
+    const held = run(400, (i) => (i >= 100 ? 10 : 0), true);
+    assert.ok(held.at(-1)!.qdelayUs < 500, `held: queue ${held.at(-1)!.qdelayUs} µs`);
   });
 });
