@@ -251,11 +251,10 @@ export class DataReceiver extends SessionPeer {
   /**
    * `arrivedAt`: the kernel's receive time, when the socket tells it (or when the endpoint
    * held the datagram before the session registered: early data, `held`); else now.
-   * Rates (the train, the intervals, delivery) are timed by arrival. The delay signal is
-   * timed by when the datagram is handled, so that a receiver that cannot keep up shows
-   * its socket backlog as queue (on loopback that backlog is the bottleneck: timed by
-   * arrival, the sender never saw it and overran the socket buffer, 30–67 k repairs for
-   * 33 k blocks), except for held datagrams, whose wait is the session's set-up.
+   * Rates (the train, the intervals, delivery) and one-way delays are timed by arrival;
+   * the queueing delay reported adds the receiver's persistent backlog (see
+   * {@link socketBacklogMs}), measured from when each datagram is handled, except for
+   * held datagrams, whose wait is the session's set-up.
    */
   onPacket(packet: Buffer, from: PeerAddress, arrivedAt?: number, held = false): void {
     if (this.closed) return;
@@ -303,7 +302,7 @@ export class DataReceiver extends SessionPeer {
     if (status.digest) this.onDigest?.(status.digest.fileId, status.digest.sha256.toString('hex'));
   }
 
-  /** `now`: when it arrived; `handled`: when it counts as handled, for the delay signal */
+  /** `now`: when it arrived; `handled`: when it was handled (a held datagram: when it arrived), for the backlog and the echo */
   private onData(packet: Buffer, common: CommonHeader, from: PeerAddress, now: number, handled: number): void {
     let h: DataHeader;
     try {
