@@ -295,10 +295,8 @@ export class DataReceiver extends SessionPeer {
       return;
     }
     const nextSsn = status.nextSsn;
-    this.peer = from;
-    this.lastActivity = at;
-    this.stats.lastPacketAt = at;
-    if (nextSsn > this.nextExpected) this.markGap(this.nextExpected, nextSsn, this.lastActivity);
+    this.heardFrom(from, at);
+    if (nextSsn > this.nextExpected) this.markGap(this.nextExpected, nextSsn, at);
     if (status.digest) this.onDigest?.(status.digest.fileId, status.digest.sha256.toString('hex'));
   }
 
@@ -318,9 +316,7 @@ export class DataReceiver extends SessionPeer {
     if (now > this.lastArrivalAt) this.lastArrivalAt = now;
     // a held datagram's interval began when it arrived (a burst handed over at once is no arrival rate)
     if (now < this.intervalStart) this.intervalStart = now;
-    this.peer = from;
-    this.lastActivity = now;
-    this.stats.lastPacketAt = now;
+    this.heardFrom(from, now);
     this.stats.packets++;
     this.intervalPackets++;
     this.senderSrttMs = h.srttMs;
@@ -394,9 +390,7 @@ export class DataReceiver extends SessionPeer {
     const symbol = this.authentic(packet, DATA_HEADER, common.packetNumber);
     if (!symbol) return;
     this.noteArrival(symbol.length, now);
-    this.peer = from;
-    this.lastActivity = now;
-    this.stats.lastPacketAt = now;
+    this.heardFrom(from, now);
     this.stats.parity++;
     // it crossed the path like a block: it counts in the arrival rate, not in unique bytes
     this.intervalBytes += symbol.length;
@@ -585,6 +579,13 @@ export class DataReceiver extends SessionPeer {
       packets: this.trainCount,
       lost: Math.max(0, this.trainMaxSsn - this.trainMinSsn + 1 - this.trainCount),
     };
+  }
+
+  /** An authentic datagram came from the peer at `at`: feedback goes to its address. */
+  private heardFrom(from: PeerAddress, at: number): void {
+    this.peer = from;
+    this.lastActivity = at;
+    this.stats.lastPacketAt = at;
   }
 
   /** Notes an authentic datagram's arrival for the interval's arrival rate. */
