@@ -31,6 +31,7 @@ interface TransferOpts {
   policy: RatePolicy;
   cipher: CipherName;
   mtu: string;
+  race: string;
   json: boolean;
   resume: ResumeLevel;
   overwrite: OverwritePolicy;
@@ -66,6 +67,7 @@ function addTransferOptions(cmd: Command): Command {
     .addOption(new Option('--policy <policy>', 'rate policy').choices([...POLICIES]).default('fair'))
     .addOption(new Option('-c, --cipher <cipher>', 'datagram encryption').choices([...CIPHERS]).default('aes-128-gcm'))
     .option('--mtu <bytes>', 'path MTU; datagrams are sized to fit it (use 9000 on jumbo-frame networks)', '1500')
+    .option('--race <n>', 'TCP connections opened at once for the SSH set-up; the first through its key exchange is kept and the others are closed before authenticating (on a lossy path a lost handshake segment costs a second); 1 opens one', '2')
     .option('--json', 'print one JSON object per line (progress and per-file events, then a final "done")', false)
     .option('-k, --resume <level>', 'resume partial files: none, attrs (size and time), sparse (sampled digests), full (whole digest); 0-3 as in ascp', parseResume, 'none')
     .addOption(new Option('--overwrite <policy>', 'existing destination files: never, always, diff (replace if different), diff+older, older').choices([...OVERWRITE_POLICIES]).default('diff'))
@@ -159,6 +161,8 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
   const mtu = Number(o.mtu);
   if (!Number.isInteger(mtu) || mtu < 604 || mtu > 65535) throw new TachyonError('USAGE', `invalid MTU '${o.mtu}' (604..65535)`);
   const datagramSize = mtu >= 65535 ? 65507 : Math.min(65507, mtu - 28);
+  const race = Number(o.race);
+  if (!Number.isInteger(race) || race < 1 || race > 8) throw new TachyonError('USAGE', `invalid --race '${o.race}' (1..8)`);
   const targetBps = spec?.targetBps ?? parseRateOpt(o.rate, false);
   const minBps = spec?.minBps ?? parseRateOpt(o.minRate, true);
   if (minBps > targetBps) throw new TachyonError('USAGE', `minimum rate ${formatRate(minBps)} is above the target ${formatRate(targetBps)}`);
@@ -185,8 +189,12 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
   loopDelay?.enable();
   // Load the transfer code (about 90 ms) while the TCP handshake and the server's greeting
   // are on their way: on a long path that time is free.
-  const socket = net.connect({ host: remoteHost, port });
-  socket.on('error', () => {}); // connectControl reports it (socket.errored)
+  // several at once (--race): the first through its key exchange goes on (ssh-client.ts)
+  const sockets = Array.from({ length: race }, () => {
+    const socket = net.connect({ host: remoteHost, port });
+    socket.on('error', () => {}); // connectControl reports it (socket.errored)
+    return socket;
+  });
   const [{ connectControl }, { clientTransfer, DEFAULT_DATAGRAM_SIZE }, { Endpoint }, { openUdpSocket }] = await Promise.all([
     import('../control/ssh-client.js'),
     import('../transfer/session.js'),
@@ -194,7 +202,7 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
     import('../transport/socket/udp.js'),
   ]);
   const conn = await connectControl({
-    socket,
+    socket: sockets,
     // hello and the first probes ride with the authentication (a refused key ends the link with AUTH_FAILED)
     early: true,
     host: remoteHost,

@@ -49,9 +49,16 @@ export interface ConnectOptions {
   timeoutMs?: number;
   /**
    * A TCP connection to host:port already under way (`net.connect`), so that the caller
-   * can do other work while the handshake travels. Default: connect here.
+   * can do other work while the handshake travels; several race (see `race`). Default:
+   * connect here.
    */
-  socket?: net.Socket;
+  socket?: net.Socket | readonly net.Socket[];
+  /**
+   * Open this many TCP connections at once (when `socket` is not given; given sockets race
+   * instead) and go on with the first whose key exchange completes; the others are closed
+   * before they authenticate (see {@link connectControl}). Default 1.
+   */
+  race?: number;
   /**
    * Resolve as soon as the first control messages can be written, before the server has
    * accepted the credential, so that they travel in the authentication flight (one round
@@ -163,10 +170,110 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
     throw new TachyonError('USAGE', `Invalid connect timeout ${String(opts.timeoutMs)} ms`);
   }
   const target = port === 22 ? host : `${host}:${port}`;
+  const given = opts.socket;
+  const sockets: readonly (net.Socket | undefined)[] = Array.isArray(given) ? given : [given as net.Socket | undefined];
+  if (sockets.length === 0) throw new TachyonError('USAGE', 'No connection given');
+  const race = Array.isArray(given) ? given.length : (opts.race ?? 1);
+  if (!Number.isInteger(race) || race < 1 || race > 8) throw new TachyonError('USAGE', `Invalid connection race ${String(opts.race)} (1..8)`);
+  const prepared: Prepared = { opts, target, pinnedFingerprint, clientKey, knownHostsText, timeoutMs };
+  if (race === 1) return connectOne(prepared, sockets[0]);
+  return raceConnections(prepared, Array.from({ length: race }, (_, i) => sockets[i]));
+}
 
+/** What {@link connectControl} checked and read before connecting. */
+interface Prepared {
+  opts: ConnectOptions;
+  target: string;
+  pinnedFingerprint: string | undefined;
+  clientKey: ParsedKey | undefined;
+  knownHostsText: string | undefined;
+  timeoutMs: number;
+}
+
+/** One attempt in a race: asks whether it may go on once its key exchange is done, and can be called off. */
+interface RaceSlot {
+  /** true: this attempt is the one (the first to ask); false: another already is */
+  claim(): boolean;
+  /** The coordinator calls the attempt off through the function given here. */
+  onCancel(cancel: () => void): void;
+  /** prefix for this attempt's trace lines */
+  tag: string;
+}
+
+/**
+ * Races connection attempts (`race` in {@link ConnectOptions}). On a lossy long path one
+ * lost segment in the set-up costs a retransmission timeout: a lost SYN or SYN-ACK 1 s, a
+ * lost flight of the key exchange 0.6–0.9 s at 300 ms RTT, against 0.6 s for the whole
+ * set-up. Several attempts at once lose independently, and the first to finish its key
+ * exchange goes on to authenticate; the others are closed at that moment, so the server
+ * sees one authentication and, for each other attempt, a connection that ended before
+ * authenticating. Nothing after the key exchange is sent twice (a second `hello` would
+ * start a second session under the same keys).
+ *
+ * An error that another attempt cannot fix (the host key, the protocol) ends the race at
+ * once; connection errors end it when every attempt has failed.
+ */
+async function raceConnections(p: Prepared, sockets: readonly (net.Socket | undefined)[]): Promise<ControlConnection> {
+  let winner: number | undefined;
+  const cancels: ((() => void) | undefined)[] = [];
+  const cancelOthers = (keep: number | undefined): void => {
+    cancels.forEach((cancel, j) => {
+      if (j !== keep) cancel?.();
+    });
+  };
+  return new Promise<ControlConnection>((resolve, reject) => {
+    let failed = 0;
+    let firstError: unknown;
+    let done = false;
+    sockets.forEach((socket, i) => {
+      const slot: RaceSlot = {
+        claim: () => {
+          if (winner !== undefined) return winner === i;
+          winner = i;
+          p.opts.trace?.(`connection #${i + 1} won the set-up race`);
+          cancelOthers(i);
+          return true;
+        },
+        onCancel: (cancel) => {
+          cancels[i] = cancel;
+        },
+        tag: `#${i + 1} `,
+      };
+      connectOne(p, socket, slot).then(
+        (conn) => {
+          if (winner === i && !done) {
+            done = true;
+            resolve(conn);
+          } else conn.close();
+        },
+        (err: unknown) => {
+          if (done) return;
+          if (winner === i || (err instanceof TachyonError && err.code !== 'CONNECT' && winner === undefined)) {
+            done = true;
+            cancelOthers(undefined);
+            reject(err);
+            return;
+          }
+          if (winner !== undefined) return; // called off
+          failed++;
+          firstError ??= err;
+          if (failed === sockets.length) {
+            done = true;
+            reject(firstError);
+          }
+        },
+      );
+    });
+  });
+}
+
+function connectOne(p: Prepared, given: net.Socket | undefined, race?: RaceSlot): Promise<ControlConnection> {
+  const { opts, target, pinnedFingerprint, clientKey, knownHostsText, timeoutMs } = p;
+  const { host, port, user } = opts;
+  const pin = opts.hostKey;
+  const trace = opts.trace !== undefined && race !== undefined ? (line: string): void => opts.trace!(race.tag + line) : opts.trace;
   return new Promise<ControlConnection>((resolve, reject) => {
     const client = new Client();
-    const given = opts.socket;
     const socket = given ?? new net.Socket();
     let settled = false;
     let phase = 'connecting';
@@ -269,7 +376,15 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
     });
 
     client.on('handshake', () => {
+      // (emitted before ssh2 sends its service request: a lost race sends nothing more)
+      if (race !== undefined && !race.claim()) {
+        fail(new TachyonError('CONNECT', `Superseded by a faster connection to ${target}`));
+        return;
+      }
       if (phase === 'in the SSH handshake') phase = 'authenticating';
+    });
+    race?.onCancel(() => {
+      if (!settled) fail(new TachyonError('CONNECT', `Superseded by a faster connection to ${target}`));
     });
 
     let authenticated = false;
@@ -371,7 +486,7 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
     };
 
     const onConnected = (): void => {
-      opts.trace?.('TCP connected');
+      trace?.('TCP connected');
       if (settled) return;
       socket.setNoDelay(true);
       // each flight in one segment (flights.ts): the version with the key exchange guess,
@@ -391,7 +506,7 @@ export async function connectControl(opts: ConnectOptions): Promise<ControlConne
           keepaliveInterval: 15_000,
           keepaliveCountMax: 3,
           ident: SSH_IDENT,
-          ...(opts.trace !== undefined ? { debug: opts.trace } : {}),
+          ...(trace !== undefined ? { debug: trace } : {}),
         });
       } catch (err) {
         fail(new TachyonError('CONFIG', `Cannot start the SSH client: ${(err as Error).message}`, { cause: err }));
