@@ -111,6 +111,37 @@ describe('rate control: start-up from a packet train', () => {
     assert.ok(c.rateBps() >= 0.97 * 188e6, `rate ${c.rateBps()}`);
   });
 
+  it('a step of queue soon after the jump, with delivery reports that still lag it, hands over instead of draining', () => {
+    // as on the real 300 ms path: the sender's loop stalled 21 ms after the jump and caught
+    // up in one burst, which left an 18 ms step of queue at the capacity; the delivery
+    // reports still read the start rate's arrivals when the step showed
+    const c = controller();
+    c.onFeedback({ now: 300, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 0 });
+    c.onFeedback({ now: 305, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 60e6, trainRateBps: 191e6 });
+    assert.equal(c.rateBps(), 191e6);
+    let lowest = Infinity;
+    for (let t = 310; t <= 1500; t += 5) {
+      const q = t < 600 ? 0 : Math.min(18, (t - 600) * 0.3);
+      const recv = t < 680 ? START + (t > 600 ? (t - 600) * 1.2e6 : 0) : 189e6;
+      c.onFeedback({ now: t, qdelayMs: q, rttMs: RTT, recvRateBps: recv, intervalRateBps: recv });
+      lowest = Math.min(lowest, c.rateBps());
+    }
+    // before: start-up ended at 5 ms of queue in a drain at 3/4 of the lagging delivery rate (about 60 Mbit/s)
+    assert.ok(lowest >= 0.9 * 191e6, `rate fell to ${(lowest / 1e6).toFixed(1)} Mbit/s`);
+  });
+
+  it('a queue that goes on growing after the jump is still drained once the reports catch up', () => {
+    const c = controller();
+    c.onFeedback({ now: 300, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 0 });
+    c.onFeedback({ now: 305, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 60e6, trainRateBps: 250e6 });
+    // the path carries 190 and the reports lag for 100 ms: the queue grows 1 ms per 5 ms
+    for (let t = 310, q = 0; t <= 800; t += 5, q += t > 600 ? 1 : 0) {
+      const recv = t < 700 ? START : 190e6;
+      c.onFeedback({ now: t, qdelayMs: q, rttMs: RTT, recvRateBps: recv, intervalRateBps: recv });
+    }
+    assert.ok(c.rateBps() <= 0.76 * 190e6, `draining at ${c.rateBps()}`);
+  });
+
   it("one bunched interval in the train does not set the rate, nor does the partial one it began in", () => {
     const jump = (intervals: number[]): number => {
       const c = controller();
@@ -170,5 +201,57 @@ describe('rate control: start-up from a packet train', () => {
     assert.ok(c.rateBps() >= 0.95 * C, `rate ${(c.rateBps() / 1e6).toFixed(1)} Mbit/s after 3.5 s on a 196 Mbit/s path`);
     step(8_000);
     assert.ok(q < 60, `queue ${q.toFixed(0)} ms: the re-probe overran the path`);
+  });
+});
+
+describe('rate control: after a re-probe', () => {
+  /** Feedback every 5 ms from `from` to `to`: queue q(t) ms, delivering min(rate, cap) (recorded rates in `seen`). */
+  function feed(c: DelayBasedRateController, from: number, to: number, q: (t: number) => number, cap: number, seen?: number[]): void {
+    for (let t = from; t <= to; t += 5) {
+      const recv = Math.min(c.rateBps(), cap);
+      c.onFeedback({ now: t, qdelayMs: q(t), rttMs: RTT, recvRateBps: recv, intervalRateBps: recv });
+      seen?.push(c.rateBps());
+    }
+  }
+
+  /** A flow held at 175 after its train, then a re-probe on a 190 Mbit/s path that found it full at `end` (ms). */
+  function probedOnto190(): { c: DelayBasedRateController; end: number } {
+    const c = controller();
+    c.onFeedback({ now: 300, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 0 });
+    c.onFeedback({ now: 305, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 60e6, trainRateBps: 175e6 });
+    // held for two round trips without a queue, then three more empty: the re-probe starts
+    let t = 310;
+    for (; c.rateBps() <= 190e6 && t < 10_000; t += 5) feed(c, t, t, () => 0, 190e6);
+    assert.ok(t < 10_000, 'a re-probe began');
+    // the queue shows a round trip late, growing while the re-probe goes on
+    const q0 = t;
+    for (; c.rateBps() > 190e6 && t < q0 + 2000; t += 5) feed(c, t, t, (u) => (u - q0) / 10, 190e6);
+    assert.ok(c.rateBps() <= 0.981 * 190e6, `backed off to ${c.rateBps()}`);
+    return { c, end: t };
+  }
+
+  it('once the queue it built is gone, the rate returns at once to just under what the path delivered', () => {
+    const { c, end } = probedOnto190();
+    // the queue the re-probe left: the delay law cuts while it drains over 600 ms
+    const seen: number[] = [];
+    feed(c, end, end + 600, (u) => Math.max(0, 30 - ((u - end) / 600) * 30), 190e6, seen);
+    const cut = Math.min(...seen);
+    assert.ok(cut < 0.97 * 190e6, `the law cut to ${(cut / 1e6).toFixed(1)} only`);
+    // empty for two round trips (the queue counts as empty once its median over a round trip is)
+    feed(c, end + 605, end + 605 + 2 * RTT, () => 0, 190e6);
+    // before: the law crept up by 1.7 Mbit/s per round trip from the cut, and the next
+    // re-probe overshot again
+    assert.ok(c.rateBps() >= 0.985 * 190e6, `rate ${(c.rateBps() / 1e6).toFixed(1)}, cut to ${(cut / 1e6).toFixed(1)}`);
+  });
+
+  it('returns only within eight round trips of the re-probe, and never to a share measured before another flow came', () => {
+    const { c, end } = probedOnto190();
+    // a standing queue (another flow) for 12 round trips: the law gives way
+    feed(c, end, end + 12 * RTT, () => 30, 100e6);
+    const shared = c.rateBps();
+    assert.ok(shared < 0.9 * 190e6, `rate ${shared}`);
+    // then the queue is empty: creeping, no return to 190
+    feed(c, end + 12 * RTT + 5, end + 14 * RTT, () => 0, 190e6);
+    assert.ok(c.rateBps() < 0.95 * 190e6, `rate ${(c.rateBps() / 1e6).toFixed(1)} returned to a stale measurement`);
   });
 });

@@ -100,6 +100,8 @@ const TRAIN_LOSS_MAX = 0.1;
 const HOLD_HANDOVER_QUEUE_MS = 20;
 /** ... and the path must deliver at least this share of the held rate */
 const HOLD_HANDOVER_DELIVERED = 0.93;
+/** ... which start-up waits to see for up to this many round trips since the jump (then drains) */
+const HOLD_DECIDE_RTTS = 2;
 
 /** Shortest feedback interval (ms) whose arrival rate counts towards the train. */
 const TRAIN_MIN_INTERVAL_MS = 4;
@@ -121,6 +123,11 @@ const PROBE_MAX_STEP = 0.25;
  * GAIN * alpha per round trip)
  */
 const PROBE_BACKOFF = 0.98;
+
+/** with the queue empty after a re-probe, the rate returns at once to this share of the rate the path delivered when the re-probe found it full ... */
+const FULL_RETURN = 0.99;
+/** ... measured by a re-probe at most this many round trips ago */
+const FULL_MEMORY_RTTS = 8;
 
 /** weight of the queue's trend over one round trip in the delay law (its damping) */
 const TREND_GAIN = 2;
@@ -160,6 +167,9 @@ export class DelayBasedRateController implements RateController {
   /** draining ends by then (ms) even if the queue stays */
   private drainUntil = 0;
   private capacityBps = 0;
+  /** the delivery rate when this flow's last re-probe found the path full, bits/s (0: none to return to), and when (ms) */
+  private fullBps = 0;
+  private fullAt = -Infinity;
   /** when the first feedback arrived (ms): the initial window's train is measured from there */
   private trainFrom: number | undefined;
   /** arrival rates over the feedback intervals (≥ TRAIN_MIN_INTERVAL_MS) since then, bits/s */
@@ -170,6 +180,8 @@ export class DelayBasedRateController implements RateController {
   private holdSince: number | undefined;
   /** when the hold began (ms) */
   private holdFrom = 0;
+  /** the path showed no queue when the hold began (no other flow's standing queue) */
+  private holdOnEmpty = false;
   /** smoothed queueing delay, ms */
   private qAvg = 0;
   /** recent queueing-delay samples: a real queue persists, a receiver hiccup does not */
@@ -213,10 +225,20 @@ export class DelayBasedRateController implements RateController {
     if (f.recvRateBps > 0) this.recvHist.push({ t: f.now, bps: f.recvRateBps });
     const window = Math.min(DELIVERY_WINDOW_MAX_MS, Math.max(DELIVERY_WINDOW_MIN_MS, rtt / 4));
     while (this.recvHist.length > DELIVERY_MIN_SAMPLES && f.now - this.recvHist[0]!.t > window) this.recvHist.shift();
-    if (this.startup && qMs >= STARTUP_EXIT_QUEUE_MS && this.qAvg >= STARTUP_EXIT_QUEUE_MS / 2) {
+    const undecided =
+      this.holdSince !== undefined && this.holdOnEmpty && qMs < HOLD_HANDOVER_QUEUE_MS && this.deliveryRate() < HOLD_HANDOVER_DELIVERED * this.rate && f.now - this.holdFrom < HOLD_DECIDE_RTTS * rtt;
+    if (this.startup && qMs >= STARTUP_EXIT_QUEUE_MS && this.qAvg >= STARTUP_EXIT_QUEUE_MS / 2 && !undecided) {
       // the path is full: what arrives is its capacity. Growing for the round trip the
       // signal took has built a queue: drain it at 3/4 of the capacity, then hold the
       // capacity and let the delay law take over.
+      // (Holding a train's rate, a small queue with a delivery rate still under it is not
+      // decided yet: the delivery reports lag the jump, and a stall of the sender's own
+      // loop followed by its catch-up burst leaves a step of queue that stays while the
+      // rate is the capacity. On the 300 ms path one such exit read 139 of 191 delivered,
+      // drained at 101 and took 12 s back. An overestimating train's queue grows on to
+      // HOLD_HANDOVER_QUEUE_MS; a step's stays, and the reports catch up. Not when the
+      // path had a queue at the jump: that is another flow's, and this train measured
+      // more than its share.)
       this.startup = false;
       const delivered = this.deliveryRate();
       if (this.holdSince !== undefined && qMs < HOLD_HANDOVER_QUEUE_MS && delivered >= HOLD_HANDOVER_DELIVERED * this.rate) {
@@ -247,7 +269,10 @@ export class DelayBasedRateController implements RateController {
       this.trainDecided = true;
       const train = f.trainRateBps! / (1 - Math.min(TRAIN_LOSS_MAX, f.trainLoss ?? 0));
       if (train > TRAIN_JUMP_MIN * this.rate) {
-        if (train <= TRAIN_JUMP_MAX * this.rate) this.holdSince = this.holdFrom = f.now;
+        if (train <= TRAIN_JUMP_MAX * this.rate) {
+          this.holdSince = this.holdFrom = f.now;
+          this.holdOnEmpty = qMs < this.emptyQueueMs;
+        }
         this.rate = clamp(Math.min(train, TRAIN_JUMP_MAX * this.rate), this.opts.minBps, this.opts.targetBps);
         return;
       }
@@ -285,7 +310,10 @@ export class DelayBasedRateController implements RateController {
           'upper',
         ) / (1 - loss);
         if (train > 0) {
-          if (train <= TRAIN_JUMP_MAX * this.rate) this.holdSince = this.holdFrom = f.now;
+          if (train <= TRAIN_JUMP_MAX * this.rate) {
+          this.holdSince = this.holdFrom = f.now;
+          this.holdOnEmpty = qMs < this.emptyQueueMs;
+        }
           this.rate = clamp(Math.min(train, TRAIN_JUMP_MAX * this.rate), this.opts.minBps, this.opts.targetBps);
           return;
         }
@@ -312,6 +340,24 @@ export class DelayBasedRateController implements RateController {
     }
     if (this.queueEmpty()) this.emptyFor += dt;
     else this.emptyFor = 0;
+    // A re-probe that met a queue backs off to the delivery rate, and the delay law then
+    // cuts for the queue the re-probe built (a round trip of growth is on its way) until
+    // the queue is gone; it adds back only GAIN * alpha per round trip (1.7 Mbit/s at
+    // 300 ms for `fair`). Creeping back, the queue stayed empty long enough to start the
+    // next re-probe, which overshot again: on the 200 Mbit/s, 300 ms path the rate cycled
+    // 180–210 every 2–3 s and averaged 185 of 190. So once the queue has been empty for a
+    // round trip after a re-probe (within FULL_MEMORY_RTTS), the rate returns at once to
+    // just under what the path delivered when the re-probe found it full. Only after a
+    // re-probe of this flow's own: a share measured before another flow joined is not
+    // this flow's to take back.
+    const belowFull = this.fullBps > 0 && f.now - this.fullAt < FULL_MEMORY_RTTS * rtt && this.rate < FULL_RETURN * this.fullBps;
+    if (!this.startup && belowFull && this.emptyFor >= rtt) {
+      this.rate = clamp(FULL_RETURN * this.fullBps, this.opts.minBps, this.opts.targetBps);
+      this.fullBps = 0;
+      this.emptyFor = 0;
+      this.wasProbing = false;
+      return;
+    }
     // after start-up, an empty queue for several round trips means capacity was freed
     // (another flow ended): probe multiplicatively again
     const probing = this.startup || this.emptyFor > 3 * rtt;
@@ -340,7 +386,11 @@ export class DelayBasedRateController implements RateController {
       // delivers at once (the queue it built shows a round trip late; waiting for the
       // law to undo a round trip of growth overshoots, then undershoots)
       const recv = this.deliveryRate() / 8;
-      if (this.wasProbing && recv > 0) next = Math.min(next, recv * PROBE_BACKOFF);
+      if (this.wasProbing && recv > 0) {
+        next = Math.min(next, recv * PROBE_BACKOFF);
+        this.fullBps = recv * 8;
+        this.fullAt = f.now;
+      }
     }
     this.wasProbing = probing && !this.startup;
     this.rate = clamp(next * 8, this.opts.minBps, this.opts.targetBps);
