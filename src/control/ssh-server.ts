@@ -36,6 +36,9 @@ import type { Flights } from './flights.js';
 import { SUBSYSTEM } from './messages.js';
 import type { ControlLink } from './messages.js';
 
+/** TACHYON_TRACE=1: when authentication requests arrive and succeed (epoch ms, comparable with the client's trace) */
+const TRACE = process.env.TACHYON_TRACE === '1';
+
 const { utils } = ssh2;
 
 // ---------------------------------------------------------------------------------------
@@ -652,6 +655,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     // A client's key share sent with its KEXINIT (a right guess) is used, not skipped.
     honourKexGuess(conn);
     conn.on('authentication', (ctx: AuthContext) => {
+      if (TRACE) process.stderr.write(`trace auth ${ctx.method} t=${(performance.timeOrigin + performance.now()).toFixed(1)}\n`);
       deciding++;
       handleAuth(rec, ctx)
         .catch((err: unknown) => {
@@ -791,6 +795,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     rec.keyFingerprint = fingerprintOf(blob);
     emit({ type: 'auth', outcome: 'accepted', ...event });
     ctx.accept();
+    if (TRACE) process.stderr.write(`trace auth accepted t=${(performance.timeOrigin + performance.now()).toFixed(1)}\n`);
   };
 
   const wireSession = (rec: ConnRecord, session: Session): void => {

@@ -41,6 +41,9 @@ import { listSources, type Listing } from './sources.js';
 import { envelopeOnlyUploads, type SendContent } from './encrypted-content.js';
 import { ENVELOPE_EXTENSION } from '../storage/envelope/format.js';
 
+/** TACHYON_TRACE=1: set-up milestones on the server (epoch ms, comparable with the client's trace) */
+const TRACE = process.env.TACHYON_TRACE === '1';
+
 export const DEFAULT_DATAGRAM_SIZE = 1472; // 1500-byte MTU minus IPv4 and UDP headers
 
 export interface ServerSessionContext {
@@ -247,6 +250,7 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
     link.close();
     throw err;
   }
+  if (TRACE) process.stderr.write(`trace hello t=${ctx.clock.now().toFixed(1)}\n`);
   const refuse = (e: TachyonError): never => {
     // the refusal is recorded first, so that the client's message can name its record
     const ref = ctx.onRefuse?.(e);
@@ -369,6 +373,7 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
       // the storage look-up above awaited: another session may have taken the id meanwhile
       if (idInUse()) return busy();
       const receiver = new DataReceiver({ endpoint: ctx.endpoint, sessionId, clock: ctx.clock, seal, open, datagramSize });
+      if (TRACE) process.stderr.write(`trace receiver up t=${ctx.clock.now().toFixed(1)}\n`);
       const rs = receiver.stats;
       counters = () => ({ datagrams: rs.packets, duplicates: rs.duplicates, naksSent: rs.naksSent });
       link.send(welcome);
@@ -419,6 +424,7 @@ export async function serveSession(raw: ControlLink, ctx: ServerSessionContext):
         return refuse(toTachyonError(err));
       }
       const receiver = new DataReceiver({ endpoint: ctx.endpoint, sessionId, clock: ctx.clock, seal, open, datagramSize });
+      if (TRACE) process.stderr.write(`trace receiver up t=${ctx.clock.now().toFixed(1)}\n`);
       const rs = receiver.stats;
       counters = () => ({ datagrams: rs.packets, duplicates: rs.duplicates, naksSent: rs.naksSent });
       link.send(welcome);

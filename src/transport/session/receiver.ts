@@ -558,6 +558,11 @@ export class DataReceiver extends SessionPeer {
       if (this.trainCount === 0) return;
       this.trainDone = true;
       if (this.trainCount >= TRAIN_MIN_PACKETS && this.trainLast > this.trainFirst) this.trainTell = TRAIN_REPEATS;
+      if (TRACE) {
+        process.stderr.write(
+          `rtrace train: ${this.trainCount} datagrams (ssn ${this.trainMinSsn}..${this.trainMaxSsn}) arrived over ${(this.trainLast - this.trainFirst).toFixed(2)} ms, ${((this.trainBytes * 8) / (this.trainLast - this.trainFirst) / 1000).toFixed(1)} Mbit/s; ended by ssn ${ssn} at +${(at - this.trainLast).toFixed(2)} ms\n`,
+        );
+      }
       return;
     }
     if (this.trainCount++ === 0) {
@@ -749,6 +754,7 @@ export class DataReceiver extends SessionPeer {
         ...(first && verified.length > 0 ? { verified } : {}),
       });
       this.sendSealed(PacketType.FEEDBACK, body, peer);
+      if (TRACE && this.stats.feedbacksSent === 0) process.stderr.write(`rtrace first feedback t=${now.toFixed(1)} packets=${this.stats.packets}\n`);
       this.stats.feedbacksSent++;
       if (packet >= 16) break;
     }

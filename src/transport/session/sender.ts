@@ -340,6 +340,9 @@ export class DataSender extends SessionPeer {
       ...(f.train ? { trainRateBps: f.train.rateKbps * 1000, trainLoss: f.train.lost / Math.max(1, f.train.packets + f.train.lost) } : {}),
     });
     this.stats.rateBps = this.o.rate.rateBps();
+    if (TRACE && f.train) {
+      process.stderr.write(`trace train: ${(f.train.rateKbps / 1000).toFixed(1)} Mbit/s over ${f.train.packets} datagrams, ${f.train.lost} lost (sent: ${this.trainSent ?? '?'}); rate now ${(this.stats.rateBps / 1e6).toFixed(1)}\n`);
+    }
     if (TRACE) {
       process.stderr.write(
         `trace t=${now.toFixed(1)} rel=${(now - this.stats.firstSendAt).toFixed(0)} sent=${this.stats.packetsSent} rtxq=${this.retransmitQueue.length - this.retransmitHead} allSent=${this.stats.allSentAt > 0 ? (this.stats.allSentAt - this.stats.firstSendAt).toFixed(0) : '-'} rate=${(this.stats.rateBps / 1e6).toFixed(1)} q=${(f.qdelayUs / 1000).toFixed(2)} srtt=${this.stats.srttMs.toFixed(1)} recv=${(f.recvRateKbps / 1000).toFixed(1)} dlv=${(delivered / 1e6).toFixed(1)} rtx=${this.stats.retransmits} acked=${f.bytesReceived} naks=${f.naks.length} cum=${f.cumAck} next=${this.nextNew}\n`,
@@ -587,6 +590,7 @@ export class DataSender extends SessionPeer {
       }
       if (sentThisTick > 0) {
         if (batch.length) this.o.endpoint.send(batch, peer);
+        if (TRACE && train) this.trainSent = `${sentThisTick} datagrams left in ${(this.o.clock.now() - now).toFixed(2)} ms`;
         if (this.stats.firstSendAt === 0) this.stats.firstSendAt = now;
         if (sentNew) this.stats.allSentAt = now;
       }
@@ -624,6 +628,9 @@ export class DataSender extends SessionPeer {
     const left = (this.nextAssign - this.nextNew) * this.payloadSize * 8;
     return left <= (this.stats.rateBps * TAIL_RTTS * (this.stats.srttMs || 0)) / 1000;
   }
+
+  /** TACHYON_TRACE: how the initial burst (the packet train) left */
+  private trainSent: string | undefined;
 
   /** the one datagram buffer reused for every packet when the socket copies on send */
   private txBuf: Buffer | undefined;
