@@ -118,26 +118,6 @@ describe('receiver timing: arrival times', () => {
     t.receiver.close();
   });
 
-  it('a burst whose arrivals the path bunched in twos and threes still reads at the bottleneck\'s rate', () => {
-    const t = rig();
-    const first = t.clock.now();
-    // the sender emitted 120 blocks 23 µs apart (about 500 Mbit/s); the bottleneck spaced
-    // them 57 µs apart, but they reached the receiver in bunches (as on the emulated path)
-    for (let i = 0; i < 120; i++) {
-      const bunch = i % 5 < 2 ? 2 : 3;
-      const start = i - (i % 5 < 2 ? i % 5 : (i % 5) - 2);
-      const at = first + (start + bunch - 1) * GAP_MS;
-      t.tap.inject(t.data(i, i * 23, FLAG_TRAIN), SENDER, at);
-    }
-    t.tap.inject(t.data(120, 120 * 23 + 500), SENDER, first + 121 * GAP_MS);
-    t.clock.advance(10);
-    const train = t.feedbacks().find((f) => f.train)?.train;
-    assert.ok(train, 'no train in the feedback');
-    const mbps = train.rateKbps / 1000;
-    assert.ok(Math.abs(mbps - 200) < 6, `train ${mbps.toFixed(1)} Mbit/s`);
-    t.receiver.close();
-  });
-
   it('the delay signal: a moment\'s late read is no queue, a receiver that stays behind is; a held datagram\'s wait is neither', () => {
     const tsUs = (ms: number): number => Math.round(ms * 1000) >>> 0;
     /** blocks sent every 0.5 ms, each arriving 50 ms later and handled `lag(i)` ms after that */

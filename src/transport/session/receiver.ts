@@ -91,10 +91,8 @@ const SPAN_MIN_PACKETS = 8;
 /** a train of fewer datagrams measures nothing; its measurement rides in this many feedbacks */
 const TRAIN_MIN_PACKETS = 8;
 const TRAIN_REPEATS = 4;
-/** a train gap counts when its second datagram waited at least this long in the bottleneck's queue (ms) */
-const TRAIN_QUEUED_MS = 0.1;
-/** train datagrams remembered (a 50 ms burst at the start rate is 218 of 1472 bytes) */
-const TRAIN_MAX_SEEN = 4096;
+/** a train pair counts when it left the sender in less than this share of its arrival gap */
+const TRAIN_PAIR_SPACED = 0.5;
 /**
  * Over the whole span (too few pairs), datagrams lost after the bottleneck took their
  * share of it too: the rate is divided by (1 - loss), loss counted up to this share (a
@@ -554,10 +552,12 @@ export class DataReceiver extends SessionPeer {
   private trainMinSsn = Infinity;
   private trainMaxSsn = -1;
   private trainDone = false;
-  /** the train's datagrams as handled: ssn, arrival (ms), send time (µs mod 2^32, the sender's clock) */
-  private readonly trainSeen: { ssn: number; at: number; sentUs: number }[] = [];
-  /** the train's rate at the bottleneck once it is over, kbit/s */
-  private trainRate = 0;
+  /** the previous train datagram handled: its ssn, arrival (ms) and send time (µs, the sender's clock) */
+  private trainPrev: { ssn: number; at: number; sentUs: number } | undefined;
+  /** consecutive pairs that the bottleneck spaced: their second datagrams' bytes, the arrival gaps (ms), how many */
+  private trainPairBytes = 0;
+  private trainPairMs = 0;
+  private trainPairs = 0;
   /** feedbacks still to carry the train's measurement */
   private trainTell = 0;
 
@@ -566,31 +566,25 @@ export class DataReceiver extends SessionPeer {
    * socket gives them, and held datagrams keep theirs), whatever feedback interval or
    * read batch each fell in. The first datagram after it ends it.
    *
-   * The rate is taken over the gaps in which the bottleneck was busy: between consecutive
-   * datagrams (ssn and ssn + 1 both here) of which the second waited in its queue, as its
-   * one-way delay shows (arrival minus the DATA header's send time, above the least of
-   * the train's by TRAIN_QUEUED_MS). The sum of those gaps is the time the bottleneck spent
-   * on their datagrams, however the path bunched the arrivals; a gap the sender itself
-   * made (its loop stalled mid-burst: on the 300 ms path the burst left in 4.8–11.5 ms,
-   * against 13 ms to cross 200 Mbit/s) ends in a datagram that found the queue empty, and
-   * a gap around a lost datagram is no pair. The whole span, as before, when fewer than
-   * TRAIN_MIN_PACKETS gaps qualify, corrected for the train's losses.
+   * The rate is taken from consecutive pairs (ssn and ssn + 1 both here) that left the
+   * sender closer together than they arrived: each such pair's arrival gap is one
+   * datagram's service time at the bottleneck. A pair the sender itself spaced out (its
+   * loop stalled mid-burst: the burst left in 4.8–11.5 ms on the 300 ms path, against
+   * 13 ms to cross 200 Mbit/s) measures the sender, not the path; and a pair around a
+   * lost datagram includes the lost one's service time. The whole span, as before, when
+   * fewer than TRAIN_MIN_PACKETS pairs qualify, corrected for the train's losses.
    */
   private noteTrain(inTrain: boolean, ssn: number, bytes: number, at: number, sentUs: number): void {
     if (this.trainDone) return;
     if (!inTrain) {
       if (this.trainCount === 0) return;
       this.trainDone = true;
-      if (this.trainCount >= TRAIN_MIN_PACKETS && this.trainLast > this.trainFirst) {
-        this.trainTell = TRAIN_REPEATS;
-        this.trainRate = this.trainRateKbps();
-      }
+      if (this.trainCount >= TRAIN_MIN_PACKETS && this.trainLast > this.trainFirst) this.trainTell = TRAIN_REPEATS;
       if (TRACE) {
         process.stderr.write(
-          `rtrace train: ${this.trainCount} datagrams (ssn ${this.trainMinSsn}..${this.trainMaxSsn}) arrived over ${(this.trainLast - this.trainFirst).toFixed(2)} ms, ${((this.trainBytes * 8) / (this.trainLast - this.trainFirst) / 1000).toFixed(1)} Mbit/s over the span; ${this.trainBusy().gaps} busy gaps: ${(this.trainRate / 1000).toFixed(1)} Mbit/s reported; ended by ssn ${ssn} at +${(at - this.trainLast).toFixed(2)} ms\n`,
+          `rtrace train: ${this.trainCount} datagrams (ssn ${this.trainMinSsn}..${this.trainMaxSsn}) arrived over ${(this.trainLast - this.trainFirst).toFixed(2)} ms, ${((this.trainBytes * 8) / (this.trainLast - this.trainFirst) / 1000).toFixed(1)} Mbit/s over the span; ${this.trainPairs} spaced pairs: ${(this.trainRateKbps() / 1000).toFixed(1)} Mbit/s reported; ended by ssn ${ssn} at +${(at - this.trainLast).toFixed(2)} ms\n`,
         );
       }
-      this.trainSeen.length = 0;
       return;
     }
     if (this.trainCount++ === 0) {
@@ -602,42 +596,32 @@ export class DataReceiver extends SessionPeer {
     }
     if (ssn < this.trainMinSsn) this.trainMinSsn = ssn;
     if (ssn > this.trainMaxSsn) this.trainMaxSsn = ssn;
-    if (this.trainSeen.length < TRAIN_MAX_SEEN) this.trainSeen.push({ ssn, at, sentUs });
+    const prev = this.trainPrev;
+    if (prev !== undefined && ssn === prev.ssn + 1) {
+      const arrivalGap = at - prev.at;
+      const sendGap = ((sentUs - prev.sentUs) >>> 0) / 1000;
+      if (arrivalGap > 0 && sendGap < TRAIN_PAIR_SPACED * arrivalGap) {
+        this.trainPairBytes += bytes;
+        this.trainPairMs += arrivalGap;
+        this.trainPairs++;
+      }
+    }
+    this.trainPrev = { ssn, at, sentUs };
   }
 
   private takeTrain(): Feedback['train'] {
     if (this.trainTell <= 0) return undefined;
     this.trainTell--;
-    return { rateKbps: this.trainRate, packets: this.trainCount, lost: this.trainLost() };
+    return { rateKbps: this.trainRateKbps(), packets: this.trainCount, lost: this.trainLost() };
   }
 
   private trainLost(): number {
     return Math.max(0, this.trainMaxSsn - this.trainMinSsn + 1 - this.trainCount);
   }
 
-  /** The train's busy gaps (see noteTrain): how many, their second datagrams' bytes, their total length (ms). */
-  private trainBusy(): { gaps: number; ms: number } {
-    const seen = this.trainSeen;
-    const busy = { gaps: 0, ms: 0 };
-    if (seen.length < 2) return busy;
-    const sent0 = seen[0]!.sentUs;
-    const owd = seen.map((d) => d.at - ((d.sentUs - sent0) | 0) / 1000);
-    const least = Math.min(...owd);
-    for (let i = 1; i < seen.length; i++) {
-      const a = seen[i - 1]!;
-      const b = seen[i]!;
-      if (b.ssn !== a.ssn + 1 || b.at < a.at || owd[i]! - least < TRAIN_QUEUED_MS) continue;
-      busy.gaps++;
-      busy.ms += b.at - a.at;
-    }
-    return busy;
-  }
-
   /** The train's rate at the bottleneck, kbit/s (see noteTrain): loss-free by construction. */
   private trainRateKbps(): number {
-    const busy = this.trainBusy();
-    // the train's blocks are whole blocks (a file's last, shorter, may end it: the mean)
-    if (busy.gaps >= TRAIN_MIN_PACKETS && busy.ms > 0) return (busy.gaps * (this.trainBytes / Math.max(1, this.trainCount - 1)) * 8) / busy.ms;
+    if (this.trainPairs >= TRAIN_MIN_PACKETS) return (this.trainPairBytes * 8) / this.trainPairMs;
     const lost = this.trainLost();
     const share = Math.min(TRAIN_LOSS_MAX, lost / (this.trainCount + lost));
     return (this.trainBytes * 8) / (this.trainLast - this.trainFirst) / (1 - share);
