@@ -91,11 +91,11 @@ describe('rate control: start-up from a packet train', () => {
     assert.ok(Math.abs(c.rateBps() - 190e6) < 0.01 * 190e6, `rate ${c.rateBps()}`);
   });
 
-  it('the receiver\'s own train measurement sets the rate at the first feedback that carries it', () => {
+  it('the receiver\'s own train measurement sets the rate at the first feedback that carries it, corrected for the train\'s losses', () => {
     const c = controller();
     c.onFeedback({ now: 300, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 0 });
-    // the rate the burst crossed the bottleneck at (receiver.ts: losses take no share of it)
-    c.onFeedback({ now: 305, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 60e6, trainRateBps: 190.9e6 });
+    // 5% of the burst lost after the bottleneck: 181.4 arrived of a 190.9 path
+    c.onFeedback({ now: 305, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 60e6, trainRateBps: 181.4e6, trainLoss: 0.05 });
     assert.ok(Math.abs(c.rateBps() - 190.9e6) < 0.2e6, `rate ${c.rateBps()}`);
     // later interval readings no longer move it
     c.onFeedback({ now: 345, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 300e6 });

@@ -32,11 +32,11 @@ export interface FeedbackSample {
   intervalPackets?: number;
   intervalLost?: number;
   /**
-   * the rate at which the initial burst crossed the bottleneck as the receiver timed it
-   * (from consecutive datagrams the path spaced, so losses take no share of it), bits/s;
-   * absent until the burst is over
+   * the initial burst's arrival rate as the receiver timed it from its first to its last
+   * datagram, bits/s, and the share of it lost on the way; absent until the burst is over
    */
   trainRateBps?: number;
+  trainLoss?: number;
 }
 
 export interface RateController {
@@ -86,11 +86,10 @@ const TRAIN_JUMP_MAX = 8;
 const TRAIN_WINDOW_MS = 40;
 
 /**
- * The interval-median train's arrival rate is what the path delivered; datagrams lost
- * after the bottleneck (random loss) took their share of it too, so the sending rate
- * that fills it is the arrival rate / (1 - the train's loss). Loss counted up to this
- * share only: a train that overflowed a small buffer lost its datagrams before the
- * bottleneck. (The receiver's own train measurement needs no correction: receiver.ts.)
+ * The train's arrival rate is what the path delivered; datagrams lost after the
+ * bottleneck (random loss) took their share of it too, so the sending rate that fills
+ * it is the arrival rate / (1 - the train's loss). Loss counted up to this share only:
+ * a train that overflowed a small buffer lost its datagrams before the bottleneck.
  */
 const TRAIN_LOSS_MAX = 0.1;
 
@@ -268,7 +267,7 @@ export class DelayBasedRateController implements RateController {
       // feedback intervals or read batches it fell in): the path's rate without the
       // intervals' noise and without waiting TRAIN_WINDOW_MS for them
       this.trainDecided = true;
-      const train = f.trainRateBps!;
+      const train = f.trainRateBps! / (1 - Math.min(TRAIN_LOSS_MAX, f.trainLoss ?? 0));
       if (train > TRAIN_JUMP_MIN * this.rate) {
         if (train <= TRAIN_JUMP_MAX * this.rate) {
           this.holdSince = this.holdFrom = f.now;

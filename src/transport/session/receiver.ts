@@ -91,14 +91,6 @@ const SPAN_MIN_PACKETS = 8;
 /** a train of fewer datagrams measures nothing; its measurement rides in this many feedbacks */
 const TRAIN_MIN_PACKETS = 8;
 const TRAIN_REPEATS = 4;
-/** a train pair counts when it left the sender in less than this share of its arrival gap */
-const TRAIN_PAIR_SPACED = 0.5;
-/**
- * Over the whole span (too few pairs), datagrams lost after the bottleneck took their
- * share of it too: the rate is divided by (1 - loss), loss counted up to this share (a
- * train that overflowed a small buffer lost its datagrams before the bottleneck).
- */
-const TRAIN_LOSS_MAX = 0.1;
 /** feedback intervals over which the least socket wait counts as the receiver's queue (50 ms at 5 ms) */
 const BACKLOG_WINDOW = 10;
 /**
@@ -320,7 +312,7 @@ export class DataReceiver extends SessionPeer {
     const data = this.authentic(packet, DATA_HEADER, common.packetNumber);
     if (!data) return;
     this.noteArrival(data.length, now);
-    this.noteTrain((common.flags & FLAG_TRAIN) !== 0, h.ssn, data.length, now, h.sendTsUs);
+    this.noteTrain((common.flags & FLAG_TRAIN) !== 0, h.ssn, data.length, now);
     if (now > this.lastArrivalAt) this.lastArrivalAt = now;
     // a held datagram's interval began when it arrived (a burst handed over at once is no arrival rate)
     if (now < this.intervalStart) this.intervalStart = now;
@@ -552,12 +544,6 @@ export class DataReceiver extends SessionPeer {
   private trainMinSsn = Infinity;
   private trainMaxSsn = -1;
   private trainDone = false;
-  /** the previous train datagram handled: its ssn, arrival (ms) and send time (µs, the sender's clock) */
-  private trainPrev: { ssn: number; at: number; sentUs: number } | undefined;
-  /** consecutive pairs that the bottleneck spaced: their second datagrams' bytes, the arrival gaps (ms), how many */
-  private trainPairBytes = 0;
-  private trainPairMs = 0;
-  private trainPairs = 0;
   /** feedbacks still to carry the train's measurement */
   private trainTell = 0;
 
@@ -565,16 +551,8 @@ export class DataReceiver extends SessionPeer {
    * Times the initial burst: from its first to its last arrival (kernel times when the
    * socket gives them, and held datagrams keep theirs), whatever feedback interval or
    * read batch each fell in. The first datagram after it ends it.
-   *
-   * The rate is taken from consecutive pairs (ssn and ssn + 1 both here) that left the
-   * sender closer together than they arrived: each such pair's arrival gap is one
-   * datagram's service time at the bottleneck. A pair the sender itself spaced out (its
-   * loop stalled mid-burst: the burst left in 4.8–11.5 ms on the 300 ms path, against
-   * 13 ms to cross 200 Mbit/s) measures the sender, not the path; and a pair around a
-   * lost datagram includes the lost one's service time. The whole span, as before, when
-   * fewer than TRAIN_MIN_PACKETS pairs qualify, corrected for the train's losses.
    */
-  private noteTrain(inTrain: boolean, ssn: number, bytes: number, at: number, sentUs: number): void {
+  private noteTrain(inTrain: boolean, ssn: number, bytes: number, at: number): void {
     if (this.trainDone) return;
     if (!inTrain) {
       if (this.trainCount === 0) return;
@@ -582,7 +560,7 @@ export class DataReceiver extends SessionPeer {
       if (this.trainCount >= TRAIN_MIN_PACKETS && this.trainLast > this.trainFirst) this.trainTell = TRAIN_REPEATS;
       if (TRACE) {
         process.stderr.write(
-          `rtrace train: ${this.trainCount} datagrams (ssn ${this.trainMinSsn}..${this.trainMaxSsn}) arrived over ${(this.trainLast - this.trainFirst).toFixed(2)} ms, ${((this.trainBytes * 8) / (this.trainLast - this.trainFirst) / 1000).toFixed(1)} Mbit/s over the span; ${this.trainPairs} spaced pairs: ${(this.trainRateKbps() / 1000).toFixed(1)} Mbit/s reported; ended by ssn ${ssn} at +${(at - this.trainLast).toFixed(2)} ms\n`,
+          `rtrace train: ${this.trainCount} datagrams (ssn ${this.trainMinSsn}..${this.trainMaxSsn}) arrived over ${(this.trainLast - this.trainFirst).toFixed(2)} ms, ${((this.trainBytes * 8) / (this.trainLast - this.trainFirst) / 1000).toFixed(1)} Mbit/s; ended by ssn ${ssn} at +${(at - this.trainLast).toFixed(2)} ms\n`,
         );
       }
       return;
@@ -596,35 +574,16 @@ export class DataReceiver extends SessionPeer {
     }
     if (ssn < this.trainMinSsn) this.trainMinSsn = ssn;
     if (ssn > this.trainMaxSsn) this.trainMaxSsn = ssn;
-    const prev = this.trainPrev;
-    if (prev !== undefined && ssn === prev.ssn + 1) {
-      const arrivalGap = at - prev.at;
-      const sendGap = ((sentUs - prev.sentUs) >>> 0) / 1000;
-      if (arrivalGap > 0 && sendGap < TRAIN_PAIR_SPACED * arrivalGap) {
-        this.trainPairBytes += bytes;
-        this.trainPairMs += arrivalGap;
-        this.trainPairs++;
-      }
-    }
-    this.trainPrev = { ssn, at, sentUs };
   }
 
   private takeTrain(): Feedback['train'] {
     if (this.trainTell <= 0) return undefined;
     this.trainTell--;
-    return { rateKbps: this.trainRateKbps(), packets: this.trainCount, lost: this.trainLost() };
-  }
-
-  private trainLost(): number {
-    return Math.max(0, this.trainMaxSsn - this.trainMinSsn + 1 - this.trainCount);
-  }
-
-  /** The train's rate at the bottleneck, kbit/s (see noteTrain): loss-free by construction. */
-  private trainRateKbps(): number {
-    if (this.trainPairs >= TRAIN_MIN_PACKETS) return (this.trainPairBytes * 8) / this.trainPairMs;
-    const lost = this.trainLost();
-    const share = Math.min(TRAIN_LOSS_MAX, lost / (this.trainCount + lost));
-    return (this.trainBytes * 8) / (this.trainLast - this.trainFirst) / (1 - share);
+    return {
+      rateKbps: (this.trainBytes * 8) / (this.trainLast - this.trainFirst),
+      packets: this.trainCount,
+      lost: Math.max(0, this.trainMaxSsn - this.trainMinSsn + 1 - this.trainCount),
+    };
   }
 
   /** An authentic datagram came from the peer at `at`: feedback goes to its address. */

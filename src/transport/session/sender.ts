@@ -337,7 +337,7 @@ export class DataSender extends SessionPeer {
       intervalRateBps: f.recvRateKbps * 1000,
       intervalPackets: f.intervalPackets,
       intervalLost: f.intervalLost,
-      ...(f.train ? { trainRateBps: f.train.rateKbps * 1000 } : {}),
+      ...(f.train ? { trainRateBps: f.train.rateKbps * 1000, trainLoss: f.train.lost / Math.max(1, f.train.packets + f.train.lost) } : {}),
     });
     this.stats.rateBps = this.o.rate.rateBps();
     if (TRACE && f.train) {
