@@ -205,10 +205,10 @@ describe('rate control: start-up from a packet train', () => {
 });
 
 describe('rate control: after a re-probe', () => {
-  /** Feedback every 5 ms from `from` to `to`: queue q(t) ms, delivering min(rate, cap) (recorded rates in `seen`). */
+  /** Feedback every 5 ms from `from` to `to`: queue q(t) ms, delivering `cap` while there is a queue, else min(rate, cap) (recorded rates in `seen`). */
   function feed(c: DelayBasedRateController, from: number, to: number, q: (t: number) => number, cap: number, seen?: number[]): void {
     for (let t = from; t <= to; t += 5) {
-      const recv = Math.min(c.rateBps(), cap);
+      const recv = q(t) > 0 ? cap : Math.min(c.rateBps(), cap);
       c.onFeedback({ now: t, qdelayMs: q(t), rttMs: RTT, recvRateBps: recv, intervalRateBps: recv });
       seen?.push(c.rateBps());
     }
@@ -244,7 +244,23 @@ describe('rate control: after a re-probe', () => {
     assert.ok(c.rateBps() >= 0.985 * 190e6, `rate ${(c.rateBps() / 1e6).toFixed(1)}, cut to ${(cut / 1e6).toFixed(1)}`);
   });
 
-  it('returns only within eight round trips of the re-probe, and never to a share measured before another flow came', () => {
+  it('after any cut for a queue that then drains, the rate returns to what the path delivered while it was full', () => {
+    // as on the real 300 ms path: at capacity with its standing queue, the emulator
+    // stalled a quarter of a second and left 50 ms of queue; the delay law cut to 173
+    // and crept back for six seconds
+    const { c, end } = probedOnto190();
+    feed(c, end, end + 10 * RTT, () => 10, 190e6);
+    const t0 = end + 10 * RTT + 5;
+    const seen: number[] = [];
+    feed(c, t0, t0 + 400, () => 50, 190e6, seen);
+    feed(c, t0 + 405, t0 + 700, (u) => Math.max(0, 50 - ((u - t0 - 400) / 300) * 50), 190e6, seen);
+    const cut = Math.min(...seen);
+    assert.ok(cut < 0.97 * 190e6, `the law cut to ${(cut / 1e6).toFixed(1)} only`);
+    feed(c, t0 + 705, t0 + 705 + 2 * RTT, () => 0, 190e6);
+    assert.ok(c.rateBps() >= 0.985 * 190e6, `rate ${(c.rateBps() / 1e6).toFixed(1)}, cut to ${(cut / 1e6).toFixed(1)}`);
+  });
+
+  it('returns only within eight round trips of the last full path, and never above the share it was last delivered', () => {
     const { c, end } = probedOnto190();
     // a standing queue (another flow) for 12 round trips: the law gives way
     feed(c, end, end + 12 * RTT, () => 30, 100e6);

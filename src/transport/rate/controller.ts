@@ -124,9 +124,9 @@ const PROBE_MAX_STEP = 0.25;
  */
 const PROBE_BACKOFF = 0.98;
 
-/** with the queue empty after a re-probe, the rate returns at once to this share of the rate the path delivered when the re-probe found it full ... */
+/** with the queue empty after a cut, the rate returns at once to this share of the rate the path delivered when it was last full ... */
 const FULL_RETURN = 0.99;
-/** ... measured by a re-probe at most this many round trips ago */
+/** ... at most this many round trips ago */
 const FULL_MEMORY_RTTS = 8;
 
 /** weight of the queue's trend over one round trip in the delay law (its damping) */
@@ -167,7 +167,7 @@ export class DelayBasedRateController implements RateController {
   /** draining ends by then (ms) even if the queue stays */
   private drainUntil = 0;
   private capacityBps = 0;
-  /** the delivery rate when this flow's last re-probe found the path full, bits/s (0: none to return to), and when (ms) */
+  /** the delivery rate when the path was last full (a queue of STARTUP_EXIT_QUEUE_MS or more), bits/s (0: none to return to), and when (ms) */
   private fullBps = 0;
   private fullAt = -Infinity;
   /** when the first feedback arrived (ms): the initial window's train is measured from there */
@@ -340,16 +340,24 @@ export class DelayBasedRateController implements RateController {
     }
     if (this.queueEmpty()) this.emptyFor += dt;
     else this.emptyFor = 0;
-    // A re-probe that met a queue backs off to the delivery rate, and the delay law then
-    // cuts for the queue the re-probe built (a round trip of growth is on its way) until
-    // the queue is gone; it adds back only GAIN * alpha per round trip (1.7 Mbit/s at
-    // 300 ms for `fair`). Creeping back, the queue stayed empty long enough to start the
-    // next re-probe, which overshot again: on the 200 Mbit/s, 300 ms path the rate cycled
-    // 180–210 every 2–3 s and averaged 185 of 190. So once the queue has been empty for a
-    // round trip after a re-probe (within FULL_MEMORY_RTTS), the rate returns at once to
-    // just under what the path delivered when the re-probe found it full. Only after a
-    // re-probe of this flow's own: a share measured before another flow joined is not
-    // this flow's to take back.
+    // While the path is full (a queue of STARTUP_EXIT_QUEUE_MS or more), what it delivers
+    // to this flow is what the flow can have. When the delay law has cut for a queue and
+    // the queue is then gone, the law adds back only GAIN * alpha per round trip
+    // (1.7 Mbit/s at 300 ms for `fair`), and the queue stays empty long enough to start a
+    // re-probe, which overshoots: on the 200 Mbit/s, 300 ms path the rate cycled 180–210
+    // every 2–3 s and averaged 185 of 190 after each re-probe, and after the emulator
+    // stalled for a quarter of a second (50 ms of queue at capacity) the law cut to 173 and
+    // crept back for six seconds. So once the queue has been empty for a round trip,
+    // within FULL_MEMORY_RTTS of the path's last being full, the rate returns at once to
+    // just under what it delivered then (once). It is the flow's share as last measured:
+    // with another flow on the path, that share, not the whole path.
+    if (!this.startup && !this.draining && qMs >= STARTUP_EXIT_QUEUE_MS) {
+      const delivered = this.deliveryRate();
+      if (delivered > 0) {
+        this.fullBps = delivered;
+        this.fullAt = f.now;
+      }
+    }
     const belowFull = this.fullBps > 0 && f.now - this.fullAt < FULL_MEMORY_RTTS * rtt && this.rate < FULL_RETURN * this.fullBps;
     if (!this.startup && belowFull && this.emptyFor >= rtt) {
       this.rate = clamp(FULL_RETURN * this.fullBps, this.opts.minBps, this.opts.targetBps);
@@ -386,11 +394,7 @@ export class DelayBasedRateController implements RateController {
       // delivers at once (the queue it built shows a round trip late; waiting for the
       // law to undo a round trip of growth overshoots, then undershoots)
       const recv = this.deliveryRate() / 8;
-      if (this.wasProbing && recv > 0) {
-        next = Math.min(next, recv * PROBE_BACKOFF);
-        this.fullBps = recv * 8;
-        this.fullAt = f.now;
-      }
+      if (this.wasProbing && recv > 0) next = Math.min(next, recv * PROBE_BACKOFF);
     }
     this.wasProbing = probing && !this.startup;
     this.rate = clamp(next * 8, this.opts.minBps, this.opts.targetBps);
