@@ -67,7 +67,7 @@ function addTransferOptions(cmd: Command): Command {
     .addOption(new Option('--policy <policy>', 'rate policy').choices([...POLICIES]).default('fair'))
     .addOption(new Option('-c, --cipher <cipher>', 'datagram encryption').choices([...CIPHERS]).default('aes-128-gcm'))
     .option('--mtu <bytes>', 'path MTU; datagrams are sized to fit it (use 9000 on jumbo-frame networks)', '1500')
-    .option('--race <n>', 'TCP connections opened at once for the SSH set-up; the first through its key exchange is kept and the others are closed before authenticating (on a lossy path a lost handshake segment costs a second); 1 opens one', '2')
+    .option('--race <n>', 'TCP connections opened at once for the SSH set-up; the first through its key exchange is kept and the others are closed before authenticating (on a lossy path a lost handshake segment costs a second); 1 opens one', '3')
     .option('--json', 'print one JSON object per line (progress and per-file events, then a final "done")', false)
     .option('-k, --resume <level>', 'resume partial files: none, attrs (size and time), sparse (sampled digests), full (whole digest); 0-3 as in ascp', parseResume, 'none')
     .addOption(new Option('--overwrite <policy>', 'existing destination files: never, always, diff (replace if different), diff+older, older').choices([...OVERWRITE_POLICIES]).default('diff'))
