@@ -17,6 +17,8 @@
 import type { Socket } from 'node:net';
 
 export interface Flights {
+  /** Sends what is held now: the current flight is complete (the next write begins another). */
+  flush(): void;
   /** Sends what is held now and writes go out at once from then on. Idempotent. */
   stop(): void;
 }
@@ -66,5 +68,5 @@ export function coalesceFlights(socket: Socket): Flights {
   } as Socket['write'];
 
   socket.once('close', stop);
-  return { stop };
+  return { flush, stop };
 }

@@ -491,7 +491,7 @@ function connectOne(p: Prepared, given: net.Socket | undefined, race?: RaceSlot)
       socket.setNoDelay(true);
       // each flight in one segment (flights.ts): the version with the key exchange guess,
       // then authentication, channel, subsystem, hello and probe
-      if (opts.pipeline !== false) coalesceFlights(socket);
+      const flights = opts.pipeline !== false ? coalesceFlights(socket) : undefined;
       phase = 'in the SSH handshake';
       try {
         client.connect({
@@ -515,6 +515,10 @@ function connectOne(p: Prepared, given: net.Socket | undefined, race?: RaceSlot)
       if (opts.pipeline === false) return;
       // One round trip less: KEXINIT and our key share go with the version string.
       kexGuess = guessKeyExchange(client);
+      // ssh2 writes that flight at once (a resolved promise's callback); send it then, not
+      // after the flights' quiet time: the server, which corks its version string for as
+      // long, then answers both in one segment (one chance less to lose the flight)
+      setImmediate(() => flights?.flush());
       // Fewer round trips (ssh-pipeline.ts): the first control messages ride with the
       // subsystem request, and authentication and the channel open with the service request.
       pipeline = pipelineClient(client, {
