@@ -226,7 +226,11 @@ export class DelayBasedRateController implements RateController {
     const window = Math.min(DELIVERY_WINDOW_MAX_MS, Math.max(DELIVERY_WINDOW_MIN_MS, rtt / 4));
     while (this.recvHist.length > DELIVERY_MIN_SAMPLES && f.now - this.recvHist[0]!.t > window) this.recvHist.shift();
     const undecided =
-      this.holdSince !== undefined && this.holdOnEmpty && qMs < HOLD_HANDOVER_QUEUE_MS && this.deliveryRate() < HOLD_HANDOVER_DELIVERED * this.rate && f.now - this.holdFrom < HOLD_DECIDE_RTTS * rtt;
+      this.holdSince !== undefined &&
+      this.holdOnEmpty &&
+      qMs < HOLD_HANDOVER_QUEUE_MS &&
+      this.deliveryRate() < HOLD_HANDOVER_DELIVERED * this.rate &&
+      f.now - this.holdFrom < HOLD_DECIDE_RTTS * rtt;
     if (this.startup && qMs >= STARTUP_EXIT_QUEUE_MS && this.qAvg >= STARTUP_EXIT_QUEUE_MS / 2 && !undecided) {
       // the path is full: what arrives is its capacity. Growing for the round trip the
       // signal took has built a queue: drain it at 3/4 of the capacity, then hold the
@@ -311,9 +315,9 @@ export class DelayBasedRateController implements RateController {
         ) / (1 - loss);
         if (train > 0) {
           if (train <= TRAIN_JUMP_MAX * this.rate) {
-          this.holdSince = this.holdFrom = f.now;
-          this.holdOnEmpty = qMs < this.emptyQueueMs;
-        }
+            this.holdSince = this.holdFrom = f.now;
+            this.holdOnEmpty = qMs < this.emptyQueueMs;
+          }
           this.rate = clamp(Math.min(train, TRAIN_JUMP_MAX * this.rate), this.opts.minBps, this.opts.targetBps);
           return;
         }
