@@ -1,10 +1,14 @@
 /** Shared helpers for the control-channel tests. */
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Duplex } from 'node:stream';
+import { findAuthorizedKey, loadOrCreateHostKey, parseAuthorizedKeys } from '../../src/control/hostkeys.js';
+import type { HostKeyInfo } from '../../src/control/hostkeys.js';
 import type { ControlLink } from '../../src/control/messages.js';
+import { startControlServer } from '../../src/control/ssh-server.js';
+import type { ControlServer, ControlServerEvent } from '../../src/control/ssh-server.js';
 import { mulberry32 } from '../../src/testkit/simnet.js';
 
 /** Two connected in-memory duplex streams (what one writes, the other reads). */
@@ -80,4 +84,53 @@ export const prng = mulberry32;
 /** Resolves after `ms`. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** A control server for the client's tests (see {@link echoServer}). */
+export interface EchoServerFixture {
+  hostKey: HostKeyInfo;
+  /** alice's private key (authorized) and another one (not) */
+  aliceKey: Buffer;
+  otherKey: Buffer;
+  server: ControlServer;
+  /** every event the server reported, in order */
+  events: ControlServerEvent[];
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a control server on 127.0.0.1 (port 0) with a fresh host key that accepts the
+ * user `alice` with her key only and serves every session with {@link echoSession}.
+ * `authorizeDelayMs`: the key check answers that much later, as a database lookup would.
+ */
+export async function echoServer(prefix: string, o: { authorizeDelayMs?: number } = {}): Promise<EchoServerFixture> {
+  const { dir, cleanup } = await tempDir(prefix);
+  const hostKey = await loadOrCreateHostKey(join(dir, 'host_key'));
+  const [alice, other] = await Promise.all([sshKeygen(dir, 'alice'), sshKeygen(dir, 'other')]);
+  const aliceKey = await readFile(alice);
+  const otherKey = await readFile(other);
+  const authorized = parseAuthorizedKeys(await readFile(`${alice}.pub`, 'utf8')).keys;
+  const events: ControlServerEvent[] = [];
+  const server = await startControlServer({
+    listen: '127.0.0.1',
+    port: 0,
+    hostKey: hostKey.privateKey,
+    authorize: async (user, _algo, blob) => {
+      if (o.authorizeDelayMs !== undefined) await sleep(o.authorizeDelayMs);
+      return user === 'alice' && findAuthorizedKey(authorized, blob) !== undefined;
+    },
+    onSession: (link) => echoSession(link),
+    onEvent: (e) => events.push(e),
+  });
+  return {
+    hostKey,
+    aliceKey,
+    otherKey,
+    server,
+    events,
+    close: async () => {
+      await server.close();
+      await cleanup();
+    },
+  };
 }

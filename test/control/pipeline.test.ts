@@ -5,23 +5,20 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import ssh2 from 'ssh2';
 import { TachyonError } from '../../src/core/errors.js';
-import { findAuthorizedKey, loadOrCreateHostKey, parseAuthorizedKeys } from '../../src/control/hostkeys.js';
-import type { AuthorizedKey, HostKeyInfo } from '../../src/control/hostkeys.js';
+import type { HostKeyInfo } from '../../src/control/hostkeys.js';
 import { encodeFrame } from '../../src/control/framing.js';
 import type { ControlMessage } from '../../src/control/messages.js';
 import { connectControl } from '../../src/control/ssh-client.js';
 import { holdConnectionMessagesDuringAuth } from '../../src/control/ssh-pipeline.js';
 import type { ConnectOptions } from '../../src/control/ssh-client.js';
-import { startControlServer } from '../../src/control/ssh-server.js';
 import type { ControlServer, ControlServerEvent } from '../../src/control/ssh-server.js';
-import { echoSession, sleep, sshKeygen, tempDir } from './helpers.js';
+import { echoServer, sleep } from './helpers.js';
+import type { EchoServerFixture } from './helpers.js';
 
 const ONE_WAY_MS = 40;
 
@@ -69,39 +66,21 @@ async function delayProxy(target: number): Promise<{ port: number; flights: () =
 }
 
 describe('pipelined SSH set-up', () => {
-  let dir = '';
-  let cleanup: () => Promise<void> = async () => {};
+  let fixture: EchoServerFixture;
   let hostKey: HostKeyInfo;
   let aliceKey: Buffer;
   let otherKey: Buffer;
-  let authorized: AuthorizedKey[] = [];
   let server: ControlServer;
-  const events: ControlServerEvent[] = [];
+  let events: ControlServerEvent[];
 
   before(async () => {
-    ({ dir, cleanup } = await tempDir('pipe'));
-    hostKey = await loadOrCreateHostKey(join(dir, 'host_key'));
-    const [alice, other] = await Promise.all([sshKeygen(dir, 'alice'), sshKeygen(dir, 'other')]);
-    aliceKey = await readFile(alice);
-    otherKey = await readFile(other);
-    authorized = parseAuthorizedKeys(await readFile(`${alice}.pub`, 'utf8')).keys;
-    server = await startControlServer({
-      listen: '127.0.0.1',
-      port: 0,
-      hostKey: hostKey.privateKey,
-      // decided a little later, as a database lookup would be: the early CHANNEL_OPEN must wait
-      authorize: async (user, _algo, blob) => {
-        await sleep(5);
-        return user === 'alice' && findAuthorizedKey(authorized, blob) !== undefined;
-      },
-      onSession: (link) => echoSession(link),
-      onEvent: (e) => events.push(e),
-    });
+    // the key check answers 5 ms later, as a database lookup would: the early CHANNEL_OPEN must wait
+    fixture = await echoServer('pipe', { authorizeDelayMs: 5 });
+    ({ hostKey, aliceKey, otherKey, server, events } = fixture);
   });
 
   after(async () => {
-    await server.close();
-    await cleanup();
+    await fixture.close();
   });
 
   function opts(port: number, over: Partial<ConnectOptions> = {}): ConnectOptions {

@@ -6,20 +6,17 @@
  * stands for a connection whose segments were lost, a delaying relay for a slow one.
  */
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { TachyonError } from '../../src/core/errors.js';
-import { findAuthorizedKey, loadOrCreateHostKey, parseAuthorizedKeys } from '../../src/control/hostkeys.js';
-import type { AuthorizedKey, HostKeyInfo } from '../../src/control/hostkeys.js';
+import type { HostKeyInfo } from '../../src/control/hostkeys.js';
 import type { ControlMessage } from '../../src/control/messages.js';
 import { connectControl } from '../../src/control/ssh-client.js';
 import type { ConnectOptions, ControlConnection } from '../../src/control/ssh-client.js';
-import { startControlServer } from '../../src/control/ssh-server.js';
 import type { ControlServer, ControlServerEvent } from '../../src/control/ssh-server.js';
-import { echoSession, sleep, sshKeygen, tempDir } from './helpers.js';
+import { echoServer, sleep } from './helpers.js';
+import type { EchoServerFixture } from './helpers.js';
 
 /** A TCP server that accepts and never sends a byte; `closed` counts connections the client ended. */
 async function blackHole(): Promise<{ port: number; accepted: () => number; closed: () => number; close: () => Promise<void> }> {
@@ -88,35 +85,20 @@ async function echoOnce(conn: ControlConnection): Promise<void> {
 }
 
 describe('racing connection attempts', () => {
-  let dir = '';
-  let cleanup: () => Promise<void> = async () => {};
+  let fixture: EchoServerFixture;
   let hostKey: HostKeyInfo;
   let aliceKey: Buffer;
   let otherKey: Buffer;
-  let authorized: AuthorizedKey[] = [];
   let server: ControlServer;
-  let events: ControlServerEvent[] = [];
+  let events: ControlServerEvent[];
 
   before(async () => {
-    ({ dir, cleanup } = await tempDir('race'));
-    hostKey = await loadOrCreateHostKey(join(dir, 'host_key'));
-    const [alice, other] = await Promise.all([sshKeygen(dir, 'alice'), sshKeygen(dir, 'other')]);
-    aliceKey = await readFile(alice);
-    otherKey = await readFile(other);
-    authorized = parseAuthorizedKeys(await readFile(`${alice}.pub`, 'utf8')).keys;
-    server = await startControlServer({
-      listen: '127.0.0.1',
-      port: 0,
-      hostKey: hostKey.privateKey,
-      authorize: async (user, _algo, blob) => user === 'alice' && findAuthorizedKey(authorized, blob) !== undefined,
-      onSession: (link) => echoSession(link),
-      onEvent: (e) => events.push(e),
-    });
+    fixture = await echoServer('race');
+    ({ hostKey, aliceKey, otherKey, server, events } = fixture);
   });
 
   after(async () => {
-    await server.close();
-    await cleanup();
+    await fixture.close();
   });
 
   function opts(over: Partial<ConnectOptions> = {}): ConnectOptions {
@@ -167,7 +149,7 @@ describe('racing connection attempts', () => {
   });
 
   it('authenticates once: the slower attempt ends before authenticating, and the server counts no failure', async () => {
-    events = [];
+    events.length = 0;
     const relay = await slowRelay(server.port, 60);
     try {
       const conn = await connectControl(opts({ socket: [connectTo(relay.port), connectTo(server.port)], early: true }));
@@ -186,7 +168,7 @@ describe('racing connection attempts', () => {
   });
 
   it('opens `race` connections itself when none are given', async () => {
-    events = [];
+    events.length = 0;
     const conn = await connectControl(opts({ race: 3 }));
     await echoOnce(conn);
     conn.close();
