@@ -35,6 +35,7 @@ import { coalesceFlights } from './flights.js';
 import type { Flights } from './flights.js';
 import { SUBSYSTEM } from './messages.js';
 import type { ControlLink } from './messages.js';
+import { systemClock } from '../core/clock.js';
 
 /** TACHYON_TRACE=1: when authentication requests arrive and succeed (epoch ms, comparable with the client's trace) */
 const TRACE = process.env.TACHYON_TRACE === '1';
@@ -655,7 +656,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     // A client's key share sent with its KEXINIT (a right guess) is used, not skipped.
     honourKexGuess(conn);
     conn.on('authentication', (ctx: AuthContext) => {
-      if (TRACE) process.stderr.write(`trace auth ${ctx.method} t=${(performance.timeOrigin + performance.now()).toFixed(1)}\n`);
+      if (TRACE) process.stderr.write(`trace auth ${ctx.method} t=${systemClock.now().toFixed(1)}\n`);
       deciding++;
       handleAuth(rec, ctx)
         .catch((err: unknown) => {
@@ -795,7 +796,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     rec.keyFingerprint = fingerprintOf(blob);
     emit({ type: 'auth', outcome: 'accepted', ...event });
     ctx.accept();
-    if (TRACE) process.stderr.write(`trace auth accepted t=${(performance.timeOrigin + performance.now()).toFixed(1)}\n`);
+    if (TRACE) process.stderr.write(`trace auth accepted t=${systemClock.now().toFixed(1)}\n`);
   };
 
   const wireSession = (rec: ConnRecord, session: Session): void => {

@@ -1003,13 +1003,17 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
       e.complete = true;
       if (e.digest !== undefined) void finalize(e);
     };
+    /** The sender's digest of a file, by the `digests` message or by datagram, whichever comes first. */
+    const takeDigest = (id: number, sha256: string, via: string): void => {
+      const e = entries.get(id);
+      if (!e || e.digest !== undefined) return; // not announced yet, refused, settled, or known already
+      if (TRACE) process.stderr.write(`trace digest ${id}${via} at ${(clock.now() - started).toFixed(1)} ms\n`);
+      e.digest = sha256;
+      if (e.complete) void finalize(e);
+    };
     receiver.onDigest = (id: number, sha256: string): void => {
       work.push(() => {
-        const e = entries.get(id);
-        if (!e || e.digest !== undefined || finished) return; // not announced yet, settled, or known already
-        if (TRACE) process.stderr.write(`trace digest ${id} by datagram at ${(clock.now() - started).toFixed(1)} ms\n`);
-        e.digest = sha256;
-        if (e.complete) void finalize(e);
+        if (!finished) takeDigest(id, sha256, ' by datagram');
       });
     };
     receiver.onWriteError = (_id: number, err: unknown): void => {
@@ -1341,15 +1345,7 @@ export function runReceiverRole(opts: ReceiverRoleOptions): Promise<TransferSumm
             work.push(maybeDone);
             break;
           case 'digests':
-            for (const d of msg.files) {
-              work.push(() => {
-                if (TRACE) process.stderr.write(`trace digest ${d.id} at ${(clock.now() - started).toFixed(1)} ms\n`);
-                const e = entries.get(d.id);
-                if (!e || e.digest !== undefined) return; // refused, settled, or its digest came by datagram
-                e.digest = d.sha256;
-                if (e.complete) void finalize(e);
-              });
-            }
+            for (const d of msg.files) work.push(() => takeDigest(d.id, d.sha256, ''));
             break;
           case 'dirs':
             for (const p of msg.paths) {

@@ -355,7 +355,7 @@ export class DelayBasedRateController implements RateController {
     // within FULL_MEMORY_RTTS of the path's last being full, the rate returns at once to
     // just under what it delivered then (once). It is the flow's share as last measured:
     // with another flow on the path, that share, not the whole path.
-    if (!this.startup && !this.draining && qMs >= STARTUP_EXIT_QUEUE_MS) {
+    if (!this.startup && qMs >= STARTUP_EXIT_QUEUE_MS) {
       const delivered = this.deliveryRate();
       if (delivered > 0) {
         this.fullBps = delivered;
@@ -363,7 +363,8 @@ export class DelayBasedRateController implements RateController {
       }
     }
     const belowFull = this.fullBps > 0 && f.now - this.fullAt < FULL_MEMORY_RTTS * rtt && this.rate < FULL_RETURN * this.fullBps;
-    if (!this.startup && belowFull && this.emptyFor >= rtt) {
+    // (fullBps is measured only after start-up, and a drain returned above)
+    if (belowFull && this.emptyFor >= rtt) {
       this.rate = clamp(FULL_RETURN * this.fullBps, this.opts.minBps, this.opts.targetBps);
       this.fullBps = 0;
       this.emptyFor = 0;
