@@ -142,6 +142,30 @@ describe('rate control: start-up from a packet train', () => {
     assert.ok(c.rateBps() <= 0.76 * 190e6, `draining at ${c.rateBps()}`);
   });
 
+  it('a drain after a stall that read the delivery low returns to what the path delivered while it drained', () => {
+    // as on the real 300 ms path: holding an accurate train with 3 ms of queue, the
+    // emulator stalled for 20 ms; the delivery reports read 150 when the queue it left
+    // ended start-up, the drain then showed the path's 189
+    const c = controller();
+    c.onFeedback({ now: 300, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 0 });
+    c.onFeedback({ now: 305, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 60e6, trainRateBps: 191.9e6 });
+    for (let t = 310; t <= 1240; t += 5) {
+      const recv = t < 620 ? START : 188e6;
+      c.onFeedback({ now: t, qdelayMs: t < 400 ? 0 : 3, rttMs: RTT, recvRateBps: recv, intervalRateBps: recv });
+    }
+    assert.equal(c.rateBps(), 191.9e6, 'holding the train');
+    let drained = Infinity;
+    for (let t = 1245; t <= 1340; t += 5) c.onFeedback({ now: t, qdelayMs: t < 1300 ? 3 : 9, rttMs: RTT, recvRateBps: 150e6, intervalRateBps: 150e6 });
+    for (let t = 1345; t <= 1650; t += 5) {
+      c.onFeedback({ now: t, qdelayMs: 12, rttMs: RTT, recvRateBps: 189e6, intervalRateBps: 189e6 });
+      drained = Math.min(drained, c.rateBps());
+    }
+    assert.ok(drained <= 0.76 * 150e6, `draining at ${(drained / 1e6).toFixed(1)}`);
+    c.onFeedback({ now: 1655, qdelayMs: 0, rttMs: RTT, recvRateBps: 189e6, intervalRateBps: 189e6 });
+    // before: back to the 150 the stall read, then the delay law's creep
+    assert.ok(Math.abs(c.rateBps() - 189e6) < 0.01 * 189e6, `rate ${(c.rateBps() / 1e6).toFixed(1)}`);
+  });
+
   it("one bunched interval in the train does not set the rate, nor does the partial one it began in", () => {
     const jump = (intervals: number[]): number => {
       const c = controller();

@@ -167,6 +167,8 @@ export class DelayBasedRateController implements RateController {
   /** draining ends by then (ms) even if the queue stays */
   private drainUntil = 0;
   private capacityBps = 0;
+  /** the rate start-up sent at when it ended in a drain (what the path can have delivered since) */
+  private drainFromBps = 0;
   /** the delivery rate when the path was last full (a queue of STARTUP_EXIT_QUEUE_MS or more), bits/s (0: none to return to), and when (ms) */
   private fullBps = 0;
   private fullAt = -Infinity;
@@ -256,6 +258,7 @@ export class DelayBasedRateController implements RateController {
       }
       if (delivered > 0) {
         this.capacityBps = delivered;
+        this.drainFromBps = this.rate;
         this.draining = true;
         // at 3/4 of the capacity a queue of q ms drains in about 4q ms. It may not: the
         // queue can be another flow's standing one (its delay law keeps it), and a drain
@@ -336,6 +339,15 @@ export class DelayBasedRateController implements RateController {
       return;
     }
     if (this.draining) {
+      // While the queue drains, the path is full: what it delivers now is its capacity. The
+      // reading start-up ended on may have been low: on the 300 ms path a 20 ms emulator
+      // stall just before the exit read 159 of 190 delivered, the drain returned to 161
+      // and the delay law took 2 s to creep back (0.44 s of a 512 MiB run). Never above
+      // what start-up sent at: the path cannot have delivered more.
+      if (qMs >= STARTUP_EXIT_QUEUE_MS) {
+        const delivered = Math.min(this.deliveryRate(), this.drainFromBps);
+        if (delivered > this.capacityBps) this.capacityBps = delivered;
+      }
       if (qMs < STARTUP_EXIT_QUEUE_MS || f.now >= this.drainUntil) {
         this.draining = false;
         this.rate = clamp(this.capacityBps, this.opts.minBps, this.opts.targetBps);
