@@ -195,13 +195,14 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
     socket.on('error', () => {}); // connectControl reports it (socket.errored)
     return socket;
   });
-  const [{ connectControl }, { clientTransfer, DEFAULT_DATAGRAM_SIZE }, { Endpoint }, { openUdpSocket }] = await Promise.all([
+  const [{ connectControl }, { deferredLink }, { clientTransfer, DEFAULT_DATAGRAM_SIZE }, { Endpoint }, { openUdpSocket }] = await Promise.all([
     import('../control/ssh-client.js'),
+    import('../control/deferred-link.js'),
     import('../transfer/session.js'),
     import('../transport/session/endpoint.js'),
     import('../transport/socket/udp.js'),
   ]);
-  const conn = await connectControl({
+  const connecting = connectControl({
     socket: sockets,
     // hello and the first probes ride with the authentication (a refused key ends the link with AUTH_FAILED)
     early: true,
@@ -213,27 +214,55 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
     timeoutMs: 20_000,
     ...(trace !== undefined ? { trace } : {}),
   });
-  trace?.('control channel open');
+  let conn: Awaited<typeof connecting> | undefined;
+  const connected = connecting.then((c) => {
+    trace?.('control channel open');
+    conn = c;
+    return c;
+  });
+  connected.catch(() => {}); // reported through the link (send) or awaited below (recv)
+  // An upload starts as soon as a TCP connection is up, with the key exchange still on its
+  // way: its data leaves under the session id and keys it chose, the server's endpoint
+  // holds it (the address has a TCP connection there), and the keys go out only over the
+  // verified, authenticated channel (docs/protocol.md: early data). A download waits for
+  // the channel, as its keys come from the server.
+  let link: ControlLink;
+  let serverAddress: string;
+  let connectedAddress: Promise<string> | undefined;
+  if (op === 'send') {
+    serverAddress = await firstConnected(sockets, connected);
+    trace?.(`TCP connected to ${serverAddress}: the data may leave`);
+    const inner = connected.then((c) => (trace !== undefined ? tracedLink(c.link, trace) : c.link));
+    link = deferredLink(inner);
+    connectedAddress = connected.then((c) => c.remoteAddress);
+  } else {
+    const c = await connected;
+    link = trace !== undefined ? tracedLink(c.link, trace) : c.link;
+    serverAddress = c.remoteAddress;
+  }
   const reporter = createReporter({ json: o.json, tty: process.stderr.isTTY === true, out: process.stdout, err: process.stderr });
   let manifest: ManifestWriter | undefined;
   try {
     manifest = o.manifest !== undefined ? new ManifestWriter(o.manifest) : undefined;
   } catch (err) {
-    conn.close();
+    link.close();
+    conn?.close();
     throw err;
   }
   let stopping = false;
   const onSignal = (): void => {
     if (stopping) process.exit(130);
     stopping = true;
-    conn.close();
+    link.close();
+    conn?.close();
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
     const summary = await clientTransfer({
-      link: trace !== undefined ? tracedLink(conn.link, trace) : conn.link,
-      serverAddress: conn.remoteAddress,
+      link,
+      serverAddress,
+      ...(connectedAddress ? { connectedAddress } : {}),
       // the data port is the SSH port's number by convention: an upload's data leaves before welcome says so
       serverPort: port,
       clock: systemClock,
@@ -311,10 +340,25 @@ async function runTransfer(op: 'send' | 'recv', args: string[], o: TransferOpts)
     return failed.length === 0 && notDecrypted === 0 ? 0 : 1;
   } finally {
     manifest?.close();
-    conn.close();
+    link.close();
+    conn?.close();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+/**
+ * The address of the first of `sockets` to connect (TCP), or of the control connection
+ * when that settles first; its failure (all attempts failed, host key refused …) rejects.
+ */
+function firstConnected(sockets: readonly net.Socket[], connected: Promise<{ remoteAddress: string }>): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    for (const s of sockets) {
+      if (!s.connecting && s.remoteAddress !== undefined) return resolve(s.remoteAddress);
+      s.once('connect', () => resolve(s.remoteAddress ?? ''));
+    }
+    connected.then((c) => resolve(c.remoteAddress), reject);
+  });
 }
 
 /** A control link that reports the type of every message sent and received (TACHYON_TRACE). */

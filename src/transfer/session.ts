@@ -774,6 +774,13 @@ export interface ClientTransferOptions {
   /** the server's address as connected (its UDP port comes from `welcome`) */
   serverAddress: string;
   /**
+   * When `link` was handed over before its SSH set-up finished (`deferredLink`): the
+   * address the control connection ended up on. `serverAddress` is then the first TCP
+   * connection's, where an upload's data went until `welcome` (a raced connection to
+   * another of the host's addresses may have won).
+   */
+  connectedAddress?: Promise<string>;
+  /**
    * send: the server's UDP port as guessed before `welcome` says it (its TCP port: the
    * same number by convention). With it the data leaves right behind `hello`, under a
    * session id and keys the client chooses (docs/protocol.md: early data).
@@ -870,7 +877,7 @@ export async function clientTransfer(o: ClientTransferOptions): Promise<Transfer
   }
   const policy = policyOf(hello);
   if (o.createDir) policy.createDir = true;
-  const peer = { address: o.serverAddress, port: w.udpPort };
+  const peer = { address: o.connectedAddress ? await o.connectedAddress : o.serverAddress, port: w.udpPort };
   const endpoint = await o.openSocket(peer);
   const c2s = Buffer.from(w.keys.c2s, 'base64');
   const s2c = Buffer.from(w.keys.s2c, 'base64');
@@ -981,8 +988,9 @@ async function sendEarly(
     }
     o.onWelcome?.(w);
     rate.cap = Math.min(o.targetBps, w.maxRate);
-    // another data port than guessed: what went to the guess is lost, and asked for again
-    if (w.udpPort !== guess.port) sender.redirect({ address: o.serverAddress, port: w.udpPort });
+    // another data port (or address) than guessed: what went to the guess is lost, and asked for again
+    const address = o.connectedAddress ? await o.connectedAddress : guess.address;
+    if (w.udpPort !== guess.port || address !== guess.address) sender.redirect({ address, port: w.udpPort });
     return await role;
   } finally {
     sender?.close();

@@ -16,6 +16,7 @@ import { connectControl } from '../../src/control/ssh-client.js';
 import type { ConnectOptions, ControlConnection } from '../../src/control/ssh-client.js';
 import type { ControlServer, ControlServerEvent } from '../../src/control/ssh-server.js';
 import { echoServer, sleep } from './helpers.js';
+import { slowRelay } from '../helpers/relay.js';
 import type { EchoServerFixture } from './helpers.js';
 
 /** A TCP server that accepts and never sends a byte; `closed` counts connections the client ended. */
@@ -35,33 +36,6 @@ async function blackHole(): Promise<{ port: number; accepted: () => number; clos
     port: (server.address() as AddressInfo).port,
     accepted: () => accepted,
     closed: () => closed,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
-}
-
-/** A TCP relay to `target` that holds every chunk `oneWayMs` in each direction. */
-async function slowRelay(target: number, oneWayMs: number): Promise<{ port: number; close: () => Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(target, '127.0.0.1');
-    for (const s of [client, upstream]) {
-      s.setNoDelay(true);
-      sockets.add(s);
-      s.on('error', () => {});
-    }
-    const relay = (from: net.Socket, to: net.Socket): void => {
-      from.on('data', (chunk: Buffer) => setTimeout(() => !to.destroyed && to.write(chunk), oneWayMs));
-      from.on('close', () => setTimeout(() => to.destroy(), oneWayMs));
-    };
-    relay(client, upstream);
-    relay(upstream, client);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as AddressInfo).port,
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => server.close(() => r()));

@@ -16,7 +16,9 @@ import { parseAuthorizedKeys } from '../../src/control/hostkeys.js';
 import { CIPHERS } from '../../src/core/types.js';
 import { singleUserAccounts } from '../../src/server/accounts.js';
 import { startTransferServer, type TransferServer } from '../../src/server/transfer-server.js';
+import { openUdpSocket } from '../../src/transport/socket/udp.js';
 import { jsonLines, runCli } from '../helpers/cli.js';
+import { slowRelay } from '../helpers/relay.js';
 
 const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex');
 
@@ -67,4 +69,67 @@ describe('early data over SSH: tachyon send against an in-process server', () =>
       assert.equal(server.endpoint.heldNow, 0, 'nothing left in the hold');
     });
   }
+});
+
+describe('early data at TCP connect: tachyon send behind a slow TCP path', () => {
+  // The SSH connection crosses a relay that holds every chunk ONE_WAY_MS each way, so the
+  // key exchange cannot finish before 2 × ONE_WAY_MS after the TCP connection; the data
+  // port (the relay's port number, bound by the server) is reached directly.
+  const ONE_WAY_MS = 400;
+  let work: string;
+  let root: string;
+  let server: TransferServer;
+  let relay: Awaited<ReturnType<typeof slowRelay>>;
+  const connections: number[] = [];
+
+  before(async () => {
+    work = mkdtempSync(path.join(os.tmpdir(), 'tachyon-early-tcp-'));
+    root = path.join(work, 'root');
+    mkdirSync(root);
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path.join(work, 'id')]);
+    relay = await slowRelay(() => server.port, ONE_WAY_MS, () => connections.push(performance.now()));
+    server = await startTransferServer({
+      accounts: singleUserAccounts({ user: 'xfer', root, keys: parseAuthorizedKeys(readFileSync(path.join(work, 'id.pub'), 'utf8')).keys, ciphers: CIPHERS }),
+      hostKeyFile: path.join(work, 'host_key'),
+      listen: '127.0.0.1',
+      port: 0,
+      allowedCiphers: CIPHERS,
+      maxRateBps: 10e9,
+      openUdp: (address) => openUdpSocket({ address, port: relay.port }),
+    });
+  });
+
+  after(async () => {
+    await relay?.close();
+    await server?.close();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('the first datagrams reach the server before the key exchange can have finished; the file is exact', async () => {
+    assert.equal(server.udpPort, relay.port);
+    const src = path.join(work, 'up.bin');
+    writeFileSync(src, randomBytes(3 * 1024 * 1024 + 7));
+    const before = { ...server.endpoint.stats };
+    let firstHeld: number | undefined;
+    const watch = setInterval(() => {
+      if (firstHeld === undefined && server.endpoint.stats.held > before.held) firstHeld = performance.now();
+    }, 2);
+    try {
+      const r = await runCli(
+        ['send', '-P', String(relay.port), '-i', path.join(work, 'id'), '--host-key-fingerprint', server.hostKeyFingerprint, '-l', '100m', '--race', '1', '--json', src, 'xfer@127.0.0.1:/up.bin'],
+        work,
+      );
+      assert.equal(r.code, 0, r.stderr);
+    } finally {
+      clearInterval(watch);
+    }
+    assert.equal(sha(path.join(root, 'up.bin')), sha(src));
+    assert.equal(connections.length, 1);
+    assert.ok(firstHeld !== undefined, 'no datagram was held');
+    const after = firstHeld - connections[0]!;
+    // before: the data left behind hello, after the key exchange (≥ 800 ms after connecting)
+    assert.ok(after < 2 * ONE_WAY_MS - 100, `the first datagram arrived ${after.toFixed(0)} ms after the TCP connection`);
+    assert.equal(server.endpoint.stats.heldDropped - before.heldDropped, 0);
+    assert.equal(server.endpoint.heldNow, 0, 'nothing left in the hold');
+  });
 });
