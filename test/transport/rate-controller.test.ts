@@ -144,18 +144,18 @@ describe('rate control: start-up from a packet train', () => {
 
   it('a drain after a stall that read the delivery low returns to what the path delivered while it drained', () => {
     // as on the real 300 ms path: holding an accurate train with 3 ms of queue, the
-    // emulator stalled for 20 ms; the delivery reports read 150 when the queue it left
-    // ended start-up, the drain then showed the path's 189
+    // emulator stalled; the delivery reports read 150 for a round trip when the queue it
+    // left ended start-up, and the drain then showed the path's 189
     const c = controller();
     c.onFeedback({ now: 300, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 0 });
     c.onFeedback({ now: 305, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 60e6, trainRateBps: 191.9e6 });
-    for (let t = 310; t <= 1240; t += 5) {
+    for (let t = 310; t <= 1000; t += 5) {
       const recv = t < 620 ? START : 188e6;
       c.onFeedback({ now: t, qdelayMs: t < 400 ? 0 : 3, rttMs: RTT, recvRateBps: recv, intervalRateBps: recv });
     }
     assert.equal(c.rateBps(), 191.9e6, 'holding the train');
     let drained = Infinity;
-    for (let t = 1245; t <= 1340; t += 5) c.onFeedback({ now: t, qdelayMs: t < 1300 ? 3 : 9, rttMs: RTT, recvRateBps: 150e6, intervalRateBps: 150e6 });
+    for (let t = 1005; t <= 1340; t += 5) c.onFeedback({ now: t, qdelayMs: t < 1300 ? 3 : 9, rttMs: RTT, recvRateBps: 150e6, intervalRateBps: 150e6 });
     for (let t = 1345; t <= 1650; t += 5) {
       c.onFeedback({ now: t, qdelayMs: 12, rttMs: RTT, recvRateBps: 189e6, intervalRateBps: 189e6 });
       drained = Math.min(drained, c.rateBps());
@@ -164,6 +164,23 @@ describe('rate control: start-up from a packet train', () => {
     c.onFeedback({ now: 1655, qdelayMs: 0, rttMs: RTT, recvRateBps: 189e6, intervalRateBps: 189e6 });
     // before: back to the 150 the stall read, then the delay law's creep
     assert.ok(Math.abs(c.rateBps() - 189e6) < 0.01 * 189e6, `rate ${(c.rateBps() / 1e6).toFixed(1)}`);
+  });
+
+  it('a dip in the delivery reports when the first queue shows does not end start-up in a drain', () => {
+    // as on the real 300 ms path: holding a train's 183.5 with the path delivering about
+    // 178, an emulator stall left 60 ms of reports at 146 just as the queue reached 6 ms
+    const c = controller();
+    c.onFeedback({ now: 300, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 0 });
+    c.onFeedback({ now: 305, qdelayMs: 0, rttMs: RTT, recvRateBps: START, intervalRateBps: 60e6, trainRateBps: 183.5e6 });
+    let lowest = Infinity;
+    for (let t = 310; t <= 1500; t += 5) {
+      const recv = t < 620 ? START : t >= 1190 && t < 1250 ? 146e6 : 178e6;
+      const q = t < 1100 ? 1 + (t % 20 === 0 ? 1 : 0) : Math.min(6.5, 1 + (t - 1100) * 0.035);
+      c.onFeedback({ now: t, qdelayMs: q, rttMs: RTT, recvRateBps: recv, intervalRateBps: recv });
+      lowest = Math.min(lowest, c.rateBps());
+    }
+    // before: start-up ended on the dip (a short median of 146 < 0.93 x 183.5) in a drain at 110
+    assert.ok(lowest >= 0.9 * 178e6, `rate fell to ${(lowest / 1e6).toFixed(1)} Mbit/s`);
   });
 
   it("one bunched interval in the train does not set the rate, nor does the partial one it began in", () => {

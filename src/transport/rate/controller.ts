@@ -192,6 +192,8 @@ export class DelayBasedRateController implements RateController {
   private readonly qHist: { t: number; q: number }[] = [];
   /** (time, delivery rate) over the last DELIVERY_WINDOW: one sample is noisy */
   private readonly recvHist: { t: number; bps: number }[] = [];
+  /** the delivery reports of the last round trip (start-up's exit reads the path from them too) */
+  private readonly recvHistRtt: { t: number; bps: number }[] = [];
 
   constructor(private readonly opts: RateOptions & { policy: Exclude<RatePolicy, 'fixed'> }) {
     this.alpha = POLICY_ALPHA_BYTES[opts.policy];
@@ -227,6 +229,10 @@ export class DelayBasedRateController implements RateController {
     if (f.recvRateBps > 0) this.recvHist.push({ t: f.now, bps: f.recvRateBps });
     const window = Math.min(DELIVERY_WINDOW_MAX_MS, Math.max(DELIVERY_WINDOW_MIN_MS, rtt / 4));
     while (this.recvHist.length > DELIVERY_MIN_SAMPLES && f.now - this.recvHist[0]!.t > window) this.recvHist.shift();
+    if (this.startup) {
+      if (f.recvRateBps > 0) this.recvHistRtt.push({ t: f.now, bps: f.recvRateBps });
+      while (this.recvHistRtt.length > DELIVERY_MIN_SAMPLES && f.now - this.recvHistRtt[0]!.t > rtt) this.recvHistRtt.shift();
+    }
     const undecided =
       this.holdSince !== undefined &&
       this.holdOnEmpty &&
@@ -246,7 +252,7 @@ export class DelayBasedRateController implements RateController {
       // path had a queue at the jump: that is another flow's, and this train measured
       // more than its share.)
       this.startup = false;
-      const delivered = this.deliveryRate();
+      const delivered = this.exitDeliveryRate();
       if (this.holdSince !== undefined && qMs < HOLD_HANDOVER_QUEUE_MS && delivered >= HOLD_HANDOVER_DELIVERED * this.rate) {
         // holding the rate a train measured, and the path delivers about that: a few ms of
         // queue is what the delay law keeps anyway (alpha / rate: 10.5 ms for `fair` at
@@ -435,6 +441,20 @@ export class DelayBasedRateController implements RateController {
    */
   private deliveryRate(): number {
     return median(this.recvHist.map((s) => s.bps), 'lower');
+  }
+
+  /**
+   * What the path delivers, as start-up's exit reads it: the usual short-window median, or
+   * the median over the last round trip when that is higher. The emulator's stalls on the
+   * 300 ms path left 50–70 ms of reports at 146–148 of 190 half a second after the jump,
+   * just when the held rate's (183.5) first 6 ms of queue showed: the short median read
+   * 163, start-up drained, came back to 163 and the delay law crept back for 1.5 s
+   * (0.27 s of a 512 MiB run). Over the round trip before, the reports' median was about
+   * 175: such a dip is a minority there. Not the longer window alone: right after the jump the
+   * older reports still show the start rate, and only the short window has left them.
+   */
+  private exitDeliveryRate(): number {
+    return Math.max(this.deliveryRate(), median(this.recvHistRtt.map((s) => s.bps), 'lower'));
   }
 
   /** the last update was a re-probe (not start-up) */
