@@ -493,3 +493,30 @@ export function guessKeyExchange(client: object): KexGuess | undefined {
   };
   return { outcome: () => outcome };
 }
+
+/** The parts of ssh2's Protocol object that writing one message needs (ssh2 1.17). */
+interface WriteInternals {
+  _packetRW: { write: { allocStart: number; alloc(payloadLen: number): Buffer; finalize(packet: Buffer): Buffer } };
+  _cipher: { encrypt(packet: Buffer): void };
+  _kexinit: unknown;
+}
+
+const MSG_IGNORE = 2;
+
+/**
+ * Sends SSH_MSG_IGNORE with empty data (RFC 4253 §11.2: every implementation must accept
+ * and ignore it) on an ssh2 Client or server Connection. Returns false, sending nothing,
+ * when a key exchange is under way or ssh2's internals are not as expected.
+ */
+export function sendIgnore(ssh: object): boolean {
+  const p = (ssh as { _protocol?: Partial<WriteInternals> })._protocol;
+  const w = p?._packetRW?.write;
+  if (p === undefined || w === undefined || typeof w.alloc !== 'function' || typeof w.finalize !== 'function' || typeof w.allocStart !== 'number') return false;
+  if (typeof p._cipher?.encrypt !== 'function' || p._kexinit !== undefined) return false;
+  const start = w.allocStart;
+  const packet = w.alloc(5);
+  packet[start] = MSG_IGNORE;
+  packet.writeUInt32BE(0, start + 1);
+  p._cipher.encrypt(w.finalize(packet));
+  return true;
+}

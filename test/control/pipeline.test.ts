@@ -27,8 +27,11 @@ const ONE_WAY_MS = 40;
  * flights: a flight is client data that follows data delivered to the client, i.e. each
  * time the client had to wait for the server before it could go on.
  */
-async function delayProxy(target: number): Promise<{ port: number; flights: () => number; upstreamPorts: () => number[]; close: () => Promise<void> }> {
+async function delayProxy(
+  target: number,
+): Promise<{ port: number; flights: () => number; upstreamPorts: () => number[]; chunks: () => { dir: 'c2s' | 's2c'; at: number; bytes: number }[]; close: () => Promise<void> }> {
   let flights = 0;
+  const chunks: { dir: 'c2s' | 's2c'; at: number; bytes: number }[] = [];
   const upstreamPorts: number[] = [];
   let lastDir: 'c2s' | 's2c' | undefined;
   const sockets = new Set<net.Socket>();
@@ -42,6 +45,7 @@ async function delayProxy(target: number): Promise<{ port: number; flights: () =
     }
     const relay = (from: net.Socket, to: net.Socket, dir: 'c2s' | 's2c'): void => {
       from.on('data', (chunk: Buffer) => {
+        chunks.push({ dir, at: performance.now(), bytes: chunk.length });
         setTimeout(() => {
           if (dir === 'c2s' && lastDir !== 'c2s') flights++;
           lastDir = dir;
@@ -58,6 +62,7 @@ async function delayProxy(target: number): Promise<{ port: number; flights: () =
     port: (server.address() as AddressInfo).port,
     flights: () => flights,
     upstreamPorts: () => [...upstreamPorts],
+    chunks: () => [...chunks],
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => server.close(() => r()));
@@ -123,6 +128,33 @@ describe('pipelined SSH set-up', () => {
       await proxy.close();
     }
   }
+
+  it('a small segment (SSH IGNORE) follows the authentication flight, so that its loss shows a round trip later', async () => {
+    const proxy = await delayProxy(server.port);
+    try {
+      const conn = await connectControl(opts(proxy.port, { early: true }));
+      const answered = new Promise<ControlMessage>((resolve, reject) => {
+        conn.link.onMessage(resolve);
+        conn.link.onClose((err) => reject(err ?? new Error('closed before the answer')));
+      });
+      conn.link.send({ t: 'bye' });
+      assert.equal((await answered).t, 'bye');
+      conn.close();
+      // the client's chunks after the key exchange reply (the server's second chunk) and
+      // before the answer: the authentication flight, then the guard a few ms later
+      const log = proxy.chunks();
+      const s2c = log.map((c, i) => (c.dir === 's2c' ? i : -1)).filter((i) => i >= 0);
+      const between = log.slice(s2c[1]! + 1, s2c[2]).filter((c) => c.dir === 'c2s');
+      assert.equal(between.length, 2, `client chunks between the key exchange reply and the answer: ${JSON.stringify(between)}`);
+      const [flight, guard] = between as [(typeof log)[0], (typeof log)[0]];
+      assert.ok(flight.bytes > 300, `the authentication flight is ${flight.bytes} bytes`);
+      assert.ok(guard.bytes < 64, `the guard is ${guard.bytes} bytes`);
+      const gap = guard.at - flight.at;
+      assert.ok(gap >= 2 && gap < 40, `the guard left ${gap.toFixed(1)} ms after the flight`);
+    } finally {
+      await proxy.close();
+    }
+  });
 
   it('answers the first control message at least six round trips sooner than a stock client', async () => {
     const stock = await firstAnswer(false);
