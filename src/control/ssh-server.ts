@@ -37,7 +37,7 @@ import { SUBSYSTEM } from './messages.js';
 import type { ControlLink } from './messages.js';
 import { systemClock } from '../core/clock.js';
 
-/** TACHYON_TRACE=1: when authentication requests arrive and succeed (epoch ms, comparable with the client's trace) */
+/** TACHYON_TRACE=1: when connections, key exchanges and authentication requests arrive and complete (epoch ms, comparable with the client's trace) */
 const TRACE = process.env.TACHYON_TRACE === '1';
 
 const { utils } = ssh2;
@@ -618,6 +618,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     const key = recordKey(socket.remoteAddress, socket.remotePort);
     records.set(key, rec);
     emit({ type: 'connect', ...where(rec), localAddress: rec.localAddress });
+    if (TRACE) process.stderr.write(`trace tcp accepted t=${systemClock.now().toFixed(1)}\n`);
     rec.graceTimer = setTimeout(() => {
       hangUp(rec, 'login-grace-timeout', undefined);
     }, loginGraceMs);
@@ -655,6 +656,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     const release = holdConnectionMessagesDuringAuth(conn, () => deciding > 0);
     // A client's key share sent with its KEXINIT (a right guess) is used, not skipped.
     honourKexGuess(conn);
+    if (TRACE) conn.once('handshake', () => process.stderr.write(`trace kex done t=${systemClock.now().toFixed(1)}\n`));
     conn.on('authentication', (ctx: AuthContext) => {
       if (TRACE) process.stderr.write(`trace auth ${ctx.method} t=${systemClock.now().toFixed(1)}\n`);
       deciding++;

@@ -546,6 +546,9 @@ export class DataReceiver extends SessionPeer {
   private trainDone = false;
   /** feedbacks still to carry the train's measurement */
   private trainTell = 0;
+  /** (trace) the previous arrival in the train, and the longest gap between two of them */
+  private trainPrev = 0;
+  private trainGap = { ms: 0, after: 0 };
 
   /**
    * Times the initial burst: from its first to its last arrival (kernel times when the
@@ -560,11 +563,13 @@ export class DataReceiver extends SessionPeer {
       if (this.trainCount >= TRAIN_MIN_PACKETS && this.trainLast > this.trainFirst) this.trainTell = TRAIN_REPEATS;
       if (TRACE) {
         process.stderr.write(
-          `rtrace train: ${this.trainCount} datagrams (ssn ${this.trainMinSsn}..${this.trainMaxSsn}) arrived over ${(this.trainLast - this.trainFirst).toFixed(2)} ms, ${((this.trainBytes * 8) / (this.trainLast - this.trainFirst) / 1000).toFixed(1)} Mbit/s; ended by ssn ${ssn} at +${(at - this.trainLast).toFixed(2)} ms\n`,
+          `rtrace train: ${this.trainCount} datagrams (ssn ${this.trainMinSsn}..${this.trainMaxSsn}) arrived over ${(this.trainLast - this.trainFirst).toFixed(2)} ms, ${((this.trainBytes * 8) / (this.trainLast - this.trainFirst) / 1000).toFixed(1)} Mbit/s; ended by ssn ${ssn} at +${(at - this.trainLast).toFixed(2)} ms; first at t=${this.trainFirst.toFixed(1)}, longest gap ${this.trainGap.ms.toFixed(2)} ms after ${this.trainGap.after} datagrams\n`,
         );
       }
       return;
     }
+    if (TRACE && this.trainCount > 0 && at - this.trainPrev > this.trainGap.ms) this.trainGap = { ms: at - this.trainPrev, after: this.trainCount };
+    this.trainPrev = at;
     if (this.trainCount++ === 0) {
       this.trainFirst = this.trainLast = at;
     } else {
