@@ -21,6 +21,11 @@ export interface Flights {
   flush(): void;
   /** Sends what is held now and writes go out at once from then on. Idempotent. */
   stop(): void;
+  /**
+   * Calls `cb` once the flight being gathered now has been written to the socket (on the
+   * next turn of the event loop when none is being gathered).
+   */
+  afterFlight(cb: () => void): void;
 }
 
 /** uncork once no write came for this long, ms */
@@ -35,6 +40,7 @@ export function coalesceFlights(socket: Socket): Flights {
   let firstAt = 0;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
+  let waiting: (() => void)[] = [];
 
   const flush = (): void => {
     if (timer !== undefined) clearTimeout(timer);
@@ -42,6 +48,14 @@ export function coalesceFlights(socket: Socket): Flights {
     if (!corked) return;
     corked = false;
     if (!socket.destroyed) socket.uncork();
+    const cbs = waiting;
+    waiting = [];
+    for (const cb of cbs) cb();
+  };
+
+  const afterFlight = (cb: () => void): void => {
+    if (corked) waiting.push(cb);
+    else setImmediate(cb);
   };
 
   const stop = (): void => {
@@ -68,5 +82,5 @@ export function coalesceFlights(socket: Socket): Flights {
   } as Socket['write'];
 
   socket.once('close', stop);
-  return { flush, stop };
+  return { flush, stop, afterFlight };
 }

@@ -229,6 +229,8 @@ export interface LinkOptions {
   onActivity?: () => void;
   /** How long close() waits for the peer to close its side before destroying the stream. Default 5000 ms. */
   closeTimeoutMs?: number;
+  /** Called once, right after the first message is written. */
+  onFirstSend?: () => void;
 }
 
 /**
@@ -264,6 +266,7 @@ export function linkFromStream(stream: Duplex, options: LinkOptions = {}): Strea
   let destroyTimer: NodeJS.Timeout | undefined;
   const closeTimeoutMs = options.closeTimeoutMs ?? 5000;
   const activity = options.onActivity ?? ((): void => {});
+  let firstSend = options.onFirstSend;
 
   const callCloseHandler = (h: (err?: Error) => void): void => {
     try {
@@ -413,6 +416,11 @@ export function linkFromStream(stream: Duplex, options: LinkOptions = {}): Strea
     send(msg: ControlMessage): void {
       if (closed) return;
       writeFrame(encodeFrame(msg));
+      if (firstSend !== undefined) {
+        const f = firstSend;
+        firstSend = undefined;
+        f();
+      }
     },
     onMessage(handler: (msg: ControlMessage) => void): void {
       messageHandler = handler;

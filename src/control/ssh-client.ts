@@ -14,7 +14,7 @@ import type { StreamControlLink } from './framing.js';
 import { blobKeyType, checkKnownHosts, fingerprintOf, knownHostsName, normalizeFingerprint } from './hostkeys.js';
 import type { KnownHostsResult } from './hostkeys.js';
 import { SUBSYSTEM } from './messages.js';
-import { guessKeyExchange, pipelineClient, sendIgnore } from './ssh-pipeline.js';
+import { guessKeyExchange, guardFlight, pipelineClient } from './ssh-pipeline.js';
 import type { ClientPipeline, KexGuess } from './ssh-pipeline.js';
 import type { ControlLink } from './messages.js';
 import { SSH_IDENT, controlAlgorithms } from './ssh-server.js';
@@ -23,8 +23,6 @@ import type { Flights } from './flights.js';
 
 const { Client, utils } = ssh2;
 
-/** how long after the authentication flight its guard segment leaves (ms; see guardFlight) */
-const GUARD_AFTER_MS = 15;
 
 /** How the server's host key is trusted. At least one field is required. */
 export interface HostKeyPin {
@@ -409,7 +407,7 @@ function connectOne(p: Prepared, given: net.Socket | undefined, race?: RaceSlot)
       theLink.onClose(() => shutdown());
       settled = true;
       clearTimeout(timer);
-      if (!authenticated && pipeline !== undefined) guardFlight();
+      if (!authenticated && pipeline !== undefined) guardAuthFlight();
       resolve({
         link: theLink,
         remoteAddress: socket.remoteAddress ?? host,
@@ -491,23 +489,9 @@ function connectOne(p: Prepared, given: net.Socket | undefined, race?: RaceSlot)
       });
     };
 
-    /**
-     * The authentication flight (with `hello`, written by the caller as soon as it has the
-     * link) is one TCP segment, and the only one in flight: lost, it waits for a tail-loss
-     * probe, which with one segment outstanding comes at 2 RTT + 200 ms (0.8 s on a 300 ms
-     * path; `welcome` came at 1.8 s instead of 0.98). A small segment after it (an SSH
-     * IGNORE) makes its loss show a round trip later, by the acknowledgement of what
-     * followed (RACK), and puts two segments in flight. It leaves once the flight has.
-     */
-    const guardFlight = (): void => {
-      setTimeout(() => {
-        if (socket.destroyed) return;
-        flights?.flush();
-        if (sendIgnore(client)) {
-          trace?.('sent IGNORE behind the authentication flight');
-          flights?.flush();
-        }
-      }, GUARD_AFTER_MS).unref();
+    /** The authentication flight (with `hello`, written by the caller as soon as it has the link) gets a guard segment (guardFlight). */
+    const guardAuthFlight = (): void => {
+      if (flights !== undefined) guardFlight(client, flights, socket, () => trace?.('sent IGNORE behind the authentication flight'));
     };
 
     const onConnected = (): void => {

@@ -38,7 +38,9 @@
 import { generateKeyPairSync, randomFillSync } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
 import type { ClientChannel, ParsedKey } from 'ssh2';
+import type { Flights } from './flights.js';
 
 /** The first version of our server that numbers channels from 0 and holds early connection messages. */
 const EARLY_CHANNEL_VERSION = 2;
@@ -519,4 +521,27 @@ export function sendIgnore(ssh: object): boolean {
   packet.writeUInt32BE(0, start + 1);
   p._cipher.encrypt(w.finalize(packet));
   return true;
+}
+
+/** how long after a guarded flight has been written its guard leaves (ms) */
+const GUARD_GAP_MS = 10;
+
+/**
+ * Sends a guard segment (an SSH IGNORE) a moment after the flight `flights` is gathering
+ * now has been written. A set-up flight is one TCP segment and often the only one in
+ * flight: lost, it waits for a tail-loss probe, which with one segment outstanding comes
+ * at 2 RTT + 200 ms (0.8 s on a 300 ms path). With a segment behind it, its loss shows a
+ * round trip later, by the acknowledgement of what followed (RACK). The client guards its
+ * authentication flight (with `hello`), the server its answer (with `welcome`).
+ */
+export function guardFlight(ssh: object, flights: Flights, socket: Socket, onSent?: () => void): void {
+  flights.afterFlight(() => {
+    setTimeout(() => {
+      if (socket.destroyed) return;
+      if (sendIgnore(ssh)) {
+        flights.flush();
+        onSent?.();
+      }
+    }, GUARD_GAP_MS).unref();
+  });
 }

@@ -30,7 +30,7 @@ import { TachyonError, toTachyonError } from '../core/errors.js';
 import { linkFromStream } from './framing.js';
 import type { StreamControlLink } from './framing.js';
 import { fingerprintOf, MIN_RSA_BITS } from './hostkeys.js';
-import { holdConnectionMessagesDuringAuth, honourKexGuess } from './ssh-pipeline.js';
+import { guardFlight, holdConnectionMessagesDuringAuth, honourKexGuess } from './ssh-pipeline.js';
 import { coalesceFlights } from './flights.js';
 import type { Flights } from './flights.js';
 import { SUBSYSTEM } from './messages.js';
@@ -885,7 +885,9 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
 
   const startLink = (rec: ConnRecord, channel: ServerChannel, info: SessionInfo): void => {
     channel.on('error', () => {});
-    const link = linkFromStream(channel, { onActivity: () => touch(rec) });
+    // the answer to the authentication flight (with welcome) gets a guard segment behind it (guardFlight)
+    const conn = rec.conn;
+    const link = linkFromStream(channel, { onActivity: () => touch(rec), ...(conn !== undefined ? { onFirstSend: () => guardFlight(conn, rec.flights, rec.socket) } : {}) });
     rec.links.add(link);
     touch(rec);
     const started = performance.now();

@@ -129,17 +129,22 @@ describe('pipelined SSH set-up', () => {
     }
   }
 
-  it('a small segment (SSH IGNORE) follows the authentication flight, so that its loss shows a round trip later', async () => {
+  it('a small segment (SSH IGNORE) follows the authentication flight and the answer to it, so that their loss shows a round trip later', async () => {
     const proxy = await delayProxy(server.port);
     try {
-      const conn = await connectControl(opts(proxy.port, { early: true }));
+      const lines: string[] = [];
+      const conn = await connectControl(opts(proxy.port, { early: true, trace: (l) => lines.push(l) }));
       const answered = new Promise<ControlMessage>((resolve, reject) => {
         conn.link.onMessage(resolve);
         conn.link.onClose((err) => reject(err ?? new Error('closed before the answer')));
       });
-      conn.link.send({ t: 'bye' });
-      assert.equal((await answered).t, 'bye');
+      // answered without closing (a bye would end the connection before the guard arrives)
+      conn.link.send({ t: 'digests', files: [{ id: 1, sha256: 'a'.repeat(64) }] });
+      assert.equal((await answered).t, 'results');
+      await sleep(ONE_WAY_MS + 40);
       conn.close();
+      // the server's guard, behind its answer
+      assert.equal(lines.filter((l) => l.includes('Received IGNORE')).length, 1, lines.join('\n'));
       // the client's chunks after the key exchange reply (the server's second chunk) and
       // before the answer: the authentication flight, then the guard a few ms later
       const log = proxy.chunks();
@@ -177,9 +182,10 @@ describe('pipelined SSH set-up', () => {
     assert.ok(stock.ms - fast.ms > 5 * rtt, `saved ${(stock.ms - fast.ms).toFixed(0)} ms`);
     // each flight in one segment (src/control/flights.ts): the version, the key exchange
     // reply, the answer to the authentication flight (with the echo of the first message),
-    // and at most one more for a flight split by the relay's timing. Each write of its own
-    // made 13, each a chance to lose a flight's tail on a lossy path.
-    assert.ok(fast.segments <= 4, `the server sent ${fast.segments} data segments`);
+    // the guard behind it (ssh-pipeline.ts, guardFlight), and at most one more for a flight
+    // split by the relay's timing. Each write of its own made 13, each a chance to lose a
+    // flight's tail on a lossy path.
+    assert.ok(fast.segments <= 5, `the server sent ${fast.segments} data segments`);
   });
 
   it('refuses a channel pipelined behind a refused key: no session starts, the link ends with AUTH_FAILED', async () => {
