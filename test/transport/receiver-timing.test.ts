@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { SimClock } from '../../src/testkit/simclock.js';
 import { createProtection, SECRET_BYTES } from '../../src/transport/crypto/aead.js';
 import { Endpoint } from '../../src/transport/session/endpoint.js';
-import { DataReceiver } from '../../src/transport/session/receiver.js';
+import { DataReceiver, fitSlotMs } from '../../src/transport/session/receiver.js';
 import { COMMON_HEADER, DATA_HEADER, FLAG_TRAIN, PacketType, decodeFeedback, writeCommon, writeDataHeader, type Feedback } from '../../src/transport/wire/packet.js';
 import { Rng } from '../helpers/rng.js';
 import { RecordingSink } from '../helpers/sim-flow.js';
@@ -99,6 +99,26 @@ describe('receiver timing: arrival times', () => {
     t.receiver.close();
   });
 
+  it('a train with a late stretch near its end reads at the rate of its slots, not over its span', () => {
+    const t = rig();
+    const first = t.clock.now();
+    t.clock.advance(300);
+    // 218 blocks of the burst 57 µs apart, 10 lost, and after the 200th the emulator lost 1.1 ms
+    const lost = new Set([7, 30, 55, 81, 99, 120, 150, 171, 190, 210]);
+    for (let i = 0; i < 218; i++) if (!lost.has(i)) t.tap.inject(t.data(i, 0, FLAG_TRAIN), SENDER, first + i * GAP_MS + (i > 200 ? 1.1 : 0));
+    for (let i = 218; i < 240; i++) t.tap.inject(t.data(i, 0), SENDER, first + 218 * GAP_MS + 1.1 + (i - 217) * GAP_MS * 4);
+    t.clock.advance(5);
+    const train = t.feedbacks().find((f) => f.train)?.train;
+    assert.ok(train, 'no train in the feedback');
+    assert.equal(train.packets, 208);
+    assert.equal(train.lost, 10);
+    // what arrived of a 200 Mbit/s path: 200 * 208/218; over the span it read 7% lower
+    const mbps = train.rateKbps / 1000;
+    const want = (200 * 208) / 218;
+    assert.ok(Math.abs(mbps - want) < 0.01 * want, `train ${mbps.toFixed(1)} Mbit/s, want ${want.toFixed(1)}`);
+    t.receiver.close();
+  });
+
   it('the delay signal: a moment\'s late read is no queue, a receiver that stays behind is; a held datagram\'s wait is neither', () => {
     const tsUs = (ms: number): number => Math.round(ms * 1000) >>> 0;
     /** blocks sent every 0.5 ms, each arriving 50 ms later and handled `lag(i)` ms after that */
@@ -132,5 +152,48 @@ describe('receiver timing: arrival times', () => {
     // the same waits on held datagrams (early data): their wait is the session's set-up
     const held = run(400, (i) => (i >= 100 ? 10 : 0), true);
     assert.ok(held.at(-1)!.qdelayUs < 500, `held: queue ${held.at(-1)!.qdelayUs} µs`);
+  });
+});
+
+describe('receiver timing: fitting the train', () => {
+  /** n arrivals one `slot` apart (5% of the sequence lost), released in bunches, jittered, late by `stretch` from one on */
+  const arrivals = (r: Rng, n: number, slot: number, bunch: number): { ssns: number[]; ats: number[]; span: number } => {
+    const stretchAt = r.int(n);
+    const stretch = r.chance(0.7) ? r.float() * 20 * slot : 0;
+    const ssns: number[] = [];
+    const ats: number[] = [];
+    for (let i = 0, ssn = 0; i < n; i++, ssn++) {
+      if (r.chance(0.05)) ssn++;
+      ssns.push(ssn);
+      const due = Math.ceil((ssn + 1) / bunch) * bunch * slot;
+      ats.push(1000 + due + (ssn >= stretchAt ? stretch : 0) + (r.float() - 0.5) * 0.2 * slot);
+    }
+    return { ssns, ats, span: (ats[n - 1]! - ats[0]!) / (ssns[n - 1]! - ssns[0]!) };
+  };
+
+  it('fitSlotMs finds the time per datagram through jitter, bunching, a late stretch anywhere and gaps in the sequence', () => {
+    const r = new Rng(11);
+    let spanWorst = 0;
+    for (let trial = 0; trial < 300; trial++) {
+      // trains as on the 300 ms path (about 210 arrivals), bunches of up to 6
+      const slot = 0.02 + r.float() * 0.5;
+      const n = 150 + r.int(250);
+      const bunch = 1 + r.int(6);
+      const { ssns, ats, span } = arrivals(r, n, slot, bunch);
+      const fit = fitSlotMs(ssns, ats);
+      assert.ok(Math.abs(fit - slot) < 0.04 * slot, `trial ${trial}: n ${n}, bunch ${bunch}, slot ${slot.toFixed(4)}: fitted ${fit.toFixed(4)}`);
+      spanWorst = Math.max(spanWorst, Math.abs(span - slot) / slot);
+    }
+    // the span from the first arrival to the last, as before: up to 10% off
+    assert.ok(spanWorst > 0.08, `span worst ${spanWorst}`);
+    for (let trial = 0; trial < 100; trial++) {
+      // short trains, unbunched
+      const slot = 0.02 + r.float() * 0.5;
+      const { ssns, ats } = arrivals(r, 20 + r.int(30), slot, 1);
+      const fit = fitSlotMs(ssns, ats);
+      assert.ok(Math.abs(fit - slot) < 0.03 * slot, `short trial ${trial}: fitted ${fit.toFixed(4)} for ${slot.toFixed(4)}`);
+    }
+    assert.equal(fitSlotMs([1], [5]), 0);
+    assert.equal(fitSlotMs([3, 3], [5, 6]), 0);
   });
 });
