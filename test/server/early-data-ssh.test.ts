@@ -15,12 +15,30 @@ import path from 'node:path';
 import { parseAuthorizedKeys } from '../../src/control/hostkeys.js';
 import { CIPHERS } from '../../src/core/types.js';
 import { singleUserAccounts } from '../../src/server/accounts.js';
-import { startTransferServer, type TransferServer } from '../../src/server/transfer-server.js';
+import { startTransferServer, type TransferServer, type TransferServerOptions } from '../../src/server/transfer-server.js';
 import { openUdpSocket } from '../../src/transport/socket/udp.js';
 import { jsonLines, runCli } from '../helpers/cli.js';
 import { slowRelay } from '../helpers/relay.js';
 
 const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex');
+
+/** A work directory with a server root and a client key `id`, and an in-process transfer server for it (`extra` added to its options). */
+async function fixture(prefix: string, extra: Partial<TransferServerOptions> = {}): Promise<{ work: string; root: string; server: TransferServer }> {
+  const work = mkdtempSync(path.join(os.tmpdir(), prefix));
+  const root = path.join(work, 'root');
+  mkdirSync(root);
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path.join(work, 'id')]);
+  const server = await startTransferServer({
+    accounts: singleUserAccounts({ user: 'xfer', root, keys: parseAuthorizedKeys(readFileSync(path.join(work, 'id.pub'), 'utf8')).keys, ciphers: CIPHERS }),
+    hostKeyFile: path.join(work, 'host_key'),
+    listen: '127.0.0.1',
+    port: 0,
+    allowedCiphers: CIPHERS,
+    maxRateBps: 10e9,
+    ...extra,
+  });
+  return { work, root, server };
+}
 
 describe('early data over SSH: tachyon send against an in-process server', () => {
   let work: string;
@@ -28,18 +46,7 @@ describe('early data over SSH: tachyon send against an in-process server', () =>
   let server: TransferServer;
 
   before(async () => {
-    work = mkdtempSync(path.join(os.tmpdir(), 'tachyon-early-ssh-'));
-    root = path.join(work, 'root');
-    mkdirSync(root);
-    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path.join(work, 'id')]);
-    server = await startTransferServer({
-      accounts: singleUserAccounts({ user: 'xfer', root, keys: parseAuthorizedKeys(readFileSync(path.join(work, 'id.pub'), 'utf8')).keys, ciphers: CIPHERS }),
-      hostKeyFile: path.join(work, 'host_key'),
-      listen: '127.0.0.1',
-      port: 0,
-      allowedCiphers: CIPHERS,
-      maxRateBps: 10e9,
-    });
+    ({ work, root, server } = await fixture('tachyon-early-ssh-'));
   });
 
   after(async () => {
@@ -83,20 +90,8 @@ describe('early data at TCP connect: tachyon send behind a slow TCP path', () =>
   const connections: number[] = [];
 
   before(async () => {
-    work = mkdtempSync(path.join(os.tmpdir(), 'tachyon-early-tcp-'));
-    root = path.join(work, 'root');
-    mkdirSync(root);
-    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path.join(work, 'id')]);
     relay = await slowRelay(() => server.port, ONE_WAY_MS, () => connections.push(performance.now()));
-    server = await startTransferServer({
-      accounts: singleUserAccounts({ user: 'xfer', root, keys: parseAuthorizedKeys(readFileSync(path.join(work, 'id.pub'), 'utf8')).keys, ciphers: CIPHERS }),
-      hostKeyFile: path.join(work, 'host_key'),
-      listen: '127.0.0.1',
-      port: 0,
-      allowedCiphers: CIPHERS,
-      maxRateBps: 10e9,
-      openUdp: (address) => openUdpSocket({ address, port: relay.port }),
-    });
+    ({ work, root, server } = await fixture('tachyon-early-tcp-', { openUdp: (address) => openUdpSocket({ address, port: relay.port }) }));
   });
 
   after(async () => {
