@@ -23,7 +23,6 @@ import type { Flights } from './flights.js';
 
 const { Client, utils } = ssh2;
 
-
 /** How the server's host key is trusted. At least one field is required. */
 export interface HostKeyPin {
   /** Expected `SHA256:…` fingerprint (as `ssh-keygen -l` prints it). */
