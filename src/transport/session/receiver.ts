@@ -551,29 +551,29 @@ export class DataReceiver extends SessionPeer {
   /** the train's arrivals: stream sequence numbers and times */
   private trainSsns: number[] = [];
   private trainAts: number[] = [];
-  /** the bottleneck's time per datagram fitted to the train (ms; 0: none) */
-  private trainSlotMs = 0;
+  /** the train's arrival rate, kbit/s, once it is over (trainRateKbps) */
+  private trainKbps = 0;
   /** (trace) the previous arrival in the train, and the longest gap between two of them */
   private trainPrev = 0;
   private trainGap = { ms: 0, after: 0 };
 
   /**
-   * Times the initial burst: from its first to its last arrival (kernel times when the
-   * socket gives them, and held datagrams keep theirs), whatever feedback interval or
-   * read batch each fell in. The first datagram after it ends it.
+   * Records the initial burst's arrivals (kernel times when the socket gives them, and
+   * held datagrams keep theirs), whatever feedback interval or read batch each fell in.
+   * The first datagram after it ends it, and its rate is taken then (trainRateKbps).
    */
   private noteTrain(inTrain: boolean, ssn: number, bytes: number, at: number): void {
     if (this.trainDone) return;
     if (!inTrain) {
       if (this.trainCount === 0) return;
       this.trainDone = true;
-      this.trainSlotMs = fitSlotMs(this.trainSsns, this.trainAts);
+      this.trainKbps = this.trainRateKbps();
       this.trainSsns = [];
       this.trainAts = [];
       if (this.trainCount >= TRAIN_MIN_PACKETS && this.trainLast > this.trainFirst) this.trainTell = TRAIN_REPEATS;
       if (TRACE) {
         process.stderr.write(
-          `rtrace train: ${this.trainCount} datagrams (ssn ${this.trainMinSsn}..${this.trainMaxSsn}) arrived over ${(this.trainLast - this.trainFirst).toFixed(2)} ms, ${((this.trainBytes * 8) / (this.trainLast - this.trainFirst) / 1000).toFixed(1)} Mbit/s; ended by ssn ${ssn} at +${(at - this.trainLast).toFixed(2)} ms; first at t=${this.trainFirst.toFixed(1)}, longest gap ${this.trainGap.ms.toFixed(2)} ms after ${this.trainGap.after} datagrams\n`,
+          `rtrace train: ${this.trainCount} datagrams (ssn ${this.trainMinSsn}..${this.trainMaxSsn}) arrived over ${(this.trainLast - this.trainFirst).toFixed(2)} ms, ${((this.trainBytes * 8) / (this.trainLast - this.trainFirst) / 1000).toFixed(1)} Mbit/s over the span, ${(this.trainKbps / 1000).toFixed(1)} fitted; ended by ssn ${ssn} at +${(at - this.trainLast).toFixed(2)} ms; first at t=${this.trainFirst.toFixed(1)}, longest gap ${this.trainGap.ms.toFixed(2)} ms after ${this.trainGap.after} datagrams\n`,
         );
       }
       return;
@@ -605,14 +605,17 @@ export class DataReceiver extends SessionPeer {
    * lost datagrams in their slots), and the rate is what arrived of it: (bytes per datagram) /
    * slot × (arrived / sent). The sender divides the loss back out as before.
    */
+  private trainRateKbps(): number {
+    const slotMs = fitSlotMs(this.trainSsns, this.trainAts);
+    if (slotMs <= 0) return (this.trainBytes * 8) / (this.trainLast - this.trainFirst);
+    const perDatagram = this.trainBytes / Math.max(1, this.trainCount - 1);
+    return ((perDatagram * 8) / slotMs) * (this.trainCount / (this.trainMaxSsn - this.trainMinSsn + 1));
+  }
+
   private takeTrain(): Feedback['train'] {
     if (this.trainTell <= 0) return undefined;
     this.trainTell--;
-    const sent = this.trainMaxSsn - this.trainMinSsn + 1;
-    const perDatagram = this.trainBytes / Math.max(1, this.trainCount - 1);
-    const rateKbps =
-      this.trainSlotMs > 0 ? ((perDatagram * 8) / this.trainSlotMs) * (this.trainCount / sent) : (this.trainBytes * 8) / (this.trainLast - this.trainFirst);
-    return { rateKbps, packets: this.trainCount, lost: Math.max(0, sent - this.trainCount) };
+    return { rateKbps: this.trainKbps, packets: this.trainCount, lost: Math.max(0, this.trainMaxSsn - this.trainMinSsn + 1 - this.trainCount) };
   }
 
   /** An authentic datagram came from the peer at `at`: feedback goes to its address. */
@@ -852,7 +855,7 @@ function* range(from: number, to: number): Generator<number> {
  * stretch in the middle of the train and the median moved with them.)
  */
 export function fitSlotMs(ssns: readonly number[], ats: readonly number[]): number {
-  const n = Math.min(ssns.length, ats.length, TRAIN_FIT_POINTS);
+  const n = Math.min(ssns.length, ats.length);
   if (n < 2) return 0;
   const lo = Math.max(1, Math.floor(n / 8));
   const hi = Math.max(lo + 1, Math.floor(n / 4));
