@@ -15,21 +15,10 @@ import type { Clock } from '../../src/core/clock.js';
 import { systemClock } from '../../src/core/clock.js';
 import { loadTokenKeyring, tokenKeyOf, TransferTokenCodec } from '../../src/server/transfer-token.js';
 import { buildTransferSpec, type TransferSpec } from '../../src/node-api/transfer-setup.js';
-import { bin, runCli, type RunResult, startConfigServer } from '../helpers/cli.js';
+import { auditRecordAfter, auditRecords, bin, runCli, type AuditLine, type RunResult, startConfigServer } from '../helpers/cli.js';
 
 const sha = (f: string): string => createHash('sha256').update(readFileSync(f)).digest('hex');
 
-interface AuditLine {
-  type: string;
-  correlationId?: string;
-  fields: Record<string, unknown>;
-}
-function auditRecords(file: string): AuditLine[] {
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as AuditLine);
-}
 
 describe('transfer specs and tokens end to end (serve --config, send/recv --transfer-spec)', () => {
   let work: string;
@@ -138,7 +127,7 @@ describe('transfer specs and tokens end to end (serve --config, send/recv --tran
     const r = await tachyon(['recv', '--transfer-spec', writeSpec(spec), path.join(work, 'x1')]);
     assert.equal(r.code, 77, r.stderr);
     assert.match(r.stderr, /refused the transfer token .*expired/);
-    const f = newRecords(since).find((x) => x.type === 'auth.failure' && x.fields['user'] === 'xfer');
+    const f = await auditRecordAfter(auditLog, since, (x) => x.type === 'auth.failure' && x.fields['user'] === 'xfer');
     assert.equal(f?.fields['reason'], 'token-expired');
   });
 
@@ -150,13 +139,13 @@ describe('transfer specs and tokens end to end (serve --config, send/recv --tran
     let r = await tachyon(['recv', '--transfer-spec', writeSpec({ ...spec, token: `tkn1.${raw.toString('base64url')}` }), path.join(work, 'x2')]);
     assert.equal(r.code, 77, r.stderr);
     assert.match(r.stderr, /refused the transfer token/);
-    assert.equal(newRecords(since).find((x) => x.type === 'auth.failure')?.fields['reason'], 'token-tampered');
+    assert.equal((await auditRecordAfter(auditLog, since, (x) => x.type === 'auth.failure'))?.fields['reason'], 'token-tampered');
 
     const other = new TransferTokenCodec({ nodeId: 'node-other', keys: { current: tokenKeyOf(randomBytes(32)) }, clock: systemClock });
     since = count();
     r = await tachyon(['recv', '--transfer-spec', writeSpec(specFor('download', { paths: [{ source: 'out/report.bin' }] }, { codec: other })), path.join(work, 'x3')]);
     assert.equal(r.code, 77, r.stderr);
-    assert.equal(newRecords(since).find((x) => x.type === 'auth.failure')?.fields['reason'], 'token-wrong-node');
+    assert.equal((await auditRecordAfter(auditLog, since, (x) => x.type === 'auth.failure'))?.fields['reason'], 'token-wrong-node');
   });
 
   it('refuses an upload token used for a download, and a download token used for an upload', async () => {
@@ -166,7 +155,7 @@ describe('transfer specs and tokens end to end (serve --config, send/recv --tran
     let r = await tachyon(['recv', '--transfer-spec', writeSpec({ ...up, direction: 'receive', source_root: '/out', paths: [{ source: 'report.bin' }] }), path.join(work, 'x4')]);
     assert.equal(r.code, 77, r.stderr);
     assert.match(r.stderr, /does not allow this direction/);
-    let refusal = newRecords(since).find((x) => x.type === 'refusal.permission');
+    let refusal = await auditRecordAfter(auditLog, since, (x) => x.type === 'refusal.permission');
     assert.equal(refusal?.fields['permission'], 'token');
     assert.equal(refusal?.fields['op'], 'direction');
 
@@ -177,7 +166,7 @@ describe('transfer specs and tokens end to end (serve --config, send/recv --tran
     r = await tachyon(['send', '--transfer-spec', writeSpec({ ...down, direction: 'send', destination_root: '/out', paths: [{ source: local }] })]);
     assert.equal(r.code, 77, r.stderr);
     assert.match(r.stderr, /does not allow this direction/);
-    refusal = newRecords(since).find((x) => x.type === 'refusal.permission');
+    refusal = await auditRecordAfter(auditLog, since, (x) => x.type === 'refusal.permission');
     assert.equal(refusal?.fields['op'], 'direction');
     assert.notEqual(readFileSync(path.join(files, 'media', 'out', 'report.bin'), 'utf8'), 'overwrite attempt');
 
@@ -194,7 +183,7 @@ describe('transfer specs and tokens end to end (serve --config, send/recv --tran
     assert.equal(r.code, 77, r.stderr);
     assert.match(r.stderr, /does not cover \/out\/secret\.txt/);
     assert.ok(!existsSync(path.join(work, 'x5', 'secret.txt')));
-    let refusal = newRecords(since).find((x) => x.type === 'refusal.permission');
+    let refusal = await auditRecordAfter(auditLog, since, (x) => x.type === 'refusal.permission');
     assert.equal(refusal?.fields['op'], 'path-not-granted');
     assert.equal(refusal?.fields['path'], '/out/secret.txt');
     // `..` does not climb out of a granted directory either
@@ -209,7 +198,7 @@ describe('transfer specs and tokens end to end (serve --config, send/recv --tran
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /failed: other\.txt: The transfer token does not cover \/incoming\/other\.txt/);
     assert.ok(!existsSync(path.join(files, 'media', 'incoming', 'other.txt')));
-    refusal = newRecords(since).find((x) => x.type === 'refusal.permission');
+    refusal = await auditRecordAfter(auditLog, since, (x) => x.type === 'refusal.permission');
     assert.equal(refusal?.fields['permission'], 'token');
     assert.equal(refusal?.fields['path'], 'other.txt');
   });
@@ -220,7 +209,7 @@ describe('transfer specs and tokens end to end (serve --config, send/recv --tran
     const r = await tachyon(['recv', '--transfer-spec', writeSpec(spec), path.join(work, 'x7')]);
     assert.equal(r.code, 77, r.stderr);
     assert.match(r.stderr, /revoked/);
-    assert.equal(newRecords(since).find((x) => x.type === 'auth.failure')?.fields['reason'], 'access-key-revoked');
+    assert.equal((await auditRecordAfter(auditLog, since, (x) => x.type === 'auth.failure'))?.fields['reason'], 'access-key-revoked');
     // revoked after the token was issued: refused from then on
     const later = specFor('download', { paths: [{ source: 'out/report.bin' }] });
     writeFileSync(path.join(work, 'access-keys.json'), JSON.stringify({ active: [], revoked: ['ak-1', 'ak-revoked'] }));
@@ -236,7 +225,7 @@ describe('transfer specs and tokens end to end (serve --config, send/recv --tran
     const since = count();
     const r = await tachyon(['recv', '-P', String(port), '-i', aliceKey, '--host-key-fingerprint', fingerprint, 'xfer@127.0.0.1:/out/report.bin', path.join(work, 'x9')]);
     assert.equal(r.code, 77, r.stderr);
-    assert.equal(newRecords(since).find((x) => x.type === 'auth.failure')?.fields['reason'], 'method-not-allowed');
+    assert.equal((await auditRecordAfter(auditLog, since, (x) => x.type === 'auth.failure'))?.fields['reason'], 'method-not-allowed');
     const spec = specFor('download', { paths: [{ source: 'out/report.bin' }] });
     const r2 = await tachyon(['recv', '--transfer-spec', writeSpec({ ...spec, remote_user: 'alice' }), path.join(work, 'x10')]);
     assert.equal(r2.code, 77, r2.stderr);

@@ -19,21 +19,11 @@ import { TachyonError } from '../../src/core/errors.js';
 import { buildTransferSpec, type TransferSpec } from '../../src/node-api/transfer-setup.js';
 import { loadTokenKeyring, TransferTokenCodec } from '../../src/server/transfer-token.js';
 import { S3Storage } from '../../src/storage/s3.js';
-import { runCli, type RunResult, startConfigServer } from '../helpers/cli.js';
+import { auditRecordAfter, auditRecords, runCli, type RunResult, startConfigServer } from '../helpers/cli.js';
 import { S3RVER_CREDENTIALS, startS3rver, type S3rverFixture } from '../helpers/s3rver.js';
 
 const BUCKET = 'tachyon-tokens';
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
-
-interface AuditLine {
-  type: string;
-  fields: Record<string, unknown>;
-}
-const auditRecords = (file: string): AuditLine[] =>
-  readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as AuditLine);
 
 describe('transfer tokens on an s3:// root (serve --config, s3rver, send/recv --transfer-spec)', () => {
   let work: string;
@@ -95,7 +85,6 @@ describe('transfer tokens on an s3:// root (serve --config, s3rver, send/recv --
   };
   const tachyon = (args: string[]): Promise<RunResult> => runCli(args, work, 60_000);
   const count = (): number => auditRecords(auditLog).length;
-  const newRecords = (since: number): AuditLine[] => auditRecords(auditLog).slice(since);
   const stored = async (p: string): Promise<Buffer> => {
     const h = await media.openRead(p);
     try {
@@ -138,7 +127,7 @@ describe('transfer tokens on an s3:// root (serve --config, s3rver, send/recv --
     let r = await tachyon(['recv', '--transfer-spec', writeSpec({ ...down, paths: [{ source: 'incoming/day1/clip.bin.bak' }] }), path.join(work, 'x1')]);
     assert.equal(r.code, 77, r.stderr);
     assert.match(r.stderr, /does not cover \/incoming\/day1\/clip\.bin\.bak/);
-    let refusal = newRecords(since).find((x) => x.type === 'refusal.permission');
+    let refusal = await auditRecordAfter(auditLog, since, (x) => x.type === 'refusal.permission');
     assert.equal(refusal?.fields['permission'], 'token');
     assert.equal(refusal?.fields['op'], 'path-not-granted');
     assert.match(String(refusal?.fields['grant']), /^token:/);
@@ -154,7 +143,7 @@ describe('transfer tokens on an s3:// root (serve --config, s3rver, send/recv --
     r = await tachyon(['send', '--transfer-spec', writeSpec({ ...down, direction: 'send', destination_root: '/incoming/day1', paths: [{ source: local, destination: 'clip.bin' }] })]);
     assert.equal(r.code, 77, r.stderr);
     assert.match(r.stderr, /does not allow this direction/);
-    refusal = newRecords(since).find((x) => x.type === 'refusal.permission');
+    refusal = await auditRecordAfter(auditLog, since, (x) => x.type === 'refusal.permission');
     assert.equal(refusal?.fields['op'], 'direction');
     assert.notEqual((await stored('incoming/day1/clip.bin')).toString(), 'overwrite attempt');
 
@@ -167,14 +156,14 @@ describe('transfer tokens on an s3:// root (serve --config, s3rver, send/recv --
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /The transfer token does not cover \/incoming\/other\.txt/);
     assert.ok(await absent('incoming/other.txt'));
-    refusal = newRecords(since).find((x) => x.type === 'refusal.permission');
+    refusal = await auditRecordAfter(auditLog, since, (x) => x.type === 'refusal.permission');
     assert.equal(refusal?.fields['permission'], 'token');
     // and an upload token used for a download
     since = count();
     r = await tachyon(['recv', '--transfer-spec', writeSpec({ ...up, direction: 'receive', source_root: '/incoming/day1', paths: [{ source: 'clip.bin' }] }), path.join(work, 'x3')]);
     assert.equal(r.code, 77, r.stderr);
     assert.match(r.stderr, /does not allow this direction/);
-    assert.equal(newRecords(since).find((x) => x.type === 'refusal.permission')?.fields['op'], 'direction');
+    assert.equal((await auditRecordAfter(auditLog, since, (x) => x.type === 'refusal.permission'))?.fields['op'], 'direction');
     assert.ok(!existsSync(path.join(work, 'x3', 'clip.bin')));
   });
 });

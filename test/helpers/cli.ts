@@ -141,3 +141,31 @@ export function startConfigServer(cfgFile: string, cwd: string, o: { env?: NodeJ
     child.on('exit', (c) => reject(new Error(`server exited with ${c}: ${err}`)));
   });
 }
+
+/** A record of a server's JSON-lines audit log. */
+export interface AuditLine {
+  type: string;
+  correlationId?: string;
+  fields: Record<string, unknown>;
+}
+
+/** The complete records of a JSON-lines audit log (a line the server is still writing is left out). */
+export function auditRecords(file: string): AuditLine[] {
+  const lines = readFileSync(file, 'utf8').split('\n');
+  lines.pop(); // after the last newline: empty, or a record not complete yet
+  return lines.filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as AuditLine);
+}
+
+/**
+ * The first record after the first `since` that matches `pred`, waiting up to `timeoutMs`
+ * for it: a server process audits a refusal on its own time, and the client that was
+ * refused may exit first.
+ */
+export async function auditRecordAfter(file: string, since: number, pred: (r: AuditLine) => boolean, timeoutMs = 3000): Promise<AuditLine | undefined> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const found = auditRecords(file).slice(since).find(pred);
+    if (found !== undefined || Date.now() >= until) return found;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
